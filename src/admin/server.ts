@@ -1,0 +1,230 @@
+// The HTTP admin API (SPEC §4) and the status page. It reads the app through one interface and
+// never touches the data plane directly.
+
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { HostPort } from '../core/address';
+import { formatHostPort } from '../core/address';
+import { BindError } from '../errors';
+import { STATUS_PAGE } from './status-page';
+
+export type AdminAction = 'drain' | 'enable' | 'disable';
+
+export interface HealthReport {
+  readonly status: 'healthy' | 'degraded' | 'unhealthy';
+  readonly usable: number;
+  readonly total: number;
+}
+
+export interface ReloadOutcome {
+  readonly result: 'success' | 'failure';
+  readonly generation: number;
+  readonly changes?: string;
+  readonly error?: string;
+  readonly errors?: readonly { path: string; line?: number; message: string }[];
+}
+
+export interface AdminApi {
+  health(): HealthReport;
+  ready(): boolean;
+  status(): unknown;
+  backends(): unknown[];
+  events(): unknown;
+  backendAction(name: string, action: AdminAction): 'ok' | 'not_found';
+  reload(trigger: string): Promise<ReloadOutcome>;
+  metrics(): Promise<{ contentType: string; body: string }>;
+  token(): string;
+}
+
+const JSON_TYPE = 'application/json; charset=utf-8';
+
+export class AdminServer {
+  private server: http.Server | null = null;
+  private bound = '';
+
+  constructor(private readonly api: AdminApi) {}
+
+  get address(): string {
+    return this.bound;
+  }
+
+  /** Bind without serving yet (see ProxyListener.prepare). */
+  async prepare(addr: HostPort): Promise<{ commit(): void; abort(): void }> {
+    const server = await this.bind((s) => s.listen({ host: addr.host, port: addr.port }), formatHostPort(addr));
+    return { commit: () => this.install(server), abort: () => server.close() };
+  }
+
+  async listen(addr: HostPort): Promise<void> {
+    (await this.prepare(addr)).commit();
+  }
+
+  async adopt(fd: number): Promise<void> {
+    this.install(await this.bind((s) => s.listen({ fd }), `fd ${fd}`));
+  }
+
+  private install(server: http.Server): void {
+    const a = server.address();
+    this.bound = a && typeof a === 'object' ? formatHostPort({ host: a.address, port: a.port }) : String(a);
+    const old = this.server;
+    this.server = server;
+    if (old) {
+      old.close();
+      old.closeIdleConnections();
+    }
+  }
+
+  private bind(listen: (s: http.Server) => void, label: string): Promise<http.Server> {
+    const server = http.createServer((req, res) => {
+      this.handle(req, res).catch((e: unknown) => {
+        if (!res.headersSent) send(res, 500, { error: String((e as Error)?.message ?? e) });
+        else res.destroy();
+      });
+    });
+    server.keepAliveTimeout = 5000;
+    server.headersTimeout = 10000;
+    server.requestTimeout = 30000;
+    return new Promise<http.Server>((resolve, reject) => {
+      const onError = (err: NodeJS.ErrnoException): void => reject(new BindError('admin', label, err.code ?? err.message));
+      server.once('error', onError);
+      server.once('listening', () => {
+        server.off('error', onError);
+        server.on('error', () => {});
+        resolve(server);
+      });
+      listen(server);
+    });
+  }
+
+  async close(): Promise<void> {
+    const s = this.server;
+    this.server = null;
+    if (!s) return;
+    await new Promise<void>((resolve) => {
+      s.close(() => resolve());
+      s.closeAllConnections();
+    });
+  }
+
+  /** Exposed for tests and fuzzing: handle one request. */
+  async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://admin');
+    const path = url.pathname.replace(/\/+$/, '') || '/';
+    const method = req.method ?? 'GET';
+    const route = ROUTES.find((r) => r.match.test(path));
+    if (!route) return send(res, 404, { error: `no such endpoint: ${path}` });
+    if (!route.methods.includes(method) && !(method === 'HEAD' && route.methods.includes('GET'))) {
+      res.setHeader('allow', route.methods.join(', '));
+      return send(res, 405, { error: `${method} not allowed on ${path}; use ${route.methods.join(' or ')}` });
+    }
+    if (route.mutating) {
+      const denied = this.checkToken(req);
+      if (denied) return send(res, denied.code, { error: denied.message });
+    }
+    await drainBody(req);
+    await route.run(this.api, res, path.match(route.match)!, url);
+  }
+
+  private checkToken(req: IncomingMessage): { code: number; message: string } | null {
+    const token = this.api.token();
+    if (token === '') return null;
+    const h = req.headers['authorization'];
+    if (!h) return { code: 401, message: 'this endpoint needs "Authorization: Bearer <token>"' };
+    const m = /^Bearer\s+(.+)$/i.exec(h);
+    if (!m || !constantTimeEqual(m[1]!.trim(), token)) return { code: 403, message: 'wrong token' };
+    return null;
+  }
+}
+
+export function constantTimeEqual(a: string, b: string): boolean {
+  const ha = createHash('sha256').update(a).digest();
+  const hb = createHash('sha256').update(b).digest();
+  return timingSafeEqual(ha, hb);
+}
+
+interface Route {
+  readonly match: RegExp;
+  readonly methods: readonly string[];
+  readonly mutating?: boolean;
+  readonly run: (api: AdminApi, res: ServerResponse, m: RegExpMatchArray, url: URL) => Promise<void> | void;
+}
+
+const ROUTES: readonly Route[] = [
+  {
+    match: /^\/$/,
+    methods: ['GET'],
+    run: (_api, res) => {
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
+      res.end(STATUS_PAGE);
+    },
+  },
+  {
+    match: /^\/health$/,
+    methods: ['GET'],
+    run: (api, res) => {
+      const h = api.health();
+      send(res, h.status === 'unhealthy' ? 503 : 200, h);
+    },
+  },
+  {
+    match: /^\/ready$/,
+    methods: ['GET'],
+    run: (api, res) => {
+      const r = api.ready();
+      send(res, r ? 200 : 503, { ready: r });
+    },
+  },
+  { match: /^\/status$/, methods: ['GET'], run: (api, res) => send(res, 200, api.status()) },
+  { match: /^\/backends$/, methods: ['GET'], run: (api, res) => send(res, 200, api.backends()) },
+  { match: /^\/events$/, methods: ['GET'], run: (api, res) => send(res, 200, api.events()) },
+  {
+    match: /^\/backends\/([^/]+)\/(drain|enable|disable)$/,
+    methods: ['POST'],
+    mutating: true,
+    run: (api, res, m) => {
+      const name = decodeURIComponent(m[1]!);
+      const action = m[2] as AdminAction;
+      const r = api.backendAction(name, action);
+      if (r === 'not_found') send(res, 404, { error: `no backend named "${name}"` });
+      else send(res, 200, { backend: name, action, state: (api.backends() as { name: string; state: string }[]).find((b) => b.name === name)?.state });
+    },
+  },
+  {
+    match: /^\/reload$/,
+    methods: ['POST'],
+    mutating: true,
+    run: async (api, res) => {
+      const r = await api.reload('admin');
+      send(res, r.result === 'success' ? 200 : 422, r);
+    },
+  },
+  {
+    match: /^\/metrics$/,
+    methods: ['GET'],
+    run: async (api, res) => {
+      const m = await api.metrics();
+      res.writeHead(200, { 'content-type': m.contentType });
+      res.end(m.body);
+    },
+  },
+];
+
+function send(res: ServerResponse, code: number, body: unknown): void {
+  const text = JSON.stringify(body, null, 2) + '\n';
+  res.writeHead(code, { 'content-type': JSON_TYPE, 'cache-control': 'no-store' });
+  res.end(text);
+}
+
+const MAX_BODY = 64 * 1024;
+
+function drainBody(req: IncomingMessage): Promise<void> {
+  return new Promise((resolve) => {
+    let n = 0;
+    req.on('data', (c: Buffer) => {
+      n += c.length;
+      if (n > MAX_BODY) req.destroy();
+    });
+    req.on('end', () => resolve());
+    req.on('close', () => resolve());
+    req.on('error', () => resolve());
+  });
+}

@@ -1,0 +1,520 @@
+// The composition root: builds every part, owns the start and stop order, and applies reloads.
+// Control plane: config, reload triggers, health checker, admin API, signals, systemd.
+// Data plane: the listener and its sessions, which only read the current snapshot.
+
+import type { Config } from './config/schema';
+import { loadFromText, readConfigText, sha256, type Env, type Loaded } from './config/load';
+import { diff, summarize } from './config/diff';
+import { Snapshot } from './core/snapshot';
+import { LoadTable, type BackendLoad } from './core/stats';
+import type { AdminState } from './core/backend';
+import { STRATEGIES } from './strategy/index';
+import { HealthChecker, type HealthEvent } from './health/checker';
+import { ProxyListener, type Pending } from './proxy/listener';
+import type { ProxyObserver } from './proxy/events';
+import { AdminServer, type AdminAction, type AdminApi, type HealthReport, type ReloadOutcome } from './admin/server';
+import { Metrics } from './obs/metrics';
+import type { Logger } from './obs/logger';
+import { ReloadTrigger } from './runtime/reload';
+import { SystemdNotifier, passedSockets } from './runtime/systemd';
+import { ConfigInvalidError, LemonadeError } from './errors';
+import type { BackendConfig } from './config/schema';
+
+export interface AppOptions {
+  readonly loaded: Loaded;
+  readonly logger: Logger;
+  readonly version: string;
+  /** the file to re-read on reload ("" = environment only, no file watching) */
+  readonly configPath: string;
+  readonly env?: Env;
+  readonly now?: () => number;
+  readonly random?: () => number;
+  /** install SIGTERM/SIGINT/SIGHUP handlers (off in embedded use) */
+  readonly signals?: boolean;
+}
+
+interface EventEntry {
+  readonly at: string;
+  readonly kind: 'health' | 'reload' | 'admin' | 'lifecycle';
+  readonly message: string;
+}
+
+interface LastReload {
+  at: string;
+  result: 'success' | 'failure';
+  error: string | null;
+}
+
+export class App {
+  private config: Config;
+  private snapshot: Snapshot;
+  private generation = 1;
+  private hash: string;
+  /** hash of the content last applied or attempted (the watcher compares against it) */
+  private attemptedHash: string;
+  private readonly path: string;
+  private readonly env: Env;
+  private readonly logger: Logger;
+  private readonly now: () => number;
+  private readonly random: () => number;
+  private readonly loads: LoadTable;
+  private readonly metrics: Metrics;
+  private readonly listener: ProxyListener;
+  private readonly admin: AdminServer;
+  private readonly checker: HealthChecker;
+  private readonly trigger: ReloadTrigger | null;
+  private readonly systemd: SystemdNotifier;
+  private readonly operatorState = new Map<string, AdminState>();
+  /** specs of backends removed by a reload whose connections still drain, by load key */
+  private readonly draining = new Map<string, BackendConfig>();
+  private readonly drainTimers = new Set<NodeJS.Timeout>();
+  private readonly events: EventEntry[] = [];
+  private lastReload: LastReload | null = null;
+  private readonly startedAt: number;
+  private ready = false;
+  private stopping = false;
+  private summaryTimer: NodeJS.Timeout | null = null;
+  private lastSummary = { at: 0, total: new Map<string, number>() };
+  private acceptErrorsLogged = 0;
+  private exitResolve: ((code: number) => void) | null = null;
+  private readonly signalHandlers: [string, () => void][] = [];
+
+  constructor(private readonly opts: AppOptions) {
+    this.config = opts.loaded.config;
+    this.hash = opts.loaded.hash;
+    this.attemptedHash = opts.loaded.hash;
+    this.path = opts.configPath;
+    this.env = opts.env ?? process.env;
+    this.logger = opts.logger;
+    this.now = opts.now ?? Date.now;
+    this.random = opts.random ?? Math.random;
+    this.startedAt = this.now();
+    this.loads = new LoadTable(this.now);
+    this.snapshot = this.buildSnapshot(this.config, 1);
+    this.metrics = new Metrics({ loads: this.loads, snapshot: () => this.snapshot, version: opts.version });
+    this.metrics.generation.set(1);
+    this.listener = new ProxyListener({ current: () => this.snapshot, observer: this.observer(), now: this.now });
+    this.admin = new AdminServer(this.adminApi());
+    this.checker = new HealthChecker({
+      current: () => this.snapshot,
+      now: this.now,
+      random: this.random,
+      onResult: (e) => this.onHealth(e),
+    });
+    this.trigger =
+      this.path === ''
+        ? null
+        : new ReloadTrigger({
+            path: this.path,
+            pollMs: () => this.config.runtime.configWatchIntervalMs,
+            reload: (t) => this.reload(t),
+            lastHash: () => this.attemptedHash,
+            onWatchError: (e) => this.logger.warn({ err: e.message }, 'config watcher error'),
+          });
+    this.systemd = new SystemdNotifier(this.env);
+  }
+
+  get proxyAddress(): string {
+    return this.listener.address;
+  }
+
+  get adminAddress(): string {
+    return this.admin.address;
+  }
+
+  /** Bind, start background tasks, and resolve with the exit code once the process should end. */
+  async start(): Promise<void> {
+    const c = this.config;
+    if (c.runtime.workers !== 1) {
+      this.logger.warn({ workers: c.runtime.workers }, 'runtime.workers other than 1 is not supported yet: running one process');
+    }
+    const passed = passedSockets(this.env);
+    if (passed && passed.proxy.length > 0) {
+      await this.listener.adopt(passed.proxy[0]!);
+    } else {
+      await this.listener.listen(c.proxy.listen);
+    }
+    try {
+      if (passed && passed.admin.length > 0) await this.admin.adopt(passed.admin[0]!);
+      else if (c.admin.listen) await this.admin.listen(c.admin.listen);
+    } catch (e) {
+      await this.listener.close();
+      throw e;
+    }
+    this.checker.sync(this.snapshot);
+    this.trigger?.start();
+    this.scheduleSummary();
+    if (this.opts.signals !== false) this.installSignals();
+    this.ready = true;
+    this.event('lifecycle', `listening on ${this.listener.address} (${c.backends.length} backends, ${c.strategy})`);
+    this.logger.info(
+      {
+        listen: this.listener.address,
+        admin: this.admin.address || null,
+        strategy: c.strategy,
+        backends: c.backends.map((b) => `${b.name}=${b.address}`),
+        config: this.opts.loaded.path,
+      },
+      'lemonade-lb started',
+    );
+    this.systemd.ready(`listening on ${this.listener.address}`);
+    this.systemd.startWatchdog();
+  }
+
+  /** Resolves with the process exit code after shutdown(). */
+  exited(): Promise<number> {
+    return new Promise((resolve) => (this.exitResolve = resolve));
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Snapshots and reload
+
+  private buildSnapshot(config: Config, generation: number): Snapshot {
+    const snap = new Snapshot(config, generation, this.loads, { now: this.now, random: this.random, strategies: STRATEGIES });
+    for (const b of snap.backends) {
+      b.load.removed = false;
+      b.load.admin = this.operatorState.get(b.name) ?? 'enabled';
+    }
+    return snap;
+  }
+
+  async reload(trigger: string): Promise<ReloadOutcome> {
+    if (this.stopping) return { result: 'failure', generation: this.generation, error: 'shutting down' };
+    this.systemd.reloading();
+    try {
+      return await this.reloadNow(trigger);
+    } finally {
+      this.systemd.ready(`generation ${this.generation}`);
+    }
+  }
+
+  private async reloadNow(trigger: string): Promise<ReloadOutcome> {
+    let loaded: Loaded;
+    try {
+      const text = readConfigText(this.path, this.env);
+      // remember what was attempted, so the watcher does not retry the same bytes
+      if (text !== null) this.attemptedHash = sha256(text);
+      loaded = loadFromText(this.path, text, this.env);
+    } catch (e) {
+      return this.reloadFailed(trigger, e);
+    }
+    const next = loaded.config;
+    const changes = diff(this.config, next);
+    const adminRemoved = next.admin.listenAddress === '' && this.config.admin.listenAddress !== '';
+    const pending: Pending[] = [];
+    try {
+      if (next.proxy.listenAddress !== this.config.proxy.listenAddress) pending.push(await this.listener.prepare(next.proxy.listen));
+      if (next.admin.listenAddress !== this.config.admin.listenAddress && next.admin.listen) {
+        pending.push(await this.admin.prepare(next.admin.listen));
+      }
+    } catch (e) {
+      for (const p of pending) p.abort();
+      return this.reloadFailed(trigger, e);
+    }
+    // ---- commit: from here on nothing can fail, and the swap is one assignment
+    const generation = this.generation + 1;
+    const snap = this.buildSnapshot(next, generation);
+    const oldSnap = this.snapshot;
+    this.snapshot = snap;
+    this.config = next;
+    this.generation = generation;
+    this.hash = loaded.hash;
+    this.attemptedHash = loaded.hash;
+    for (const p of pending) p.commit();
+    if (adminRemoved) void this.admin.close();
+    this.retireRemoved(oldSnap, snap);
+    this.checker.sync(snap);
+    this.metrics.generation.set(generation);
+    this.metrics.reloads.inc({ result: 'success' });
+    this.lastReload = { at: new Date(this.now()).toISOString(), result: 'success', error: null };
+    const summary = summarize(changes);
+    this.event('reload', `generation ${generation} (${trigger}): ${summary}`);
+    this.logger.info({ generation, trigger, changes: summary, hash: loaded.hash.slice(0, 12) }, `config reloaded: ${summary}`);
+    this.scheduleSummary();
+    return { result: 'success', generation, changes: summary };
+  }
+
+  private reloadFailed(trigger: string, e: unknown): ReloadOutcome {
+    const err = e instanceof LemonadeError ? e.message : `unexpected error: ${String((e as Error)?.stack ?? e)}`;
+    this.metrics.reloads.inc({ result: 'failure' });
+    this.lastReload = { at: new Date(this.now()).toISOString(), result: 'failure', error: err };
+    this.event('reload', `reload failed (${trigger}); still serving generation ${this.generation}: ${err.split('\n')[0]}`);
+    this.logger.error({ trigger, generation: this.generation, error: err }, 'config reload failed; the running configuration is unchanged');
+    const errors = e instanceof ConfigInvalidError ? e.issues.map((i) => ({ ...i })) : undefined;
+    return errors ? { result: 'failure', generation: this.generation, error: err, errors } : { result: 'failure', generation: this.generation, error: err };
+  }
+
+  /** Backends gone from the new snapshot drain: no new connections, cut after drain_timeout. */
+  private retireRemoved(oldSnap: Snapshot, snap: Snapshot): void {
+    const live = new Set(snap.backends.map((b) => b.load.key));
+    const gone = new Set<string>();
+    for (const b of oldSnap.backends) {
+      if (live.has(b.load.key)) continue;
+      b.load.removed = true;
+      if (b.load.active > 0) {
+        gone.add(b.load.key);
+        this.draining.set(b.load.key, b.spec);
+      }
+    }
+    for (const k of this.draining.keys()) {
+      if (live.has(k)) this.draining.delete(k);
+    }
+    this.loads.sweep(new Set([...live, ...this.draining.keys()]));
+    if (gone.size === 0) return;
+    const t = setTimeout(() => {
+      this.drainTimers.delete(t);
+      const still = new Set([...gone].filter((k) => !live.has(k) && this.loads.peek(k)?.removed));
+      const cut = this.listener.registry.cutBackends(still);
+      for (const k of still) this.draining.delete(k);
+      if (cut > 0) this.logger.info({ cut, backends: [...still] }, 'drain timeout: closed connections to removed backends');
+    }, this.config.runtime.drainTimeoutMs);
+    t.unref();
+    this.drainTimers.add(t);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Observers
+
+  private observer(): ProxyObserver {
+    const log = this.logger;
+    const m = this.metrics;
+    return {
+      rejected: (reason, remote) => {
+        m.reject(reason);
+        if (log.isLevelEnabled('debug')) log.debug({ reason, client: remote }, 'connection rejected');
+      },
+      connectFailed: (b, error, willRetry) => {
+        if (log.isLevelEnabled('debug')) log.debug({ backend: b.name, error, willRetry }, 'backend connect failed');
+        if (b.load.consecutiveFailures === this.config.health.unhealthyThreshold) {
+          log.warn({ backend: b.name, address: b.spec.address, error }, 'backend failing on live traffic: ejected until it answers again');
+          this.event('health', `${b.name} ejected after ${b.load.consecutiveFailures} failed connects (${error})`);
+        }
+      },
+      connected: (b, ms) => {
+        m.connectDuration.observe(ms / 1000);
+        if (log.isLevelEnabled('debug')) log.debug({ backend: b.name, connectMs: ms }, 'connection opened');
+      },
+      closed: (b, ms, bytesIn, bytesOut) => {
+        m.connectionDuration.observe(ms / 1000);
+        if (log.isLevelEnabled('debug')) log.debug({ backend: b.name, durationMs: ms, bytesIn, bytesOut }, 'connection closed');
+      },
+      acceptError: (err) => {
+        // EMFILE/ENFILE: the kernel keeps the connection queued; log at most once a second
+        const now = this.now();
+        if (now - this.acceptErrorsLogged > 1000) {
+          this.acceptErrorsLogged = now;
+          log.error({ error: (err as NodeJS.ErrnoException).code ?? err.message }, 'cannot accept connections (file descriptors exhausted?)');
+        }
+      },
+    };
+  }
+
+  private onHealth(e: HealthEvent): void {
+    this.metrics.healthChecks.inc({ backend: e.backend, result: e.ok ? 'success' : 'failure' });
+    if (e.transition === 'down') {
+      this.logger.warn({ backend: e.backend, address: e.address, error: e.error }, 'backend is down');
+      this.event('health', `${e.backend} is down: ${e.error}`);
+    } else if (e.transition === 'up') {
+      this.logger.info({ backend: e.backend, address: e.address }, 'backend is up');
+      this.event('health', `${e.backend} is up`);
+    } else if (this.logger.isLevelEnabled('debug')) {
+      this.logger.debug({ backend: e.backend, ok: e.ok, error: e.error }, 'health check');
+    }
+  }
+
+  private event(kind: EventEntry['kind'], message: string): void {
+    this.events.push({ at: new Date(this.now()).toISOString(), kind, message });
+    const cap = this.config.runtime.healthCap;
+    if (this.events.length > cap) this.events.splice(0, this.events.length - cap);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Admin API
+
+  healthReport(): HealthReport {
+    const snap = this.snapshot;
+    const total = snap.backends.length;
+    if (this.stopping || !this.listener.listening) return { status: 'unhealthy', usable: 0, total };
+    const usable = snap.usableCount();
+    if (usable === 0) return { status: 'unhealthy', usable, total };
+    const considered = snap.backends.filter((b) => b.load.admin === 'enabled');
+    const down = considered.some((b) => b.load.state() === 'unhealthy');
+    return { status: down ? 'degraded' : 'healthy', usable, total };
+  }
+
+  backendsView(): Record<string, unknown>[] {
+    const rows = this.snapshot.backends.map((b) => this.backendRow(b.spec, b.load));
+    for (const [key, spec] of this.draining) {
+      const load = this.loads.peek(key);
+      if (load) rows.push(this.backendRow(spec, load));
+    }
+    return rows;
+  }
+
+  private backendRow(spec: BackendConfig, load: BackendLoad): Record<string, unknown> {
+    const lc = load.lastCheck;
+    return {
+      id: spec.id,
+      name: spec.name,
+      address: spec.address,
+      weight: spec.weight,
+      backup: spec.backup,
+      max_connections: spec.maxConnections,
+      state: load.state(),
+      active: load.active,
+      total: load.total,
+      latency_ms: load.hasLatency ? Math.round(load.latencyMs() * 1000) / 1000 : null,
+      connect_errors: load.connectErrors,
+      last_check: lc ? { at: new Date(lc.at).toISOString(), ok: lc.ok, error: lc.error } : null,
+    };
+  }
+
+  statusView(): Record<string, unknown> {
+    return {
+      version: this.opts.version,
+      uptime_seconds: Math.floor((this.now() - this.startedAt) / 1000),
+      strategy: this.config.strategy,
+      listen_address: this.listener.address,
+      ready: this.ready && !this.stopping,
+      admin_token_set: this.config.admin.token !== '',
+      config: {
+        path: this.opts.loaded.path,
+        generation: this.generation,
+        hash: this.hash,
+        last_reload: this.lastReload,
+      },
+      connections: {
+        active: this.listener.registry.size,
+        total: this.listener.accepted,
+        rejected: this.metrics.rejectedCount(),
+      },
+      backends: this.backendsView(),
+    };
+  }
+
+  backendAction(name: string, action: AdminAction): 'ok' | 'not_found' {
+    const b = this.snapshot.backends.find((x) => x.name === name);
+    if (!b) return 'not_found';
+    const state: AdminState = action === 'enable' ? 'enabled' : action === 'drain' ? 'draining' : 'disabled';
+    if (state === 'enabled') this.operatorState.delete(name);
+    else this.operatorState.set(name, state);
+    b.load.admin = state;
+    this.logger.info({ backend: name, action }, `backend ${name}: ${action}`);
+    this.event('admin', `${name}: ${action}`);
+    if (action === 'disable') {
+      // disable cuts the backend's connections at once; drain lets them finish
+      this.listener.registry.cutBackends(new Set([b.load.key]));
+    }
+    return 'ok';
+  }
+
+  private adminApi(): AdminApi {
+    return {
+      health: () => this.healthReport(),
+      ready: () => this.ready && !this.stopping && this.listener.listening,
+      status: () => this.statusView(),
+      backends: () => this.backendsView(),
+      events: () => this.events,
+      backendAction: (n, a) => this.backendAction(n, a),
+      reload: (t) => (this.trigger ? (this.trigger.request(t) as Promise<ReloadOutcome>) : this.reload(t)),
+      metrics: async () => ({ contentType: this.metrics.registry.contentType, body: await this.metrics.registry.metrics() }),
+      token: () => this.config.admin.token,
+    };
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Summary log
+
+  private scheduleSummary(): void {
+    if (this.summaryTimer) clearInterval(this.summaryTimer);
+    this.lastSummary.at = this.now();
+    this.summaryTimer = setInterval(() => this.logSummary(), this.config.metrics.intervalMs);
+    this.summaryTimer.unref();
+  }
+
+  private logSummary(): void {
+    const now = this.now();
+    const secs = Math.max(0.001, (now - this.lastSummary.at) / 1000);
+    const backends: Record<string, unknown> = {};
+    for (const b of this.snapshot.backends) {
+      const prev = this.lastSummary.total.get(b.load.key) ?? b.load.total;
+      backends[b.name] = {
+        state: b.load.state(),
+        active: b.load.active,
+        rate: Math.round(((b.load.total - prev) / secs) * 100) / 100,
+        latency_ms: b.load.hasLatency ? Math.round(b.load.latencyMs() * 10) / 10 : null,
+      };
+      this.lastSummary.total.set(b.load.key, b.load.total);
+    }
+    this.lastSummary.at = now;
+    this.logger.info(
+      { active: this.listener.registry.size, total: this.listener.accepted, rejected: this.metrics.rejectedCount(), backends },
+      'summary',
+    );
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Signals and shutdown
+
+  private installSignals(): void {
+    const on = (sig: NodeJS.Signals, f: () => void): void => {
+      process.on(sig, f);
+      this.signalHandlers.push([sig, f]);
+    };
+    on('SIGHUP', () => {
+      this.logger.info('SIGHUP: reloading the configuration');
+      if (this.trigger) void this.trigger.request('SIGHUP');
+      else void this.reload('SIGHUP');
+    });
+    on('SIGTERM', () => void this.shutdown('SIGTERM'));
+    on('SIGINT', () => void this.shutdown('SIGINT'));
+  }
+
+  /** Graceful shutdown; a second call exits at once with 130. */
+  async shutdown(reason: string): Promise<number> {
+    if (this.stopping) {
+      this.logger.warn({ reason }, 'second signal: exiting now');
+      this.finish(130);
+      return 130;
+    }
+    this.stopping = true;
+    this.systemd.stopping();
+    const rt = this.config.runtime;
+    const hard = setTimeout(() => {
+      this.logger.error({ acceptTimeoutMs: rt.acceptTimeoutMs }, 'shutdown took longer than accept_timeout_millis: exiting');
+      this.finish(1);
+    }, rt.acceptTimeoutMs);
+    hard.unref();
+    const open = this.listener.registry.size;
+    this.logger.info({ reason, open, drainTimeoutMs: rt.drainTimeoutMs }, 'shutting down: no new connections, draining open ones');
+    await this.listener.close();
+    const result = await this.listener.registry.drain(rt.drainTimeoutMs);
+    for (const t of this.drainTimers) clearTimeout(t);
+    const bg = Promise.all([this.trigger?.stop(), Promise.resolve(this.checker.stop()), this.admin.close()]);
+    let timedOut = false;
+    await Promise.race([
+      bg,
+      new Promise<void>((r) => {
+        const t = setTimeout(() => {
+          timedOut = true;
+          r();
+        }, rt.backgroundTimeoutMs);
+        t.unref();
+      }),
+    ]);
+    if (this.summaryTimer) clearInterval(this.summaryTimer);
+    this.systemd.stopWatchdog();
+    this.logger.info({ drained: result.drained, cut: result.cut, backgroundTimedOut: timedOut }, `stopped: ${result.drained} connections drained, ${result.cut} cut`);
+    clearTimeout(hard);
+    this.finish(0);
+    return 0;
+  }
+
+  private finish(code: number): void {
+    for (const [sig, f] of this.signalHandlers) process.off(sig, f);
+    this.signalHandlers.length = 0;
+    const r = this.exitResolve;
+    this.exitResolve = null;
+    if (r) r(code);
+  }
+}

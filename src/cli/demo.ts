@@ -1,0 +1,76 @@
+// `lemonade demo` (npm start): three workers on loopback, one of them slow, behind a balancer
+// run from config/demo.toml. Ctrl-C stops everything.
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { resolve, dirname } from 'node:path';
+import { loadConfig } from '../config/load';
+import { App } from '../app';
+import { createLogger } from '../obs/logger';
+import { VERSION } from '../version';
+
+/** config/demo.toml beside the bundle (dist/../config) or in the working directory. */
+export function findDemoConfig(): string {
+  const candidates = [resolve(dirname(process.argv[1] ?? '.'), '..', 'config', 'demo.toml'), resolve('config', 'demo.toml')];
+  return candidates.find((p) => existsSync(p)) ?? candidates[1]!;
+}
+
+export const SLOW_WORKER_DELAY_MS = 50;
+
+export async function runDemo(configPath: string, out: (s: string) => void): Promise<number> {
+  const env = { ...process.env };
+  const loaded = loadConfig(configPath, env);
+  const children: ChildProcess[] = [];
+  const script = process.argv[1]!;
+  const backends = loaded.config.backends;
+  // one worker per configured backend; the last one is slow
+  await Promise.all(
+    backends.map(
+      (b, i) =>
+        new Promise<void>((ok, fail) => {
+          const delay = i === backends.length - 1 ? SLOW_WORKER_DELAY_MS : 0;
+          const child = spawn(process.execPath, [script, 'worker', '--listen', b.address, '--name', b.name, '--delay', String(delay)], {
+            stdio: ['ignore', 'pipe', 'inherit'],
+          });
+          children.push(child);
+          child.stdout!.once('data', () => ok());
+          child.once('exit', (code) => fail(new Error(`worker ${b.name} on ${b.address} exited with code ${code}`)));
+        }),
+    ),
+  ).catch((e: unknown) => {
+    for (const c of children) c.kill('SIGTERM');
+    throw e;
+  });
+  const logger = createLogger({ format: process.env['LEMONADE_LOG_FORMAT'] || 'pretty' });
+  const app = new App({ loaded, logger, version: VERSION, configPath, env });
+  const exited = app.exited();
+  try {
+    await app.start();
+  } catch (e) {
+    for (const c of children) c.kill('SIGTERM');
+    throw e;
+  }
+  const [host, port] = [loaded.config.proxy.listen.host, loaded.config.proxy.listen.port];
+  out('');
+  out(`lemonade demo: ${backends.length} workers (${backends[backends.length - 1]!.name} answers after ${SLOW_WORKER_DELAY_MS} ms) behind ${loaded.config.strategy}`);
+  out(`  try:        curl http://${host}:${port}/        (or: for i in $(seq 10); do curl -s http://${host}:${port}/; done)`);
+  if (app.adminAddress) {
+    out(`  status:     http://${app.adminAddress}/   (or: node ${script} status --admin http://${app.adminAddress})`);
+    out(`  metrics:    curl http://${app.adminAddress}/metrics`);
+  }
+  out(`  config:     ${configPath} (edit and save: it reloads)`);
+  out('  stop:       Ctrl-C');
+  out('');
+  const code = await exited;
+  await Promise.all(
+    children.map(
+      (c) =>
+        new Promise<void>((r) => {
+          if (c.exitCode !== null) return r();
+          c.once('exit', () => r());
+          c.kill('SIGTERM');
+        }),
+    ),
+  );
+  return code;
+}

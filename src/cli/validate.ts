@@ -1,0 +1,70 @@
+// `lemonade load-balancer --validate [--json] [--check-backends]`
+
+import net from 'node:net';
+import { loadConfig, type Env } from '../config/load';
+import type { Config } from '../config/schema';
+import { ConfigInvalidError, LemonadeError, type ConfigIssue } from '../errors';
+
+export interface ValidateOptions {
+  readonly path: string;
+  readonly json: boolean;
+  readonly checkBackends: boolean;
+  readonly env: Env;
+  readonly out: (s: string) => void;
+}
+
+export interface BackendWarning {
+  readonly backend: string;
+  readonly address: string;
+  readonly message: string;
+}
+
+export async function runValidate(o: ValidateOptions): Promise<number> {
+  let config: Config | null = null;
+  let issues: ConfigIssue[] = [];
+  let shown = o.path;
+  try {
+    const loaded = loadConfig(o.path, o.env);
+    config = loaded.config;
+    shown = loaded.path;
+  } catch (e) {
+    if (e instanceof ConfigInvalidError) {
+      issues = [...e.issues];
+      shown = e.file;
+    } else if (e instanceof LemonadeError) issues = [{ path: '(file)', message: e.message }];
+    else throw e;
+  }
+  const warnings = config && o.checkBackends ? await checkBackends(config) : [];
+  if (o.json) {
+    const body: Record<string, unknown> = { valid: config !== null, file: shown, errors: issues };
+    if (o.checkBackends) body['warnings'] = warnings;
+    o.out(JSON.stringify(body, null, 2));
+  } else if (config) {
+    o.out(`${shown}: valid (listen ${config.proxy.listenAddress}, ${config.backends.length} backend${config.backends.length === 1 ? '' : 's'}, strategy ${config.strategy})`);
+    for (const w of warnings) o.out(`warning: backends: ${w.backend} (${w.address}) is unreachable: ${w.message}`);
+  } else {
+    o.out(`${shown}: invalid, ${issues.length} error${issues.length === 1 ? '' : 's'}:`);
+    for (const i of issues) o.out(`  ${i.path}${i.line !== undefined ? ` (line ${i.line})` : ''}: ${i.message}`);
+  }
+  return config ? 0 : 1;
+}
+
+export async function checkBackends(config: Config, timeoutMs = 2000): Promise<BackendWarning[]> {
+  const results = await Promise.all(
+    config.backends.map(
+      (b) =>
+        new Promise<BackendWarning | null>((resolve) => {
+          const s = net.connect({ host: b.host, port: b.port });
+          const done = (msg: string | null): void => {
+            clearTimeout(t);
+            s.destroy();
+            resolve(msg === null ? null : { backend: b.name, address: b.address, message: msg });
+          };
+          const t = setTimeout(() => done(`no answer within ${timeoutMs} ms`), timeoutMs);
+          s.once('connect', () => done(null));
+          s.once('error', (e: NodeJS.ErrnoException) => done(e.code ?? e.message));
+        }),
+    ),
+  );
+  return results.filter((r): r is BackendWarning => r !== null);
+}

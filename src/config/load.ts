@@ -1,0 +1,208 @@
+// Read + TOML parse + environment overrides + validate → frozen Config, or every problem.
+
+import { readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import TOML from '@iarna/toml';
+import { validate, type Config } from './schema';
+import { ConfigInvalidError, ConfigMissingError, ConfigReadError, type ConfigIssue } from '../errors';
+
+export const DEFAULT_CONFIG_PATH = '/etc/lemonade/config.toml';
+
+export interface Loaded {
+  readonly config: Config;
+  /** the file read, or "(environment)" when running from the environment alone */
+  readonly path: string;
+  /** sha256 of the file's bytes, "" without a file */
+  readonly hash: string;
+  /** the file's text, "" without a file */
+  readonly text: string;
+}
+
+export type Env = Readonly<Record<string, string | undefined>>;
+
+/** The file to read: --config, then $LEMONADE_LB_CONFIG, then /etc/lemonade/config.toml. */
+export function resolveConfigPath(cli: string | undefined, env: Env): string {
+  return cli ?? env['LEMONADE_LB_CONFIG'] ?? DEFAULT_CONFIG_PATH;
+}
+
+/**
+ * Load and validate. Throws ConfigMissingError, ConfigReadError or ConfigInvalidError (with every
+ * issue); never anything else for bad input.
+ */
+export function loadConfig(path: string, env: Env = process.env): Loaded {
+  return loadFromText(path, readConfigText(path, env), env);
+}
+
+/** The file's text; null when it is absent but the environment names the backends. */
+export function readConfigText(path: string, env: Env): string | null {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' && env['LEMONADE_LB_BACKEND_ADDRESSES']) return null;
+    if (code === 'ENOENT') throw new ConfigMissingError(path);
+    throw new ConfigReadError(path, (e as Error).message);
+  }
+}
+
+/** Validate text already read from `path` (null = no file: the environment alone). */
+export function loadFromText(path: string, text: string | null, env: Env): Loaded {
+  const result = parseAndValidate(text ?? '', env);
+  const shown = text === null ? '(environment)' : path;
+  if (!result.ok) throw new ConfigInvalidError(shown, result.issues);
+  return { config: result.config, path: shown, hash: text === null ? '' : sha256(text), text: text ?? '' };
+}
+
+export function sha256(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
+}
+
+
+export type ParseResult = { ok: true; config: Config } | { ok: false; issues: ConfigIssue[] };
+
+/** Parse TOML text, apply the environment, validate. Pure apart from reading `env`. */
+export function parseAndValidate(text: string, env: Env): ParseResult {
+  let raw: Record<string, unknown>;
+  try {
+    raw = TOML.parse(text) as Record<string, unknown>;
+  } catch (e) {
+    const te = e as { line?: number; col?: number; message?: string };
+    const first = String(te.message ?? e).split('\n')[0]!.replace(/ at row \d+, col \d+, pos \d+:?$/, '');
+    const line = typeof te.line === 'number' ? te.line + 1 : undefined;
+    const issue: ConfigIssue =
+      line === undefined
+        ? { path: '(syntax)', message: `TOML syntax error: ${first}` }
+        : { path: '(syntax)', line, message: `TOML syntax error at column ${(te.col ?? 0) + 1}: ${first}` };
+    return { ok: false, issues: [issue] };
+  }
+  const origins = new Map<string, string>();
+  const envIssues = applyEnv(raw, env, origins);
+  const lines = locateKeys(text);
+  const result = validate(raw, { origins, locate: (p) => locate(lines, p) });
+  const issues = [...envIssues, ...(result.ok ? [] : result.issues)];
+  if (issues.length > 0) return { ok: false, issues };
+  return result as { ok: true; config: Config };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Environment overrides
+
+type EnvTarget = { section: string; key: string; kind: 'string' | 'int' };
+
+const ENV_MAP: Record<string, EnvTarget> = {
+  LEMONADE_LB_LISTEN_ADDRESS: { section: 'proxy', key: 'listen_address', kind: 'string' },
+  LEMONADE_LB_STRATEGY: { section: 'strategy', key: 'algorithm', kind: 'string' },
+  LEMONADE_LB_MAX_CONNECTIONS: { section: 'proxy', key: 'max_connections', kind: 'int' },
+  LEMONADE_LB_ADMIN_ADDRESS: { section: 'admin', key: 'listen_address', kind: 'string' },
+  LEMONADE_LB_METRICS_CAP: { section: 'runtime', key: 'metrics_cap', kind: 'int' },
+  LEMONADE_LB_HEALTH_CAP: { section: 'runtime', key: 'health_cap', kind: 'int' },
+  LEMONADE_LB_DRAIN_TIMEOUT_MS: { section: 'runtime', key: 'drain_timeout_millis', kind: 'int' },
+  LEMONADE_LB_BACKGROUND_TIMEOUT_MS: { section: 'runtime', key: 'background_timeout_millis', kind: 'int' },
+  LEMONADE_LB_ACCEPT_TIMEOUT_MS: { section: 'runtime', key: 'accept_timeout_millis', kind: 'int' },
+  LEMONADE_LB_CONFIG_WATCH_INTERVAL_MS: { section: 'runtime', key: 'config_watch_interval_millis', kind: 'int' },
+  LEMONADE_LB_HEALTH_INTERVAL_MS: { section: 'health', key: 'interval', kind: 'int' },
+  LEMONADE_LB_HEALTH_TIMEOUT_MS: { section: 'health', key: 'timeout', kind: 'int' },
+  LEMONADE_LB_METRICS_INTERVAL_MS: { section: 'metrics', key: 'interval', kind: 'int' },
+};
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+export const ENV_VARIABLES = [...Object.keys(ENV_MAP), 'LEMONADE_LB_BACKEND_ADDRESSES', 'LEMONADE_LB_CONFIG'];
+
+function applyEnv(raw: Record<string, unknown>, env: Env, origins: Map<string, string>): ConfigIssue[] {
+  const issues: ConfigIssue[] = [];
+  for (const [name, t] of Object.entries(ENV_MAP)) {
+    const v = env[name];
+    if (v === undefined) continue;
+    let value: unknown = v;
+    if (t.kind === 'int') {
+      if (!/^\s*\d+\s*$/.test(v)) {
+        issues.push({ path: name, message: `expected a whole number, got "${v}"` });
+        continue;
+      }
+      value = Number(v);
+    }
+    if (t.section === 'strategy' && typeof raw['strategy'] === 'string') raw['strategy'] = { algorithm: raw['strategy'] };
+    const sec = raw[t.section];
+    if (sec === undefined) raw[t.section] = { [t.key]: value };
+    else if (typeof sec === 'object' && sec !== null && !Array.isArray(sec)) (sec as Record<string, unknown>)[t.key] = value;
+    else continue; // the section itself is malformed: validate() reports it
+    origins.set(`${t.section}.${t.key}`, name);
+  }
+  const level = env['LEMONADE_LOG'];
+  if (level !== undefined && level !== '' && !LOG_LEVELS.includes(level.toLowerCase())) {
+    issues.push({ path: 'LEMONADE_LOG', message: `expected one of error, warn, info, debug, trace, got "${level}"` });
+  }
+  const format = env['LEMONADE_LOG_FORMAT'];
+  if (format !== undefined && format !== '' && format !== 'json' && format !== 'pretty') {
+    issues.push({ path: 'LEMONADE_LOG_FORMAT', message: `expected "json" or "pretty", got "${format}"` });
+  }
+  const list = env['LEMONADE_LB_BACKEND_ADDRESSES'];
+  if (list !== undefined) {
+    const addresses = list.split(',').map((s) => s.trim()).filter((s) => s !== '');
+    if (addresses.length === 0) {
+      issues.push({ path: 'LEMONADE_LB_BACKEND_ADDRESSES', message: 'expected a comma-separated list of host:port, got nothing' });
+    } else {
+      raw['backends'] = addresses.map((address, i) => ({ id: i, name: `backend-${i + 1}`, address }));
+      addresses.forEach((_, i) => origins.set(`backends[${i}].address`, 'LEMONADE_LB_BACKEND_ADDRESSES'));
+    }
+  }
+  return issues;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Line locator: where each key path stands in the text, for error messages.
+
+export function locateKeys(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  const arrayCounts = new Map<string, number>();
+  let table = '';
+  const lines = text.split(/\r?\n/);
+  let inMultiline: string | null = null;
+  for (let n = 0; n < lines.length; n++) {
+    const line = lines[n]!;
+    if (inMultiline) {
+      if (line.includes(inMultiline)) inMultiline = null;
+      continue;
+    }
+    const trimmed = line.trim();
+    if (trimmed === '' || trimmed.startsWith('#')) continue;
+    let m = /^\[\[\s*([A-Za-z0-9_.\-]+)\s*\]\]/.exec(trimmed);
+    if (m) {
+      const name = m[1]!;
+      const idx = arrayCounts.get(name) ?? 0;
+      arrayCounts.set(name, idx + 1);
+      table = `${name}[${idx}]`;
+      if (!out.has(name)) out.set(name, n + 1);
+      out.set(table, n + 1);
+      continue;
+    }
+    m = /^\[\s*([A-Za-z0-9_.\-]+)\s*\]/.exec(trimmed);
+    if (m) {
+      table = m[1]!;
+      out.set(table, n + 1);
+      continue;
+    }
+    m = /^([A-Za-z0-9_\-]+)\s*=\s*(.*)$/.exec(trimmed);
+    if (m) {
+      const path = table === '' ? m[1]! : `${table}.${m[1]}`;
+      if (!out.has(path)) out.set(path, n + 1);
+      const rest = m[2]!;
+      for (const q of ['"""', "'''"]) {
+        if (rest.startsWith(q) && rest.indexOf(q, 3) < 0) inMultiline = q;
+      }
+    }
+  }
+  return out;
+}
+
+function locate(lines: Map<string, number>, path: string): number | undefined {
+  let p = path;
+  for (;;) {
+    const hit = lines.get(p);
+    if (hit !== undefined) return hit;
+    const cut = Math.max(p.lastIndexOf('.'), p.lastIndexOf('['));
+    if (cut <= 0) return undefined;
+    p = p.slice(0, cut);
+  }
+}

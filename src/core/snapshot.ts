@@ -1,0 +1,109 @@
+// An immutable snapshot built from a validated Config: listener settings, backends with their
+// load figures, the client ACL and the picker. The data plane reads the current snapshot once per
+// accepted connection; a reload replaces it with one assignment.
+
+import type { BackendConfig, Config } from '../config/schema';
+import { cidrContains, parseIp, type Cidr } from './address';
+import { backendKey } from './backend';
+import type { BackendCounters, BackendLoad, LoadTable } from './stats';
+import type { Candidate, Strategy, StrategyFactory } from '../strategy/types';
+
+/** Lowest share of its weight a slow-starting backend gets. */
+const SLOW_START_FLOOR = 0.05;
+
+export class SnapshotBackend implements Candidate {
+  readonly id: number;
+  readonly name: string;
+  /** effective weight, set by the picker at each pick (slow start) */
+  weight: number;
+  constructor(
+    readonly spec: BackendConfig,
+    readonly load: BackendLoad,
+    readonly counters: BackendCounters,
+  ) {
+    this.id = spec.id;
+    this.name = spec.name;
+    this.weight = spec.weight;
+  }
+}
+
+export interface SnapshotEnv {
+  readonly now: () => number;
+  readonly random: () => number;
+  readonly strategies: Readonly<Record<string, StrategyFactory>>;
+}
+
+export class Snapshot {
+  readonly backends: readonly SnapshotBackend[];
+  private readonly primaries: readonly SnapshotBackend[];
+  private readonly backups: readonly SnapshotBackend[];
+  private readonly strategy: Strategy;
+  private readonly scratch: SnapshotBackend[] = [];
+
+  constructor(
+    readonly config: Config,
+    readonly generation: number,
+    loads: LoadTable,
+    private readonly env: SnapshotEnv,
+  ) {
+    this.backends = Object.freeze(config.backends.map((b) => new SnapshotBackend(b, loads.get(backendKey(b)), loads.countersFor(b.name))));
+    this.primaries = this.backends.filter((b) => !b.spec.backup);
+    this.backups = this.backends.filter((b) => b.spec.backup);
+    this.strategy = env.strategies[config.strategy]!({ random: env.random });
+    Object.freeze(this);
+  }
+
+  /** Is this client address allowed by [proxy] allow/deny? */
+  allows(remoteAddress: string | undefined): boolean {
+    const { allow, deny } = this.config.proxy;
+    if (allow.length === 0 && deny.length === 0) return true;
+    const ip = remoteAddress ? parseIp(remoteAddress) : null;
+    if (!ip) return false;
+    if (allow.length > 0 && !allow.some((c: Cidr) => cidrContains(c, ip))) return false;
+    return !deny.some((c: Cidr) => cidrContains(c, ip));
+  }
+
+  /**
+   * Pick a backend for a new connection, skipping those in `avoid` (already tried). Primaries
+   * first; backups only when no primary is usable. undefined = no usable backend.
+   */
+  pick(avoid: readonly BackendLoad[] = []): SnapshotBackend | undefined {
+    return this.pickFrom(this.primaries, avoid) ?? this.pickFrom(this.backups, avoid);
+  }
+
+  /** Are there any usable backends at all (for /health)? */
+  usableCount(): number {
+    let n = 0;
+    for (const b of this.backends) if (this.usable(b, [])) n++;
+    return n;
+  }
+
+  private usable(b: SnapshotBackend, avoid: readonly BackendLoad[]): boolean {
+    const s = b.spec;
+    return (
+      s.weight > 0 &&
+      b.load.isUsable() &&
+      (s.maxConnections === 0 || b.load.active < s.maxConnections) &&
+      !avoid.includes(b.load)
+    );
+  }
+
+  private pickFrom(list: readonly SnapshotBackend[], avoid: readonly BackendLoad[]): SnapshotBackend | undefined {
+    const c = this.scratch;
+    c.length = 0;
+    const slow = this.config.health.slowStartMs;
+    const now = slow > 0 ? this.env.now() : 0;
+    for (const b of list) {
+      if (!this.usable(b, avoid)) continue;
+      if (slow > 0 && b.load.healthySince > 0) {
+        const f = Math.min(1, Math.max(SLOW_START_FLOOR, (now - b.load.healthySince) / slow));
+        b.weight = b.spec.weight * f;
+      } else {
+        b.weight = b.spec.weight;
+      }
+      c.push(b);
+    }
+    if (c.length === 0) return undefined;
+    return this.strategy.pick(c) as SnapshotBackend | undefined;
+  }
+}

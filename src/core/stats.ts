@@ -1,0 +1,195 @@
+// Per-backend mutable load figures, kept beside the immutable snapshots (keyed by backendKey) so
+// they survive a reload. acquire() returns a lease that is released exactly once. Clock injected.
+
+import type { AdminState, BackendState } from './backend';
+
+export type Clock = () => number;
+
+/** Time constant of the latency average's decay, ms. */
+export const LATENCY_DECAY_MS = 2000;
+/** Half-life of the recent-failure score, ms. */
+export const FAILURE_HALF_LIFE_MS = 5000;
+
+export interface LastCheck {
+  readonly at: number;
+  readonly ok: boolean;
+  readonly error: string | null;
+}
+
+export class BackendLoad {
+  active = 0;
+  total = 0;
+  connectErrors = 0;
+  /** from the active health checker's threshold machine */
+  healthy = true;
+  /** operator state, kept across reloads */
+  admin: AdminState = 'enabled';
+  /** set when a reload removed this backend: it only drains */
+  removed = false;
+  /** passive health: not used before this time */
+  ejectedUntil = 0;
+  consecutiveFailures = 0;
+  /** when it last turned healthy (for slow start); 0 = since the start */
+  healthySince = 0;
+  lastCheck: LastCheck | null = null;
+
+  /** peak-sensitive moving average of latency (connect + time to first byte), ms */
+  private peak = 0;
+  /** plain moving average, ms */
+  private ewma = 0;
+  private samples = 0;
+  private stamp = 0;
+  private failScore = 0;
+  private failStamp = 0;
+
+  constructor(
+    readonly key: string,
+    private readonly clock: Clock,
+  ) {}
+
+  acquire(): Lease {
+    this.active++;
+    this.total++;
+    return new Lease(this);
+  }
+
+  /** @internal called by Lease */
+  releaseOne(): void {
+    this.active--;
+  }
+
+  get hasLatency(): boolean {
+    return this.samples > 0;
+  }
+
+  /** Record one latency sample (ms). The peak average jumps up at once and decays down. */
+  observeLatency(ms: number): void {
+    const now = this.clock();
+    if (this.samples === 0) {
+      this.peak = ms;
+      this.ewma = ms;
+    } else {
+      const w = Math.exp(-Math.max(0, now - this.stamp) / LATENCY_DECAY_MS);
+      this.ewma = this.ewma * w + ms * (1 - w);
+      const peakNow = this.peakLatencyMs();
+      this.peak = ms > peakNow ? ms : peakNow * w + ms * (1 - w);
+    }
+    this.samples++;
+    this.stamp = now;
+  }
+
+  /** The moving average of latency, ms (0 without samples). */
+  latencyMs(): number {
+    return this.samples === 0 ? 0 : this.ewma;
+  }
+
+  /**
+   * The peak-sensitive average as read now: it decays toward zero while the backend gets no
+   * traffic, so a backend that was slow is tried again after a while.
+   */
+  peakLatencyMs(): number {
+    if (this.samples === 0) return 0;
+    const w = Math.exp(-Math.max(0, this.clock() - this.stamp) / (LATENCY_DECAY_MS * 4));
+    return this.peak * w;
+  }
+
+  recordFailure(): void {
+    const now = this.clock();
+    this.failScore = this.failureScore() + 1;
+    this.failStamp = now;
+    this.consecutiveFailures++;
+    this.connectErrors++;
+  }
+
+  recordSuccess(): void {
+    this.consecutiveFailures = 0;
+  }
+
+  /** Recent failures, decaying with FAILURE_HALF_LIFE_MS. */
+  failureScore(): number {
+    if (this.failScore === 0) return 0;
+    return this.failScore * Math.pow(0.5, (this.clock() - this.failStamp) / FAILURE_HALF_LIFE_MS);
+  }
+
+  isEjected(): boolean {
+    return this.ejectedUntil > this.clock();
+  }
+
+  /** May this backend take new connections (ignoring caps and weight)? */
+  isUsable(): boolean {
+    return this.healthy && this.admin === 'enabled' && !this.removed && !this.isEjected();
+  }
+
+  state(): BackendState {
+    if (this.admin === 'disabled') return 'disabled';
+    if (this.admin === 'draining' || this.removed) return 'draining';
+    return this.healthy && !this.isEjected() ? 'healthy' : 'unhealthy';
+  }
+}
+
+export class Lease {
+  private released = false;
+  constructor(readonly load: BackendLoad) {}
+  /** Releases the backend's active count; later calls do nothing. */
+  release(): boolean {
+    if (this.released) return false;
+    this.released = true;
+    this.load.releaseOne();
+    return true;
+  }
+}
+
+/**
+ * Monotonic traffic counters of one backend name (never reset, so they serve as Prometheus
+ * counters read at scrape time: the data plane only adds to plain numbers).
+ */
+export class BackendCounters {
+  connections = 0;
+  connectErrors = 0;
+  bytesIn = 0;
+  bytesOut = 0;
+}
+
+/** The table of load figures, by backend key, and of counters, by backend name. */
+export class LoadTable {
+  private readonly map = new Map<string, BackendLoad>();
+  private readonly counters = new Map<string, BackendCounters>();
+  constructor(private readonly clock: Clock) {}
+
+  countersFor(name: string): BackendCounters {
+    let c = this.counters.get(name);
+    if (!c) {
+      c = new BackendCounters();
+      this.counters.set(name, c);
+    }
+    return c;
+  }
+
+  allCounters(): ReadonlyMap<string, BackendCounters> {
+    return this.counters;
+  }
+
+  get(key: string): BackendLoad {
+    let l = this.map.get(key);
+    if (!l) {
+      l = new BackendLoad(key, this.clock);
+      this.map.set(key, l);
+    }
+    return l;
+  }
+
+  peek(key: string): BackendLoad | undefined {
+    return this.map.get(key);
+  }
+
+  /** Forget figures of backends no longer configured once their last connection closed. */
+  sweep(live: ReadonlySet<string>): void {
+    for (const [k, l] of this.map) {
+      if (!live.has(k) && l.active === 0) this.map.delete(k);
+    }
+  }
+
+  values(): IterableIterator<BackendLoad> {
+    return this.map.values();
+  }
+}

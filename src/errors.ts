@@ -1,0 +1,78 @@
+// One error class per user-visible condition, each with a literal code. The README's
+// "Errors" table lists every code; test/errors.test.ts checks that it does.
+
+export interface ConfigIssue {
+  /** key path, e.g. "proxy.max_connections" or "backends[1].address" */
+  readonly path: string;
+  /** 1-based line in the file where the key (or its section) stands, when known */
+  readonly line?: number;
+  readonly message: string;
+}
+
+export abstract class LemonadeError extends Error {
+  abstract readonly code: string;
+  /** process exit code when this error ends the program */
+  readonly exitCode: number = 1;
+}
+
+/** The configuration (file + environment) is invalid; carries every problem found. */
+export class ConfigInvalidError extends LemonadeError {
+  readonly code = 'LEMONADE_CONFIG_INVALID' as const;
+  constructor(readonly file: string, readonly issues: readonly ConfigIssue[]) {
+    super(`${file}: ${issues.length} error${issues.length === 1 ? '' : 's'}\n` + issues.map((i) => '  ' + formatIssue(i)).join('\n'));
+  }
+}
+
+/** The configuration file cannot be read. */
+export class ConfigReadError extends LemonadeError {
+  readonly code = 'LEMONADE_CONFIG_UNREADABLE' as const;
+  constructor(readonly file: string, reason: string) {
+    super(`${file}: cannot read the configuration file: ${reason}`);
+  }
+}
+
+/** No configuration file was given or found, and the environment does not name backends. */
+export class ConfigMissingError extends LemonadeError {
+  readonly code = 'LEMONADE_CONFIG_MISSING' as const;
+  constructor(readonly file: string) {
+    super(`${file}: no such configuration file (give --config FILE, set LEMONADE_LB_CONFIG, or set LEMONADE_LB_BACKEND_ADDRESSES)`);
+  }
+}
+
+/** A listening address (proxy or admin) cannot be bound. */
+export class BindError extends LemonadeError {
+  readonly code = 'LEMONADE_BIND_FAILED' as const;
+  constructor(readonly what: string, readonly address: string, reason: string) {
+    super(`cannot listen on ${address} (${what}): ${reason}`);
+  }
+}
+
+/** The admin API of a running balancer cannot be reached or refused the request. */
+export class AdminUnreachableError extends LemonadeError {
+  readonly code = 'LEMONADE_ADMIN_UNREACHABLE' as const;
+  constructor(readonly url: string, reason: string) {
+    super(`cannot reach the admin API at ${url}: ${reason}`);
+  }
+}
+
+/** The admin API answered with an error status. */
+export class AdminRequestError extends LemonadeError {
+  readonly code = 'LEMONADE_ADMIN_REQUEST_FAILED' as const;
+  constructor(readonly url: string, readonly status: number, body: string) {
+    super(`${url}: ${status} ${body.trim()}`);
+  }
+}
+
+export function formatIssue(i: ConfigIssue): string {
+  return `${i.path}${i.line !== undefined ? ` (line ${i.line})` : ''}: ${i.message}`;
+}
+
+/** Every literal code, for documentation checks. */
+export const ERROR_CODES = [
+  'LEMONADE_CONFIG_INVALID',
+  'LEMONADE_CONFIG_UNREADABLE',
+  'LEMONADE_CONFIG_MISSING',
+  'LEMONADE_BIND_FAILED',
+  'LEMONADE_ADMIN_UNREACHABLE',
+  'LEMONADE_ADMIN_REQUEST_FAILED',
+] as const;

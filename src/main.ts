@@ -1,0 +1,127 @@
+// CLI entry: parse arguments, dispatch to a command. Nothing else.
+
+import yargs from 'yargs';
+import { runBalancer } from './cli/load-balancer';
+import { runValidate } from './cli/validate';
+import { runDemo, findDemoConfig } from './cli/demo';
+import { startWorker } from './cli/worker';
+import { runStatus, runBackendAction, DEFAULT_ADMIN_URL } from './cli/admin-client';
+import { resolveConfigPath } from './config/load';
+import { LemonadeError } from './errors';
+import { VERSION } from './version';
+
+const out = (s: string): void => void process.stdout.write(s + '\n');
+
+class UsageError extends Error {}
+
+async function main(argv: string[]): Promise<number> {
+  let code = 0;
+  const set = (p: Promise<number>): Promise<void> => p.then((c) => void (code = c));
+  const adminUrl = process.env['LEMONADE_ADMIN_URL'] ?? DEFAULT_ADMIN_URL;
+  await yargs(argv)
+    .scriptName('lemonade')
+    .usage('$0 <command> [options]')
+    .command(
+      ['load-balancer', 'lb'],
+      'run the load balancer in the foreground (or check its configuration with --validate)',
+      (y) =>
+        y
+          .option('config', { alias: 'c', type: 'string', describe: 'configuration file (default $LEMONADE_LB_CONFIG, then /etc/lemonade/config.toml)' })
+          .option('validate', { type: 'boolean', default: false, describe: 'check the configuration and exit: 0 valid, 1 invalid' })
+          .option('json', { type: 'boolean', default: false, describe: 'with --validate: print the result as JSON' })
+          .option('check-backends', { type: 'boolean', default: false, describe: 'with --validate: also try a TCP connect to each backend (warnings only)' }),
+      (a) => {
+        const path = resolveConfigPath(a.config, process.env);
+        if ((a.json || a['check-backends']) && !a.validate) throw new UsageError('--json and --check-backends go with --validate');
+        return set(a.validate ? runValidate({ path, json: a.json, checkBackends: a['check-backends'], env: process.env, out }) : runBalancer(path, process.env));
+      },
+    )
+    .command(
+      'worker',
+      'run a demo/test HTTP backend',
+      (y) =>
+        y
+          .option('listen', { alias: 'a', type: 'string', demandOption: true, describe: 'address: host:port, :port or port' })
+          .option('name', { alias: 'n', type: 'string', default: 'worker', describe: 'name answered in every body' })
+          .option('delay', { alias: 'd', type: 'number', default: 0, describe: 'delay before each answer, ms' })
+          .option('jitter', { type: 'number', default: 0, describe: 'random extra delay up to this many ms' })
+          .option('fail-rate', { type: 'number', default: 0, describe: 'share of requests answered 500 (0 to 1)' }),
+      (a) => {
+        for (const [k, v] of [['delay', a.delay], ['jitter', a.jitter], ['fail-rate', a['fail-rate']]] as const) {
+          if (!Number.isFinite(v) || v < 0) throw new UsageError(`--${k} must be a number >= 0`);
+        }
+        if (a['fail-rate'] > 1) throw new UsageError('--fail-rate must be from 0 to 1');
+        return set(
+          startWorker({ listen: a.listen, name: a.name, delayMs: a.delay, jitterMs: a.jitter, failRate: a['fail-rate'] }).then(
+            (w) =>
+              new Promise<number>((resolve) => {
+                out(`worker ${a.name} listening on ${w.address}`);
+                const stop = (): void => void w.close().then(() => resolve(0));
+                process.once('SIGTERM', stop);
+                process.once('SIGINT', stop);
+              }),
+            (e: Error) => {
+              process.stderr.write(`lemonade worker: ${e.message}\n`);
+              return 1;
+            },
+          ),
+        );
+      },
+    )
+    .command(
+      'demo',
+      'three workers (one slow) behind a balancer from config/demo.toml; Ctrl-C stops',
+      (y) => y.option('config', { alias: 'c', type: 'string', describe: 'demo configuration (default config/demo.toml)' }),
+      (a) => set(runDemo(a.config ?? findDemoConfig(), out)),
+    )
+    .command(
+      'status',
+      "print the backend table of a running balancer's admin API",
+      (y) =>
+        y
+          .option('admin', { type: 'string', default: adminUrl, describe: 'admin API URL ($LEMONADE_ADMIN_URL)' })
+          .option('json', { type: 'boolean', default: false, describe: 'print JSON' }),
+      (a) => set(runStatus(a.admin, a.json, out)),
+    )
+    .command(
+      'backend <action> <name>',
+      'drain, enable or disable one backend through the admin API',
+      (y) =>
+        y
+          .positional('action', { choices: ['drain', 'enable', 'disable'] as const, demandOption: true })
+          .positional('name', { type: 'string', demandOption: true })
+          .option('admin', { type: 'string', default: adminUrl, describe: 'admin API URL ($LEMONADE_ADMIN_URL)' })
+          .option('token', { type: 'string', default: process.env['LEMONADE_ADMIN_TOKEN'], describe: 'admin token ($LEMONADE_ADMIN_TOKEN)' }),
+      (a) => set(runBackendAction(a.admin, a.action, a.name, a.token, out)),
+    )
+    .demandCommand(1, 'give a command (see --help)')
+    .strict()
+    .version(VERSION)
+    .help()
+    .alias('help', 'h')
+    .wrap(Math.min(110, process.stdout.columns || 100))
+    .fail((msg, err) => {
+      if (err) throw err;
+      throw new UsageError(msg);
+    })
+    .parseAsync();
+  return code;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exit(code);
+  },
+  (e: unknown) => {
+    if (e instanceof UsageError) {
+      process.stderr.write(`lemonade: ${e.message}\nRun "lemonade --help" for usage.\n`);
+      process.exit(2);
+    }
+    if (e instanceof LemonadeError) {
+      process.stderr.write(`lemonade: ${e.message}\n`);
+      process.exit(e.exitCode);
+    }
+    process.stderr.write(`lemonade: internal error: ${(e as Error)?.stack ?? String(e)}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,143 @@
+// The prom-client registry and every metric definition, in one place. Traffic counters and
+// gauges are read from the load table at scrape time, so the data plane only adds to plain
+// numbers between scrapes; histograms are observed per connection without labels.
+
+import { Registry, Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client';
+import type { LoadTable } from '../core/stats';
+import type { Snapshot } from '../core/snapshot';
+
+import type { RejectReason } from '../proxy/events';
+export type { RejectReason };
+export const REJECT_REASONS: readonly RejectReason[] = ['max_connections', 'no_backend', 'acl', 'rate_limit'];
+
+export interface MetricsSources {
+  readonly loads: LoadTable;
+  readonly snapshot: () => Snapshot;
+  readonly version: string;
+}
+
+export class Metrics {
+  readonly registry = new Registry();
+  private readonly rejected: Counter<'reason'>;
+  private readonly rejectedChildren: Record<RejectReason, { inc(): void }>;
+  readonly connectDuration: Histogram;
+  readonly connectionDuration: Histogram;
+  readonly healthChecks: Counter<'backend' | 'result'>;
+  readonly reloads: Counter<'result'>;
+  readonly generation: Gauge;
+  private rejectedTotal = 0;
+
+  constructor(src: MetricsSources) {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry });
+    const { loads } = src;
+
+    new Gauge({
+      name: 'lemonade_connections_active',
+      help: 'Open client connections, by backend (a connection counts from accept until both sockets close)',
+      labelNames: ['backend'],
+      registers,
+      collect() {
+        this.reset();
+        const byName = new Map<string, number>();
+        for (const b of src.snapshot().backends) byName.set(b.name, 0);
+        for (const b of src.snapshot().backends) byName.set(b.name, (byName.get(b.name) ?? 0) + b.load.active);
+        for (const [name, n] of byName) this.set({ backend: name }, n);
+      },
+    });
+    new Counter({
+      name: 'lemonade_connections_total',
+      help: 'Client connections forwarded to a backend',
+      labelNames: ['backend'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [name, c] of loads.allCounters()) this.inc({ backend: name }, c.connections);
+      },
+    });
+    this.rejected = new Counter({
+      name: 'lemonade_connections_rejected_total',
+      help: 'Client connections closed at once, by reason',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.rejectedChildren = Object.fromEntries(REJECT_REASONS.map((r) => [r, this.rejected.labels(r)])) as Record<RejectReason, { inc(): void }>;
+    for (const r of REJECT_REASONS) this.rejected.inc({ reason: r }, 0);
+    new Gauge({
+      name: 'lemonade_backend_up',
+      help: '1 when the backend takes new connections (healthy and enabled), else 0',
+      labelNames: ['backend'],
+      registers,
+      collect() {
+        this.reset();
+        for (const b of src.snapshot().backends) this.set({ backend: b.name }, b.load.state() === 'healthy' ? 1 : 0);
+      },
+    });
+    new Counter({
+      name: 'lemonade_backend_connect_errors_total',
+      help: 'Failed connects to a backend (refused, timed out, unreachable)',
+      labelNames: ['backend'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [name, c] of loads.allCounters()) this.inc({ backend: name }, c.connectErrors);
+      },
+    });
+    new Counter({
+      name: 'lemonade_bytes_total',
+      help: 'Bytes relayed; direction "in" is client to backend, "out" backend to client',
+      labelNames: ['backend', 'direction'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [name, c] of loads.allCounters()) {
+          this.inc({ backend: name, direction: 'in' }, c.bytesIn);
+          this.inc({ backend: name, direction: 'out' }, c.bytesOut);
+        }
+      },
+    });
+    this.connectDuration = new Histogram({
+      name: 'lemonade_backend_connect_duration_seconds',
+      help: 'Time to establish a TCP connection to a backend',
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers,
+    });
+    this.connectionDuration = new Histogram({
+      name: 'lemonade_connection_duration_seconds',
+      help: 'Lifetime of proxied client connections',
+      buckets: [0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800, 3600],
+      registers,
+    });
+    this.healthChecks = new Counter({
+      name: 'lemonade_health_checks_total',
+      help: 'Active health checks, by backend and result (success|failure)',
+      labelNames: ['backend', 'result'],
+      registers,
+    });
+    this.reloads = new Counter({
+      name: 'lemonade_config_reloads_total',
+      help: 'Configuration reloads, by result (success|failure)',
+      labelNames: ['result'],
+      registers,
+    });
+    this.reloads.inc({ result: 'success' }, 0);
+    this.reloads.inc({ result: 'failure' }, 0);
+    this.generation = new Gauge({
+      name: 'lemonade_config_generation',
+      help: 'Generation of the applied configuration (1 at start, +1 per applied reload)',
+      registers,
+    });
+    const info = new Gauge({ name: 'lemonade_build_info', help: 'Build information', labelNames: ['version'], registers });
+    info.set({ version: src.version }, 1);
+  }
+
+  reject(reason: RejectReason): void {
+    this.rejectedTotal++;
+    this.rejectedChildren[reason].inc();
+  }
+
+  /** rejections so far, all reasons */
+  rejectedCount(): number {
+    return this.rejectedTotal;
+  }
+}

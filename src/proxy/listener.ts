@@ -1,0 +1,144 @@
+// The proxy's listening socket(s). Each accepted connection reads the current snapshot once,
+// passes the global cap, the ACL and the per-client limits, then becomes a Session.
+
+import net, { type Server, type Socket } from 'node:net';
+import type { Snapshot } from '../core/snapshot';
+import type { HostPort } from '../core/address';
+import { formatHostPort } from '../core/address';
+import { BindError } from '../errors';
+import { ConnectionRegistry } from '../runtime/drain';
+import { ClientLimits } from './client-limits';
+import { Session, type SessionHost } from './session';
+import type { ProxyObserver } from './events';
+import { proxyHeader } from './proxy-protocol';
+
+export interface ListenerDeps {
+  readonly current: () => Snapshot;
+  readonly observer: ProxyObserver;
+  readonly now: () => number;
+}
+
+export interface Pending {
+  commit(): void;
+  abort(): void;
+}
+
+export class ProxyListener {
+  readonly registry = new ConnectionRegistry<Session>();
+  private server: Server | null = null;
+  /** client connections accepted and handed to a session */
+  accepted = 0;
+  private boundAddress = '';
+  private readonly limits: ClientLimits;
+  private readonly admitted = new WeakSet<Socket>();
+  private readonly host: SessionHost;
+
+  constructor(private readonly deps: ListenerDeps) {
+    this.limits = new ClientLimits(deps.now);
+    this.host = {
+      observer: deps.observer,
+      registry: this.registry,
+      now: deps.now,
+      preamble: (client, snap) => {
+        const mode = snap.config.proxy.proxyProtocol;
+        return mode === 'off' ? null : proxyHeader(mode, client);
+      },
+      released: (client) => {
+        if (this.admitted.has(client)) {
+          this.admitted.delete(client);
+          this.limits.release(client.remoteAddress ?? '', this.deps.current().config.proxy.clientRateLimit);
+        }
+      },
+    };
+  }
+
+  get listening(): boolean {
+    return this.server !== null;
+  }
+
+  /** The address actually bound, "host:port" (the port is real when 0 was asked). */
+  get address(): string {
+    return this.boundAddress;
+  }
+
+  get clientTableSize(): number {
+    return this.limits.size;
+  }
+
+  /**
+   * Bind `addr` without serving from it yet: commit() makes it the listener (closing the old one),
+   * abort() closes it. A reload binds every new address first, so a failure changes nothing.
+   */
+  async prepare(addr: HostPort): Promise<Pending> {
+    const server = await this.bind((s) => s.listen({ host: addr.host, port: addr.port, backlog: 4096, exclusive: true }), formatHostPort(addr));
+    return {
+      commit: () => this.install(server),
+      abort: () => server.close(),
+    };
+  }
+
+  async listen(addr: HostPort): Promise<void> {
+    (await this.prepare(addr)).commit();
+  }
+
+  /** Serve an already listening socket passed by the service manager (socket activation). */
+  async adopt(fd: number): Promise<void> {
+    this.install(await this.bind((s) => s.listen({ fd }), `fd ${fd}`));
+  }
+
+  private install(server: Server): void {
+    const old = this.server;
+    this.server = server;
+    const a = server.address();
+    this.boundAddress = a && typeof a === 'object' ? formatHostPort({ host: a.address, port: a.port }) : String(a);
+    if (old) old.close();
+  }
+
+  private bind(start: (s: Server) => void, label: string): Promise<Server> {
+    const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, this.onConnection);
+    return new Promise<Server>((resolve, reject) => {
+      const onError = (err: NodeJS.ErrnoException): void => {
+        server.close();
+        reject(new BindError('proxy', label, err.code ?? err.message));
+      };
+      server.once('error', onError);
+      server.once('listening', () => {
+        server.off('error', onError);
+        server.on('error', (err) => this.deps.observer.acceptError(err));
+        resolve(server);
+      });
+      start(server);
+    });
+  }
+
+  /** Stop accepting; open connections are untouched. */
+  async close(): Promise<void> {
+    const s = this.server;
+    this.server = null;
+    if (!s) return;
+    await new Promise<void>((resolve) => s.close(() => resolve()));
+  }
+
+  private readonly onConnection = (c: Socket): void => {
+    c.on('error', ignore);
+    const snap = this.deps.current();
+    const p = snap.config.proxy;
+    if (this.registry.size >= p.maxConnections) return this.reject(c, 'max_connections');
+    if (!snap.allows(c.remoteAddress)) return this.reject(c, 'acl');
+    if (p.clientRateLimit !== null || p.clientMaxConnections > 0) {
+      if (!this.limits.admit(c.remoteAddress ?? '', p.clientRateLimit, p.clientMaxConnections)) return this.reject(c, 'rate_limit');
+      this.admitted.add(c);
+    }
+    this.accepted++;
+    const s = new Session(c, snap, this.host);
+    this.registry.add(s);
+    s.start();
+  };
+
+  private reject(c: Socket, reason: 'max_connections' | 'acl' | 'rate_limit'): void {
+    this.deps.observer.rejected(reason, c.remoteAddress);
+    c.destroy();
+  }
+}
+
+function ignore(): void {}

@@ -1,0 +1,69 @@
+// The registry of open connections, and drain(deadline): wait for them to end, then cut the rest.
+
+export interface Drainable {
+  /** the backend key this connection is attached to, if any */
+  readonly backendKey: string | null;
+  /** close both sockets now */
+  destroy(): void;
+}
+
+export interface DrainResult {
+  readonly drained: number;
+  readonly cut: number;
+}
+
+export class ConnectionRegistry<T extends Drainable = Drainable> {
+  private readonly open = new Set<T>();
+  private waiters: (() => void)[] = [];
+
+  get size(): number {
+    return this.open.size;
+  }
+
+  add(c: T): void {
+    this.open.add(c);
+  }
+
+  delete(c: T): void {
+    if (this.open.delete(c) && this.open.size === 0) {
+      const w = this.waiters;
+      this.waiters = [];
+      for (const f of w) f();
+    }
+  }
+
+  /** Close now every connection attached to one of these backend keys. Returns how many. */
+  cutBackends(keys: ReadonlySet<string>): number {
+    let n = 0;
+    for (const c of [...this.open]) {
+      if (c.backendKey !== null && keys.has(c.backendKey)) {
+        c.destroy();
+        n++;
+      }
+    }
+    return n;
+  }
+
+  countFor(key: string): number {
+    let n = 0;
+    for (const c of this.open) if (c.backendKey === key) n++;
+    return n;
+  }
+
+  /** Wait until every connection has ended or the deadline (ms from now) passes; cut the rest. */
+  async drain(timeoutMs: number): Promise<DrainResult> {
+    const before = this.open.size;
+    if (before > 0) {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, timeoutMs);
+        this.waiters.push(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+    const cut = this.open.size;
+    for (const c of [...this.open]) c.destroy();
+    return { drained: before - cut, cut };
+  }
+}

@@ -1,0 +1,109 @@
+// Reload triggers, all funnelled into one path: chokidar watching the config file's directory
+// (rename-saves and Kubernetes-style symlink swaps are both seen), a poll comparing the file's
+// content every config_watch_interval_millis, SIGHUP and POST /reload (through request()).
+// File events are settled (the file must be still for SETTLE_MS) and coalesced; a reload running
+// when another is requested is followed by exactly one more.
+
+import { readFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import chokidar, { type FSWatcher } from 'chokidar';
+import { sha256 } from '../config/load';
+
+export const SETTLE_MS = 100;
+
+export interface ReloadTriggerDeps {
+  readonly path: string;
+  /** current poll period, ms (re-read after every poll so a reload can change it) */
+  readonly pollMs: () => number;
+  /** the reload itself; never rejects */
+  readonly reload: (trigger: string) => Promise<unknown>;
+  /** hash of the content last applied or attempted */
+  readonly lastHash: () => string;
+  readonly onWatchError?: (e: Error) => void;
+}
+
+export class ReloadTrigger {
+  private watcher: FSWatcher | null = null;
+  private settle: NodeJS.Timeout | null = null;
+  private poll: NodeJS.Timeout | null = null;
+  private running: Promise<unknown> | null = null;
+  private queued: { trigger: string; promise: Promise<unknown> } | null = null;
+  private stopped = false;
+
+  constructor(private readonly deps: ReloadTriggerDeps) {}
+
+  start(): void {
+    this.watcher = chokidar.watch(dirname(this.deps.path), {
+      depth: 0,
+      ignoreInitial: true,
+      persistent: true,
+    });
+    // Any change in the directory (the file, a temp file renamed over it, a ConfigMap's ..data
+    // link) leads to a content check once the directory has been still for SETTLE_MS.
+    this.watcher.on('all', () => this.onFsEvent());
+    this.watcher.on('error', (e: unknown) => this.deps.onWatchError?.(e as Error));
+    this.schedulePoll();
+  }
+
+  private onFsEvent(): void {
+    if (this.stopped) return;
+    if (this.settle) clearTimeout(this.settle);
+    this.settle = setTimeout(() => {
+      this.settle = null;
+      void this.ifChanged('file');
+    }, SETTLE_MS);
+    this.settle.unref();
+  }
+
+  private schedulePoll(): void {
+    if (this.stopped) return;
+    this.poll = setTimeout(() => {
+      void this.ifChanged('poll').finally(() => this.schedulePoll());
+    }, this.deps.pollMs());
+    this.poll.unref();
+  }
+
+  /** Reload if the file's content differs from what was last applied or attempted. */
+  private async ifChanged(trigger: string): Promise<void> {
+    let text: string;
+    try {
+      text = await readFile(this.deps.path, 'utf8');
+    } catch {
+      return; // missing for a moment during a swap: the next event or poll sees it
+    }
+    if (sha256(text) !== this.deps.lastHash()) await this.request(trigger);
+  }
+
+  /** Reload now (coalesced): resolves with the result of a reload that started after this call. */
+  request(trigger: string): Promise<unknown> {
+    if (this.running) {
+      if (!this.queued) {
+        const after = this.running.then(() => {
+          const q = this.queued!;
+          this.queued = null;
+          return this.runOne(q.trigger);
+        });
+        this.queued = { trigger, promise: after };
+      }
+      return this.queued.promise;
+    }
+    return this.runOne(trigger);
+  }
+
+  private runOne(trigger: string): Promise<unknown> {
+    const p = this.deps.reload(trigger).finally(() => {
+      if (this.running === p) this.running = null;
+    });
+    this.running = p;
+    return p;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.settle) clearTimeout(this.settle);
+    if (this.poll) clearTimeout(this.poll);
+    const w = this.watcher;
+    this.watcher = null;
+    if (w) await w.close();
+  }
+}

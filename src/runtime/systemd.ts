@@ -1,0 +1,98 @@
+// systemd integration: sd_notify (READY/RELOADING/STOPPING/WATCHDOG/STATUS) and socket activation
+// (LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES). Without NOTIFY_SOCKET every call is a no-op.
+//
+// Node has no unix datagram sockets. The optional native module `sd-notify` is used when it is
+// installed; otherwise `systemd-notify` is spawned (the unit then needs NotifyAccess=all).
+
+import { spawn } from 'node:child_process';
+import { createRequire } from 'node:module';
+
+type Native = { sendState?: (s: string) => void; notify?: (s: string) => void; ready?: () => void };
+
+function loadNative(): Native | null {
+  try {
+    const req = createRequire(__filename);
+    return req('sd-notify') as Native;
+  } catch {
+    return null;
+  }
+}
+
+export class SystemdNotifier {
+  private readonly socket: string | undefined;
+  private native: Native | null | undefined;
+  private watchdog: NodeJS.Timeout | null = null;
+
+  constructor(private readonly env: Readonly<Record<string, string | undefined>> = process.env) {
+    this.socket = env['NOTIFY_SOCKET'];
+  }
+
+  get enabled(): boolean {
+    return !!this.socket;
+  }
+
+  notify(...lines: string[]): void {
+    if (!this.socket) return;
+    if (this.native === undefined) this.native = loadNative();
+    const text = lines.join('\n');
+    if (this.native?.sendState) {
+      try {
+        this.native.sendState(text);
+        return;
+      } catch {
+        /* fall back */
+      }
+    }
+    const child = spawn('systemd-notify', lines, { stdio: 'ignore', env: { ...process.env, NOTIFY_SOCKET: this.socket } });
+    child.on('error', () => {});
+    child.unref();
+  }
+
+  ready(status: string): void {
+    this.notify('READY=1', `STATUS=${status}`, `MAINPID=${process.pid}`);
+  }
+
+  reloading(): void {
+    const usec = process.hrtime.bigint() / 1000n;
+    this.notify('RELOADING=1', `MONOTONIC_USEC=${usec}`);
+  }
+
+  stopping(): void {
+    this.notify('STOPPING=1');
+  }
+
+  /** Send WATCHDOG=1 at half of WATCHDOG_USEC while the event loop runs. */
+  startWatchdog(): void {
+    const usec = Number(this.env['WATCHDOG_USEC'] ?? 0);
+    const pid = this.env['WATCHDOG_PID'];
+    if (!this.socket || !(usec > 0) || (pid && Number(pid) !== process.pid)) return;
+    const ms = Math.max(100, Math.floor(usec / 2000));
+    this.watchdog = setInterval(() => this.notify('WATCHDOG=1'), ms);
+    this.watchdog.unref();
+  }
+
+  stopWatchdog(): void {
+    if (this.watchdog) clearInterval(this.watchdog);
+    this.watchdog = null;
+  }
+}
+
+export interface PassedSockets {
+  readonly proxy: number[];
+  readonly admin: number[];
+}
+
+/** File descriptors passed by socket activation: those named "admin" serve the admin API. */
+export function passedSockets(env: Readonly<Record<string, string | undefined>> = process.env): PassedSockets | null {
+  const pid = Number(env['LISTEN_PID'] ?? 0);
+  const n = Number(env['LISTEN_FDS'] ?? 0);
+  if (!(n > 0) || pid !== process.pid) return null;
+  const names = (env['LISTEN_FDNAMES'] ?? '').split(':');
+  const out: PassedSockets = { proxy: [], admin: [] };
+  for (let i = 0; i < n; i++) {
+    const fd = 3 + i;
+    if (names[i] === 'admin') out.admin.push(fd);
+    else out.proxy.push(fd);
+  }
+  return out;
+}

@@ -1,0 +1,15 @@
+import type { Algorithm } from '../config/schema';
+import type { StrategyFactory } from './types';
+import { roundRobin } from './round-robin';
+import { weightedRoundRobin } from './weighted-round-robin';
+import { leastConnections } from './least-connections';
+import { fastestResponse } from './fastest-response';
+import { adaptive } from './adaptive';
+
+export const STRATEGIES: Readonly<Record<Algorithm, StrategyFactory>> = {
+  round_robin: roundRobin,
+  weighted_round_robin: weightedRoundRobin,
+  least_connections: leastConnections,
+  fastest_response: fastestResponse,
+  adaptive,
+};
