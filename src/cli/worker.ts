@@ -21,11 +21,11 @@ export interface RunningWorker {
   close(): Promise<void>;
 }
 
-/** "host:port", ":port" or "port" (loopback). Returns an error message on bad input. */
+/** "host:port", ":port" or "port" (loopback); port 0 picks a free one. Returns an error message on bad input. */
 export function parseWorkerListen(s: string): { host: string; port: number } | string {
-  if (/^\d+$/.test(s)) return parseHostPort(`127.0.0.1:${s}`);
-  if (s.startsWith(':')) return parseHostPort(`127.0.0.1${s}`);
-  return parseHostPort(s);
+  if (/^\d+$/.test(s)) return parseHostPort(`127.0.0.1:${s}`, true);
+  if (s.startsWith(':')) return parseHostPort(`127.0.0.1${s}`, true);
+  return parseHostPort(s, true);
 }
 
 export function startWorker(o: WorkerOptions): Promise<RunningWorker> {

@@ -6,7 +6,7 @@ export interface HostPort {
 }
 
 /** "host:port", "[v6]:port". Returns an error message instead of throwing. */
-export function parseHostPort(s: string): HostPort | string {
+export function parseHostPort(s: string, allowPortZero = false): HostPort | string {
   const text = s.trim();
   let host: string;
   let portText: string;
@@ -27,7 +27,7 @@ export function parseHostPort(s: string): HostPort | string {
   }
   if (!/^\d{1,5}$/.test(portText)) return `port must be a number from 1 to 65535, got "${portText}"`;
   const port = Number(portText);
-  if (port < 1 || port > 65535) return `port must be from 1 to 65535, got ${port}`;
+  if ((port < 1 && !(allowPortZero && port === 0)) || port > 65535) return `port must be from 1 to 65535, got ${port}`;
   return { host, port };
 }
 

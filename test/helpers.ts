@@ -1,0 +1,425 @@
+// Shared helpers for tests that run the real bundle (dist/lemonade.js) against real sockets on
+// 127.0.0.1. Every wait is bounded; nothing sleeps for a fixed time where a condition can be
+// awaited. Every process a test starts is killed when the test ends (t.after / cleanup()).
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync, rmSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import net from 'node:net';
+import http from 'node:http';
+
+export const ROOT = resolve(__dirname, '..');
+export const BUNDLE = join(ROOT, 'dist', 'lemonade.js');
+
+if (!existsSync(BUNDLE)) throw new Error(`${BUNDLE} is missing: run "npm run build" first (npm test does)`);
+
+export function tempDir(prefix = 'lemonade-test-'): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+/** Poll `cond` every `stepMs` until it returns a truthy value or `timeoutMs` passes (then throw). */
+export async function waitFor<T>(cond: () => T | Promise<T>, timeoutMs = 10_000, what = 'condition', stepMs = 20): Promise<NonNullable<T>> {
+  const end = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await cond();
+      if (v) return v as NonNullable<T>;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+    await new Promise((r) => setTimeout(r, stepMs));
+  }
+}
+
+export interface RunResult {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Run the CLI to completion (bounded). */
+export function runCli(args: string[], opts: { env?: Record<string, string | undefined>; timeoutMs?: number; cwd?: string } = {}): Promise<RunResult> {
+  return new Promise((resolveRun, reject) => {
+    const child = spawn(process.execPath, [BUNDLE, ...args], {
+      env: cleanEnv(opts.env),
+      cwd: opts.cwd ?? ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const t = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`lemonade ${args.join(' ')} did not finish within ${opts.timeoutMs ?? 15000} ms\n${stdout}\n${stderr}`));
+    }, opts.timeoutMs ?? 15_000);
+    child.on('close', (code, signal) => {
+      clearTimeout(t);
+      resolveRun({ code, signal, stdout, stderr });
+    });
+  });
+}
+
+/** The environment for a child: the test's own, minus LEMONADE_* unless given explicitly. */
+export function cleanEnv(extra: Record<string, string | undefined> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (!k.startsWith('LEMONADE_') && !k.startsWith('NOTIFY_SOCKET') && !k.startsWith('LISTEN_')) env[k] = v;
+  }
+  for (const [k, v] of Object.entries(extra)) {
+    if (v === undefined) delete env[k];
+    else env[k] = v;
+  }
+  return env;
+}
+
+// -------------------------------------------------------------------------------------------
+// The balancer as a child process
+
+export interface Balancer {
+  readonly proc: ChildProcess;
+  readonly dir: string;
+  readonly configPath: string;
+  /** proxy port actually bound */
+  port: number;
+  /** admin port actually bound (0 if the admin API is off) */
+  adminPort: number;
+  readonly logs: Record<string, unknown>[];
+  readonly stderr: () => string;
+  admin(path: string, method?: string, headers?: Record<string, string>): Promise<HttpResult>;
+  writeConfig(text: string): void;
+  /** resolves with the first log line (JSON) that matches */
+  waitForLog(pred: (l: Record<string, unknown>) => boolean, timeoutMs?: number, what?: string): Promise<Record<string, unknown>>;
+  /** send a signal and wait for exit; resolves with the exit code */
+  stop(signal?: NodeJS.Signals, timeoutMs?: number): Promise<number | null>;
+  exited: Promise<number | null>;
+}
+
+export interface BalancerOptions {
+  readonly env?: Record<string, string | undefined>;
+  readonly args?: string[];
+  /** do not wait for the admin API (e.g. it is disabled) */
+  readonly noAdmin?: boolean;
+}
+
+const running = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const p of running) p.kill('SIGKILL');
+});
+
+/**
+ * Write `config` to a temp dir and start `lemonade lb --config FILE`; resolves once the startup
+ * log line is seen (proxy and admin listening). Write "127.0.0.1:0" for listen addresses: each
+ * becomes a free port (also in writeConfig, so a rewritten file keeps the same ports).
+ */
+export async function startBalancer(config: string, opts: BalancerOptions = {}): Promise<Balancer> {
+  const dir = tempDir();
+  const configPath = join(dir, 'config.toml');
+  // configs need real ports (1-65535): each "127.0.0.1:0" becomes a free port, in order
+  // (testConfig writes the proxy's first, then the admin API's)
+  const ports: number[] = [];
+  const zeros = config.split('"127.0.0.1:0"').length - 1;
+  for (let i = 0; i < zeros; i++) ports.push(await freePort());
+  const fill = (text: string): string => {
+    let i = 0;
+    return text.replace(/"127\.0\.0\.1:0"/g, () => `"127.0.0.1:${ports[i++] ?? 0}"`);
+  };
+  writeFileSync(configPath, fill(config));
+  const proc = spawn(process.execPath, [BUNDLE, 'lb', '--config', configPath, ...(opts.args ?? [])], {
+    env: cleanEnv({ LEMONADE_LOG: 'info', ...opts.env }),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  running.add(proc);
+  const logs: Record<string, unknown>[] = [];
+  const watchers: { pred: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }[] = [];
+  let buf = '';
+  let err = '';
+  proc.stdout!.on('data', (d: Buffer) => {
+    buf += d.toString();
+    let i: number;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      let o: Record<string, unknown>;
+      try {
+        o = JSON.parse(line) as Record<string, unknown>;
+      } catch {
+        o = { msg: line, raw: true };
+      }
+      logs.push(o);
+      for (const w of [...watchers]) {
+        if (w.pred(o)) {
+          watchers.splice(watchers.indexOf(w), 1);
+          w.resolve(o);
+        }
+      }
+    }
+  });
+  proc.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  const exited = new Promise<number | null>((r) =>
+    proc.on('exit', (code) => {
+      running.delete(proc);
+      r(code);
+    }),
+  );
+
+  const waitForLog = (pred: (l: Record<string, unknown>) => boolean, timeoutMs = 10_000, what = 'log line'): Promise<Record<string, unknown>> => {
+    const hit = logs.find(pred);
+    if (hit) return Promise.resolve(hit);
+    return new Promise((res, rej) => {
+      const w = { pred, resolve: (l: Record<string, unknown>) => (clearTimeout(t), res(l)) };
+      const t = setTimeout(() => {
+        watchers.splice(watchers.indexOf(w), 1);
+        rej(new Error(`timed out after ${timeoutMs} ms waiting for ${what}; stderr: ${err}; logs: ${JSON.stringify(logs.slice(-10))}`));
+      }, timeoutMs);
+      watchers.push(w);
+      void exited.then((code) => {
+        if (watchers.includes(w)) {
+          watchers.splice(watchers.indexOf(w), 1);
+          clearTimeout(t);
+          rej(new Error(`balancer exited (${code}) before ${what}; stderr: ${err}`));
+        }
+      });
+    });
+  };
+
+  const b: Balancer = {
+    proc,
+    dir,
+    configPath,
+    port: 0,
+    adminPort: 0,
+    logs,
+    stderr: () => err,
+    admin: (path, method = 'GET', headers = {}) => httpRequest(b.adminPort, path, { method, headers }),
+    writeConfig: (text) => writeFileSync(configPath, fill(text)),
+    waitForLog,
+    exited,
+    stop: async (signal = 'SIGTERM', timeoutMs = 15_000) => {
+      if (proc.exitCode !== null || proc.signalCode !== null) return proc.exitCode;
+      proc.kill(signal);
+      const t = setTimeout(() => proc.kill('SIGKILL'), timeoutMs);
+      const code = await exited;
+      clearTimeout(t);
+      rmSync(dir, { recursive: true, force: true });
+      return code;
+    },
+  };
+  const started = await waitForLog((l) => l['msg'] === 'lemonade-lb started', 15_000, 'the balancer to start');
+  b.port = portOf(String(started['listen']));
+  b.adminPort = started['admin'] ? portOf(String(started['admin'])) : 0;
+  return b;
+}
+
+/** A port that was free a moment ago (bind to 0, read it, close). */
+export function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = net.createServer();
+    s.once('error', rej);
+    s.listen(0, '127.0.0.1', () => {
+      const p = (s.address() as net.AddressInfo).port;
+      s.close(() => res(p));
+    });
+  });
+}
+
+export function portOf(address: string): number {
+  return Number(address.slice(address.lastIndexOf(':') + 1));
+}
+
+// -------------------------------------------------------------------------------------------
+// Backends
+
+export interface TestServer {
+  readonly port: number;
+  readonly address: string;
+  /** sockets currently open on the server */
+  readonly sockets: Set<net.Socket>;
+  accepted: number;
+  close(): Promise<void>;
+}
+
+/** A TCP server on 127.0.0.1 with the given connection handler (allowHalfOpen). */
+export function startTcpServer(onConn: (s: net.Socket) => void, port = 0): Promise<TestServer> {
+  const sockets = new Set<net.Socket>();
+  const srv = net.createServer({ allowHalfOpen: true }, (s) => {
+    ts.accepted++;
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+    s.on('error', () => {});
+    onConn(s);
+  });
+  const ts: TestServer = {
+    port: 0,
+    address: '',
+    sockets,
+    accepted: 0,
+    close: () =>
+      new Promise<void>((r) => {
+        for (const s of sockets) s.destroy();
+        srv.close(() => r());
+      }),
+  };
+  return new Promise((res, rej) => {
+    srv.once('error', rej);
+    srv.listen(port, '127.0.0.1', () => {
+      const a = srv.address() as net.AddressInfo;
+      (ts as { port: number }).port = a.port;
+      (ts as { address: string }).address = `127.0.0.1:${a.port}`;
+      res(ts);
+    });
+  });
+}
+
+/** Echo server: writes back what it reads; ends its side when the client ends (half-close). */
+export function startEcho(port = 0): Promise<TestServer> {
+  return startTcpServer((s) => {
+    s.pipe(s);
+  }, port);
+}
+
+/** Server that writes `name\n` to each connection, then keeps reading until the client ends. */
+export function startNamed(name: string, port = 0): Promise<TestServer> {
+  return startTcpServer((s) => {
+    s.write(`${name}\n`);
+    s.on('data', () => {});
+    s.on('end', () => s.end());
+  }, port);
+}
+
+export interface WorkerProc {
+  readonly proc: ChildProcess;
+  readonly address: string;
+  readonly port: number;
+  stop(): Promise<void>;
+}
+
+/** Start `lemonade worker` on an ephemeral port. */
+export async function startWorker(name: string, extra: string[] = []): Promise<WorkerProc> {
+  const proc = spawn(process.execPath, [BUNDLE, 'worker', '--listen', '127.0.0.1:0', '--name', name, ...extra], {
+    env: cleanEnv(),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  running.add(proc);
+  const exited = new Promise<void>((r) => proc.on('exit', () => (running.delete(proc), r())));
+  const address = await new Promise<string>((res, rej) => {
+    let out = '';
+    const t = setTimeout(() => rej(new Error(`worker ${name} did not start`)), 10_000);
+    proc.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = /listening on (\S+)/.exec(out);
+      if (m) {
+        clearTimeout(t);
+        res(m[1]!);
+      }
+    });
+    proc.on('exit', (c) => rej(new Error(`worker ${name} exited ${c}`)));
+  });
+  return {
+    proc,
+    address,
+    port: portOf(address),
+    stop: async () => {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+// -------------------------------------------------------------------------------------------
+// Clients
+
+export interface HttpResult {
+  readonly status: number;
+  readonly body: string;
+  readonly headers: http.IncomingHttpHeaders;
+}
+
+export function httpRequest(port: number, path: string, opts: { method?: string; headers?: Record<string, string>; timeoutMs?: number; agent?: http.Agent | false } = {}): Promise<HttpResult> {
+  return new Promise((res, rej) => {
+    const req = http.request(
+      { host: '127.0.0.1', port, path, method: opts.method ?? 'GET', headers: opts.headers, agent: opts.agent ?? false },
+      (r) => {
+        let body = '';
+        r.setEncoding('utf8');
+        r.on('data', (d: string) => (body += d));
+        r.on('end', () => res({ status: r.statusCode ?? 0, body, headers: r.headers }));
+        r.on('error', rej);
+      },
+    );
+    req.setTimeout(opts.timeoutMs ?? 10_000, () => req.destroy(new Error(`request to :${port}${path} timed out`)));
+    req.on('error', rej);
+    req.end();
+  });
+}
+
+export async function adminJson<T = Record<string, unknown>>(b: Balancer, path: string): Promise<T> {
+  const r = await b.admin(path);
+  return JSON.parse(r.body) as T;
+}
+
+/** Connect to the proxy, send `data` (then end when `end`), collect everything until close. */
+export function tcpExchange(port: number, data: Buffer | string, opts: { end?: boolean; timeoutMs?: number } = {}): Promise<{ data: Buffer; closedMs: number; error?: string }> {
+  return new Promise((res) => {
+    const started = Date.now();
+    const chunks: Buffer[] = [];
+    const s = net.connect({ host: '127.0.0.1', port, allowHalfOpen: true });
+    let error: string | undefined;
+    const t = setTimeout(() => s.destroy(new Error('timeout')), opts.timeoutMs ?? 10_000);
+    s.on('connect', () => {
+      if (data.length > 0) s.write(data);
+      if (opts.end !== false) s.end();
+    });
+    s.on('data', (d: Buffer) => chunks.push(d));
+    s.on('end', () => s.end());
+    s.on('error', (e: NodeJS.ErrnoException) => (error = e.code ?? e.message));
+    s.on('close', () => {
+      clearTimeout(t);
+      const r = { data: Buffer.concat(chunks), closedMs: Date.now() - started };
+      res(error ? { ...r, error } : r);
+    });
+  });
+}
+
+/** A TOML config for tests: listen and admin on port 0, the given backends, fast health checks. */
+export function testConfig(backends: { address: string; name?: string; weight?: number; id?: number; backup?: boolean; max_connections?: number }[], extra: { proxy?: string; strategy?: string; health?: string; runtime?: string; admin?: string } = {}): string {
+  return [
+    '[runtime]',
+    'drain_timeout_millis = 5000',
+    'config_watch_interval_millis = 1000',
+    extra.runtime ?? '',
+    '[proxy]',
+    'listen_address = "127.0.0.1:0"',
+    'connect_timeout = "1s"',
+    extra.proxy ?? '',
+    '[strategy]',
+    `algorithm = "${extra.strategy ?? 'round_robin'}"`,
+    '[health]',
+    extra.health ?? 'interval = "500ms"\ntimeout = "300ms"',
+    '[admin]',
+    extra.admin ?? 'listen_address = "127.0.0.1:0"',
+    ...backends.flatMap((b, i) => [
+      '[[backends]]',
+      `id = ${b.id ?? i}`,
+      `name = "${b.name ?? `b${i + 1}`}"`,
+      `address = "${b.address}"`,
+      ...(b.weight !== undefined ? [`weight = ${b.weight}`] : []),
+      ...(b.backup ? ['backup = true'] : []),
+      ...(b.max_connections !== undefined ? [`max_connections = ${b.max_connections}`] : []),
+    ]),
+    '',
+  ].join('\n');
+}
+
+/** Has a system tool? Tests that need one skip with a message naming it, or fail in CI. */
+export function requireTool(t: { skip(msg: string): void }, tool: string, found: boolean): boolean {
+  if (found) return true;
+  const msg = `${tool} is not installed (the test setup installs it: see .ci/run)`;
+  if (process.env['LEMONADE_REQUIRE_SYSTEM_TESTS'] === '1') throw new Error(`${msg}; LEMONADE_REQUIRE_SYSTEM_TESTS=1 forbids skipping`);
+  t.skip(msg);
+  return false;
+}
