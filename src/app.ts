@@ -142,7 +142,7 @@ export class App {
       throw e;
     }
     this.checker.sync(this.snapshot);
-    this.trigger?.start();
+    await this.trigger?.start();
     this.scheduleSummary();
     if (this.opts.signals !== false) this.installSignals();
     this.ready = true;

@@ -389,8 +389,7 @@ export function tcpExchange(port: number, data: Buffer | string, opts: { end?: b
 export function testConfig(backends: { address: string; name?: string; weight?: number; id?: number; backup?: boolean; max_connections?: number }[], extra: { proxy?: string; strategy?: string; health?: string; runtime?: string; admin?: string } = {}): string {
   return [
     '[runtime]',
-    'drain_timeout_millis = 5000',
-    'config_watch_interval_millis = 1000',
+    ...['drain_timeout_millis = 5000', 'config_watch_interval_millis = 1000'].filter((l) => !(extra.runtime ?? '').includes(l.split(' ')[0]!)),
     extra.runtime ?? '',
     '[proxy]',
     'listen_address = "127.0.0.1:0"',

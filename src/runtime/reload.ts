@@ -10,6 +10,8 @@ import chokidar, { type FSWatcher } from 'chokidar';
 import { sha256 } from '../config/load';
 
 export const SETTLE_MS = 100;
+/** Longest wait for the watcher's initial scan at start. */
+export const READY_WAIT_MS = 3000;
 
 export interface ReloadTriggerDeps {
   readonly path: string;
@@ -32,17 +34,31 @@ export class ReloadTrigger {
 
   constructor(private readonly deps: ReloadTriggerDeps) {}
 
-  start(): void {
-    this.watcher = chokidar.watch(dirname(this.deps.path), {
+  /**
+   * Start watching. Resolves once the watcher is ready (bounded by READY_WAIT_MS), after one
+   * content check, so that a save made while the watcher was starting is not missed.
+   */
+  async start(): Promise<void> {
+    const w = chokidar.watch(dirname(this.deps.path), {
       depth: 0,
       ignoreInitial: true,
       persistent: true,
     });
+    this.watcher = w;
     // Any change in the directory (the file, a temp file renamed over it, a ConfigMap's ..data
     // link) leads to a content check once the directory has been still for SETTLE_MS.
-    this.watcher.on('all', () => this.onFsEvent());
-    this.watcher.on('error', (e: unknown) => this.deps.onWatchError?.(e as Error));
+    w.on('all', () => this.onFsEvent());
+    w.on('error', (e: unknown) => this.deps.onWatchError?.(e as Error));
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, READY_WAIT_MS);
+      t.unref();
+      w.once('ready', () => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
     this.schedulePoll();
+    this.onFsEvent();
   }
 
   private onFsEvent(): void {
