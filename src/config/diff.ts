@@ -50,8 +50,7 @@ function settingChanges(a: unknown, b: unknown, prefix: string, out: Change[]): 
     if ((prefix === '' && key === 'backends') || key === 'listen') continue; // listen: derived from listenAddress
     const va = (a as Record<string, unknown>)[key];
     const vb = (b as Record<string, unknown>)[key];
-    const name = key.replace(/[A-Z]/g, (m) => '_' + m.toLowerCase());
-    const path = prefix ? `${prefix}.${name}` : name;
+    const path = prefix ? `${prefix}.${fileKey(prefix, key)}` : key;
     if (isPlain(va) && isPlain(vb)) {
       settingChanges(va, vb, path, out);
       continue;
@@ -62,13 +61,21 @@ function settingChanges(a: unknown, b: unknown, prefix: string, out: Change[]): 
   }
 }
 
+/** The key as the file spells it: connectTimeoutMs → connect_timeout, drainTimeoutMs → drain_timeout_millis. */
+function fileKey(section: string, key: string): string {
+  const ms = key.endsWith('Ms') ? (section === 'runtime' ? '_millis' : '') : null;
+  const base = ms === null ? key : key.slice(0, -2);
+  return base.replace(/[A-Z]/g, (m) => '_' + m.toLowerCase()) + (ms ?? '');
+}
+
+/** A nested settings table (not a leaf value such as a CIDR or a rate limit, which carry their text). */
 function isPlain(v: unknown): v is object {
-  return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array) && !('text' in v && 'bytes' in v);
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array) && !('text' in v);
 }
 
 function show(v: unknown): string {
   if (Array.isArray(v)) return `[${v.map(show).join(', ')}]`;
-  if (v === null || v === undefined) return '""';
+  if (v === null || v === undefined || v === '') return '""';
   if (typeof v === 'object' && 'text' in v) return String((v as { text: string }).text);
   if (typeof v === 'object') return JSON.stringify(v);
   return String(v);

@@ -276,11 +276,11 @@ export function validate(raw: Raw, ctx: ValidateContext = {}): ValidateResult {
     return v;
   };
 
-  const values = (name: Exclude<SectionName, 'backends'>, prefix = name): Record<string, unknown> =>
-    readFields(SCHEMA[name], section(name), prefix, report);
+  const values = (name: Exclude<SectionName, 'backends'>, table = section(name)): Record<string, unknown> => readFields(SCHEMA[name], table, name, report);
 
   const rt = values('runtime');
-  const px = values('proxy');
+  const proxyTable = section('proxy');
+  const px = values('proxy', proxyTable);
   const st = values('strategy');
   const hl = values('health');
   const mt = values('metrics');
@@ -331,7 +331,7 @@ export function validate(raw: Raw, ctx: ValidateContext = {}): ValidateResult {
     });
   }
 
-  if (px['listen_address'] === null && section('proxy')['listen_address'] === undefined) {
+  if (px['listen_address'] === null && proxyTable['listen_address'] === undefined) {
     report('proxy.listen_address', 'required: the address to listen on, e.g. "0.0.0.0:8080" (or set LEMONADE_LB_LISTEN_ADDRESS)');
   }
 

@@ -119,14 +119,17 @@ export function parseCidr(s: string): Cidr | string {
   const ipText = slash >= 0 ? s.slice(0, slash) : s;
   const ip = parseIp(ipText);
   if (!ip) return `"${s}" is not an IP address or CIDR block`;
-  const max = ip.v4 ? 32 : 128;
+  // the prefix counts over the notation written: 32 bits for a.b.c.d, 128 for IPv6 text (also
+  // for an IPv4-mapped address written as ::ffff:a.b.c.d)
+  const v4Text = !ipText.includes(':');
+  const max = v4Text ? 32 : 128;
   let bits = max;
   if (slash >= 0) {
     const b = s.slice(slash + 1);
     if (!/^\d{1,3}$/.test(b) || Number(b) > max) return `"${s}": prefix length must be 0 to ${max}`;
     bits = Number(b);
   }
-  return { text: s, bytes: ip.bytes, bits: ip.v4 ? bits + 96 : bits };
+  return { text: s, bytes: ip.bytes, bits: v4Text ? bits + 96 : bits };
 }
 
 export function cidrContains(c: Cidr, ip: Ip): boolean {
