@@ -1,4 +1,4 @@
-// adaptive: power of two distinct random choices over
+// adaptive: power of two distinct random choices (plus the last winner, see below) over
 //   cost = peak-sensitive latency average × (active + 1) / weight × (1 + recent failure penalty).
 // A backend without latency samples gets a pessimistic default (twice the slowest known average),
 // so it is tried but not flooded. The latency average decays while unused, so a backend that
@@ -17,6 +17,15 @@ export function adaptiveCost(c: Candidate, unknownLatencyMs: number): number {
 }
 
 export function adaptive(env: StrategyEnv): Strategy {
+  // "Two choices with memory": besides the two distinct random choices, the winner of the last
+  // pick is a third contender (when it is still in the list, found in O(1) by index and id).
+  // Plain P2C over a handful of backends is weak when most of them are slow: with three backends
+  // of which two are slow, a third of all pairs hold only slow ones and must pick one of them.
+  // The remembered winner is the cheapest recently seen, so such a pair is usually beaten. It
+  // cannot herd: its cost grows with every connection it gets (active + 1), and once another
+  // contender is cheaper, that one is remembered instead.
+  let memId = -1;
+  let memIdx = -1;
   return {
     pick(c: readonly Candidate[]): Candidate | undefined {
       const n = c.length;
@@ -26,13 +35,29 @@ export function adaptive(env: StrategyEnv): Strategy {
       if (j >= i) j++;
       const a = c[i]!;
       const b = c[j]!;
+      const m = memIdx >= 0 && memIdx < n && c[memIdx]!.id === memId ? c[memIdx]! : undefined;
       let unknown = DEFAULT_LATENCY_MS;
-      if (!a.load.hasLatency || !b.load.hasLatency) {
+      if (!a.load.hasLatency || !b.load.hasLatency || (m !== undefined && !m.load.hasLatency)) {
         let slowest = 0;
         for (const x of c) if (x.load.hasLatency) slowest = Math.max(slowest, x.load.peakLatencyMs());
         if (slowest > 0) unknown = slowest * 2;
       }
-      return adaptiveCost(b, unknown) < adaptiveCost(a, unknown) ? b : a;
+      let best = a;
+      let bestIdx = i;
+      let bestCost = adaptiveCost(a, unknown);
+      const costB = adaptiveCost(b, unknown);
+      if (costB < bestCost) {
+        best = b;
+        bestIdx = j;
+        bestCost = costB;
+      }
+      if (m !== undefined && m !== a && m !== b && adaptiveCost(m, unknown) < bestCost) {
+        best = m;
+        bestIdx = memIdx;
+      }
+      memId = best.id;
+      memIdx = bestIdx;
+      return best;
     },
   };
 }

@@ -1,6 +1,9 @@
 // fastest_response: the lowest moving average of backend latency (connect time + time to first
-// backend byte). Backends with no sample yet are probed first; the average of a backend that gets
-// no traffic decays, so one that was slow is tried again later.
+// backend byte), over weight. Backends with no sample yet are probed first, one connection at a
+// time (a backend whose probe is still out is skipped, so a burst of new connections does not all
+// land on an unknown backend before its first answer). The average of a backend that gets no
+// traffic decays (core/stats.ts), so one that was slow is tried again later. Ties and the
+// all-unknown case rotate.
 
 import type { Candidate, Strategy } from './types';
 
@@ -16,14 +19,18 @@ export function fastestResponse(): Strategy {
       let bestCost = Infinity;
       for (let k = 0; k < n; k++) {
         const cand = c[(start + k) % n]!;
-        if (!cand.load.hasLatency) return cand; // probe
+        if (!cand.load.hasLatency) {
+          if (cand.load.active === 0) return cand; // probe
+          continue; // its probe is still out
+        }
         const cost = cand.load.peakLatencyMs() / cand.weight;
         if (cost < bestCost) {
           bestCost = cost;
           best = cand;
         }
       }
-      return best;
+      // every backend is unknown with a probe out: rotate
+      return best ?? c[start];
     },
   };
 }
