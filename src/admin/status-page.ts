@@ -18,7 +18,8 @@ export const STATUS_PAGE = `<!doctype html>
   td.num { text-align: right; font-variant-numeric: tabular-nums; }
   .state { font-weight: 600; }
   .healthy { color: var(--ok); } .unhealthy { color: var(--bad); } .draining, .disabled { color: var(--warn); }
-  .bar { background: #ddf4ff; height: .6rem; display: inline-block; vertical-align: middle; }
+  .bar { background: #54aeff; height: .6rem; display: inline-block; vertical-align: middle; border-radius: 2px; }
+  .kind { display: inline-block; min-width: 4.5rem; color: var(--mute); }
   button { font: inherit; padding: .1rem .5rem; margin-right: .25rem; cursor: pointer; }
   #error { color: var(--bad); }
   ul { padding-left: 1.2rem; } li { margin: .15rem 0; }
@@ -87,7 +88,7 @@ async function refresh() {
     const sum = s.backends.reduce((a, b) => a + b.total, 0);
     $("backends").innerHTML = s.backends.map((b) => row(b, sum)).join("");
     $("events").innerHTML = events.slice(-15).reverse().map((e) =>
-      "<li>" + esc(new Date(e.at).toLocaleTimeString()) + " — " + esc(e.message) + "</li>").join("");
+      "<li>" + esc(new Date(e.at).toLocaleTimeString()) + ' <span class="kind">' + esc(e.kind || "") + "</span> " + esc(e.message) + "</li>").join("");
   } catch (e) {
     $("error").textContent = "cannot reach the admin API: " + e;
   }
