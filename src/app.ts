@@ -291,7 +291,7 @@ export class App {
         }
       },
       connected: (b, ms) => {
-        m.connectDuration.observe(ms / 1000);
+        m.observeConnect(b.name, ms / 1000);
         if (log.isLevelEnabled('debug')) log.debug({ backend: b.name, connectMs: ms }, 'connection opened');
       },
       closed: (b, ms, bytesIn, bytesOut) => {

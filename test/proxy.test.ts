@@ -106,13 +106,11 @@ test('max_connections = 3 with six clients leaves three open and closes three at
 
 test('a refused backend is retried on another one: 20 of 20 requests succeed', async (t) => {
   const echo = await startEcho();
-  // a port with nothing listening: bind then close to get a free one
-  const dead = await startEcho();
-  const deadAddress = dead.address;
-  await dead.close();
+  // a backend that passes its first health check, then goes away (checks are an hour apart, so
+  // only passive health and retries act here)
+  const doomed = await startEcho();
   const lb = await startBalancer(
-    testConfig([{ address: deadAddress, name: 'dead' }, { address: echo.address, name: 'live' }], {
-      // health checks far apart so only passive health and retries act here
+    testConfig([{ address: doomed.address, name: 'dead' }, { address: echo.address, name: 'live' }], {
       health: 'interval = "1h"\ntimeout = "1s"',
       proxy: 'connect_retries = 1',
     }),
@@ -121,14 +119,18 @@ test('a refused backend is retried on another one: 20 of 20 requests succeed', a
     await lb.stop();
     await echo.close();
   });
+  await waitFor(async () => (await adminJson<{ last_check: unknown }[]>(lb, '/backends')).every((b) => b.last_check), 5000, 'first health checks');
+  await doomed.close();
   let ok = 0;
   for (let i = 0; i < 20; i++) {
     const r = await tcpExchange(lb.port, `hello ${i}`);
     if (r.data.toString() === `hello ${i}`) ok++;
   }
   assert.equal(ok, 20);
-  const backends = await adminJson<{ name: string; connect_errors: number }[]>(lb, '/backends');
-  assert.ok(backends.find((b) => b.name === 'dead')!.connect_errors >= 1, 'the refused connects were counted');
+  const backends = await adminJson<{ name: string; connect_errors: number; state: string }[]>(lb, '/backends');
+  const dead = backends.find((b) => b.name === 'dead')!;
+  assert.ok(dead.connect_errors >= 1, 'the refused connects were counted');
+  assert.equal(dead.state, 'unhealthy', 'passive health ejected it after repeated failures');
   assert.match((await lb.admin('/metrics')).body, /lemonade_backend_connect_errors_total\{backend="dead"\} [1-9]/);
 });
 
@@ -299,7 +301,9 @@ test('connection metrics count per backend; active returns to 0', async (t) => {
   assert.match(m, /lemonade_connections_total\{backend="only"\} 5/);
   assert.match(m, /lemonade_bytes_total\{backend="only",direction="in"\} 15/);
   assert.match(m, /lemonade_bytes_total\{backend="only",direction="out"\} 15/);
-  assert.match(m, /lemonade_backend_connect_duration_seconds_count 5/);
+  assert.match(m, /lemonade_backend_connect_duration_seconds_count\{backend="only"\} 5/);
+  assert.match(m, /lemonade_max_connections 100000/);
+  assert.match(m, /lemonade_backend_state\{backend="only",state="healthy"\} 1/);
   assert.match(m, /lemonade_build_info\{version="[^"]+"\} 1/);
   assert.match(m, /process_cpu_seconds_total/);
 });

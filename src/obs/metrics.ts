@@ -5,6 +5,9 @@
 import { Registry, Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client';
 import type { LoadTable } from '../core/stats';
 import type { Snapshot } from '../core/snapshot';
+import type { BackendState } from '../core/backend';
+
+const BACKEND_STATES: readonly BackendState[] = ['healthy', 'unhealthy', 'draining', 'disabled'];
 
 import type { RejectReason } from '../proxy/events';
 export type { RejectReason };
@@ -20,7 +23,8 @@ export class Metrics {
   readonly registry = new Registry();
   private readonly rejected: Counter<'reason'>;
   private readonly rejectedChildren: Record<RejectReason, { inc(): void }>;
-  readonly connectDuration: Histogram;
+  private readonly connectDuration: Histogram<'backend'>;
+  private readonly connectDurationChildren = new Map<string, { observe(v: number): void }>();
   readonly connectionDuration: Histogram;
   readonly healthChecks: Counter<'backend' | 'result'>;
   readonly reloads: Counter<'result'>;
@@ -40,9 +44,39 @@ export class Metrics {
       collect() {
         this.reset();
         const byName = new Map<string, number>();
-        for (const b of src.snapshot().backends) byName.set(b.name, 0);
         for (const b of src.snapshot().backends) byName.set(b.name, (byName.get(b.name) ?? 0) + b.load.active);
         for (const [name, n] of byName) this.set({ backend: name }, n);
+      },
+    });
+    new Gauge({
+      name: 'lemonade_max_connections',
+      help: 'The configured [proxy] max_connections (the cap on concurrent client connections)',
+      registers,
+      collect() {
+        this.set(src.snapshot().config.proxy.maxConnections);
+      },
+    });
+    new Gauge({
+      name: 'lemonade_backend_max_connections',
+      help: "A backend's configured max_connections (0 = unlimited)",
+      labelNames: ['backend'],
+      registers,
+      collect() {
+        this.reset();
+        for (const b of src.snapshot().backends) this.set({ backend: b.name }, b.spec.maxConnections);
+      },
+    });
+    new Gauge({
+      name: 'lemonade_backend_state',
+      help: "1 for a backend's current state (healthy, unhealthy, draining, disabled), 0 for the others",
+      labelNames: ['backend', 'state'],
+      registers,
+      collect() {
+        this.reset();
+        for (const b of src.snapshot().backends) {
+          const now = b.load.state();
+          for (const st of BACKEND_STATES) this.set({ backend: b.name, state: st }, st === now ? 1 : 0);
+        }
       },
     });
     new Counter({
@@ -98,7 +132,8 @@ export class Metrics {
     });
     this.connectDuration = new Histogram({
       name: 'lemonade_backend_connect_duration_seconds',
-      help: 'Time to establish a TCP connection to a backend',
+      help: 'Time to establish a TCP connection to a backend, by backend',
+      labelNames: ['backend'],
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
       registers,
     });
@@ -129,6 +164,16 @@ export class Metrics {
     });
     const info = new Gauge({ name: 'lemonade_build_info', help: 'Build information', labelNames: ['version'], registers });
     info.set({ version: src.version }, 1);
+  }
+
+  /** Observe a backend connect time; label children are made once per backend name. */
+  observeConnect(backend: string, seconds: number): void {
+    let c = this.connectDurationChildren.get(backend);
+    if (!c) {
+      c = this.connectDuration.labels(backend);
+      this.connectDurationChildren.set(backend, c);
+    }
+    c.observe(seconds);
   }
 
   reject(reason: RejectReason): void {
