@@ -111,12 +111,16 @@ export class ProxyListener {
     });
   }
 
-  /** Stop accepting; open connections are untouched. */
+  /**
+   * Stop accepting; open connections are untouched. Resolves once the listening socket is closed
+   * (server.close()'s own callback waits for every connection to end, so it is not awaited).
+   */
   async close(): Promise<void> {
     const s = this.server;
     this.server = null;
     if (!s) return;
-    await new Promise<void>((resolve) => s.close(() => resolve()));
+    s.close();
+    await new Promise<void>((resolve) => setImmediate(resolve));
   }
 
   private readonly onConnection = (c: Socket): void => {
