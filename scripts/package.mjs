@@ -49,8 +49,7 @@ write('usr/share/man/man1/lemonade.1.gz', gz(join(deb, 'lemonade.1')));
 const doc = 'usr/share/doc/lemonade-lb';
 put(join(deb, 'copyright'), `${doc}/copyright`);
 write(`${doc}/changelog.gz`, gz(join(deb, 'changelog')));
-const readme = [join(root, 'README.md'), join(root, 'packaging', 'README-systemd-ha.md')].find((f) => existsSync(f));
-if (readme) put(readme, `${doc}/README.md`);
+put(join(root, 'README.md'), `${doc}/README.md`);
 for (const f of ['keepalived-master.conf', 'keepalived-backup.conf', 'check_lemonade.sh']) {
   const src = join(root, 'packaging', 'keepalived', f);
   if (existsSync(src)) put(src, `${doc}/examples/keepalived/${f}`, 0o644);
