@@ -437,7 +437,8 @@ export class App {
     const secs = Math.max(0.001, (now - this.lastSummary.at) / 1000);
     const backends: Record<string, unknown> = {};
     for (const b of this.snapshot.backends) {
-      const prev = this.lastSummary.total.get(b.load.key) ?? b.load.total;
+      // a backend not summarised yet started from 0 (its figures are new with its key)
+      const prev = this.lastSummary.total.get(b.load.key) ?? 0;
       backends[b.name] = {
         state: b.load.state(),
         active: b.load.active,

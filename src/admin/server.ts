@@ -181,7 +181,8 @@ const ROUTES: readonly Route[] = [
     methods: ['POST'],
     mutating: true,
     run: (api, res, m) => {
-      const name = decodeURIComponent(m[1]!);
+      const name = decodeName(m[1]!);
+      if (name === null) return send(res, 400, { error: `malformed backend name in the path: ${m[1]!}` });
       const action = m[2] as AdminAction;
       const r = api.backendAction(name, action);
       if (r === 'not_found') send(res, 404, { error: `no backend named "${name}"` });
@@ -207,6 +208,15 @@ const ROUTES: readonly Route[] = [
     },
   },
 ];
+
+/** The percent-decoded backend name of a path segment, or null when its escapes are malformed. */
+function decodeName(segment: string): string | null {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return null;
+  }
+}
 
 function send(res: ServerResponse, code: number, body: unknown): void {
   const text = JSON.stringify(body, null, 2) + '\n';
