@@ -223,6 +223,13 @@ describe('backups', () => {
     assert.deepEqual(w.picks(4), ['k1', 'k2', 'k1', 'k2']);
   });
 
+  test('usableCount counts a full backend (full is load, not failure) but not weight 0', () => {
+    const w = world(config([{ name: 'a', max_connections: 1 }, { name: 'b', weight: 0 }]));
+    w.b('a').load.acquire();
+    assert.equal(w.snap.pick(), undefined, 'a is full, b has weight 0');
+    assert.equal(w.snap.usableCount(), 1);
+  });
+
   test('usableCount counts primaries and backups', () => {
     const w = world(cfg());
     assert.equal(w.snap.usableCount(), 4);

@@ -71,10 +71,14 @@ export class Snapshot {
     return this.pickFrom(this.primaries, avoid) ?? this.pickFrom(this.backups, avoid);
   }
 
-  /** Are there any usable backends at all (for /health)? */
+  /**
+   * Backends that can take connections, for /health: healthy, enabled, weight > 0. A backend at
+   * its max_connections still counts (being full is load, not failure: a balancer should not be
+   * failed over because its backends are busy).
+   */
   usableCount(): number {
     let n = 0;
-    for (const b of this.backends) if (this.usable(b, [])) n++;
+    for (const b of this.backends) if (b.spec.weight > 0 && b.load.isUsable()) n++;
     return n;
   }
 
