@@ -24,17 +24,25 @@ export interface Pending {
 }
 
 export class ProxyListener {
-  readonly registry = new ConnectionRegistry<Session>();
+  readonly registry: ConnectionRegistry<Session>;
   private server: Server | null = null;
   /** client connections accepted and handed to a session */
   accepted = 0;
   private boundAddress = '';
   private readonly limits: ClientLimits;
-  private readonly admitted = new WeakSet<Socket>();
   private readonly host: SessionHost;
 
   constructor(private readonly deps: ListenerDeps) {
     this.limits = new ClientLimits(deps.now);
+    // one coarse sweep for every connection's connect and idle timeout: a tenth of the shorter
+    // one (so a timeout fires at most ~10% late), between 10 ms and 1 s
+    this.registry = new ConnectionRegistry<Session>({
+      now: deps.now,
+      periodMs: () => {
+        const p = deps.current().config.proxy;
+        return Math.min(1000, Math.max(10, Math.min(p.connectTimeoutMs, p.idleTimeoutMs) / 10));
+      },
+    });
     this.host = {
       observer: deps.observer,
       registry: this.registry,
@@ -44,10 +52,7 @@ export class ProxyListener {
         return mode === 'off' ? null : proxyHeader(mode, client);
       },
       released: (client) => {
-        if (this.admitted.has(client)) {
-          this.admitted.delete(client);
-          this.limits.release(client.remoteAddress ?? '', this.deps.current().config.proxy.clientRateLimit);
-        }
+        this.limits.release(client.remoteAddress ?? '', this.deps.current().config.proxy.clientRateLimit);
       },
     };
   }
@@ -95,7 +100,7 @@ export class ProxyListener {
   }
 
   private bind(start: (s: Server) => void, label: string): Promise<Server> {
-    const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, this.onConnection);
+    const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, this.onConnection);
     return new Promise<Server>((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException): void => {
         server.close();
@@ -128,13 +133,16 @@ export class ProxyListener {
     const snap = this.deps.current();
     const p = snap.config.proxy;
     if (this.registry.size >= p.maxConnections) return this.reject(c, 'max_connections');
-    if (!snap.allows(c.remoteAddress)) return this.reject(c, 'acl');
+    // remoteAddress is a getpeername() system call: only ask when an ACL needs it
+    if ((p.allow.length > 0 || p.deny.length > 0) && !snap.allows(c.remoteAddress)) return this.reject(c, 'acl');
+    let admitted = false;
     if (p.clientRateLimit !== null || p.clientMaxConnections > 0) {
       if (!this.limits.admit(c.remoteAddress ?? '', p.clientRateLimit, p.clientMaxConnections)) return this.reject(c, 'rate_limit');
-      this.admitted.add(c);
+      admitted = true;
     }
     this.accepted++;
     const s = new Session(c, snap, this.host);
+    s.admitted = admitted;
     this.registry.add(s);
     s.start();
   };

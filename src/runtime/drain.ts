@@ -1,10 +1,20 @@
 // The registry of open connections, and drain(deadline): wait for them to end, then cut the rest.
+// It also runs the one coarse sweep that replaces a timer per connection: while any connection is
+// open, every periodMs() each one's sweep(now) checks its own timeouts (connect, idle).
 
 export interface Drainable {
   /** the backend key this connection is attached to, if any */
   readonly backendKey: string | null;
   /** close both sockets now */
   destroy(): void;
+  /** the periodic sweep: check timeouts against `now` */
+  sweep?(now: number): void;
+}
+
+export interface SweepOptions {
+  /** the sweep period, ms, read again before each sweep */
+  readonly periodMs: () => number;
+  readonly now: () => number;
 }
 
 export interface DrainResult {
@@ -15,6 +25,9 @@ export interface DrainResult {
 export class ConnectionRegistry<T extends Drainable = Drainable> {
   private readonly open = new Set<T>();
   private waiters: (() => void)[] = [];
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(private readonly sweeper: SweepOptions | null = null) {}
 
   get size(): number {
     return this.open.size;
@@ -22,7 +35,22 @@ export class ConnectionRegistry<T extends Drainable = Drainable> {
 
   add(c: T): void {
     this.open.add(c);
+    if (this.sweeper !== null && this.timer === null) this.arm();
   }
+
+  /** Arm the next sweep (only while connections are open: an idle process has no timer). */
+  private arm(): void {
+    this.timer = setTimeout(this.onSweep, this.sweeper!.periodMs());
+    this.timer.unref();
+  }
+
+  private readonly onSweep = (): void => {
+    this.timer = null;
+    if (this.open.size === 0) return;
+    const now = this.sweeper!.now();
+    for (const c of this.open) c.sweep?.(now);
+    if (this.open.size > 0 && this.timer === null) this.arm();
+  };
 
   delete(c: T): void {
     if (this.open.delete(c) && this.open.size === 0) {

@@ -1,0 +1,765 @@
+// `npm run bench`: what lemonade-lb costs per request, per connection, per byte and per idle
+// connection, next to HAProxy and a 30-line Node `pipe` proxy, in one run.
+//
+// Contenders: direct (the client talks to the backend: the limit), haproxy (`mode tcp`,
+// `nbthread 1`), pipe (scripts/bench/pipe-proxy.mjs), lemonade (dist/lemonade.js, one process).
+// Workloads:
+//   W1 keep-alive HTTP through the proxy: `wrk -c64`; req/s, p50/p99, proxy CPU µs per request
+//   W2 one new connection per request (`Connection: close`): conn/s, proxy CPU µs per connection
+//   W3 bulk: `iperf3` through the proxy; Gbit/s, proxy CPU ms per GB
+//   W4 idle connections (10,000, or fewer when the file-descriptor limit forbids): RSS KiB each
+// Each measurement gets a fresh proxy process (W1-W3 after a 1 s warm-up), the contenders'
+// order rotates every round, and rounds interleave the contenders so that the noise of a
+// shared machine hits them alike. Costs are reported as medians, min-max and as ratios to
+// HAProxy measured in the same round (the median of the per-round ratios).
+//
+// The proxy runs pinned to one CPU (taskset, --proxy-cpu, default 1); load generators, the
+// backends (nginx, iperf3 -s) and this script on the other (--load-cpu, default 0). CPU time is
+// read from /proc/PID/stat (utime + stime, all threads). Everything listens on 127.0.0.1.
+//
+// Missing tools (haproxy, nginx, wrk, iperf3) are installed with apt-get when running as root,
+// unless --no-install; what is still missing is left out and said so (without wrk no W1/W2,
+// without iperf3 no W3, without haproxy no ratios, without nginx a small Node HTTP backend
+// stands in). --quick is a short smoke run (1 round, 1 s per measurement, 1,000 idle
+// connections, never installs anything) used by test/bench-smoke.test.ts.
+//
+// Flags: --quick, --rounds N (3), --duration S (3), --idle N (10000), --no-install,
+//        --baseline-bundle PATH (another build of dist/lemonade.js, run as "lemonade-base"),
+//        --only a,b (contenders), --workloads W1,W2 (subset), --lemonade-node-args "…" (e.g.
+//        "--cpu-prof --cpu-prof-dir=/tmp/prof"), --json (one JSON line with every figure last).
+// Exit code: 0 when every target is met (always 0 with --quick unless the run broke), 1 when a
+// target was missed, 2 when the run itself failed. The run is bounded (--budget S, default 540):
+// rounds that would not fit are left out. Every process started is stopped by its PID.
+
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+const ROOT = resolve(__dirname, '..');
+const BUNDLE = join(ROOT, 'dist', 'lemonade.js');
+const PIPE_PROXY = join(ROOT, 'scripts', 'bench', 'pipe-proxy.mjs');
+const HTTP_BACKEND = join(ROOT, 'scripts', 'bench', 'http-backend.mjs');
+const TICK_US = 1e6 / (Number(spawnSync('getconf', ['CLK_TCK']).stdout?.toString().trim()) || 100);
+
+const CONTENDERS = ['direct', 'haproxy', 'pipe', 'lemonade', 'lemonade-base'] as const;
+type ContenderName = (typeof CONTENDERS)[number];
+const WORKLOADS = ['W1', 'W2', 'W3', 'W4'] as const;
+type Workload = (typeof WORKLOADS)[number];
+
+/** Targets: lemonade's cost over HAProxy's, same run. */
+const TARGETS: Record<Workload, number> = { W1: 1.2, W2: 1.5, W3: 1.5, W4: 3 };
+
+interface Args {
+  quick: boolean;
+  rounds: number;
+  durationS: number;
+  idle: number;
+  install: boolean;
+  only: ContenderName[];
+  workloads: Workload[];
+  lemonadeNodeArgs: string[];
+  /** another build of lemonade to compare with (contender "lemonade-base") */
+  baselineBundle: string | null;
+  json: boolean;
+  budgetS: number;
+  proxyCpu: number;
+  loadCpu: number;
+}
+
+function parseArgs(argv: readonly string[]): Args {
+  const a: Args = {
+    quick: false,
+    rounds: 3,
+    durationS: 3,
+    idle: 10_000,
+    install: true,
+    only: CONTENDERS.filter((c) => c !== 'lemonade-base'),
+    baselineBundle: null,
+    workloads: [...WORKLOADS],
+    lemonadeNodeArgs: [],
+    json: false,
+    budgetS: 540,
+    proxyCpu: 1,
+    loadCpu: 0,
+  };
+  let roundsSet = false;
+  let durationSet = false;
+  let idleSet = false;
+  for (let i = 0; i < argv.length; i++) {
+    const k = argv[i]!;
+    const val = (): string => {
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`${k} wants a value`);
+      return v;
+    };
+    const int = (lo: number, hi: number): number => {
+      const v = Number(val());
+      if (!Number.isInteger(v) || v < lo || v > hi) throw new Error(`${k} wants an integer in ${lo}..${hi}`);
+      return v;
+    };
+    if (k === '--quick') a.quick = true;
+    else if (k === '--json') a.json = true;
+    else if (k === '--no-install') a.install = false;
+    else if (k === '--rounds') (a.rounds = int(1, 50)), (roundsSet = true);
+    else if (k === '--duration') (a.durationS = int(1, 60)), (durationSet = true);
+    else if (k === '--idle') (a.idle = int(10, 100_000)), (idleSet = true);
+    else if (k === '--budget') a.budgetS = int(10, 3600);
+    else if (k === '--proxy-cpu') a.proxyCpu = int(0, 1023);
+    else if (k === '--load-cpu') a.loadCpu = int(0, 1023);
+    else if (k === '--baseline-bundle') a.baselineBundle = resolve(val());
+    else if (k === '--lemonade-node-args') a.lemonadeNodeArgs = val().split(/\s+/).filter(Boolean);
+    else if (k === '--only') {
+      const names = val().split(',');
+      for (const n of names) if (!(CONTENDERS as readonly string[]).includes(n)) throw new Error(`--only: unknown contender ${n} (known: ${CONTENDERS.join(',')})`);
+      a.only = CONTENDERS.filter((c) => names.includes(c));
+    } else if (k === '--workloads') {
+      const names = val().toUpperCase().split(',');
+      for (const n of names) if (!(WORKLOADS as readonly string[]).includes(n)) throw new Error(`--workloads: unknown workload ${n} (known: ${WORKLOADS.join(',')})`);
+      a.workloads = WORKLOADS.filter((w) => names.includes(w));
+    } else throw new Error(`unknown argument ${k} (see the header of scripts/bench.ts)`);
+  }
+  if (a.baselineBundle !== null && !a.only.includes('lemonade-base')) a.only.push('lemonade-base');
+  if (a.quick) {
+    a.install = false;
+    if (!roundsSet) a.rounds = 1;
+    if (!durationSet) a.durationS = 1;
+    if (!idleSet) a.idle = 1000;
+    a.budgetS = Math.min(a.budgetS, 60);
+  }
+  return a;
+}
+
+// -------------------------------------------------------------------------------------------
+// Processes
+
+const children = new Set<ChildProcess>();
+
+interface Proc {
+  readonly pid: number;
+  readonly child: ChildProcess;
+  stderr(): string;
+}
+
+/** Start `cmd` pinned to `cpu` (taskset). The PID is the program's own (taskset execs). */
+function startPinned(cpu: number, cmd: string, args: readonly string[], env: NodeJS.ProcessEnv = process.env): Proc {
+  const child = spawn('taskset', ['-c', String(cpu), cmd, ...args], { stdio: ['ignore', 'ignore', 'pipe'], env });
+  children.add(child);
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => {
+    if (err.length < 8000) err += d.toString();
+  });
+  child.on('exit', () => children.delete(child));
+  if (child.pid === undefined) throw new Error(`cannot start ${cmd}`);
+  return { pid: child.pid, child, stderr: () => err };
+}
+
+async function stop(p: Proc | null): Promise<void> {
+  if (!p || p.child.exitCode !== null || p.child.signalCode !== null) return;
+  const gone = new Promise<void>((r) => p.child.once('exit', () => r()));
+  try {
+    process.kill(p.pid, 'SIGTERM');
+  } catch {
+    return;
+  }
+  const t = setTimeout(() => {
+    try {
+      process.kill(p.pid, 'SIGKILL');
+    } catch {
+      /* already gone */
+    }
+  }, 3000);
+  await gone;
+  clearTimeout(t);
+}
+
+function killAllNow(): void {
+  for (const c of children) {
+    if (c.pid !== undefined && c.exitCode === null) {
+      try {
+        process.kill(c.pid, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+    }
+  }
+}
+
+/** Run a command pinned to the load CPU to completion; bounded. */
+function runPinned(cpu: number, cmd: string, args: readonly string[], timeoutMs: number): Promise<{ code: number | null; out: string; err: string }> {
+  return new Promise((res) => {
+    const child = spawn('taskset', ['-c', String(cpu), cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    children.add(child);
+    let out = '';
+    let err = '';
+    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    const t = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('close', (code) => {
+      clearTimeout(t);
+      children.delete(child);
+      res({ code, out, err });
+    });
+  });
+}
+
+function cpuTicks(pid: number): number {
+  const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
+  return Number(f[11]) + Number(f[12]);
+}
+
+function rssKiB(pid: number): number {
+  const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) : NaN;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = net.createServer();
+    s.once('error', rej);
+    s.listen(0, '127.0.0.1', () => {
+      const p = (s.address() as net.AddressInfo).port;
+      s.close(() => res(p));
+    });
+  });
+}
+
+/** Wait until 127.0.0.1:port accepts a connection. */
+async function waitListening(port: number, proc: Proc | null, what: string, timeoutMs = 10_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const ok = await new Promise<boolean>((r) => {
+      const s = net.connect({ host: '127.0.0.1', port });
+      s.once('connect', () => {
+        s.destroy();
+        r(true);
+      });
+      s.once('error', () => r(false));
+    });
+    if (ok) return;
+    if (proc && (proc.child.exitCode !== null || proc.child.signalCode !== null)) throw new Error(`${what} exited: ${proc.stderr()}`);
+    if (Date.now() > end) throw new Error(`${what} is not listening on ${port} after ${timeoutMs} ms${proc ? `: ${proc.stderr()}` : ''}`);
+    await sleep(50);
+  }
+}
+
+/** Established TCP connections whose local port is `port` (IPv4, from /proc/net/tcp). */
+function establishedOn(port: number): number {
+  const hex = ':' + port.toString(16).toUpperCase().padStart(4, '0');
+  let n = 0;
+  const text = readFileSync('/proc/net/tcp', 'utf8');
+  let i = text.indexOf('\n') + 1;
+  while (i > 0 && i < text.length) {
+    const j = text.indexOf('\n', i);
+    const line = text.slice(i, j < 0 ? text.length : j);
+    // "  sl  local_address rem_address   st ..."
+    const parts = line.trim().split(/\s+/);
+    if (parts[1]?.endsWith(hex) && parts[3] === '01') n++;
+    i = j + 1;
+    if (j < 0) break;
+  }
+  return n;
+}
+
+// -------------------------------------------------------------------------------------------
+// Tools
+
+const TOOLS = ['haproxy', 'nginx', 'wrk', 'iperf3'] as const;
+type Tool = (typeof TOOLS)[number];
+
+function which(tool: string): string | null {
+  for (const dir of (process.env['PATH'] ?? '').split(':').concat(['/usr/sbin', '/usr/bin', '/sbin'])) {
+    if (dir && existsSync(join(dir, tool))) return join(dir, tool);
+  }
+  return null;
+}
+
+function findTools(install: boolean, log: (s: string) => void): Record<Tool, string | null> {
+  const find = (): Record<Tool, string | null> => Object.fromEntries(TOOLS.map((t) => [t, which(t)])) as Record<Tool, string | null>;
+  let found = find();
+  const missing = TOOLS.filter((t) => !found[t]);
+  if (missing.length > 0 && install) {
+    if (process.getuid?.() === 0 && which('apt-get')) {
+      log(`installing ${missing.join(' ')} with apt-get …`);
+      const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+      spawnSync('apt-get', ['update', '-qq'], { stdio: 'ignore', env, timeout: 180_000 });
+      const r = spawnSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...missing], { stdio: 'ignore', env, timeout: 300_000 });
+      if (r.status !== 0) log(`apt-get install ${missing.join(' ')} failed (exit ${r.status})`);
+      found = find();
+    } else {
+      log(`missing ${missing.join(' ')} and not root (or no apt-get): install them to compare`);
+    }
+  }
+  return found;
+}
+
+// -------------------------------------------------------------------------------------------
+// Backends and contenders
+
+interface Backends {
+  httpPort: number;
+  httpKind: 'nginx' | 'node';
+  iperfPort: number | null;
+}
+
+async function startBackends(tools: Record<Tool, string | null>, cpu: number, dir: string, idle: number): Promise<Backends> {
+  const httpPort = await freePort();
+  let httpKind: 'nginx' | 'node';
+  if (tools.nginx) {
+    const conf = join(dir, 'nginx.conf');
+    writeFileSync(
+      conf,
+      [
+        // one process (no master): the backend is cheap next to any proxy and easy to stop by PID
+        'daemon off;',
+        'master_process off;',
+        `worker_rlimit_nofile ${idle * 2 + 1000};`,
+        `pid ${join(dir, 'nginx.pid')};`,
+        `error_log ${join(dir, 'nginx-error.log')} error;`,
+        `events { worker_connections ${idle * 2 + 1000}; multi_accept on; }`,
+        'http {',
+        '  access_log off;',
+        `  client_body_temp_path ${dir}/nginx-body; proxy_temp_path ${dir}/nginx-proxy; fastcgi_temp_path ${dir}/nginx-fcgi;`,
+        `  uwsgi_temp_path ${dir}/nginx-uwsgi; scgi_temp_path ${dir}/nginx-scgi;`,
+        '  keepalive_requests 10000000; keepalive_timeout 300s; client_header_timeout 300s;',
+        `  server { listen 127.0.0.1:${httpPort} backlog=4096; location / { return 200 "hello from nginx\\n"; } }`,
+        '}',
+        '',
+      ].join('\n'),
+    );
+    const p = startPinned(cpu, tools.nginx, ['-p', dir, '-c', conf, '-e', join(dir, 'nginx-error.log')]);
+    backendProcs.push(p);
+    await waitListening(httpPort, p, 'nginx');
+    httpKind = 'nginx';
+  } else {
+    const p = startPinned(cpu, process.execPath, [HTTP_BACKEND, String(httpPort)]);
+    backendProcs.push(p);
+    await waitListening(httpPort, p, 'node http backend');
+    httpKind = 'node';
+  }
+  let iperfPort: number | null = null;
+  if (tools.iperf3) {
+    iperfPort = await freePort();
+    const p = startPinned(cpu, tools.iperf3, ['-s', '-B', '127.0.0.1', '-p', String(iperfPort)]);
+    backendProcs.push(p);
+    await waitListening(iperfPort, p, 'iperf3 -s');
+  }
+  return { httpPort, httpKind, iperfPort };
+}
+
+const backendProcs: Proc[] = [];
+/** HAProxy refuses to start when maxconn needs more descriptors than the limit allows. */
+let haproxyMaxconn = 10_000;
+
+interface Running {
+  readonly port: number;
+  readonly proc: Proc | null;
+}
+
+async function startContender(name: ContenderName, backendPort: number, args: Args, tools: Record<Tool, string | null>, dir: string): Promise<Running> {
+  if (name === 'direct') return { port: backendPort, proc: null };
+  const port = await freePort();
+  let proc: Proc;
+  if (name === 'haproxy') {
+    const conf = join(dir, `haproxy-${port}.cfg`);
+    writeFileSync(
+      conf,
+      [
+        'global',
+        '  nbthread 1',
+        `  maxconn ${haproxyMaxconn}`,
+        'defaults',
+        '  mode tcp',
+        '  timeout connect 3s',
+        '  timeout client 1h',
+        '  timeout server 1h',
+        'frontend f',
+        `  bind 127.0.0.1:${port}`,
+        '  default_backend b',
+        'backend b',
+        `  server s1 127.0.0.1:${backendPort}`,
+        '',
+      ].join('\n'),
+    );
+    proc = startPinned(args.proxyCpu, tools.haproxy!, ['-db', '-f', conf]);
+  } else if (name === 'pipe') {
+    proc = startPinned(args.proxyCpu, process.execPath, [PIPE_PROXY, String(port), `127.0.0.1:${backendPort}`]);
+  } else {
+    const conf = join(dir, `lemonade-${port}.toml`);
+    writeFileSync(
+      conf,
+      [
+        '[runtime]',
+        'drain_timeout_millis = 2000',
+        '[proxy]',
+        `listen_address = "127.0.0.1:${port}"`,
+        'max_connections = 100000',
+        '[strategy]',
+        'algorithm = "round_robin"',
+        '[health]',
+        'interval = "10s"',
+        '[admin]',
+        'listen_address = ""',
+        '[[backends]]',
+        'id = 0',
+        'name = "bench"',
+        `address = "127.0.0.1:${backendPort}"`,
+        '',
+      ].join('\n'),
+    );
+    const env: NodeJS.ProcessEnv = {};
+    for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('LEMONADE_') && !k.startsWith('NOTIFY_SOCKET') && !k.startsWith('LISTEN_')) env[k] = v;
+    env['LEMONADE_LOG'] = 'info';
+    const bundle = name === 'lemonade-base' ? args.baselineBundle! : BUNDLE;
+    proc = startPinned(args.proxyCpu, process.execPath, [...args.lemonadeNodeArgs, bundle, 'lb', '--config', conf], env);
+  }
+  await waitListening(port, proc, name);
+  return { port, proc };
+}
+
+// -------------------------------------------------------------------------------------------
+// Workloads: each returns its figures, or throws
+
+interface Sample {
+  /** W1 req/s, W2 conn/s, W3 Gbit/s, W4 connections held */
+  throughput: number;
+  /** W1 µs/req, W2 µs/conn, W3 ms/GB, W4 KiB/conn; NaN for direct */
+  cost: number;
+  p50Ms?: number;
+  p99Ms?: number;
+  errors: number;
+}
+
+function parseWrkTime(v: string): number {
+  const m = /^([\d.]+)(us|ms|s|m)$/.exec(v.trim());
+  if (!m) return NaN;
+  const n = Number(m[1]);
+  return m[2] === 'us' ? n / 1000 : m[2] === 'ms' ? n : m[2] === 's' ? n * 1000 : n * 60_000;
+}
+
+async function wrk(args: Args, tools: Record<Tool, string | null>, port: number, seconds: number, close: boolean): Promise<{ requests: number; rps: number; p50: number; p99: number; errors: number }> {
+  const a = ['-t1', close ? '-c32' : '-c64', `-d${seconds}s`, '--latency', '--timeout', '5s'];
+  if (close) a.push('-H', 'Connection: close');
+  a.push(`http://127.0.0.1:${port}/`);
+  const r = await runPinned(args.loadCpu, tools.wrk!, a, (seconds + 20) * 1000);
+  if (r.code !== 0) throw new Error(`wrk exited ${r.code}: ${r.err}${r.out}`);
+  const num = (re: RegExp): number => {
+    const m = re.exec(r.out);
+    return m ? Number(m[1]) : 0;
+  };
+  const requests = num(/(\d+) requests in/);
+  const rps = num(/Requests\/sec:\s+([\d.]+)/);
+  const p50 = parseWrkTime(/\s50%\s+(\S+)/.exec(r.out)?.[1] ?? '');
+  const p99 = parseWrkTime(/\s99%\s+(\S+)/.exec(r.out)?.[1] ?? '');
+  const sock = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(r.out);
+  // with Connection: close a read error is wrk noticing the server's close: not a failure
+  const errors = num(/Non-2xx or 3xx responses: (\d+)/) + (sock ? Number(sock[1]) + Number(sock[3]) + Number(sock[4]) + (close ? 0 : Number(sock[2])) : 0);
+  if (requests === 0) throw new Error(`wrk made no request: ${r.out}${r.err}`);
+  return { requests, rps, p50, p99, errors };
+}
+
+async function runHttp(args: Args, tools: Record<Tool, string | null>, c: Running, close: boolean): Promise<Sample> {
+  if (!args.quick) await wrk(args, tools, c.port, 1, close); // warm-up (JIT, pools)
+  const before = c.proc ? cpuTicks(c.proc.pid) : 0;
+  const w = await wrk(args, tools, c.port, args.durationS, close);
+  const cost = c.proc ? ((cpuTicks(c.proc.pid) - before) * TICK_US) / w.requests : NaN;
+  return { throughput: w.rps, cost, p50Ms: w.p50, p99Ms: w.p99, errors: w.errors };
+}
+
+async function iperf(args: Args, tools: Record<Tool, string | null>, port: number, seconds: number): Promise<{ bytes: number; gbps: number }> {
+  const r = await runPinned(args.loadCpu, tools.iperf3!, ['-c', '127.0.0.1', '-p', String(port), '-t', String(seconds), '-J'], (seconds + 20) * 1000);
+  let j: { end?: { sum_sent?: { bytes: number }; sum_received?: { bytes: number; bits_per_second: number } }; error?: string };
+  try {
+    j = JSON.parse(r.out) as typeof j;
+  } catch {
+    throw new Error(`iperf3 printed no JSON (exit ${r.code}): ${r.err}${r.out.slice(0, 500)}`);
+  }
+  if (j.error || !j.end?.sum_received) throw new Error(`iperf3: ${j.error ?? 'no result'}`);
+  // bytes the proxy relayed: what the client sent (the receiver has it all once the test ends)
+  return { bytes: j.end.sum_sent?.bytes ?? j.end.sum_received.bytes, gbps: j.end.sum_received.bits_per_second / 1e9 };
+}
+
+async function runBulk(args: Args, tools: Record<Tool, string | null>, c: Running): Promise<Sample> {
+  // the readiness probe's connection reached `iperf3 -s` as a control connection that never
+  // spoke; the server refuses others until it has dropped it: retry the first test briefly
+  for (let i = 0; ; i++) {
+    try {
+      await iperf(args, tools, c.port, 1);
+      break;
+    } catch (e) {
+      if (i >= 5) throw e;
+      await sleep(300);
+    }
+  }
+  const before = c.proc ? cpuTicks(c.proc.pid) : 0;
+  const r = await iperf(args, tools, c.port, args.durationS);
+  const cost = c.proc ? ((cpuTicks(c.proc.pid) - before) * TICK_US) / 1000 / (r.bytes / 1e9) : NaN;
+  return { throughput: r.gbps, cost, errors: 0 };
+}
+
+/** Open n connections through the proxy and hold them idle (no byte either way). */
+async function runIdle(c: Running, backendPort: number, n: number): Promise<Sample> {
+  const pid = c.proc!.pid;
+  const open = async (count: number, into: net.Socket[]): Promise<number> => {
+    let errors = 0;
+    const BATCH = 256;
+    for (let i = 0; i < count; i += BATCH) {
+      const k = Math.min(BATCH, count - i);
+      await Promise.all(
+        Array.from(
+          { length: k },
+          () =>
+            new Promise<void>((r) => {
+              const s = net.connect({ host: '127.0.0.1', port: c.port });
+              s.on('error', () => {
+                errors++;
+                r();
+              });
+              s.once('connect', () => {
+                into.push(s);
+                r();
+              });
+            }),
+        ),
+      );
+    }
+    return errors;
+  };
+  const closeAll = async (socks: net.Socket[]): Promise<void> => {
+    for (const s of socks) s.destroy();
+    socks.length = 0;
+    await sleep(100);
+  };
+  // warm-up: a few hundred connections opened and closed, so start-up allocations are done
+  const warm: net.Socket[] = [];
+  await open(200, warm);
+  await closeAll(warm);
+  const baseline = establishedOn(backendPort);
+  await sleep(500);
+  const base = rssKiB(pid);
+  const held: net.Socket[] = [];
+  const errors = await open(n, held);
+  // wait until the proxy holds every backend connection
+  const end = Date.now() + 15_000;
+  while (establishedOn(backendPort) - baseline < held.length && Date.now() < end) await sleep(100);
+  const atBackend = establishedOn(backendPort) - baseline;
+  await sleep(1000);
+  const rss = rssKiB(pid);
+  await closeAll(held);
+  // a health check's connection may come and go meanwhile: a few missing are not failures
+  const missing = n - atBackend > Math.max(2, n / 200) ? n - atBackend : 0;
+  return { throughput: atBackend, cost: (rss - base) / Math.max(1, atBackend), errors: errors + missing };
+}
+
+// -------------------------------------------------------------------------------------------
+// Statistics and report
+
+function median(xs: readonly number[]): number {
+  const v = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (v.length === 0) return NaN;
+  const m = v.length >> 1;
+  return v.length % 2 ? v[m]! : (v[m - 1]! + v[m]!) / 2;
+}
+
+function range(xs: readonly number[]): [number, number] {
+  const v = xs.filter((x) => Number.isFinite(x));
+  return v.length ? [Math.min(...v), Math.max(...v)] : [NaN, NaN];
+}
+
+function fmt(x: number, digits = 0): string {
+  if (!Number.isFinite(x)) return '-';
+  if (Math.abs(x) >= 1000 && digits === 0) return Math.round(x).toLocaleString('en-US');
+  return x.toFixed(digits);
+}
+
+function fmtRange(xs: readonly number[], digits = 0): string {
+  const [lo, hi] = range(xs);
+  return Number.isFinite(lo) ? `${fmt(lo, digits)}-${fmt(hi, digits)}` : '-';
+}
+
+const UNITS: Record<Workload, { thr: string; cost: string; thrDigits: number; costDigits: number; what: string }> = {
+  W1: { thr: 'req/s', cost: 'µs/req', thrDigits: 0, costDigits: 1, what: 'keep-alive HTTP, wrk -c64' },
+  W2: { thr: 'conn/s', cost: 'µs/conn', thrDigits: 0, costDigits: 1, what: 'new connection per request, wrk -c32 Connection: close' },
+  W3: { thr: 'Gbit/s', cost: 'ms/GB', thrDigits: 2, costDigits: 0, what: 'bulk, iperf3 one stream' },
+  W4: { thr: 'conns', cost: 'KiB/conn', thrDigits: 0, costDigits: 2, what: 'idle connections, proxy RSS growth' },
+};
+
+interface Row {
+  workload: Workload;
+  contender: ContenderName;
+  samples: Sample[];
+  /** cost / haproxy's cost in the same round */
+  ratios: number[];
+}
+
+// -------------------------------------------------------------------------------------------
+
+async function main(): Promise<number> {
+  const args = parseArgs(process.argv.slice(2));
+  const log = (s: string): void => void process.stderr.write(`[bench] ${s}\n`);
+  const t0 = Date.now();
+  if (!existsSync(BUNDLE)) throw new Error(`${BUNDLE} is missing: run "npm run build" first (npm run bench does)`);
+  if (!which('taskset')) throw new Error('taskset (util-linux) is missing');
+  // this script (the idle-connection client) runs on the load CPU too
+  spawnSync('taskset', ['-apc', String(args.loadCpu), String(process.pid)], { stdio: 'ignore' });
+
+  const tools = findTools(args.install, log);
+  const notes: string[] = [];
+  let workloads = args.workloads;
+  if (!tools.wrk && workloads.some((w) => w === 'W1' || w === 'W2')) {
+    notes.push('wrk is missing: W1 and W2 left out');
+    workloads = workloads.filter((w) => w !== 'W1' && w !== 'W2');
+  }
+  if (!tools.iperf3 && workloads.includes('W3')) {
+    notes.push('iperf3 is missing: W3 left out');
+    workloads = workloads.filter((w) => w !== 'W3');
+  }
+  let contenders = args.only;
+  if (!tools.haproxy && contenders.includes('haproxy')) {
+    notes.push('haproxy is missing: no HAProxy column, no ratios');
+    contenders = contenders.filter((c) => c !== 'haproxy');
+  }
+  if (!tools.nginx) notes.push('nginx is missing: a Node HTTP backend (scripts/bench/http-backend.mjs) stands in');
+
+  // file descriptors: the proxy holds two per idle connection
+  const nofile = Number(spawnSync('sh', ['-c', 'ulimit -n']).stdout?.toString().trim()) || 1024;
+  let idle = args.idle;
+  const fit = Math.floor((nofile - 400) / 2);
+  haproxyMaxconn = Math.floor((nofile - 200) / 2);
+  if (idle > fit) {
+    notes.push(`W4 holds ${fit} idle connections, not ${idle}: the file-descriptor limit is ${nofile} (two per connection in the proxy)`);
+    idle = fit;
+  }
+  for (const n of notes) log(n);
+
+  const dir = mkdtempSync(join(tmpdir(), 'lemonade-bench-'));
+  const rows = new Map<string, Row>();
+  const rowOf = (w: Workload, c: ContenderName): Row => {
+    const k = `${w}/${c}`;
+    let r = rows.get(k);
+    if (!r) rows.set(k, (r = { workload: w, contender: c, samples: [], ratios: [] }));
+    return r;
+  };
+  let roundsDone = 0;
+  let failure: Error | null = null;
+  try {
+    const be = await startBackends(tools, args.loadCpu, dir, idle);
+    let roundMs = 0;
+    for (let round = 0; round < args.rounds; round++) {
+      const elapsed = Date.now() - t0;
+      if (round > 0 && elapsed + roundMs * 1.2 > args.budgetS * 1000) {
+        notes.push(`stopped after ${round} rounds: the next would pass the ${args.budgetS} s budget`);
+        log(notes[notes.length - 1]!);
+        break;
+      }
+      const rs = Date.now();
+      // rotate the contenders' order every round
+      const order = contenders.map((_, i) => contenders[(i + round) % contenders.length]!);
+      for (const w of workloads) {
+        const got = new Map<ContenderName, Sample>();
+        for (const c of order) {
+          if (w === 'W4' && c === 'direct') continue;
+          const backendPort = w === 'W3' ? be.iperfPort! : be.httpPort;
+          const run = await startContender(c, backendPort, args, tools, dir);
+          try {
+            const s = w === 'W1' ? await runHttp(args, tools, run, false) : w === 'W2' ? await runHttp(args, tools, run, true) : w === 'W3' ? await runBulk(args, tools, run) : await runIdle(run, backendPort, idle);
+            got.set(c, s);
+            rowOf(w, c).samples.push(s);
+            log(`round ${round + 1} ${w} ${c}: ${fmt(s.throughput, UNITS[w].thrDigits)} ${UNITS[w].thr}, ${fmt(s.cost, UNITS[w].costDigits)} ${UNITS[w].cost}${s.errors ? `, ${s.errors} errors` : ''}`);
+          } finally {
+            await stop(run.proc);
+          }
+        }
+        const h = got.get('haproxy');
+        if (h && Number.isFinite(h.cost) && h.cost > 0) for (const [c, s] of got) rowOf(w, c).ratios.push(s.cost / h.cost);
+      }
+      roundsDone++;
+      roundMs = Date.now() - rs;
+    }
+  } catch (e) {
+    failure = e as Error;
+  } finally {
+    for (const p of backendProcs) await stop(p);
+    rmSync(dir, { recursive: true, force: true });
+  }
+
+  // ---- report
+  const out: string[] = [];
+  out.push(`# lemonade-lb data-plane benchmark: ${roundsDone} round(s), ${args.durationS} s per measurement, proxy on CPU ${args.proxyCpu}, load and backends on CPU ${args.loadCpu}`);
+  out.push(`# HTTP backend: ${tools.nginx ? 'nginx' : 'node'}; ${((Date.now() - t0) / 1000).toFixed(0)} s in all`);
+  for (const n of notes) out.push(`# note: ${n}`);
+  out.push('');
+  out.push('| workload | contender | throughput (median) | min-max | p50 ms | p99 ms | proxy cost (median) | min-max | cost / haproxy (median) | min-max | errors |');
+  out.push('|---|---|---|---|---|---|---|---|---|---|---|');
+  const targets: { workload: Workload; ratio: number; target: number; vsPipe: number; met: boolean }[] = [];
+  for (const w of workloads) {
+    const u = UNITS[w];
+    for (const c of contenders) {
+      const r = rows.get(`${w}/${c}`);
+      if (!r || r.samples.length === 0) continue;
+      const thr = r.samples.map((s) => s.throughput);
+      const cost = r.samples.map((s) => s.cost);
+      const hasLat = r.samples[0]!.p50Ms !== undefined;
+      out.push(
+        `| ${w} | ${c} | ${fmt(median(thr), u.thrDigits)} ${u.thr} | ${fmtRange(thr, u.thrDigits)} | ${hasLat ? fmt(median(r.samples.map((s) => s.p50Ms!)), 2) : '-'} | ${hasLat ? fmt(median(r.samples.map((s) => s.p99Ms!)), 2) : '-'} | ${Number.isFinite(median(cost)) ? `${fmt(median(cost), u.costDigits)} ${u.cost}` : '-'} | ${fmtRange(cost, u.costDigits)} | ${fmt(median(r.ratios), 2)} | ${fmtRange(r.ratios, 2)} | ${r.samples.reduce((a, s) => a + s.errors, 0)} |`,
+      );
+    }
+    const lem = rows.get(`${w}/lemonade`);
+    const pipe = rows.get(`${w}/pipe`);
+    if (lem && lem.ratios.length > 0) {
+      const ratio = median(lem.ratios);
+      const vsPipe = pipe ? median(lem.samples.map((s) => s.cost)) / median(pipe.samples.map((s) => s.cost)) : NaN;
+      targets.push({ workload: w, ratio, target: TARGETS[w], vsPipe, met: ratio <= TARGETS[w] && !(vsPipe >= 1) });
+    }
+  }
+  out.push('');
+  out.push('Workloads: ' + workloads.map((w) => `${w} ${UNITS[w].what}`).join('; '));
+  if (targets.length > 0) {
+    out.push('');
+    out.push('| target | lemonade / haproxy | wanted | lemonade / pipe | met |');
+    out.push('|---|---|---|---|---|');
+    for (const t of targets) out.push(`| ${t.workload} | ${fmt(t.ratio, 2)} | ≤ ${t.target} | ${fmt(t.vsPipe, 2)} (< 1) | ${t.met ? 'yes' : 'NO'} |`);
+  }
+  if (failure) out.push(`\nRUN FAILED: ${failure.stack ?? failure.message}`);
+  process.stdout.write(out.join('\n') + '\n');
+  if (args.json) {
+    const j = {
+      rounds: roundsDone,
+      durationS: args.durationS,
+      idle,
+      notes,
+      failed: failure ? failure.message : null,
+      rows: [...rows.values()].map((r) => ({ workload: r.workload, contender: r.contender, samples: r.samples, ratios: r.ratios, throughput: median(r.samples.map((s) => s.throughput)), cost: median(r.samples.map((s) => s.cost)), ratio: median(r.ratios) })),
+      targets,
+    };
+    process.stdout.write(JSON.stringify(j) + '\n');
+  }
+  if (failure) return 2;
+  if (args.quick) return 0;
+  return targets.every((t) => t.met) ? 0 : 1;
+}
+
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(sig, () => {
+    killAllNow();
+    process.exit(2);
+  });
+}
+process.on('exit', killAllNow);
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (e: Error) => {
+    process.stderr.write(`bench failed: ${e.stack ?? e.message}\n`);
+    killAllNow();
+    process.exitCode = 2;
+  },
+);

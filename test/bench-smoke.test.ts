@@ -1,0 +1,66 @@
+// Smoke test of `npm run bench`: runs scripts/bench.ts --quick (one round, 1 s per measurement,
+// 1,000 idle connections, never installs anything) so the script cannot rot. It uses only what
+// is installed: W4 (idle connections, lemonade and the pipe proxy) always runs; W1/W2 need wrk,
+// W3 iperf3, the HAProxy column haproxy (each left out, with a note, when missing). Figures of
+// so short a run on a shared machine mean little: completion and the rows are asserted.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { ROOT, cleanEnv } from './helpers';
+
+const BOUND_MS = 45_000;
+
+function has(tool: string): boolean {
+  return spawnSync('sh', ['-c', `command -v ${tool} || test -x /usr/sbin/${tool}`], { stdio: 'ignore' }).status === 0;
+}
+
+test('bench --quick completes and prints a row per contender and workload it can run', { timeout: BOUND_MS + 10_000 }, async (t) => {
+  if (!has('taskset')) {
+    t.skip('taskset (util-linux) is not installed');
+    return;
+  }
+  const tools = { haproxy: has('haproxy'), wrk: has('wrk'), iperf3: has('iperf3') };
+  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'scripts', 'bench.ts'), '--quick', '--json'], {
+    cwd: ROOT,
+    env: cleanEnv(),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  // SIGTERM first (the script stops what it started, by PID), SIGKILL if that hangs
+  const term = setTimeout(() => child.kill('SIGTERM'), BOUND_MS);
+  const kill = setTimeout(() => child.kill('SIGKILL'), BOUND_MS + 3000);
+  const code = await new Promise<number | null>((r) => child.on('close', (c) => r(c)));
+  clearTimeout(term);
+  clearTimeout(kill);
+  const ctx = `exit ${code}\nstdout:\n${out}\nstderr:\n${err}`;
+  assert.equal(code, 0, ctx);
+
+  const want: [string, string][] = [];
+  const proxies = ['pipe', 'lemonade', ...(tools.haproxy ? ['haproxy'] : [])];
+  if (tools.wrk) for (const w of ['W1', 'W2']) for (const c of ['direct', ...proxies]) want.push([w, c]);
+  if (tools.iperf3) for (const c of ['direct', ...proxies]) want.push(['W3', c]);
+  for (const c of proxies) want.push(['W4', c]);
+
+  for (const [w, c] of want) {
+    const row = out.split('\n').find((l) => l.startsWith(`| ${w} | ${c} |`));
+    assert.ok(row, `no table row for ${w} ${c}\n${ctx}`);
+  }
+
+  const last = out.trim().split('\n').filter((l) => l.startsWith('{')).pop();
+  assert.ok(last, ctx);
+  const j = JSON.parse(last) as { failed: string | null; rows: { workload: string; contender: string; throughput: number; cost: number | null; samples: { errors: number }[] }[] };
+  assert.equal(j.failed, null, ctx);
+  for (const [w, c] of want) {
+    const r = j.rows.find((x) => x.workload === w && x.contender === c);
+    assert.ok(r, `${w} ${c} missing from the JSON\n${ctx}`);
+    assert.ok(r.throughput > 0, `${w} ${c}: no throughput\n${ctx}`);
+    // RSS growth over 1,000 idle connections can round to ~0: only its presence is checked
+    if (c !== 'direct') assert.ok(r.cost !== null && (w === 'W4' || r.cost > 0), `${w} ${c}: no cost figure\n${ctx}`);
+    assert.equal(r.samples.reduce((a, s) => a + s.errors, 0), 0, `${w} ${c}: errors\n${ctx}`);
+  }
+});
