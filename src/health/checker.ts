@@ -30,6 +30,8 @@ interface Probe {
   backend: SnapshotBackend;
   state: HealthState;
   timer: NodeJS.Timeout | null;
+  /** when the pending timer fires (deps.now() time) */
+  dueAt: number;
   inflight: (() => void) | null;
 }
 
@@ -42,17 +44,26 @@ export class HealthChecker {
 
   constructor(private readonly deps: CheckerDeps) {}
 
-  /** Start probes for a snapshot's backends (first round at once); call again after each reload. */
+  /**
+   * Start probes for a snapshot's backends (first round at once); call again after each reload.
+   * A reload that shortens the interval brings forward checks still waiting out the old one.
+   */
   sync(snap: Snapshot): void {
     if (this.stopped) return;
     const live = new Set<string>();
+    const interval = snap.config.health.intervalMs;
+    const now = this.deps.now();
     for (const b of snap.backends) {
       live.add(b.load.key);
       const p = this.probes.get(b.load.key);
       if (p) {
         p.backend = b;
+        if (p.timer && p.dueAt - now > interval * (1 + JITTER)) {
+          clearTimeout(p.timer);
+          this.schedule(p, this.jittered(interval));
+        }
       } else {
-        const probe: Probe = { key: b.load.key, backend: b, state: INITIAL_HEALTH, timer: null, inflight: null };
+        const probe: Probe = { key: b.load.key, backend: b, state: INITIAL_HEALTH, timer: null, dueAt: 0, inflight: null };
         this.probes.set(b.load.key, probe);
         this.schedule(probe, 0);
       }
@@ -80,8 +91,14 @@ export class HealthChecker {
   }
 
   private schedule(p: Probe, delay: number): void {
+    p.dueAt = this.deps.now() + delay;
     p.timer = setTimeout(() => this.run(p), delay);
     p.timer.unref();
+  }
+
+  /** The interval, randomly shortened or lengthened by up to JITTER. */
+  private jittered(interval: number): number {
+    return interval * (1 + (this.deps.random() * 2 - 1) * JITTER);
   }
 
   private run(p: Probe): void {
@@ -93,10 +110,8 @@ export class HealthChecker {
       p.inflight = null;
       if (this.stopped || this.probes.get(p.key) !== p) return;
       this.record(p, error);
-      const interval = this.deps.current().config.health.intervalMs;
-      const jitter = 1 + (this.deps.random() * 2 - 1) * JITTER;
       const elapsed = this.deps.now() - started;
-      this.schedule(p, Math.max(0, interval * jitter - elapsed));
+      this.schedule(p, Math.max(0, this.jittered(this.deps.current().config.health.intervalMs) - elapsed));
     };
     const { host, port } = p.backend.spec;
     p.inflight = h.kind === 'http' ? httpProbe(host, port, h.path, h.timeoutMs, done) : tcpProbe(host, port, h.timeoutMs, done);
