@@ -127,9 +127,11 @@ test('a refused backend is retried on another one: 20 of 20 requests succeed', a
     if (r.data.toString() === `hello ${i}`) ok++;
   }
   assert.equal(ok, 20);
-  const backends = await adminJson<{ name: string; connect_errors: number; state: string }[]>(lb, '/backends');
+  const backends = await adminJson<{ name: string; connect_errors: number; state: string; total: number }[]>(lb, '/backends');
   const dead = backends.find((b) => b.name === 'dead')!;
   assert.ok(dead.connect_errors >= 1, 'the refused connects were counted');
+  assert.equal(dead.total, 0, 'failed attempts are not connections');
+  assert.equal(backends.find((b) => b.name === 'live')!.total, 20);
   assert.equal(dead.state, 'unhealthy', 'passive health ejected it after repeated failures');
   assert.match((await lb.admin('/metrics')).body, /lemonade_backend_connect_errors_total\{backend="dead"\} [1-9]/);
 });

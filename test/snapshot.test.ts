@@ -391,11 +391,14 @@ describe('snapshot and load table', () => {
 });
 
 describe('Lease', () => {
-  test('acquire counts active and total; release is effective exactly once', () => {
+  test('acquire counts active, a successful connect counts total; release is effective exactly once', () => {
     const load = new BackendLoad('0@a:1', () => 0);
     const l1 = load.acquire();
     const l2 = load.acquire();
     assert.equal(load.active, 2);
+    assert.equal(load.total, 0, 'nothing established yet');
+    load.recordSuccess();
+    load.recordSuccess();
     assert.equal(load.total, 2);
     assert.equal(l1.load, load);
     assert.equal(l1.release(), true);

@@ -18,6 +18,7 @@ export interface LastCheck {
 
 export class BackendLoad {
   active = 0;
+  /** connections established (failed connect attempts are not counted; see connectErrors) */
   total = 0;
   connectErrors = 0;
   /** from the active health checker's threshold machine */
@@ -47,9 +48,9 @@ export class BackendLoad {
     private readonly clock: Clock,
   ) {}
 
+  /** Count one more connection in flight to this backend (from pick until its socket closes). */
   acquire(): Lease {
     this.active++;
-    this.total++;
     return new Lease(this);
   }
 
@@ -101,7 +102,9 @@ export class BackendLoad {
     this.connectErrors++;
   }
 
+  /** A connect succeeded: one more connection established (total), and the failure streak ends. */
   recordSuccess(): void {
+    this.total++;
     this.consecutiveFailures = 0;
   }
 
