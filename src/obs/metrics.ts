@@ -2,7 +2,8 @@
 // gauges are read from the load table at scrape time, so the data plane only adds to plain
 // numbers between scrapes; histograms are observed per connection without labels.
 
-import { Registry, Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client';
+import { Registry, Counter, Gauge, collectDefaultMetrics } from 'prom-client';
+import { FastHistogram, type HistogramSeries } from './fast-histogram';
 import type { LoadTable } from '../core/stats';
 import type { Snapshot } from '../core/snapshot';
 import type { BackendState } from '../core/backend';
@@ -23,9 +24,8 @@ export class Metrics {
   readonly registry = new Registry();
   private readonly rejected: Counter<'reason'>;
   private readonly rejectedChildren: Record<RejectReason, { inc(): void }>;
-  private readonly connectDuration: Histogram<'backend'>;
-  private readonly connectDurationChildren = new Map<string, { observe(v: number): void }>();
-  readonly connectionDuration: Histogram;
+  private readonly connectDuration: FastHistogram;
+  readonly connectionDuration: HistogramSeries;
   readonly healthChecks: Counter<'backend' | 'result'>;
   readonly reloads: Counter<'result'>;
   readonly generation: Gauge;
@@ -130,19 +130,21 @@ export class Metrics {
         }
       },
     });
-    this.connectDuration = new Histogram({
-      name: 'lemonade_backend_connect_duration_seconds',
-      help: 'Time to establish a TCP connection to a backend, by backend',
-      labelNames: ['backend'],
-      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
-      registers,
-    });
-    this.connectionDuration = new Histogram({
-      name: 'lemonade_connection_duration_seconds',
-      help: 'Lifetime of proxied client connections',
-      buckets: [0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800, 3600],
-      registers,
-    });
+    // the two per-connection histograms are plain arrays read at scrape time (fast-histogram.ts)
+    this.connectDuration = new FastHistogram(
+      'lemonade_backend_connect_duration_seconds',
+      'Time to establish a TCP connection to a backend, by backend',
+      [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      'backend',
+    );
+    this.registry.registerMetric(this.connectDuration.asMetric());
+    const lifetimes = new FastHistogram(
+      'lemonade_connection_duration_seconds',
+      'Lifetime of proxied client connections',
+      [0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800, 3600],
+    );
+    this.registry.registerMetric(lifetimes.asMetric());
+    this.connectionDuration = lifetimes.for();
     this.healthChecks = new Counter({
       name: 'lemonade_health_checks_total',
       help: 'Active health checks, by backend and result (success|failure)',
@@ -166,14 +168,9 @@ export class Metrics {
     info.set({ version: src.version }, 1);
   }
 
-  /** Observe a backend connect time; label children are made once per backend name. */
+  /** Observe a backend connect time (the series of a backend name is made once). */
   observeConnect(backend: string, seconds: number): void {
-    let c = this.connectDurationChildren.get(backend);
-    if (!c) {
-      c = this.connectDuration.labels(backend);
-      this.connectDurationChildren.set(backend, c);
-    }
-    c.observe(seconds);
+    this.connectDuration.for(backend).observe(seconds);
   }
 
   reject(reason: RejectReason): void {
