@@ -4,29 +4,13 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { join } from 'node:path';
-import { ROOT, cleanEnv } from './helpers';
+import { runScriptBounded } from './helpers';
 
 const STRATEGIES = ['round_robin', 'weighted_round_robin', 'least_connections', 'fastest_response', 'adaptive'];
 const BOUND_MS = 40_000;
 
 test('bench:balance --quick completes with 0 errors and a row per strategy', { timeout: BOUND_MS + 5000 }, async () => {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'scripts', 'bench-balance.ts'), '--quick', '--json'], {
-    cwd: ROOT,
-    env: cleanEnv(),
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-  // SIGTERM first (the script stops its workers and balancers), SIGKILL if that hangs
-  const term = setTimeout(() => child.kill('SIGTERM'), BOUND_MS);
-  const kill = setTimeout(() => child.kill('SIGKILL'), BOUND_MS + 3000);
-  const code = await new Promise<number | null>((r) => child.on('close', (c) => r(c)));
-  clearTimeout(term);
-  clearTimeout(kill);
+  const { code, out, err } = await runScriptBounded('bench-balance.ts', ['--quick', '--json'], BOUND_MS);
   const ctx = `exit ${code}\nstdout:\n${out}\nstderr:\n${err}`;
   assert.equal(code, 0, ctx);
 

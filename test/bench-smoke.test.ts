@@ -6,9 +6,8 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
-import { join } from 'node:path';
-import { ROOT, cleanEnv } from './helpers';
+import { spawnSync } from 'node:child_process';
+import { runScriptBounded } from './helpers';
 
 // about 30 s on a quiet 2-core machine; the bound leaves room for a loaded one
 const BOUND_MS = 120_000;
@@ -23,21 +22,7 @@ test('bench --quick completes and prints a row per contender and workload it can
     return;
   }
   const tools = { haproxy: has('haproxy'), wrk: has('wrk'), iperf3: has('iperf3') };
-  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'scripts', 'bench.ts'), '--quick', '--json'], {
-    cwd: ROOT,
-    env: cleanEnv(),
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-  // SIGTERM first (the script stops what it started, by PID), SIGKILL if that hangs
-  const term = setTimeout(() => child.kill('SIGTERM'), BOUND_MS);
-  const kill = setTimeout(() => child.kill('SIGKILL'), BOUND_MS + 3000);
-  const code = await new Promise<number | null>((r) => child.on('close', (c) => r(c)));
-  clearTimeout(term);
-  clearTimeout(kill);
+  const { code, out, err } = await runScriptBounded('bench.ts', ['--quick', '--json'], BOUND_MS);
   const ctx = `exit ${code}\nstdout:\n${out}\nstderr:\n${err}`;
   assert.equal(code, 0, ctx);
 

@@ -215,6 +215,41 @@ export async function startBalancer(config: string, opts: BalancerOptions = {}):
   return b;
 }
 
+/** SIGTERM a child, SIGKILL it if it has not exited within timeoutMs; resolves once it exited. */
+export function stopProcess(proc: ChildProcess, timeoutMs = 5000): Promise<void> {
+  if (proc.exitCode !== null || proc.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const t = setTimeout(() => proc.kill('SIGKILL'), timeoutMs);
+    proc.once('exit', () => {
+      clearTimeout(t);
+      resolve();
+    });
+    proc.kill('SIGTERM');
+  });
+}
+
+/**
+ * Run a TypeScript script of scripts/ to completion, bounded: SIGTERM at boundMs (the script
+ * stops what it started), SIGKILL 3 s later.
+ */
+export async function runScriptBounded(script: string, args: string[], boundMs: number): Promise<{ code: number | null; out: string; err: string }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'scripts', script), ...args], {
+    cwd: ROOT,
+    env: cleanEnv(),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  const term = setTimeout(() => child.kill('SIGTERM'), boundMs);
+  const kill = setTimeout(() => child.kill('SIGKILL'), boundMs + 3000);
+  const code = await new Promise<number | null>((r) => child.on('close', (c) => r(c)));
+  clearTimeout(term);
+  clearTimeout(kill);
+  return { code, out, err };
+}
+
 /** A port that was free a moment ago (bind to 0, read it, close). */
 export function freePort(): Promise<number> {
   return new Promise((res, rej) => {

@@ -7,8 +7,9 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import net from 'node:net';
 import {
+  freePort,
+  stopProcess,
   ROOT,
   startBalancer,
   startEcho,
@@ -124,28 +125,7 @@ test('metricNames finds the metrics of an expression', () => {
 // -------------------------------------------------------------------------------------------
 // Prometheus scraping a live balancer
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
-function stopProcess(proc: ChildProcess, timeoutMs = 5000): Promise<void> {
-  if (proc.exitCode !== null || proc.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    const t = setTimeout(() => proc.kill('SIGKILL'), timeoutMs);
-    proc.once('exit', () => {
-      clearTimeout(t);
-      resolve();
-    });
-    proc.kill('SIGTERM');
-  });
-}
 
 interface PromProc {
   proc: ChildProcess;

@@ -9,7 +9,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
-import { startBalancer, startEcho, testConfig, tcpExchange, tempDir, requireTool, adminJson, type TestServer, type Balancer } from './helpers';
+import { startBalancer, startEcho, testConfig, tcpExchange, tempDir, requireTool, adminJson, stopProcess, type TestServer, type Balancer } from './helpers';
 
 const CHROMIUM = '/usr/bin/chromium';
 
@@ -59,17 +59,6 @@ function startChromium(userDataDir: string): Promise<{ proc: ChildProcess; ws: s
   });
 }
 
-function stopProcess(proc: ChildProcess, timeoutMs = 5000): Promise<void> {
-  if (proc.exitCode !== null || proc.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    const t = setTimeout(() => proc.kill('SIGKILL'), timeoutMs);
-    proc.once('exit', () => {
-      clearTimeout(t);
-      resolve();
-    });
-    proc.kill('SIGTERM');
-  });
-}
 
 test('status page lists the backends and drains one with its button (headless Chromium)', { timeout: 50_000 }, async (t) => {
   if (!requireTool(t, 'chromium', existsSync(CHROMIUM))) return;
