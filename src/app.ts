@@ -261,12 +261,21 @@ export class App {
     }
     this.loads.sweep(new Set([...live, ...this.draining.keys()]));
     if (gone.size === 0) return;
+    // each connection may live drain_timeout from its own backend's removal: the timer cuts the
+    // connections open now, not whatever is attached to these keys when it fires (a backend
+    // removed, re-added and removed again would otherwise lose younger connections early)
+    const registry = this.listener.registry;
+    const doomed = registry.attachedTo(gone);
     const t = setTimeout(() => {
       this.drainTimers.delete(t);
-      const still = new Set([...gone].filter((k) => !live.has(k) && this.loads.peek(k)?.removed));
-      const cut = this.listener.registry.cutBackends(still);
-      for (const k of still) this.draining.delete(k);
-      if (cut > 0) this.logger.info({ cut, backends: [...still] }, 'drain timeout: closed connections to removed backends');
+      let cut = 0;
+      for (const c of doomed) {
+        if (registry.has(c)) {
+          c.destroy();
+          cut++;
+        }
+      }
+      if (cut > 0) this.logger.info({ cut, backends: [...gone] }, 'drain timeout: closed connections to removed backends');
     }, this.config.runtime.drainTimeoutMs);
     t.unref();
     this.drainTimers.add(t);
@@ -346,7 +355,9 @@ export class App {
     const rows = this.snapshot.backends.map((b) => this.backendRow(b.spec, b.load));
     for (const [key, spec] of this.draining) {
       const load = this.loads.peek(key);
-      if (load) rows.push(this.backendRow(spec, load));
+      // a removed backend is shown while its connections drain, and forgotten after the last
+      if (load && load.active > 0) rows.push(this.backendRow(spec, load));
+      else this.draining.delete(key);
     }
     return rows;
   }

@@ -107,7 +107,13 @@ export class AdminServer {
 
   /** Exposed for tests and fuzzing: handle one request. */
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://admin');
+    let url: URL;
+    try {
+      // only the path matters: a target like //x would otherwise be read as a host
+      url = new URL((req.url ?? '/').replace(/^\/+/, '/'), 'http://admin');
+    } catch {
+      return send(res, 400, { error: `malformed request target: ${JSON.stringify(req.url)}` });
+    }
     const path = url.pathname.replace(/\/+$/, '') || '/';
     const method = req.method ?? 'GET';
     const route = ROUTES.find((r) => r.match.test(path));

@@ -199,14 +199,23 @@ function describe(v: unknown): string {
   return `${typeof v} ${String(v)}`;
 }
 
+let row = new Int32Array(64);
+
+/** Levenshtein distance; one reused row, no allocation for names under 64 characters. */
 export function editDistance(a: string, b: string): number {
-  const dp = Array.from({ length: b.length + 1 }, (_, j) => j);
+  if (row.length <= b.length) row = new Int32Array(b.length + 1);
+  const dp = row;
+  for (let j = 0; j <= b.length; j++) dp[j] = j;
   for (let i = 1; i <= a.length; i++) {
     let prev = dp[0]!;
     dp[0] = i;
+    const ca = a.charCodeAt(i - 1);
     for (let j = 1; j <= b.length; j++) {
       const tmp = dp[j]!;
-      dp[j] = Math.min(dp[j]! + 1, dp[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      const sub = prev + (ca === b.charCodeAt(j - 1) ? 0 : 1);
+      const del = dp[j]! + 1;
+      const ins = dp[j - 1]! + 1;
+      dp[j] = sub < del ? (sub < ins ? sub : ins) : del < ins ? del : ins;
       prev = tmp;
     }
   }
@@ -214,16 +223,19 @@ export function editDistance(a: string, b: string): number {
 }
 
 export function didYouMean(word: string, candidates: readonly string[]): string {
+  const limit = Math.max(2, Math.floor(word.length / 3));
+  const w = word.toLowerCase();
   let best = '';
   let bestD = Infinity;
   for (const c of candidates) {
-    const d = editDistance(word.toLowerCase(), c.toLowerCase());
+    if (Math.abs(c.length - w.length) > limit) continue; // the distance is at least this
+    const d = editDistance(w, c.toLowerCase());
     if (d < bestD) {
       bestD = d;
       best = c;
     }
   }
-  return bestD <= Math.max(2, Math.floor(word.length / 3)) ? ` (did you mean "${best}"?)` : '';
+  return bestD <= limit ? ` (did you mean "${best}"?)` : '';
 }
 
 // ---------------------------------------------------------------------------------------------

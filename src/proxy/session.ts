@@ -216,6 +216,16 @@ export class Session {
       return;
     }
     this.deadline = 0;
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EMFILE' || code === 'ENFILE') {
+      // out of file descriptors here: not the backend's fault, and no other backend would fare
+      // better; close the client without penalising the backend
+      this.host.observer.acceptError(err);
+      this.backend = null;
+      this.backendClosed = true;
+      this.client.destroy();
+      return;
+    }
     const t = this.target!;
     const load = t.load;
     load.recordFailure();

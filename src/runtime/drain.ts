@@ -72,6 +72,17 @@ export class ConnectionRegistry<T extends Drainable = Drainable> {
     return n;
   }
 
+  /** The connections attached now to one of these backend keys. */
+  attachedTo(keys: ReadonlySet<string>): T[] {
+    const out: T[] = [];
+    for (const c of this.open) if (c.backendKey !== null && keys.has(c.backendKey)) out.push(c);
+    return out;
+  }
+
+  has(c: T): boolean {
+    return this.open.has(c);
+  }
+
   countFor(key: string): number {
     let n = 0;
     for (const c of this.open) if (c.backendKey === key) n++;
