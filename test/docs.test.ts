@@ -1,12 +1,12 @@
-// Every error code is a literal, documented in the README's error table, and reaches the user
-// as a message without a stack trace.
+// Every error code and every exported metric is documented in the README; error classes carry
+// literal codes.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as errors from '../src/errors';
-import { ROOT } from './helpers';
+import { ROOT, startBalancer, startEcho, testConfig, tcpExchange } from './helpers';
 
 test('every error code is documented in the README', () => {
   const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
@@ -26,4 +26,20 @@ test('every error class carries a listed literal code and exit code 1', () => {
   assert.deepEqual([...codes].sort(), [...errors.ERROR_CODES].sort());
   for (const e of instances) assert.equal(e.exitCode, 1);
   assert.equal(instances[0]!.message, 'f.toml: 1 error\n  proxy.x (line 3): bad');
+});
+
+test('every lemonade_* metric a running balancer exports is documented in the README', async (t) => {
+  const echo = await startEcho();
+  const lb = await startBalancer(testConfig([{ address: echo.address }]));
+  t.after(async () => {
+    await lb.stop();
+    await echo.close();
+  });
+  await tcpExchange(lb.port, 'x');
+  const text = (await lb.admin('/metrics')).body;
+  const names = new Set([...text.matchAll(/^(lemonade_\w+?)(?:_bucket|_sum|_count)?[{ ]/gm)].map((m) => m[1]!));
+  assert.ok(names.size >= 15, `${names.size} metrics`);
+  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+  const missing = [...names].filter((n) => !readme.includes('`' + n));
+  assert.deepEqual(missing, []);
 });
