@@ -36,6 +36,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { freePort } from '../test/helpers';
 
 const ROOT = resolve(__dirname, '..');
 const BUNDLE = join(ROOT, 'dist', 'lemonade.js');
@@ -219,16 +220,6 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = net.createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const p = (s.address() as net.AddressInfo).port;
-      s.close(() => res(p));
-    });
-  });
-}
 
 /** Wait until 127.0.0.1:port accepts a connection. */
 async function waitListening(port: number, proc: Proc | null, what: string, timeoutMs = 10_000): Promise<void> {

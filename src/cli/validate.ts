@@ -3,7 +3,7 @@
 import net from 'node:net';
 import { loadConfig, type Env } from '../config/load';
 import type { Config } from '../config/schema';
-import { ConfigInvalidError, LemonadeError, type ConfigIssue } from '../errors';
+import { ConfigInvalidError, LemonadeError, formatIssue, type ConfigIssue } from '../errors';
 
 export interface ValidateOptions {
   readonly path: string;
@@ -44,7 +44,7 @@ export async function runValidate(o: ValidateOptions): Promise<number> {
     for (const w of warnings) o.out(`warning: backends: ${w.backend} (${w.address}) is unreachable: ${w.message}`);
   } else {
     o.out(`${shown}: invalid, ${issues.length} error${issues.length === 1 ? '' : 's'}:`);
-    for (const i of issues) o.out(`  ${i.path}${i.line !== undefined ? ` (line ${i.line})` : ''}: ${i.message}`);
+    for (const i of issues) o.out(`  ${formatIssue(i)}`);
   }
   return config ? 0 : 1;
 }

@@ -495,14 +495,3 @@ function deepFreeze<T>(o: T): T {
   }
   return o;
 }
-
-/** Every key path of the schema with its default and doc, for the README and --help. */
-export function schemaReference(): { path: string; def: unknown; doc: string }[] {
-  const out: { path: string; def: unknown; doc: string }[] = [];
-  for (const [s, fields] of Object.entries(SCHEMA)) {
-    for (const [k, f] of Object.entries(fields as Record<string, Field>)) {
-      out.push({ path: `${s}.${k}`, def: 'def' in f ? f.def : [], doc: f.doc });
-    }
-  }
-  return out;
-}

@@ -115,7 +115,8 @@ export class BackendLoad {
   }
 
   isEjected(): boolean {
-    return this.ejectedUntil > this.clock();
+    // checked per backend on every pick: read the clock only when an ejection was ever set
+    return this.ejectedUntil !== 0 && this.ejectedUntil > this.clock();
   }
 
   /** May this backend take new connections (ignoring caps and weight)? */
@@ -168,6 +169,10 @@ export class LoadTable {
     return c;
   }
 
+  values(): IterableIterator<BackendLoad> {
+    return this.map.values();
+  }
+
   allCounters(): ReadonlyMap<string, BackendCounters> {
     return this.counters;
   }
@@ -192,7 +197,4 @@ export class LoadTable {
     }
   }
 
-  values(): IterableIterator<BackendLoad> {
-    return this.map.values();
-  }
 }

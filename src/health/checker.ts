@@ -73,10 +73,6 @@ export class HealthChecker {
     }
   }
 
-  /** Health state of a backend key (for tests and the admin API). */
-  stateOf(key: string): HealthState | undefined {
-    return this.probes.get(key)?.state;
-  }
 
   stop(): void {
     this.stopped = true;

@@ -83,11 +83,6 @@ export class ConnectionRegistry<T extends Drainable = Drainable> {
     return this.open.has(c);
   }
 
-  countFor(key: string): number {
-    let n = 0;
-    for (const c of this.open) if (c.backendKey === key) n++;
-    return n;
-  }
 
   /** Wait until every connection has ended or the deadline (ms from now) passes; cut the rest. */
   async drain(timeoutMs: number): Promise<DrainResult> {
