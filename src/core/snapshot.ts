@@ -16,21 +16,45 @@ export class SnapshotBackend implements Candidate {
   readonly name: string;
   /** effective weight, set by the picker at each pick (slow start) */
   weight: number;
+  /** this process's share of the backend's max_connections (Infinity = unlimited) */
+  readonly cap: number;
   constructor(
     readonly spec: BackendConfig,
     readonly load: BackendLoad,
     readonly counters: BackendCounters,
+    part: Partition,
   ) {
     this.id = spec.id;
     this.name = spec.name;
     this.weight = spec.weight;
+    this.cap = spec.maxConnections === 0 ? Infinity : shareOf(spec.maxConnections, part);
   }
+}
+
+/** Which of several data-plane processes this snapshot serves: index from 0, of count. */
+export interface Partition {
+  readonly index: number;
+  readonly count: number;
+}
+
+export const WHOLE: Partition = Object.freeze({ index: 0, count: 1 });
+
+/**
+ * A cap split between data-plane processes so that the shares add up to the cap exactly:
+ * floor(cap / count), one more for the first cap % count processes. The cap is never exceeded;
+ * the cost is that a process may refuse while another still has room (see README, workers).
+ */
+export function shareOf(cap: number, part: Partition): number {
+  if (part.count <= 1) return cap;
+  return Math.floor(cap / part.count) + (part.index < cap % part.count ? 1 : 0);
 }
 
 export interface SnapshotEnv {
   readonly now: () => number;
   readonly random: () => number;
   readonly strategies: Readonly<Record<string, StrategyFactory>>;
+  /** the data-plane process this snapshot is for (default: the only one) */
+  readonly part?: Partition;
 }
 
 export class Snapshot {
@@ -39,6 +63,8 @@ export class Snapshot {
   private readonly backups: readonly SnapshotBackend[];
   private readonly strategy: Strategy;
   private readonly scratch: SnapshotBackend[] = [];
+  /** this process's share of [proxy] max_connections */
+  readonly maxConnections: number;
 
   constructor(
     readonly config: Config,
@@ -46,7 +72,9 @@ export class Snapshot {
     loads: LoadTable,
     private readonly env: SnapshotEnv,
   ) {
-    this.backends = Object.freeze(config.backends.map((b) => new SnapshotBackend(b, loads.get(backendKey(b)), loads.countersFor(b.name))));
+    const part = env.part ?? WHOLE;
+    this.maxConnections = shareOf(config.proxy.maxConnections, part);
+    this.backends = Object.freeze(config.backends.map((b) => new SnapshotBackend(b, loads.get(backendKey(b)), loads.countersFor(b.name), part)));
     this.primaries = this.backends.filter((b) => !b.spec.backup);
     this.backups = this.backends.filter((b) => b.spec.backup);
     this.strategy = env.strategies[config.strategy]!({ random: env.random });
@@ -87,7 +115,7 @@ export class Snapshot {
     return (
       s.weight > 0 &&
       b.load.isUsable() &&
-      (s.maxConnections === 0 || b.load.active < s.maxConnections) &&
+      b.load.active < b.cap &&
       !avoid.includes(b.load)
     );
   }

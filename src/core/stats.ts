@@ -114,6 +114,51 @@ export class BackendLoad {
     return this.failScore * Math.pow(0.5, (this.clock() - this.failStamp) / FAILURE_HALF_LIFE_MS);
   }
 
+  /** What a data-plane process reports of this backend to the control plane. */
+  report(): LoadReport {
+    return {
+      active: this.active,
+      total: this.total,
+      connectErrors: this.connectErrors,
+      ejectedUntil: this.ejectedUntil,
+      consecutiveFailures: this.consecutiveFailures,
+      latencyMs: this.latencyMs(),
+      samples: this.samples,
+    };
+  }
+
+  /**
+   * The control plane with several data-plane processes: take the figures merged from their
+   * reports (mergeLoadReports) as this backend's. Only the control plane's copy is set this way;
+   * it never picks, so its latency is a plain value.
+   */
+  absorb(r: LoadReport): void {
+    this.active = r.active;
+    this.total = r.total;
+    this.connectErrors = r.connectErrors;
+    this.ejectedUntil = r.ejectedUntil;
+    this.consecutiveFailures = r.consecutiveFailures;
+    this.samples = r.samples;
+    this.ewma = r.latencyMs;
+    this.peak = r.latencyMs;
+    this.stamp = this.clock();
+  }
+
+  /**
+   * A data-plane process applies an active check's result made by the control plane: the same
+   * effects as the checker has on its own copy (an up transition or a passing check while
+   * passively ejected ends the ejection).
+   */
+  applyCheck(healthy: boolean, healthySince: number, ok: boolean): void {
+    const wasHealthy = this.healthy;
+    this.healthy = healthy;
+    this.healthySince = healthySince;
+    if ((healthy && !wasHealthy) || (ok && this.isEjected() && this.consecutiveFailures > 0)) {
+      this.ejectedUntil = 0;
+      this.consecutiveFailures = 0;
+    }
+  }
+
   isEjected(): boolean {
     // checked per backend on every pick: read the clock only when an ejection was ever set
     return this.ejectedUntil !== 0 && this.ejectedUntil > this.clock();
@@ -129,6 +174,36 @@ export class BackendLoad {
     if (this.admin === 'draining' || this.removed) return 'draining';
     return this.healthy && !this.isEjected() ? 'healthy' : 'unhealthy';
   }
+}
+
+/** One backend's figures as one data-plane process sees them. */
+export interface LoadReport {
+  readonly active: number;
+  readonly total: number;
+  readonly connectErrors: number;
+  readonly ejectedUntil: number;
+  readonly consecutiveFailures: number;
+  readonly latencyMs: number;
+  readonly samples: number;
+}
+
+/**
+ * Several processes' figures of one backend as one: counts add up, the latency is the mean
+ * weighted by samples, the ejection lasts as long as the longest (a backend ejected by one
+ * process shows as unhealthy).
+ */
+export function mergeLoadReports(list: readonly LoadReport[]): LoadReport {
+  let active = 0, total = 0, connectErrors = 0, ejectedUntil = 0, consecutiveFailures = 0, samples = 0, weighted = 0;
+  for (const r of list) {
+    active += r.active;
+    total += r.total;
+    connectErrors += r.connectErrors;
+    if (r.ejectedUntil > ejectedUntil) ejectedUntil = r.ejectedUntil;
+    if (r.consecutiveFailures > consecutiveFailures) consecutiveFailures = r.consecutiveFailures;
+    samples += r.samples;
+    weighted += r.latencyMs * r.samples;
+  }
+  return { active, total, connectErrors, ejectedUntil, consecutiveFailures, samples, latencyMs: samples > 0 ? weighted / samples : 0 };
 }
 
 export class Lease {
