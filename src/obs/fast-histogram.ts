@@ -4,6 +4,12 @@
 
 import type { Metric, MetricObjectWithValues, MetricValueWithName } from 'prom-client';
 
+export interface HistogramData {
+  readonly counts: readonly number[];
+  readonly sum: number;
+  readonly count: number;
+}
+
 export class HistogramSeries {
   /** per-bucket counts (not cumulative); the last slot is +Inf */
   readonly counts: Float64Array;
@@ -12,6 +18,23 @@ export class HistogramSeries {
 
   constructor(private readonly bounds: readonly number[]) {
     this.counts = new Float64Array(bounds.length + 1);
+  }
+
+  /** counts, sum and count as plain numbers (what a data-plane process reports) */
+  data(): HistogramData {
+    return { counts: Array.from(this.counts), sum: this.sum, count: this.count };
+  }
+
+  /** Set this series to the sum of several (the control plane merging its workers' reports). */
+  assignSum(list: readonly HistogramData[]): void {
+    this.counts.fill(0);
+    this.sum = 0;
+    this.count = 0;
+    for (const d of list) {
+      for (let i = 0; i < this.counts.length && i < d.counts.length; i++) this.counts[i]! += d.counts[i]!;
+      this.sum += d.sum;
+      this.count += d.count;
+    }
   }
 
   observe(v: number): void {
@@ -45,6 +68,11 @@ export class FastHistogram {
       this.series.set(labelValue, s);
     }
     return s;
+  }
+
+  /** every series by label value */
+  entries(): IterableIterator<[string, HistogramSeries]> {
+    return this.series.entries();
   }
 
   get(): MetricObjectWithValues<MetricValueWithName<string>> {

@@ -3,7 +3,7 @@
 // numbers between scrapes; histograms are observed per connection without labels.
 
 import { Registry, Counter, Gauge, collectDefaultMetrics } from 'prom-client';
-import { FastHistogram, type HistogramSeries } from './fast-histogram';
+import { FastHistogram, type HistogramData, type HistogramSeries } from './fast-histogram';
 import type { LoadTable } from '../core/stats';
 import type { Snapshot } from '../core/snapshot';
 import type { BackendState } from '../core/backend';
@@ -14,6 +14,64 @@ import type { RejectReason } from '../proxy/events';
 export type { RejectReason };
 export const REJECT_REASONS: readonly RejectReason[] = ['max_connections', 'no_backend', 'acl', 'rate_limit'];
 
+const CONNECT_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
+const LIFETIME_BUCKETS = [0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800, 3600];
+
+/** What one data-plane process counted: rejections and the two per-connection histograms. */
+export interface TrafficReport {
+  readonly rejected: Readonly<Record<RejectReason, number>>;
+  readonly connect: readonly (readonly [string, HistogramData])[];
+  readonly lifetimes: HistogramData;
+}
+
+/**
+ * The data plane's own figures beside the load table: plain numbers and typed arrays, so a
+ * connection only adds to them. A worker process keeps one and reports it; the control plane
+ * renders its own (one process) or the sum of its workers' reports (absorb).
+ */
+export class TrafficFigures {
+  readonly rejected: Record<RejectReason, number> = { max_connections: 0, no_backend: 0, acl: 0, rate_limit: 0 };
+  readonly connect = new FastHistogram(
+    'lemonade_backend_connect_duration_seconds',
+    'Time to establish a TCP connection to a backend, by backend',
+    CONNECT_BUCKETS,
+    'backend',
+  );
+  readonly lifetimes = new FastHistogram('lemonade_connection_duration_seconds', 'Lifetime of proxied client connections', LIFETIME_BUCKETS);
+  readonly lifetime: HistogramSeries = this.lifetimes.for();
+
+  reject(reason: RejectReason): void {
+    this.rejected[reason]++;
+  }
+
+  observeConnect(backend: string, seconds: number): void {
+    this.connect.for(backend).observe(seconds);
+  }
+
+  rejectedTotal(): number {
+    let n = 0;
+    for (const r of REJECT_REASONS) n += this.rejected[r];
+    return n;
+  }
+
+  report(): TrafficReport {
+    return {
+      rejected: { ...this.rejected },
+      connect: [...this.connect.entries()].map(([name, s]) => [name, s.data()] as const),
+      lifetimes: this.lifetime.data(),
+    };
+  }
+
+  /** Become the sum of these reports. */
+  absorb(list: readonly TrafficReport[]): void {
+    for (const r of REJECT_REASONS) this.rejected[r] = list.reduce((n, x) => n + (x.rejected[r] ?? 0), 0);
+    const byName = new Map<string, HistogramData[]>();
+    for (const x of list) for (const [name, d] of x.connect) (byName.get(name) ?? byName.set(name, []).get(name)!).push(d);
+    for (const [name, ds] of byName) this.connect.for(name).assignSum(ds);
+    this.lifetime.assignSum(list.map((x) => x.lifetimes));
+  }
+}
+
 export interface MetricsSources {
   readonly loads: LoadTable;
   readonly snapshot: () => Snapshot;
@@ -22,14 +80,10 @@ export interface MetricsSources {
 
 export class Metrics {
   readonly registry = new Registry();
-  private readonly rejected: Counter<'reason'>;
-  private readonly rejectedChildren: Record<RejectReason, { inc(): void }>;
-  private readonly connectDuration: FastHistogram;
-  readonly connectionDuration: HistogramSeries;
+  readonly traffic = new TrafficFigures();
   readonly healthChecks: Counter<'backend' | 'result'>;
   readonly reloads: Counter<'result'>;
   readonly generation: Gauge;
-  private rejectedTotal = 0;
 
   constructor(src: MetricsSources) {
     const registers = [this.registry];
@@ -89,14 +143,17 @@ export class Metrics {
         for (const [name, c] of loads.allCounters()) this.inc({ backend: name }, c.connections);
       },
     });
-    this.rejected = new Counter({
+    const traffic = this.traffic;
+    new Counter({
       name: 'lemonade_connections_rejected_total',
       help: 'Client connections closed at once, by reason',
       labelNames: ['reason'],
       registers,
+      collect() {
+        this.reset();
+        for (const r of REJECT_REASONS) this.inc({ reason: r }, traffic.rejected[r]);
+      },
     });
-    this.rejectedChildren = Object.fromEntries(REJECT_REASONS.map((r) => [r, this.rejected.labels(r)])) as Record<RejectReason, { inc(): void }>;
-    for (const r of REJECT_REASONS) this.rejected.inc({ reason: r }, 0);
     new Gauge({
       name: 'lemonade_backend_up',
       help: '1 when the backend takes new connections (healthy and enabled), else 0',
@@ -131,20 +188,8 @@ export class Metrics {
       },
     });
     // the two per-connection histograms are plain arrays read at scrape time (fast-histogram.ts)
-    this.connectDuration = new FastHistogram(
-      'lemonade_backend_connect_duration_seconds',
-      'Time to establish a TCP connection to a backend, by backend',
-      [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
-      'backend',
-    );
-    this.registry.registerMetric(this.connectDuration.asMetric());
-    const lifetimes = new FastHistogram(
-      'lemonade_connection_duration_seconds',
-      'Lifetime of proxied client connections',
-      [0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800, 3600],
-    );
-    this.registry.registerMetric(lifetimes.asMetric());
-    this.connectionDuration = lifetimes.for();
+    this.registry.registerMetric(traffic.connect.asMetric());
+    this.registry.registerMetric(traffic.lifetimes.asMetric());
     this.healthChecks = new Counter({
       name: 'lemonade_health_checks_total',
       help: 'Active health checks, by backend and result (success|failure)',
@@ -168,18 +213,8 @@ export class Metrics {
     info.set({ version: src.version }, 1);
   }
 
-  /** Observe a backend connect time (the series of a backend name is made once). */
-  observeConnect(backend: string, seconds: number): void {
-    this.connectDuration.for(backend).observe(seconds);
-  }
-
-  reject(reason: RejectReason): void {
-    this.rejectedTotal++;
-    this.rejectedChildren[reason].inc();
-  }
-
   /** rejections so far, all reasons */
   rejectedCount(): number {
-    return this.rejectedTotal;
+    return this.traffic.rejectedTotal();
   }
 }
