@@ -10,8 +10,9 @@ import { LoadTable, type BackendLoad } from './core/stats';
 import type { AdminState } from './core/backend';
 import { STRATEGIES } from './strategy/index';
 import { HealthChecker, type HealthEvent } from './health/checker';
-import { ProxyListener, type Pending } from './proxy/listener';
-import type { ProxyObserver } from './proxy/events';
+import type { Pending } from './proxy/listener';
+import { LocalPlane, trafficObserver, type DataPlane } from './runtime/plane';
+import { WorkerPool } from './runtime/workers';
 import { AdminServer, type AdminAction, type AdminApi, type HealthReport, type ReloadOutcome } from './admin/server';
 import { Metrics } from './obs/metrics';
 import type { Logger } from './obs/logger';
@@ -19,6 +20,12 @@ import { ReloadTrigger } from './runtime/reload';
 import { SystemdNotifier, passedSockets } from './runtime/systemd';
 import { ConfigInvalidError, LemonadeError } from './errors';
 import type { BackendConfig } from './config/schema';
+import { availableParallelism } from 'node:os';
+
+/** `[runtime] workers`: 0 = one per CPU. */
+export function workerCount(configured: number): number {
+  return configured === 0 ? availableParallelism() : configured;
+}
 
 export interface AppOptions {
   readonly loaded: Loaded;
@@ -59,7 +66,9 @@ export class App {
   private readonly random: () => number;
   private readonly loads: LoadTable;
   private readonly metrics: Metrics;
-  private readonly listener: ProxyListener;
+  private readonly plane: DataPlane;
+  /** data-plane processes (1 = this process is the data plane too) */
+  private readonly workers: number;
   private readonly admin: AdminServer;
   private readonly checker: HealthChecker;
   private readonly trigger: ReloadTrigger | null;
@@ -67,7 +76,6 @@ export class App {
   private readonly operatorState = new Map<string, AdminState>();
   /** specs of backends removed by a reload whose connections still drain, by load key */
   private readonly draining = new Map<string, BackendConfig>();
-  private readonly drainTimers = new Set<NodeJS.Timeout>();
   private readonly events: EventEntry[] = [];
   private lastReload: LastReload | null = null;
   private readonly startedAt: number;
@@ -75,7 +83,6 @@ export class App {
   private stopping = false;
   private summaryTimer: NodeJS.Timeout | null = null;
   private lastSummary = { at: 0, total: new Map<string, number>() };
-  private acceptErrorsLogged = 0;
   private exitResolve: ((code: number) => void) | null = null;
   private readonly signalHandlers: [string, () => void][] = [];
 
@@ -93,7 +100,34 @@ export class App {
     this.snapshot = this.buildSnapshot(this.config, 1);
     this.metrics = new Metrics({ loads: this.loads, snapshot: () => this.snapshot, version: opts.version });
     this.metrics.generation.set(1);
-    this.listener = new ProxyListener({ current: () => this.snapshot, observer: this.observer(), now: this.now });
+    this.workers = workerCount(this.config.runtime.workers);
+    this.plane =
+      this.workers > 1
+        ? new WorkerPool({
+            count: this.workers,
+            logger: this.logger,
+            loads: this.loads,
+            traffic: this.metrics.traffic,
+            state: () => ({
+              config: this.config,
+              generation: this.generation,
+              operator: [...this.operatorState],
+              health: this.snapshot.backends.map((b) => [b.load.key, { healthy: b.load.healthy, healthySince: b.load.healthySince }]),
+            }),
+            event: (kind, message) => this.event(kind, message),
+          })
+        : new LocalPlane({
+            current: () => this.snapshot,
+            now: this.now,
+            logger: this.logger,
+            observer: trafficObserver({
+              logger: this.logger,
+              traffic: this.metrics.traffic,
+              now: this.now,
+              unhealthyThreshold: () => this.config.health.unhealthyThreshold,
+              event: (kind, message) => this.event(kind, message),
+            }),
+          });
     this.admin = new AdminServer(this.adminApi());
     this.checker = new HealthChecker({
       current: () => this.snapshot,
@@ -115,7 +149,7 @@ export class App {
   }
 
   get proxyAddress(): string {
-    return this.listener.address;
+    return this.plane.address;
   }
 
   get adminAddress(): string {
@@ -125,20 +159,18 @@ export class App {
   /** Bind, start background tasks, and resolve with the exit code once the process should end. */
   async start(): Promise<void> {
     const c = this.config;
-    if (c.runtime.workers !== 1) {
-      this.logger.warn({ workers: c.runtime.workers }, 'runtime.workers other than 1 is not supported yet: running one process');
-    }
     const passed = passedSockets(this.env);
     if (passed && passed.proxy.length > 0) {
-      await this.listener.adopt(passed.proxy[0]!);
+      await this.plane.adopt(passed.proxy[0]!);
     } else {
-      await this.listener.listen(c.proxy.listen);
+      await this.plane.listen(c.proxy.listen);
     }
     try {
       if (passed && passed.admin.length > 0) await this.admin.adopt(passed.admin[0]!);
       else if (c.admin.listen) await this.admin.listen(c.admin.listen);
     } catch (e) {
-      await this.listener.close();
+      await this.plane.close();
+      await this.plane.drain(0);
       throw e;
     }
     this.checker.sync(this.snapshot);
@@ -146,10 +178,11 @@ export class App {
     this.scheduleSummary();
     if (this.opts.signals !== false) this.installSignals();
     this.ready = true;
-    this.event('lifecycle', `listening on ${this.listener.address} (${c.backends.length} backends, ${c.strategy})`);
+    this.event('lifecycle', `listening on ${this.plane.address} (${c.backends.length} backends, ${c.strategy}${this.workers > 1 ? `, ${this.workers} workers` : ''})`);
     this.logger.info(
       {
-        listen: this.listener.address,
+        listen: this.plane.address,
+        workers: this.workers,
         admin: this.admin.address || null,
         strategy: c.strategy,
         backends: c.backends.map((b) => `${b.name}=${b.address}`),
@@ -157,7 +190,7 @@ export class App {
       },
       'lemonade-lb started',
     );
-    this.systemd.ready(`listening on ${this.listener.address}`);
+    this.systemd.ready(`listening on ${this.plane.address}`);
     this.systemd.startWatchdog();
   }
 
@@ -203,7 +236,7 @@ export class App {
     const adminRemoved = next.admin.listenAddress === '' && this.config.admin.listenAddress !== '';
     const pending: Pending[] = [];
     try {
-      if (next.proxy.listenAddress !== this.config.proxy.listenAddress) pending.push(await this.listener.prepare(next.proxy.listen));
+      if (next.proxy.listenAddress !== this.config.proxy.listenAddress) pending.push(await this.plane.prepare(next.proxy.listen));
       if (next.admin.listenAddress !== this.config.admin.listenAddress && next.admin.listen) {
         pending.push(await this.admin.prepare(next.admin.listen));
       }
@@ -227,7 +260,12 @@ export class App {
     this.metrics.generation.set(generation);
     this.metrics.reloads.inc({ result: 'success' });
     this.lastReload = { at: new Date(this.now()).toISOString(), result: 'success', error: null };
-    const summary = summarize(changes);
+    let summary = summarize(changes);
+    if (workerCount(next.runtime.workers) !== this.workers) {
+      // the number of processes is set at start, as HAProxy's nbthread
+      summary += `; runtime.workers stays ${this.workers} until a restart`;
+      this.logger.warn({ running: this.workers, configured: next.runtime.workers }, 'runtime.workers changes only with a restart');
+    }
     this.event('reload', `generation ${generation} (${trigger}): ${summary}`);
     this.logger.info({ generation, trigger, changes: summary, hash: loaded.hash.slice(0, 12) }, `config reloaded: ${summary}`);
     this.scheduleSummary();
@@ -260,66 +298,16 @@ export class App {
       if (live.has(k)) this.draining.delete(k);
     }
     this.loads.sweep(new Set([...live, ...this.draining.keys()]));
-    if (gone.size === 0) return;
-    // each connection may live drain_timeout from its own backend's removal: the timer cuts the
-    // connections open now, not whatever is attached to these keys when it fires (a backend
-    // removed, re-added and removed again would otherwise lose younger connections early)
-    const registry = this.listener.registry;
-    const doomed = registry.attachedTo(gone);
-    const t = setTimeout(() => {
-      this.drainTimers.delete(t);
-      let cut = 0;
-      for (const c of doomed) {
-        if (registry.has(c)) {
-          c.destroy();
-          cut++;
-        }
-      }
-      if (cut > 0) this.logger.info({ cut, backends: [...gone] }, 'drain timeout: closed connections to removed backends');
-    }, this.config.runtime.drainTimeoutMs);
-    t.unref();
-    this.drainTimers.add(t);
+    this.plane.applied(snap, gone, this.config.runtime.drainTimeoutMs);
   }
 
   // -------------------------------------------------------------------------------------------
-  // Observers
-
-  private observer(): ProxyObserver {
-    const log = this.logger;
-    const m = this.metrics;
-    return {
-      rejected: (reason, remote) => {
-        m.reject(reason);
-        if (log.isLevelEnabled('debug')) log.debug({ reason, client: remote }, 'connection rejected');
-      },
-      connectFailed: (b, error, willRetry) => {
-        if (log.isLevelEnabled('debug')) log.debug({ backend: b.name, error, willRetry }, 'backend connect failed');
-        if (b.load.consecutiveFailures === this.config.health.unhealthyThreshold) {
-          log.warn({ backend: b.name, address: b.spec.address, error }, 'backend failing on live traffic: ejected until it answers again');
-          this.event('health', `${b.name} ejected after ${b.load.consecutiveFailures} failed connects (${error})`);
-        }
-      },
-      connected: (b, ms) => {
-        m.observeConnect(b.name, ms / 1000);
-        if (log.isLevelEnabled('debug')) log.debug({ backend: b.name, connectMs: ms }, 'connection opened');
-      },
-      closed: (b, ms, bytesIn, bytesOut) => {
-        m.connectionDuration.observe(ms / 1000);
-        if (log.isLevelEnabled('debug')) log.debug({ backend: b.name, durationMs: ms, bytesIn, bytesOut }, 'connection closed');
-      },
-      acceptError: (err) => {
-        // EMFILE/ENFILE: the kernel keeps the connection queued; log at most once a second
-        const now = this.now();
-        if (now - this.acceptErrorsLogged > 1000) {
-          this.acceptErrorsLogged = now;
-          log.error({ error: (err as NodeJS.ErrnoException).code ?? err.message }, 'cannot accept connections (file descriptors exhausted?)');
-        }
-      },
-    };
-  }
+  // Health
 
   private onHealth(e: HealthEvent): void {
     this.metrics.healthChecks.inc({ backend: e.backend, result: e.ok ? 'success' : 'failure' });
+    const load = this.loads.peek(e.key);
+    if (load) this.plane.checked(e.key, load.healthy, load.healthySince, e.ok);
     if (e.transition === 'down') {
       this.logger.warn({ backend: e.backend, address: e.address, error: e.error }, 'backend is down');
       this.event('health', `${e.backend} is down: ${e.error}`);
@@ -343,7 +331,7 @@ export class App {
   healthReport(): HealthReport {
     const snap = this.snapshot;
     const total = snap.backends.length;
-    if (this.stopping || !this.listener.listening) return { status: 'unhealthy', usable: 0, total };
+    if (this.stopping || !this.plane.listening) return { status: 'unhealthy', usable: 0, total };
     const usable = snap.usableCount();
     if (usable === 0) return { status: 'unhealthy', usable, total };
     const considered = snap.backends.filter((b) => b.load.admin === 'enabled');
@@ -385,7 +373,7 @@ export class App {
       version: this.opts.version,
       uptime_seconds: Math.floor((this.now() - this.startedAt) / 1000),
       strategy: this.config.strategy,
-      listen_address: this.listener.address,
+      listen_address: this.plane.address,
       ready: this.ready && !this.stopping,
       admin_token_set: this.config.admin.token !== '',
       config: {
@@ -395,11 +383,12 @@ export class App {
         last_reload: this.lastReload,
       },
       connections: {
-        active: this.listener.registry.size,
-        total: this.listener.accepted,
+        active: this.plane.open,
+        total: this.plane.accepted,
         rejected: this.metrics.rejectedCount(),
       },
       backends: this.backendsView(),
+      ...(this.workers > 1 ? { workers: this.plane.processes() } : {}),
     };
   }
 
@@ -412,17 +401,16 @@ export class App {
     b.load.admin = state;
     this.logger.info({ backend: name, action }, `backend ${name}: ${action}`);
     this.event('admin', `${name}: ${action}`);
-    if (action === 'disable') {
-      // disable cuts the backend's connections at once; drain lets them finish
-      this.listener.registry.cutBackends(new Set([b.load.key]));
-    }
+    // disable cuts the backend's connections at once; drain lets them finish
+    this.plane.adminChanged(name, b.load.key, state, action === 'disable');
     return 'ok';
   }
 
   private adminApi(): AdminApi {
     return {
       health: () => this.healthReport(),
-      ready: () => this.ready && !this.stopping && this.listener.listening,
+      ready: () => this.ready && !this.stopping && this.plane.listening,
+      refresh: () => this.plane.refresh(),
       status: () => this.statusView(),
       backends: () => this.backendsView(),
       events: () => this.events,
@@ -439,7 +427,7 @@ export class App {
   private scheduleSummary(): void {
     if (this.summaryTimer) clearInterval(this.summaryTimer);
     this.lastSummary.at = this.now();
-    this.summaryTimer = setInterval(() => this.logSummary(), this.config.metrics.intervalMs);
+    this.summaryTimer = setInterval(() => void this.plane.refresh().then(() => this.logSummary()), this.config.metrics.intervalMs);
     this.summaryTimer.unref();
   }
 
@@ -460,7 +448,7 @@ export class App {
     }
     this.lastSummary.at = now;
     this.logger.info(
-      { active: this.listener.registry.size, total: this.listener.accepted, rejected: this.metrics.rejectedCount(), backends },
+      { active: this.plane.open, total: this.plane.accepted, rejected: this.metrics.rejectedCount(), backends },
       'summary',
     );
   }
@@ -486,6 +474,7 @@ export class App {
   async shutdown(reason: string): Promise<number> {
     if (this.stopping) {
       this.logger.warn({ reason }, 'second signal: exiting now');
+      if (this.plane instanceof WorkerPool) this.plane.kill();
       this.finish(130);
       return 130;
     }
@@ -494,14 +483,15 @@ export class App {
     const rt = this.config.runtime;
     const hard = setTimeout(() => {
       this.logger.error({ acceptTimeoutMs: rt.acceptTimeoutMs }, 'shutdown took longer than accept_timeout_millis: exiting');
+      if (this.plane instanceof WorkerPool) this.plane.kill();
       this.finish(1);
     }, rt.acceptTimeoutMs);
     hard.unref();
-    const open = this.listener.registry.size;
+    await this.plane.refresh();
+    const open = this.plane.open;
     this.logger.info({ reason, open, drainTimeoutMs: rt.drainTimeoutMs }, 'shutting down: no new connections, draining open ones');
-    await this.listener.close();
-    const result = await this.listener.registry.drain(rt.drainTimeoutMs);
-    for (const t of this.drainTimers) clearTimeout(t);
+    await this.plane.close();
+    const result = await this.plane.drain(rt.drainTimeoutMs);
     const bg = Promise.all([this.trigger?.stop(), Promise.resolve(this.checker.stop()), this.admin.close()]);
     let timedOut = false;
     await Promise.race([

@@ -42,7 +42,7 @@ export class ConfigMissingError extends LemonadeError {
 /** A listening address (proxy or admin) cannot be bound. */
 export class BindError extends LemonadeError {
   readonly code = 'LEMONADE_BIND_FAILED' as const;
-  constructor(readonly what: string, readonly address: string, reason: string) {
+  constructor(readonly what: string, readonly address: string, readonly reason: string) {
     super(`cannot listen on ${address} (${what}): ${reason}`);
   }
 }

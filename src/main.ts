@@ -1,6 +1,8 @@
 // CLI entry: parse arguments, dispatch to a command. Nothing else.
 
+import cluster from 'node:cluster';
 import yargs from 'yargs';
+import { runDataPlaneWorker } from './runtime/worker-main';
 import { runBalancer } from './cli/load-balancer';
 import { runValidate } from './cli/validate';
 import { runDemo, findDemoConfig } from './cli/demo';
@@ -108,7 +110,9 @@ async function main(argv: string[]): Promise<number> {
   return code;
 }
 
-main(process.argv.slice(2)).then(
+// a data-plane worker forked by a balancer with `[runtime] workers` > 1 (runtime/workers.ts)
+if (cluster.isWorker) runDataPlaneWorker();
+else main(process.argv.slice(2)).then(
   (code) => {
     process.exit(code);
   },

@@ -89,6 +89,7 @@ describe('each LEMONADE_LB_* variable overrides the file', () => {
     { name: 'LEMONADE_LB_BACKGROUND_TIMEOUT_MS', value: '1504', get: (c) => c.runtime.backgroundTimeoutMs, want: 1504 },
     { name: 'LEMONADE_LB_ACCEPT_TIMEOUT_MS', value: '1505', get: (c) => c.runtime.acceptTimeoutMs, want: 1505 },
     { name: 'LEMONADE_LB_CONFIG_WATCH_INTERVAL_MS', value: '1506', get: (c) => c.runtime.configWatchIntervalMs, want: 1506 },
+    { name: 'LEMONADE_LB_WORKERS', value: '3', get: (c) => c.runtime.workers, want: 3 },
     { name: 'LEMONADE_LB_HEALTH_INTERVAL_MS', value: '1507', get: (c) => c.health.intervalMs, want: 1507 },
     { name: 'LEMONADE_LB_HEALTH_TIMEOUT_MS', value: '1508', get: (c) => c.health.timeoutMs, want: 1508 },
     { name: 'LEMONADE_LB_METRICS_INTERVAL_MS', value: '1509', get: (c) => c.metrics.intervalMs, want: 1509 },
@@ -143,7 +144,7 @@ describe('each LEMONADE_LB_* variable overrides the file', () => {
     assert.deepEqual(ok(FILE, { LEMONADE_LB_CONFIG: '/somewhere/else.toml' }), ok(FILE, {}));
   });
 
-  test('ENV_VARIABLES lists every variable of SPEC §2', () => {
+  test('ENV_VARIABLES lists every variable of SPEC §2, and LEMONADE_LB_WORKERS (an extension)', () => {
     const spec = [
       'LEMONADE_LB_LISTEN_ADDRESS',
       'LEMONADE_LB_STRATEGY',
@@ -160,6 +161,7 @@ describe('each LEMONADE_LB_* variable overrides the file', () => {
       'LEMONADE_LB_HEALTH_INTERVAL_MS',
       'LEMONADE_LB_HEALTH_TIMEOUT_MS',
       'LEMONADE_LB_METRICS_INTERVAL_MS',
+      'LEMONADE_LB_WORKERS',
     ];
     assert.deepEqual([...ENV_VARIABLES].sort(), spec.sort());
   });

@@ -331,6 +331,7 @@ const fakeApi = (): AdminApi & { actions: number; reloads: number } => {
       return { result: 'success' as const, generation: 2 };
     },
     metrics: async () => ({ contentType: 'text/plain', body: 'm 1\n' }),
+    refresh: async () => undefined,
     token: () => 'sekret',
   };
   return api;

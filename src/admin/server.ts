@@ -27,6 +27,8 @@ export interface ReloadOutcome {
 export interface AdminApi {
   health(): HealthReport;
   ready(): boolean;
+  /** bring the data plane's figures up to date before they are read (several processes) */
+  refresh(): Promise<void>;
   status(): unknown;
   backends(): unknown[];
   events(): unknown;
@@ -179,8 +181,8 @@ const ROUTES: readonly Route[] = [
       send(res, r ? 200 : 503, { ready: r });
     },
   },
-  { match: /^\/status$/, methods: ['GET'], run: (api, res) => send(res, 200, api.status()) },
-  { match: /^\/backends$/, methods: ['GET'], run: (api, res) => send(res, 200, api.backends()) },
+  { match: /^\/status$/, methods: ['GET'], run: async (api, res) => (await api.refresh(), send(res, 200, api.status())) },
+  { match: /^\/backends$/, methods: ['GET'], run: async (api, res) => (await api.refresh(), send(res, 200, api.backends())) },
   { match: /^\/events$/, methods: ['GET'], run: (api, res) => send(res, 200, api.events()) },
   {
     match: /^\/backends\/([^/]+)\/(drain|enable|disable)$/,
@@ -208,6 +210,7 @@ const ROUTES: readonly Route[] = [
     match: /^\/metrics$/,
     methods: ['GET'],
     run: async (api, res) => {
+      await api.refresh();
       const m = await api.metrics();
       res.writeHead(200, { 'content-type': m.contentType });
       res.end(m.body);

@@ -100,6 +100,7 @@ const ENV_MAP: Record<string, EnvTarget> = {
   LEMONADE_LB_BACKGROUND_TIMEOUT_MS: { section: 'runtime', key: 'background_timeout_millis', kind: 'int' },
   LEMONADE_LB_ACCEPT_TIMEOUT_MS: { section: 'runtime', key: 'accept_timeout_millis', kind: 'int' },
   LEMONADE_LB_CONFIG_WATCH_INTERVAL_MS: { section: 'runtime', key: 'config_watch_interval_millis', kind: 'int' },
+  LEMONADE_LB_WORKERS: { section: 'runtime', key: 'workers', kind: 'int' },
   LEMONADE_LB_HEALTH_INTERVAL_MS: { section: 'health', key: 'interval', kind: 'int' },
   LEMONADE_LB_HEALTH_TIMEOUT_MS: { section: 'health', key: 'timeout', kind: 'int' },
   LEMONADE_LB_METRICS_INTERVAL_MS: { section: 'metrics', key: 'interval', kind: 'int' },

@@ -10,6 +10,8 @@ import { INITIAL_HEALTH, isHealthy, observe, type HealthState } from './state';
 
 export interface HealthEvent {
   readonly at: number;
+  /** the backend's load key */
+  readonly key: string;
   readonly backend: string;
   readonly address: string;
   readonly ok: boolean;
@@ -137,7 +139,7 @@ export class HealthChecker {
       load.ejectedUntil = 0;
       load.consecutiveFailures = 0;
     }
-    this.deps.onResult({ at: now, backend: p.backend.name, address: p.backend.spec.address, ok, error, transition });
+    this.deps.onResult({ at: now, key: p.key, backend: p.backend.name, address: p.backend.spec.address, ok, error, transition });
   }
 }
 

@@ -16,6 +16,11 @@ export interface ListenerDeps {
   readonly current: () => Snapshot;
   readonly observer: ProxyObserver;
   readonly now: () => number;
+  /**
+   * Several worker processes serve one address: bind through the cluster primary (not
+   * exclusive), and every worker accepts from the same socket.
+   */
+  readonly shared?: boolean;
 }
 
 export interface Pending {
@@ -75,7 +80,7 @@ export class ProxyListener {
    * abort() closes it. A reload binds every new address first, so a failure changes nothing.
    */
   async prepare(addr: HostPort): Promise<Pending> {
-    const server = await this.bind((s) => s.listen({ host: addr.host, port: addr.port, backlog: 4096, exclusive: true }), formatHostPort(addr));
+    const server = await this.bind((s) => s.listen({ host: addr.host, port: addr.port, backlog: 4096, exclusive: this.deps.shared !== true }), formatHostPort(addr));
     return {
       commit: () => this.install(server),
       abort: () => server.close(),
@@ -132,7 +137,7 @@ export class ProxyListener {
     c.on('error', ignore);
     const snap = this.deps.current();
     const p = snap.config.proxy;
-    if (this.registry.size >= p.maxConnections) return this.reject(c, 'max_connections');
+    if (this.registry.size >= snap.maxConnections) return this.reject(c, 'max_connections');
     // remoteAddress is a getpeername() system call: only ask when an ACL needs it
     if ((p.allow.length > 0 || p.deny.length > 0) && !snap.allows(c.remoteAddress)) return this.reject(c, 'acl');
     let admitted = false;

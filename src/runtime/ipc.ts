@@ -1,0 +1,133 @@
+// The messages between the control plane (cluster primary) and its data-plane workers, and the
+// merging of the workers' reports. Sent with the 'advanced' serialization (structured clone), so
+// a validated Config crosses as it is.
+
+import type { Config } from '../config/schema';
+import type { HostPort } from '../core/address';
+import type { AdminState } from '../core/backend';
+import { mergeLoadReports, type LoadReport } from '../core/stats';
+import type { TrafficReport } from '../obs/metrics';
+import { REJECT_REASONS } from '../obs/metrics';
+import type { HistogramData } from '../obs/fast-histogram';
+
+export type ListenSpec = { readonly addr: HostPort } | { readonly fd: number };
+
+export interface CountersReport {
+  readonly connections: number;
+  readonly connectErrors: number;
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+}
+
+/** Everything one worker counted, as of when it answered. */
+export interface WorkerReport {
+  readonly open: number;
+  readonly accepted: number;
+  readonly loads: readonly (readonly [string, LoadReport])[];
+  readonly counters: readonly (readonly [string, CountersReport])[];
+  readonly traffic: TrafficReport;
+}
+
+export interface HealthView {
+  readonly healthy: boolean;
+  readonly healthySince: number;
+}
+
+/** primary → worker */
+export type ToWorker =
+  | {
+      readonly t: 'init';
+      readonly index: number;
+      readonly count: number;
+      readonly config: Config;
+      readonly generation: number;
+      readonly operator: readonly (readonly [string, AdminState])[];
+      readonly health: readonly (readonly [string, HealthView])[];
+      readonly listen: ListenSpec;
+    }
+  | { readonly t: 'snapshot'; readonly config: Config; readonly generation: number; readonly operator: readonly (readonly [string, AdminState])[] }
+  | { readonly t: 'admin'; readonly name: string; readonly key: string; readonly state: AdminState; readonly cut: boolean }
+  | { readonly t: 'check'; readonly key: string; readonly healthy: boolean; readonly healthySince: number; readonly ok: boolean }
+  | { readonly t: 'prepare'; readonly id: number; readonly listen: ListenSpec }
+  | { readonly t: 'commit'; readonly id: number }
+  | { readonly t: 'abort'; readonly id: number }
+  | { readonly t: 'report'; readonly id: number }
+  | { readonly t: 'close'; readonly id: number }
+  | { readonly t: 'drain'; readonly id: number; readonly timeoutMs: number };
+
+/** worker → primary: answers carry the id of the request */
+export type FromWorker =
+  | { readonly t: 'listening'; readonly address: string }
+  | { readonly t: 'listen-failed'; readonly address: string; readonly reason: string }
+  | { readonly t: 'answer'; readonly id: number; readonly error?: string; readonly report?: WorkerReport; readonly drained?: number; readonly cut?: number }
+  | { readonly t: 'event'; readonly kind: 'health'; readonly message: string };
+
+function sumHist(list: readonly HistogramData[]): HistogramData {
+  const counts: number[] = [];
+  let sum = 0;
+  let count = 0;
+  for (const d of list) {
+    d.counts.forEach((v, i) => (counts[i] = (counts[i] ?? 0) + v));
+    sum += d.sum;
+    count += d.count;
+  }
+  return { counts, sum, count };
+}
+
+function group<V>(list: readonly (readonly (readonly [string, V])[])[]): Map<string, V[]> {
+  const m = new Map<string, V[]>();
+  for (const entries of list) {
+    for (const [k, v] of entries) {
+      const a = m.get(k);
+      if (a) a.push(v);
+      else m.set(k, [v]);
+    }
+  }
+  return m;
+}
+
+/** Several reports as one: counts add up, loads merge as in mergeLoadReports. */
+export function mergeReports(list: readonly WorkerReport[]): WorkerReport {
+  const loads = [...group(list.map((r) => r.loads))].map(([k, v]) => [k, mergeLoadReports(v)] as const);
+  const counters = [...group(list.map((r) => r.counters))].map(
+    ([k, v]) =>
+      [
+        k,
+        v.reduce((a, c) => ({
+          connections: a.connections + c.connections,
+          connectErrors: a.connectErrors + c.connectErrors,
+          bytesIn: a.bytesIn + c.bytesIn,
+          bytesOut: a.bytesOut + c.bytesOut,
+        })),
+      ] as const,
+  );
+  const rejected = Object.fromEntries(REJECT_REASONS.map((r) => [r, list.reduce((n, x) => n + x.traffic.rejected[r], 0)])) as TrafficReport['rejected'];
+  const connect = [...group(list.map((r) => r.traffic.connect))].map(([k, v]) => [k, sumHist(v)] as const);
+  return {
+    open: list.reduce((n, r) => n + r.open, 0),
+    accepted: list.reduce((n, r) => n + r.accepted, 0),
+    loads,
+    counters,
+    traffic: { rejected, connect, lifetimes: sumHist(list.map((r) => r.traffic.lifetimes)) },
+  };
+}
+
+/**
+ * What stays of a worker that ended: its counts (so the sums stay monotonic, as Prometheus
+ * counters must), not its open connections, ejections or latency.
+ */
+export function retiredPart(r: WorkerReport): WorkerReport {
+  return {
+    ...r,
+    open: 0,
+    loads: r.loads.map(([k, l]) => [k, { ...l, active: 0, ejectedUntil: 0, consecutiveFailures: 0, samples: 0, latencyMs: 0 }] as const),
+  };
+}
+
+export const EMPTY_REPORT: WorkerReport = Object.freeze({
+  open: 0,
+  accepted: 0,
+  loads: [],
+  counters: [],
+  traffic: { rejected: { max_connections: 0, no_backend: 0, acl: 0, rate_limit: 0 }, connect: [], lifetimes: { counts: [], sum: 0, count: 0 } },
+});

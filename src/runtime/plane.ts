@@ -1,0 +1,182 @@
+// The data plane as the control plane sees it: one interface, two forms. LocalPlane is the
+// listener and its sessions in this process (`[runtime] workers = 1`); WorkerPool
+// (runtime/workers.ts) is the same surface over several worker processes. The App (control
+// plane) builds snapshots and tells the plane about them; it never reaches past this interface.
+
+import type { HostPort } from '../core/address';
+import type { AdminState } from '../core/backend';
+import type { Snapshot } from '../core/snapshot';
+import type { Logger } from '../obs/logger';
+import type { TrafficFigures } from '../obs/metrics';
+import { ProxyListener, type Pending } from '../proxy/listener';
+import type { ProxyObserver } from '../proxy/events';
+import type { DrainResult } from './drain';
+
+export type { Pending };
+
+export interface DataPlane {
+  /** the address actually bound ("host:port"), "" before listening */
+  readonly address: string;
+  readonly listening: boolean;
+  /** open client connections */
+  readonly open: number;
+  /** client connections accepted so far */
+  readonly accepted: number;
+  listen(addr: HostPort): Promise<void>;
+  /** serve a listening socket passed by the service manager */
+  adopt(fd: number): Promise<void>;
+  /** bind a new address for a reload: commit() switches to it, abort() lets it go */
+  prepare(addr: HostPort): Promise<Pending>;
+  /**
+   * A new snapshot is current. Connections to backends it no longer has (`gone`, by load key)
+   * may live `drainTimeoutMs` from now, then are cut.
+   */
+  applied(snap: Snapshot, gone: ReadonlySet<string>, drainTimeoutMs: number): void;
+  /** an operator changed a backend's state; `cut` closes its open connections now (disable) */
+  adminChanged(name: string, key: string, state: AdminState, cut: boolean): void;
+  /** an active health check's result, already applied to the control plane's copy */
+  checked(key: string, healthy: boolean, healthySince: number, ok: boolean): void;
+  /** stop accepting; open connections are untouched */
+  close(): Promise<void>;
+  /** wait for open connections up to timeoutMs, then cut the rest */
+  drain(timeoutMs: number): Promise<DrainResult>;
+  /** bring the control plane's figures up to date (a no-op in one process) */
+  refresh(): Promise<void>;
+  /** per-process view for /status (null in one process) */
+  processes(): unknown[] | null;
+}
+
+export interface ObserverDeps {
+  readonly logger: Logger;
+  readonly traffic: TrafficFigures;
+  readonly now: () => number;
+  readonly unhealthyThreshold: () => number;
+  /** a line for the admin events list */
+  readonly event: (kind: 'health', message: string) => void;
+}
+
+/** What the data plane reports goes to the traffic figures and, at debug, to the log. */
+export function trafficObserver(d: ObserverDeps): ProxyObserver {
+  const log = d.logger;
+  const t = d.traffic;
+  let acceptErrorLogged = 0;
+  return {
+    rejected: (reason, remote) => {
+      t.reject(reason);
+      if (log.isLevelEnabled('debug')) log.debug({ reason, client: remote }, 'connection rejected');
+    },
+    connectFailed: (b, error, willRetry) => {
+      if (log.isLevelEnabled('debug')) log.debug({ backend: b.name, error, willRetry }, 'backend connect failed');
+      if (b.load.consecutiveFailures === d.unhealthyThreshold()) {
+        log.warn({ backend: b.name, address: b.spec.address, error }, 'backend failing on live traffic: ejected until it answers again');
+        d.event('health', `${b.name} ejected after ${b.load.consecutiveFailures} failed connects (${error})`);
+      }
+    },
+    connected: (b, ms) => {
+      t.observeConnect(b.name, ms / 1000);
+      if (log.isLevelEnabled('debug')) log.debug({ backend: b.name, connectMs: ms }, 'connection opened');
+    },
+    closed: (b, ms, bytesIn, bytesOut) => {
+      t.lifetime.observe(ms / 1000);
+      if (log.isLevelEnabled('debug')) log.debug({ backend: b.name, durationMs: ms, bytesIn, bytesOut }, 'connection closed');
+    },
+    acceptError: (err) => {
+      // EMFILE/ENFILE: the kernel keeps the connection queued; log at most once a second
+      const now = d.now();
+      if (now - acceptErrorLogged > 1000) {
+        acceptErrorLogged = now;
+        log.error({ error: (err as NodeJS.ErrnoException).code ?? err.message }, 'cannot accept connections (file descriptors exhausted?)');
+      }
+    },
+  };
+}
+
+export interface LocalPlaneDeps {
+  readonly current: () => Snapshot;
+  readonly observer: ProxyObserver;
+  readonly now: () => number;
+  readonly logger: Logger;
+  /** several processes share the listening socket (a worker of a WorkerPool) */
+  readonly shared?: boolean;
+}
+
+/** The data plane in this process: the listener, its sessions, and the drain timers of reloads. */
+export class LocalPlane implements DataPlane {
+  readonly listener: ProxyListener;
+  private readonly drainTimers = new Set<NodeJS.Timeout>();
+
+  constructor(private readonly deps: LocalPlaneDeps) {
+    this.listener = new ProxyListener({ current: deps.current, observer: deps.observer, now: deps.now, shared: deps.shared === true });
+  }
+
+  get address(): string {
+    return this.listener.address;
+  }
+  get listening(): boolean {
+    return this.listener.listening;
+  }
+  get open(): number {
+    return this.listener.registry.size;
+  }
+  get accepted(): number {
+    return this.listener.accepted;
+  }
+
+  listen(addr: HostPort): Promise<void> {
+    return this.listener.listen(addr);
+  }
+  adopt(fd: number): Promise<void> {
+    return this.listener.adopt(fd);
+  }
+  prepare(addr: HostPort): Promise<Pending> {
+    return this.listener.prepare(addr);
+  }
+
+  applied(_snap: Snapshot, gone: ReadonlySet<string>, drainTimeoutMs: number): void {
+    if (gone.size === 0) return;
+    // each connection may live drain_timeout from its own backend's removal: the timer cuts the
+    // connections open now, not whatever is attached to these keys when it fires (a backend
+    // removed, re-added and removed again would otherwise lose younger connections early)
+    const registry = this.listener.registry;
+    const doomed = registry.attachedTo(gone);
+    const t = setTimeout(() => {
+      this.drainTimers.delete(t);
+      let cut = 0;
+      for (const c of doomed) {
+        if (registry.has(c)) {
+          c.destroy();
+          cut++;
+        }
+      }
+      if (cut > 0) this.deps.logger.info({ cut, backends: [...gone] }, 'drain timeout: closed connections to removed backends');
+    }, drainTimeoutMs);
+    t.unref();
+    this.drainTimers.add(t);
+  }
+
+  adminChanged(_name: string, key: string, _state: AdminState, cut: boolean): void {
+    // disable cuts the backend's connections at once; drain lets them finish
+    if (cut) this.listener.registry.cutBackends(new Set([key]));
+  }
+
+  checked(): void {
+    // the checker wrote to the same load figures this process picks with
+  }
+
+  close(): Promise<void> {
+    return this.listener.close();
+  }
+
+  async drain(timeoutMs: number): Promise<DrainResult> {
+    const r = await this.listener.registry.drain(timeoutMs);
+    for (const t of this.drainTimers) clearTimeout(t);
+    this.drainTimers.clear();
+    return r;
+  }
+
+  async refresh(): Promise<void> {}
+
+  processes(): null {
+    return null;
+  }
+}

@@ -1,0 +1,173 @@
+// A data-plane worker process (`[runtime] workers` > 1): the listener and its sessions over the
+// socket the cluster primary shares, with its own load figures, fed by the primary with
+// validated configs, operator states and health results. It never reads the config file, never
+// runs health checks and never handles signals: the primary decides, the worker applies.
+
+import process from 'node:process';
+import type { Config } from '../config/schema';
+import type { AdminState } from '../core/backend';
+import { Snapshot, type Partition } from '../core/snapshot';
+import { LoadTable } from '../core/stats';
+import { STRATEGIES } from '../strategy/index';
+import { createLogger } from '../obs/logger';
+import { TrafficFigures } from '../obs/metrics';
+import { BindError } from '../errors';
+import { LocalPlane, trafficObserver, type Pending } from './plane';
+import type { FromWorker, ListenSpec, ToWorker, WorkerReport } from './ipc';
+
+function send(m: FromWorker, then?: () => void): void {
+  if (process.connected) process.send!(m, undefined, undefined, then);
+  else then?.();
+}
+
+/** Runs until the primary says drain (or goes away). */
+export function runDataPlaneWorker(): void {
+  // the primary owns the signals: Ctrl-C reaches the whole process group, and systemd may signal
+  // every process of the unit; the primary then drains the workers in order
+  for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(sig, () => undefined);
+  process.once('message', (m: ToWorker) => {
+    if (m.t !== 'init') throw new Error(`data-plane worker: expected init, got ${m.t}`);
+    new Worker(m).start();
+  });
+}
+
+class Worker {
+  private snapshot: Snapshot;
+  private readonly loads = new LoadTable(Date.now);
+  private readonly traffic = new TrafficFigures();
+  private readonly operator: Map<string, AdminState>;
+  private readonly plane: LocalPlane;
+  private readonly part: Partition;
+  private readonly pending = new Map<number, Pending>();
+  private readonly logger;
+
+  constructor(private readonly init: Extract<ToWorker, { t: 'init' }>) {
+    this.part = { index: init.index, count: init.count };
+    this.logger = createLogger().child({ worker: init.index });
+    this.operator = new Map(init.operator);
+    for (const [key, h] of init.health) {
+      const l = this.loads.get(key);
+      l.healthy = h.healthy;
+      l.healthySince = h.healthySince;
+    }
+    this.snapshot = this.build(init.config, init.generation);
+    this.plane = new LocalPlane({
+      current: () => this.snapshot,
+      now: Date.now,
+      logger: this.logger,
+      shared: true,
+      observer: trafficObserver({
+        logger: this.logger,
+        traffic: this.traffic,
+        now: Date.now,
+        unhealthyThreshold: () => this.snapshot.config.health.unhealthyThreshold,
+        event: (kind, message) => send({ t: 'event', kind, message }),
+      }),
+    });
+  }
+
+  start(): void {
+    process.on('message', (m: ToWorker) => this.onMessage(m));
+    this.listen(this.init.listen).then(
+      () => send({ t: 'listening', address: this.plane.address }),
+      (e: unknown) => {
+        const [address, reason] = e instanceof BindError ? [e.address, e.reason] : [label(this.init.listen), String(e)];
+        send({ t: 'listen-failed', address, reason }, () => process.exit(1));
+      },
+    );
+  }
+
+  private listen(spec: ListenSpec): Promise<void> {
+    return 'fd' in spec ? this.plane.adopt(spec.fd) : this.plane.listen(spec.addr);
+  }
+
+  private build(config: Config, generation: number): Snapshot {
+    const snap = new Snapshot(config, generation, this.loads, { now: Date.now, random: Math.random, strategies: STRATEGIES, part: this.part });
+    for (const b of snap.backends) {
+      b.load.removed = false;
+      b.load.admin = this.operator.get(b.name) ?? 'enabled';
+    }
+    return snap;
+  }
+
+  private onMessage(m: ToWorker): void {
+    switch (m.t) {
+      case 'snapshot': {
+        this.operator.clear();
+        for (const [n, s] of m.operator) this.operator.set(n, s);
+        const old = this.snapshot;
+        const snap = this.build(m.config, m.generation);
+        this.snapshot = snap; // the swap: one assignment, as in the single process
+        const live = new Set(snap.backends.map((b) => b.load.key));
+        const gone = new Set<string>();
+        for (const b of old.backends) {
+          if (live.has(b.load.key)) continue;
+          b.load.removed = true;
+          if (b.load.active > 0) gone.add(b.load.key);
+        }
+        this.loads.sweep(live);
+        this.plane.applied(snap, gone, m.config.runtime.drainTimeoutMs);
+        return;
+      }
+      case 'admin': {
+        if (m.state === 'enabled') this.operator.delete(m.name);
+        else this.operator.set(m.name, m.state);
+        const b = this.snapshot.backends.find((x) => x.name === m.name);
+        if (b) b.load.admin = m.state;
+        this.plane.adminChanged(m.name, m.key, m.state, m.cut);
+        return;
+      }
+      case 'check':
+        this.loads.peek(m.key)?.applyCheck(m.healthy, m.healthySince, m.ok);
+        return;
+      case 'prepare': {
+        const spec = m.listen;
+        ('fd' in spec ? Promise.reject(new Error('a passed socket cannot be prepared')) : this.plane.prepare(spec.addr)).then(
+          (p) => {
+            this.pending.set(m.id, p);
+            send({ t: 'answer', id: m.id });
+          },
+          (e: unknown) => send({ t: 'answer', id: m.id, error: e instanceof BindError ? e.reason : String(e) }),
+        );
+        return;
+      }
+      case 'commit':
+      case 'abort': {
+        const p = this.pending.get(m.id);
+        this.pending.delete(m.id);
+        if (m.t === 'commit') p?.commit();
+        else p?.abort();
+        return;
+      }
+      case 'report':
+        send({ t: 'answer', id: m.id, report: this.report() });
+        return;
+      case 'close':
+        void this.plane.close().then(() => send({ t: 'answer', id: m.id }));
+        return;
+      case 'drain':
+        void this.plane.drain(m.timeoutMs).then((r) => {
+          send({ t: 'answer', id: m.id, drained: r.drained, cut: r.cut, report: this.report() }, () => process.exit(0));
+        });
+        return;
+      case 'init':
+        return;
+    }
+  }
+
+  private report(): WorkerReport {
+    return {
+      open: this.plane.open,
+      accepted: this.plane.accepted,
+      loads: [...this.loads.values()].map((l) => [l.key, l.report()] as const),
+      counters: [...this.loads.allCounters()].map(
+        ([name, c]) => [name, { connections: c.connections, connectErrors: c.connectErrors, bytesIn: c.bytesIn, bytesOut: c.bytesOut }] as const,
+      ),
+      traffic: this.traffic.report(),
+    };
+  }
+}
+
+function label(spec: ListenSpec): string {
+  return 'fd' in spec ? `fd ${spec.fd}` : `${spec.addr.host}:${spec.addr.port}`;
+}

@@ -1,0 +1,338 @@
+// The data plane as several worker processes (`[runtime] workers` > 1), seen by the control plane
+// through the same DataPlane interface as the single process.
+//
+// Processes: node:cluster with SCHED_NONE. The primary (this process) binds the listening socket
+// (or holds the one systemd passed) and shares it; every worker accepts from it, so the kernel
+// spreads connections and the primary never touches a client byte. Each worker gets the validated
+// Config, not the file; it rebuilds its own snapshot, so a reload is one assignment in each
+// worker, as in one process. Caps are split (Snapshot's shareOf): the shares add up to each cap.
+// A worker that exits unasked is replaced (with a backoff when it keeps failing); one that stops
+// answering for WORKER_HUNG_MS is killed and replaced.
+
+import cluster, { type Worker } from 'node:cluster';
+import type { HostPort } from '../core/address';
+import { formatHostPort } from '../core/address';
+import type { AdminState } from '../core/backend';
+import type { Snapshot } from '../core/snapshot';
+import type { LoadTable } from '../core/stats';
+import type { Config } from '../config/schema';
+import type { Logger } from '../obs/logger';
+import type { TrafficFigures } from '../obs/metrics';
+import { BindError } from '../errors';
+import type { DataPlane, Pending } from './plane';
+import type { DrainResult } from './drain';
+import { EMPTY_REPORT, mergeReports, retiredPart, type FromWorker, type HealthView, type ListenSpec, type ToWorker, type WorkerReport } from './ipc';
+
+/** How often the control plane pulls the workers' figures (status, metrics, /health, summary). */
+export const REPORT_INTERVAL_MS = 1000;
+/** A worker that answers nothing for this long is killed and replaced. */
+export const WORKER_HUNG_MS = 10_000;
+/** How long one pull waits for answers before using what it has. */
+const ASK_TIMEOUT_MS = 2000;
+const RESTART_MIN_MS = 100;
+const RESTART_MAX_MS = 5000;
+
+export interface PoolDeps {
+  readonly count: number;
+  readonly logger: Logger;
+  /** the control plane's load table: its figures become the sum of the workers' */
+  readonly loads: LoadTable;
+  readonly traffic: TrafficFigures;
+  /** what a new worker needs to start */
+  readonly state: () => { config: Config; generation: number; operator: [string, AdminState][]; health: [string, HealthView][] };
+  readonly event: (kind: 'health' | 'lifecycle', message: string) => void;
+}
+
+interface Member {
+  readonly index: number;
+  worker: Worker | null;
+  pid: number;
+  report: WorkerReport | null;
+  startedAt: number;
+  lastAnswer: number;
+  restarts: number;
+  /** unasked exits so far */
+  exits: number;
+  restartTimer: NodeJS.Timeout | null;
+  readonly asks: Map<number, (m: Extract<FromWorker, { t: 'answer' }> | null) => void>;
+}
+
+export class WorkerPool implements DataPlane {
+  private readonly members: Member[];
+  private spec: ListenSpec | null = null;
+  private bound = '';
+  private retired: WorkerReport = EMPTY_REPORT;
+  private merged: WorkerReport = EMPTY_REPORT;
+  private stopping = false;
+  private nextId = 1;
+  private poll: NodeJS.Timeout | null = null;
+
+  constructor(private readonly deps: PoolDeps) {
+    this.members = Array.from({ length: deps.count }, (_, index) => ({
+      index,
+      worker: null,
+      pid: 0,
+      report: null,
+      startedAt: 0,
+      lastAnswer: 0,
+      restarts: 0,
+      exits: 0,
+      restartTimer: null,
+      asks: new Map(),
+    }));
+  }
+
+  get address(): string {
+    return this.bound;
+  }
+  get listening(): boolean {
+    return this.bound !== '' && !this.stopping;
+  }
+  get open(): number {
+    return this.merged.open;
+  }
+  get accepted(): number {
+    return this.merged.accepted;
+  }
+
+  listen(addr: HostPort): Promise<void> {
+    return this.startAll({ addr });
+  }
+
+  adopt(fd: number): Promise<void> {
+    return this.startAll({ fd });
+  }
+
+  /** Fork every worker on this listen spec; resolves once all listen, rejects on the first failure. */
+  private async startAll(spec: ListenSpec): Promise<void> {
+    this.spec = spec;
+    // the kernel spreads connections over the workers accepting from the shared socket; the
+    // default (round robin) would make this process accept every connection and pass it on
+    cluster.schedulingPolicy = cluster.SCHED_NONE;
+    cluster.setupPrimary({ exec: process.argv[1], args: [], serialization: 'advanced', silent: false });
+    try {
+      this.bound = (await Promise.all(this.members.map((m) => this.fork(m)))).find((a) => a !== '') ?? '';
+    } catch (e) {
+      this.stopping = true;
+      for (const m of this.members) m.worker?.process.kill('SIGKILL');
+      throw e;
+    }
+    this.poll = setInterval(() => void this.refresh().then(() => this.checkHung()), REPORT_INTERVAL_MS);
+    this.poll.unref();
+  }
+
+  private fork(m: Member): Promise<string> {
+    const w = cluster.fork();
+    m.worker = w;
+    m.pid = w.process.pid ?? 0;
+    m.report = null;
+    m.startedAt = Date.now();
+    m.lastAnswer = m.startedAt;
+    const s = this.deps.state();
+    this.sendTo(m, { t: 'init', index: m.index, count: this.members.length, config: s.config, generation: s.generation, operator: s.operator, health: s.health, listen: this.spec! });
+    return new Promise<string>((resolve, reject) => {
+      let settled = false;
+      w.on('message', (msg: FromWorker) => {
+        m.lastAnswer = Date.now();
+        switch (msg.t) {
+          case 'listening':
+            settled = true;
+            resolve(msg.address);
+            return;
+          case 'listen-failed':
+            settled = true;
+            reject(new BindError('proxy', msg.address, msg.reason));
+            return;
+          case 'answer': {
+            const f = m.asks.get(msg.id);
+            m.asks.delete(msg.id);
+            if (msg.report) m.report = msg.report;
+            f?.(msg);
+            return;
+          }
+          case 'event':
+            this.deps.event(msg.kind, msg.message);
+            return;
+        }
+      });
+      w.on('exit', (code, signal) => {
+        if (!settled) {
+          settled = true;
+          reject(new BindError('proxy', this.spec ? specLabel(this.spec) : '?', `worker exited (${signal ?? code}) before listening`));
+        }
+        this.onExit(m, w, code, signal);
+      });
+    });
+  }
+
+  private onExit(m: Member, w: Worker, code: number | null, signal: string | null): void {
+    if (m.worker !== w) return;
+    m.worker = null;
+    for (const f of m.asks.values()) f(null);
+    m.asks.clear();
+    // keep what it counted, so the sums (Prometheus counters) never go back
+    if (m.report) this.retired = mergeReports([this.retired, retiredPart(m.report)]);
+    m.report = null;
+    if (this.stopping) return;
+    m.exits++;
+    const lived = Date.now() - m.startedAt;
+    m.restarts = lived > 10_000 ? 0 : m.restarts + 1;
+    const delay = m.restarts === 0 ? 0 : Math.min(RESTART_MAX_MS, RESTART_MIN_MS * 2 ** (m.restarts - 1));
+    const how = signal ?? `code ${code}`;
+    this.deps.logger.error({ worker: m.index, pid: m.pid, exit: how, restartInMs: delay }, 'data-plane worker exited unexpectedly: starting a new one');
+    this.deps.event('lifecycle', `worker ${m.index} (pid ${m.pid}) exited (${how}); restarting`);
+    m.restartTimer = setTimeout(() => {
+      m.restartTimer = null;
+      if (this.stopping) return;
+      this.fork(m).then(
+        () => this.deps.logger.info({ worker: m.index, pid: m.pid }, 'data-plane worker restarted'),
+        (e: unknown) => this.deps.logger.error({ worker: m.index, error: String((e as Error).message ?? e) }, 'data-plane worker failed to start'),
+      );
+    }, delay);
+    m.restartTimer.unref();
+  }
+
+  private sendTo(m: Member, msg: ToWorker): void {
+    const w = m.worker;
+    if (!w || !w.isConnected()) return;
+    try {
+      w.send(msg);
+    } catch {
+      // the channel closed under us: the exit handler replaces the worker
+    }
+  }
+
+  private broadcast(msg: ToWorker): void {
+    for (const m of this.members) this.sendTo(m, msg);
+  }
+
+  /** Ask every live worker; resolves with the answers (null for a worker that did not answer). */
+  private ask(make: (id: number) => ToWorker, timeoutMs = ASK_TIMEOUT_MS): Promise<(Extract<FromWorker, { t: 'answer' }> | null)[]> {
+    return Promise.all(
+      this.members.map((m) => {
+        if (!m.worker || !m.worker.isConnected()) return Promise.resolve(null);
+        const id = this.nextId++;
+        return new Promise<Extract<FromWorker, { t: 'answer' }> | null>((resolve) => {
+          const t = setTimeout(() => {
+            m.asks.delete(id);
+            resolve(null);
+          }, timeoutMs);
+          t.unref();
+          m.asks.set(id, (a) => {
+            clearTimeout(t);
+            resolve(a);
+          });
+          this.sendTo(m, make(id));
+        });
+      }),
+    );
+  }
+
+  async prepare(addr: HostPort): Promise<Pending> {
+    const ids: number[] = [];
+    const answers = await this.ask((id) => {
+      ids.push(id);
+      return { t: 'prepare', id, listen: { addr } };
+    });
+    const failed = answers.find((a) => a === null || a.error !== undefined);
+    const settle = (t: 'commit' | 'abort'): void => {
+      this.members.forEach((m, i) => {
+        if (ids[i] !== undefined) this.sendTo(m, { t, id: ids[i]! });
+      });
+    };
+    if (failed !== undefined) {
+      settle('abort');
+      throw new BindError('proxy', formatHostPort(addr), failed === null ? 'a worker did not answer' : failed.error!);
+    }
+    return {
+      commit: () => {
+        settle('commit');
+        this.spec = { addr };
+        this.bound = formatHostPort(addr);
+      },
+      abort: () => settle('abort'),
+    };
+  }
+
+  applied(snap: Snapshot): void {
+    // each worker works out for itself which of its connections drain (it knows which are open)
+    this.broadcast({ t: 'snapshot', config: snap.config, generation: snap.generation, operator: this.deps.state().operator });
+  }
+
+  adminChanged(name: string, key: string, state: AdminState, cut: boolean): void {
+    this.broadcast({ t: 'admin', name, key, state, cut });
+  }
+
+  checked(key: string, healthy: boolean, healthySince: number, ok: boolean): void {
+    this.broadcast({ t: 'check', key, healthy, healthySince, ok });
+  }
+
+  async close(): Promise<void> {
+    this.stopping = true;
+    if (this.poll) clearInterval(this.poll);
+    for (const m of this.members) if (m.restartTimer) clearTimeout(m.restartTimer);
+    await this.ask((id) => ({ t: 'close', id }));
+  }
+
+  async drain(timeoutMs: number): Promise<DrainResult> {
+    this.stopping = true;
+    const answers = await this.ask((id) => ({ t: 'drain', id, timeoutMs }), timeoutMs + ASK_TIMEOUT_MS);
+    let drained = 0;
+    let cut = 0;
+    for (const a of answers) {
+      drained += a?.drained ?? 0;
+      cut += a?.cut ?? 0;
+    }
+    this.absorb();
+    // a worker that did not answer in time is not waited for
+    for (const m of this.members) if (m.worker && !m.worker.isDead()) m.worker.process.kill('SIGKILL');
+    return { drained, cut };
+  }
+
+  /** Pull every worker's figures and make them the control plane's. */
+  async refresh(): Promise<void> {
+    if (this.members.every((m) => !m.worker)) return;
+    await this.ask((id) => ({ t: 'report', id }));
+    this.absorb();
+  }
+
+  private absorb(): void {
+    const reports = this.members.map((m) => m.report).filter((r): r is WorkerReport => r !== null);
+    this.merged = mergeReports([this.retired, ...reports]);
+    for (const [key, l] of this.merged.loads) this.deps.loads.peek(key)?.absorb(l);
+    for (const [name, c] of this.merged.counters) Object.assign(this.deps.loads.countersFor(name), c);
+    this.deps.traffic.absorb([this.merged.traffic]);
+  }
+
+  private checkHung(): void {
+    if (this.stopping) return;
+    const now = Date.now();
+    for (const m of this.members) {
+      if (m.worker && !m.worker.isDead() && now - m.lastAnswer > WORKER_HUNG_MS) {
+        this.deps.logger.error({ worker: m.index, pid: m.pid, silentMs: now - m.lastAnswer }, 'data-plane worker stopped answering: killing it');
+        m.worker.process.kill('SIGKILL');
+      }
+    }
+  }
+
+  processes(): unknown[] {
+    return this.members.map((m) => ({
+      index: m.index,
+      pid: m.worker ? m.pid : null,
+      up: m.worker !== null && !m.worker.isDead(),
+      open: m.report?.open ?? 0,
+      accepted: m.report?.accepted ?? 0,
+      restarts: m.exits,
+    }));
+  }
+
+  /** Kill every worker now (the second signal). */
+  kill(): void {
+    this.stopping = true;
+    for (const m of this.members) m.worker?.process.kill('SIGKILL');
+  }
+}
+
+function specLabel(spec: ListenSpec): string {
+  return 'fd' in spec ? `fd ${spec.fd}` : formatHostPort(spec.addr);
+}
