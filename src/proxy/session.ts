@@ -4,13 +4,13 @@
 //
 // Hot path (see `npm run bench`): no closure is made per connection. Every event listener is
 // one module-level function shared by all connections; it finds its session through a symbol
-// property on the socket (`this` is the emitting socket). Data is relayed with 'data' and
-// write(), pausing the reader when write() returns false and resuming it on the writer's
-// 'drain'. There is no timer per connection: the connect timeout and the idle timeout are
-// checked by the registry's one coarse sweep (ConnectionRegistry, runtime/drain.ts), and a data
-// event only sets a flag.
+// property on the socket (`this` is the emitting socket). Data is relayed with the sockets'
+// `onread` callback (see "Reading" below) and write(), stopping the reader when write() returns
+// false with bytes still queued and resuming it on the writer's 'drain'. There is no timer per
+// connection: the connect timeout and the idle timeout are checked by the registry's one coarse
+// sweep (ConnectionRegistry, runtime/drain.ts), and a read only sets a flag.
 
-import { Socket } from 'node:net';
+import { Socket, type OnReadOpts, type SocketConstructorOpts } from 'node:net';
 import type { Snapshot, SnapshotBackend } from '../core/snapshot';
 import type { BackendLoad, Lease } from '../core/stats';
 import type { ConnectionRegistry } from '../runtime/drain';
@@ -42,6 +42,114 @@ interface BackendSocket extends Socket {
 }
 
 const NO_BACKENDS: readonly BackendLoad[] = Object.freeze([]);
+
+// Reading. With `onread`, Node reads into a buffer we give it and calls one function with the
+// byte count: no 64 KiB allocation per read (and no shrink of it to the bytes read), no Readable
+// push, no 'data' emit. The catch is that write() keeps a reference to what it is given while it
+// is queued (in the Writable's buffer, or in libuv when the kernel took only part of it), so the
+// buffer read into must not be read into again until that write is done. Which buffer the next
+// read uses is decided right after each read by the `buffer` generator (Node calls it right after
+// the callback, synchronously), from what the callback left in `nextRead`:
+// - every socket starts on SHARED, one buffer for all: a read into it is always copied out before
+//   the write, so nothing ever references it and any socket may read into it at any time. A small
+//   read's copy comes from Buffer's pool (cheap), and an idle connection holds no buffer at all.
+// - a big read (one that a copy could not take from the pool) suggests more are coming: the
+//   socket moves to a buffer of its own (the copy is made into it), written from without a copy.
+//   After each write, writableLength === 0 means the write completed synchronously and nothing
+//   references the buffer any more: it is read into again. Otherwise it stays with the queued
+//   write (and is collected after it) and the socket gets a fresh one: copying instead would
+//   cost a memcpy per read even when the kernel takes everything at once, the usual case.
+// - a small read sends the socket back to SHARED, so a connection holds its own 64 KiB only
+//   while its reads are big (a copy of a small read costs little).
+// Returning false from the callback stops reading (the handle's readStop()); Socket.resume()
+// restarts it in this mode (Node 20's net.js: resume() calls tryReadStart() when kBuffer is set).
+const READ_SIZE = 64 * 1024;
+const SMALL_READ = Buffer.poolSize >>> 1; // Buffer.allocUnsafe takes smaller sizes from its pool
+const SHARED = Buffer.allocUnsafeSlow(READ_SIZE);
+/** the buffer the next read of the socket that just read goes into (set by relay()) */
+let nextRead: Buffer | null = null;
+
+function nextReadBuffer(): Buffer {
+  const b = nextRead ?? SHARED;
+  nextRead = null;
+  return b;
+}
+
+/**
+ * Write the `n` bytes read into `buf` to `dst`; false to stop reading until `dst`'s 'drain'.
+ * write() returns false for any chunk of 16 KiB or more (the socket's highWaterMark), even when
+ * the kernel took all of it at once; stopping then would cost a readStop() and a readStart() per
+ * big read. So reading stops only when write() said so and bytes are still queued: then 'drain'
+ * comes once they are written (write() returned false, so the Writable owes a 'drain'). When
+ * write() returned true, 'drain' is not owed, so reading must go on even if a little is queued
+ * (below the highWaterMark, as with a plain 'data' relay).
+ */
+function relay(buf: Buffer, n: number, dst: Socket): boolean {
+  if (buf === SHARED) {
+    if (n < SMALL_READ) {
+      const copy = Buffer.allocUnsafe(n);
+      SHARED.copy(copy, 0, 0, n);
+      nextRead = SHARED;
+      return dst.write(copy) || dst.writableLength === 0;
+    }
+    const own = Buffer.allocUnsafeSlow(READ_SIZE);
+    SHARED.copy(own, 0, 0, n);
+    buf = own;
+  }
+  const ok = dst.write(n === buf.length ? buf : buf.subarray(0, n));
+  const queued = dst.writableLength > 0;
+  nextRead = n < SMALL_READ ? SHARED : queued ? Buffer.allocUnsafeSlow(READ_SIZE) : buf;
+  return ok || !queued;
+}
+
+const BACKEND_OPTIONS = {
+  allowHalfOpen: true,
+  onread: { buffer: nextReadBuffer, callback: onBackendRead as unknown as OnReadOpts['callback'] },
+} as SocketConstructorOpts;
+
+// An accepted socket is made by the server (net.js onconnection) without an `onread` option. It
+// gets the same mode after accept by doing what the Socket constructor and initSocketHandle()
+// do with that option: set the socket's three onread properties (internal symbols, found once by
+// their names) and switch the handle to the user buffer (handle.useUserBuffer). The socket is
+// still paused (pauseOnConnect: nothing read yet), so no byte can be on the other path. When the
+// internals are not there (another Node), the client is relayed with 'data' events instead.
+interface OnreadKeys {
+  readonly buffer: symbol;
+  readonly callback: symbol;
+  readonly gen: symbol;
+}
+let onreadKeys: OnreadKeys | null | undefined;
+
+function findOnreadKeys(c: Socket): OnreadKeys | null {
+  const by = new Map(Object.getOwnPropertySymbols(c).map((k) => [k.description, k]));
+  const buffer = by.get('kBuffer');
+  const callback = by.get('kBufferCb');
+  const gen = by.get('kBufferGen');
+  return buffer && callback && gen ? { buffer, callback, gen } : null;
+}
+
+/** Does this Node let accepted sockets read with onread (the fast path)? For a test and the bench. */
+export function clientOnreadAvailable(): boolean {
+  const s = new Socket();
+  const ok = findOnreadKeys(s) !== null;
+  s.destroy();
+  return ok;
+}
+
+/** Switch an accepted, paused, unread socket to onread mode; false if this Node cannot. */
+function useOnread(c: ClientSocket): boolean {
+  if (onreadKeys === undefined) onreadKeys = findOnreadKeys(c);
+  const k = onreadKeys;
+  const h = (c as unknown as { _handle: { reading?: boolean; useUserBuffer?: (b: Buffer) => void } | null })._handle;
+  if (!k || !h || typeof h.useUserBuffer !== 'function' || h.reading || c.readableLength > 0) return false;
+  const o = c as unknown as Record<symbol, unknown>;
+  if (o[k.buffer] !== null) return false; // already in onread mode, or the properties changed meaning
+  o[k.callback] = onClientRead;
+  o[k.gen] = nextReadBuffer;
+  o[k.buffer] = SHARED;
+  h.useUserBuffer(SHARED);
+  return true;
+}
 
 export class Session {
   /** set by the listener when the per-client limits counted this connection */
@@ -125,7 +233,7 @@ export class Session {
     }
     this.target = target;
     this.attempts++;
-    const s = new Socket({ allowHalfOpen: true }) as BackendSocket;
+    const s = new Socket(BACKEND_OPTIONS) as BackendSocket;
     s[SESSION] = this;
     s[LEASE] = target.load.acquire();
     this.backend = s;
@@ -158,13 +266,20 @@ export class Session {
     }
     const pre = this.host.preamble(c, this.snap);
     if (pre) s.write(pre);
-    c.on('data', onClientData);
+    if (!useOnread(c)) c.on('data', onClientData);
     c.on('end', onClientEnd);
     c.on('drain', onClientDrain);
-    s.on('data', onBackendData);
     s.on('end', onBackendEnd);
     s.on('drain', onBackendDrain);
     c.resume();
+  }
+
+  /** @internal */ onClientRead(buf: Buffer, n: number): boolean {
+    this.bytesIn += n;
+    this.target!.counters.bytesIn += n;
+    this.moved = true;
+    if (this.firstSentAt === 0) this.firstSentAt = this.host.now();
+    return relay(buf, n, this.backend!);
   }
 
   /** @internal */ onClientData(chunk: Buffer): void {
@@ -176,8 +291,7 @@ export class Session {
     if (!this.backend!.write(chunk)) this.client.pause();
   }
 
-  /** @internal */ onBackendData(chunk: Buffer): void {
-    const n = chunk.length;
+  /** @internal */ onBackendRead(buf: Buffer, n: number): boolean {
     this.bytesOut += n;
     const t = this.target!;
     t.counters.bytesOut += n;
@@ -190,7 +304,7 @@ export class Session {
       const from = this.firstSentAt === 0 ? this.connectStartedAt + this.connectMs : this.firstSentAt;
       t.load.observeLatency(this.connectMs + (now - from));
     }
-    if (!this.client.write(chunk)) this.backend!.pause();
+    return relay(buf, n, this.client);
   }
 
   /** @internal */ onClientDrain(): void {
@@ -289,6 +403,9 @@ function onClientError(this: ClientSocket): void {
 function onClientClose(this: ClientSocket): void {
   this[SESSION].onClientClose();
 }
+function onClientRead(this: ClientSocket, n: number, buf: Buffer): boolean {
+  return this[SESSION].onClientRead(buf, n);
+}
 function onClientData(this: ClientSocket, chunk: Buffer): void {
   this[SESSION].onClientData(chunk);
 }
@@ -309,8 +426,8 @@ function onBackendClose(this: BackendSocket): void {
   this[LEASE].release();
   this[SESSION].onBackendClose(this);
 }
-function onBackendData(this: BackendSocket, chunk: Buffer): void {
-  this[SESSION].onBackendData(chunk);
+function onBackendRead(this: BackendSocket, n: number, buf: Buffer): boolean {
+  return this[SESSION].onBackendRead(buf, n);
 }
 function onBackendEnd(this: BackendSocket): void {
   this[SESSION].onBackendEnd();
