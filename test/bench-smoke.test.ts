@@ -1,6 +1,7 @@
 // Smoke test of `npm run bench`: runs scripts/bench.ts --quick (one round, 1 s per measurement,
 // 1,000 idle connections, never installs anything) so the script cannot rot. It uses only what
-// is installed: W4 (idle connections, lemonade and the pipe proxy) always runs; W1/W2 need wrk,
+// is installed: W4 (idle connections, lemonade, lemonade with a worker per CPU and the pipe proxy)
+// always runs; W1/W2/W5 need wrk,
 // W3 iperf3, the HAProxy column haproxy (each left out, with a note, when missing). Figures of
 // so short a run on a shared machine mean little: completion and the rows are asserted.
 
@@ -27,8 +28,9 @@ test('bench --quick completes and prints a row per contender and workload it can
   assert.equal(code, 0, ctx);
 
   const want: [string, string][] = [];
-  const proxies = ['pipe', 'lemonade', ...(tools.haproxy ? ['haproxy'] : [])];
+  const proxies = ['pipe', 'lemonade', 'lemonade-workers', ...(tools.haproxy ? ['haproxy'] : [])];
   if (tools.wrk) for (const w of ['W1', 'W2']) for (const c of ['direct', ...proxies]) want.push([w, c]);
+  if (tools.wrk) for (const c of ['lemonade', 'lemonade-workers']) want.push(['W5', c]);
   if (tools.iperf3) for (const c of ['direct', ...proxies]) want.push(['W3', c]);
   for (const c of proxies) want.push(['W4', c]);
 
@@ -39,7 +41,7 @@ test('bench --quick completes and prints a row per contender and workload it can
 
   const last = out.trim().split('\n').filter((l) => l.startsWith('{')).pop();
   assert.ok(last, ctx);
-  const j = JSON.parse(last) as { failed: string | null; rows: { workload: string; contender: string; throughput: number; cost: number | null; samples: { errors: number }[] }[] };
+  const j = JSON.parse(last) as { failed: string | null; cpus: number; scaling: { ratio: number } | null; rows: { workload: string; contender: string; throughput: number; cost: number | null; samples: { errors: number }[] }[] };
   assert.equal(j.failed, null, ctx);
   for (const [w, c] of want) {
     const r = j.rows.find((x) => x.workload === w && x.contender === c);
@@ -48,5 +50,10 @@ test('bench --quick completes and prints a row per contender and workload it can
     // RSS growth over 1,000 idle connections can round to ~0: only its presence is checked
     if (c !== 'direct') assert.ok(r.cost !== null && (w === 'W4' || r.cost > 0), `${w} ${c}: no cost figure\n${ctx}`);
     assert.equal(r.samples.reduce((a, s) => a + s.errors, 0), 0, `${w} ${c}: errors\n${ctx}`);
+  }
+  // W5: a scaling ratio from the same round, and the line that reports it
+  if (tools.wrk) {
+    assert.ok(j.scaling !== null && j.scaling.ratio > 0, `no W5 scaling ratio\n${ctx}`);
+    assert.match(out, new RegExp(`W5 scaling: ${j.cpus} workers give [\\d.]+× the conn/s of 1`));
   }
 });
