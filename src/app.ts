@@ -1,6 +1,7 @@
 // The composition root: builds every part, owns the start and stop order, and applies reloads.
 // Control plane: config, reload triggers, health checker, admin API, signals, systemd.
-// Data plane: the listener and its sessions, which only read the current snapshot.
+// Data plane: the listener and its sessions, which only read the current snapshot; reached
+// through DataPlane (runtime/plane.ts): in this process, or in worker processes (runtime.workers).
 
 import type { Config } from './config/schema';
 import { loadFromText, readConfigText, sha256, type Env, type Loaded } from './config/load';
