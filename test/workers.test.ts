@@ -146,6 +146,25 @@ test('workers = 2: a reload reaches every worker', async (t) => {
   assert.ok(st.workers!.every((w) => w.up));
 });
 
+test('workers = 2: a reload that changes runtime.workers applies the rest and keeps the running number', async (t) => {
+  const backends = await Promise.all(['n1'].map((n) => startNamed(n)));
+  const lb = await startBalancer(testConfig([{ address: backends[0]!.address, name: 'n1' }], { runtime: 'workers = 2' }));
+  t.after(async () => {
+    await lb.stop('SIGKILL');
+    await Promise.all(backends.map((b) => b.close()));
+  });
+  const r = await lb.admin('/reload', 'POST');
+  assert.equal(JSON.parse(r.body).result, 'success');
+  writeFileSync(lb.configPath, readFileSync(lb.configPath, 'utf8').replace('workers = 2', 'workers = 3').replace('name = "n1"', 'name = "n1"\nweight = 4'));
+  const out = JSON.parse((await lb.admin('/reload', 'POST')).body) as { result: string; generation: number; changes: string };
+  assert.equal(out.result, 'success');
+  assert.match(out.changes, /runtime\.workers stays 2 until a restart/);
+  await lb.waitForLog((l) => l['msg'] === 'runtime.workers changes only with a restart', 2000, 'the warning');
+  const st = await adminJson<Status & { backends: { weight: number }[] }>(lb, '/status');
+  assert.equal(st.workers!.length, 2);
+  assert.equal(st.backends[0]!.weight, 4, 'the rest of the file applied');
+});
+
 test('workers = 2: a new listen_address is bound by all workers before the old one closes; a busy one fails the whole reload', async (t) => {
   const backends = await Promise.all(['n1'].map((n) => startNamed(n)));
   const lb = await startBalancer(testConfig([{ address: backends[0]!.address, name: 'n1' }], { runtime: 'workers = 2' }));
