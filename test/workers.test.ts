@@ -4,6 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import http from 'node:http';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { spawn, spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
@@ -144,6 +145,57 @@ test('workers = 2: a reload reaches every worker', async (t) => {
   for (let i = 0; i < 5; i++) assert.deepEqual([...new Set(await burst(lb.port, 30))], ['n2']);
   const st = await adminJson<Status>(lb, '/status');
   assert.ok(st.workers!.every((w) => w.up));
+});
+
+test('workers = 2: reload under load: four clients, >= 1200 requests, the file rewritten every 150 ms, 0 failures', async (t) => {
+  const w = await Promise.all(['w1', 'w2', 'w3'].map((n) => startWorker(n)));
+  const strategies = ['round_robin', 'weighted_round_robin', 'least_connections', 'fastest_response', 'adaptive'];
+  const config = (i: number): string =>
+    testConfig(
+      w.map((x, k) => ({ address: x.address, name: `w${k + 1}`, weight: 1 + ((i + k) % 4) })),
+      { strategy: strategies[i % strategies.length]!, runtime: 'workers = 2\nconfig_watch_interval_millis = 1000' },
+    );
+  const lb = await startBalancer(config(0));
+  t.after(async () => {
+    await lb.stop('SIGKILL');
+    await Promise.all(w.map((x) => x.stop()));
+  });
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 4 });
+  t.after(() => agent.destroy());
+  let stop = false;
+  let rewrites = 0;
+  const writer = (async () => {
+    while (!stop) {
+      rewrites++;
+      lb.writeConfig(config(rewrites));
+      await new Promise((r) => setTimeout(r, 150));
+    }
+  })();
+  let ok = 0;
+  const failures: string[] = [];
+  const deadline = Date.now() + 60_000;
+  const client = async (): Promise<void> => {
+    while ((ok + failures.length < 1200 || rewrites < 20) && Date.now() < deadline) {
+      // alternate keep-alive and one connection per request (new connections land on either worker)
+      const useAgent = (ok + failures.length) % 2 === 0;
+      try {
+        const r = await httpRequest(lb.port, '/', { agent: useAgent ? agent : false, timeoutMs: 5000 });
+        if (r.status === 200 && /^w[123]\n$/.test(r.body)) ok++;
+        else failures.push(`${r.status} ${JSON.stringify(r.body)}`);
+      } catch (e) {
+        failures.push(String((e as Error).message));
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: 4 }, client));
+  stop = true;
+  await writer;
+  const st = await adminJson<Status>(lb, '/status');
+  t.diagnostic(`workers = 2, reload under load: ${ok} ok, ${failures.length} failed, ${rewrites} rewrites, generation ${st.config.generation}, accepted per worker ${st.workers!.map((x) => x.accepted).join('/')}`);
+  assert.deepEqual(failures, []);
+  assert.ok(ok >= 1200, `${ok} requests`);
+  assert.ok(st.config.generation >= 15, `reloads applied: generation ${st.config.generation}`);
+  assert.ok(st.workers!.every((x) => x.up && x.restarts === 0));
 });
 
 test('workers = 2: a reload that changes runtime.workers applies the rest and keeps the running number', async (t) => {
