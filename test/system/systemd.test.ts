@@ -5,7 +5,8 @@
 // balancer is driven through systemctl: socket activation on the first connection, traffic to a
 // backend inside the container, `systemctl reload` of an edited file (and the refusal of an invalid
 // one), a restart through the socket that loses no connection attempt, `systemctl stop` draining an
-// in-flight request, and the watchdog killing and restarting a frozen process. Also: the package
+// in-flight request, the same with `workers = 2` (the hardened unit runs the data-plane workers
+// and stop leaves no process), and the watchdog killing and restarting a frozen process. Also: the package
 // itself (lintian, systemd-analyze verify and security) and the native sd-notify path.
 //
 // Run as root: `npm run test:systemd` (needs systemd-container, lintian, curl; .ci/run installs them).
@@ -335,6 +336,32 @@ test('systemd: package, units and a real systemd in a disposable container', { t
     assert.ok(stopMs > 1000, `stop returned after ${stopMs} ms: it did not wait for the drain`);
     t.diagnostic(`systemctl stop took ${stopMs} ms while a 3 s request was in flight`);
     // the socket is still there: the next connection starts the service again
+    c.write('/etc/lemonade/config.toml', lbConfig([{ name: 'be1', port: 9001 }]));
+    assert.equal(curl().stdout, 'be1\n');
+  });
+
+  await t.test('workers = 2 under systemd: two data-plane workers in the unit; stop drains them and leaves nothing', async () => {
+    c.write('/etc/lemonade/config.toml', lbConfig([{ name: 'slow', port: 9003 }]).replace('drain_timeout_millis = 10000', 'drain_timeout_millis = 10000\nworkers = 2'));
+    c.ok(['systemctl', 'restart', 'lemonade-lb.service'], { timeoutSec: 60 });
+    const pid = c.show('lemonade-lb.service', 'MainPID')['MainPID']!;
+    const kids = await waitFor(() => {
+      const rows = c.exec(['ps', '-o', 'pid=,user=', '--ppid', pid]).stdout.trim().split('\n').filter(Boolean);
+      return rows.length === 2 ? rows : null;
+    }, 15_000, 'two data-plane workers under the main process', 200);
+    assert.ok(kids.every((l) => l.trim().endsWith('lemonade')), `workers run as the service user: ${kids.join('; ')}`);
+    const st = JSON.parse(c.ok(['curl', '-sf', '--max-time', '5', 'http://127.0.0.1:9090/status'])) as { workers: { pid: number }[] };
+    assert.deepEqual(st.workers.map((w) => String(w.pid)).sort(), kids.map((l) => l.trim().split(/\s+/)[0]!).sort());
+    const inflight = c.spawnIn(['curl', '-sS', '--max-time', '20', 'http://127.0.0.1:8080/'], 30);
+    await new Promise((r) => setTimeout(r, 800));
+    c.ok(['systemctl', 'stop', 'lemonade-lb.service'], { timeoutSec: 60 });
+    const r = await inflight;
+    assert.equal(r.stdout, 'slow\n', `the in-flight request was cut: ${r.stdout} ${r.stderr}`);
+    const s = c.show('lemonade-lb.service', 'ActiveState', 'Result', 'ExecMainStatus');
+    assert.equal(s['ActiveState'], 'inactive');
+    assert.equal(s['Result'], 'success');
+    assert.equal(s['ExecMainStatus'], '0');
+    assert.equal(c.exec(['pgrep', '-u', 'lemonade']).stdout.trim(), '', 'no process of the service is left');
+    // back to one process for what follows; the socket starts the service again
     c.write('/etc/lemonade/config.toml', lbConfig([{ name: 'be1', port: 9001 }]));
     assert.equal(curl().stdout, 'be1\n');
   });
