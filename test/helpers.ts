@@ -215,6 +215,59 @@ export async function startBalancer(config: string, opts: BalancerOptions = {}):
   return b;
 }
 
+/**
+ * `clients` loops of HTTP GET / through the proxy while `more(done)` holds (and at most
+ * `limitMs`), alternating a keep-alive connection and one connection per request. A response
+ * counts as ok when it is a 200 whose body passes `accept`; anything else is a failure, named.
+ */
+export async function requestsUnderLoad(port: number, o: { clients: number; more: (done: number) => boolean; accept: (body: string) => boolean; limitMs?: number }): Promise<{ ok: number; failures: string[] }> {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: o.clients });
+  let ok = 0;
+  const failures: string[] = [];
+  const deadline = Date.now() + (o.limitMs ?? 60_000);
+  const client = async (): Promise<void> => {
+    while (o.more(ok + failures.length) && Date.now() < deadline) {
+      const useAgent = (ok + failures.length) % 2 === 0;
+      try {
+        const r = await httpRequest(port, '/', { agent: useAgent ? agent : false, timeoutMs: 5000 });
+        if (r.status === 200 && o.accept(r.body)) ok++;
+        else failures.push(`${r.status} ${JSON.stringify(r.body)}`);
+      } catch (e) {
+        failures.push(String((e as Error).message));
+      }
+    }
+  };
+  try {
+    await Promise.all(Array.from({ length: o.clients }, client));
+  } finally {
+    agent.destroy();
+  }
+  return { ok, failures };
+}
+
+/**
+ * Rewrite the balancer's file with makeConfig(1), makeConfig(2), ... every `everyMs` until stop()
+ * (a reload storm); count() is how many rewrites so far.
+ */
+export function rewriteEvery(lb: Balancer, makeConfig: (n: number) => string, everyMs: number): { count(): number; stop(): Promise<void> } {
+  let stopped = false;
+  let n = 0;
+  const loop = (async () => {
+    while (!stopped) {
+      n++;
+      lb.writeConfig(makeConfig(n));
+      await new Promise((r) => setTimeout(r, everyMs));
+    }
+  })();
+  return {
+    count: () => n,
+    stop: async () => {
+      stopped = true;
+      await loop;
+    },
+  };
+}
+
 /** SIGTERM a child, SIGKILL it if it has not exited within timeoutMs; resolves once it exited. */
 export function stopProcess(proc: ChildProcess, timeoutMs = 5000): Promise<void> {
   if (proc.exitCode !== null || proc.signalCode !== null) return Promise.resolve();

@@ -50,6 +50,31 @@ async function connectThrough(port: number, ack = false): Promise<net.Socket> {
 }
 
 /** A chunk size: half small (below Buffer's pool limit), half up to 256 KiB. */
+/**
+ * A backend behind a balancer and a client connected through it (with `ack`, the HELLO handshake
+ * done), torn down after the test; with `collect` the client gathers what comes back in `answer`.
+ */
+async function throughBalancer(
+  t: { after(f: () => Promise<void>): void },
+  onBackend: (s: net.Socket) => void,
+  o: { ack?: boolean; collect?: boolean } = {},
+): Promise<{ c: net.Socket; answer: Buffer[]; ended: Promise<void> }> {
+  const be = await startProxiedBackend(onBackend);
+  const lb = await startBalancer(testConfig([{ address: be.address }]));
+  const c = await connectThrough(lb.port, o.ack ?? true);
+  t.after(async () => {
+    c.destroy();
+    await lb.stop();
+    await be.close();
+  });
+  const answer: Buffer[] = [];
+  if (o.collect ?? true) {
+    c.on('data', (d: Buffer) => answer.push(d));
+    c.resume();
+  }
+  return { c, answer, ended: new Promise<void>((r) => c.once('end', r)) };
+}
+
 function chunkSize(): number {
   return randomInt(2) === 0 ? randomInt(1, 4096) : randomInt(4096, 256 * 1024);
 }
@@ -91,37 +116,23 @@ function readSlowly(s: net.Socket): Promise<{ sha: string; bytes: number }> {
 
 test('64 MiB from a fast backend in random chunk sizes to a slow client arrives byte-exact', async (t) => {
   let sent: Promise<string> | null = null;
-  const be = await startProxiedBackend((s) => {
-    sent = writeRandom(s, 64 * MiB).then((sha) => (s.end(), sha));
-  });
-  const lb = await startBalancer(testConfig([{ address: be.address }]));
-  const c = await connectThrough(lb.port);
-  t.after(async () => {
-    c.destroy();
-    await lb.stop();
-    await be.close();
-  });
+  const { c } = await throughBalancer(
+    t,
+    (s) => {
+      sent = writeRandom(s, 64 * MiB).then((sha) => (s.end(), sha));
+    },
+    { ack: false, collect: false },
+  );
   const got = await readSlowly(c);
   assert.equal(got.bytes, 64 * MiB);
   assert.equal(got.sha, await sent!);
 });
 
 test('64 MiB from a fast client in random chunk sizes to a slow backend arrives byte-exact, then the answer comes back', async (t) => {
-  const be = await startProxiedBackend((s) => {
+  const { c, answer, ended } = await throughBalancer(t, (s) => {
     s.write('ok');
     void readSlowly(s).then((r) => s.end(`${r.bytes} ${r.sha}`));
   });
-  const lb = await startBalancer(testConfig([{ address: be.address }]));
-  const c = await connectThrough(lb.port, true);
-  t.after(async () => {
-    c.destroy();
-    await lb.stop();
-    await be.close();
-  });
-  const answer: Buffer[] = [];
-  c.on('data', (d: Buffer) => answer.push(d));
-  c.resume();
-  const ended = new Promise<void>((r) => c.once('end', r));
   const sha = await writeRandom(c, 64 * MiB);
   c.end();
   await ended;
@@ -137,7 +148,7 @@ test('reads of 4-16 KiB while the client is backed up: a buffer with a queued wr
   const total = 32 * MiB;
   let sent: Promise<string> | null = null;
   let backend: net.Socket | null = null;
-  const be = await startProxiedBackend((s) => {
+  const { c } = await throughBalancer(t, (s) => {
     backend = s;
     sent = (async () => {
       const h = createHash('sha256');
@@ -152,14 +163,7 @@ test('reads of 4-16 KiB while the client is backed up: a buffer with a queued wr
       s.end();
       return h.digest('hex');
     })();
-  });
-  const lb = await startBalancer(testConfig([{ address: be.address }]));
-  const c = await connectThrough(lb.port);
-  t.after(async () => {
-    c.destroy();
-    await lb.stop();
-    await be.close();
-  });
+  }, { ack: false, collect: false });
   const h = createHash('sha256');
   let bytes = 0;
   let nextStop = 2 * MiB;
@@ -178,6 +182,18 @@ test('reads of 4-16 KiB while the client is backed up: a buffer with a queued wr
 });
 
 /** Poll until `s` has bytes queued that stopped moving: the path through the balancer is full. */
+/** Once `writer` is backed up (the whole path full), read `reader` to its FIN; resolves with every byte. */
+async function readAfterStall(writer: net.Socket, reader: net.Socket, what: string): Promise<Buffer> {
+  await stalled(writer, what);
+  const got: Buffer[] = [];
+  reader.on('data', (d: Buffer) => got.push(d));
+  await new Promise<void>((r) => {
+    reader.once('end', r);
+    reader.resume();
+  });
+  return Buffer.concat(got);
+}
+
 async function stalled(s: net.Socket, what: string): Promise<void> {
   let last = -1;
   await waitFor(
@@ -196,32 +212,15 @@ async function stalled(s: net.Socket, what: string): Promise<void> {
 test('client half-close while its bytes are queued: the backend gets every byte, then the FIN, and can still answer', async (t) => {
   const data = randomBytes(32 * MiB);
   let backend: net.Socket | null = null;
-  const be = await startProxiedBackend((s) => {
+  const { c, answer, ended: clientEnded } = await throughBalancer(t, (s) => {
     backend = s; // paused: it reads nothing until the whole path is full
     s.write('ok');
   });
-  const lb = await startBalancer(testConfig([{ address: be.address }]));
-  const c = await connectThrough(lb.port, true);
-  t.after(async () => {
-    c.destroy();
-    await lb.stop();
-    await be.close();
-  });
-  const answer: Buffer[] = [];
-  c.on('data', (d: Buffer) => answer.push(d));
-  c.resume();
-  const clientEnded = new Promise<void>((r) => c.once('end', r));
   c.write(data);
   c.end();
   const s = await waitFor(() => backend, 5000, 'the backend connection');
-  await stalled(c, 'the client to be backed up');
-  const got: Buffer[] = [];
-  s.on('data', (d: Buffer) => got.push(d));
-  await new Promise<void>((r) => {
-    s.once('end', r);
-    s.resume();
-  });
-  assert.equal(Buffer.concat(got).equals(data), true, 'the backend read every byte, in order, before the FIN');
+  const got = await readAfterStall(c, s, 'the client to be backed up');
+  assert.equal(got.equals(data), true, 'the backend read every byte, in order, before the FIN');
   s.end('after your FIN');
   await clientEnded;
   assert.equal(Buffer.concat(answer).toString(), 'after your FIN');
@@ -232,31 +231,22 @@ test('backend half-close while its bytes are queued: the client gets every byte,
   let backend: net.Socket | null = null;
   const fromClient: Buffer[] = [];
   let backendGotEnd = false;
-  const be = await startProxiedBackend((s) => {
-    backend = s;
-    s.on('data', (d: Buffer) => fromClient.push(d));
-    s.on('end', () => (backendGotEnd = true));
-    s.resume();
-    s.write(data);
-    s.end();
-  });
-  const lb = await startBalancer(testConfig([{ address: be.address }]));
-  const c = await connectThrough(lb.port);
+  const { c } = await throughBalancer(
+    t,
+    (s) => {
+      backend = s;
+      s.on('data', (d: Buffer) => fromClient.push(d));
+      s.on('end', () => (backendGotEnd = true));
+      s.resume();
+      s.write(data);
+      s.end();
+    },
+    { ack: false, collect: false },
+  );
   c.pause(); // read nothing until the whole path is full
-  t.after(async () => {
-    c.destroy();
-    await lb.stop();
-    await be.close();
-  });
   const s = await waitFor(() => backend, 5000, 'the backend connection');
-  await stalled(s, 'the backend to be backed up');
-  const got: Buffer[] = [];
-  c.on('data', (d: Buffer) => got.push(d));
-  await new Promise<void>((r) => {
-    c.once('end', r);
-    c.resume();
-  });
-  assert.equal(Buffer.concat(got).equals(data), true, 'the client read every byte, in order, before the FIN');
+  const got = await readAfterStall(s, c, 'the backend to be backed up');
+  assert.equal(got.equals(data), true, 'the client read every byte, in order, before the FIN');
   c.end('after your FIN');
   await waitFor(() => backendGotEnd, 5000, 'the client FIN at the backend');
   assert.equal(Buffer.concat(fromClient).toString(), 'after your FIN');

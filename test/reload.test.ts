@@ -5,7 +5,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import http from 'node:http';
 import { writeFileSync, renameSync, symlinkSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import {
@@ -19,6 +18,8 @@ import {
   adminJson,
   freePort,
   type Balancer,
+  rewriteEvery,
+  requestsUnderLoad,
   type TestServer,
 } from './helpers';
 
@@ -302,47 +303,12 @@ test('reload under load: six clients, >= 1500 requests, the file rewritten every
     await lb.stop();
     await Promise.all(workers.map((w) => w.stop()));
   });
-  const agent = new http.Agent({ keepAlive: true, maxSockets: 6 });
-  t.after(() => agent.destroy());
-  let stop = false;
-  let rewrites = 0;
-  const writer = (async () => {
-    while (!stop) {
-      rewrites++;
-      lb.writeConfig(config(rewrites));
-      await new Promise((r) => setTimeout(r, 150));
-    }
-  })();
-  let ok = 0;
-  const failures: string[] = [];
-  const deadline = Date.now() + 60_000;
-  const client = async (): Promise<void> => {
-    while ((ok + failures.length < 1600 || rewrites < 25) && Date.now() < deadline) {
-      // alternate keep-alive and one-connection-per-request
-      const useAgent = (ok + failures.length) % 2 === 0;
-      try {
-        const body = await new Promise<string>((res, rej) => {
-          const req = http.get({ host: '127.0.0.1', port: lb.port, path: '/', agent: useAgent ? agent : false }, (r) => {
-            let b = '';
-            r.on('data', (d: Buffer) => (b += d.toString()));
-            r.on('end', () => (r.statusCode === 200 ? res(b) : rej(new Error(`status ${r.statusCode}`))));
-          });
-          req.setTimeout(5000, () => req.destroy(new Error('timeout')));
-          req.on('error', rej);
-        });
-        if (/^w[123]\n$/.test(body)) ok++;
-        else failures.push(`body ${JSON.stringify(body)}`);
-      } catch (e) {
-        failures.push(String((e as Error).message));
-      }
-    }
-  };
+  const writer = rewriteEvery(lb, config, 150);
   const started = Date.now();
-  await Promise.all(Array.from({ length: 6 }, client));
-  stop = true;
-  await writer;
+  const { ok, failures } = await requestsUnderLoad(lb.port, { clients: 6, more: (n) => n < 1600 || writer.count() < 25, accept: (b) => /^w[123]\n$/.test(b) });
+  await writer.stop();
   const s = await status(lb);
-  t.diagnostic(`reload under load: ${ok} requests ok, ${failures.length} failed, ${rewrites} rewrites, generation ${s.config.generation}, ${Date.now() - started} ms`);
+  t.diagnostic(`reload under load: ${ok} requests ok, ${failures.length} failed, ${writer.count()} rewrites, generation ${s.config.generation}, ${Date.now() - started} ms`);
   assert.deepEqual(failures, []);
   assert.ok(ok >= 1500, `${ok} requests`);
   assert.ok(s.config.generation >= 20, `reloads applied: generation ${s.config.generation}`);

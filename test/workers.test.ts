@@ -4,13 +4,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import http from 'node:http';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { spawn, spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
-import { adminJson, BUNDLE, cleanEnv, freePort, requireTool, httpRequest, runCli, startBalancer, startEcho, startNamed, startWorker, testConfig, waitFor } from './helpers';
+import { adminJson, BUNDLE, cleanEnv, freePort, requireTool, httpRequest, requestsUnderLoad, rewriteEvery, runCli, startBalancer, startEcho, startNamed, startWorker, testConfig, waitFor } from './helpers';
 
 interface WorkerRow {
   index: number;
@@ -160,38 +159,12 @@ test('workers = 2: reload under load: four clients, >= 1200 requests, the file r
     await lb.stop('SIGKILL');
     await Promise.all(w.map((x) => x.stop()));
   });
-  const agent = new http.Agent({ keepAlive: true, maxSockets: 4 });
-  t.after(() => agent.destroy());
-  let stop = false;
-  let rewrites = 0;
-  const writer = (async () => {
-    while (!stop) {
-      rewrites++;
-      lb.writeConfig(config(rewrites));
-      await new Promise((r) => setTimeout(r, 150));
-    }
-  })();
-  let ok = 0;
-  const failures: string[] = [];
-  const deadline = Date.now() + 60_000;
-  const client = async (): Promise<void> => {
-    while ((ok + failures.length < 1200 || rewrites < 20) && Date.now() < deadline) {
-      // alternate keep-alive and one connection per request (new connections land on either worker)
-      const useAgent = (ok + failures.length) % 2 === 0;
-      try {
-        const r = await httpRequest(lb.port, '/', { agent: useAgent ? agent : false, timeoutMs: 5000 });
-        if (r.status === 200 && /^w[123]\n$/.test(r.body)) ok++;
-        else failures.push(`${r.status} ${JSON.stringify(r.body)}`);
-      } catch (e) {
-        failures.push(String((e as Error).message));
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: 4 }, client));
-  stop = true;
-  await writer;
+  const writer = rewriteEvery(lb, config, 150);
+  // new connections land on either worker, keep-alive ones stay on theirs
+  const { ok, failures } = await requestsUnderLoad(lb.port, { clients: 4, more: (n) => n < 1200 || writer.count() < 20, accept: (b) => /^w[123]\n$/.test(b) });
+  await writer.stop();
   const st = await adminJson<Status>(lb, '/status');
-  t.diagnostic(`workers = 2, reload under load: ${ok} ok, ${failures.length} failed, ${rewrites} rewrites, generation ${st.config.generation}, accepted per worker ${st.workers!.map((x) => x.accepted).join('/')}`);
+  t.diagnostic(`workers = 2, reload under load: ${ok} ok, ${failures.length} failed, ${writer.count()} rewrites, generation ${st.config.generation}, accepted per worker ${st.workers!.map((x) => x.accepted).join('/')}`);
   assert.deepEqual(failures, []);
   assert.ok(ok >= 1200, `${ok} requests`);
   assert.ok(st.config.generation >= 15, `reloads applied: generation ${st.config.generation}`);

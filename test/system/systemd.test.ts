@@ -250,6 +250,21 @@ test('systemd: package, units and a real systemd in a disposable container', { t
   await waitFor(() => [9001, 9002, 9003].every((p) => c.exec(['curl', '-sf', '--max-time', '2', `http://127.0.0.1:${p}/health`], { timeoutSec: 5 }).code === 0), 20_000, 'the backends', 200);
   c.write('/etc/lemonade/config.toml', lbConfig([{ name: 'be1', port: 9001 }]));
   const curl = (path = '/'): Out => c.exec(['curl', '-sS', '--max-time', '10', `http://127.0.0.1:8080${path}`], { timeoutSec: 15 });
+  /** `systemctl stop` while a request to the slow backend is in flight: it completes, the stop is clean. Returns the stop's ms. */
+  const stopWithRequestInFlight = async (): Promise<number> => {
+    const inflight = c.spawnIn(['curl', '-sS', '--max-time', '20', 'http://127.0.0.1:8080/'], 30);
+    await new Promise((r) => setTimeout(r, 800));
+    const t0 = Date.now();
+    c.ok(['systemctl', 'stop', 'lemonade-lb.service'], { timeoutSec: 60 });
+    const stopMs = Date.now() - t0;
+    const r = await inflight;
+    assert.equal(r.stdout, 'slow\n', `the in-flight request was cut: ${r.stdout} ${r.stderr}`);
+    const s = c.show('lemonade-lb.service', 'ActiveState', 'Result', 'ExecMainStatus');
+    assert.equal(s['ActiveState'], 'inactive');
+    assert.equal(s['Result'], 'success');
+    assert.equal(s['ExecMainStatus'], '0');
+    return stopMs;
+  };
 
   await t.test('the socket starts the service on the first connection, and traffic flows', () => {
     c.ok(['systemctl', 'start', 'lemonade-lb.socket']); // postinst starts it too, unless policy-rc.d forbids
@@ -322,17 +337,7 @@ test('systemd: package, units and a real systemd in a disposable container', { t
     c.write('/etc/lemonade/config.toml', lbConfig([{ name: 'slow', port: 9003 }]));
     c.ok(['systemctl', 'reload', 'lemonade-lb.service'], { timeoutSec: 30 });
     await waitFor(() => c.exec(['curl', '-sf', '--max-time', '2', 'http://127.0.0.1:9090/backends'], { timeoutSec: 5 }).stdout.includes('"slow"'), 10_000, 'the slow backend', 200);
-    const inflight = c.spawnIn(['curl', '-sS', '--max-time', '20', 'http://127.0.0.1:8080/'], 30);
-    await new Promise((r) => setTimeout(r, 800));
-    const t0 = Date.now();
-    c.ok(['systemctl', 'stop', 'lemonade-lb.service'], { timeoutSec: 60 });
-    const stopMs = Date.now() - t0;
-    const r = await inflight;
-    assert.equal(r.stdout, 'slow\n', `the in-flight request was cut: ${r.stdout} ${r.stderr}`);
-    const s = c.show('lemonade-lb.service', 'ActiveState', 'Result', 'ExecMainStatus');
-    assert.equal(s['ActiveState'], 'inactive');
-    assert.equal(s['Result'], 'success');
-    assert.equal(s['ExecMainStatus'], '0');
+    const stopMs = await stopWithRequestInFlight();
     assert.ok(stopMs > 1000, `stop returned after ${stopMs} ms: it did not wait for the drain`);
     t.diagnostic(`systemctl stop took ${stopMs} ms while a 3 s request was in flight`);
     // the socket is still there: the next connection starts the service again
@@ -351,15 +356,7 @@ test('systemd: package, units and a real systemd in a disposable container', { t
     assert.ok(kids.every((l) => l.trim().endsWith('lemonade')), `workers run as the service user: ${kids.join('; ')}`);
     const st = JSON.parse(c.ok(['curl', '-sf', '--max-time', '5', 'http://127.0.0.1:9090/status'])) as { workers: { pid: number }[] };
     assert.deepEqual(st.workers.map((w) => String(w.pid)).sort(), kids.map((l) => l.trim().split(/\s+/)[0]!).sort());
-    const inflight = c.spawnIn(['curl', '-sS', '--max-time', '20', 'http://127.0.0.1:8080/'], 30);
-    await new Promise((r) => setTimeout(r, 800));
-    c.ok(['systemctl', 'stop', 'lemonade-lb.service'], { timeoutSec: 60 });
-    const r = await inflight;
-    assert.equal(r.stdout, 'slow\n', `the in-flight request was cut: ${r.stdout} ${r.stderr}`);
-    const s = c.show('lemonade-lb.service', 'ActiveState', 'Result', 'ExecMainStatus');
-    assert.equal(s['ActiveState'], 'inactive');
-    assert.equal(s['Result'], 'success');
-    assert.equal(s['ExecMainStatus'], '0');
+    await stopWithRequestInFlight();
     assert.equal(c.exec(['pgrep', '-u', 'lemonade']).stdout.trim(), '', 'no process of the service is left');
     // back to one process for what follows; the socket starts the service again
     c.write('/etc/lemonade/config.toml', lbConfig([{ name: 'be1', port: 9001 }]));
