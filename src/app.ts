@@ -99,7 +99,7 @@ export class App {
     this.startedAt = this.now();
     this.loads = new LoadTable(this.now);
     this.snapshot = this.buildSnapshot(this.config, 1);
-    this.metrics = new Metrics({ loads: this.loads, snapshot: () => this.snapshot, version: opts.version });
+    this.metrics = new Metrics({ loads: this.loads, snapshot: () => this.snapshot, version: opts.version, workers: () => this.plane.workerFigures() });
     this.metrics.generation.set(1);
     this.workers = workerCount(this.config.runtime.workers);
     this.plane =

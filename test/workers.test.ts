@@ -299,6 +299,8 @@ test('workers = 2: a killed worker is replaced, traffic goes on, counters never 
   );
   const m = (await lb.admin('/metrics')).body;
   assert.ok(metric(m, 'lemonade_connections_total') >= 120);
+  assert.equal(metric(m, 'lemonade_worker_restarts_total'), 1);
+  assert.equal(metric(m, 'lemonade_workers'), 2);
   const events = (await adminJson<{ message: string }[]>(lb, '/events')).map((e) => e.message);
   assert.ok(events.some((e) => e.includes(`worker 0 (pid ${victim}) exited (SIGKILL); restarting`)), events.join('\n'));
 });

@@ -76,6 +76,8 @@ export interface MetricsSources {
   readonly loads: LoadTable;
   readonly snapshot: () => Snapshot;
   readonly version: string;
+  /** data-plane processes up now, and how many were replaced after exiting unasked */
+  readonly workers?: () => { readonly up: number; readonly restarts: number };
 }
 
 export class Metrics {
@@ -208,6 +210,24 @@ export class Metrics {
       name: 'lemonade_config_generation',
       help: 'Generation of the applied configuration (1 at start, +1 per applied reload)',
       registers,
+    });
+    const workers = src.workers ?? ((): { up: number; restarts: number } => ({ up: 1, restarts: 0 }));
+    new Gauge({
+      name: 'lemonade_workers',
+      help: 'Data-plane processes running ([runtime] workers; 1 when the balancer is one process)',
+      registers,
+      collect() {
+        this.set(workers().up);
+      },
+    });
+    new Counter({
+      name: 'lemonade_worker_restarts_total',
+      help: 'Data-plane worker processes that exited unasked and were replaced',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(workers().restarts);
+      },
     });
     const info = new Gauge({ name: 'lemonade_build_info', help: 'Build information', labelNames: ['version'], registers });
     info.set({ version: src.version }, 1);

@@ -44,6 +44,8 @@ export interface DataPlane {
   refresh(): Promise<void>;
   /** per-process view for /status (null in one process) */
   processes(): unknown[] | null;
+  /** data-plane processes up now, and unasked exits replaced so far */
+  workerFigures(): { up: number; restarts: number };
 }
 
 export interface ObserverDeps {
@@ -178,5 +180,9 @@ export class LocalPlane implements DataPlane {
 
   processes(): null {
     return null;
+  }
+
+  workerFigures(): { up: number; restarts: number } {
+    return { up: 1, restarts: 0 };
   }
 }

@@ -326,6 +326,16 @@ export class WorkerPool implements DataPlane {
     }));
   }
 
+  workerFigures(): { up: number; restarts: number } {
+    let up = 0;
+    let restarts = 0;
+    for (const m of this.members) {
+      if (m.worker !== null && !m.worker.isDead()) up++;
+      restarts += m.exits;
+    }
+    return { up, restarts };
+  }
+
   /** Kill every worker now (the second signal). */
   kill(): void {
     this.stopping = true;
