@@ -18,13 +18,24 @@ function loadNative(): Native | null {
   }
 }
 
+/** Messages kept while systemd-notify runs; more are dropped (only a stuck spawn gets there). */
+const MAX_QUEUED = 64;
+
 export class SystemdNotifier {
   private readonly socket: string | undefined;
   private native: Native | null | undefined;
   private watchdog: NodeJS.Timeout | null = null;
+  /** messages waiting for the systemd-notify before them to finish */
+  private readonly queue: string[][] = [];
+  private sending = false;
 
-  constructor(private readonly env: Readonly<Record<string, string | undefined>> = process.env) {
+  /** `native: false` always spawns systemd-notify (the path without the optional module). */
+  constructor(
+    private readonly env: Readonly<Record<string, string | undefined>> = process.env,
+    opts: { readonly native?: boolean } = {},
+  ) {
     this.socket = env['NOTIFY_SOCKET'];
+    if (opts.native === false) this.native = null;
   }
 
   get enabled(): boolean {
@@ -43,8 +54,28 @@ export class SystemdNotifier {
         /* fall back */
       }
     }
+    // one systemd-notify at a time, in order: two spawned at once can deliver out of order, and
+    // READY=1 overtaken by the RELOADING=1 before it leaves the unit "reloading" for good
+    if (this.queue.length < MAX_QUEUED) this.queue.push(lines);
+    if (!this.sending) this.sendNext();
+  }
+
+  private sendNext(): void {
+    const lines = this.queue.shift();
+    if (!lines) {
+      this.sending = false;
+      return;
+    }
+    this.sending = true;
     const child = spawn('systemd-notify', lines, { stdio: 'ignore', env: { ...process.env, NOTIFY_SOCKET: this.socket } });
-    child.on('error', () => {});
+    let done = false;
+    const next = (): void => {
+      if (done) return;
+      done = true;
+      this.sendNext();
+    };
+    child.on('error', next);
+    child.on('exit', next);
     child.unref();
   }
 

@@ -266,14 +266,18 @@ test('systemd: package, units and a real systemd in a disposable container', { t
     return stopMs;
   };
 
-  await t.test('the socket starts the service on the first connection, and traffic flows', () => {
+  await t.test('the socket starts the service on the first connection, and traffic flows', async () => {
     c.ok(['systemctl', 'start', 'lemonade-lb.socket']); // postinst starts it too, unless policy-rc.d forbids
     assert.equal(c.exec(['systemctl', 'is-active', 'lemonade-lb.socket']).stdout.trim(), 'active');
     assert.equal(c.exec(['systemctl', 'is-active', 'lemonade-lb.service']).stdout.trim(), 'inactive', 'the service must wait for a connection');
     const r = curl();
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout, 'be1\n');
-    const s = c.show('lemonade-lb.service', 'ActiveState', 'SubState', 'MainPID', 'StatusText', 'NRestarts', 'User');
+    // the socket is served before READY=1 reaches systemd (it is sent once listening): wait for it
+    const s = await waitFor(() => {
+      const x = c.show('lemonade-lb.service', 'ActiveState', 'SubState', 'MainPID', 'StatusText', 'NRestarts', 'User');
+      return x['ActiveState'] === 'active' ? x : null;
+    }, 5000, 'the service to be active', 50);
     assert.equal(s['ActiveState'], 'active');
     assert.equal(s['SubState'], 'running');
     // READY=1 and STATUS= arrived (Type=notify would otherwise still be "activating")
@@ -294,9 +298,12 @@ test('systemd: package, units and a real systemd in a disposable container', { t
     const bad = c.exec(['systemctl', 'reload', 'lemonade-lb.service'], { timeoutSec: 30 });
     assert.notEqual(bad.code, 0, 'systemctl reload of an invalid file must fail');
     assert.equal(curl().stdout, 'be2\n');
-    const s = c.show('lemonade-lb.service', 'MainPID', 'ActiveState');
+    // the good reload's READY=1 may still be on its way: wait for it
+    const s = await waitFor(() => {
+      const x = c.show('lemonade-lb.service', 'MainPID', 'ActiveState');
+      return x['ActiveState'] === 'active' ? x : null;
+    }, 5000, 'the service to be active after the reloads', 50);
     assert.equal(s['MainPID'], pid, 'reload must not restart the process');
-    assert.equal(s['ActiveState'], 'active');
     c.write('/etc/lemonade/config.toml', lbConfig([{ name: 'be2', port: 9002 }]));
     c.ok(['systemctl', 'reload', 'lemonade-lb.service'], { timeoutSec: 30 });
   });
