@@ -6,7 +6,7 @@
 import type { Config } from './config/schema';
 import { loadFromText, readConfigText, sha256, type Env, type Loaded } from './config/load';
 import { diff, summarize } from './config/diff';
-import { Snapshot } from './core/snapshot';
+import { liveSnapshot, retire, type Snapshot } from './core/snapshot';
 import { LoadTable, type BackendLoad } from './core/stats';
 import type { AdminState } from './core/backend';
 import { STRATEGIES } from './strategy/index';
@@ -204,12 +204,7 @@ export class App {
   // Snapshots and reload
 
   private buildSnapshot(config: Config, generation: number): Snapshot {
-    const snap = new Snapshot(config, generation, this.loads, { now: this.now, random: this.random, strategies: STRATEGIES });
-    for (const b of snap.backends) {
-      b.load.removed = false;
-      b.load.admin = this.operatorState.get(b.name) ?? 'enabled';
-    }
-    return snap;
+    return liveSnapshot(config, generation, this.loads, { now: this.now, random: this.random, strategies: STRATEGIES }, this.operatorState);
   }
 
   async reload(trigger: string): Promise<ReloadOutcome> {
@@ -285,21 +280,13 @@ export class App {
 
   /** Backends gone from the new snapshot drain: no new connections, cut after drain_timeout. */
   private retireRemoved(oldSnap: Snapshot, snap: Snapshot): void {
-    const live = new Set(snap.backends.map((b) => b.load.key));
-    const gone = new Set<string>();
-    for (const b of oldSnap.backends) {
-      if (live.has(b.load.key)) continue;
-      b.load.removed = true;
-      if (b.load.active > 0) {
-        gone.add(b.load.key);
-        this.draining.set(b.load.key, b.spec);
-      }
-    }
+    const { live, draining } = retire(oldSnap, snap);
+    for (const [k, spec] of draining) this.draining.set(k, spec);
     for (const k of this.draining.keys()) {
       if (live.has(k)) this.draining.delete(k);
     }
     this.loads.sweep(new Set([...live, ...this.draining.keys()]));
-    this.plane.applied(snap, gone, this.config.runtime.drainTimeoutMs);
+    this.plane.applied(snap, new Set(draining.keys()), this.config.runtime.drainTimeoutMs);
   }
 
   // -------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@
 
 import type { BackendConfig, Config } from '../config/schema';
 import { cidrContains, parseIp, type Cidr } from './address';
-import { backendKey } from './backend';
+import { backendKey, type AdminState } from './backend';
 import type { BackendCounters, BackendLoad, LoadTable } from './stats';
 import type { Candidate, Strategy, StrategyFactory } from '../strategy/types';
 
@@ -138,4 +138,32 @@ export class Snapshot {
     if (c.length === 0) return undefined;
     return this.strategy.pick(c) as SnapshotBackend | undefined;
   }
+}
+
+/**
+ * The snapshot of a config whose backends are all live again, each with the operator's state
+ * (drain and disable are kept across reloads by name).
+ */
+export function liveSnapshot(config: Config, generation: number, loads: LoadTable, env: SnapshotEnv, operator: ReadonlyMap<string, AdminState>): Snapshot {
+  const snap = new Snapshot(config, generation, loads, env);
+  for (const b of snap.backends) {
+    b.load.removed = false;
+    b.load.admin = operator.get(b.name) ?? 'enabled';
+  }
+  return snap;
+}
+
+/**
+ * After `next` replaced `old`: the backends `next` no longer has are marked removed (they only
+ * drain). Returns the keys `next` has, and the removed backends with connections still open.
+ */
+export function retire(old: Snapshot, next: Snapshot): { live: Set<string>; draining: Map<string, BackendConfig> } {
+  const live = new Set(next.backends.map((b) => b.load.key));
+  const draining = new Map<string, BackendConfig>();
+  for (const b of old.backends) {
+    if (live.has(b.load.key)) continue;
+    b.load.removed = true;
+    if (b.load.active > 0) draining.set(b.load.key, b.spec);
+  }
+  return { live, draining };
 }

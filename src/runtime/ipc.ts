@@ -7,7 +7,7 @@ import type { HostPort } from '../core/address';
 import type { AdminState } from '../core/backend';
 import { mergeLoadReports, type LoadReport } from '../core/stats';
 import type { TrafficReport } from '../obs/metrics';
-import { REJECT_REASONS } from '../obs/metrics';
+import { REJECT_REASONS, TrafficFigures } from '../obs/metrics';
 import type { HistogramData } from '../obs/fast-histogram';
 
 export type ListenSpec = { readonly addr: HostPort } | { readonly fd: number };
@@ -129,5 +129,5 @@ export const EMPTY_REPORT: WorkerReport = Object.freeze({
   accepted: 0,
   loads: [],
   counters: [],
-  traffic: { rejected: { max_connections: 0, no_backend: 0, acl: 0, rate_limit: 0 }, connect: [], lifetimes: { counts: [], sum: 0, count: 0 } },
+  traffic: new TrafficFigures().report(),
 });

@@ -6,7 +6,7 @@
 import process from 'node:process';
 import type { Config } from '../config/schema';
 import type { AdminState } from '../core/backend';
-import { Snapshot, type Partition } from '../core/snapshot';
+import { liveSnapshot, retire, type Partition, type Snapshot } from '../core/snapshot';
 import { LoadTable } from '../core/stats';
 import { STRATEGIES } from '../strategy/index';
 import { createLogger } from '../obs/logger';
@@ -82,12 +82,7 @@ class Worker {
   }
 
   private build(config: Config, generation: number): Snapshot {
-    const snap = new Snapshot(config, generation, this.loads, { now: Date.now, random: Math.random, strategies: STRATEGIES, part: this.part });
-    for (const b of snap.backends) {
-      b.load.removed = false;
-      b.load.admin = this.operator.get(b.name) ?? 'enabled';
-    }
-    return snap;
+    return liveSnapshot(config, generation, this.loads, { now: Date.now, random: Math.random, strategies: STRATEGIES, part: this.part }, this.operator);
   }
 
   private onMessage(m: ToWorker): void {
@@ -98,15 +93,9 @@ class Worker {
         const old = this.snapshot;
         const snap = this.build(m.config, m.generation);
         this.snapshot = snap; // the swap: one assignment, as in the single process
-        const live = new Set(snap.backends.map((b) => b.load.key));
-        const gone = new Set<string>();
-        for (const b of old.backends) {
-          if (live.has(b.load.key)) continue;
-          b.load.removed = true;
-          if (b.load.active > 0) gone.add(b.load.key);
-        }
+        const { live, draining } = retire(old, snap);
         this.loads.sweep(live);
-        this.plane.applied(snap, gone, m.config.runtime.drainTimeoutMs);
+        this.plane.applied(snap, new Set(draining.keys()), m.config.runtime.drainTimeoutMs);
         return;
       }
       case 'admin': {
