@@ -50,7 +50,8 @@ interface Member {
   report: WorkerReport | null;
   startedAt: number;
   lastAnswer: number;
-  restarts: number;
+  /** exits in a row, each within 10 s of its start (the restart backoff) */
+  failStreak: number;
   /** unasked exits so far */
   exits: number;
   restartTimer: NodeJS.Timeout | null;
@@ -75,7 +76,7 @@ export class WorkerPool implements DataPlane {
       report: null,
       startedAt: 0,
       lastAnswer: 0,
-      restarts: 0,
+      failStreak: 0,
       exits: 0,
       restartTimer: null,
       asks: new Map(),
@@ -155,6 +156,10 @@ export class WorkerPool implements DataPlane {
             return;
         }
       });
+      // a message sent while the worker is dying fails with EPIPE, emitted here: without a
+      // listener it would throw in this process and take the control plane down with it; the
+      // exit handler replaces the worker
+      w.on('error', (e: NodeJS.ErrnoException) => this.deps.logger.debug({ worker: m.index, pid: m.pid, error: e.code ?? e.message }, 'cannot send to a data-plane worker'));
       w.on('exit', (code, signal) => {
         if (!settled) {
           settled = true;
@@ -176,8 +181,8 @@ export class WorkerPool implements DataPlane {
     if (this.stopping) return;
     m.exits++;
     const lived = Date.now() - m.startedAt;
-    m.restarts = lived > 10_000 ? 0 : m.restarts + 1;
-    const delay = m.restarts === 0 ? 0 : Math.min(RESTART_MAX_MS, RESTART_MIN_MS * 2 ** (m.restarts - 1));
+    m.failStreak = lived > 10_000 ? 0 : m.failStreak + 1;
+    const delay = m.failStreak === 0 ? 0 : Math.min(RESTART_MAX_MS, RESTART_MIN_MS * 2 ** (m.failStreak - 1));
     const how = signal ?? `code ${code}`;
     this.deps.logger.error({ worker: m.index, pid: m.pid, exit: how, restartInMs: delay }, 'data-plane worker exited unexpectedly: starting a new one');
     this.deps.event('lifecycle', `worker ${m.index} (pid ${m.pid}) exited (${how}); restarting`);
@@ -207,7 +212,7 @@ export class WorkerPool implements DataPlane {
   }
 
   /** Ask every live worker; resolves with the answers (null for a worker that did not answer). */
-  private ask(make: (id: number) => ToWorker, timeoutMs = ASK_TIMEOUT_MS): Promise<(Extract<FromWorker, { t: 'answer' }> | null)[]> {
+  private ask(make: (id: number, m: Member) => ToWorker, timeoutMs = ASK_TIMEOUT_MS): Promise<(Extract<FromWorker, { t: 'answer' }> | null)[]> {
     return Promise.all(
       this.members.map((m) => {
         if (!m.worker || !m.worker.isConnected()) return Promise.resolve(null);
@@ -222,23 +227,22 @@ export class WorkerPool implements DataPlane {
             clearTimeout(t);
             resolve(a);
           });
-          this.sendTo(m, make(id));
+          this.sendTo(m, make(id, m));
         });
       }),
     );
   }
 
   async prepare(addr: HostPort): Promise<Pending> {
-    const ids: number[] = [];
-    const answers = await this.ask((id) => {
-      ids.push(id);
+    // the id each worker holds its bound server under (a worker that is restarting gets none)
+    const ids = new Map<Member, number>();
+    const answers = await this.ask((id, m) => {
+      ids.set(m, id);
       return { t: 'prepare', id, listen: { addr } };
     });
     const failed = answers.find((a) => a === null || a.error !== undefined);
     const settle = (t: 'commit' | 'abort'): void => {
-      this.members.forEach((m, i) => {
-        if (ids[i] !== undefined) this.sendTo(m, { t, id: ids[i]! });
-      });
+      for (const [m, id] of ids) this.sendTo(m, { t, id });
     };
     if (failed !== undefined) {
       settle('abort');
