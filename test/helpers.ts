@@ -304,15 +304,39 @@ export async function runScriptBounded(script: string, args: string[], boundMs: 
 }
 
 /** A port that was free a moment ago (bind to 0, read it, close). */
-export function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = net.createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const p = (s.address() as net.AddressInfo).port;
-      s.close(() => res(p));
+/** Ports the tests pick from: below Linux's default ephemeral range, above the well-known ones. */
+const PICK_FROM = 20000;
+const PICK_BELOW = 32768;
+/** ports already handed out by this process: two calls in a row never get the same one */
+const handedOut = new Set<number>();
+
+/**
+ * A port free on 127.0.0.1 now, from below the kernel's ephemeral range (32768-60999 here): a
+ * port the kernel handed out for listening is also one it hands out as the local port of
+ * outgoing connections, and the many the tests make could take it before the balancer binds it.
+ */
+export async function freePort(): Promise<number> {
+  const tryBind = (port: number): Promise<number | null> =>
+    new Promise((res) => {
+      const s = net.createServer();
+      s.once('error', () => res(null));
+      s.listen(port, '127.0.0.1', () => {
+        const p = (s.address() as net.AddressInfo).port;
+        s.close(() => res(p));
+      });
     });
-  });
+  for (let i = 0; i < 50; i++) {
+    const want = PICK_FROM + Math.floor(Math.random() * (PICK_BELOW - PICK_FROM));
+    if (handedOut.has(want)) continue;
+    const p = await tryBind(want);
+    if (p !== null) {
+      handedOut.add(p);
+      return p;
+    }
+  }
+  const p = await tryBind(0);
+  if (p === null) throw new Error('no free port on 127.0.0.1');
+  return p;
 }
 
 export function portOf(address: string): number {
