@@ -4,7 +4,7 @@
 
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseAndValidate, locateKeys } from '../src/config/load';
+import { parseAndValidate, locateKeys, MAX_NESTING } from '../src/config/load';
 import { parseDuration, parseRate, normaliseAlgorithm, didYouMean, validate, type Config } from '../src/config/schema';
 import type { ConfigIssue } from '../src/errors';
 
@@ -814,5 +814,44 @@ describe('locateKeys', () => {
     const m = locateKeys('[proxy]\r\nlisten_address = "x:1"\r\n\r\n[health]\r\ninterval = 5\r\n');
     assert.equal(m.get('proxy.listen_address'), 2);
     assert.equal(m.get('health.interval'), 5);
+  });
+});
+
+describe('nesting limit', () => {
+  const nested = (n: number): string => `${'['.repeat(n)}${']'.repeat(n)}`;
+  const deepIssue = (text: string): ConfigIssue | undefined => {
+    const r = parseAndValidate(text, {});
+    return r.ok ? undefined : r.issues.find((i) => i.message.includes('nested more than'));
+  };
+
+  test(`arrays nested ${MAX_NESTING} deep reach the parser and the schema; one more is refused with its line`, () => {
+    const at = `[proxy]\nlisten_address = "127.0.0.1:1"\nallow = ${nested(MAX_NESTING)}\n`;
+    assert.equal(deepIssue(at), undefined);
+    const r = parseAndValidate(at, {});
+    assert.ok(!r.ok && r.issues.some((i) => i.path === 'proxy.allow'), 'the schema saw the value');
+    const over = deepIssue(`[proxy]\n# a comment\nallow = ${nested(MAX_NESTING + 1)}\n`);
+    assert.deepEqual(over, { path: '(syntax)', line: 3, message: `arrays or inline tables nested more than ${MAX_NESTING} deep (no setting nests more than 2)` });
+    assert.ok(deepIssue(`x = ${'{ a = '.repeat(MAX_NESTING + 1)}1${'}'.repeat(MAX_NESTING + 1)}\n`), 'inline tables count too');
+  });
+
+  test('brackets inside strings and comments do not count, and lines after multi-line strings stay right', () => {
+    const many = '['.repeat(MAX_NESTING * 2);
+    const text = [
+      '[proxy]',
+      `listen_address = "127.0.0.1:1" # ${many}`,
+      '[[backends]]',
+      `name = "${many}\\"${many}"`,
+      `address = '${many}'`,
+      '[[backends]]',
+      'name = """',
+      `${many}""`,
+      '"""',
+      `address = '''${many}`,
+      "'''",
+    ].join('\n');
+    assert.equal(deepIssue(text), undefined);
+    const r = parseAndValidate(text, {});
+    assert.ok(!r.ok && !r.issues.some((i) => i.path === '(syntax)'), `the parser took it: ${JSON.stringify(r.ok ? null : r.issues[0])}`);
+    assert.equal(deepIssue(`${text}\nx = ${nested(MAX_NESTING + 1)}\n`)?.line, 12);
   });
 });

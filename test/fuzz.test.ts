@@ -11,6 +11,7 @@ import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import fc from 'fast-check';
 import { parseAndValidate, type Env } from '../src/config/load';
+import { bagDistance, editDistance } from '../src/config/schema';
 import { encodeProxyHeader } from '../src/proxy/proxy-protocol';
 import { AdminServer, type AdminApi } from '../src/admin/server';
 
@@ -219,6 +220,18 @@ test(
     assert.deepEqual(over, []);
   },
 );
+
+test('did-you-mean: the quick lower bound never exceeds the edit distance, so it never hides a suggestion', async () => {
+  const word = fc.oneof(fc.string({ maxLength: 12 }), fc.string({ unit: fc.constantFrom('a', 'b', 'c', '_', 'é'), maxLength: 10 }));
+  await check(
+    fc.property(word, word, (a, b) => {
+      const lower = bagDistance(a, b);
+      const d = editDistance(a, b);
+      assert.ok(lower >= 0 && lower <= d, `bag ${lower} > edit ${d} for ${JSON.stringify([a, b])}`);
+    }),
+    20_000,
+  );
+});
 
 // -------------------------------------------------------------------------------------------
 // PROXY header encoder

@@ -62,6 +62,8 @@ export type ParseResult = { ok: true; config: Config } | { ok: false; issues: Co
 
 /** Parse TOML text, apply the environment, validate. Pure apart from reading `env`. */
 export function parseAndValidate(text: string, env: Env): ParseResult {
+  const deep = tooDeep(text);
+  if (deep) return { ok: false, issues: [deep] };
   let raw: Record<string, unknown>;
   try {
     raw = TOML.parse(text) as Record<string, unknown>;
@@ -82,6 +84,54 @@ export function parseAndValidate(text: string, env: Env): ParseResult {
   const issues = [...envIssues, ...(result.ok ? [] : result.issues)];
   if (issues.length > 0) return { ok: false, issues };
   return result as { ok: true; config: Config };
+}
+
+/** No setting nests arrays or inline tables more than 2 deep; the TOML parser is slow on thousands. */
+export const MAX_NESTING = 32;
+
+/**
+ * One pass over the text counting `[` and `{` against `]` and `}` outside strings and comments: a
+ * file nesting deeper than MAX_NESTING is refused before the TOML parser spends tens of
+ * milliseconds on it. Text this pass misreads is malformed TOML, which the parser refuses anyway.
+ */
+export function tooDeep(text: string): ConfigIssue | null {
+  let depth = 0;
+  let line = 1;
+  const n = text.length;
+  for (let i = 0; i < n; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x0a) {
+      line++;
+    } else if (c === 0x23 /* # */) {
+      while (i + 1 < n && text.charCodeAt(i + 1) !== 0x0a) i++;
+    } else if (c === 0x22 /* " */ || c === 0x27 /* ' */) {
+      const q = text[i]!;
+      const end = text.startsWith(q + q + q, i) ? q + q + q : q;
+      const multi = end.length === 3;
+      for (i += end.length; i < n; i++) {
+        const d = text.charCodeAt(i);
+        if (d === 0x0a) {
+          line++;
+          if (!multi) break;
+        } else if (d === 0x5c /* backslash */ && c === 0x22) {
+          if (text.charCodeAt(i + 1) === 0x0a) line++;
+          i++;
+        } else if (text.startsWith(end, i)) {
+          i += end.length - 1;
+          // a multi-line string may close with up to two quotes of its own before the delimiter
+          while (multi && text[i + 1] === q) i++;
+          break;
+        }
+      }
+    } else if (c === 0x5b /* [ */ || c === 0x7b /* { */) {
+      if (++depth > MAX_NESTING) {
+        return { path: '(syntax)', line, message: `arrays or inline tables nested more than ${MAX_NESTING} deep (no setting nests more than 2)` };
+      }
+    } else if ((c === 0x5d /* ] */ || c === 0x7d) /* } */ && depth > 0) {
+      depth--;
+    }
+  }
+  return null;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -222,6 +222,44 @@ export function editDistance(a: string, b: string): number {
   return dp[b.length]!;
 }
 
+const bag = new Int32Array(128);
+
+/**
+ * A lower bound of the edit distance, in one pass over each word: every edit changes the count of
+ * at most one character in each direction, so the distance is at least the larger of the surplus
+ * characters either word has over the other. Non-ASCII text gets 0 (no bound).
+ */
+export function bagDistance(a: string, b: string): number {
+  let ok = true;
+  for (let i = 0; i < a.length; i++) {
+    const c = a.charCodeAt(i);
+    if (c < 128) bag[c]!++;
+    else ok = false;
+  }
+  for (let i = 0; i < b.length; i++) {
+    const c = b.charCodeAt(i);
+    if (c < 128) bag[c]!--;
+    else ok = false;
+  }
+  let surplusA = 0;
+  let surplusB = 0;
+  for (let i = 0; i < a.length; i++) {
+    const c = a.charCodeAt(i);
+    if (c < 128 && bag[c]! !== 0) {
+      if (bag[c]! > 0) surplusA += bag[c]!;
+      bag[c] = 0;
+    }
+  }
+  for (let i = 0; i < b.length; i++) {
+    const c = b.charCodeAt(i);
+    if (c < 128 && bag[c]! !== 0) {
+      if (bag[c]! < 0) surplusB -= bag[c]!;
+      bag[c] = 0;
+    }
+  }
+  return ok ? Math.max(surplusA, surplusB) : 0;
+}
+
 export function didYouMean(word: string, candidates: readonly string[]): string {
   const limit = Math.max(2, Math.floor(word.length / 3));
   const w = word.toLowerCase();
@@ -229,7 +267,9 @@ export function didYouMean(word: string, candidates: readonly string[]): string 
   let bestD = Infinity;
   for (const c of candidates) {
     if (Math.abs(c.length - w.length) > limit) continue; // the distance is at least this
-    const d = editDistance(w, c.toLowerCase());
+    const lc = c.toLowerCase();
+    if (bagDistance(w, lc) > limit) continue; // and at least this
+    const d = editDistance(w, lc);
     if (d < bestD) {
       bestD = d;
       best = c;
