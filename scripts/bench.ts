@@ -2,7 +2,9 @@
 // connection, next to HAProxy and a 30-line Node `pipe` proxy, in one run.
 //
 // Contenders: direct (the client talks to the backend: the limit), haproxy (`mode tcp`,
-// `nbthread 1`), pipe (scripts/bench/pipe-proxy.mjs), lemonade (dist/lemonade.js, one process),
+// `nbthread 1`), pipe (scripts/bench/pipe-proxy.mjs), node-raw (scripts/bench/raw-proxy.mjs: a
+// relay on libuv's handles without net.Socket, the floor of what a Node relay costs; a
+// reference, not a target), lemonade (dist/lemonade.js, one process),
 // lemonade-workers (the same with `[runtime] workers = 0`: one data-plane worker per CPU, pinned
 // like the others, so its row is the CPU cost of the multi-process form; CPU and RSS are summed
 // over the process and its workers).
@@ -47,10 +49,11 @@ import { freePort } from '../test/helpers';
 const ROOT = resolve(__dirname, '..');
 const BUNDLE = join(ROOT, 'dist', 'lemonade.js');
 const PIPE_PROXY = join(ROOT, 'scripts', 'bench', 'pipe-proxy.mjs');
+const RAW_PROXY = join(ROOT, 'scripts', 'bench', 'raw-proxy.mjs');
 const HTTP_BACKEND = join(ROOT, 'scripts', 'bench', 'http-backend.mjs');
 const TICK_US = 1e6 / (Number(spawnSync('getconf', ['CLK_TCK']).stdout?.toString().trim()) || 100);
 
-const CONTENDERS = ['direct', 'haproxy', 'pipe', 'lemonade', 'lemonade-workers', 'lemonade-base'] as const;
+const CONTENDERS = ['direct', 'haproxy', 'pipe', 'node-raw', 'lemonade', 'lemonade-workers', 'lemonade-base'] as const;
 type ContenderName = (typeof CONTENDERS)[number];
 const WORKLOADS = ['W1', 'W2', 'W3', 'W4', 'W5'] as const;
 type Workload = (typeof WORKLOADS)[number];
@@ -424,8 +427,8 @@ async function startContender(name: ContenderName, backendPort: number, args: Ar
       ].join('\n'),
     );
     proc = startPinned(cpu, tools.haproxy!, ['-db', '-f', conf]);
-  } else if (name === 'pipe') {
-    proc = startPinned(cpu, process.execPath, [PIPE_PROXY, String(port), `127.0.0.1:${backendPort}`]);
+  } else if (name === 'pipe' || name === 'node-raw') {
+    proc = startPinned(cpu, process.execPath, [name === 'pipe' ? PIPE_PROXY : RAW_PROXY, String(port), `127.0.0.1:${backendPort}`]);
   } else {
     const conf = join(dir, `lemonade-${port}.toml`);
     writeFileSync(
@@ -756,7 +759,7 @@ async function main(): Promise<number> {
   out.push('');
   out.push('| workload | contender | throughput (median) | min-max | p50 ms | p99 ms | proxy cost (median) | min-max | cost / haproxy (median; W5: conn/s over 1 worker\'s) | min-max | errors |');
   out.push('|---|---|---|---|---|---|---|---|---|---|---|');
-  const targets: { workload: Workload; ratio: number; target: number; vsPipe: number; met: boolean }[] = [];
+  const targets: { workload: Workload; ratio: number; target: number; vsPipe: number; vsRaw: number; met: boolean }[] = [];
   let scaling: { ratio: number; met: boolean; measurable: boolean } | null = null;
   for (const w of workloads) {
     const u = UNITS[w];
@@ -781,17 +784,19 @@ async function main(): Promise<number> {
     const pipe = rows.get(`${w}/pipe`);
     if (lem && lem.ratios.length > 0) {
       const ratio = median(lem.ratios);
-      const vsPipe = pipe ? median(lem.samples.map((s) => s.cost)) / median(pipe.samples.map((s) => s.cost)) : NaN;
-      targets.push({ workload: w, ratio, target: TARGETS[w], vsPipe, met: ratio <= TARGETS[w] && !(vsPipe >= 1) });
+      const raw = rows.get(`${w}/node-raw`);
+      const over = (r: Row | undefined): number => (r ? median(lem.samples.map((s) => s.cost)) / median(r.samples.map((s) => s.cost)) : NaN);
+      const vsPipe = over(pipe);
+      targets.push({ workload: w, ratio, target: TARGETS[w], vsPipe, vsRaw: over(raw), met: ratio <= TARGETS[w] && !(vsPipe >= 1) });
     }
   }
   out.push('');
   out.push('Workloads: ' + workloads.map((w) => `${w} ${UNITS[w].what}`).join('; '));
   if (targets.length > 0) {
     out.push('');
-    out.push('| target | lemonade / haproxy | wanted | lemonade / pipe | met |');
-    out.push('|---|---|---|---|---|');
-    for (const t of targets) out.push(`| ${t.workload} | ${fmt(t.ratio, 2)} | ≤ ${t.target} | ${fmt(t.vsPipe, 2)} (< 1) | ${t.met ? 'yes' : 'NO'} |`);
+    out.push('| target | lemonade / haproxy | wanted | lemonade / pipe | met | lemonade / node-raw (for reference) |');
+    out.push('|---|---|---|---|---|---|');
+    for (const t of targets) out.push(`| ${t.workload} | ${fmt(t.ratio, 2)} | ≤ ${t.target} | ${fmt(t.vsPipe, 2)} (< 1) | ${t.met ? 'yes' : 'NO'} | ${fmt(t.vsRaw, 2)} |`);
   }
   if (scaling) {
     out.push('');

@@ -1,6 +1,6 @@
 // Smoke test of `npm run bench`: runs scripts/bench.ts --quick (one round, 1 s per measurement,
 // 1,000 idle connections, never installs anything) so the script cannot rot. It uses only what
-// is installed: W4 (idle connections, lemonade, lemonade with a worker per CPU and the pipe proxy)
+// is installed: W4 (idle connections, lemonade, lemonade with a worker per CPU and the two Node references)
 // always runs; W1/W2/W5 need wrk,
 // W3 iperf3, the HAProxy column haproxy (each left out, with a note, when missing). Figures of
 // so short a run on a shared machine mean little: completion and the rows are asserted.
@@ -28,7 +28,7 @@ test('bench --quick completes and prints a row per contender and workload it can
   assert.equal(code, 0, ctx);
 
   const want: [string, string][] = [];
-  const proxies = ['pipe', 'lemonade', 'lemonade-workers', ...(tools.haproxy ? ['haproxy'] : [])];
+  const proxies = ['pipe', 'node-raw', 'lemonade', 'lemonade-workers', ...(tools.haproxy ? ['haproxy'] : [])];
   if (tools.wrk) for (const w of ['W1', 'W2']) for (const c of ['direct', ...proxies]) want.push([w, c]);
   if (tools.wrk) for (const c of ['lemonade', 'lemonade-workers']) want.push(['W5', c]);
   if (tools.iperf3) for (const c of ['direct', ...proxies]) want.push(['W3', c]);
