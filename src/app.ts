@@ -14,6 +14,7 @@ import { HealthChecker, type HealthEvent } from './health/checker';
 import type { Pending } from './proxy/listener';
 import { LocalPlane, trafficObserver, type DataPlane } from './runtime/plane';
 import { WorkerPool } from './runtime/workers';
+import { rawAvailable } from './proxy/raw';
 import { AdminServer, type AdminAction, type AdminApi, type HealthReport, type ReloadOutcome } from './admin/server';
 import { Metrics } from './obs/metrics';
 import type { Logger } from './obs/logger';
@@ -184,6 +185,7 @@ export class App {
       {
         listen: this.plane.address,
         workers: this.workers,
+        relay: rawAvailable() ? 'raw' : 'net.Socket',
         admin: this.admin.address || null,
         strategy: c.strategy,
         backends: c.backends.map((b) => `${b.name}=${b.address}`),

@@ -70,6 +70,8 @@ export function cleanEnv(extra: Record<string, string | undefined> = {}): NodeJS
   for (const [k, v] of Object.entries(process.env)) {
     if (!k.startsWith('LEMONADE_') && !k.startsWith('NOTIFY_SOCKET') && !k.startsWith('LISTEN_')) env[k] = v;
   }
+  // test/net-sockets.test.ts runs suites again with the net.Socket relay
+  if (process.env['LEMONADE_TEST_NET_SOCKETS'] === '1') env['LEMONADE_LB_NET_SOCKETS'] = '1';
   for (const [k, v] of Object.entries(extra)) {
     if (v === undefined) delete env[k];
     else env[k] = v;
@@ -210,6 +212,9 @@ export async function startBalancer(config: string, opts: BalancerOptions = {}):
     },
   };
   const started = await waitForLog((l) => l['msg'] === 'lemonade-lb started', 15_000, 'the balancer to start');
+  if (process.env['LEMONADE_TEST_NET_SOCKETS'] === '1' && opts.env?.['LEMONADE_LB_NET_SOCKETS'] === undefined && started['relay'] !== 'net.Socket') {
+    throw new Error(`asked for the net.Socket relay, the balancer says relay=${String(started['relay'])}`);
+  }
   b.port = portOf(String(started['listen']));
   b.adminPort = started['admin'] ? portOf(String(started['admin'])) : 0;
   return b;

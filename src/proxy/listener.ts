@@ -1,5 +1,9 @@
 // The proxy's listening socket(s). Each accepted connection reads the current snapshot once,
-// passes the global cap, the ACL and the per-client limits, then becomes a Session.
+// passes the global cap, the ACL and the per-client limits, then becomes a session: a RawSession
+// on libuv's handles when this Node has them (./raw.ts), else a Session on net.Socket. The
+// listening socket is always a net.Server (bind, systemd's socket, the cluster's shared handle);
+// on the raw path its handle's onconnection is replaced, so accepted connections never become
+// net.Socket objects.
 
 import net, { type Server, type Socket } from 'node:net';
 import type { Snapshot } from '../core/snapshot';
@@ -9,8 +13,10 @@ import { BindError } from '../errors';
 import { ConnectionRegistry } from '../runtime/drain';
 import { ClientLimits } from './client-limits';
 import { Session, type SessionHost } from './session';
+import { RawSession, endpoints, peerAddress, type RawSessionHost } from './raw-session';
+import { rawAvailable, uvError, type TcpHandle } from './raw';
 import type { ProxyObserver } from './events';
-import { proxyHeader } from './proxy-protocol';
+import { encodeProxyHeader, proxyHeader } from './proxy-protocol';
 
 export interface ListenerDeps {
   readonly current: () => Snapshot;
@@ -29,19 +35,22 @@ export interface Pending {
 }
 
 export class ProxyListener {
-  readonly registry: ConnectionRegistry<Session>;
+  readonly registry: ConnectionRegistry<Session | RawSession>;
+  /** relaying on raw handles (else net.Socket) */
+  readonly raw = rawAvailable();
   private server: Server | null = null;
   /** client connections accepted and handed to a session */
   accepted = 0;
   private boundAddress = '';
   private readonly limits: ClientLimits;
   private readonly host: SessionHost;
+  private readonly rawHost: RawSessionHost;
 
   constructor(private readonly deps: ListenerDeps) {
     this.limits = new ClientLimits(deps.now);
     // one coarse sweep for every connection's connect and idle timeout: a tenth of the shorter
     // one (so a timeout fires at most ~10% late), between 10 ms and 1 s
-    this.registry = new ConnectionRegistry<Session>({
+    this.registry = new ConnectionRegistry<Session | RawSession>({
       now: deps.now,
       periodMs: () => {
         const p = deps.current().config.proxy;
@@ -58,6 +67,18 @@ export class ProxyListener {
       },
       released: (client) => {
         this.limits.release(client.remoteAddress ?? '', this.deps.current().config.proxy.clientRateLimit);
+      },
+    };
+    this.rawHost = {
+      observer: deps.observer,
+      registry: this.registry,
+      now: deps.now,
+      preamble: (client, snap) => {
+        const mode = snap.config.proxy.proxyProtocol;
+        return mode === 'off' ? null : encodeProxyHeader(mode, endpoints(client));
+      },
+      released: (remoteAddress) => {
+        this.limits.release(remoteAddress, this.deps.current().config.proxy.clientRateLimit);
       },
     };
   }
@@ -115,6 +136,10 @@ export class ProxyListener {
       server.once('listening', () => {
         server.off('error', onError);
         server.on('error', (err) => this.deps.observer.acceptError(err));
+        if (this.raw) {
+          const handle = (server as unknown as { _handle: TcpHandle | null })._handle;
+          if (handle) handle.onconnection = this.onRawConnection;
+        }
         resolve(server);
       });
       start(server);
@@ -155,6 +180,41 @@ export class ProxyListener {
   private reject(c: Socket, reason: 'max_connections' | 'acl' | 'rate_limit'): void {
     this.deps.observer.rejected(reason, c.remoteAddress);
     c.destroy();
+  }
+
+  /** The raw path's accept: the same checks as onConnection, on the handle itself. */
+  private readonly onRawConnection = (status: number, c: TcpHandle | undefined): void => {
+    if (status < 0 || !c) {
+      this.deps.observer.acceptError(uvError(status, 'accept'));
+      return;
+    }
+    const snap = this.deps.current();
+    const p = snap.config.proxy;
+    if (this.registry.size >= snap.maxConnections) return this.rejectRaw(c, 'max_connections', undefined);
+    let remote = '';
+    // the peer address is a getpeername() system call: only ask when an ACL or a limit needs it
+    if (p.allow.length > 0 || p.deny.length > 0) {
+      remote = peerAddress(c);
+      if (!snap.allows(remote)) return this.rejectRaw(c, 'acl', remote);
+    }
+    let admitted = false;
+    if (p.clientRateLimit !== null || p.clientMaxConnections > 0) {
+      if (remote === '') remote = peerAddress(c);
+      if (!this.limits.admit(remote, p.clientRateLimit, p.clientMaxConnections)) return this.rejectRaw(c, 'rate_limit', remote);
+      admitted = true;
+    }
+    c.setNoDelay(true);
+    this.accepted++;
+    const s = new RawSession(c, snap, this.rawHost);
+    s.admitted = admitted;
+    s.remoteAddress = remote;
+    this.registry.add(s);
+    s.start();
+  };
+
+  private rejectRaw(c: TcpHandle, reason: 'max_connections' | 'acl' | 'rate_limit', remote: string | undefined): void {
+    this.deps.observer.rejected(reason, remote ?? peerAddress(c));
+    c.close();
   }
 }
 

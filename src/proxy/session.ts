@@ -18,7 +18,7 @@ import type { ProxyObserver } from './events';
 
 export interface SessionHost {
   readonly observer: ProxyObserver;
-  readonly registry: ConnectionRegistry<Session>;
+  readonly registry: Pick<ConnectionRegistry<Session>, 'delete'>;
   readonly now: () => number;
   /** bytes written to a backend before the client's (PROXY protocol header), or null */
   readonly preamble: (client: Socket, snap: Snapshot) => Buffer | null;

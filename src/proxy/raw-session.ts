@@ -1,0 +1,447 @@
+// One proxied client connection on raw libuv handles (./raw.ts): the same life as Session
+// (./session.ts) — pick → connect with a timeout → on failure before any byte, retry on a
+// backend not yet tried → relay both ways with backpressure and half-close → idle timeout →
+// release the backend's lease exactly once, when the backend handle is closed — without a
+// net.Socket on either side.
+//
+// - Reading: each handle reads into a buffer we give it (useUserBuffer), chosen as Session does:
+//   SHARED for small reads (copied out before the write), a buffer of its own while reads are
+//   big (see "Reading" in session.ts). The onread function returns the buffer of the next read.
+// - Writing: writeBuffer() tries the write at once; when the kernel did not take it all, libuv
+//   keeps the rest (we keep its buffer alive on the request) and the reading side stops until
+//   every queued write to its peer is done: the kernel's own flow control, end to end.
+// - Half-close: end of file from one side is passed on as shutdown() to the other, after what is
+//   queued to it. A handle is closed once it has both read end of file and had its shutdown
+//   complete; an error on either side, the idle timeout or destroy() closes both at once.
+
+import { isIP } from 'node:net';
+import { lookup } from 'node:dns';
+import type { Snapshot, SnapshotBackend } from '../core/snapshot';
+import type { BackendLoad, Lease } from '../core/stats';
+import type { ConnectionRegistry } from '../runtime/drain';
+import type { ProxyObserver } from './events';
+import { raw, uvError, type ConnectReq, type ShutdownReq, type SockName, type TcpHandle, type WriteReq } from './raw';
+
+export interface RawSessionHost {
+  readonly observer: ProxyObserver;
+  readonly registry: Pick<ConnectionRegistry<RawSession>, 'delete'>;
+  readonly now: () => number;
+  /** bytes written to a backend before the client's (PROXY protocol header), or null */
+  readonly preamble: (client: TcpHandle, snap: Snapshot) => Buffer | null;
+  /** the client's per-address slot is free again (called only for sessions marked `admitted`) */
+  readonly released: (remoteAddress: string) => void;
+}
+
+/** Longest passive ejection, ms. */
+const MAX_EJECT_MS = 30_000;
+const MIN_EJECT_MS = 1_000;
+
+const READ_SIZE = 64 * 1024;
+const SMALL_READ = Buffer.poolSize >>> 1;
+const SHARED = Buffer.allocUnsafeSlow(READ_SIZE);
+
+const NO_BACKENDS: readonly BackendLoad[] = Object.freeze([]);
+
+/** What the relay keeps on each handle (a handle is a plain JS object, as net.js uses it too). */
+interface Side extends TcpHandle {
+  session: RawSession;
+  peer: Side | null;
+  /** the buffer the handle reads into next */
+  readBuf: Buffer;
+  /** writes to this handle that libuv still holds */
+  queued: number;
+  /** reading stopped until the peer's queued writes are done */
+  paused: boolean;
+  /** end of file read from it */
+  eof: boolean;
+  /** shutdown() asked (a FIN after what is queued) / completed */
+  shutting: boolean;
+  shut: boolean;
+  /** close it once its shutdown completes (its peer is gone after sending end of file) */
+  closeAfterShut: boolean;
+  closing: boolean;
+  lease: Lease | null;
+}
+
+function asSide(h: TcpHandle, session: RawSession, lease: Lease | null): Side {
+  const s = h as Side;
+  s.session = session;
+  s.peer = null;
+  s.readBuf = SHARED;
+  s.queued = 0;
+  s.paused = false;
+  s.eof = false;
+  s.shutting = false;
+  s.shut = false;
+  s.closeAfterShut = false;
+  s.closing = false;
+  s.lease = lease;
+  return s;
+}
+
+/** Peer address of a client handle ("" when the connection is already gone). */
+export function peerAddress(h: TcpHandle): string {
+  const out: SockName = {};
+  return h.getpeername(out) === 0 ? (out.address ?? '') : '';
+}
+
+/** Both ends of a client handle, for the PROXY protocol header. */
+export function endpoints(h: TcpHandle): { srcAddress: string; srcPort: number; dstAddress: string; dstPort: number } {
+  const peer: SockName = {};
+  const local: SockName = {};
+  h.getpeername(peer);
+  h.getsockname(local);
+  return { srcAddress: peer.address ?? '', srcPort: peer.port ?? 0, dstAddress: local.address ?? '', dstPort: local.port ?? 0 };
+}
+
+export class RawSession {
+  /** set by the listener when the per-client limits counted this connection */
+  admitted = false;
+  /** the client's address, when the listener read it (the ACL or the client limits) */
+  remoteAddress = '';
+  private backend: Side | null = null;
+  private target: SnapshotBackend | null = null;
+  private failed: BackendLoad[] | null = null;
+  private attempts = 0;
+  private readonly startedAt: number;
+  private connectStartedAt = 0;
+  private deadline = 0;
+  private connectMs = 0;
+  private firstSentAt = 0;
+  private gotFirstByte = false;
+  private bytesIn = 0;
+  private bytesOut = 0;
+  private moved = false;
+  private lastMoved = 0;
+  private clientClosed = false;
+  private backendClosed = true;
+  private connected = false;
+  private finished = false;
+  private readonly client: Side;
+
+  constructor(
+    client: TcpHandle,
+    private readonly snap: Snapshot,
+    private readonly host: RawSessionHost,
+  ) {
+    this.client = asSide(client, this, null);
+    this.startedAt = host.now();
+  }
+
+  get backendKey(): string | null {
+    return this.target ? this.target.load.key : null;
+  }
+
+  start(): void {
+    this.attempt();
+  }
+
+  destroy(): void {
+    close(this.client);
+    if (this.backend) close(this.backend);
+  }
+
+  /** Called by the registry's sweep: connect timeout and idle timeout. */
+  sweep(now: number): void {
+    if (this.finished) return;
+    if (!this.connected) {
+      const b = this.backend;
+      if (b && this.deadline > 0 && now >= this.deadline) {
+        this.deadline = 0;
+        this.connectFailed(b, new Error(`connect timeout after ${this.snap.config.proxy.connectTimeoutMs} ms`));
+      }
+      return;
+    }
+    if (this.moved) {
+      this.moved = false;
+      this.lastMoved = now;
+    } else if (now - this.lastMoved >= this.snap.config.proxy.idleTimeoutMs) {
+      this.destroy();
+    }
+  }
+
+  private attempt(): void {
+    const target = this.snap.pick(this.failed ?? NO_BACKENDS);
+    if (!target) {
+      if (this.attempts === 0) this.host.observer.rejected('no_backend', this.remoteAddress || peerAddress(this.client));
+      close(this.client);
+      return;
+    }
+    const r = raw()!;
+    this.target = target;
+    this.attempts++;
+    const b = asSide(new r.TCP(r.SOCKET), this, target.load.acquire());
+    this.backend = b;
+    this.backendClosed = false;
+    const now = this.host.now();
+    this.connectStartedAt = now;
+    this.deadline = now + this.snap.config.proxy.connectTimeoutMs;
+    b.setNoDelay(true); // kept by libuv and applied when the connect makes the socket
+    const { host, port } = target.spec;
+    if (isIP(host) !== 0) {
+      this.connectTo(b, host, port);
+      return;
+    }
+    lookup(host, (err, address) => {
+      if (b !== this.backend || b.closing) return; // timed out, or the session is gone
+      if (err) this.connectFailed(b, err);
+      else this.connectTo(b, address, port);
+    });
+  }
+
+  private connectTo(b: Side, address: string, port: number): void {
+    const r = raw()!;
+    const req = new r.TCPConnectWrap();
+    req.oncomplete = afterConnect;
+    req.address = address;
+    req.port = port;
+    const err = isIP(address) === 6 ? b.connect6(req, address, port) : b.connect(req, address, port);
+    if (err !== 0) {
+      const e = uvError(err, 'connect', address, port);
+      process.nextTick(() => {
+        if (b === this.backend && !b.closing) this.connectFailed(b, e);
+      });
+    }
+  }
+
+  /** @internal */ onConnect(b: Side, status: number, req: ConnectReq): void {
+    if (b !== this.backend || b.closing) return;
+    if (status < 0) {
+      this.connectFailed(b, uvError(status, 'connect', req.address, req.port));
+      return;
+    }
+    const t = this.target!;
+    const c = this.client;
+    const now = this.host.now();
+    this.connected = true;
+    this.deadline = 0;
+    this.connectMs = now - this.connectStartedAt;
+    this.lastMoved = now;
+    t.load.recordSuccess();
+    t.counters.connections++;
+    this.host.observer.connected(t, this.connectMs);
+    if (this.clientClosed || c.closing) {
+      close(b);
+      return;
+    }
+    c.peer = b;
+    b.peer = c;
+    const pre = this.host.preamble(c, this.snap);
+    if (pre) write(b, pre, null);
+    for (const h of [c, b]) {
+      h.onread = onRead;
+      h.useUserBuffer(SHARED);
+      const err = h.readStart();
+      if (err !== 0) {
+        this.destroy();
+        return;
+      }
+    }
+  }
+
+  /** The backend handle failed before it connected (error, timeout or name lookup). */
+  private connectFailed(b: Side, err: NodeJS.ErrnoException | Error): void {
+    this.deadline = 0;
+    this.backend = null;
+    this.backendClosed = true;
+    close(b); // its close releases its lease
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EMFILE' || code === 'ENFILE') {
+      // out of file descriptors here: not the backend's fault, and no other backend would fare
+      // better; close the client without penalising the backend
+      this.host.observer.acceptError(err);
+      close(this.client);
+      return;
+    }
+    const t = this.target!;
+    const load = t.load;
+    load.recordFailure();
+    t.counters.connectErrors++;
+    const h = this.snap.config.health;
+    if (load.consecutiveFailures >= h.unhealthyThreshold) {
+      load.ejectedUntil = this.host.now() + Math.min(MAX_EJECT_MS, Math.max(MIN_EJECT_MS, h.intervalMs));
+    }
+    (this.failed ??= []).push(load);
+    const canRetry = !this.clientClosed && this.attempts <= this.snap.config.proxy.connectRetries;
+    this.host.observer.connectFailed(t, err.message, canRetry);
+    if (canRetry) this.attempt();
+    else close(this.client);
+  }
+
+  /** @internal */ onData(from: Side, n: number): Uint8Array | undefined {
+    const to = from.peer!;
+    this.moved = true;
+    if (from === this.client) {
+      this.bytesIn += n;
+      this.target!.counters.bytesIn += n;
+      if (this.firstSentAt === 0) this.firstSentAt = this.host.now();
+    } else {
+      this.bytesOut += n;
+      const t = this.target!;
+      t.counters.bytesOut += n;
+      if (!this.gotFirstByte) {
+        this.gotFirstByte = true;
+        // latency = connect time + time from the first client byte sent to the first byte back
+        // (for server-first protocols, from the connect)
+        const now = this.host.now();
+        const start = this.firstSentAt === 0 ? this.connectStartedAt + this.connectMs : this.firstSentAt;
+        t.load.observeLatency(this.connectMs + (now - start));
+      }
+    }
+    let buf = from.readBuf;
+    if (buf === SHARED) {
+      if (n < SMALL_READ) {
+        // SHARED is read into by every handle: what libuv may still hold must be a copy
+        const copy = Buffer.allocUnsafe(n);
+        SHARED.copy(copy, 0, 0, n);
+        write(to, copy, from);
+        return undefined; // the next read goes into SHARED again
+      }
+      const own = Buffer.allocUnsafeSlow(READ_SIZE);
+      SHARED.copy(own, 0, 0, n);
+      buf = own;
+    }
+    const queued = write(to, n === buf.length ? buf : buf.subarray(0, n), from);
+    const next = n < SMALL_READ ? SHARED : queued ? Buffer.allocUnsafeSlow(READ_SIZE) : buf;
+    if (next === from.readBuf) return undefined;
+    from.readBuf = next;
+    return next;
+  }
+
+  /** @internal */ onEnd(from: Side): void {
+    from.eof = true;
+    const to = from.peer;
+    if (to && !to.closing && !to.shutting) {
+      to.shutting = true;
+      const req = new (raw()!.ShutdownWrap)();
+      req.handle = to;
+      req.oncomplete = afterShutdown;
+      if (to.shutdown(req) !== 0) {
+        this.destroy();
+        return;
+      }
+    }
+    if (from.shut) close(from);
+  }
+
+  /** @internal */ onShut(h: Side): void {
+    h.shut = true;
+    if (h.eof || h.closeAfterShut) close(h);
+  }
+
+  /** @internal */ onClosed(h: Side): void {
+    if (h === this.client) {
+      this.clientClosed = true;
+      const b = this.backend;
+      if (b) this.peerClosed(h, b);
+    } else {
+      h.lease?.release();
+      h.lease = null;
+      if (h !== this.backend) return; // a failed attempt
+      this.backendClosed = true;
+      this.peerClosed(h, this.client);
+    }
+    this.maybeFinish();
+  }
+
+  /**
+   * `gone` is closed. When it had sent its end of file, what it sent still reaches `other`: its
+   * shutdown (already asked) runs after the queued writes, then it is closed. Otherwise `other`
+   * is closed now.
+   */
+  private peerClosed(gone: Side, other: Side): void {
+    if (other.closing) return;
+    if (this.connected && gone.eof && other.shutting) {
+      other.closeAfterShut = true;
+      if (other.shut) close(other);
+    } else {
+      close(other);
+    }
+  }
+
+  private maybeFinish(): void {
+    if (this.finished || !this.clientClosed || !this.backendClosed) return;
+    this.finished = true;
+    this.host.registry.delete(this);
+    if (this.admitted) this.host.released(this.remoteAddress);
+    if (this.connected && this.target) {
+      this.host.observer.closed(this.target, this.host.now() - this.startedAt, this.bytesIn, this.bytesOut);
+    }
+  }
+}
+
+/** Write `data` to `to`; true when libuv keeps some of it for later (then `from` stops reading). */
+function write(to: Side, data: Uint8Array, from: Side | null): boolean {
+  if (to.closing) return false;
+  const r = raw()!;
+  const req = new r.WriteWrap();
+  req.handle = to;
+  req.oncomplete = afterWrite;
+  req.async = false;
+  req.buffer = null;
+  const err = to.writeBuffer(req, data);
+  if (err !== 0) {
+    to.session.destroy();
+    return false;
+  }
+  if (r.state[r.kLastWriteWasAsync] === 0) return false;
+  req.async = true;
+  req.buffer = data;
+  to.queued++;
+  if (from && !from.paused && !from.closing) {
+    from.paused = true;
+    from.readStop();
+  }
+  return true;
+}
+
+function afterWrite(this: WriteReq, status: number): void {
+  const to = this.handle as Side;
+  this.buffer = null;
+  to.queued--;
+  if (to.closing) return;
+  if (status < 0) {
+    to.session.destroy();
+    return;
+  }
+  const from = to.peer;
+  if (to.queued === 0 && from && from.paused && !from.closing) {
+    from.paused = false;
+    if (!from.eof && from.readStart() !== 0) to.session.destroy();
+  }
+}
+
+function afterShutdown(this: ShutdownReq, status: number): void {
+  const h = this.handle as Side;
+  if (h.closing) return;
+  if (status < 0) h.session.destroy();
+  else h.session.onShut(h);
+}
+
+function afterConnect(this: ConnectReq, status: number, handle: TcpHandle): void {
+  const b = handle as Side;
+  b.session.onConnect(b, status, this);
+}
+
+function onRead(this: TcpHandle): Uint8Array | undefined {
+  const h = this as Side;
+  if (h.closing) return undefined;
+  const r = raw()!;
+  const n = r.state[r.kReadBytesOrError]!;
+  if (n > 0) return h.session.onData(h, n);
+  if (n === 0) return undefined;
+  if (n === r.UV_EOF) h.session.onEnd(h);
+  else h.session.destroy(); // a read error (ECONNRESET and the like)
+  return undefined;
+}
+
+function close(h: Side): void {
+  if (h.closing) return;
+  h.closing = true;
+  h.close(onHandleClose as (this: TcpHandle) => void);
+}
+
+/** HandleWrap calls the close callback with the handle as `this`. */
+function onHandleClose(this: Side): void {
+  this.session.onClosed(this);
+}

@@ -1,0 +1,139 @@
+// libuv's TCP handles as Node's own net.js drives them (process.binding 'tcp_wrap' and
+// 'stream_wrap'): a connection relayed on them costs about half of one relayed on two
+// net.Socket objects, which add a Duplex stream, an event emitter and their bookkeeping to every
+// connect, read, write and close (`npm run bench`, W2 and the node-raw reference). Everything
+// the relay needs from them is typed here; rawAvailable() says whether this Node has them.
+
+import { getSystemErrorName } from 'node:util';
+
+/** A uv_tcp_t handle (tcp_wrap.TCP); return values are 0 or a negative libuv error code. */
+export interface TcpHandle {
+  /** (a setter that aborts the process when given anything but a function) */
+  onread: (this: TcpHandle, arrayBuffer: ArrayBuffer | undefined) => Uint8Array | undefined;
+  onconnection?: (status: number, client: TcpHandle | undefined) => void;
+  readStart(): number;
+  readStop(): number;
+  writeBuffer(req: WriteReq, data: Uint8Array): number;
+  shutdown(req: ShutdownReq): number;
+  connect(req: ConnectReq, address: string, port: number): number;
+  connect6(req: ConnectReq, address: string, port: number): number;
+  close(callback?: (this: TcpHandle) => void): void;
+  setNoDelay(on: boolean): number;
+  getpeername(out: SockName): number;
+  getsockname(out: SockName): number;
+  useUserBuffer(buf: Uint8Array): void;
+}
+
+export interface SockName {
+  address?: string;
+  port?: number;
+  family?: string;
+}
+
+export interface WriteReq {
+  handle: TcpHandle;
+  oncomplete: (this: WriteReq, status: number) => void;
+  async: boolean;
+  /** keeps the written bytes alive while libuv still sends from them */
+  buffer: Uint8Array | null;
+}
+export interface ShutdownReq {
+  handle: TcpHandle;
+  oncomplete: (this: ShutdownReq, status: number) => void;
+}
+export interface ConnectReq {
+  oncomplete: (this: ConnectReq, status: number, handle: TcpHandle) => void;
+  address: string;
+  port: number;
+}
+
+interface Bindings {
+  readonly TCP: new (type: number) => TcpHandle;
+  readonly TCPConnectWrap: new () => ConnectReq;
+  readonly WriteWrap: new () => WriteReq;
+  readonly ShutdownWrap: new () => ShutdownReq;
+  readonly SOCKET: number;
+  readonly state: Int32Array;
+  readonly kReadBytesOrError: number;
+  readonly kLastWriteWasAsync: number;
+  /** libuv's end-of-file status */
+  readonly UV_EOF: number;
+}
+
+function load(): Bindings | null {
+  try {
+    const binding = (process as unknown as { binding(name: string): Record<string, unknown> }).binding;
+    const tcp = binding('tcp_wrap') as { TCP?: Bindings['TCP']; TCPConnectWrap?: Bindings['TCPConnectWrap']; constants?: { SOCKET?: number } };
+    const uv = binding('uv') as { UV_EOF?: number };
+    const stream = binding('stream_wrap') as {
+      WriteWrap?: Bindings['WriteWrap'];
+      ShutdownWrap?: Bindings['ShutdownWrap'];
+      streamBaseState?: Int32Array;
+      kReadBytesOrError?: number;
+      kLastWriteWasAsync?: number;
+    };
+    if (
+      typeof tcp.TCP !== 'function' ||
+      typeof tcp.TCPConnectWrap !== 'function' ||
+      typeof tcp.constants?.SOCKET !== 'number' ||
+      typeof stream.WriteWrap !== 'function' ||
+      typeof stream.ShutdownWrap !== 'function' ||
+      !(stream.streamBaseState instanceof Int32Array) ||
+      typeof stream.kReadBytesOrError !== 'number' ||
+      typeof stream.kLastWriteWasAsync !== 'number' ||
+      typeof uv.UV_EOF !== 'number'
+    ) {
+      return null;
+    }
+    const probe = new tcp.TCP(tcp.constants.SOCKET);
+    const methods = ['readStart', 'readStop', 'writeBuffer', 'shutdown', 'connect', 'connect6', 'close', 'setNoDelay', 'getpeername', 'getsockname', 'useUserBuffer'] as const;
+    const complete = methods.every((m) => typeof probe[m] === 'function');
+    probe.close();
+    if (!complete) return null;
+    return {
+      TCP: tcp.TCP,
+      TCPConnectWrap: tcp.TCPConnectWrap,
+      WriteWrap: stream.WriteWrap,
+      ShutdownWrap: stream.ShutdownWrap,
+      SOCKET: tcp.constants.SOCKET,
+      state: stream.streamBaseState,
+      kReadBytesOrError: stream.kReadBytesOrError,
+      kLastWriteWasAsync: stream.kLastWriteWasAsync,
+      UV_EOF: uv.UV_EOF,
+    };
+  } catch {
+    return null;
+  }
+}
+
+let loaded: Bindings | null | undefined;
+
+/** The handles, or null when this Node does not offer them (the relay then uses net.Socket). */
+export function raw(): Bindings | null {
+  if (loaded === undefined) loaded = load();
+  return loaded;
+}
+
+/**
+ * Relay on raw handles? Yes when this Node has them, unless LEMONADE_LB_NET_SOCKETS=1 asks for
+ * net.Socket (slower; there to rule the raw relay in or out when diagnosing).
+ */
+export function rawAvailable(env: NodeJS.ProcessEnv = process.env): boolean {
+  return env['LEMONADE_LB_NET_SOCKETS'] !== '1' && raw() !== null;
+}
+
+/** An Error like the ones net.js makes from a libuv status: code "ECONNREFUSED", message "connect ECONNREFUSED 10.0.0.1:80". */
+export function uvError(status: number, syscall: string, address?: string, port?: number): NodeJS.ErrnoException {
+  let code: string;
+  try {
+    code = getSystemErrorName(status);
+  } catch {
+    code = `E${-status}`;
+  }
+  const where = address === undefined ? '' : ` ${address}${port === undefined ? '' : `:${port}`}`;
+  const err = new Error(`${syscall} ${code}${where}`) as NodeJS.ErrnoException;
+  err.code = code;
+  err.errno = status;
+  err.syscall = syscall;
+  return err;
+}
