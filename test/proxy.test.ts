@@ -104,6 +104,33 @@ test('max_connections = 3 with six clients leaves three open and closes three at
   assert.match(metrics, /lemonade_connections_rejected_total\{reason="max_connections"\} 3/);
 });
 
+test('backends named by host name: "localhost" is resolved and reached; a name that does not resolve is unhealthy and gets nothing', async (t) => {
+  const echo = await startEcho();
+  const port = Number(echo.address.split(':')[1]);
+  const lb = await startBalancer(
+    testConfig([{ address: 'nowhere.invalid:80', name: 'unresolvable' }, { address: `localhost:${port}`, name: 'by-name' }], {
+      health: 'interval = "1h"\ntimeout = "1s"',
+      proxy: 'connect_retries = 1',
+    }),
+  );
+  t.after(async () => {
+    await lb.stop();
+    await echo.close();
+  });
+  let ok = 0;
+  for (let i = 0; i < 6; i++) {
+    const r = await tcpExchange(lb.port, `name ${i}`);
+    if (r.data.toString() === `name ${i}`) ok++;
+  }
+  assert.equal(ok, 6);
+  const backends = await adminJson<{ name: string; state: string; total: number; last_check: { error: string | null } | null }[]>(lb, '/backends');
+  assert.equal(backends.find((b) => b.name === 'by-name')!.total, 6);
+  const bad = backends.find((b) => b.name === 'unresolvable')!;
+  assert.equal(bad.total, 0);
+  assert.equal(bad.state, 'unhealthy');
+  assert.match(bad.last_check?.error ?? '', /ENOTFOUND|EAI_AGAIN/);
+});
+
 test('a refused backend is retried on another one: 20 of 20 requests succeed', async (t) => {
   const echo = await startEcho();
   // a backend that passes its first health check, then goes away (checks are an hour apart, so

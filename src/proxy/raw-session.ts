@@ -101,6 +101,8 @@ export class RawSession {
   remoteAddress = '';
   private backend: Side | null = null;
   private target: SnapshotBackend | null = null;
+  /** a host name's addresses not tried yet, in the resolver's order */
+  private nextAddresses: string[] | null = null;
   private failed: BackendLoad[] | null = null;
   private attempts = 0;
   private readonly startedAt: number;
@@ -178,14 +180,20 @@ export class RawSession {
     this.deadline = now + this.snap.config.proxy.connectTimeoutMs;
     b.setNoDelay(true); // kept by libuv and applied when the connect makes the socket
     const { host, port } = target.spec;
+    this.nextAddresses = null;
     if (isIP(host) !== 0) {
       this.connectTo(b, host, port);
       return;
     }
-    lookup(host, (err, address) => {
+    // a host name: its addresses are tried one after the other, within the one connect timeout
+    lookup(host, { all: true }, (err, found) => {
       if (b !== this.backend || b.closing) return; // timed out, or the session is gone
-      if (err) this.connectFailed(b, err);
-      else this.connectTo(b, address, port);
+      if (err || found.length === 0) {
+        this.connectFailed(b, err ?? new Error(`getaddrinfo found no address for ${host}`));
+        return;
+      }
+      this.nextAddresses = found.slice(1).map((a) => a.address);
+      this.connectTo(b, found[0]!.address, port);
     });
   }
 
@@ -241,6 +249,18 @@ export class RawSession {
 
   /** The backend handle failed before it connected (error, timeout or name lookup). */
   private connectFailed(b: Side, err: NodeJS.ErrnoException | Error): void {
+    const more = this.nextAddresses;
+    if (more && more.length > 0 && this.deadline > 0 && !this.clientClosed) {
+      // the host name's next address, on a new handle that takes over the lease
+      const r = raw()!;
+      const next = asSide(new r.TCP(r.SOCKET), this, b.lease);
+      b.lease = null;
+      this.backend = next;
+      close(b);
+      next.setNoDelay(true);
+      this.connectTo(next, more.shift()!, this.target!.spec.port);
+      return;
+    }
     this.deadline = 0;
     this.backend = null;
     this.backendClosed = true;
