@@ -79,6 +79,18 @@ function asSide(h: TcpHandle, session: RawSession, lease: Lease | null): Side {
   return s;
 }
 
+/** net.isIP() (a regular expression) once per backend host, not once per connection. */
+const ipVersions = new Map<string, number>();
+function ipVersion(host: string): number {
+  let v = ipVersions.get(host);
+  if (v === undefined) {
+    v = isIP(host);
+    if (ipVersions.size >= 4096) ipVersions.clear(); // hosts come from the config: a bound, never reached in practice
+    ipVersions.set(host, v);
+  }
+  return v;
+}
+
 /** Peer address of a client handle ("" when the connection is already gone). */
 export function peerAddress(h: TcpHandle): string {
   const out: SockName = {};
@@ -181,7 +193,7 @@ export class RawSession {
     b.setNoDelay(true); // kept by libuv and applied when the connect makes the socket
     const { host, port } = target.spec;
     this.nextAddresses = null;
-    if (isIP(host) !== 0) {
+    if (ipVersion(host) !== 0) {
       this.connectTo(b, host, port);
       return;
     }
@@ -203,7 +215,7 @@ export class RawSession {
     req.oncomplete = afterConnect;
     req.address = address;
     req.port = port;
-    const err = isIP(address) === 6 ? b.connect6(req, address, port) : b.connect(req, address, port);
+    const err = ipVersion(address) === 6 ? b.connect6(req, address, port) : b.connect(req, address, port);
     if (err !== 0) {
       const e = uvError(err, 'connect', address, port);
       process.nextTick(() => {
@@ -331,7 +343,13 @@ export class RawSession {
   /** @internal */ onEnd(from: Side): void {
     from.eof = true;
     const to = from.peer;
-    if (to && !to.closing && !to.shutting) {
+    if (to && !to.closing && !to.shutting && to.eof && to.queued === 0) {
+      // both directions are done and nothing is queued to `to`: closing it sends the same FIN
+      // (it has nothing unread), without a shutdown() first
+      to.shutting = true;
+      to.shut = true;
+      close(to);
+    } else if (to && !to.closing && !to.shutting) {
       to.shutting = true;
       const req = new (raw()!.ShutdownWrap)();
       req.handle = to;
