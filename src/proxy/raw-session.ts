@@ -16,10 +16,11 @@
 
 import { isIP } from 'node:net';
 import { lookup } from 'node:dns';
-import type { Snapshot, SnapshotBackend } from '../core/snapshot';
-import type { BackendLoad, Lease } from '../core/stats';
+import type { Snapshot } from '../core/snapshot';
+import type { Lease } from '../core/stats';
 import type { ConnectionRegistry } from '../runtime/drain';
 import type { ProxyObserver } from './events';
+import { SessionBase } from './session-base';
 import { raw, uvError, type ConnectReq, type ShutdownReq, type SockName, type TcpHandle, type WriteReq } from './raw';
 
 export interface RawSessionHost {
@@ -32,15 +33,9 @@ export interface RawSessionHost {
   readonly released: (remoteAddress: string) => void;
 }
 
-/** Longest passive ejection, ms. */
-const MAX_EJECT_MS = 30_000;
-const MIN_EJECT_MS = 1_000;
-
 const READ_SIZE = 64 * 1024;
 const SMALL_READ = Buffer.poolSize >>> 1;
 const SHARED = Buffer.allocUnsafeSlow(READ_SIZE);
-
-const NO_BACKENDS: readonly BackendLoad[] = Object.freeze([]);
 
 /** What the relay keeps on each handle (a handle is a plain JS object, as net.js uses it too). */
 interface Side extends TcpHandle {
@@ -106,44 +101,21 @@ export function endpoints(h: TcpHandle): { srcAddress: string; srcPort: number; 
   return { srcAddress: peer.address ?? '', srcPort: peer.port ?? 0, dstAddress: local.address ?? '', dstPort: local.port ?? 0 };
 }
 
-export class RawSession {
-  /** set by the listener when the per-client limits counted this connection */
-  admitted = false;
+export class RawSession extends SessionBase {
   /** the client's address, when the listener read it (the ACL or the client limits) */
   remoteAddress = '';
   private backend: Side | null = null;
-  private target: SnapshotBackend | null = null;
   /** a host name's addresses not tried yet, in the resolver's order */
   private nextAddresses: string[] | null = null;
-  private failed: BackendLoad[] | null = null;
-  private attempts = 0;
-  private readonly startedAt: number;
-  private connectStartedAt = 0;
-  private deadline = 0;
-  private connectMs = 0;
-  private firstSentAt = 0;
-  private gotFirstByte = false;
-  private bytesIn = 0;
-  private bytesOut = 0;
-  private moved = false;
-  private lastMoved = 0;
-  private clientClosed = false;
-  private backendClosed = true;
-  private connected = false;
-  private finished = false;
   private readonly client: Side;
 
   constructor(
     client: TcpHandle,
-    private readonly snap: Snapshot,
+    snap: Snapshot,
     private readonly host: RawSessionHost,
   ) {
+    super(snap, host);
     this.client = asSide(client, this, null);
-    this.startedAt = host.now();
-  }
-
-  get backendKey(): string | null {
-    return this.target ? this.target.load.key : null;
   }
 
   start(): void {
@@ -155,41 +127,27 @@ export class RawSession {
     if (this.backend) close(this.backend);
   }
 
-  /** Called by the registry's sweep: connect timeout and idle timeout. */
-  sweep(now: number): void {
-    if (this.finished) return;
-    if (!this.connected) {
-      const b = this.backend;
-      if (b && this.deadline > 0 && now >= this.deadline) {
-        this.deadline = 0;
-        this.connectFailed(b, new Error(`connect timeout after ${this.snap.config.proxy.connectTimeoutMs} ms`));
-      }
-      return;
-    }
-    if (this.moved) {
-      this.moved = false;
-      this.lastMoved = now;
-    } else if (now - this.lastMoved >= this.snap.config.proxy.idleTimeoutMs) {
-      this.destroy();
-    }
+  protected connectTimedOut(error: Error): void {
+    if (this.backend) this.connectFailed(this.backend, error);
+  }
+
+  protected clientAddress(): string {
+    return this.remoteAddress || peerAddress(this.client);
+  }
+
+  protected releaseClient(): void {
+    this.host.released(this.remoteAddress);
   }
 
   private attempt(): void {
-    const target = this.snap.pick(this.failed ?? NO_BACKENDS);
+    const target = this.pickTarget();
     if (!target) {
-      if (this.attempts === 0) this.host.observer.rejected('no_backend', this.remoteAddress || peerAddress(this.client));
       close(this.client);
       return;
     }
     const r = raw()!;
-    this.target = target;
-    this.attempts++;
     const b = asSide(new r.TCP(r.SOCKET), this, target.load.acquire());
     this.backend = b;
-    this.backendClosed = false;
-    const now = this.host.now();
-    this.connectStartedAt = now;
-    this.deadline = now + this.snap.config.proxy.connectTimeoutMs;
     b.setNoDelay(true); // kept by libuv and applied when the connect makes the socket
     const { host, port } = target.spec;
     this.nextAddresses = null;
@@ -230,16 +188,8 @@ export class RawSession {
       this.connectFailed(b, uvError(status, 'connect', req.address, req.port));
       return;
     }
-    const t = this.target!;
     const c = this.client;
-    const now = this.host.now();
-    this.connected = true;
-    this.deadline = 0;
-    this.connectMs = now - this.connectStartedAt;
-    this.lastMoved = now;
-    t.load.recordSuccess();
-    t.counters.connections++;
-    this.host.observer.connected(t, this.connectMs);
+    this.markConnected();
     if (this.clientClosed || c.closing) {
       close(b);
       return;
@@ -273,53 +223,17 @@ export class RawSession {
       this.connectTo(next, more.shift()!, this.target!.spec.port);
       return;
     }
-    this.deadline = 0;
     this.backend = null;
     this.backendClosed = true;
     close(b); // its close releases its lease
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'EMFILE' || code === 'ENFILE') {
-      // out of file descriptors here: not the backend's fault, and no other backend would fare
-      // better; close the client without penalising the backend
-      this.host.observer.acceptError(err);
-      close(this.client);
-      return;
-    }
-    const t = this.target!;
-    const load = t.load;
-    load.recordFailure();
-    t.counters.connectErrors++;
-    const h = this.snap.config.health;
-    if (load.consecutiveFailures >= h.unhealthyThreshold) {
-      load.ejectedUntil = this.host.now() + Math.min(MAX_EJECT_MS, Math.max(MIN_EJECT_MS, h.intervalMs));
-    }
-    (this.failed ??= []).push(load);
-    const canRetry = !this.clientClosed && this.attempts <= this.snap.config.proxy.connectRetries;
-    this.host.observer.connectFailed(t, err.message, canRetry);
-    if (canRetry) this.attempt();
+    if (this.connectFailure(err) === 'retry') this.attempt();
     else close(this.client);
   }
 
   /** @internal */ onData(from: Side, n: number): Uint8Array | undefined {
     const to = from.peer!;
-    this.moved = true;
-    if (from === this.client) {
-      this.bytesIn += n;
-      this.target!.counters.bytesIn += n;
-      if (this.firstSentAt === 0) this.firstSentAt = this.host.now();
-    } else {
-      this.bytesOut += n;
-      const t = this.target!;
-      t.counters.bytesOut += n;
-      if (!this.gotFirstByte) {
-        this.gotFirstByte = true;
-        // latency = connect time + time from the first client byte sent to the first byte back
-        // (for server-first protocols, from the connect)
-        const now = this.host.now();
-        const start = this.firstSentAt === 0 ? this.connectStartedAt + this.connectMs : this.firstSentAt;
-        t.load.observeLatency(this.connectMs + (now - start));
-      }
-    }
+    if (from === this.client) this.countIn(n);
+    else this.countOut(n);
     let buf = from.readBuf;
     if (buf === SHARED) {
       if (n < SMALL_READ) {
@@ -397,15 +311,6 @@ export class RawSession {
     }
   }
 
-  private maybeFinish(): void {
-    if (this.finished || !this.clientClosed || !this.backendClosed) return;
-    this.finished = true;
-    this.host.registry.delete(this);
-    if (this.admitted) this.host.released(this.remoteAddress);
-    if (this.connected && this.target) {
-      this.host.observer.closed(this.target, this.host.now() - this.startedAt, this.bytesIn, this.bytesOut);
-    }
-  }
 }
 
 /** Write `data` to `to`; true when libuv keeps some of it for later (then `from` stops reading). */

@@ -11,10 +11,11 @@
 // sweep (ConnectionRegistry, runtime/drain.ts), and a read only sets a flag.
 
 import { Socket, type OnReadOpts, type SocketConstructorOpts } from 'node:net';
-import type { Snapshot, SnapshotBackend } from '../core/snapshot';
-import type { BackendLoad, Lease } from '../core/stats';
+import type { Snapshot } from '../core/snapshot';
+import type { Lease } from '../core/stats';
 import type { ConnectionRegistry } from '../runtime/drain';
 import type { ProxyObserver } from './events';
+import { SessionBase } from './session-base';
 
 export interface SessionHost {
   readonly observer: ProxyObserver;
@@ -26,10 +27,6 @@ export interface SessionHost {
   readonly released: (client: Socket) => void;
 }
 
-/** Longest passive ejection, ms. */
-const MAX_EJECT_MS = 30_000;
-const MIN_EJECT_MS = 1_000;
-
 const SESSION = Symbol('lemonade.session');
 const LEASE = Symbol('lemonade.lease');
 
@@ -40,8 +37,6 @@ interface BackendSocket extends Socket {
   [SESSION]: Session;
   [LEASE]: Lease;
 }
-
-const NO_BACKENDS: readonly BackendLoad[] = Object.freeze([]);
 
 // Reading. With `onread`, Node reads into a buffer we give it and calls one function with the
 // byte count: no 64 KiB allocation per read (and no shrink of it to the bytes read), no Readable
@@ -151,45 +146,18 @@ function useOnread(c: ClientSocket): boolean {
   return true;
 }
 
-export class Session {
-  /** set by the listener when the per-client limits counted this connection */
-  admitted = false;
+export class Session extends SessionBase {
   private backend: BackendSocket | null = null;
-  private target: SnapshotBackend | null = null;
-  /** backends whose connect failed (allocated on the first failure) */
-  private failed: BackendLoad[] | null = null;
-  private attempts = 0;
-  private readonly startedAt: number;
-  private connectStartedAt = 0;
-  /** connect deadline while connecting, else 0 */
-  private deadline = 0;
-  private connectMs = 0;
-  private firstSentAt = 0;
-  private gotFirstByte = false;
-  private bytesIn = 0;
-  private bytesOut = 0;
-  /** a byte moved since the last sweep */
-  private moved = false;
-  /** when the sweep last saw bytes move (or the connect completed) */
-  private lastMoved = 0;
-  private clientClosed = false;
-  private backendClosed = true;
-  private connected = false;
-  private finished = false;
   private readonly client: ClientSocket;
 
   constructor(
     client: Socket,
-    private readonly snap: Snapshot,
+    snap: Snapshot,
     private readonly host: SessionHost,
   ) {
+    super(snap, host);
     this.client = client as ClientSocket;
     this.client[SESSION] = this;
-    this.startedAt = host.now();
-  }
-
-  get backendKey(): string | null {
-    return this.target ? this.target.load.key : null;
   }
 
   /** Start: the client socket is paused (pauseOnConnect) and already counted as active. */
@@ -205,42 +173,28 @@ export class Session {
     this.backend?.destroy();
   }
 
-  /** Called by the registry's sweep: connect timeout and idle timeout. */
-  sweep(now: number): void {
-    if (this.finished) return;
-    if (!this.connected) {
-      const s = this.backend;
-      if (s && this.deadline > 0 && now >= this.deadline) {
-        this.deadline = 0;
-        s.destroy(new Error(`connect timeout after ${this.snap.config.proxy.connectTimeoutMs} ms`));
-      }
-      return;
-    }
-    if (this.moved) {
-      this.moved = false;
-      this.lastMoved = now;
-    } else if (now - this.lastMoved >= this.snap.config.proxy.idleTimeoutMs) {
-      this.destroy();
-    }
+  protected connectTimedOut(error: Error): void {
+    this.backend?.destroy(error);
+  }
+
+  protected clientAddress(): string | undefined {
+    return this.client.remoteAddress;
+  }
+
+  protected releaseClient(): void {
+    this.host.released(this.client);
   }
 
   private attempt(): void {
-    const target = this.snap.pick(this.failed ?? NO_BACKENDS);
+    const target = this.pickTarget();
     if (!target) {
-      if (this.attempts === 0) this.host.observer.rejected('no_backend', this.client.remoteAddress);
       this.client.destroy();
       return;
     }
-    this.target = target;
-    this.attempts++;
     const s = new Socket(BACKEND_OPTIONS) as BackendSocket;
     s[SESSION] = this;
     s[LEASE] = target.load.acquire();
     this.backend = s;
-    this.backendClosed = false;
-    const now = this.host.now();
-    this.connectStartedAt = now;
-    this.deadline = now + this.snap.config.proxy.connectTimeoutMs;
     s.setNoDelay(true); // before connect: applied when the handle is made, no system call now
     s.on('connect', onBackendConnect);
     s.on('error', onBackendError);
@@ -250,16 +204,8 @@ export class Session {
 
   /** @internal */ onConnect(s: BackendSocket): void {
     if (s !== this.backend) return;
-    const t = this.target!;
     const c = this.client;
-    const now = this.host.now();
-    this.connected = true;
-    this.deadline = 0;
-    this.connectMs = now - this.connectStartedAt;
-    this.lastMoved = now;
-    t.load.recordSuccess();
-    t.counters.connections++;
-    this.host.observer.connected(t, this.connectMs);
+    this.markConnected();
     if (this.clientClosed) {
       s.destroy();
       return;
@@ -275,35 +221,17 @@ export class Session {
   }
 
   /** @internal */ onClientRead(buf: Buffer, n: number): boolean {
-    this.bytesIn += n;
-    this.target!.counters.bytesIn += n;
-    this.moved = true;
-    if (this.firstSentAt === 0) this.firstSentAt = this.host.now();
+    this.countIn(n);
     return relay(buf, n, this.backend!);
   }
 
   /** @internal */ onClientData(chunk: Buffer): void {
-    const n = chunk.length;
-    this.bytesIn += n;
-    this.target!.counters.bytesIn += n;
-    this.moved = true;
-    if (this.firstSentAt === 0) this.firstSentAt = this.host.now();
+    this.countIn(chunk.length);
     if (!this.backend!.write(chunk)) this.client.pause();
   }
 
   /** @internal */ onBackendRead(buf: Buffer, n: number): boolean {
-    this.bytesOut += n;
-    const t = this.target!;
-    t.counters.bytesOut += n;
-    this.moved = true;
-    if (!this.gotFirstByte) {
-      this.gotFirstByte = true;
-      // latency = connect time + time from the first client byte sent to the first byte back
-      // (for server-first protocols, from the connect)
-      const now = this.host.now();
-      const from = this.firstSentAt === 0 ? this.connectStartedAt + this.connectMs : this.firstSentAt;
-      t.load.observeLatency(this.connectMs + (now - from));
-    }
+    this.countOut(n);
     return relay(buf, n, this.client);
   }
 
@@ -329,32 +257,10 @@ export class Session {
       this.client.destroy();
       return;
     }
-    this.deadline = 0;
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'EMFILE' || code === 'ENFILE') {
-      // out of file descriptors here: not the backend's fault, and no other backend would fare
-      // better; close the client without penalising the backend
-      this.host.observer.acceptError(err);
-      this.backend = null;
-      this.backendClosed = true;
-      this.client.destroy();
-      return;
-    }
-    const t = this.target!;
-    const load = t.load;
-    load.recordFailure();
-    t.counters.connectErrors++;
-    const h = this.snap.config.health;
-    if (load.consecutiveFailures >= h.unhealthyThreshold) {
-      load.ejectedUntil = this.host.now() + Math.min(MAX_EJECT_MS, Math.max(MIN_EJECT_MS, h.intervalMs));
-    }
-    (this.failed ??= []).push(load);
-    const canRetry = !this.clientClosed && this.attempts <= this.snap.config.proxy.connectRetries;
-    this.host.observer.connectFailed(t, err.message, canRetry);
     // the failed socket's 'close' releases its lease; detach it from this session now
     this.backend = null;
     this.backendClosed = true;
-    if (canRetry) this.attempt();
+    if (this.connectFailure(err) === 'retry') this.attempt();
     else this.client.destroy();
   }
 
@@ -382,16 +288,6 @@ export class Session {
       else c.destroy();
     }
     this.maybeFinish();
-  }
-
-  private maybeFinish(): void {
-    if (this.finished || !this.clientClosed || !this.backendClosed) return;
-    this.finished = true;
-    this.host.registry.delete(this);
-    if (this.admitted) this.host.released(this.client);
-    if (this.connected && this.target) {
-      this.host.observer.closed(this.target, this.host.now() - this.startedAt, this.bytesIn, this.bytesOut);
-    }
   }
 }
 

@@ -1,0 +1,178 @@
+// What a proxied connection does whatever carries its bytes (net.Socket in ./session.ts, raw
+// libuv handles in ./raw-session.ts): the backend pick, the connect deadline and the idle
+// timeout checked by the registry's sweep, passive health on a failed connect, the counters and
+// the latency sample, and the end of the session once both sides are closed.
+
+import type { Snapshot, SnapshotBackend } from '../core/snapshot';
+import type { BackendLoad } from '../core/stats';
+import type { ProxyObserver } from './events';
+
+/** Longest passive ejection, ms. */
+const MAX_EJECT_MS = 30_000;
+const MIN_EJECT_MS = 1_000;
+
+const NO_BACKENDS: readonly BackendLoad[] = Object.freeze([]);
+
+export interface SessionBaseHost {
+  readonly observer: ProxyObserver;
+  readonly registry: { delete(session: never): unknown };
+  readonly now: () => number;
+}
+
+export abstract class SessionBase {
+  /** set by the listener when the per-client limits counted this connection */
+  admitted = false;
+  protected target: SnapshotBackend | null = null;
+  /** backends whose connect failed (allocated on the first failure) */
+  private failed: BackendLoad[] | null = null;
+  protected attempts = 0;
+  private readonly startedAt: number;
+  protected connectStartedAt = 0;
+  /** connect deadline while connecting, else 0 */
+  protected deadline = 0;
+  private connectMs = 0;
+  private firstSentAt = 0;
+  private gotFirstByte = false;
+  private bytesIn = 0;
+  private bytesOut = 0;
+  /** a byte moved since the last sweep */
+  private moved = false;
+  /** when the sweep last saw bytes move (or the connect completed) */
+  private lastMoved = 0;
+  protected clientClosed = false;
+  protected backendClosed = true;
+  protected connected = false;
+  private finished = false;
+
+  constructor(
+    protected readonly snap: Snapshot,
+    private readonly base: SessionBaseHost,
+  ) {
+    this.startedAt = base.now();
+  }
+
+  get backendKey(): string | null {
+    return this.target ? this.target.load.key : null;
+  }
+
+  /** close both sides now */
+  abstract destroy(): void;
+  /** the connect deadline passed: fail the attempt under way */
+  protected abstract connectTimedOut(error: Error): void;
+  /** the client's address, for a no_backend rejection */
+  protected abstract clientAddress(): string | undefined;
+  /** give the client's per-address slot back (sessions marked `admitted`) */
+  protected abstract releaseClient(): void;
+
+  /** Called by the registry's sweep: connect timeout and idle timeout. */
+  sweep(now: number): void {
+    if (this.finished) return;
+    if (!this.connected) {
+      if (this.deadline > 0 && now >= this.deadline) {
+        this.deadline = 0;
+        this.connectTimedOut(new Error(`connect timeout after ${this.snap.config.proxy.connectTimeoutMs} ms`));
+      }
+      return;
+    }
+    if (this.moved) {
+      this.moved = false;
+      this.lastMoved = now;
+    } else if (now - this.lastMoved >= this.snap.config.proxy.idleTimeoutMs) {
+      this.destroy();
+    }
+  }
+
+  /**
+   * The next backend to try, counted as an attempt with its deadline set; null when none is left
+   * (a first attempt counts the rejection as no_backend).
+   */
+  protected pickTarget(): SnapshotBackend | null {
+    const target = this.snap.pick(this.failed ?? NO_BACKENDS);
+    if (!target) {
+      if (this.attempts === 0) this.base.observer.rejected('no_backend', this.clientAddress());
+      return null;
+    }
+    this.target = target;
+    this.attempts++;
+    this.backendClosed = false;
+    const now = this.base.now();
+    this.connectStartedAt = now;
+    this.deadline = now + this.snap.config.proxy.connectTimeoutMs;
+    return target;
+  }
+
+  /** The backend connected: counts and the connect time. */
+  protected markConnected(): void {
+    const t = this.target!;
+    const now = this.base.now();
+    this.connected = true;
+    this.deadline = 0;
+    this.connectMs = now - this.connectStartedAt;
+    this.lastMoved = now;
+    t.load.recordSuccess();
+    t.counters.connections++;
+    this.base.observer.connected(t, this.connectMs);
+  }
+
+  /**
+   * A connect failed before any byte. 'emfile': out of descriptors here, not the backend's
+   * fault (no other backend would fare better; close the client, penalise nobody). Otherwise it
+   * counts against the backend (passive health, ejection after repeated failures), and says
+   * whether the client may be retried on a backend not yet tried.
+   */
+  protected connectFailure(err: Error): 'emfile' | 'retry' | 'give-up' {
+    this.deadline = 0;
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EMFILE' || code === 'ENFILE') {
+      this.base.observer.acceptError(err);
+      return 'emfile';
+    }
+    const t = this.target!;
+    const load = t.load;
+    load.recordFailure();
+    t.counters.connectErrors++;
+    const h = this.snap.config.health;
+    if (load.consecutiveFailures >= h.unhealthyThreshold) {
+      load.ejectedUntil = this.base.now() + Math.min(MAX_EJECT_MS, Math.max(MIN_EJECT_MS, h.intervalMs));
+    }
+    (this.failed ??= []).push(load);
+    const canRetry = !this.clientClosed && this.attempts <= this.snap.config.proxy.connectRetries;
+    this.base.observer.connectFailed(t, err.message, canRetry);
+    return canRetry ? 'retry' : 'give-up';
+  }
+
+  /** `n` bytes read from the client. */
+  protected countIn(n: number): void {
+    this.bytesIn += n;
+    this.target!.counters.bytesIn += n;
+    this.moved = true;
+    if (this.firstSentAt === 0) this.firstSentAt = this.base.now();
+  }
+
+  /** `n` bytes read from the backend; the first ones give the latency sample. */
+  protected countOut(n: number): void {
+    this.bytesOut += n;
+    const t = this.target!;
+    t.counters.bytesOut += n;
+    this.moved = true;
+    if (!this.gotFirstByte) {
+      this.gotFirstByte = true;
+      // latency = connect time + time from the first client byte sent to the first byte back
+      // (for server-first protocols, from the connect)
+      const now = this.base.now();
+      const from = this.firstSentAt === 0 ? this.connectStartedAt + this.connectMs : this.firstSentAt;
+      t.load.observeLatency(this.connectMs + (now - from));
+    }
+  }
+
+  /** Once both sides are closed: out of the registry, the client's slot back, the counts. */
+  protected maybeFinish(): void {
+    if (this.finished || !this.clientClosed || !this.backendClosed) return;
+    this.finished = true;
+    this.base.registry.delete(this as never);
+    if (this.admitted) this.releaseClient();
+    if (this.connected && this.target) {
+      this.base.observer.closed(this.target, this.base.now() - this.startedAt, this.bytesIn, this.bytesOut);
+    }
+  }
+}
