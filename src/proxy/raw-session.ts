@@ -21,7 +21,7 @@ import type { Lease } from '../core/stats';
 import type { ConnectionRegistry } from '../runtime/drain';
 import type { ProxyObserver } from './events';
 import { SessionBase } from './session-base';
-import { raw, uvError, type ConnectReq, type ShutdownReq, type SockName, type TcpHandle, type WriteReq } from './raw';
+import { raw, uvError, type RawBindings, type ConnectReq, type ShutdownReq, type SockName, type TcpHandle, type WriteReq } from './raw';
 
 export interface RawSessionHost {
   readonly observer: ProxyObserver;
@@ -32,6 +32,9 @@ export interface RawSessionHost {
   /** the client's per-address slot is free again (called only for sessions marked `admitted`) */
   readonly released: (remoteAddress: string) => void;
 }
+
+/** Looked up by the first RawSession, made only when they exist (ProxyListener.raw). */
+let R: RawBindings;
 
 const READ_SIZE = 64 * 1024;
 const SMALL_READ = Buffer.poolSize >>> 1;
@@ -115,6 +118,7 @@ export class RawSession extends SessionBase {
     private readonly host: RawSessionHost,
   ) {
     super(snap, host);
+    R ??= raw()!;
     this.client = asSide(client, this, null);
   }
 
@@ -145,8 +149,7 @@ export class RawSession extends SessionBase {
       close(this.client);
       return;
     }
-    const r = raw()!;
-    const b = asSide(new r.TCP(r.SOCKET), this, target.load.acquire());
+    const b = asSide(new R.TCP(R.SOCKET), this, target.load.acquire());
     this.backend = b;
     b.setNoDelay(true); // kept by libuv and applied when the connect makes the socket
     const { host, port } = target.spec;
@@ -168,8 +171,7 @@ export class RawSession extends SessionBase {
   }
 
   private connectTo(b: Side, address: string, port: number): void {
-    const r = raw()!;
-    const req = new r.TCPConnectWrap();
+    const req = new R.TCPConnectWrap();
     req.oncomplete = afterConnect;
     req.address = address;
     req.port = port;
@@ -198,15 +200,7 @@ export class RawSession extends SessionBase {
     b.peer = c;
     const pre = this.host.preamble(c, this.snap);
     if (pre) write(b, pre, null);
-    for (const h of [c, b]) {
-      h.onread = onRead;
-      h.useUserBuffer(SHARED);
-      const err = h.readStart();
-      if (err !== 0) {
-        this.destroy();
-        return;
-      }
-    }
+    if (!startReading(c) || !startReading(b)) this.destroy();
   }
 
   /** The backend handle failed before it connected (error, timeout or name lookup). */
@@ -214,8 +208,7 @@ export class RawSession extends SessionBase {
     const more = this.nextAddresses;
     if (more && more.length > 0 && this.deadline > 0 && !this.clientClosed) {
       // the host name's next address, on a new handle that takes over the lease
-      const r = raw()!;
-      const next = asSide(new r.TCP(r.SOCKET), this, b.lease);
+        const next = asSide(new R.TCP(R.SOCKET), this, b.lease);
       b.lease = null;
       this.backend = next;
       close(b);
@@ -265,7 +258,7 @@ export class RawSession extends SessionBase {
       close(to);
     } else if (to && !to.closing && !to.shutting) {
       to.shutting = true;
-      const req = new (raw()!.ShutdownWrap)();
+      const req = new R.ShutdownWrap();
       req.handle = to;
       req.oncomplete = afterShutdown;
       if (to.shutdown(req) !== 0) {
@@ -316,8 +309,7 @@ export class RawSession extends SessionBase {
 /** Write `data` to `to`; true when libuv keeps some of it for later (then `from` stops reading). */
 function write(to: Side, data: Uint8Array, from: Side | null): boolean {
   if (to.closing) return false;
-  const r = raw()!;
-  const req = new r.WriteWrap();
+  const req = new R.WriteWrap();
   req.handle = to;
   req.oncomplete = afterWrite;
   req.async = false;
@@ -327,7 +319,7 @@ function write(to: Side, data: Uint8Array, from: Side | null): boolean {
     to.session.destroy();
     return false;
   }
-  if (r.state[r.kLastWriteWasAsync] === 0) return false;
+  if (R.state[R.kLastWriteWasAsync] === 0) return false;
   req.async = true;
   req.buffer = data;
   to.queued++;
@@ -336,6 +328,12 @@ function write(to: Side, data: Uint8Array, from: Side | null): boolean {
     from.readStop();
   }
   return true;
+}
+
+function startReading(h: Side): boolean {
+  h.onread = onRead;
+  h.useUserBuffer(SHARED);
+  return h.readStart() === 0;
 }
 
 function afterWrite(this: WriteReq, status: number): void {
@@ -369,11 +367,10 @@ function afterConnect(this: ConnectReq, status: number, handle: TcpHandle): void
 function onRead(this: TcpHandle): Uint8Array | undefined {
   const h = this as Side;
   if (h.closing) return undefined;
-  const r = raw()!;
-  const n = r.state[r.kReadBytesOrError]!;
+  const n = R.state[R.kReadBytesOrError]!;
   if (n > 0) return h.session.onData(h, n);
   if (n === 0) return undefined;
-  if (n === r.UV_EOF) h.session.onEnd(h);
+  if (n === R.UV_EOF) h.session.onEnd(h);
   else h.session.destroy(); // a read error (ECONNRESET and the like)
   return undefined;
 }

@@ -47,7 +47,7 @@ export interface ConnectReq {
   port: number;
 }
 
-interface Bindings {
+export interface RawBindings {
   readonly TCP: new (type: number) => TcpHandle;
   readonly TCPConnectWrap: new () => ConnectReq;
   readonly WriteWrap: new () => WriteReq;
@@ -60,14 +60,14 @@ interface Bindings {
   readonly UV_EOF: number;
 }
 
-function load(): Bindings | null {
+function load(): RawBindings | null {
   try {
     const binding = (process as unknown as { binding(name: string): Record<string, unknown> }).binding;
-    const tcp = binding('tcp_wrap') as { TCP?: Bindings['TCP']; TCPConnectWrap?: Bindings['TCPConnectWrap']; constants?: { SOCKET?: number } };
+    const tcp = binding('tcp_wrap') as { TCP?: RawBindings['TCP']; TCPConnectWrap?: RawBindings['TCPConnectWrap']; constants?: { SOCKET?: number } };
     const uv = binding('uv') as { UV_EOF?: number };
     const stream = binding('stream_wrap') as {
-      WriteWrap?: Bindings['WriteWrap'];
-      ShutdownWrap?: Bindings['ShutdownWrap'];
+      WriteWrap?: RawBindings['WriteWrap'];
+      ShutdownWrap?: RawBindings['ShutdownWrap'];
       streamBaseState?: Int32Array;
       kReadBytesOrError?: number;
       kLastWriteWasAsync?: number;
@@ -106,10 +106,10 @@ function load(): Bindings | null {
   }
 }
 
-let loaded: Bindings | null | undefined;
+let loaded: RawBindings | null | undefined;
 
 /** The handles, or null when this Node does not offer them (the relay then uses net.Socket). */
-export function raw(): Bindings | null {
+export function raw(): RawBindings | null {
   if (loaded === undefined) loaded = load();
   return loaded;
 }
