@@ -12,11 +12,11 @@ import { formatHostPort } from '../core/address';
 import { BindError } from '../errors';
 import { ConnectionRegistry } from '../runtime/drain';
 import { ClientLimits } from './client-limits';
-import { Session, type SessionHost } from './session';
-import { RawSession, endpoints, peerAddress, type RawSessionHost } from './raw-session';
+import { Session } from './session';
+import { RawSession, peerAddress } from './raw-session';
+import type { SessionHost } from './session-base';
 import { rawAvailable, uvError, type TcpHandle } from './raw';
-import type { ProxyObserver } from './events';
-import { encodeProxyHeader, proxyHeader } from './proxy-protocol';
+import type { ProxyObserver, RejectReason } from './events';
 
 export interface ListenerDeps {
   readonly current: () => Snapshot;
@@ -44,7 +44,8 @@ export class ProxyListener {
   private boundAddress = '';
   private readonly limits: ClientLimits;
   private readonly host: SessionHost;
-  private readonly rawHost: RawSessionHost;
+  /** what admission() decided for the connection just accepted (reused: no object per accept) */
+  private readonly verdict = { admitted: false, remote: '' };
 
   constructor(private readonly deps: ListenerDeps) {
     this.limits = new ClientLimits(deps.now);
@@ -61,22 +62,6 @@ export class ProxyListener {
       observer: deps.observer,
       registry: this.registry,
       now: deps.now,
-      preamble: (client, snap) => {
-        const mode = snap.config.proxy.proxyProtocol;
-        return mode === 'off' ? null : proxyHeader(mode, client);
-      },
-      released: (client) => {
-        this.limits.release(client.remoteAddress ?? '', this.deps.current().config.proxy.clientRateLimit);
-      },
-    };
-    this.rawHost = {
-      observer: deps.observer,
-      registry: this.registry,
-      now: deps.now,
-      preamble: (client, snap) => {
-        const mode = snap.config.proxy.proxyProtocol;
-        return mode === 'off' ? null : encodeProxyHeader(mode, endpoints(client));
-      },
       released: (remoteAddress) => {
         this.limits.release(remoteAddress, this.deps.current().config.proxy.clientRateLimit);
       },
@@ -158,64 +143,71 @@ export class ProxyListener {
     await new Promise<void>((resolve) => setImmediate(resolve));
   }
 
+  /**
+   * The global cap, the ACL and the per-client limits for one accepted connection: the reason to
+   * refuse it, or null (then `verdict` says whether the limits counted it, and the peer address
+   * when it was read). The peer address is a getpeername() system call: asked only when an ACL
+   * or a limit needs it.
+   */
+  private admission<C>(snap: Snapshot, c: C, peerOf: (c: C) => string): RejectReason | null {
+    const v = this.verdict;
+    v.admitted = false;
+    v.remote = '';
+    const p = snap.config.proxy;
+    if (this.registry.size >= snap.maxConnections) return 'max_connections';
+    if (p.allow.length > 0 || p.deny.length > 0) {
+      v.remote = peerOf(c);
+      if (!snap.allows(v.remote)) return 'acl';
+    }
+    if (p.clientRateLimit !== null || p.clientMaxConnections > 0) {
+      if (v.remote === '') v.remote = peerOf(c);
+      if (!this.limits.admit(v.remote, p.clientRateLimit, p.clientMaxConnections)) return 'rate_limit';
+      v.admitted = true;
+    }
+    return null;
+  }
+
   private readonly onConnection = (c: Socket): void => {
     c.on('error', ignore);
     const snap = this.deps.current();
-    const p = snap.config.proxy;
-    if (this.registry.size >= snap.maxConnections) return this.reject(c, 'max_connections');
-    // remoteAddress is a getpeername() system call: only ask when an ACL needs it
-    if ((p.allow.length > 0 || p.deny.length > 0) && !snap.allows(c.remoteAddress)) return this.reject(c, 'acl');
-    let admitted = false;
-    if (p.clientRateLimit !== null || p.clientMaxConnections > 0) {
-      if (!this.limits.admit(c.remoteAddress ?? '', p.clientRateLimit, p.clientMaxConnections)) return this.reject(c, 'rate_limit');
-      admitted = true;
+    const refused = this.admission(snap, c, socketPeer);
+    if (refused) {
+      this.deps.observer.rejected(refused, c.remoteAddress);
+      c.destroy();
+      return;
     }
     this.accepted++;
     const s = new Session(c, snap, this.host);
-    s.admitted = admitted;
+    s.admitted = this.verdict.admitted;
     this.registry.add(s);
     s.start();
   };
 
-  private reject(c: Socket, reason: 'max_connections' | 'acl' | 'rate_limit'): void {
-    this.deps.observer.rejected(reason, c.remoteAddress);
-    c.destroy();
-  }
-
-  /** The raw path's accept: the same checks as onConnection, on the handle itself. */
+  /** The raw path's accept: the same admission, on the handle itself. */
   private readonly onRawConnection = (status: number, c: TcpHandle | undefined): void => {
     if (status < 0 || !c) {
       this.deps.observer.acceptError(uvError(status, 'accept'));
       return;
     }
     const snap = this.deps.current();
-    const p = snap.config.proxy;
-    if (this.registry.size >= snap.maxConnections) return this.rejectRaw(c, 'max_connections', undefined);
-    let remote = '';
-    // the peer address is a getpeername() system call: only ask when an ACL or a limit needs it
-    if (p.allow.length > 0 || p.deny.length > 0) {
-      remote = peerAddress(c);
-      if (!snap.allows(remote)) return this.rejectRaw(c, 'acl', remote);
-    }
-    let admitted = false;
-    if (p.clientRateLimit !== null || p.clientMaxConnections > 0) {
-      if (remote === '') remote = peerAddress(c);
-      if (!this.limits.admit(remote, p.clientRateLimit, p.clientMaxConnections)) return this.rejectRaw(c, 'rate_limit', remote);
-      admitted = true;
+    const refused = this.admission(snap, c, peerAddress);
+    if (refused) {
+      this.deps.observer.rejected(refused, this.verdict.remote || peerAddress(c));
+      c.close();
+      return;
     }
     c.setNoDelay(true);
     this.accepted++;
-    const s = new RawSession(c, snap, this.rawHost);
-    s.admitted = admitted;
-    s.remoteAddress = remote;
+    const s = new RawSession(c, snap, this.host);
+    s.admitted = this.verdict.admitted;
+    s.remoteAddress = this.verdict.remote;
     this.registry.add(s);
     s.start();
   };
+}
 
-  private rejectRaw(c: TcpHandle, reason: 'max_connections' | 'acl' | 'rate_limit', remote: string | undefined): void {
-    this.deps.observer.rejected(reason, remote ?? peerAddress(c));
-    c.close();
-  }
+function socketPeer(c: Socket): string {
+  return c.remoteAddress ?? '';
 }
 
 function ignore(): void {}

@@ -18,20 +18,10 @@ import { isIP } from 'node:net';
 import { lookup } from 'node:dns';
 import type { Snapshot } from '../core/snapshot';
 import type { Lease } from '../core/stats';
-import type { ConnectionRegistry } from '../runtime/drain';
-import type { ProxyObserver } from './events';
-import { SessionBase } from './session-base';
+import { SessionBase, type SessionHost } from './session-base';
+import { encodeProxyHeader, type ProxyEndpoints } from './proxy-protocol';
 import { raw, uvError, type RawBindings, type ConnectReq, type ShutdownReq, type SockName, type TcpHandle, type WriteReq } from './raw';
 
-export interface RawSessionHost {
-  readonly observer: ProxyObserver;
-  readonly registry: Pick<ConnectionRegistry<RawSession>, 'delete'>;
-  readonly now: () => number;
-  /** bytes written to a backend before the client's (PROXY protocol header), or null */
-  readonly preamble: (client: TcpHandle, snap: Snapshot) => Buffer | null;
-  /** the client's per-address slot is free again (called only for sessions marked `admitted`) */
-  readonly released: (remoteAddress: string) => void;
-}
 
 /** Looked up by the first RawSession, made only when they exist (ProxyListener.raw). */
 let R: RawBindings;
@@ -96,7 +86,7 @@ export function peerAddress(h: TcpHandle): string {
 }
 
 /** Both ends of a client handle, for the PROXY protocol header. */
-export function endpoints(h: TcpHandle): { srcAddress: string; srcPort: number; dstAddress: string; dstPort: number } {
+export function endpoints(h: TcpHandle): ProxyEndpoints {
   const peer: SockName = {};
   const local: SockName = {};
   h.getpeername(peer);
@@ -115,7 +105,7 @@ export class RawSession extends SessionBase {
   constructor(
     client: TcpHandle,
     snap: Snapshot,
-    private readonly host: RawSessionHost,
+    host: SessionHost,
   ) {
     super(snap, host);
     R ??= raw()!;
@@ -137,10 +127,6 @@ export class RawSession extends SessionBase {
 
   protected clientAddress(): string {
     return this.remoteAddress || peerAddress(this.client);
-  }
-
-  protected releaseClient(): void {
-    this.host.released(this.remoteAddress);
   }
 
   private attempt(): void {
@@ -198,8 +184,8 @@ export class RawSession extends SessionBase {
     }
     c.peer = b;
     b.peer = c;
-    const pre = this.host.preamble(c, this.snap);
-    if (pre) write(b, pre, null);
+    const mode = this.snap.config.proxy.proxyProtocol;
+    if (mode !== 'off') write(b, encodeProxyHeader(mode, endpoints(c)), null);
     if (!startReading(c) || !startReading(b)) this.destroy();
   }
 

@@ -13,10 +13,13 @@ const MIN_EJECT_MS = 1_000;
 
 const NO_BACKENDS: readonly BackendLoad[] = Object.freeze([]);
 
-export interface SessionBaseHost {
+/** What the listener gives every session, whichever relay carries it. */
+export interface SessionHost {
   readonly observer: ProxyObserver;
-  readonly registry: { delete(session: never): unknown };
+  readonly registry: { delete(session: SessionBase): unknown };
   readonly now: () => number;
+  /** the client's per-address slot is free again (called only for sessions marked `admitted`) */
+  readonly released: (remoteAddress: string) => void;
 }
 
 export abstract class SessionBase {
@@ -46,7 +49,7 @@ export abstract class SessionBase {
 
   constructor(
     protected readonly snap: Snapshot,
-    private readonly base: SessionBaseHost,
+    private readonly base: SessionHost,
   ) {
     this.startedAt = base.now();
   }
@@ -59,10 +62,8 @@ export abstract class SessionBase {
   abstract destroy(): void;
   /** the connect deadline passed: fail the attempt under way */
   protected abstract connectTimedOut(error: Error): void;
-  /** the client's address, for a no_backend rejection */
+  /** the client's address (a no_backend rejection, the client limits' slot) */
   protected abstract clientAddress(): string | undefined;
-  /** give the client's per-address slot back (sessions marked `admitted`) */
-  protected abstract releaseClient(): void;
 
   /** Called by the registry's sweep: connect timeout and idle timeout. */
   sweep(now: number): void {
@@ -169,8 +170,8 @@ export abstract class SessionBase {
   protected maybeFinish(): void {
     if (this.finished || !this.clientClosed || !this.backendClosed) return;
     this.finished = true;
-    this.base.registry.delete(this as never);
-    if (this.admitted) this.releaseClient();
+    this.base.registry.delete(this);
+    if (this.admitted) this.base.released(this.clientAddress() ?? '');
     if (this.connected && this.target) {
       this.base.observer.closed(this.target, this.base.now() - this.startedAt, this.bytesIn, this.bytesOut);
     }

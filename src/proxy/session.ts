@@ -13,19 +13,9 @@
 import { Socket, type OnReadOpts, type SocketConstructorOpts } from 'node:net';
 import type { Snapshot } from '../core/snapshot';
 import type { Lease } from '../core/stats';
-import type { ConnectionRegistry } from '../runtime/drain';
-import type { ProxyObserver } from './events';
-import { SessionBase } from './session-base';
+import { SessionBase, type SessionHost } from './session-base';
+import { proxyHeader } from './proxy-protocol';
 
-export interface SessionHost {
-  readonly observer: ProxyObserver;
-  readonly registry: Pick<ConnectionRegistry<Session>, 'delete'>;
-  readonly now: () => number;
-  /** bytes written to a backend before the client's (PROXY protocol header), or null */
-  readonly preamble: (client: Socket, snap: Snapshot) => Buffer | null;
-  /** the client's per-address slot is free again (called only for sessions marked `admitted`) */
-  readonly released: (client: Socket) => void;
-}
 
 const SESSION = Symbol('lemonade.session');
 const LEASE = Symbol('lemonade.lease');
@@ -153,7 +143,7 @@ export class Session extends SessionBase {
   constructor(
     client: Socket,
     snap: Snapshot,
-    private readonly host: SessionHost,
+    host: SessionHost,
   ) {
     super(snap, host);
     this.client = client as ClientSocket;
@@ -181,10 +171,6 @@ export class Session extends SessionBase {
     return this.client.remoteAddress;
   }
 
-  protected releaseClient(): void {
-    this.host.released(this.client);
-  }
-
   private attempt(): void {
     const target = this.pickTarget();
     if (!target) {
@@ -210,8 +196,8 @@ export class Session extends SessionBase {
       s.destroy();
       return;
     }
-    const pre = this.host.preamble(c, this.snap);
-    if (pre) s.write(pre);
+    const mode = this.snap.config.proxy.proxyProtocol;
+    if (mode !== 'off') s.write(proxyHeader(mode, c));
     if (!useOnread(c)) c.on('data', onClientData);
     c.on('end', onClientEnd);
     c.on('drain', onClientDrain);
