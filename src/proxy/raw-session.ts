@@ -86,7 +86,7 @@ export function peerAddress(h: TcpHandle): string {
 }
 
 /** Both ends of a client handle, for the PROXY protocol header. */
-export function endpoints(h: TcpHandle): ProxyEndpoints {
+function endpoints(h: TcpHandle): ProxyEndpoints {
   const peer: SockName = {};
   const local: SockName = {};
   h.getpeername(peer);

@@ -113,7 +113,7 @@ function findOnreadKeys(c: Socket): OnreadKeys | null {
   return buffer && callback && gen ? { buffer, callback, gen } : null;
 }
 
-/** Does this Node let accepted sockets read with onread (the fast path)? For a test and the bench. */
+/** Does this Node let accepted sockets read with onread (the net.Socket relay's fast path)? For a test. */
 export function clientOnreadAvailable(): boolean {
   const s = new Socket();
   const ok = findOnreadKeys(s) !== null;
