@@ -29,14 +29,10 @@ describe('version 1 (text)', () => {
       e: ep('ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff', 65535, 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff', 65535),
       want: 'PROXY TCP6 ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff 65535 65535\r\n',
     },
-    // the spec allows "::" for the longest zero run but does not require it
-    {
-      name: 'TCP6, compressible addresses',
-      e: ep('2001:db8::1', 12345, '2001:db8::2', 443),
-      want: ['PROXY TCP6 2001:db8::1 2001:db8::2 12345 443\r\n', 'PROXY TCP6 2001:db8:0:0:0:0:0:1 2001:db8:0:0:0:0:0:2 12345 443\r\n'],
-    },
-    { name: 'TCP6, loopback', e: ep('::1', 40000, '::1', 8080), want: ['PROXY TCP6 ::1 ::1 40000 8080\r\n', 'PROXY TCP6 0:0:0:0:0:0:0:1 0:0:0:0:0:0:0:1 40000 8080\r\n'] },
-    { name: 'TCP6, a zone index is not sent', e: ep('fe80::1%eth0', 1, 'fe80::2%eth0', 2), want: ['PROXY TCP6 fe80::1 fe80::2 1 2\r\n', 'PROXY TCP6 fe80:0:0:0:0:0:0:1 fe80:0:0:0:0:0:0:2 1 2\r\n'] },
+    // addresses in RFC 5952 form, as HAProxy's inet_ntop writes them (more in the table below)
+    { name: 'TCP6, compressible addresses', e: ep('2001:db8::1', 12345, '2001:db8::2', 443), want: 'PROXY TCP6 2001:db8::1 2001:db8::2 12345 443\r\n' },
+    { name: 'TCP6, loopback', e: ep('::1', 40000, '::1', 8080), want: 'PROXY TCP6 ::1 ::1 40000 8080\r\n' },
+    { name: 'TCP6, a zone index is not sent', e: ep('fe80::1%eth0', 1, 'fe80::2%eth0', 2), want: 'PROXY TCP6 fe80::1 fe80::2 1 2\r\n' },
     // UNKNOWN: §2.1 "PROXY UNKNOWN\r\n" (the rest of the line may be omitted)
     { name: 'UNKNOWN when the source is not an IP address', e: ep('', 0, '10.0.0.1', 80), want: 'PROXY UNKNOWN\r\n' },
     { name: 'UNKNOWN when the destination is not an IP address', e: ep('10.0.0.1', 1, 'localhost', 80), want: 'PROXY UNKNOWN\r\n' },
@@ -58,6 +54,51 @@ describe('version 1 (text)', () => {
       assert.equal(got.subarray(-2).toString('latin1'), '\r\n');
     });
   }
+});
+
+describe('version 1 IPv6 text: RFC 5952 canonical form', () => {
+  // [address as given, its canonical text]
+  const cases: [string, string][] = [
+    ['::1', '::1'],
+    ['::', '::'],
+    ['0:0:0:0:0:0:0:1', '::1'],
+    ['1:0:0:0:0:0:0:0', '1::'],
+    // §4.1 no leading zeros, §4.3 lowercase
+    ['2001:0DB8:0000:0000:0000:0000:0000:0001', '2001:db8::1'],
+    ['2001:db8:00aa:0bb:c:0:0:1', '2001:db8:aa:bb:c::1'],
+    // §4.2.1 the example of the RFC
+    ['2001:db8:0:0:0:0:2:1', '2001:db8::2:1'],
+    // §4.2.2 a single zero group is not compressed
+    ['2001:db8:0:1:1:1:1:1', '2001:db8:0:1:1:1:1:1'],
+    ['1:0:1:0:1:0:1:0', '1:0:1:0:1:0:1:0'],
+    // §4.2.3 the longest run, wherever it is; the leftmost of equal runs
+    ['2001:0:0:1:0:0:0:1', '2001:0:0:1::1'],
+    ['0:0:1:0:0:0:0:1', '0:0:1::1'],
+    ['2001:db8:0:0:1:0:0:1', '2001:db8::1:0:0:1'],
+    ['0:0:1:1:1:1:0:0', '::1:1:1:1:0:0'],
+    ['ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff', 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff'],
+    ['fe80::1%eth0', 'fe80::1'],
+  ];
+  const v1Source = (a: string): string => encodeProxyHeader('v1', ep(a, 1, '2001:db8::ff', 2)).toString('latin1').split(' ')[2]!;
+  for (const [given, want] of cases) {
+    test(`${given} → ${want}`, () => assert.equal(v1Source(given), want));
+  }
+
+  test('agrees with the WHATWG URL serializer (RFC 5952 too) on addresses full of zero runs', () => {
+    // a fixed linear congruential source: the same addresses on every run
+    let seed = 12345;
+    const next = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed % n;
+    };
+    for (let i = 0; i < 2000; i++) {
+      const groups = Array.from({ length: 8 }, () => (next(3) === 0 ? next(0x10000) : 0).toString(16));
+      if (groups.slice(0, 5).every((g) => g === '0') && groups[5] === 'ffff') continue; // IPv4-mapped: sent as TCP4
+      const given = groups.join(':');
+      const url = new URL(`http://[${given}]/`).hostname.slice(1, -1);
+      assert.equal(v1Source(given), url, given);
+    }
+  });
 });
 
 describe('version 2 (binary)', () => {

@@ -1,5 +1,6 @@
 // PROXY protocol header (HAProxy's proxy-protocol.txt), version 1 (text) and 2 (binary), sent
-// to the backend before the client's bytes. IPv4-mapped IPv6 addresses are sent as IPv4.
+// to the backend before the client's bytes (and first on each health check's own connection).
+// IPv4-mapped IPv6 addresses are sent as IPv4.
 
 import type { Socket } from 'node:net';
 import { parseIp } from '../core/address';
@@ -12,15 +13,34 @@ export interface ProxyEndpoints {
 }
 
 const V2_SIGNATURE = Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a]);
+/** LOCAL command, UNSPEC family, no addresses: the receiver keeps the connection's own addresses */
+const V2_LOCAL = Buffer.concat([V2_SIGNATURE, Buffer.from([0x20, 0x00, 0x00, 0x00])]);
 
 function v4Text(bytes: Uint8Array): string {
   return `${bytes[12]}.${bytes[13]}.${bytes[14]}.${bytes[15]}`;
 }
 
+/**
+ * RFC 5952 text, as HAProxy's inet_ntop writes it: lowercase hex without leading zeros, the
+ * longest run of two or more zero groups (the leftmost of equal runs) written as "::".
+ */
 function v6Text(bytes: Uint8Array): string {
-  const groups: string[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push(((bytes[i]! << 8) | bytes[i + 1]!).toString(16));
-  return groups.join(':');
+  const groups: number[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push((bytes[i]! << 8) | bytes[i + 1]!);
+  let best = -1;
+  let bestLen = 1;
+  for (let i = 0; i < 8; ) {
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > bestLen) {
+      best = i;
+      bestLen = j - i;
+    }
+    i = j === i ? i + 1 : j;
+  }
+  const hex = (g: number[]): string => g.map((n) => n.toString(16)).join(':');
+  if (best < 0) return hex(groups);
+  return `${hex(groups.slice(0, best))}::${hex(groups.slice(best + bestLen))}`;
 }
 
 /** Encode the header; an endpoint that is not an IP address gives the protocol's UNKNOWN/LOCAL form. */
@@ -34,10 +54,7 @@ export function encodeProxyHeader(version: 'v1' | 'v2', e: ProxyEndpoints): Buff
     const text = src.v4 ? [v4Text(src.bytes), v4Text(dst.bytes)] : [v6Text(src.bytes), v6Text(dst.bytes)];
     return Buffer.from(`PROXY ${fam} ${text[0]} ${text[1]} ${e.srcPort} ${e.dstPort}\r\n`, 'latin1');
   }
-  if (!known) {
-    // LOCAL command, UNSPEC family, no addresses
-    return Buffer.concat([V2_SIGNATURE, Buffer.from([0x20, 0x00, 0x00, 0x00])]);
-  }
+  if (!known) return V2_LOCAL;
   const addrLen = src.v4 ? 12 : 36;
   const out = Buffer.alloc(16 + addrLen);
   V2_SIGNATURE.copy(out, 0);
@@ -64,5 +81,21 @@ export function proxyHeader(version: 'v1' | 'v2', client: Socket): Buffer {
     srcPort: client.remotePort ?? 0,
     dstAddress: client.localAddress ?? '',
     dstPort: client.localPort ?? 0,
+  });
+}
+
+/**
+ * The header a health check sends first on its own connection (HAProxy's check-send-proxy).
+ * v2: the LOCAL command, meant for the proxy's own connections. v1 has no such command, and the
+ * spec advises against UNKNOWN on a connection that is meant to be accepted, so the line carries
+ * the check connection's real addresses, the balancer as the source, as HAProxy's checks do.
+ */
+export function checkProxyHeader(version: 'v1' | 'v2', conn: Socket): Buffer {
+  if (version === 'v2') return V2_LOCAL;
+  return encodeProxyHeader('v1', {
+    srcAddress: conn.localAddress ?? '',
+    srcPort: conn.localPort ?? 0,
+    dstAddress: conn.remoteAddress ?? '',
+    dstPort: conn.remotePort ?? 0,
   });
 }
