@@ -31,11 +31,18 @@ export class ConfigReadError extends LemonadeError {
   }
 }
 
-/** No configuration file was given or found, and the environment does not name backends. */
+/**
+ * No configuration file at the path: one named by --config or LEMONADE_LB_CONFIG must exist; the
+ * default one may be replaced by LEMONADE_LB_BACKEND_ADDRESSES.
+ */
 export class ConfigMissingError extends LemonadeError {
   readonly code = 'LEMONADE_CONFIG_MISSING' as const;
-  constructor(readonly file: string) {
-    super(`${file}: no such configuration file (give --config FILE, set LEMONADE_LB_CONFIG, or set LEMONADE_LB_BACKEND_ADDRESSES)`);
+  constructor(readonly file: string, explicit = false) {
+    super(
+      explicit
+        ? `${file}: no such configuration file (it was named by --config or LEMONADE_LB_CONFIG, so it must exist)`
+        : `${file}: no such configuration file (give --config FILE, set LEMONADE_LB_CONFIG, or set LEMONADE_LB_BACKEND_ADDRESSES)`,
+    );
   }
 }
 
@@ -44,6 +51,14 @@ export class BindError extends LemonadeError {
   readonly code = 'LEMONADE_BIND_FAILED' as const;
   constructor(readonly what: string, readonly address: string, readonly reason: string) {
     super(`cannot listen on ${address} (${what}): ${reason}`);
+  }
+}
+
+/** A reload asked for while the balancer stops: the running configuration stays until exit. */
+export class ShuttingDownError extends LemonadeError {
+  readonly code = 'LEMONADE_SHUTTING_DOWN' as const;
+  constructor() {
+    super('shutting down: the reload was not applied');
   }
 }
 
@@ -73,6 +88,7 @@ export const ERROR_CODES = [
   'LEMONADE_CONFIG_UNREADABLE',
   'LEMONADE_CONFIG_MISSING',
   'LEMONADE_BIND_FAILED',
+  'LEMONADE_SHUTTING_DOWN',
   'LEMONADE_ADMIN_UNREACHABLE',
   'LEMONADE_ADMIN_REQUEST_FAILED',
 ] as const;

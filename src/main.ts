@@ -33,9 +33,9 @@ async function main(argv: string[]): Promise<number> {
           .option('json', { type: 'boolean', default: false, describe: 'with --validate: print the result as JSON' })
           .option('check-backends', { type: 'boolean', default: false, describe: 'with --validate: also try a TCP connect to each backend (warnings only)' }),
       (a) => {
-        const path = resolveConfigPath(a.config, process.env);
+        const source = resolveConfigPath(a.config, process.env);
         if ((a.json || a['check-backends']) && !a.validate) throw new UsageError('--json and --check-backends go with --validate');
-        return set(a.validate ? runValidate({ path, json: a.json, checkBackends: a['check-backends'], env: process.env, out }) : runBalancer(path, process.env));
+        return set(a.validate ? runValidate({ path: source.path, json: a.json, checkBackends: a['check-backends'], env: process.env, out }) : runBalancer(source, process.env));
       },
     )
     .command(
@@ -93,8 +93,9 @@ async function main(argv: string[]): Promise<number> {
           .positional('action', { choices: ['drain', 'enable', 'disable'] as const, demandOption: true })
           .positional('name', { type: 'string', demandOption: true })
           .option('admin', { type: 'string', default: adminUrl, describe: 'admin API URL ($LEMONADE_ADMIN_URL)' })
-          .option('token', { type: 'string', default: process.env['LEMONADE_ADMIN_TOKEN'], describe: 'admin token ($LEMONADE_ADMIN_TOKEN)' }),
-      (a) => set(runBackendAction(a.admin, a.action, a.name, a.token, out)),
+          // no default: --help would print the token's value
+          .option('token', { type: 'string', describe: 'admin token (default $LEMONADE_ADMIN_TOKEN)' }),
+      (a) => set(runBackendAction(a.admin, a.action, a.name, a.token ?? process.env['LEMONADE_ADMIN_TOKEN'], out)),
     )
     .demandCommand(1, 'give a command (see --help)')
     .strict()

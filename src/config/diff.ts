@@ -1,13 +1,15 @@
 // diff(old, new): what a reload changes. Pure. Backends are matched by id.
 
-import type { BackendConfig, Config } from './schema';
+import { SECRET_PATHS, type BackendConfig, type Config } from './schema';
 
 export type Change =
   | { readonly kind: 'backend-added'; readonly backend: BackendConfig }
   | { readonly kind: 'backend-removed'; readonly backend: BackendConfig }
   | { readonly kind: 'backend-address'; readonly from: BackendConfig; readonly to: BackendConfig }
   | { readonly kind: 'backend-changed'; readonly backend: BackendConfig; readonly fields: readonly FieldChange[] }
-  | { readonly kind: 'setting'; readonly path: string; readonly from: string; readonly to: string };
+  | { readonly kind: 'setting'; readonly path: string; readonly from: string; readonly to: string }
+  /** a secret setting changed: said without either value */
+  | { readonly kind: 'secret'; readonly path: string };
 
 export interface FieldChange {
   readonly field: string;
@@ -57,7 +59,8 @@ function settingChanges(a: unknown, b: unknown, prefix: string, out: Change[]): 
     }
     const sa = show(va);
     const sb = show(vb);
-    if (sa !== sb) out.push({ kind: 'setting', path, from: sa, to: sb });
+    if (sa === sb) continue;
+    out.push(SECRET_PATHS.includes(path) ? { kind: 'secret', path } : { kind: 'setting', path, from: sa, to: sb });
   }
 }
 
@@ -97,6 +100,8 @@ export function summarize(changes: readonly Change[]): string {
           return `~${c.backend.name} ${c.fields.map((f) => `${f.field} ${f.from}→${f.to}`).join(' ')}`;
         case 'setting':
           return `${c.path} ${c.from}→${c.to}`;
+        case 'secret':
+          return `${c.path} changed`;
       }
     })
     .join(' ');

@@ -1,9 +1,9 @@
 // Read + TOML parse + environment overrides + validate → frozen Config, or every problem.
 
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import TOML from '@iarna/toml';
-import { validate, type Config } from './schema';
+import { SECRET_PATHS, validate, type Config } from './schema';
 import { ConfigInvalidError, ConfigMissingError, ConfigReadError, type ConfigIssue } from '../errors';
 
 export const DEFAULT_CONFIG_PATH = '/etc/lemonade/config.toml';
@@ -12,49 +12,103 @@ export interface Loaded {
   readonly config: Config;
   /** the file read, or "(environment)" when running from the environment alone */
   readonly path: string;
-  /** sha256 of the file's bytes, "" without a file */
+  /** sha256 of the file's bytes, "" without a file: compared by the watcher, never shown */
   readonly hash: string;
+  /** sha256 of the file with every secret value blanked, "" without a file: the one shown */
+  readonly shownHash: string;
   /** the file's text, "" without a file */
   readonly text: string;
 }
 
 export type Env = Readonly<Record<string, string | undefined>>;
 
+/** The largest configuration file read; a larger one is refused before it is parsed. */
+export const MAX_CONFIG_BYTES = 1024 * 1024;
+
+export interface ConfigSource {
+  readonly path: string;
+  /** named by --config or $LEMONADE_LB_CONFIG: then it must exist */
+  readonly explicit: boolean;
+}
+
 /** The file to read: --config, then $LEMONADE_LB_CONFIG, then /etc/lemonade/config.toml. */
-export function resolveConfigPath(cli: string | undefined, env: Env): string {
-  return cli ?? env['LEMONADE_LB_CONFIG'] ?? DEFAULT_CONFIG_PATH;
+export function resolveConfigPath(cli: string | undefined, env: Env): ConfigSource {
+  const named = cli ?? env['LEMONADE_LB_CONFIG'];
+  return named === undefined ? { path: DEFAULT_CONFIG_PATH, explicit: false } : { path: named, explicit: true };
 }
 
 /**
  * Load and validate. Throws ConfigMissingError, ConfigReadError or ConfigInvalidError (with every
  * issue); never anything else for bad input.
  */
-export function loadConfig(path: string, env: Env = process.env): Loaded {
-  return loadFromText(path, readConfigText(path, env), env);
+export function loadConfig(src: ConfigSource | string, env: Env = process.env): Loaded {
+  const source = typeof src === 'string' ? { path: src, explicit: false } : src;
+  return loadFromText(source.path, readConfigText(source, env), env);
 }
 
-/** The file's text; null when it is absent but the environment names the backends. */
-export function readConfigText(path: string, env: Env): string | null {
+/**
+ * The file's text; null when the default file is absent but the environment names the backends
+ * (a file named explicitly must exist).
+ */
+export function readConfigText(src: ConfigSource, env: Env): string | null {
+  const { path } = src;
   try {
+    const size = statSync(path).size;
+    if (size > MAX_CONFIG_BYTES) {
+      throw new ConfigInvalidError(path, [{ path: '(file)', message: `the file is ${size} bytes; a configuration file may be at most 1 MiB (${MAX_CONFIG_BYTES} bytes)` }]);
+    }
     return readFileSync(path, 'utf8');
   } catch (e) {
+    if (e instanceof ConfigInvalidError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' && env['LEMONADE_LB_BACKEND_ADDRESSES']) return null;
-    if (code === 'ENOENT') throw new ConfigMissingError(path);
+    if (code === 'ENOENT' && !src.explicit && env['LEMONADE_LB_BACKEND_ADDRESSES']) return null;
+    if (code === 'ENOENT') throw new ConfigMissingError(path, src.explicit);
     throw new ConfigReadError(path, (e as Error).message);
   }
 }
 
 /** Validate text already read from `path` (null = no file: the environment alone). */
 export function loadFromText(path: string, text: string | null, env: Env): Loaded {
+  if (text !== null && Buffer.byteLength(text) > MAX_CONFIG_BYTES) {
+    throw new ConfigInvalidError(path, [{ path: '(file)', message: `the text is ${Buffer.byteLength(text)} bytes; a configuration file may be at most 1 MiB (${MAX_CONFIG_BYTES} bytes)` }]);
+  }
   const result = parseAndValidate(text ?? '', env);
   const shown = text === null ? '(environment)' : path;
   if (!result.ok) throw new ConfigInvalidError(shown, result.issues);
-  return { config: result.config, path: shown, hash: text === null ? '' : sha256(text), text: text ?? '' };
+  const config = result.config;
+  return {
+    config,
+    path: shown,
+    hash: text === null ? '' : sha256(text),
+    shownHash: text === null ? '' : sha256(blankSecrets(text, config)),
+    text: text ?? '',
+  };
 }
 
 export function sha256(text: string): string {
   return createHash('sha256').update(text).digest('hex');
+}
+
+/**
+ * The text with every occurrence of each secret value removed, so that a hash of it cannot be
+ * used to check a guess of the secret offline.
+ */
+export function blankSecrets(text: string, config: Config): string {
+  let out = text;
+  for (const v of secretValues(config)) out = out.split(v).join('');
+  return out;
+}
+
+/** The values of the settings marked secret in the schema (non-empty ones). */
+export function secretValues(config: Config): string[] {
+  const out: string[] = [];
+  for (const path of SECRET_PATHS) {
+    const [section, key] = path.split('.') as [string, string];
+    const camel = key.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
+    const v = (config as unknown as Record<string, Record<string, unknown>>)[section]?.[camel];
+    if (typeof v === 'string' && v !== '') out.push(v);
+  }
+  return out;
 }
 
 

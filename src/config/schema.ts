@@ -82,7 +82,7 @@ type Field =
   | { readonly kind: 'int'; readonly def: number; readonly min: number; readonly max?: number; readonly doc: string }
   | { readonly kind: 'duration'; readonly def: number; readonly zeroOk?: boolean; readonly doc: string }
   | { readonly kind: 'enum'; readonly def: string; readonly values: readonly string[]; readonly doc: string }
-  | { readonly kind: 'string'; readonly def: string; readonly doc: string }
+  | { readonly kind: 'string'; readonly def: string; readonly doc: string; readonly secret?: true }
   | { readonly kind: 'listen'; readonly def: string | null; readonly emptyOk: boolean; readonly doc: string }
   | { readonly kind: 'address'; readonly def: string | null; readonly doc: string }
   | { readonly kind: 'cidrs'; readonly doc: string }
@@ -138,12 +138,17 @@ export const SCHEMA = {
   },
   admin: {
     listen_address: { kind: 'listen', def: '127.0.0.1:9090', emptyOk: true, doc: 'admin API address; "" disables' },
-    token: { kind: 'string', def: '', doc: 'bearer token for mutating endpoints' },
+    token: { kind: 'string', def: '', doc: 'bearer token for mutating endpoints', secret: true },
   },
 } as const satisfies Record<string, Record<string, Field>>;
 
 export type SectionName = keyof typeof SCHEMA;
 const SECTIONS = Object.keys(SCHEMA) as SectionName[];
+
+/** File key paths of the settings marked `secret`: never shown (logs, diffs, /status, hashes). */
+export const SECRET_PATHS: readonly string[] = Object.freeze(
+  SECTIONS.flatMap((s) => Object.entries(SCHEMA[s] as Record<string, Field>).filter(([, f]) => f.kind === 'string' && f.secret === true).map(([k]) => `${s}.${k}`)),
+);
 
 // ---------------------------------------------------------------------------------------------
 // Value checks. Each returns the parsed value, or a message saying what was expected.
