@@ -1,10 +1,14 @@
 // Active health checks: one probe per backend every [health] interval, each bounded by
 // [health] timeout, on jittered unref'd timers. Results go through the threshold machine into the
-// backend's load figures (kept across reloads), and are reported to a listener.
+// backend's load figures (kept across reloads), and are reported to a listener. With
+// [proxy] proxy_protocol on, every check connection starts with a PROXY header, as the proxied
+// ones do: a backend that requires it resets a check without one (nginx `listen … proxy_protocol`).
 
 import net from 'node:net';
 import http from 'node:http';
+import type { ProxyProtocol } from '../config/schema';
 import type { Snapshot, SnapshotBackend } from '../core/snapshot';
+import { checkProxyHeader } from '../proxy/proxy-protocol';
 import type { BackendLoad } from '../core/stats';
 import { INITIAL_HEALTH, isHealthy, observe, type HealthState } from './state';
 
@@ -102,7 +106,7 @@ export class HealthChecker {
   private run(p: Probe): void {
     p.timer = null;
     if (this.stopped || this.probes.get(p.key) !== p) return;
-    const h = this.deps.current().config.health;
+    const { health: h, proxy } = this.deps.current().config;
     const started = this.deps.now();
     const done = (error: string | null): void => {
       p.inflight = null;
@@ -112,7 +116,8 @@ export class HealthChecker {
       this.schedule(p, Math.max(0, this.jittered(this.deps.current().config.health.intervalMs) - elapsed));
     };
     const { host, port } = p.backend.spec;
-    p.inflight = h.kind === 'http' ? httpProbe(host, port, h.path, h.timeoutMs, done) : tcpProbe(host, port, h.timeoutMs, done);
+    const pp = proxy.proxyProtocol;
+    p.inflight = h.kind === 'http' ? httpProbe(host, port, h.path, h.timeoutMs, pp, done) : tcpProbe(host, port, h.timeoutMs, pp, done);
   }
 
   private record(p: Probe, error: string | null): void {
@@ -145,8 +150,12 @@ export class HealthChecker {
 
 type Done = (error: string | null) => void;
 
-/** Returns a function that aborts the probe. */
-function tcpProbe(host: string, port: number, timeoutMs: number, done: Done): () => void {
+/**
+ * Returns a function that aborts the probe. With a PROXY header the check sends it, closes its
+ * side and passes once that is done: the backend reads a complete header, then a clean end of
+ * stream. A bare connect and close is, to such a backend, a client that broke off mid-header.
+ */
+function tcpProbe(host: string, port: number, timeoutMs: number, pp: ProxyProtocol, done: Done): () => void {
   let finished = false;
   const s = net.connect({ host, port });
   const finish = (err: string | null): void => {
@@ -158,7 +167,11 @@ function tcpProbe(host: string, port: number, timeoutMs: number, done: Done): ()
   };
   const t = setTimeout(() => finish(`timeout after ${timeoutMs} ms`), timeoutMs);
   t.unref();
-  s.once('connect', () => finish(null));
+  s.once('connect', () => {
+    if (pp === 'off') return finish(null);
+    s.end(checkProxyHeader(pp, s));
+    s.once('finish', () => finish(null));
+  });
   s.once('error', (e: NodeJS.ErrnoException) => finish(e.code ?? e.message));
   return () => {
     finished = true;
@@ -167,20 +180,50 @@ function tcpProbe(host: string, port: number, timeoutMs: number, done: Done): ()
   };
 }
 
-function httpProbe(host: string, port: number, path: string, timeoutMs: number, done: Done): () => void {
+function httpProbe(host: string, port: number, path: string, timeoutMs: number, pp: ProxyProtocol, done: Done): () => void {
   let finished = false;
+  // the connection until it carries the request (the request owns it from then on)
+  let pending: net.Socket | null = null;
   const finish = (err: string | null): void => {
     if (finished) return;
     finished = true;
     clearTimeout(t);
+    pending?.destroy();
     req.destroy();
     done(err);
   };
-  const req = http.request({ host, port, path, method: 'GET', agent: false, headers: { 'user-agent': 'lemonade-lb health check', connection: 'close' } }, (res) => {
-    const code = res.statusCode ?? 0;
-    res.resume();
-    finish(code >= 200 && code < 400 ? null : `HTTP ${code}`);
-  });
+  // The PROXY header must be the first bytes, and v1's names the connection's local address:
+  // the request gets the socket once it is connected and the header is written.
+  const headerFirst = (v: 'v1' | 'v2') => (_o: unknown, oncreate: (err: Error | null, s: net.Socket) => void): undefined => {
+    const s = net.connect({ host, port });
+    pending = s;
+    // stays on: an error before the request has put its own handlers on must not go unhandled
+    s.on('error', (e) => {
+      if (pending === s) oncreate(e, s);
+    });
+    s.once('connect', () => {
+      pending = null;
+      s.write(checkProxyHeader(v, s));
+      oncreate(null, s);
+    });
+    return undefined;
+  };
+  const req = http.request(
+    {
+      host,
+      port,
+      path,
+      method: 'GET',
+      headers: { 'user-agent': 'lemonade-lb health check', connection: 'close' },
+      // no agent: with `agent: false` node makes one, and it ignores createConnection
+      ...(pp === 'off' ? { agent: false } : { createConnection: headerFirst(pp) }),
+    },
+    (res) => {
+      const code = res.statusCode ?? 0;
+      res.resume();
+      finish(code >= 200 && code < 400 ? null : `HTTP ${code}`);
+    },
+  );
   const t = setTimeout(() => finish(`timeout after ${timeoutMs} ms`), timeoutMs);
   t.unref();
   req.once('error', (e: NodeJS.ErrnoException) => finish(e.code ?? e.message));
@@ -188,6 +231,7 @@ function httpProbe(host: string, port: number, path: string, timeoutMs: number, 
   return () => {
     finished = true;
     clearTimeout(t);
+    pending?.destroy();
     req.destroy();
   };
 }
