@@ -72,6 +72,8 @@ export interface Config {
     readonly listenAddress: string;
     readonly listen: HostPort | null;
     readonly token: string;
+    /** lower case, no trailing dot: the names a Host header may carry besides IPs and localhost */
+    readonly allowedHosts: readonly string[];
   };
 }
 
@@ -86,6 +88,7 @@ type Field =
   | { readonly kind: 'listen'; readonly def: string | null; readonly emptyOk: boolean; readonly doc: string }
   | { readonly kind: 'address'; readonly def: string | null; readonly doc: string }
   | { readonly kind: 'cidrs'; readonly doc: string }
+  | { readonly kind: 'hosts'; readonly doc: string }
   | { readonly kind: 'rate'; readonly def: string; readonly doc: string }
   | { readonly kind: 'bool'; readonly def: boolean; readonly doc: string };
 
@@ -139,6 +142,7 @@ export const SCHEMA = {
   admin: {
     listen_address: { kind: 'listen', def: '127.0.0.1:9090', emptyOk: true, doc: 'admin API address; "" disables' },
     token: { kind: 'string', def: '', doc: 'bearer token for mutating endpoints', secret: true },
+    allowed_hosts: { kind: 'hosts', doc: 'host names the admin API answers to besides IPs and localhost' },
   },
 } as const satisfies Record<string, Record<string, Field>>;
 
@@ -435,6 +439,7 @@ export function validate(raw: Raw, ctx: ValidateContext = {}): ValidateResult {
       listenAddress: adminListen ? formatHostPort(adminListen) : '',
       listen: adminListen,
       token: ad['token'] as string,
+      allowedHosts: ad['allowed_hosts'] as string[],
     },
   };
   return { ok: true, config: deepFreeze(config) };
@@ -464,6 +469,7 @@ function readFields(
 function defaultOf(f: Field): unknown {
   switch (f.kind) {
     case 'cidrs':
+    case 'hosts':
       return [];
     case 'rate':
       return null;
@@ -522,6 +528,17 @@ function checkField(f: Field, v: unknown): Checked {
         const c = parseCidr(item);
         if (typeof c === 'string') return err(c);
         out.push(c);
+      }
+      return out;
+    }
+    case 'hosts': {
+      if (!Array.isArray(v)) return err(`expected an array of host names like ["lb1.example.com"], got ${describe(v)}`);
+      const out: string[] = [];
+      for (const item of v) {
+        if (typeof item !== 'string') return err(`expected host name strings, got ${describe(item)}`);
+        const h = item.trim().toLowerCase().replace(/\.$/, '');
+        if (!/^[a-z0-9_-]+(?:\.[a-z0-9_-]+)*$/.test(h)) return err(`"${item}" is not a host name (write the name alone, without scheme, port or path)`);
+        out.push(h);
       }
       return out;
     }
