@@ -1,6 +1,7 @@
 // The status page (GET /) in a real headless Chromium: the backends are listed with their state,
-// the drain button of one changes its state to "draining" in the page, and a screenshot is kept
-// for a human to look at. Chromium is started here (so this test owns its process and kills it)
+// the drain button of one changes its state to "draining" in the page, the page's
+// Content-Security-Policy blocks none of its own code, and a screenshot is kept for a human to
+// look at. Chromium is started here (so this test owns its process and kills it)
 // and driven over the DevTools protocol with playwright-core, which downloads no browser.
 
 import { test } from 'node:test';
@@ -100,9 +101,21 @@ test('status page lists the backends and drains one with its button (headless Ch
   page.setDefaultTimeout(10_000);
   const pageErrors: string[] = [];
   page.on('pageerror', (e) => pageErrors.push(String(e)));
+  // the CSP must block nothing the page itself needs: Chromium reports each refusal on the
+  // console and as a securitypolicyviolation event
+  const cspConsole: string[] = [];
+  page.on('console', (m) => {
+    if (/Content Security Policy|Refused to/i.test(m.text())) cspConsole.push(m.text());
+  });
+  await page.addInitScript(() => {
+    const w = window as unknown as { cspViolations: string[] };
+    w.cspViolations = [];
+    document.addEventListener('securitypolicyviolation', (e) => w.cspViolations.push(`${e.violatedDirective} ${e.blockedURI} ${e.sample}`));
+  });
 
   const resp = await page.goto(`http://127.0.0.1:${lb.adminPort}/`);
   assert.equal(resp?.status(), 200);
+  assert.match(resp!.headers()['content-security-policy'] ?? '', /^default-src 'self'; /, 'served with its CSP');
   assert.equal(await page.title(), 'lemonade-lb status');
 
   // every backend has a row with its name, address, state, counts, share and latency
@@ -140,4 +153,8 @@ test('status page lists the backends and drains one with its button (headless Ch
   assert.ok(existsSync(shot));
   t.diagnostic(`screenshot: ${shot}`);
   assert.deepEqual(pageErrors, []);
+  // the share bars got their widths (set through the DOM, which the CSP allows)
+  assert.equal(await page.locator('#backends tr[data-backend="alpha"] .bar').evaluate((e) => (e as HTMLElement).style.width), '33px');
+  assert.deepEqual(await page.evaluate(() => (window as unknown as { cspViolations: string[] }).cspViolations), [], 'securitypolicyviolation events');
+  assert.deepEqual(cspConsole, [], 'CSP messages on the console');
 });

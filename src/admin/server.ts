@@ -6,7 +6,8 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { HostPort } from '../core/address';
 import { formatHostPort } from '../core/address';
 import { BindError } from '../errors';
-import { STATUS_PAGE } from './status-page';
+import { checkCrossSite, checkHost, checkTokenlessPeer, isLoopback, type Refusal } from './exposure';
+import { STATUS_PAGE, STATUS_PAGE_CSP } from './status-page';
 
 export type AdminAction = 'drain' | 'enable' | 'disable';
 
@@ -36,6 +37,8 @@ export interface AdminApi {
   reload(trigger: string): Promise<ReloadOutcome>;
   metrics(): Promise<{ contentType: string; body: string }>;
   token(): string;
+  /** [admin] allowed_hosts, read at each request like the token; absent = none */
+  allowedHosts?(): readonly string[];
 }
 
 const JSON_TYPE = 'application/json; charset=utf-8';
@@ -43,6 +46,8 @@ const JSON_TYPE = 'application/json; charset=utf-8';
 export class AdminServer {
   private server: http.Server | null = null;
   private bound = '';
+  /** every request's Host is checked while the API listens on loopback only (SPEC §6) */
+  private loopbackOnly = true;
 
   constructor(private readonly api: AdminApi) {}
 
@@ -67,6 +72,8 @@ export class AdminServer {
   private install(server: http.Server): void {
     const a = server.address();
     this.bound = a && typeof a === 'object' ? formatHostPort({ host: a.address, port: a.port }) : String(a);
+    // a Unix socket (string address) is local only, like loopback
+    this.loopbackOnly = a && typeof a === 'object' ? isLoopback(a.address) : true;
     const old = this.server;
     this.server = server;
     if (old) {
@@ -76,7 +83,8 @@ export class AdminServer {
   }
 
   private bind(listen: (s: http.Server) => void, label: string): Promise<http.Server> {
-    const server = http.createServer((req, res) => {
+    // HTTP/1.1 without Host is refused in handle(), with a JSON answer and the usual headers
+    const server = http.createServer({ requireHostHeader: false }, (req, res) => {
       this.handle(req, res).catch((e: unknown) => {
         if (!res.headersSent) send(res, 500, { error: String((e as Error)?.message ?? e) });
         else res.destroy();
@@ -109,6 +117,16 @@ export class AdminServer {
 
   /** Exposed for tests and fuzzing: handle one request. */
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    res.setHeader('x-content-type-options', 'nosniff');
+    const host = req.headers.host;
+    if (host === undefined && req.httpVersion !== '1.0' && req.httpVersion !== '0.9') {
+      return send(res, 400, { error: 'an HTTP/1.1 request needs a Host header' });
+    }
+    const allowedHosts = this.api.allowedHosts?.() ?? [];
+    if (this.loopbackOnly) {
+      const refused = checkHost(host, allowedHosts);
+      if (refused) return send(res, refused.code, { error: refused.message });
+    }
     let url: URL;
     try {
       // only the path matters: a target like //x would otherwise be read as a host
@@ -125,16 +143,27 @@ export class AdminServer {
       return send(res, 405, { error: `${method} not allowed on ${path}; use ${route.methods.join(' or ')}` });
     }
     if (route.mutating) {
-      const denied = this.checkToken(req);
-      if (denied) return send(res, denied.code, { error: denied.message });
+      const refused = this.checkMutation(req, allowedHosts);
+      if (refused) return send(res, refused.code, { error: refused.message });
     }
     await drainBody(req);
     await route.run(this.api, res, path.match(route.match)!, url);
   }
 
-  private checkToken(req: IncomingMessage): { code: number; message: string } | null {
+  /** Host (on any address), then cross-site headers, then the token or, without one, a loopback peer. */
+  private checkMutation(req: IncomingMessage, allowedHosts: readonly string[]): Refusal | null {
+    const h = req.headers;
+    const fetchSite = h['sec-fetch-site'];
+    return (
+      (this.loopbackOnly ? null : checkHost(h.host, allowedHosts)) ??
+      checkCrossSite({ host: h.host, origin: h.origin, secFetchSite: Array.isArray(fetchSite) ? fetchSite.join(',') : fetchSite }) ??
+      this.checkToken(req)
+    );
+  }
+
+  private checkToken(req: IncomingMessage): Refusal | null {
     const token = this.api.token();
-    if (token === '') return null;
+    if (token === '') return checkTokenlessPeer(req.socket.remoteAddress);
     const h = req.headers['authorization'];
     if (!h) return { code: 401, message: 'this endpoint needs "Authorization: Bearer <token>"' };
     const m = /^Bearer\s+(.+)$/i.exec(h);
@@ -161,7 +190,12 @@ const ROUTES: readonly Route[] = [
     match: /^\/$/,
     methods: ['GET'],
     run: (_api, res) => {
-      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
+      res.writeHead(200, {
+        'content-type': 'text/html; charset=utf-8',
+        'cache-control': 'no-store',
+        'content-security-policy': STATUS_PAGE_CSP,
+        'x-frame-options': 'DENY',
+      });
       res.end(STATUS_PAGE);
     },
   },
