@@ -3,10 +3,13 @@
 import net from 'node:net';
 import { loadConfig, type Env } from '../config/load';
 import type { Config } from '../config/schema';
+import { adminExposureWarnings } from '../admin/exposure';
 import { ConfigInvalidError, LemonadeError, formatIssue, type ConfigIssue } from '../errors';
 
 export interface ValidateOptions {
   readonly path: string;
+  /** named by --config or $LEMONADE_LB_CONFIG: then it must exist */
+  readonly explicit: boolean;
   readonly json: boolean;
   readonly checkBackends: boolean;
   readonly env: Env;
@@ -24,7 +27,7 @@ export async function runValidate(o: ValidateOptions): Promise<number> {
   let issues: ConfigIssue[] = [];
   let shown = o.path;
   try {
-    const loaded = loadConfig(o.path, o.env);
+    const loaded = loadConfig({ path: o.path, explicit: o.explicit }, o.env);
     config = loaded.config;
     shown = loaded.path;
   } catch (e) {
@@ -35,12 +38,15 @@ export async function runValidate(o: ValidateOptions): Promise<number> {
     else throw e;
   }
   const warnings = config && o.checkBackends ? await checkBackends(config) : [];
+  // the same text the start log carries; the file stays valid (exit 0)
+  const exposure = config ? adminExposureWarnings(config).map((message) => ({ path: 'admin.listen_address', message })) : [];
   if (o.json) {
     const body: Record<string, unknown> = { valid: config !== null, file: shown, errors: issues };
-    if (o.checkBackends) body['warnings'] = warnings;
+    if (o.checkBackends || exposure.length > 0) body['warnings'] = [...exposure, ...warnings];
     o.out(JSON.stringify(body, null, 2));
   } else if (config) {
     o.out(`${shown}: valid (listen ${config.proxy.listenAddress}, ${config.backends.length} backend${config.backends.length === 1 ? '' : 's'}, strategy ${config.strategy})`);
+    for (const w of exposure) o.out(`warning: ${w.message}`);
     for (const w of warnings) o.out(`warning: backends: ${w.backend} (${w.address}) is unreachable: ${w.message}`);
   } else {
     o.out(`${shown}: invalid, ${issues.length} error${issues.length === 1 ? '' : 's'}:`);
