@@ -34,6 +34,25 @@ function prettyDestination(out: NodeJS.WritableStream): DestinationStream {
   };
 }
 
+/**
+ * An error nothing caught (a throw in a socket callback, a rejected promise nobody awaited) is
+ * logged as one line at fatal, then the process exits 1: the state after it is unknown, and
+ * systemd's Restart= (or the primary, for a worker) starts a fresh process.
+ */
+export function exitOnUncaught(logger: Logger): void {
+  const die =
+    (kind: string) =>
+    (e: unknown): void => {
+      try {
+        logger.fatal({ err: e instanceof Error ? e : new Error(String(e)), kind }, `fatal: ${kind}, exiting`);
+      } finally {
+        process.exit(1);
+      }
+    };
+  process.on('uncaughtException', die('uncaught exception'));
+  process.on('unhandledRejection', die('unhandled promise rejection'));
+}
+
 export function createLogger(opts: LoggerOptions = {}): Logger {
   const envLevel = (opts.level ?? process.env['LEMONADE_LOG'] ?? 'info').toLowerCase();
   const level = (LEVELS as readonly string[]).includes(envLevel) ? envLevel : 'info';
