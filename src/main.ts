@@ -35,7 +35,7 @@ async function main(argv: string[]): Promise<number> {
       (a) => {
         const source = resolveConfigPath(a.config, process.env);
         if ((a.json || a['check-backends']) && !a.validate) throw new UsageError('--json and --check-backends go with --validate');
-        return set(a.validate ? runValidate({ path: source.path, json: a.json, checkBackends: a['check-backends'], env: process.env, out }) : runBalancer(source, process.env));
+        return set(a.validate ? runValidate({ path: source.path, explicit: source.explicit, json: a.json, checkBackends: a['check-backends'], env: process.env, out }) : runBalancer(source, process.env));
       },
     )
     .command(

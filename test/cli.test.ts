@@ -2,7 +2,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync, readFileSync } from 'node:fs';
+import { writeFileSync, readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import net from 'node:net';
 import { spawn } from 'node:child_process';
@@ -167,10 +167,12 @@ test('wrong usage exits 2; --version and --help exit 0 on every command', async 
 });
 
 test('LEMONADE_LB_BACKEND_ADDRESSES and LEMONADE_LB_LISTEN_ADDRESS run it from the environment alone', async (t) => {
+  // only the default path may be absent (a path named by --config must exist: test/secrets.test.ts)
+  assert.ok(!existsSync('/etc/lemonade/config.toml'), 'this test needs no /etc/lemonade/config.toml on the machine');
   const [a, b] = await Promise.all([startNamed('A'), startNamed('B')]);
   const port = await freePort();
   const admin = await freePort();
-  const child = spawn(process.execPath, [BUNDLE, 'lb', '--config', '/nonexistent/lemonade.toml'], {
+  const child = spawn(process.execPath, [BUNDLE, 'lb'], {
     env: cleanEnv({
       LEMONADE_LB_BACKEND_ADDRESSES: `${a.address},${b.address}`,
       LEMONADE_LB_LISTEN_ADDRESS: `127.0.0.1:${port}`,

@@ -303,10 +303,10 @@ describe('loadConfig and resolveConfigPath', () => {
   const dir = mkdtempSync(join(tmpdir(), 'lemonade-config-env-'));
   after(() => rmSync(dir, { recursive: true, force: true }));
 
-  test('resolveConfigPath: --config, then LEMONADE_LB_CONFIG, then /etc/lemonade/config.toml', () => {
-    assert.equal(resolveConfigPath('/a.toml', { LEMONADE_LB_CONFIG: '/b.toml' }), '/a.toml');
-    assert.equal(resolveConfigPath(undefined, { LEMONADE_LB_CONFIG: '/b.toml' }), '/b.toml');
-    assert.equal(resolveConfigPath(undefined, {}), '/etc/lemonade/config.toml');
+  test('resolveConfigPath: --config, then LEMONADE_LB_CONFIG (both explicit), then /etc/lemonade/config.toml', () => {
+    assert.deepEqual(resolveConfigPath('/a.toml', { LEMONADE_LB_CONFIG: '/b.toml' }), { path: '/a.toml', explicit: true });
+    assert.deepEqual(resolveConfigPath(undefined, { LEMONADE_LB_CONFIG: '/b.toml' }), { path: '/b.toml', explicit: true });
+    assert.deepEqual(resolveConfigPath(undefined, {}), { path: '/etc/lemonade/config.toml', explicit: false });
     assert.equal(DEFAULT_CONFIG_PATH, '/etc/lemonade/config.toml');
   });
 

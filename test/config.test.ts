@@ -104,7 +104,7 @@ describe('defaults (SPEC §2)', () => {
       ],
       health: { intervalMs: 10000, timeoutMs: 3000, kind: 'tcp', path: '/health', healthyThreshold: 2, unhealthyThreshold: 3, slowStartMs: 0 },
       metrics: { intervalMs: 30000 },
-      admin: { listenAddress: '127.0.0.1:9090', listen: { host: '127.0.0.1', port: 9090 }, token: '' },
+      admin: { listenAddress: '127.0.0.1:9090', listen: { host: '127.0.0.1', port: 9090 }, token: '', allowedHosts: [] },
     });
   });
 
@@ -185,7 +185,7 @@ token = "s3cret"
     ]);
     assert.deepEqual(c.health, { intervalMs: 10000, timeoutMs: 3000, kind: 'http', path: '/ping', healthyThreshold: 4, unhealthyThreshold: 5, slowStartMs: 3600000 });
     assert.equal(c.metrics.intervalMs, 15000);
-    assert.deepEqual(c.admin, { listenAddress: '', listen: null, token: 's3cret' });
+    assert.deepEqual(c.admin, { listenAddress: '', listen: null, token: 's3cret', allowedHosts: [] });
   });
 
   test('the returned config is deeply frozen', () => {

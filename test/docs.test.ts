@@ -19,6 +19,7 @@ test('every error class carries a listed literal code and exit code 1', () => {
     new errors.ConfigReadError('f.toml', 'EACCES'),
     new errors.ConfigMissingError('f.toml'),
     new errors.BindError('proxy', '127.0.0.1:1', 'EACCES'),
+    new errors.ShuttingDownError(),
     new errors.AdminUnreachableError('http://x', 'ECONNREFUSED'),
     new errors.AdminRequestError('http://x', 404, 'no'),
   ];
