@@ -15,12 +15,13 @@ import type { Pending } from './proxy/listener';
 import { LocalPlane, trafficObserver, type DataPlane } from './runtime/plane';
 import { WorkerPool } from './runtime/workers';
 import { rawAvailable } from './proxy/raw';
+import { adminExposureWarnings } from './admin/exposure';
 import { AdminServer, type AdminAction, type AdminApi, type HealthReport, type ReloadOutcome } from './admin/server';
 import { Metrics } from './obs/metrics';
 import type { Logger } from './obs/logger';
 import { ReloadTrigger } from './runtime/reload';
-import { SystemdNotifier, passedSockets } from './runtime/systemd';
-import { ConfigInvalidError, LemonadeError } from './errors';
+import { SystemdNotifier, passedAddress, passedSockets } from './runtime/systemd';
+import { BindError, ConfigInvalidError, LemonadeError, ShuttingDownError } from './errors';
 import type { BackendConfig } from './config/schema';
 import { availableParallelism } from 'node:os';
 
@@ -87,10 +88,12 @@ export class App {
   private lastSummary = { at: 0, total: new Map<string, number>() };
   private exitResolve: ((code: number) => void) | null = null;
   private readonly signalHandlers: [string, () => void][] = [];
+  /** listeners served from sockets systemd passed: their addresses belong to the .socket unit */
+  private readonly passed = { proxy: false, admin: false };
 
   constructor(private readonly opts: AppOptions) {
     this.config = opts.loaded.config;
-    this.hash = opts.loaded.hash;
+    this.hash = opts.loaded.shownHash;
     this.attemptedHash = opts.loaded.hash;
     this.path = opts.configPath;
     this.env = opts.env ?? process.env;
@@ -100,7 +103,13 @@ export class App {
     this.startedAt = this.now();
     this.loads = new LoadTable(this.now);
     this.snapshot = this.buildSnapshot(this.config, 1);
-    this.metrics = new Metrics({ loads: this.loads, snapshot: () => this.snapshot, version: opts.version, workers: () => this.plane.workerFigures() });
+    this.metrics = new Metrics({
+      loads: this.loads,
+      snapshot: () => this.snapshot,
+      draining: () => this.drainingBackends().map(({ spec, load }) => ({ name: spec.name, load })),
+      version: opts.version,
+      workers: () => this.plane.workerFigures(),
+    });
     this.metrics.generation.set(1);
     this.workers = workerCount(this.config.runtime.workers);
     this.plane =
@@ -162,6 +171,13 @@ export class App {
   async start(): Promise<void> {
     const c = this.config;
     const passed = passedSockets(this.env);
+    if (passed && passed.proxy.length > 1) {
+      // one [proxy] listen_address serves one socket: an extra one would be silently ignored
+      const addresses = await Promise.all(passed.proxy.map(passedAddress));
+      throw new BindError('proxy', addresses.join(', '), `systemd passed ${addresses.length} proxy sockets and one [proxy] listen_address serves one: keep one ListenStream= (besides the one named "admin") in the .socket unit`);
+    }
+    this.passed.proxy = passed !== null && passed.proxy.length === 1;
+    this.passed.admin = passed !== null && passed.admin.length > 0;
     if (passed && passed.proxy.length > 0) {
       await this.plane.adopt(passed.proxy[0]!);
     } else {
@@ -193,6 +209,7 @@ export class App {
       },
       'lemonade-lb started',
     );
+    for (const w of adminExposureWarnings(c)) this.logger.warn(w);
     this.systemd.ready(`listening on ${this.plane.address}`);
     this.systemd.startWatchdog();
   }
@@ -205,12 +222,12 @@ export class App {
   // -------------------------------------------------------------------------------------------
   // Snapshots and reload
 
-  private buildSnapshot(config: Config, generation: number): Snapshot {
-    return liveSnapshot(config, generation, this.loads, { now: this.now, random: this.random, strategies: STRATEGIES }, this.operatorState);
+  private buildSnapshot(config: Config, generation: number, prev?: Snapshot): Snapshot {
+    return liveSnapshot(config, generation, this.loads, { now: this.now, random: this.random, strategies: STRATEGIES }, this.operatorState, prev);
   }
 
   async reload(trigger: string): Promise<ReloadOutcome> {
-    if (this.stopping) return { result: 'failure', generation: this.generation, error: 'shutting down' };
+    if (this.stopping) return { result: 'failure', generation: this.generation, error: new ShuttingDownError().message };
     this.systemd.reloading();
     try {
       return await this.reloadNow(trigger);
@@ -222,7 +239,8 @@ export class App {
   private async reloadNow(trigger: string): Promise<ReloadOutcome> {
     let loaded: Loaded;
     try {
-      const text = readConfigText(this.path, this.env);
+      // the file served from must still exist (the environment alone does not replace it)
+      const text = readConfigText({ path: this.path, explicit: true }, this.env);
       // remember what was attempted, so the watcher does not retry the same bytes
       if (text !== null) this.attemptedHash = sha256(text);
       loaded = loadFromText(this.path, text, this.env);
@@ -234,6 +252,7 @@ export class App {
     const adminRemoved = next.admin.listenAddress === '' && this.config.admin.listenAddress !== '';
     const pending: Pending[] = [];
     try {
+      this.checkSocketOwner(next);
       if (next.proxy.listenAddress !== this.config.proxy.listenAddress) pending.push(await this.plane.prepare(next.proxy.listen));
       if (next.admin.listenAddress !== this.config.admin.listenAddress && next.admin.listen) {
         pending.push(await this.admin.prepare(next.admin.listen));
@@ -242,14 +261,20 @@ export class App {
       for (const p of pending) p.abort();
       return this.reloadFailed(trigger, e);
     }
+    if (this.stopping) {
+      // a stop began while the new addresses were bound: installing them would reopen a listener
+      // during the drain
+      for (const p of pending) p.abort();
+      return this.reloadFailed(trigger, new ShuttingDownError());
+    }
     // ---- commit: from here on nothing can fail, and the swap is one assignment
     const generation = this.generation + 1;
-    const snap = this.buildSnapshot(next, generation);
     const oldSnap = this.snapshot;
+    const snap = this.buildSnapshot(next, generation, oldSnap);
     this.snapshot = snap;
     this.config = next;
     this.generation = generation;
-    this.hash = loaded.hash;
+    this.hash = loaded.shownHash;
     this.attemptedHash = loaded.hash;
     for (const p of pending) p.commit();
     if (adminRemoved) void this.admin.close();
@@ -265,9 +290,27 @@ export class App {
       this.logger.warn({ running: this.workers, configured: next.runtime.workers }, 'runtime.workers changes only with a restart');
     }
     this.event('reload', `generation ${generation} (${trigger}): ${summary}`);
-    this.logger.info({ generation, trigger, changes: summary, hash: loaded.hash.slice(0, 12) }, `config reloaded: ${summary}`);
+    this.logger.info({ generation, trigger, changes: summary, hash: loaded.shownHash.slice(0, 12) }, `config reloaded: ${summary}`);
     this.scheduleSummary();
     return { result: 'success', generation, changes: summary };
+  }
+
+  /** A listener served from a socket systemd passed keeps it: its address is the .socket unit's. */
+  private checkSocketOwner(next: Config): void {
+    const moved: [string, boolean, string, string][] = [
+      ['proxy', this.passed.proxy, next.proxy.listenAddress, this.config.proxy.listenAddress],
+      ['admin', this.passed.admin, next.admin.listenAddress, this.config.admin.listenAddress],
+    ];
+    for (const [what, passed, to, from] of moved) {
+      if (passed && to !== from) {
+        const serving = what === 'proxy' ? this.plane.address : this.admin.address;
+        throw new BindError(
+          what,
+          to || '""',
+          `the ${what} listener serves the socket systemd passed (${serving}): the .socket unit owns that address, so change ListenStream= there and restart; the socket is kept`,
+        );
+      }
+    }
   }
 
   private reloadFailed(trigger: string, e: unknown): ReloadOutcome {
@@ -331,13 +374,19 @@ export class App {
 
   backendsView(): Record<string, unknown>[] {
     const rows = this.snapshot.backends.map((b) => this.backendRow(b.spec, b.load));
+    for (const { spec, load } of this.drainingBackends()) rows.push(this.backendRow(spec, load));
+    return rows;
+  }
+
+  /** Backends removed by a reload with connections still open; forgotten after their last one. */
+  private drainingBackends(): { spec: BackendConfig; load: BackendLoad }[] {
+    const out: { spec: BackendConfig; load: BackendLoad }[] = [];
     for (const [key, spec] of this.draining) {
       const load = this.loads.peek(key);
-      // a removed backend is shown while its connections drain, and forgotten after the last
-      if (load && load.active > 0) rows.push(this.backendRow(spec, load));
+      if (load && load.active > 0) out.push({ spec, load });
       else this.draining.delete(key);
     }
-    return rows;
+    return out;
   }
 
   private backendRow(spec: BackendConfig, load: BackendLoad): Record<string, unknown> {
@@ -408,6 +457,7 @@ export class App {
       reload: (t) => (this.trigger ? (this.trigger.request(t) as Promise<ReloadOutcome>) : this.reload(t)),
       metrics: async () => ({ contentType: this.metrics.registry.contentType, body: await this.metrics.registry.metrics() }),
       token: () => this.config.admin.token,
+      allowedHosts: () => this.config.admin.allowedHosts,
     };
   }
 

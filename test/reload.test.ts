@@ -313,3 +313,82 @@ test('reload under load: six clients, >= 1500 requests, the file rewritten every
   assert.ok(ok >= 1500, `${ok} requests`);
   assert.ok(s.config.generation >= 20, `reloads applied: generation ${s.config.generation}`);
 });
+
+test('a backend removed and re-added with the same id and address takes its draining connections back; draining ones stay in lemonade_connections_active', async (t) => {
+  const echoes = await Promise.all([startEcho(), startEcho(), startEcho()]);
+  const [echoA, echoB, echoC] = echoes as [TestServer, TestServer, TestServer];
+  const config = (names: string[]): string =>
+    testConfig(
+      [
+        { address: echoA.address, name: 'a', id: 0 },
+        ...(names.includes('b') ? [{ address: echoB.address, name: 'b', id: 1 }] : []),
+        ...(names.includes('c') ? [{ address: echoC.address, name: 'c', id: 2 }] : []),
+      ],
+      { strategy: 'round_robin', runtime: 'drain_timeout_millis = 1500\nconfig_watch_interval_millis = 60000' },
+    );
+  const lb = await startBalancer(config(['b', 'c']));
+  const clients: net.Socket[] = [];
+  t.after(async () => {
+    for (const c of clients) c.destroy();
+    await lb.stop();
+    await Promise.all(echoes.map((e) => e.close()));
+  });
+  // round robin over three: one connection each within three connects
+  for (let i = 0; i < 3; i++) {
+    const s = net.connect({ host: '127.0.0.1', port: lb.port });
+    s.on('error', () => {});
+    await new Promise<void>((r) => s.once('connect', () => r()));
+    await waitFor(() => echoA.accepted + echoB.accepted + echoC.accepted > i, 3000, 'the backend to see it');
+    clients.push(s);
+  }
+  assert.deepEqual([echoA.accepted, echoB.accepted, echoC.accepted], [1, 1, 1]);
+  const onB = clients[1]!;
+  const onC = clients[2]!;
+  let bClosed = false;
+  let cClosed = false;
+  onB.on('close', () => (bClosed = true));
+  onC.on('close', () => (cClosed = true));
+
+  lb.writeConfig(config([]));
+  await lb.admin('/reload', 'POST');
+  await generationAtLeast(lb, 2);
+  const metrics = (await lb.admin('/metrics')).body;
+  assert.match(metrics, /lemonade_connections_active\{backend="b"\} 1/, 'a draining connection is still active');
+  assert.match(metrics, /lemonade_connections_active\{backend="c"\} 1/);
+
+  lb.writeConfig(config(['b']));
+  await lb.admin('/reload', 'POST');
+  await generationAtLeast(lb, 3);
+  // c stays removed: its connection is cut at the first removal's deadline; b's is not
+  await waitFor(() => cClosed, 6000, "c's connection to be cut at the drain deadline");
+  assert.equal(bClosed, false, "b came back: its connection is not cut");
+  const echoed = new Promise<string>((r) => onB.once('data', (d: Buffer) => r(d.toString())));
+  onB.write('still b');
+  assert.equal(await echoed, 'still b');
+  const bs = await adminJson<{ name: string; state: string; active: number }[]>(lb, '/backends');
+  assert.equal(bs.find((b) => b.name === 'b')!.state, 'healthy');
+  assert.equal(bs.find((b) => b.name === 'b')!.active, 1);
+});
+
+test('round robin carries on across reloads that keep the backends (no restart at the first backend)', async (t) => {
+  const { servers } = await setup(3);
+  const config = (max: number): string =>
+    testConfig(servers.map((s, i) => ({ address: s.address, name: `s${i + 1}`, id: i })), {
+      strategy: 'round_robin',
+      proxy: `max_connections = ${max}`,
+      runtime: 'config_watch_interval_millis = 60000',
+    });
+  const lb = await startBalancer(config(1000));
+  t.after(async () => {
+    await lb.stop();
+    await Promise.all(servers.map((s) => s.close()));
+  });
+  const seen: string[] = [];
+  for (let g = 1; g <= 4; g++) {
+    seen.push((await tcpExchange(lb.port, '')).data.toString().trim());
+    lb.writeConfig(config(1000 + g));
+    await lb.admin('/reload', 'POST');
+    await generationAtLeast(lb, g + 1);
+  }
+  assert.deepEqual(seen, ['s1', 's2', 's3', 's1']);
+});

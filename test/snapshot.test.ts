@@ -444,3 +444,35 @@ describe('BackendLoad.state()', () => {
     });
   }
 });
+
+describe('a reload keeps the strategy state when the algorithm stays', () => {
+  const names = (snap: Snapshot, n: number): string[] => Array.from({ length: n }, () => snap.pick()?.name ?? '-');
+  const env = { now: () => 1_000_000, random: () => 0.5, strategies: STRATEGIES };
+  const abc = [{ name: 'a', weight: 3 }, { name: 'b', weight: 1 }, { name: 'c', weight: 1 }];
+
+  test('smooth WRR: picks across a reload equal the picks of one snapshot', () => {
+    const cfg = config(abc, { algorithm: 'weighted_round_robin' });
+    const one = names(new Snapshot(cfg, 1, new LoadTable(env.now), env), 10);
+    const loads = new LoadTable(env.now);
+    const s1 = new Snapshot(cfg, 1, loads, env);
+    const s2 = new Snapshot(config(abc, { algorithm: 'weighted_round_robin', proxy: 'max_connections = 7' }), 2, loads, env, s1);
+    const s3 = new Snapshot(cfg, 3, loads, env, s2);
+    assert.deepEqual([...names(s1, 3), ...names(s2, 4), ...names(s3, 3)], one);
+  });
+
+  test('round robin: the position carries on', () => {
+    const loads = new LoadTable(env.now);
+    const s1 = new Snapshot(config(abc), 1, loads, env);
+    assert.deepEqual(names(s1, 2), ['a', 'b']);
+    const s2 = new Snapshot(config(abc), 2, loads, env, s1);
+    assert.deepEqual(names(s2, 2), ['c', 'a']);
+  });
+
+  test('a changed algorithm starts afresh', () => {
+    const loads = new LoadTable(env.now);
+    const s1 = new Snapshot(config(abc), 1, loads, env);
+    names(s1, 1);
+    const s2 = new Snapshot(config(abc, { algorithm: 'weighted_round_robin' }), 2, loads, env, s1);
+    assert.deepEqual(names(s2, 5), names(new Snapshot(config(abc, { algorithm: 'weighted_round_robin' }), 1, new LoadTable(env.now), env), 5));
+  });
+});

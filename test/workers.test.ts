@@ -420,3 +420,27 @@ test('workers = 0 runs one worker per CPU; a port in use fails the start with ex
   assert.equal(r.code, 1, r.stderr);
   assert.match(r.stderr, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port} \\(proxy\\): EADDRINUSE`));
 });
+
+test('/health is 503 while no worker listens (all killed), and healthy again once they are back', async (t) => {
+  const echo = await startEcho();
+  const lb = await startBalancer(testConfig([{ address: echo.address }], { runtime: 'workers = 2' }));
+  t.after(async () => {
+    await lb.stop('SIGKILL');
+    await echo.close();
+  });
+  const health = async (): Promise<number> => (await lb.admin('/health')).status;
+  await waitFor(async () => (await health()) === 200, 5000, '/health 200 at start');
+  const pids = (await adminJson<Status>(lb, '/status')).workers!.map((w) => w.pid!);
+  assert.equal(pids.length, 2);
+  for (const pid of pids) process.kill(pid, 'SIGKILL');
+  // the replacements take a restart delay and a process start: /health says so meanwhile
+  const down = await waitFor(async () => {
+    const r = await lb.admin('/health');
+    return r.status === 503 ? r.body : null;
+  }, 5000, '/health 503 with no worker listening', 5);
+  assert.match(down, /"status": "unhealthy"/);
+  assert.equal((await lb.admin('/ready')).status, 503);
+  await waitFor(async () => (await health()) === 200, 10_000, '/health 200 once the workers are back');
+  const st = await adminJson<Status>(lb, '/status');
+  assert.ok(st.workers!.every((w) => w.up && !pids.includes(w.pid!)), JSON.stringify(st.workers));
+});

@@ -66,18 +66,24 @@ export class Snapshot {
   /** this process's share of [proxy] max_connections */
   readonly maxConnections: number;
 
+  /**
+   * `prev`: the snapshot this one replaces. With the same algorithm its strategy carries on (the
+   * round-robin position, smooth WRR's currents, adaptive's memory), so frequent reloads do not
+   * restart the sequence at the first backend.
+   */
   constructor(
     readonly config: Config,
     readonly generation: number,
     loads: LoadTable,
     private readonly env: SnapshotEnv,
+    prev?: Snapshot,
   ) {
     const part = env.part ?? WHOLE;
     this.maxConnections = shareOf(config.proxy.maxConnections, part);
     this.backends = Object.freeze(config.backends.map((b) => new SnapshotBackend(b, loads.get(backendKey(b)), loads.countersFor(b.name), part)));
     this.primaries = this.backends.filter((b) => !b.spec.backup);
     this.backups = this.backends.filter((b) => b.spec.backup);
-    this.strategy = env.strategies[config.strategy]!({ random: env.random });
+    this.strategy = prev !== undefined && prev.config.strategy === config.strategy ? prev.strategy : env.strategies[config.strategy]!({ random: env.random });
     Object.freeze(this);
   }
 
@@ -144,8 +150,15 @@ export class Snapshot {
  * The snapshot of a config whose backends are all live again, each with the operator's state
  * (drain and disable are kept across reloads by name).
  */
-export function liveSnapshot(config: Config, generation: number, loads: LoadTable, env: SnapshotEnv, operator: ReadonlyMap<string, AdminState>): Snapshot {
-  const snap = new Snapshot(config, generation, loads, env);
+export function liveSnapshot(
+  config: Config,
+  generation: number,
+  loads: LoadTable,
+  env: SnapshotEnv,
+  operator: ReadonlyMap<string, AdminState>,
+  prev?: Snapshot,
+): Snapshot {
+  const snap = new Snapshot(config, generation, loads, env, prev);
   for (const b of snap.backends) {
     b.load.removed = false;
     b.load.admin = operator.get(b.name) ?? 'enabled';

@@ -4,7 +4,7 @@
 
 import { Registry, Counter, Gauge, collectDefaultMetrics } from 'prom-client';
 import { FastHistogram, type HistogramData, type HistogramSeries } from './fast-histogram';
-import type { LoadTable } from '../core/stats';
+import type { BackendLoad, LoadTable } from '../core/stats';
 import type { Snapshot } from '../core/snapshot';
 import type { BackendState } from '../core/backend';
 
@@ -75,6 +75,8 @@ export class TrafficFigures {
 export interface MetricsSources {
   readonly loads: LoadTable;
   readonly snapshot: () => Snapshot;
+  /** backends removed by a reload whose connections still drain */
+  readonly draining?: () => Iterable<{ readonly name: string; readonly load: BackendLoad }>;
   readonly version: string;
   /** data-plane processes up now, and how many were replaced after exiting unasked */
   readonly workers?: () => { readonly up: number; readonly restarts: number };
@@ -101,6 +103,7 @@ export class Metrics {
         this.reset();
         const byName = new Map<string, number>();
         for (const b of src.snapshot().backends) byName.set(b.name, (byName.get(b.name) ?? 0) + b.load.active);
+        for (const b of src.draining?.() ?? []) byName.set(b.name, (byName.get(b.name) ?? 0) + b.load.active);
         for (const [name, n] of byName) this.set({ backend: name }, n);
       },
     });

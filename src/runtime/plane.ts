@@ -9,6 +9,8 @@ import type { Snapshot } from '../core/snapshot';
 import type { Logger } from '../obs/logger';
 import type { TrafficFigures } from '../obs/metrics';
 import { ProxyListener, type Pending } from '../proxy/listener';
+import type { Session } from '../proxy/session';
+import type { RawSession } from '../proxy/raw-session';
 import type { ProxyObserver } from '../proxy/events';
 import type { DrainResult } from './drain';
 
@@ -105,7 +107,8 @@ export interface LocalPlaneDeps {
 /** The data plane in this process: the listener, its sessions, and the drain timers of reloads. */
 export class LocalPlane implements DataPlane {
   readonly listener: ProxyListener;
-  private readonly drainTimers = new Set<NodeJS.Timeout>();
+  /** connections of removed backends, each set cut when its timer fires */
+  private readonly drains = new Map<NodeJS.Timeout, Set<Session | RawSession>>();
 
   constructor(private readonly deps: LocalPlaneDeps) {
     this.listener = new ProxyListener({ current: deps.current, observer: deps.observer, now: deps.now, shared: deps.shared === true });
@@ -134,15 +137,22 @@ export class LocalPlane implements DataPlane {
     return this.listener.prepare(addr);
   }
 
-  applied(_snap: Snapshot, gone: ReadonlySet<string>, drainTimeoutMs: number): void {
+  applied(snap: Snapshot, gone: ReadonlySet<string>, drainTimeoutMs: number): void {
+    if (this.drains.size > 0) {
+      // a backend back with the same id and address takes its draining connections back
+      const live = new Set(snap.backends.map((b) => b.load.key));
+      for (const doomed of this.drains.values()) {
+        for (const c of doomed) if (c.backendKey !== null && live.has(c.backendKey)) doomed.delete(c);
+      }
+    }
     if (gone.size === 0) return;
     // each connection may live drain_timeout from its own backend's removal: the timer cuts the
     // connections open now, not whatever is attached to these keys when it fires (a backend
     // removed, re-added and removed again would otherwise lose younger connections early)
     const registry = this.listener.registry;
-    const doomed = registry.attachedTo(gone);
+    const doomed = new Set(registry.attachedTo(gone));
     const t = setTimeout(() => {
-      this.drainTimers.delete(t);
+      this.drains.delete(t);
       let cut = 0;
       for (const c of doomed) {
         if (registry.has(c)) {
@@ -153,7 +163,7 @@ export class LocalPlane implements DataPlane {
       if (cut > 0) this.deps.logger.info({ cut, backends: [...gone] }, 'drain timeout: closed connections to removed backends');
     }, drainTimeoutMs);
     t.unref();
-    this.drainTimers.add(t);
+    this.drains.set(t, doomed);
   }
 
   adminChanged(_name: string, key: string, _state: AdminState, cut: boolean): void {
@@ -171,8 +181,8 @@ export class LocalPlane implements DataPlane {
 
   async drain(timeoutMs: number): Promise<DrainResult> {
     const r = await this.listener.registry.drain(timeoutMs);
-    for (const t of this.drainTimers) clearTimeout(t);
-    this.drainTimers.clear();
+    for (const t of this.drains.keys()) clearTimeout(t);
+    this.drains.clear();
     return r;
   }
 

@@ -5,6 +5,7 @@
 // installed; otherwise `systemd-notify` is spawned (the unit then needs NotifyAccess=all).
 
 import { spawn } from 'node:child_process';
+import net from 'node:net';
 import { createRequire } from 'node:module';
 
 type Native = { sendState?: (s: string) => void; notify?: (s: string) => void; ready?: () => void };
@@ -106,6 +107,19 @@ export class SystemdNotifier {
     if (this.watchdog) clearInterval(this.watchdog);
     this.watchdog = null;
   }
+}
+
+/** The address a passed listening socket is bound to, "host:port" (for errors; closes the socket). */
+export function passedAddress(fd: number): Promise<string> {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.once('error', () => resolve(`fd ${fd}`));
+    s.listen({ fd }, () => {
+      const a = s.address();
+      s.close();
+      resolve(a && typeof a === 'object' ? (a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`) : `fd ${fd}`);
+    });
+  });
 }
 
 export interface PassedSockets {

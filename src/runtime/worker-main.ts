@@ -9,7 +9,7 @@ import type { AdminState } from '../core/backend';
 import { liveSnapshot, retire, type Partition, type Snapshot } from '../core/snapshot';
 import { LoadTable } from '../core/stats';
 import { STRATEGIES } from '../strategy/index';
-import { createLogger } from '../obs/logger';
+import { createLogger, exitOnUncaught } from '../obs/logger';
 import { TrafficFigures } from '../obs/metrics';
 import { BindError } from '../errors';
 import { LocalPlane, trafficObserver, type Pending } from './plane';
@@ -44,6 +44,7 @@ class Worker {
   constructor(private readonly init: Extract<ToWorker, { t: 'init' }>) {
     this.part = { index: init.index, count: init.count };
     this.logger = createLogger().child({ worker: init.index });
+    exitOnUncaught(this.logger);
     this.operator = new Map(init.operator);
     for (const [key, h] of init.health) {
       const l = this.loads.get(key);
@@ -81,8 +82,8 @@ class Worker {
     return 'fd' in spec ? this.plane.adopt(spec.fd) : this.plane.listen(spec.addr);
   }
 
-  private build(config: Config, generation: number): Snapshot {
-    return liveSnapshot(config, generation, this.loads, { now: Date.now, random: Math.random, strategies: STRATEGIES, part: this.part }, this.operator);
+  private build(config: Config, generation: number, prev?: Snapshot): Snapshot {
+    return liveSnapshot(config, generation, this.loads, { now: Date.now, random: Math.random, strategies: STRATEGIES, part: this.part }, this.operator, prev);
   }
 
   private onMessage(m: ToWorker): void {
@@ -91,7 +92,7 @@ class Worker {
         this.operator.clear();
         for (const [n, s] of m.operator) this.operator.set(n, s);
         const old = this.snapshot;
-        const snap = this.build(m.config, m.generation);
+        const snap = this.build(m.config, m.generation, old);
         this.snapshot = snap; // the swap: one assignment, as in the single process
         const { live, draining } = retire(old, snap);
         this.loads.sweep(live);

@@ -47,6 +47,8 @@ interface Member {
   readonly index: number;
   worker: Worker | null;
   pid: number;
+  /** its listener is up: from its 'listening' message to its exit */
+  listening: boolean;
   report: WorkerReport | null;
   startedAt: number;
   lastAnswer: number;
@@ -73,6 +75,7 @@ export class WorkerPool implements DataPlane {
       index,
       worker: null,
       pid: 0,
+      listening: false,
       report: null,
       startedAt: 0,
       lastAnswer: 0,
@@ -86,8 +89,9 @@ export class WorkerPool implements DataPlane {
   get address(): string {
     return this.bound;
   }
+  /** at least one worker accepts: a pool whose workers all died (or crash-loop) serves nobody */
   get listening(): boolean {
-    return this.bound !== '' && !this.stopping;
+    return this.bound !== '' && !this.stopping && this.members.some((m) => m.listening);
   }
   get open(): number {
     return this.merged.open;
@@ -138,6 +142,7 @@ export class WorkerPool implements DataPlane {
         switch (msg.t) {
           case 'listening':
             settled = true;
+            m.listening = true;
             resolve(msg.address);
             return;
           case 'listen-failed':
@@ -173,6 +178,7 @@ export class WorkerPool implements DataPlane {
   private onExit(m: Member, w: Worker, code: number | null, signal: string | null): void {
     if (m.worker !== w) return;
     m.worker = null;
+    m.listening = false;
     for (const f of m.asks.values()) f(null);
     m.asks.clear();
     // keep what it counted, so the sums (Prometheus counters) never go back

@@ -1,0 +1,67 @@
+// Socket activation (systemd-socket-activate stands in for systemd): the passed socket is the
+// .socket unit's, so a reload that would move its address fails whole and keeps serving it; more
+// proxy sockets than one listen_address can serve is a start error naming them, never a silent
+// loss of all but the first.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { BUNDLE, cleanEnv, freePort, httpRequest, requireTool, startNamed, tcpExchange, tempDir, testConfig, waitFor } from './helpers';
+
+const tool = spawnSync('sh', ['-c', 'command -v systemd-socket-activate'], { encoding: 'utf8' }).stdout.trim();
+
+test('a reload changing listen_address under socket activation fails whole: the socket unit owns the address, the socket is kept', async (t) => {
+  if (!requireTool(t, 'systemd-socket-activate (package systemd)', tool !== '')) return;
+  const srv = await startNamed('n1');
+  t.after(() => srv.close());
+  const [port, adminPort, other] = [await freePort(), await freePort(), await freePort()];
+  const dir = tempDir();
+  const conf = join(dir, 'config.toml');
+  const config = (listen: number, max = 1000): string =>
+    testConfig([{ address: srv.address, name: 'n1' }], { proxy: `max_connections = ${max}`, runtime: 'config_watch_interval_millis = 60000' })
+      .replace('"127.0.0.1:0"', `"127.0.0.1:${listen}"`)
+      .replace('"127.0.0.1:0"', `"127.0.0.1:${adminPort}"`);
+  writeFileSync(conf, config(port));
+  const proc = spawn(tool, ['-l', `127.0.0.1:${port}`, process.execPath, BUNDLE, 'lb', '--config', conf], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+  let err = '';
+  proc.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  const exited = new Promise<number | null>((r) => proc.on('exit', (c) => r(c)));
+  t.after(() => proc.kill('SIGKILL'));
+  await waitFor(() => err.includes('Listening on'), 5000, 'systemd-socket-activate to listen');
+  assert.equal((await tcpExchange(port, '')).data.toString().trim(), 'n1', 'the first connection starts the balancer');
+  await waitFor(async () => (await httpRequest(adminPort, '/status').catch(() => null))?.status === 200, 10_000, 'the admin API');
+
+  writeFileSync(conf, config(other));
+  const r = await httpRequest(adminPort, '/reload', { method: 'POST' });
+  assert.equal(r.status, 422, r.body);
+  assert.match(r.body, /serves the socket systemd passed \(127\.0\.0\.1:\d+\): the \.socket unit owns that address/);
+  const st = JSON.parse((await httpRequest(adminPort, '/status')).body) as { listen_address: string; config: { generation: number } };
+  assert.equal(st.listen_address, `127.0.0.1:${port}`);
+  assert.equal(st.config.generation, 1);
+  assert.equal((await tcpExchange(port, '')).data.toString().trim(), 'n1', 'the passed socket still serves');
+  // any other change applies as usual
+  writeFileSync(conf, config(port, 999));
+  assert.equal((await httpRequest(adminPort, '/reload', { method: 'POST' })).status, 200);
+  proc.kill('SIGTERM');
+  assert.equal(await exited, 0, err);
+});
+
+test('two proxy sockets passed for one listen_address: the start fails, naming both addresses', async (t) => {
+  if (!requireTool(t, 'systemd-socket-activate (package systemd)', tool !== '')) return;
+  const srv = await startNamed('n1');
+  t.after(() => srv.close());
+  const [p1, p2, adminPort] = [await freePort(), await freePort(), await freePort()];
+  const conf = join(tempDir(), 'config.toml');
+  writeFileSync(conf, testConfig([{ address: srv.address, name: 'n1' }]).replace('"127.0.0.1:0"', `"127.0.0.1:${p1}"`).replace('"127.0.0.1:0"', `"127.0.0.1:${adminPort}"`));
+  const proc = spawn(tool, ['-l', `127.0.0.1:${p1}`, '-l', `127.0.0.1:${p2}`, process.execPath, BUNDLE, 'lb', '--config', conf], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+  let err = '';
+  proc.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  t.after(() => proc.kill('SIGKILL'));
+  await waitFor(() => err.split('Listening on').length > 2, 5000, 'systemd-socket-activate to listen on both');
+  // the first connection starts the balancer, which refuses to run
+  await tcpExchange(p1, '', { timeoutMs: 5000 }).catch(() => null);
+  await waitFor(() => /LEMONADE|cannot listen/.test(err), 10_000, 'the start error');
+  assert.match(err, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${p1}, 127\\.0\\.0\\.1:${p2} \\(proxy\\): systemd passed 2 proxy sockets`));
+});
