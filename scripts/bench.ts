@@ -660,9 +660,9 @@ async function main(): Promise<number> {
   const tools = findTools(args.install, log);
   const notes: string[] = [];
   let workloads = args.workloads;
-  if (!tools.wrk && workloads.some((w) => w === 'W1' || w === 'W2')) {
-    notes.push('wrk is missing: W1 and W2 left out');
-    workloads = workloads.filter((w) => w !== 'W1' && w !== 'W2');
+  if (!tools.wrk && workloads.some((w) => w === 'W1' || w === 'W2' || w === 'W5')) {
+    notes.push('wrk is missing: W1, W2 and W5 left out');
+    workloads = workloads.filter((w) => w !== 'W1' && w !== 'W2' && w !== 'W5');
   }
   if (!tools.iperf3 && workloads.includes('W3')) {
     notes.push('iperf3 is missing: W3 left out');

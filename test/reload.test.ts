@@ -11,6 +11,7 @@ import {
   startBalancer,
   startNamed,
   startEcho,
+  startTcpServer,
   startWorker,
   testConfig,
   tcpExchange,
@@ -315,7 +316,14 @@ test('reload under load: six clients, >= 1500 requests, the file rewritten every
 });
 
 test('a backend removed and re-added with the same id and address takes its draining connections back; draining ones stay in lemonade_connections_active', async (t) => {
-  const echoes = await Promise.all([startEcho(), startEcho(), startEcho()]);
+  // each greets with its name, then echoes (health checks connect too: the greeting, not a count
+  // of accepted connections, tells where a client landed)
+  const greeter = (name: string): Promise<TestServer> =>
+    startTcpServer((s) => {
+      s.write(`${name}\n`);
+      s.pipe(s);
+    });
+  const echoes = await Promise.all(['a', 'b', 'c'].map(greeter));
   const [echoA, echoB, echoC] = echoes as [TestServer, TestServer, TestServer];
   const config = (names: string[]): string =>
     testConfig(
@@ -334,16 +342,17 @@ test('a backend removed and re-added with the same id and address takes its drai
     await Promise.all(echoes.map((e) => e.close()));
   });
   // round robin over three: one connection each within three connects
+  const landed = new Map<string, net.Socket>();
   for (let i = 0; i < 3; i++) {
     const s = net.connect({ host: '127.0.0.1', port: lb.port });
     s.on('error', () => {});
-    await new Promise<void>((r) => s.once('connect', () => r()));
-    await waitFor(() => echoA.accepted + echoB.accepted + echoC.accepted > i, 3000, 'the backend to see it');
     clients.push(s);
+    const name = await new Promise<string>((r) => s.once('data', (d: Buffer) => r(d.toString().trim())));
+    landed.set(name, s);
   }
-  assert.deepEqual([echoA.accepted, echoB.accepted, echoC.accepted], [1, 1, 1]);
-  const onB = clients[1]!;
-  const onC = clients[2]!;
+  assert.deepEqual([...landed.keys()].sort(), ['a', 'b', 'c']);
+  const onB = landed.get('b')!;
+  const onC = landed.get('c')!;
   let bClosed = false;
   let cClosed = false;
   onB.on('close', () => (bClosed = true));

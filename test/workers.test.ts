@@ -408,7 +408,8 @@ test('workers = 0 runs one worker per CPU; a port in use fails the start with ex
   t.after(() => busy.close());
   const port = (busy.address() as net.AddressInfo).port;
   const adminPort = await freePort();
-  const r = await runCli(['lb', '--config', '/nonexistent/lemonade.toml'], {
+  // from the environment alone (no --config: a path named there must exist)
+  const r = await runCli(['lb'], {
     env: {
       LEMONADE_LB_LISTEN_ADDRESS: `127.0.0.1:${port}`,
       LEMONADE_LB_ADMIN_ADDRESS: `127.0.0.1:${adminPort}`,
