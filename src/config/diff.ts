@@ -1,6 +1,6 @@
 // diff(old, new): what a reload changes. Pure. Backends are matched by id.
 
-import { SECRET_PATHS, type BackendConfig, type Config } from './schema';
+import { SCHEMA, SECRET_PATHS, settingsOf, type BackendConfig, type Config } from './schema';
 
 export type Change =
   | { readonly kind: 'backend-added'; readonly backend: BackendConfig }
@@ -17,13 +17,10 @@ export interface FieldChange {
   readonly to: string;
 }
 
-const BACKEND_FIELDS = ['name', 'weight', 'maxConnections', 'backup'] as const;
-const FIELD_NAMES: Record<(typeof BACKEND_FIELDS)[number], string> = {
-  name: 'name',
-  weight: 'weight',
-  maxConnections: 'max_connections',
-  backup: 'backup',
-};
+/** The backend settings compared field by field (id is the identity, address its own change). */
+const BACKEND_FIELDS = Object.entries(SCHEMA.backends)
+  .filter(([key]) => key !== 'id' && key !== 'address')
+  .map(([key, r]) => ({ key, prop: r.prop as keyof BackendConfig }));
 
 export function diff(a: Config, b: Config): Change[] {
   const out: Change[] = [];
@@ -38,42 +35,19 @@ export function diff(a: Config, b: Config): Change[] {
     if (ob.address !== nb.address) out.push({ kind: 'backend-address', from: ob, to: nb });
     const fields: FieldChange[] = [];
     for (const f of BACKEND_FIELDS) {
-      if (ob[f] !== nb[f]) fields.push({ field: FIELD_NAMES[f], from: String(ob[f]), to: String(nb[f]) });
+      if (ob[f.prop] !== nb[f.prop]) fields.push({ field: f.key, from: String(ob[f.prop]), to: String(nb[f.prop]) });
     }
     if (fields.length > 0) out.push({ kind: 'backend-changed', backend: nb, fields });
   }
   for (const ob of a.backends) if (!after.has(ob.id)) out.push({ kind: 'backend-removed', backend: ob });
-  settingChanges(a, b, '', out);
+  // every other setting, named by its file key (both lists follow the schema's table order)
+  const next = settingsOf(b);
+  settingsOf(a).forEach((s, i) => {
+    const sa = show(s.value);
+    const sb = show(next[i]!.value);
+    if (sa !== sb) out.push(SECRET_PATHS.includes(s.path) ? { kind: 'secret', path: s.path } : { kind: 'setting', path: s.path, from: sa, to: sb });
+  });
   return out;
-}
-
-function settingChanges(a: unknown, b: unknown, prefix: string, out: Change[]): void {
-  for (const key of Object.keys(a as object)) {
-    if ((prefix === '' && key === 'backends') || key === 'listen') continue; // listen: derived from listenAddress
-    const va = (a as Record<string, unknown>)[key];
-    const vb = (b as Record<string, unknown>)[key];
-    const path = prefix ? `${prefix}.${fileKey(prefix, key)}` : key;
-    if (isPlain(va) && isPlain(vb)) {
-      settingChanges(va, vb, path, out);
-      continue;
-    }
-    const sa = show(va);
-    const sb = show(vb);
-    if (sa === sb) continue;
-    out.push(SECRET_PATHS.includes(path) ? { kind: 'secret', path } : { kind: 'setting', path, from: sa, to: sb });
-  }
-}
-
-/** The key as the file spells it: connectTimeoutMs → connect_timeout, drainTimeoutMs → drain_timeout_millis. */
-function fileKey(section: string, key: string): string {
-  const ms = key.endsWith('Ms') ? (section === 'runtime' ? '_millis' : '') : null;
-  const base = ms === null ? key : key.slice(0, -2);
-  return base.replace(/[A-Z]/g, (m) => '_' + m.toLowerCase()) + (ms ?? '');
-}
-
-/** A nested settings table (not a leaf value such as a CIDR or a rate limit, which carry their text). */
-function isPlain(v: unknown): v is object {
-  return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array) && !('text' in v);
 }
 
 function show(v: unknown): string {

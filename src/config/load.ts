@@ -3,7 +3,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import TOML from '@iarna/toml';
-import { SECRET_PATHS, validate, type Config } from './schema';
+import { ENV_SETTINGS, SECRET_PATHS, settingsOf, validate, type Config } from './schema';
 import { ConfigInvalidError, ConfigMissingError, ConfigReadError, type ConfigIssue } from '../errors';
 
 export const DEFAULT_CONFIG_PATH = '/etc/lemonade/config.toml';
@@ -101,16 +101,8 @@ export function blankSecrets(text: string, config: Config): string {
 
 /** The values of the settings marked secret in the schema (non-empty ones). */
 export function secretValues(config: Config): string[] {
-  const out: string[] = [];
-  for (const path of SECRET_PATHS) {
-    const [section, key] = path.split('.') as [string, string];
-    const camel = key.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
-    const v = (config as unknown as Record<string, Record<string, unknown>>)[section]?.[camel];
-    if (typeof v === 'string' && v !== '') out.push(v);
-  }
-  return out;
+  return settingsOf(config).flatMap((s) => (SECRET_PATHS.includes(s.path) && typeof s.value === 'string' && s.value !== '' ? [s.value] : []));
 }
-
 
 export type ParseResult = { ok: true; config: Config } | { ok: false; issues: ConfigIssue[] };
 
@@ -191,32 +183,17 @@ export function tooDeep(text: string): ConfigIssue | null {
 // ---------------------------------------------------------------------------------------------
 // Environment overrides
 
-type EnvTarget = { section: string; key: string; kind: 'string' | 'int' };
-
-const ENV_MAP: Record<string, EnvTarget> = {
-  LEMONADE_LB_LISTEN_ADDRESS: { section: 'proxy', key: 'listen_address', kind: 'string' },
-  LEMONADE_LB_STRATEGY: { section: 'strategy', key: 'algorithm', kind: 'string' },
-  LEMONADE_LB_MAX_CONNECTIONS: { section: 'proxy', key: 'max_connections', kind: 'int' },
-  LEMONADE_LB_ADMIN_ADDRESS: { section: 'admin', key: 'listen_address', kind: 'string' },
-  LEMONADE_LB_METRICS_CAP: { section: 'runtime', key: 'metrics_cap', kind: 'int' },
-  LEMONADE_LB_HEALTH_CAP: { section: 'runtime', key: 'health_cap', kind: 'int' },
-  LEMONADE_LB_DRAIN_TIMEOUT_MS: { section: 'runtime', key: 'drain_timeout_millis', kind: 'int' },
-  LEMONADE_LB_BACKGROUND_TIMEOUT_MS: { section: 'runtime', key: 'background_timeout_millis', kind: 'int' },
-  LEMONADE_LB_ACCEPT_TIMEOUT_MS: { section: 'runtime', key: 'accept_timeout_millis', kind: 'int' },
-  LEMONADE_LB_CONFIG_WATCH_INTERVAL_MS: { section: 'runtime', key: 'config_watch_interval_millis', kind: 'int' },
-  LEMONADE_LB_WORKERS: { section: 'runtime', key: 'workers', kind: 'int' },
-  LEMONADE_LB_HEALTH_INTERVAL_MS: { section: 'health', key: 'interval', kind: 'int' },
-  LEMONADE_LB_HEALTH_TIMEOUT_MS: { section: 'health', key: 'timeout', kind: 'int' },
-  LEMONADE_LB_METRICS_INTERVAL_MS: { section: 'metrics', key: 'interval', kind: 'int' },
-};
+// Each LEMONADE_LB_* variable that overrides one setting is the `env` column of its row in the
+// schema's tables (ENV_SETTINGS); the backend list and the file's path are the two others.
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
-export const ENV_VARIABLES = [...Object.keys(ENV_MAP), 'LEMONADE_LB_BACKEND_ADDRESSES', 'LEMONADE_LB_CONFIG'];
+export const ENV_VARIABLES = [...ENV_SETTINGS.map((t) => t.name), 'LEMONADE_LB_BACKEND_ADDRESSES', 'LEMONADE_LB_CONFIG'];
 
 function applyEnv(raw: Record<string, unknown>, env: Env, origins: Map<string, string>): ConfigIssue[] {
   const issues: ConfigIssue[] = [];
-  for (const [name, t] of Object.entries(ENV_MAP)) {
+  for (const t of ENV_SETTINGS) {
+    const name = t.name;
     const v = env[name];
     if (v === undefined) continue;
     let value: unknown = v;

@@ -1,5 +1,7 @@
-// The configuration's types, its defaults in one table, and validate(): raw TOML object →
-// frozen Config or the list of every problem. Pure: no fs, no net, no logger.
+// The settings, declared once: one table per section below, from which the Config type, the
+// defaults, validate() (raw TOML object → frozen Config or the list of every problem), the
+// environment overrides (config/load.ts), the diff's key names (config/diff.ts) and the README's
+// reference rows (test/config-docs.test.ts) are all read. Pure: no fs, no net, no logger.
 
 import type { ConfigIssue } from '../errors';
 import { parseHostPort, parseCidr, formatHostPort, type Cidr, type HostPort } from '../core/address';
@@ -13,146 +15,189 @@ export const ALGORITHMS = [
 ] as const;
 export type Algorithm = (typeof ALGORITHMS)[number];
 
-export type ProxyProtocol = 'off' | 'v1' | 'v2';
-export type HealthKind = 'tcp' | 'http';
-
-export interface BackendConfig {
-  readonly id: number;
-  readonly name: string;
-  readonly address: string;
-  readonly host: string;
-  readonly port: number;
-  readonly weight: number;
-  readonly maxConnections: number;
-  readonly backup: boolean;
-}
-
 export interface RateLimit {
   readonly count: number;
   readonly perMs: number;
   readonly text: string;
 }
 
-export interface Config {
-  readonly runtime: {
-    readonly metricsCap: number;
-    readonly healthCap: number;
-    readonly drainTimeoutMs: number;
-    readonly backgroundTimeoutMs: number;
-    readonly acceptTimeoutMs: number;
-    readonly configWatchIntervalMs: number;
-    readonly workers: number;
-  };
-  readonly proxy: {
-    readonly listenAddress: string;
-    readonly listen: HostPort;
-    readonly maxConnections: number;
-    readonly connectTimeoutMs: number;
-    readonly idleTimeoutMs: number;
-    readonly connectRetries: number;
-    readonly proxyProtocol: ProxyProtocol;
-    readonly allow: readonly Cidr[];
-    readonly deny: readonly Cidr[];
-    readonly clientRateLimit: RateLimit | null;
-    readonly clientMaxConnections: number;
-  };
-  readonly strategy: Algorithm;
-  readonly backends: readonly BackendConfig[];
-  readonly health: {
-    readonly intervalMs: number;
-    readonly timeoutMs: number;
-    readonly kind: HealthKind;
-    readonly path: string;
-    readonly healthyThreshold: number;
-    readonly unhealthyThreshold: number;
-    readonly slowStartMs: number;
-  };
-  readonly metrics: { readonly intervalMs: number };
-  readonly admin: {
-    readonly listenAddress: string;
-    readonly listen: HostPort | null;
-    readonly token: string;
-    /** lower case, no trailing dot: the names a Host header may carry besides IPs and localhost */
-    readonly allowedHosts: readonly string[];
-  };
-}
-
 // ---------------------------------------------------------------------------------------------
-// Field descriptors and the one table of defaults.
+// The tables. A row is one key of the file, named as the file spells it, and says:
+//   prop         the property it becomes in Config (`parsed`: a second one with the parsed address)
+//   kind         how it is read and checked, with its default (`def`) and range (`min`, `max`, …)
+//   env          the LEMONADE_LB_* variable that overrides it, if any (integers for int/duration)
+//   doc          its line in the README's reference table (`shown`: the default as the README
+//                writes it, where the value alone does not say it)
+//   secret       never shown: logs, diffs, /status, the shown hash
+//   overridable  a [[services]] entry may set its own value (SPEC §7); not read yet
+// Adding a key is one row here and its README row (test/config-docs.test.ts demands it).
 
-type Field =
-  | { readonly kind: 'int'; readonly def: number; readonly min: number; readonly max?: number; readonly doc: string }
-  | { readonly kind: 'duration'; readonly def: number; readonly zeroOk?: boolean; readonly doc: string }
-  | { readonly kind: 'enum'; readonly def: string; readonly values: readonly string[]; readonly doc: string }
-  | { readonly kind: 'string'; readonly def: string; readonly doc: string; readonly secret?: true }
-  | { readonly kind: 'listen'; readonly def: string | null; readonly emptyOk: boolean; readonly doc: string }
-  | { readonly kind: 'address'; readonly def: string | null; readonly doc: string }
-  | { readonly kind: 'cidrs'; readonly doc: string }
-  | { readonly kind: 'hosts'; readonly doc: string }
-  | { readonly kind: 'rate'; readonly def: string; readonly doc: string }
-  | { readonly kind: 'bool'; readonly def: boolean; readonly doc: string };
+type Row = {
+  readonly prop: string;
+  readonly doc: string;
+  readonly env?: string;
+  readonly shown?: string;
+  readonly secret?: true;
+  readonly overridable?: true;
+} & (
+  | { readonly kind: 'int'; readonly def: number; readonly min: number; readonly max?: number }
+  | { readonly kind: 'duration'; readonly def: number; readonly zeroOk?: boolean }
+  | { readonly kind: 'enum'; readonly def: string; readonly values: readonly string[] }
+  | { readonly kind: 'string'; readonly def: string }
+  | { readonly kind: 'listen'; readonly def: string | null; readonly emptyOk: boolean; readonly parsed: string }
+  | { readonly kind: 'address'; readonly def: null }
+  | { readonly kind: 'cidrs' }
+  | { readonly kind: 'hosts' }
+  | { readonly kind: 'rate'; readonly def: string }
+  | { readonly kind: 'bool'; readonly def: boolean }
+);
 
 const MAX_MS = 7 * 24 * 3600 * 1000;
 
 export const SCHEMA = {
   runtime: {
-    metrics_cap: { kind: 'int', def: 10000, min: 1, doc: 'bound of the in-memory metric event buffer' },
-    health_cap: { kind: 'int', def: 1000, min: 1, doc: 'bound of the health event history kept for /status' },
-    drain_timeout_millis: { kind: 'duration', def: 30000, doc: 'how long draining connections may live' },
-    background_timeout_millis: { kind: 'duration', def: 60000, doc: 'how long background tasks get to stop' },
-    accept_timeout_millis: { kind: 'duration', def: 120000, doc: 'hard upper bound on the whole shutdown' },
-    config_watch_interval_millis: { kind: 'duration', def: 5000, doc: 'config file poll period' },
-    workers: { kind: 'int', def: 1, min: 0, max: 256, doc: 'data-plane processes; 0 = one per CPU' },
+    metrics_cap: { prop: 'metricsCap', kind: 'int', def: 10000, min: 1, env: 'LEMONADE_LB_METRICS_CAP', doc: 'bound of the in-memory metric event buffer (> 0)' },
+    health_cap: { prop: 'healthCap', kind: 'int', def: 1000, min: 1, env: 'LEMONADE_LB_HEALTH_CAP', doc: 'health, reload and admin events kept for `/events` and the status page (> 0)' },
+    drain_timeout_millis: { prop: 'drainTimeoutMs', kind: 'duration', def: 30000, env: 'LEMONADE_LB_DRAIN_TIMEOUT_MS', doc: 'how long draining connections may live (shutdown, removed backends)' },
+    background_timeout_millis: { prop: 'backgroundTimeoutMs', kind: 'duration', def: 60000, env: 'LEMONADE_LB_BACKGROUND_TIMEOUT_MS', doc: 'how long background tasks (health, watcher, admin) get to stop' },
+    accept_timeout_millis: { prop: 'acceptTimeoutMs', kind: 'duration', def: 120000, env: 'LEMONADE_LB_ACCEPT_TIMEOUT_MS', doc: 'hard bound on the whole shutdown; past it the process exits 1' },
+    config_watch_interval_millis: { prop: 'configWatchIntervalMs', kind: 'duration', def: 5000, env: 'LEMONADE_LB_CONFIG_WATCH_INTERVAL_MS', doc: 'the file is also polled this often (a safety net for missed events)' },
+    workers: { prop: 'workers', kind: 'int', def: 1, min: 0, max: 256, env: 'LEMONADE_LB_WORKERS', doc: 'data-plane processes; 0 = one per CPU. 1 is the single process. Read at start: a reload that changes it applies the rest and says the number stays until a restart. See *Several worker processes* below' },
   },
   proxy: {
-    listen_address: { kind: 'listen', def: null, emptyOk: false, doc: 'host:port the balancer listens on' },
-    max_connections: { kind: 'int', def: 100000, min: 1, doc: 'concurrent client connections, hard cap' },
-    connect_timeout: { kind: 'duration', def: 3000, doc: 'connect timeout to a backend' },
-    idle_timeout: { kind: 'duration', def: 3600000, doc: 'close a connection idle both ways this long' },
-    connect_retries: { kind: 'int', def: 2, min: 0, max: 100, doc: 'other backends tried when a connect fails' },
-    proxy_protocol: { kind: 'enum', def: 'off', values: ['off', 'v1', 'v2'], doc: 'PROXY header sent to backends' },
-    allow: { kind: 'cidrs', doc: 'client CIDRs allowed; empty = all' },
-    deny: { kind: 'cidrs', doc: 'client CIDRs refused' },
-    client_rate_limit: { kind: 'rate', def: '', doc: 'new connections per client address, e.g. "100/s"' },
-    client_max_connections: { kind: 'int', def: 0, min: 0, doc: 'concurrent connections per client address; 0 = off' },
+    listen_address: { prop: 'listenAddress', parsed: 'listen', kind: 'listen', def: null, emptyOk: false, env: 'LEMONADE_LB_LISTEN_ADDRESS', doc: '`host:port`; IPv6 as `"[::]:8080"`; ports 1-65535' },
+    max_connections: { prop: 'maxConnections', kind: 'int', def: 100000, min: 1, env: 'LEMONADE_LB_MAX_CONNECTIONS', doc: 'concurrent client connections; the next one is closed at once and counted' },
+    connect_timeout: { prop: 'connectTimeoutMs', kind: 'duration', def: 3000, overridable: true, doc: 'connect to a backend' },
+    idle_timeout: { prop: 'idleTimeoutMs', kind: 'duration', def: 3600000, overridable: true, doc: 'a connection with no bytes either way for this long is closed' },
+    connect_retries: { prop: 'connectRetries', kind: 'int', def: 2, min: 0, max: 100, overridable: true, doc: 'other backends tried when a connect fails before any byte flowed' },
+    proxy_protocol: { prop: 'proxyProtocol', kind: 'enum', def: 'off', values: ['off', 'v1', 'v2'], overridable: true, doc: '`"off"`, `"v1"` or `"v2"`: the PROXY protocol header sent to backends, on proxied connections and on health checks (see **Health**)' },
+    allow: { prop: 'allow', kind: 'cidrs', overridable: true, doc: 'client CIDRs allowed (`"10.0.0.0/8"`, `"::1"`); empty = all' },
+    deny: { prop: 'deny', kind: 'cidrs', overridable: true, doc: 'client CIDRs refused, checked after `allow`' },
+    client_rate_limit: { prop: 'clientRateLimit', kind: 'rate', def: '', overridable: true, doc: 'new connections per client address, `"100/s"`, `"600/m"`, `"1000/h"`; `""` = off' },
+    client_max_connections: { prop: 'clientMaxConnections', kind: 'int', def: 0, min: 0, overridable: true, doc: 'concurrent connections per client address; 0 = off' },
   },
   strategy: {
-    algorithm: { kind: 'enum', def: 'adaptive', values: ALGORITHMS, doc: 'balancing algorithm' },
+    algorithm: { prop: 'algorithm', kind: 'enum', def: 'adaptive', values: ALGORITHMS, env: 'LEMONADE_LB_STRATEGY', overridable: true, doc: '`round_robin`, `weighted_round_robin`, `least_connections`, `fastest_response`, `adaptive` (hyphenated spellings and `fastest_response_time` accepted; so is a top-level `strategy = "…"` key as older lemonade files have it)' },
   },
   backends: {
-    id: { kind: 'int', def: -1, min: 0, max: 2 ** 31 - 1, doc: 'unique integer identity' },
-    name: { kind: 'string', def: '', doc: 'unique name' },
-    address: { kind: 'address', def: null, doc: 'host:port' },
-    weight: { kind: 'int', def: 1, min: 0, max: 1_000_000, doc: 'relative weight; 0 = no new connections' },
-    max_connections: { kind: 'int', def: 0, min: 0, doc: 'per-backend cap; 0 = unlimited' },
-    backup: { kind: 'bool', def: false, doc: 'used only when no primary is usable' },
+    id: { prop: 'id', kind: 'int', def: -1, min: 0, max: 2 ** 31 - 1, shown: 'its index', doc: 'integer, unique: the identity kept across reloads' },
+    name: { prop: 'name', kind: 'string', def: '', shown: '`backend-<id+1>`', doc: 'unique; shown in metrics, logs and the admin API' },
+    address: { prop: 'address', kind: 'address', def: null, doc: '`host:port`; a host name is resolved at connect time' },
+    weight: { prop: 'weight', kind: 'int', def: 1, min: 0, max: 1_000_000, doc: 'integer >= 0; 0 takes no new connections' },
+    max_connections: { prop: 'maxConnections', kind: 'int', def: 0, min: 0, doc: 'per-backend cap, 0 = unlimited; a full backend is skipped' },
+    backup: { prop: 'backup', kind: 'bool', def: false, doc: 'used only when no primary backend is usable' },
   },
   health: {
-    interval: { kind: 'duration', def: 10000, doc: 'active check period' },
-    timeout: { kind: 'duration', def: 3000, doc: 'bound on one check' },
-    kind: { kind: 'enum', def: 'tcp', values: ['tcp', 'http'], doc: 'tcp connect or http GET' },
-    path: { kind: 'string', def: '/health', doc: 'path of the http check' },
-    healthy_threshold: { kind: 'int', def: 2, min: 1, max: 1000, doc: 'successes to come back' },
-    unhealthy_threshold: { kind: 'int', def: 3, min: 1, max: 1000, doc: 'failures to go down' },
-    slow_start: { kind: 'duration', def: 0, zeroOk: true, doc: 'weight ramp-up time after coming back' },
+    interval: { prop: 'intervalMs', kind: 'duration', def: 10000, env: 'LEMONADE_LB_HEALTH_INTERVAL_MS', overridable: true, doc: 'active check period per backend (jittered ±10 %)' },
+    timeout: { prop: 'timeoutMs', kind: 'duration', def: 3000, env: 'LEMONADE_LB_HEALTH_TIMEOUT_MS', overridable: true, doc: 'bound on one check' },
+    kind: { prop: 'kind', kind: 'enum', def: 'tcp', values: ['tcp', 'http'], overridable: true, doc: '`"tcp"` (connect) or `"http"` (GET `path`; 2xx/3xx is healthy)' },
+    path: { prop: 'path', kind: 'string', def: '/health', overridable: true, doc: 'path of the http check' },
+    healthy_threshold: { prop: 'healthyThreshold', kind: 'int', def: 2, min: 1, max: 1000, overridable: true, doc: 'consecutive successes to come back' },
+    unhealthy_threshold: { prop: 'unhealthyThreshold', kind: 'int', def: 3, min: 1, max: 1000, overridable: true, doc: 'consecutive failures to go down (also: consecutive failed connects on live traffic before a passive ejection)' },
+    slow_start: { prop: 'slowStartMs', kind: 'duration', def: 0, zeroOk: true, overridable: true, doc: 'a backend coming back ramps its weight from 5 % to 100 % over this time; 0 = off' },
   },
   metrics: {
-    interval: { kind: 'duration', def: 30000, doc: 'summary log period' },
+    interval: { prop: 'intervalMs', kind: 'duration', def: 30000, env: 'LEMONADE_LB_METRICS_INTERVAL_MS', doc: 'period of the summary log line' },
   },
   admin: {
-    listen_address: { kind: 'listen', def: '127.0.0.1:9090', emptyOk: true, doc: 'admin API address; "" disables' },
-    token: { kind: 'string', def: '', doc: 'bearer token for mutating endpoints', secret: true },
-    allowed_hosts: { kind: 'hosts', doc: 'host names the admin API answers to besides IPs and localhost' },
+    listen_address: { prop: 'listenAddress', parsed: 'listen', kind: 'listen', def: '127.0.0.1:9090', emptyOk: true, env: 'LEMONADE_LB_ADMIN_ADDRESS', doc: 'the admin API; `""` disables it' },
+    token: { prop: 'token', kind: 'string', def: '', secret: true, doc: 'if set, mutating endpoints require `Authorization: Bearer TOKEN`; if empty, they are accepted from loopback peers only' },
+    // read lower case, without a trailing dot
+    allowed_hosts: { prop: 'allowedHosts', kind: 'hosts', doc: 'host names the admin API answers to besides IP addresses and `localhost` (the `Host` header\'s name, case-insensitive, port ignored), e.g. `["lb1.example.com"]`; see [Admin API](#admin-api)' },
   },
-} as const satisfies Record<string, Record<string, Field>>;
+} as const satisfies Record<string, Record<string, Row>>;
 
 export type SectionName = keyof typeof SCHEMA;
-const SECTIONS = Object.keys(SCHEMA) as SectionName[];
+export const SECTIONS = Object.keys(SCHEMA) as SectionName[];
+
+// ---------------------------------------------------------------------------------------------
+// The Config type, read from the tables: each row gives `prop` (and `parsed`) with its kind's type.
+
+type ValueOf<R> = R extends { kind: 'int' | 'duration' }
+  ? number
+  : R extends { kind: 'enum'; values: readonly (infer V)[] }
+    ? V
+    : R extends { kind: 'string' | 'listen' | 'address' }
+      ? string
+      : R extends { kind: 'bool' }
+        ? boolean
+        : R extends { kind: 'cidrs' }
+          ? readonly Cidr[]
+          : R extends { kind: 'hosts' }
+            ? readonly string[]
+            : R extends { kind: 'rate' }
+              ? RateLimit | null
+              : never;
+
+type Flat<T> = { [K in keyof T]: T[K] } & {};
+
+/** One section's values; an `address` row also gives the parsed `host` and `port`. */
+type Values<T> = Flat<
+  { readonly [K in keyof T as T[K] extends { prop: infer P extends string } ? P : never]: ValueOf<T[K]> } & {
+    readonly [K in keyof T as T[K] extends { parsed: infer P extends string } ? P : never]: T[K] extends { emptyOk: true } ? HostPort | null : HostPort;
+  } & ([Extract<T[keyof T], { kind: 'address' }>] extends [never] ? unknown : { readonly host: string; readonly port: number })
+>;
+
+/** Sections of one key whose value stands for the whole section in Config: `config.strategy`. */
+const FLAT = ['strategy'] as const satisfies readonly SectionName[];
+const isFlat = (s: SectionName): boolean => (FLAT as readonly string[]).includes(s);
+
+type Schema = typeof SCHEMA;
+export type BackendConfig = Values<Schema['backends']>;
+
+/** Every section's values; [[backends]] is a list of them. */
+export type Config = {
+  readonly [S in SectionName]: S extends 'backends' ? readonly BackendConfig[] : S extends (typeof FLAT)[number] ? ValueOf<Schema[S][keyof Schema[S]]> : Values<Schema[S]>;
+};
+
+export type ProxyProtocol = Config['proxy']['proxyProtocol'];
+export type HealthKind = Config['health']['kind'];
+
+const ROWS = new Map(SECTIONS.map((s) => [s, Object.entries(SCHEMA[s] as Record<string, Row>)]));
+const KEYS = new Map(SECTIONS.map((s) => [s, Object.keys(SCHEMA[s])]));
+const rows = (s: SectionName): readonly [string, Row][] => ROWS.get(s)!;
+
+/** The settings overridden by a LEMONADE_LB_* variable, in table order. */
+export const ENV_SETTINGS: readonly { readonly name: string; readonly section: SectionName; readonly key: string; readonly kind: 'int' | 'string' }[] = SECTIONS.flatMap((section) =>
+  rows(section).flatMap(([key, r]) => (r.env === undefined ? [] : [{ name: r.env, section, key, kind: r.kind === 'int' || r.kind === 'duration' ? ('int' as const) : ('string' as const) }])),
+);
 
 /** File key paths of the settings marked `secret`: never shown (logs, diffs, /status, hashes). */
-export const SECRET_PATHS: readonly string[] = Object.freeze(
-  SECTIONS.flatMap((s) => Object.entries(SCHEMA[s] as Record<string, Field>).filter(([, f]) => f.kind === 'string' && f.secret === true).map(([k]) => `${s}.${k}`)),
-);
+export const SECRET_PATHS: readonly string[] = Object.freeze(SECTIONS.flatMap((s) => rows(s).filter(([, r]) => r.secret === true).map(([k]) => `${s}.${k}`)));
+
+/**
+ * Every setting of a Config outside [[backends]], in table order, named as the file spells it
+ * (a flat section by its own name: `strategy`): what the diff compares and the secrets are read from.
+ */
+export function settingsOf(config: Config): { readonly path: string; readonly value: unknown }[] {
+  const out: { path: string; value: unknown }[] = [];
+  for (const s of SECTIONS) {
+    if (s === 'backends') continue;
+    const value: unknown = config[s];
+    for (const [key, r] of rows(s)) out.push(isFlat(s) ? { path: s, value } : { path: `${s}.${key}`, value: (value as Record<string, unknown>)[r.prop] });
+  }
+  return out;
+}
+
+/** Checked values (by file key) → the section's Config object (by prop), with each derived property. */
+function toValues(s: SectionName, checked: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [key, r] of rows(s)) {
+    const v = checked[key];
+    if (r.kind === 'listen') {
+      out[r.prop] = v === null ? '' : formatHostPort(v as HostPort);
+      out[r.parsed] = v;
+    } else if (r.kind === 'address') {
+      const hp = v as HostPort;
+      out[r.prop] = formatHostPort(hp);
+      out['host'] = hp.host;
+      out['port'] = hp.port;
+    } else {
+      out[r.prop] = v;
+    }
+  }
+  return out;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Value checks. Each returns the parsed value, or a message saying what was expected.
@@ -327,7 +372,7 @@ export function validate(raw: Raw, ctx: ValidateContext = {}): ValidateResult {
     }
   }
 
-  const section = (name: Exclude<SectionName, 'backends'>): Record<string, unknown> => {
+  const section = (name: SectionName): Record<string, unknown> => {
     const v = top[name];
     if (v === undefined) return {};
     if (!isTable(v)) {
@@ -337,15 +382,15 @@ export function validate(raw: Raw, ctx: ValidateContext = {}): ValidateResult {
     return v;
   };
 
-  const values = (name: Exclude<SectionName, 'backends'>, table = section(name)): Record<string, unknown> => readFields(SCHEMA[name], table, name, report);
-
-  const rt = values('runtime');
-  const proxyTable = section('proxy');
-  const px = values('proxy', proxyTable);
-  const st = values('strategy');
-  const hl = values('health');
-  const mt = values('metrics');
-  const ad = values('admin');
+  // Every section but [[backends]]: checked values by file key, defaults filled in.
+  const checked = new Map<SectionName, Record<string, unknown>>();
+  let proxyTable: Raw = {};
+  for (const s of SECTIONS) {
+    if (s === 'backends') continue;
+    const table = section(s);
+    if (s === 'proxy') proxyTable = table;
+    checked.set(s, readFields(s, table, s, report));
+  }
 
   // backends
   const backends: BackendConfig[] = [];
@@ -362,7 +407,7 @@ export function validate(raw: Raw, ctx: ValidateContext = {}): ValidateResult {
         report(p, `expected a table, got ${describe(b)}`);
         return;
       }
-      const f = readFields(SCHEMA.backends, b, p, report);
+      const f = readFields('backends', b, p, report);
       const id = b['id'] === undefined ? i : (f['id'] as number | undefined);
       const name = typeof f['name'] === 'string' && f['name'] !== '' ? (f['name'] as string) : `backend-${(id ?? i) + 1}`;
       if (b['name'] !== undefined && f['name'] === '') report(`${p}.name`, 'expected a non-empty name');
@@ -376,87 +421,36 @@ export function validate(raw: Raw, ctx: ValidateContext = {}): ValidateResult {
       };
       dup('id', seen.id, id);
       dup('name', seen.name, name);
-      const addressText = hp ? formatHostPort(hp) : undefined;
-      dup('address', seen.address, addressText);
-      if (id === undefined || !hp || addressText === undefined) return;
-      backends.push({
-        id,
-        name,
-        address: addressText,
-        host: hp.host,
-        port: hp.port,
-        weight: f['weight'] as number,
-        maxConnections: f['max_connections'] as number,
-        backup: f['backup'] as boolean,
-      });
+      const backend = hp ? toValues('backends', f) : undefined;
+      dup('address', seen.address, backend?.['address'] as string | undefined);
+      if (id === undefined || !backend) return;
+      backend['id'] = id;
+      backend['name'] = name;
+      backends.push(backend as BackendConfig);
     });
   }
 
-  if (px['listen_address'] === null && proxyTable['listen_address'] === undefined) {
+  if (checked.get('proxy')!['listen_address'] === null && proxyTable['listen_address'] === undefined) {
     report('proxy.listen_address', 'required: the address to listen on, e.g. "0.0.0.0:8080" (or set LEMONADE_LB_LISTEN_ADDRESS)');
   }
 
   if (issues.length > 0) return { ok: false, issues };
 
-  const listen = px['listen_address'] as HostPort;
-  const adminListen = ad['listen_address'] as HostPort | null;
-  const config: Config = {
-    runtime: {
-      metricsCap: rt['metrics_cap'] as number,
-      healthCap: rt['health_cap'] as number,
-      drainTimeoutMs: rt['drain_timeout_millis'] as number,
-      backgroundTimeoutMs: rt['background_timeout_millis'] as number,
-      acceptTimeoutMs: rt['accept_timeout_millis'] as number,
-      configWatchIntervalMs: rt['config_watch_interval_millis'] as number,
-      workers: rt['workers'] as number,
-    },
-    proxy: {
-      listenAddress: formatHostPort(listen),
-      listen,
-      maxConnections: px['max_connections'] as number,
-      connectTimeoutMs: px['connect_timeout'] as number,
-      idleTimeoutMs: px['idle_timeout'] as number,
-      connectRetries: px['connect_retries'] as number,
-      proxyProtocol: px['proxy_protocol'] as ProxyProtocol,
-      allow: px['allow'] as Cidr[],
-      deny: px['deny'] as Cidr[],
-      clientRateLimit: px['client_rate_limit'] as RateLimit | null,
-      clientMaxConnections: px['client_max_connections'] as number,
-    },
-    strategy: st['algorithm'] as Algorithm,
-    backends,
-    health: {
-      intervalMs: hl['interval'] as number,
-      timeoutMs: hl['timeout'] as number,
-      kind: hl['kind'] as HealthKind,
-      path: hl['path'] as string,
-      healthyThreshold: hl['healthy_threshold'] as number,
-      unhealthyThreshold: hl['unhealthy_threshold'] as number,
-      slowStartMs: hl['slow_start'] as number,
-    },
-    metrics: { intervalMs: mt['interval'] as number },
-    admin: {
-      listenAddress: adminListen ? formatHostPort(adminListen) : '',
-      listen: adminListen,
-      token: ad['token'] as string,
-      allowedHosts: ad['allowed_hosts'] as string[],
-    },
-  };
-  return { ok: true, config: deepFreeze(config) };
+  const config: Record<string, unknown> = {}; // in table order, which the diff's order follows
+  for (const s of SECTIONS) {
+    const c = checked.get(s)!;
+    config[s] = s === 'backends' ? backends : isFlat(s) ? Object.values(c)[0] : toValues(s, c);
+  }
+  return { ok: true, config: deepFreeze(config as Config) };
 }
 
-function readFields(
-  fields: Record<string, Field>,
-  table: Raw,
-  prefix: string,
-  report: (path: string, message: string) => void,
-): Record<string, unknown> {
+function readFields(s: SectionName, table: Raw, prefix: string, report: (path: string, message: string) => void): Record<string, unknown> {
   const out: Record<string, unknown> = {};
-  const names = Object.keys(fields);
+  const names = KEYS.get(s)!;
   for (const key of Object.keys(table)) {
     if (!names.includes(key)) report(`${prefix}.${key}`, `unknown key "${key}" in [${prefix.replace(/\[\d+\]$/, '')}]${didYouMean(key, names)}`);
   }
-  for (const [key, field] of Object.entries(fields)) {
+  for (const [key, field] of rows(s)) {
     const path = `${prefix}.${key}`;
     const v = table[key];
     const r = v === undefined ? defaultOf(field) : checkField(field, v);
@@ -466,7 +460,7 @@ function readFields(
   return out;
 }
 
-function defaultOf(f: Field): unknown {
+function defaultOf(f: Row): unknown {
   switch (f.kind) {
     case 'cidrs':
     case 'hosts':
@@ -484,7 +478,7 @@ function defaultOf(f: Field): unknown {
 
 type Checked = unknown | { error: string };
 
-function checkField(f: Field, v: unknown): Checked {
+function checkField(f: Row, v: unknown): Checked {
   const err = (error: string): { error: string } => ({ error });
   if (typeof v === 'bigint') v = Number(v);
   switch (f.kind) {
