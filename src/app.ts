@@ -18,6 +18,8 @@ import { rawAvailable } from './proxy/raw';
 import { adminExposureWarnings } from './admin/exposure';
 import { AdminServer, type AdminAction, type AdminApi, type HealthReport, type ReloadOutcome } from './admin/server';
 import { Metrics } from './obs/metrics';
+import { EventRing } from './obs/events';
+import { SummaryLog } from './obs/summary';
 import type { Logger } from './obs/logger';
 import { ReloadTrigger } from './runtime/reload';
 import { SystemdNotifier, passedAddress, passedSockets } from './runtime/systemd';
@@ -41,12 +43,6 @@ export interface AppOptions {
   readonly random?: () => number;
   /** install SIGTERM/SIGINT/SIGHUP handlers (off in embedded use) */
   readonly signals?: boolean;
-}
-
-interface EventEntry {
-  readonly at: string;
-  readonly kind: 'health' | 'reload' | 'admin' | 'lifecycle';
-  readonly message: string;
 }
 
 interface LastReload {
@@ -79,13 +75,12 @@ export class App {
   private readonly operatorState = new Map<string, AdminState>();
   /** specs of backends removed by a reload whose connections still drain, by load key */
   private readonly draining = new Map<string, BackendConfig>();
-  private readonly events: EventEntry[] = [];
+  private readonly events: EventRing;
+  private readonly summary: SummaryLog;
   private lastReload: LastReload | null = null;
   private readonly startedAt: number;
   private ready = false;
   private stopping = false;
-  private summaryTimer: NodeJS.Timeout | null = null;
-  private lastSummary = { at: 0, total: new Map<string, number>() };
   private exitResolve: ((code: number) => void) | null = null;
   private readonly signalHandlers: [string, () => void][] = [];
   /** listeners served from sockets systemd passed: their addresses belong to the .socket unit */
@@ -111,6 +106,7 @@ export class App {
       workers: () => this.plane.workerFigures(),
     });
     this.metrics.generation.set(1);
+    this.events = new EventRing(this.now, () => this.config.runtime.healthCap);
     this.workers = workerCount(this.config.runtime.workers);
     this.plane =
       this.workers > 1
@@ -125,7 +121,7 @@ export class App {
               operator: [...this.operatorState],
               health: this.snapshot.backends.map((b) => [b.load.key, { healthy: b.load.healthy, healthySince: b.load.healthySince }]),
             }),
-            event: (kind, message) => this.event(kind, message),
+            event: (kind, message) => this.events.push(kind, message),
           })
         : new LocalPlane({
             current: () => this.snapshot,
@@ -136,7 +132,7 @@ export class App {
               traffic: this.metrics.traffic,
               now: this.now,
               unhealthyThreshold: () => this.config.health.unhealthyThreshold,
-              event: (kind, message) => this.event(kind, message),
+              event: (kind, message) => this.events.push(kind, message),
             }),
           });
     this.admin = new AdminServer(this.adminApi());
@@ -157,6 +153,14 @@ export class App {
             onWatchError: (e) => this.logger.warn({ err: e.message }, 'config watcher error'),
           });
     this.systemd = new SystemdNotifier(this.env);
+    this.summary = new SummaryLog({
+      now: this.now,
+      logger: this.logger,
+      traffic: this.plane,
+      rejected: () => this.metrics.rejectedCount(),
+      snapshot: () => this.snapshot,
+      intervalMs: () => this.config.metrics.intervalMs,
+    });
   }
 
   get proxyAddress(): string {
@@ -193,10 +197,10 @@ export class App {
     }
     this.checker.sync(this.snapshot);
     await this.trigger?.start();
-    this.scheduleSummary();
+    this.summary.schedule();
     if (this.opts.signals !== false) this.installSignals();
     this.ready = true;
-    this.event('lifecycle', `listening on ${this.plane.address} (${c.backends.length} backends, ${c.strategy}${this.workers > 1 ? `, ${this.workers} workers` : ''})`);
+    this.events.push('lifecycle', `listening on ${this.plane.address} (${c.backends.length} backends, ${c.strategy}${this.workers > 1 ? `, ${this.workers} workers` : ''})`);
     this.logger.info(
       {
         listen: this.plane.address,
@@ -289,9 +293,9 @@ export class App {
       summary += `; runtime.workers stays ${this.workers} until a restart`;
       this.logger.warn({ running: this.workers, configured: next.runtime.workers }, 'runtime.workers changes only with a restart');
     }
-    this.event('reload', `generation ${generation} (${trigger}): ${summary}`);
+    this.events.push('reload', `generation ${generation} (${trigger}): ${summary}`);
     this.logger.info({ generation, trigger, changes: summary, hash: loaded.shownHash.slice(0, 12) }, `config reloaded: ${summary}`);
-    this.scheduleSummary();
+    this.summary.schedule();
     return { result: 'success', generation, changes: summary };
   }
 
@@ -317,7 +321,7 @@ export class App {
     const err = e instanceof LemonadeError ? e.message : `unexpected error: ${String((e as Error)?.stack ?? e)}`;
     this.metrics.reloads.inc({ result: 'failure' });
     this.lastReload = { at: new Date(this.now()).toISOString(), result: 'failure', error: err };
-    this.event('reload', `reload failed (${trigger}); still serving generation ${this.generation}: ${err.split('\n')[0]}`);
+    this.events.push('reload', `reload failed (${trigger}); still serving generation ${this.generation}: ${err.split('\n')[0]}`);
     this.logger.error({ trigger, generation: this.generation, error: err }, 'config reload failed; the running configuration is unchanged');
     const errors = e instanceof ConfigInvalidError ? e.issues.map((i) => ({ ...i })) : undefined;
     return errors ? { result: 'failure', generation: this.generation, error: err, errors } : { result: 'failure', generation: this.generation, error: err };
@@ -343,19 +347,13 @@ export class App {
     if (load) this.plane.checked(e.key, load.healthy, load.healthySince, e.ok);
     if (e.transition === 'down') {
       this.logger.warn({ backend: e.backend, address: e.address, error: e.error }, 'backend is down');
-      this.event('health', `${e.backend} is down: ${e.error}`);
+      this.events.push('health', `${e.backend} is down: ${e.error}`);
     } else if (e.transition === 'up') {
       this.logger.info({ backend: e.backend, address: e.address }, 'backend is up');
-      this.event('health', `${e.backend} is up`);
+      this.events.push('health', `${e.backend} is up`);
     } else if (this.logger.isLevelEnabled('debug')) {
       this.logger.debug({ backend: e.backend, ok: e.ok, error: e.error }, 'health check');
     }
-  }
-
-  private event(kind: EventEntry['kind'], message: string): void {
-    this.events.push({ at: new Date(this.now()).toISOString(), kind, message });
-    const cap = this.config.runtime.healthCap;
-    if (this.events.length > cap) this.events.splice(0, this.events.length - cap);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -439,7 +437,7 @@ export class App {
     else this.operatorState.set(name, state);
     b.load.admin = state;
     this.logger.info({ backend: name, action }, `backend ${name}: ${action}`);
-    this.event('admin', `${name}: ${action}`);
+    this.events.push('admin', `${name}: ${action}`);
     // disable cuts the backend's connections at once; drain lets them finish
     this.plane.adminChanged(name, b.load.key, state, action === 'disable');
     return 'ok';
@@ -452,45 +450,13 @@ export class App {
       refresh: () => this.plane.refresh(),
       status: () => this.statusView(),
       backends: () => this.backendsView(),
-      events: () => this.events,
+      events: () => this.events.list(),
       backendAction: (n, a) => this.backendAction(n, a),
       reload: (t) => (this.trigger ? (this.trigger.request(t) as Promise<ReloadOutcome>) : this.reload(t)),
       metrics: async () => ({ contentType: this.metrics.registry.contentType, body: await this.metrics.registry.metrics() }),
       token: () => this.config.admin.token,
       allowedHosts: () => this.config.admin.allowedHosts,
     };
-  }
-
-  // -------------------------------------------------------------------------------------------
-  // Summary log
-
-  private scheduleSummary(): void {
-    if (this.summaryTimer) clearInterval(this.summaryTimer);
-    this.lastSummary.at = this.now();
-    this.summaryTimer = setInterval(() => void this.plane.refresh().then(() => this.logSummary()), this.config.metrics.intervalMs);
-    this.summaryTimer.unref();
-  }
-
-  private logSummary(): void {
-    const now = this.now();
-    const secs = Math.max(0.001, (now - this.lastSummary.at) / 1000);
-    const backends: Record<string, unknown> = {};
-    for (const b of this.snapshot.backends) {
-      // a backend not summarised yet started from 0 (its figures are new with its key)
-      const prev = this.lastSummary.total.get(b.load.key) ?? 0;
-      backends[b.name] = {
-        state: b.load.state(),
-        active: b.load.active,
-        rate: Math.round(((b.load.total - prev) / secs) * 100) / 100,
-        latency_ms: b.load.hasLatency ? Math.round(b.load.latencyMs() * 10) / 10 : null,
-      };
-      this.lastSummary.total.set(b.load.key, b.load.total);
-    }
-    this.lastSummary.at = now;
-    this.logger.info(
-      { active: this.plane.open, total: this.plane.accepted, rejected: this.metrics.rejectedCount(), backends },
-      'summary',
-    );
   }
 
   // -------------------------------------------------------------------------------------------
@@ -544,7 +510,7 @@ export class App {
         t.unref();
       }),
     ]);
-    if (this.summaryTimer) clearInterval(this.summaryTimer);
+    this.summary.stop();
     this.systemd.stopWatchdog();
     this.logger.info({ drained: result.drained, cut: result.cut, backgroundTimedOut: timedOut }, `stopped: ${result.drained} connections drained, ${result.cut} cut`);
     clearTimeout(hard);
