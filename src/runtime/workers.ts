@@ -10,6 +10,7 @@
 // answering for WORKER_HUNG_MS is killed and replaced.
 
 import cluster, { type Worker } from 'node:cluster';
+import { availableParallelism } from 'node:os';
 import type { HostPort } from '../core/address';
 import { formatHostPort } from '../core/address';
 import type { AdminState } from '../core/backend';
@@ -31,6 +32,11 @@ export const WORKER_HUNG_MS = 10_000;
 const ASK_TIMEOUT_MS = 2000;
 const RESTART_MIN_MS = 100;
 const RESTART_MAX_MS = 5000;
+
+/** `[runtime] workers`: 0 = one per CPU. */
+export function workerCount(configured: number): number {
+  return configured === 0 ? availableParallelism() : configured;
+}
 
 export interface PoolDeps {
   readonly count: number;

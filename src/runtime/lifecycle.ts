@@ -1,0 +1,166 @@
+// The balancer's life: the start order (systemd's sockets or our own binds, admin, health checks,
+// reload trigger, summary, signals, then READY=1), the signals (SIGHUP reloads, SIGTERM/SIGINT
+// stop), and the graceful stop: no new connections, drain up to drain_timeout, background tasks
+// up to background_timeout, the whole bounded by accept_timeout; a second signal exits with 130.
+
+import type { Env } from '../config/load';
+import type { HealthChecker } from '../health/checker';
+import { rawAvailable } from '../proxy/raw';
+import { adminExposureWarnings } from '../admin/exposure';
+import type { AdminServer, ReloadOutcome } from '../admin/server';
+import type { EventRing } from '../obs/events';
+import type { Logger } from '../obs/logger';
+import type { SummaryLog } from '../obs/summary';
+import { BindError } from '../errors';
+import type { LiveState } from './live-state';
+import type { DataPlane } from './plane';
+import type { ReloadTrigger } from './reload';
+import { passedAddress, passedSockets, type SystemdNotifier } from './systemd';
+import { WorkerPool } from './workers';
+
+export interface LifecycleDeps {
+  readonly state: LiveState;
+  readonly env: Env;
+  readonly logger: Logger;
+  readonly plane: DataPlane;
+  readonly admin: AdminServer;
+  readonly checker: HealthChecker;
+  /** null: no file to watch */
+  readonly trigger: ReloadTrigger | null;
+  readonly summary: SummaryLog;
+  readonly systemd: SystemdNotifier;
+  readonly events: EventRing;
+  /** data-plane processes (1 = this process) */
+  readonly workers: number;
+  /** the config as loaded at start: its path, or "(environment)" */
+  readonly configPath: string;
+  /** install SIGTERM/SIGINT/SIGHUP handlers */
+  readonly signals: boolean;
+  /** SIGHUP: a reload through the trigger when there is one */
+  readonly reload: (trigger: string) => Promise<ReloadOutcome>;
+}
+
+export class Lifecycle {
+  private exitResolve: ((code: number) => void) | null = null;
+  private readonly signalHandlers: [string, () => void][] = [];
+
+  constructor(private readonly d: LifecycleDeps) {}
+
+  /** Bind and start background tasks; exited() resolves with the exit code once stopped. */
+  async start(): Promise<void> {
+    const { state: s, plane, admin } = this.d;
+    const c = s.config;
+    const passed = passedSockets(this.d.env);
+    if (passed && passed.proxy.length > 1) {
+      // one [proxy] listen_address serves one socket: an extra one would be silently ignored
+      const addresses = await Promise.all(passed.proxy.map(passedAddress));
+      throw new BindError('proxy', addresses.join(', '), `systemd passed ${addresses.length} proxy sockets and one [proxy] listen_address serves one: keep one ListenStream= (besides the one named "admin") in the .socket unit`);
+    }
+    s.passed.proxy = passed !== null && passed.proxy.length === 1;
+    s.passed.admin = passed !== null && passed.admin.length > 0;
+    if (passed && passed.proxy.length > 0) {
+      await plane.adopt(passed.proxy[0]!);
+    } else {
+      await plane.listen(c.proxy.listen);
+    }
+    try {
+      if (passed && passed.admin.length > 0) await admin.adopt(passed.admin[0]!);
+      else if (c.admin.listen) await admin.listen(c.admin.listen);
+    } catch (e) {
+      await plane.close();
+      await plane.drain(0);
+      throw e;
+    }
+    this.d.checker.sync(s.snapshot);
+    await this.d.trigger?.start();
+    this.d.summary.schedule();
+    if (this.d.signals) this.installSignals();
+    s.ready = true;
+    const workers = this.d.workers;
+    this.d.events.push('lifecycle', `listening on ${plane.address} (${c.backends.length} backends, ${c.strategy}${workers > 1 ? `, ${workers} workers` : ''})`);
+    this.d.logger.info(
+      {
+        listen: plane.address,
+        workers,
+        relay: rawAvailable() ? 'raw' : 'net.Socket',
+        admin: admin.address || null,
+        strategy: c.strategy,
+        backends: c.backends.map((b) => `${b.name}=${b.address}`),
+        config: this.d.configPath,
+      },
+      'lemonade-lb started',
+    );
+    for (const w of adminExposureWarnings(c)) this.d.logger.warn(w);
+    this.d.systemd.ready(`listening on ${plane.address}`);
+    this.d.systemd.startWatchdog();
+  }
+
+  /** Resolves with the process exit code after shutdown(). */
+  exited(): Promise<number> {
+    return new Promise((resolve) => (this.exitResolve = resolve));
+  }
+
+  private installSignals(): void {
+    const on = (sig: NodeJS.Signals, f: () => void): void => {
+      process.on(sig, f);
+      this.signalHandlers.push([sig, f]);
+    };
+    on('SIGHUP', () => {
+      this.d.logger.info('SIGHUP: reloading the configuration');
+      void this.d.reload('SIGHUP');
+    });
+    on('SIGTERM', () => void this.shutdown('SIGTERM'));
+    on('SIGINT', () => void this.shutdown('SIGINT'));
+  }
+
+  /** Graceful shutdown; a second call exits at once with 130. */
+  async shutdown(reason: string): Promise<number> {
+    const { state: s, plane, logger } = this.d;
+    if (s.stopping) {
+      logger.warn({ reason }, 'second signal: exiting now');
+      if (plane instanceof WorkerPool) plane.kill();
+      this.finish(130);
+      return 130;
+    }
+    s.stopping = true;
+    this.d.systemd.stopping();
+    const rt = s.config.runtime;
+    const hard = setTimeout(() => {
+      logger.error({ acceptTimeoutMs: rt.acceptTimeoutMs }, 'shutdown took longer than accept_timeout_millis: exiting');
+      if (plane instanceof WorkerPool) plane.kill();
+      this.finish(1);
+    }, rt.acceptTimeoutMs);
+    hard.unref();
+    await plane.refresh();
+    const open = plane.open;
+    logger.info({ reason, open, drainTimeoutMs: rt.drainTimeoutMs }, 'shutting down: no new connections, draining open ones');
+    await plane.close();
+    const result = await plane.drain(rt.drainTimeoutMs);
+    const bg = Promise.all([this.d.trigger?.stop(), Promise.resolve(this.d.checker.stop()), this.d.admin.close()]);
+    let timedOut = false;
+    await Promise.race([
+      bg,
+      new Promise<void>((r) => {
+        const t = setTimeout(() => {
+          timedOut = true;
+          r();
+        }, rt.backgroundTimeoutMs);
+        t.unref();
+      }),
+    ]);
+    this.d.summary.stop();
+    this.d.systemd.stopWatchdog();
+    logger.info({ drained: result.drained, cut: result.cut, backgroundTimedOut: timedOut }, `stopped: ${result.drained} connections drained, ${result.cut} cut`);
+    clearTimeout(hard);
+    this.finish(0);
+    return 0;
+  }
+
+  private finish(code: number): void {
+    for (const [sig, f] of this.signalHandlers) process.off(sig, f);
+    this.signalHandlers.length = 0;
+    const r = this.exitResolve;
+    this.exitResolve = null;
+    if (r) r(code);
+  }
+}

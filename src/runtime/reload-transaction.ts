@@ -1,0 +1,157 @@
+// One reload, as a transaction: read → validate → diff → check the socket-owned addresses →
+// bind the new listen addresses → re-check for a stop → swap (the snapshot in one assignment) →
+// retire the removed backends → log, metrics, events. Anything that fails before the swap leaves
+// the running generation untouched. What starts a reload (watcher, poll, SIGHUP, POST /reload) is
+// runtime/reload.ts.
+
+import type { Config } from '../config/schema';
+import { loadFromText, readConfigText, sha256, type Env, type Loaded } from '../config/load';
+import { diff, summarize } from '../config/diff';
+import { retire, type Snapshot } from '../core/snapshot';
+import type { HealthChecker } from '../health/checker';
+import type { AdminServer, ReloadOutcome } from '../admin/server';
+import type { EventRing } from '../obs/events';
+import type { Logger } from '../obs/logger';
+import type { Metrics } from '../obs/metrics';
+import type { SummaryLog } from '../obs/summary';
+import { BindError, ConfigInvalidError, LemonadeError, ShuttingDownError } from '../errors';
+import type { LiveState } from './live-state';
+import type { DataPlane, Pending } from './plane';
+import type { SystemdNotifier } from './systemd';
+import { workerCount } from './workers';
+
+export interface ReloadDeps {
+  readonly state: LiveState;
+  /** the file to re-read */
+  readonly path: string;
+  readonly env: Env;
+  readonly now: () => number;
+  readonly logger: Logger;
+  readonly plane: DataPlane;
+  readonly admin: AdminServer;
+  readonly checker: HealthChecker;
+  readonly metrics: Metrics;
+  readonly events: EventRing;
+  readonly summary: SummaryLog;
+  readonly systemd: SystemdNotifier;
+  /** data-plane processes, fixed at start */
+  readonly workers: number;
+}
+
+export class ReloadTransaction {
+  constructor(private readonly d: ReloadDeps) {}
+
+  /** Never rejects: a failure is an outcome, and the running configuration stays. */
+  async run(trigger: string): Promise<ReloadOutcome> {
+    const s = this.d.state;
+    if (s.stopping) return { result: 'failure', generation: s.generation, error: new ShuttingDownError().message };
+    this.d.systemd.reloading();
+    try {
+      return await this.apply(trigger);
+    } finally {
+      this.d.systemd.ready(`generation ${s.generation}`);
+    }
+  }
+
+  private async apply(trigger: string): Promise<ReloadOutcome> {
+    const { state: s, plane, admin, logger } = this.d;
+    let loaded: Loaded;
+    try {
+      // the file served from must still exist (the environment alone does not replace it)
+      const text = readConfigText({ path: this.d.path, explicit: true }, this.d.env);
+      // remember what was attempted, so the watcher does not retry the same bytes
+      if (text !== null) s.attemptedHash = sha256(text);
+      loaded = loadFromText(this.d.path, text, this.d.env);
+    } catch (e) {
+      return this.failed(trigger, e);
+    }
+    const next = loaded.config;
+    const changes = diff(s.config, next);
+    const adminRemoved = next.admin.listenAddress === '' && s.config.admin.listenAddress !== '';
+    const pending: Pending[] = [];
+    try {
+      this.checkSocketOwner(next);
+      if (next.proxy.listenAddress !== s.config.proxy.listenAddress) pending.push(await plane.prepare(next.proxy.listen));
+      if (next.admin.listenAddress !== s.config.admin.listenAddress && next.admin.listen) {
+        pending.push(await admin.prepare(next.admin.listen));
+      }
+    } catch (e) {
+      for (const p of pending) p.abort();
+      return this.failed(trigger, e);
+    }
+    if (s.stopping) {
+      // a stop began while the new addresses were bound: installing them would reopen a listener
+      // during the drain
+      for (const p of pending) p.abort();
+      return this.failed(trigger, new ShuttingDownError());
+    }
+    // ---- commit: from here on nothing can fail, and the swap is one assignment
+    const generation = s.generation + 1;
+    const oldSnap = s.snapshot;
+    const snap = s.build(next, generation, oldSnap);
+    s.snapshot = snap;
+    s.config = next;
+    s.generation = generation;
+    s.shownHash = loaded.shownHash;
+    s.attemptedHash = loaded.hash;
+    for (const p of pending) p.commit();
+    if (adminRemoved) void admin.close();
+    this.retireRemoved(oldSnap, snap);
+    this.d.checker.sync(snap);
+    this.d.metrics.generation.set(generation);
+    this.d.metrics.reloads.inc({ result: 'success' });
+    s.lastReload = { at: new Date(this.d.now()).toISOString(), result: 'success', error: null };
+    let summary = summarize(changes);
+    if (workerCount(next.runtime.workers) !== this.d.workers) {
+      // the number of processes is set at start, as HAProxy's nbthread
+      summary += `; runtime.workers stays ${this.d.workers} until a restart`;
+      logger.warn({ running: this.d.workers, configured: next.runtime.workers }, 'runtime.workers changes only with a restart');
+    }
+    this.d.events.push('reload', `generation ${generation} (${trigger}): ${summary}`);
+    logger.info({ generation, trigger, changes: summary, hash: loaded.shownHash.slice(0, 12) }, `config reloaded: ${summary}`);
+    this.d.summary.schedule();
+    return { result: 'success', generation, changes: summary };
+  }
+
+  /** A listener served from a socket systemd passed keeps it: its address is the .socket unit's. */
+  private checkSocketOwner(next: Config): void {
+    const { state: s, plane, admin } = this.d;
+    const moved: [string, boolean, string, string][] = [
+      ['proxy', s.passed.proxy, next.proxy.listenAddress, s.config.proxy.listenAddress],
+      ['admin', s.passed.admin, next.admin.listenAddress, s.config.admin.listenAddress],
+    ];
+    for (const [what, passed, to, from] of moved) {
+      if (passed && to !== from) {
+        const serving = what === 'proxy' ? plane.address : admin.address;
+        throw new BindError(
+          what,
+          to || '""',
+          `the ${what} listener serves the socket systemd passed (${serving}): the .socket unit owns that address, so change ListenStream= there and restart; the socket is kept`,
+        );
+      }
+    }
+  }
+
+  private failed(trigger: string, e: unknown): ReloadOutcome {
+    const s = this.d.state;
+    const err = e instanceof LemonadeError ? e.message : `unexpected error: ${String((e as Error)?.stack ?? e)}`;
+    this.d.metrics.reloads.inc({ result: 'failure' });
+    s.lastReload = { at: new Date(this.d.now()).toISOString(), result: 'failure', error: err };
+    this.d.events.push('reload', `reload failed (${trigger}); still serving generation ${s.generation}: ${err.split('\n')[0]}`);
+    this.d.logger.error({ trigger, generation: s.generation, error: err }, 'config reload failed; the running configuration is unchanged');
+    const errors = e instanceof ConfigInvalidError ? e.issues.map((i) => ({ ...i })) : undefined;
+    return errors ? { result: 'failure', generation: s.generation, error: err, errors } : { result: 'failure', generation: s.generation, error: err };
+  }
+
+  /** Backends gone from the new snapshot drain: no new connections, cut after drain_timeout. */
+  private retireRemoved(oldSnap: Snapshot, snap: Snapshot): void {
+    const s = this.d.state;
+    const { live, draining } = retire(oldSnap, snap);
+    for (const [k, spec] of draining) s.draining.set(k, spec);
+    for (const k of s.draining.keys()) {
+      if (live.has(k)) s.draining.delete(k);
+    }
+    s.loads.sweep(new Set([...live, ...s.draining.keys()]));
+    this.d.plane.applied(snap, new Set(draining.keys()), s.config.runtime.drainTimeoutMs);
+  }
+}
