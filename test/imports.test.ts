@@ -69,3 +69,24 @@ test('the pure layers import no I/O, logger or metrics library', () => {
     assert.deepEqual(outside, [], `${k} imports ${outside.join(', ')} (strategies import only core/)`);
   }
 });
+
+test('the parts split from the composition root do no I/O themselves, and only app.ts builds them', () => {
+  // the live state, the admin views, the reload transaction, the events list and the summary line
+  // work on what they are handed: sockets, files and the watcher stay in the parts they are given
+  const parts = ['runtime/live-state', 'runtime/reload-transaction', 'runtime/lifecycle', 'admin/views', 'obs/events', 'obs/summary'];
+  const forbidden = /^(node:)?(net|fs|fs\/promises|http|child_process|cluster|dgram)$|^(chokidar|pino|prom-client)$/;
+  for (const k of parts) {
+    assert.ok(graph.has(k), `${k} exists`);
+    const bad = external.get(k)!.filter((s) => forbidden.test(s));
+    assert.deepEqual(bad, [], `${k} imports ${bad.join(', ')}`);
+  }
+  // the admin views never reach the HTTP server's code, only its types
+  const views = readFileSync(join(SRC, 'admin/views.ts'), 'utf8');
+  assert.doesNotMatch(views, /^import\s+\{[^}]*\}\s+from\s+'\.\/server'/m, 'admin/views imports admin/server for types only');
+  const wired = ['runtime/reload-transaction', 'runtime/lifecycle', 'admin/views'];
+  for (const [k, deps] of graph) {
+    if (k === 'app') continue;
+    const bad = deps.filter((d) => wired.includes(d));
+    assert.deepEqual(bad, [], `${k} imports ${bad.join(', ')} (the composition root wires these)`);
+  }
+});
