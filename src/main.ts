@@ -78,7 +78,7 @@ async function main(argv: string[]): Promise<number> {
     )
     .command(
       'status',
-      "print the backend table of a running balancer's admin API",
+      "print the backend table of a running balancer's admin API (a SERVICE column first, rows grouped by service)",
       (y) =>
         y
           .option('admin', { type: 'string', default: adminUrl, describe: 'admin API URL ($LEMONADE_ADMIN_URL)' })
@@ -87,15 +87,23 @@ async function main(argv: string[]): Promise<number> {
     )
     .command(
       'backend <action> <name>',
-      'drain, enable or disable one backend through the admin API',
+      'drain, enable or disable one backend through the admin API (--service SVC names its service)',
       (y) =>
         y
           .positional('action', { choices: ['drain', 'enable', 'disable'] as const, demandOption: true })
-          .positional('name', { type: 'string', demandOption: true })
+          .positional('name', { type: 'string', demandOption: true, describe: "the backend's name" })
+          .option('service', {
+            alias: 's',
+            type: 'string',
+            describe: 'the service the backend belongs to; needed when NAME is in several services (without it the balancer answers 409 naming them)',
+          })
           .option('admin', { type: 'string', default: adminUrl, describe: 'admin API URL ($LEMONADE_ADMIN_URL)' })
           // no default: --help would print the token's value
           .option('token', { type: 'string', describe: 'admin token (default $LEMONADE_ADMIN_TOKEN)' }),
-      (a) => set(runBackendAction(a.admin, a.action, a.name, a.token ?? process.env['LEMONADE_ADMIN_TOKEN'], out)),
+      (a) => {
+        if (a.service === '') throw new UsageError('--service needs a service name');
+        return set(runBackendAction(a.admin, a.action, a.name, { service: a.service, token: a.token ?? process.env['LEMONADE_ADMIN_TOKEN'] }, out));
+      },
     )
     .demandCommand(1, 'give a command (see --help)')
     .strict()

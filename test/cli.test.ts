@@ -229,8 +229,9 @@ test('status and backend commands talk to the admin API; unreachable is exit 1 w
   const st = await runCli(['status', '--admin', admin]);
   assert.equal(st.code, 0, st.stderr);
   const lines = st.stdout.trim().split('\n');
-  assert.match(lines[0]!, /^NAME\s+ADDRESS\s+STATE\s+WEIGHT\s+ACTIVE\s+TOTAL\s+LATENCY\s+LAST CHECK$/);
-  assert.ok(lines.some((l) => /^alpha\s+127\.0\.0\.1:\d+\s+healthy/.test(l)), st.stdout);
+  // a SERVICE column first once the balancer names services (SPEC §7: this file's is "default")
+  assert.match(lines[0]!, /^(SERVICE\s+)?NAME\s+ADDRESS\s+STATE\s+WEIGHT\s+ACTIVE\s+TOTAL\s+LATENCY\s+LAST CHECK$/);
+  assert.ok(lines.some((l) => /^(default\s+)?alpha\s+127\.0\.0\.1:\d+\s+healthy/.test(l)), st.stdout);
   const js = await runCli(['status', '--admin', admin, '--json']);
   assert.deepEqual(
     (JSON.parse(js.stdout) as { name: string }[]).map((b) => b.name),

@@ -1,10 +1,15 @@
-// `lemonade status` and `lemonade backend drain|enable|disable NAME`: clients of the admin API.
+// `lemonade status` and `lemonade backend drain|enable|disable NAME [--service SVC]`: clients of
+// the admin API (SPEC §4, §7).
 
 import { AdminRequestError, AdminUnreachableError } from '../errors';
 
 export const DEFAULT_ADMIN_URL = 'http://127.0.0.1:9090';
 
+export type BackendAction = 'drain' | 'enable' | 'disable';
+
 export interface BackendRow {
+  /** absent on a balancer older than services (SPEC §7) */
+  readonly service?: string;
   readonly id: number;
   readonly name: string;
   readonly address: string;
@@ -21,7 +26,13 @@ function base(url: string): string {
   return u.replace(/\/+$/, '');
 }
 
-async function call(url: string, method: string, token: string | undefined): Promise<unknown> {
+/** Fetch and parse JSON; `onError` may turn an error answer into a clearer error than the default. */
+async function call(
+  url: string,
+  method: string,
+  token: string | undefined,
+  onError?: (status: number, body: unknown) => Error | undefined,
+): Promise<unknown> {
   let res: Response;
   try {
     res = await fetch(url, { method, headers: token ? { authorization: `Bearer ${token}` } : {}, signal: AbortSignal.timeout(5000) });
@@ -31,13 +42,16 @@ async function call(url: string, method: string, token: string | undefined): Pro
   }
   const text = await res.text();
   if (!res.ok) {
-    let msg = text;
+    let body: unknown = null;
     try {
-      msg = (JSON.parse(text) as { error?: string }).error ?? text;
+      body = JSON.parse(text);
     } catch {
       /* plain text */
     }
-    throw new AdminRequestError(url, res.status, msg);
+    const special = onError?.(res.status, body);
+    if (special) throw special;
+    const msg = (body as { error?: unknown } | null)?.error;
+    throw new AdminRequestError(url, res.status, typeof msg === 'string' ? msg : text);
   }
   try {
     return JSON.parse(text);
@@ -46,9 +60,26 @@ async function call(url: string, method: string, token: string | undefined): Pro
   }
 }
 
+/**
+ * Rows grouped by service: services in the order of their first row, rows in API order within
+ * each. Rows without a service (an older balancer) stay as they are.
+ */
+export function groupByService<T extends { readonly service?: string }>(rows: readonly T[]): T[] {
+  const groups = new Map<string | undefined, T[]>();
+  for (const r of rows) {
+    const g = groups.get(r.service);
+    if (g) g.push(r);
+    else groups.set(r.service, [r]);
+  }
+  return [...groups.values()].flat();
+}
+
 export function formatTable(rows: readonly BackendRow[], now = Date.now()): string {
-  const head = ['NAME', 'ADDRESS', 'STATE', 'WEIGHT', 'ACTIVE', 'TOTAL', 'LATENCY', 'LAST CHECK'];
-  const body = rows.map((b) => [
+  // the SERVICE column only when the balancer names services (every balancer since SPEC §7)
+  const withService = rows.some((b) => typeof b.service === 'string');
+  const head = [...(withService ? ['SERVICE'] : []), 'NAME', 'ADDRESS', 'STATE', 'WEIGHT', 'ACTIVE', 'TOTAL', 'LATENCY', 'LAST CHECK'];
+  const body = (withService ? groupByService(rows) : rows).map((b) => [
+    ...(withService ? [b.service ?? '-'] : []),
     b.name,
     b.address,
     b.state,
@@ -58,9 +89,9 @@ export function formatTable(rows: readonly BackendRow[], now = Date.now()): stri
     b.latency_ms === null ? '-' : `${b.latency_ms.toFixed(1)}ms`,
     b.last_check ? `${b.last_check.ok ? 'ok' : `failed (${b.last_check.error ?? ''})`} ${Math.max(0, Math.round((now - Date.parse(b.last_check.at)) / 1000))}s ago` : '-',
   ]);
+  const numeric = new Set(['WEIGHT', 'ACTIVE', 'TOTAL', 'LATENCY'].map((h) => head.indexOf(h)));
   const all = [head, ...body];
   const widths = head.map((_, i) => Math.max(...all.map((r) => r[i]!.length)));
-  const numeric = new Set([3, 4, 5, 6]);
   return all
     .map((r) =>
       r
@@ -77,8 +108,35 @@ export async function runStatus(admin: string, json: boolean, out: (s: string) =
   return 0;
 }
 
-export async function runBackendAction(admin: string, action: string, name: string, token: string | undefined, out: (s: string) => void): Promise<number> {
-  const r = (await call(`${base(admin)}/backends/${encodeURIComponent(name)}/${action}`, 'POST', token)) as { state?: string };
-  out(`${name}: ${r.state ?? action}`);
+/**
+ * With a service: POST /services/SVC/backends/NAME/ACTION. Without: the old POST
+ * /backends/NAME/ACTION, which the balancer refuses with 409 when NAME is in several services.
+ */
+export async function runBackendAction(
+  admin: string,
+  action: BackendAction,
+  name: string,
+  opts: { service?: string | undefined; token?: string | undefined },
+  out: (s: string) => void,
+): Promise<number> {
+  const { service, token } = opts;
+  const path =
+    service === undefined
+      ? `/backends/${encodeURIComponent(name)}/${action}`
+      : `/services/${encodeURIComponent(service)}/backends/${encodeURIComponent(name)}/${action}`;
+  const url = `${base(admin)}${path}`;
+  const ambiguous = (status: number, body: unknown): Error | undefined => {
+    if (status !== 409 || service !== undefined) return undefined;
+    const services = (body as { services?: unknown } | null)?.services;
+    const list = Array.isArray(services) ? services.map(String) : [];
+    return new AdminRequestError(
+      url,
+      status,
+      `backend "${name}" is in ${list.length > 0 ? `${list.length} services (${list.join(', ')})` : 'more than one service'}: ` +
+        `pass --service ${list.length > 0 ? list.join(' or --service ') : 'SVC'} to say which`,
+    );
+  };
+  const r = (await call(url, 'POST', token, ambiguous)) as { state?: string };
+  out(`${service === undefined ? '' : `${service}/`}${name}: ${r.state ?? action}`);
   return 0;
 }
