@@ -1,5 +1,7 @@
 // The live status page served at GET /: one self-contained HTML document (no external assets)
-// that polls /status and /events and offers drain/enable/disable buttons when no token is set.
+// that polls /status and /events, shows the backends grouped by service (SPEC §7), one section per
+// service with its figures, and offers drain/enable/disable buttons when no token is set. It also
+// reads a balancer older than services: rows without `service` make one table without a heading.
 // Its inline style and script are allowed by their SHA-256 in the Content-Security-Policy, so no
 // other inline code runs (SPEC §6); both hashes are computed here from the exact text served.
 
@@ -24,6 +26,20 @@ const STYLE = `
   .cards { display: flex; gap: 1rem; flex-wrap: wrap; margin-bottom: 1rem; }
   .card { border: 1px solid #d0d7de; border-radius: 6px; padding: .5rem .8rem; min-width: 8rem; }
   .card b { display: block; font-size: 1.2rem; }
+  section.service { margin-bottom: 1.5rem; }
+  /* the same column widths in every service's table, so that they line up (wider content still widens its column) */
+  section.service table { margin-bottom: 0; }
+  section.service th:nth-child(1) { width: 10%; } section.service th:nth-child(2) { width: 12%; }
+  section.service th:nth-child(3) { width: 7%; } section.service th:nth-child(4) { width: 5%; }
+  section.service th:nth-child(5) { width: 5%; } section.service th:nth-child(6) { width: 5%; }
+  section.service th:nth-child(7) { width: 14%; } section.service th:nth-child(8) { width: 7%; }
+  section.service th:nth-child(9) { width: 21%; } section.service th:nth-child(10) { width: 14%; }
+  section.service h2 { font-size: 1.1rem; margin: 0 0 .2rem; }
+  .listen { color: var(--mute); font-weight: normal; font-size: .9rem; margin-left: .6rem; }
+  .figures { display: flex; gap: 1.2rem; flex-wrap: wrap; color: var(--mute); margin-bottom: .4rem; }
+  .figures b { color: #1f2328; font-variant-numeric: tabular-nums; }
+  .figures b.healthy { color: var(--ok); } .figures b.unhealthy { color: var(--bad); } .figures b.draining { color: var(--warn); }
+  td.none { color: var(--mute); font-style: italic; }
 `;
 
 const SCRIPT = `
@@ -34,25 +50,71 @@ let actionError = "";
 const $ = (id) => document.getElementById(id);
 function esc(s) { return String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]); }
 function ago(t) { if (!t) return "–"; const s = Math.max(0, Math.round((Date.now() - Date.parse(t)) / 1000)); return s + " s ago"; }
-async function act(name, action) {
-  const r = await fetch("/backends/" + encodeURIComponent(name) + "/" + action, { method: "POST" });
+// a backend of a named service is acted on through its service (SPEC §7); a row without one
+// (a balancer older than services) through the old path
+async function act(service, name, action) {
+  const path = (service == null ? "" : "/services/" + encodeURIComponent(service)) + "/backends/" + encodeURIComponent(name) + "/" + action;
+  const r = await fetch(path, { method: "POST" });
   const body = r.ok ? null : await r.json().catch(() => null);
-  actionError = r.ok ? "" : action + " " + name + ": HTTP " + r.status + (body && body.error ? ": " + body.error : "");
+  const who = (service == null ? "" : service + "/") + name;
+  actionError = r.ok ? "" : action + " " + who + ": HTTP " + r.status + (body && body.error ? ": " + body.error : "");
   refresh();
 }
 function row(b, sum) {
   const share = sum > 0 ? (100 * b.total / sum) : 0;
   const lc = b.last_check ? (b.last_check.ok ? "ok" : "failed: " + esc(b.last_check.error || "")) + ", " + ago(b.last_check.at) : "–";
+  const data = (typeof b.service === "string" ? ' data-service="' + esc(b.service) + '"' : "") + ' data-name="' + esc(b.name) + '"';
   const buttons = tokenSet ? "(token set)" :
     (b.state === "draining" || b.state === "disabled"
-      ? '<button data-act="enable" data-name="' + esc(b.name) + '">enable</button>'
-      : '<button data-act="drain" data-name="' + esc(b.name) + '">drain</button><button data-act="disable" data-name="' + esc(b.name) + '">disable</button>');
-  return '<tr data-backend="' + esc(b.name) + '"><td>' + esc(b.name) + "</td><td>" + esc(b.address) +
+      ? '<button data-act="enable"' + data + '>enable</button>'
+      : '<button data-act="drain"' + data + '>drain</button><button data-act="disable"' + data + '>disable</button>');
+  return '<tr data-backend="' + esc(b.name) + '"' + (typeof b.service === "string" ? ' data-service="' + esc(b.service) + '"' : "") +
+    "><td>" + esc(b.name) + "</td><td>" + esc(b.address) +
     '</td><td class="state ' + esc(b.state) + '">' + esc(b.state) + '</td><td class="num">' + b.weight +
     '</td><td class="num">' + b.active + '</td><td class="num">' + b.total +
     '</td><td><span class="bar" data-width="' + share.toFixed(0) + '"></span> ' + share.toFixed(1) + "%" +
     '</td><td class="num">' + (b.latency_ms == null ? "–" : b.latency_ms.toFixed(1) + " ms") +
     "</td><td>" + lc + "</td><td>" + buttons + "</td></tr>";
+}
+// [{ svc, rows }] in the API's order: from status.services when the balancer sends it, else by the
+// rows' own service; svc is null for rows without one (one group, shown without a heading)
+function groups(s) {
+  const out = [];
+  const find = (name) => out.find((g) => (g.svc ? g.svc.name : undefined) === name);
+  for (const svc of Array.isArray(s.services) ? s.services : []) out.push({ svc, rows: [] });
+  for (const b of s.backends) {
+    const name = typeof b.service === "string" ? b.service : undefined;
+    let g = find(name);
+    if (!g) out.push(g = { svc: name === undefined ? null : { name }, rows: [] });
+    g.rows.push(b);
+  }
+  return out;
+}
+function fig(name, label, value, cls) {
+  return '<span class="fig" data-fig="' + name + '">' + label + " <b" + (cls ? ' class="' + cls + '"' : "") + ">" + esc(value) + "</b></span>";
+}
+function section(g) {
+  const rows = g.rows;
+  const sum = rows.reduce((a, b) => a + b.total, 0);
+  const thead = "<thead><tr><th>backend</th><th>address</th><th>state</th><th>weight</th><th>active</th><th>total</th><th>share</th><th>latency</th><th>last check</th><th>actions</th></tr></thead>";
+  const tbody = "<tbody>" + (rows.length ? rows.map((b) => row(b, sum)).join("") : '<tr><td class="none" colspan="10">no backends</td></tr>') + "</tbody>";
+  if (!g.svc) return '<section class="service"><table>' + thead + tbody + "</table></section>";
+  const v = g.svc;
+  // a service missing from status.services (an older or racing answer): figures from its rows
+  const has = (k) => typeof v[k] === "number";
+  const usable = has("usable") ? v.usable : rows.filter((b) => b.state === "healthy").length;
+  const count = has("backends") ? v.backends : rows.length;
+  const figures = [
+    v.algorithm ? fig("algorithm", "algorithm", v.algorithm) : "",
+    Array.isArray(v.sni) && v.sni.length ? fig("sni", "sni", v.sni.join(", ")) : "",
+    fig("active", "active", has("active") ? v.active : rows.reduce((a, b) => a + b.active, 0)),
+    fig("total", "total", has("total") ? v.total : sum),
+    fig("rejected", "rejected", has("rejected") ? v.rejected : "–"),
+    fig("usable", "usable", usable + " / " + count, usable === 0 ? "unhealthy" : usable < count ? "draining" : "healthy"),
+  ].join("");
+  return '<section class="service" data-service="' + esc(v.name) + '"><h2><span class="name">' + esc(v.name) + "</span>" +
+    (v.listen_address ? '<span class="listen">listen ' + esc(v.listen_address) + "</span>" : "") + "</h2>" +
+    '<div class="figures">' + figures + "</div><table>" + thead + tbody + "</table></section>";
 }
 async function refresh() {
   try {
@@ -69,8 +131,7 @@ async function refresh() {
     $("total").textContent = s.connections.total;
     $("rejected").textContent = s.connections.rejected;
     $("generation").textContent = s.config.generation;
-    const sum = s.backends.reduce((a, b) => a + b.total, 0);
-    $("backends").innerHTML = s.backends.map((b) => row(b, sum)).join("");
+    $("backends").innerHTML = groups(s).map(section).join("");
     // set through the DOM: the CSP refuses inline style attributes
     for (const bar of document.querySelectorAll(".bar")) bar.style.width = bar.dataset.width + "px";
     $("events").innerHTML = events.slice(-15).reverse().map((e) =>
@@ -81,7 +142,7 @@ async function refresh() {
 }
 document.addEventListener("click", (ev) => {
   const t = ev.target;
-  if (t instanceof HTMLButtonElement && t.dataset.act) act(t.dataset.name, t.dataset.act);
+  if (t instanceof HTMLButtonElement && t.dataset.act) act(t.dataset.service, t.dataset.name, t.dataset.act);
 });
 refresh();
 setInterval(refresh, 1000);
@@ -106,10 +167,7 @@ export const STATUS_PAGE = `<!doctype html>
   <div class="card">rejected<b id="rejected">–</b></div>
   <div class="card">config generation<b id="generation">–</b></div>
 </div>
-<table>
-  <thead><tr><th>backend</th><th>address</th><th>state</th><th>weight</th><th>active</th><th>total</th><th>share</th><th>latency</th><th>last check</th><th>actions</th></tr></thead>
-  <tbody id="backends"></tbody>
-</table>
+<div id="backends"></div>
 <h2>Recent events</h2>
 <ul id="events"></ul>
 <script>${SCRIPT}</script>
