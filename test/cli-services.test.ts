@@ -69,7 +69,8 @@ async function fakeAdmin(rows: readonly object[]): Promise<{ url: string; seen: 
       const services = (rows as { service?: string; name: string }[]).filter((r) => r.name === name).map((r) => r.service);
       if (services.length === 0) return send(res, 404, { error: `no backend named "${name}"` });
       if (services.length > 1) return send(res, 409, { error: `backend name "${name}" is ambiguous`, services });
-      return send(res, 200, { backend: name, action: m[2], state: 'draining' });
+      // a balancer older than services (rows without one) does not name it
+      return send(res, 200, { ...(services[0] === undefined ? {} : { service: services[0] }), backend: name, action: m[2], state: 'draining' });
     }
     send(res, 404, { error: `no such endpoint: ${url}` });
   });
@@ -157,7 +158,7 @@ test('lemonade backend ACTION NAME without --service uses the old path; a 409 na
   t.after(() => api.close());
   const ok = await runCli(['backend', 'drain', 'pg-1', '--admin', api.url]);
   assert.equal(ok.code, 0, ok.stderr);
-  assert.equal(ok.stdout, 'pg-1: draining\n');
+  assert.equal(ok.stdout, 'postgres/pg-1: draining\n', 'the service the balancer found');
   const amb = await runCli(['backend', 'drain', 'shared', '--admin', api.url]);
   assert.equal(amb.code, 1);
   assert.equal(amb.stdout, '');
@@ -170,6 +171,15 @@ test('lemonade backend ACTION NAME without --service uses the old path; a 409 na
     api.seen.map((s) => `${s.method} ${s.url}`),
     ['POST /backends/pg-1/drain', 'POST /backends/shared/drain'],
   );
+});
+
+test('lemonade backend against a balancer older than services prints the name alone', async (t) => {
+  const api = await fakeAdmin([row(undefined, 0, 'alpha')]);
+  t.after(() => api.close());
+  const r = await runCli(['backend', 'drain', 'alpha', '--admin', api.url]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, 'alpha: draining\n');
+  assert.deepEqual(api.seen.map((s) => `${s.method} ${s.url}`), ['POST /backends/alpha/drain']);
 });
 
 test('--help of status and backend tells of services', async () => {

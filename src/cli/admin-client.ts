@@ -136,7 +136,9 @@ export async function runBackendAction(
         `pass --service ${list.length > 0 ? list.join(' or --service ') : 'SVC'} to say which`,
     );
   };
-  const r = (await call(url, 'POST', token, ambiguous)) as { state?: string };
-  out(`${service === undefined ? '' : `${service}/`}${name}: ${r.state ?? action}`);
+  const r = (await call(url, 'POST', token, ambiguous)) as { service?: unknown; state?: string };
+  // the answer names the service the old path found (a balancer older than services does not)
+  const svc = service ?? (typeof r.service === 'string' ? r.service : undefined);
+  out(`${svc === undefined ? '' : `${svc}/`}${name}: ${r.state ?? action}`);
   return 0;
 }
