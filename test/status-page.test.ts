@@ -165,6 +165,8 @@ test('status page lists the backends and drains one with its button (headless Ch
   await page.locator('#total', { hasText: '9' }).waitFor();
 
   // drain beta with its button: the page shows it draining, with an enable button instead
+  const posts: string[] = [];
+  page.on('request', (r) => void (r.method() === 'POST' && posts.push(new URL(r.url()).pathname)));
   await page.locator('#backends tr[data-backend="beta"] button[data-act="drain"]').click();
   await page.locator('#backends tr[data-backend="beta"] td.state', { hasText: 'draining' }).waitFor();
   await page.locator('#backends tr[data-backend="beta"] button[data-act="enable"]').waitFor();
@@ -174,8 +176,12 @@ test('status page lists the backends and drains one with its button (headless Ch
   assert.equal(await page.locator('#error').innerText(), '');
 
   // the balancer agrees
-  const view = await adminJson<{ name: string; state: string }[]>(lb, '/backends');
+  const view = await adminJson<{ service?: string; name: string; state: string }[]>(lb, '/backends');
   assert.equal(view.find((b) => b.name === 'beta')?.state, 'draining');
+  // through its service's path when the balancer names services (SPEC §7: this file's is "default")
+  const service = view[0]!.service;
+  assert.deepEqual(posts, [service === undefined ? '/backends/beta/drain' : `/services/${service}/backends/beta/drain`]);
+  if (service !== undefined) assert.equal(await page.locator(`#backends section[data-service="${service}"] h2 .name`).innerText(), service);
 
   const shot = join(dir, 'status-page.png');
   await page.screenshot({ path: shot, fullPage: true });
