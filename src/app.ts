@@ -11,6 +11,7 @@
 
 import type { Env, Loaded } from './config/load';
 import { LoadTable } from './core/stats';
+import { shownName } from './core/backend';
 import { STRATEGIES } from './strategy/index';
 import { HealthChecker, type HealthEvent } from './health/checker';
 import { LocalPlane, trafficObserver, type DataPlane } from './runtime/plane';
@@ -63,7 +64,8 @@ export class App {
     const metrics = (this.metrics = new Metrics({
       loads,
       snapshot: () => s.snapshot,
-      draining: () => s.drainingBackends().map(({ spec, load }) => ({ name: spec.name, load })),
+      draining: () => s.drainingBackends().map(({ service, spec, load }) => ({ service, name: spec.name, load })),
+      serviceOpen: () => this.plane.openByService(),
       version: opts.version,
       workers: () => this.plane.workerFigures(),
     }));
@@ -93,7 +95,7 @@ export class App {
               logger,
               traffic: metrics.traffic,
               now,
-              unhealthyThreshold: () => s.config.health.unhealthyThreshold,
+              unhealthyThreshold: (service) => s.snapshot.service(service)?.health.unhealthyThreshold ?? 0,
               event: (kind, message) => events.push(kind, message),
             }),
           }));
@@ -164,17 +166,18 @@ export class App {
   }
 
   private onHealth(e: HealthEvent): void {
-    this.metrics.healthChecks.inc({ backend: e.backend, result: e.ok ? 'success' : 'failure' });
+    this.metrics.healthChecks.inc({ service: e.service, backend: e.backend, result: e.ok ? 'success' : 'failure' });
     const load = this.loads.peek(e.key);
     if (load) this.plane.checked(e.key, load.healthy, load.healthySince, e.ok);
+    const shown = shownName(e.service, e.backend);
     if (e.transition === 'down') {
-      this.logger.warn({ backend: e.backend, address: e.address, error: e.error }, 'backend is down');
-      this.events.push('health', `${e.backend} is down: ${e.error}`);
+      this.logger.warn({ service: e.service, backend: e.backend, address: e.address, error: e.error }, 'backend is down');
+      this.events.push('health', `${shown} is down: ${e.error}`);
     } else if (e.transition === 'up') {
-      this.logger.info({ backend: e.backend, address: e.address }, 'backend is up');
-      this.events.push('health', `${e.backend} is up`);
+      this.logger.info({ service: e.service, backend: e.backend, address: e.address }, 'backend is up');
+      this.events.push('health', `${shown} is up`);
     } else if (this.logger.isLevelEnabled('debug')) {
-      this.logger.debug({ backend: e.backend, ok: e.ok, error: e.error }, 'health check');
+      this.logger.debug({ service: e.service, backend: e.backend, ok: e.ok, error: e.error }, 'health check');
     }
   }
 }

@@ -29,9 +29,10 @@ function fakeApi(o: { token?: string; allowedHosts?: string[] } = {}): AdminApi 
     status: () => ({ version: 'test' }),
     backends: () => [{ name: 'b1', state: 'healthy' }],
     events: () => [],
-    backendAction: (name: string) => {
+    services: () => [],
+    backendAction: (_service: string | undefined, name: string) => {
       api.mutations++;
-      return name === 'b1' ? ('ok' as const) : ('not_found' as const);
+      return name === 'b1' ? { kind: 'ok' as const, service: 'default', state: 'draining' } : { kind: 'not_found' as const, what: `backend named "${name}"` };
     },
     reload: async () => {
       api.mutations++;

@@ -212,7 +212,7 @@ test('GET /health, /ready, /status, /backends and /events answer every documente
   const h = await lb.admin('/health');
   assert.equal(h.status, 200);
   assert.match(String(h.headers['content-type']), /^application\/json/);
-  assert.deepEqual(JSON.parse(h.body), { status: 'degraded', usable: 1, total: 2 });
+  assert.deepEqual(JSON.parse(h.body), { status: 'degraded', usable: 1, total: 2, services: { default: 'degraded' } });
 
   const r = await lb.admin('/ready');
   assert.equal(r.status, 200);
@@ -279,16 +279,16 @@ test('GET /health, /ready, /status, /backends and /events answer every documente
 
   // operator-drained or disabled backends do not count as unhealthy
   assert.equal((await lb.admin('/backends/beta/drain', 'POST')).status, 200);
-  assert.deepEqual(JSON.parse((await lb.admin('/health')).body), { status: 'healthy', usable: 1, total: 2 });
+  assert.deepEqual(JSON.parse((await lb.admin('/health')).body), { status: 'healthy', usable: 1, total: 2, services: { default: 'healthy' } });
   assert.equal((await lb.admin('/backends/beta/disable', 'POST')).status, 200);
-  assert.deepEqual(JSON.parse((await lb.admin('/health')).body), { status: 'healthy', usable: 1, total: 2 });
+  assert.deepEqual(JSON.parse((await lb.admin('/health')).body), { status: 'healthy', usable: 1, total: 2, services: { default: 'healthy' } });
   assert.equal((await lb.admin('/backends/beta/enable', 'POST')).status, 200);
   assert.equal(JSON.parse((await lb.admin('/health')).body).status, 'degraded');
   // none usable: 503 unhealthy (while still ready: it accepts connections)
   assert.equal((await lb.admin('/backends/alpha/drain', 'POST')).status, 200);
   const none = await lb.admin('/health');
   assert.equal(none.status, 503);
-  assert.deepEqual(JSON.parse(none.body), { status: 'unhealthy', usable: 0, total: 2 });
+  assert.deepEqual(JSON.parse(none.body), { status: 'unhealthy', usable: 0, total: 2, services: { default: 'unhealthy' } });
   assert.equal((await lb.admin('/ready')).status, 200);
   assert.equal((await lb.admin('/backends/alpha/enable', 'POST')).status, 200);
   assert.equal((await lb.admin('/health')).status, 200);
@@ -364,7 +364,7 @@ test('drain keeps existing connections and takes no new ones; disable cuts them;
   const d = await lb.admin(`/backends/${x}/drain`, 'POST');
   assert.equal(d.status, 200);
   assert.match(String(d.headers['content-type']), /^application\/json/);
-  assert.deepEqual(JSON.parse(d.body), { backend: x, action: 'drain', state: 'draining' });
+  assert.deepEqual(JSON.parse(d.body), { service: 'default', backend: x, action: 'drain', state: 'draining' });
   await c.echo('two');
   const drained = await row(lb, x);
   assert.equal(drained.state, 'draining');
@@ -377,7 +377,7 @@ test('drain keeps existing connections and takes no new ones; disable cuts them;
 
   const dis = await lb.admin(`/backends/${x}/disable`, 'POST');
   assert.equal(dis.status, 200);
-  assert.deepEqual(JSON.parse(dis.body), { backend: x, action: 'disable', state: 'disabled' });
+  assert.deepEqual(JSON.parse(dis.body), { service: 'default', backend: x, action: 'disable', state: 'disabled' });
   await within(c.closed, 5000, 'disable to cut the open connection');
   await waitFor(async () => (await row(lb, x)).active === 0, 5000, `${x} to have no active connection`);
   assert.equal((await row(lb, x)).state, 'disabled');
@@ -385,7 +385,7 @@ test('drain keeps existing connections and takes no new ones; disable cuts them;
 
   const en = await lb.admin(`/backends/${x}/enable`, 'POST');
   assert.equal(en.status, 200);
-  assert.deepEqual(JSON.parse(en.body), { backend: x, action: 'enable', state: 'healthy' });
+  assert.deepEqual(JSON.parse(en.body), { service: 'default', backend: x, action: 'enable', state: 'healthy' });
   const after = await picks(lb.port, 6);
   assert.equal(after.filter((n) => n === x).length, 2, `round robin reaches ${x} again: ${after.join(',')}`);
 

@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ENV_SETTINGS, SCHEMA, SECTIONS } from '../src/config/schema';
+import { ENV_SETTINGS, LISTS, SCHEMA, SECTIONS } from '../src/config/schema';
 
 type AnyRow = { readonly kind: string; readonly def?: unknown; readonly shown?: string; readonly doc: string };
 
@@ -39,7 +39,7 @@ function shownDefault(key: string, r: AnyRow): string {
 
 function referenceRows(): string[] {
   return SECTIONS.flatMap((s) =>
-    Object.entries(SCHEMA[s] as Record<string, AnyRow>).map(([key, r]) => `| \`${s}${s === 'backends' ? '[]' : ''}.${key}\` | ${shownDefault(key, r)} | ${r.doc} |`),
+    Object.entries(SCHEMA[s] as Record<string, AnyRow>).map(([key, r]) => `| \`${s}${(LISTS as readonly string[]).includes(s) ? '[]' : ''}.${key}\` | ${shownDefault(key, r)} | ${r.doc} |`),
   );
 }
 

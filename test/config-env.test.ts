@@ -78,7 +78,7 @@ describe('each LEMONADE_LB_* variable overrides the file', () => {
   });
 
   const cases: { name: string; value: string; get: (c: Config) => unknown; want: unknown }[] = [
-    { name: 'LEMONADE_LB_LISTEN_ADDRESS', value: '[::]:8443', get: (c) => [c.proxy.listenAddress, c.proxy.listen.host, c.proxy.listen.port], want: ['[::]:8443', '::', 8443] },
+    { name: 'LEMONADE_LB_LISTEN_ADDRESS', value: '[::]:8443', get: (c) => [c.proxy.listenAddress, c.proxy.listen!.host, c.proxy.listen!.port], want: ['[::]:8443', '::', 8443] },
     { name: 'LEMONADE_LB_STRATEGY', value: 'least-connections', get: (c) => c.strategy, want: 'least_connections' },
     { name: 'LEMONADE_LB_MAX_CONNECTIONS', value: '777', get: (c) => c.proxy.maxConnections, want: 777 },
     { name: 'LEMONADE_LB_ADMIN_ADDRESS', value: '0.0.0.0:9999', get: (c) => [c.admin.listenAddress, c.admin.listen], want: ['0.0.0.0:9999', { host: '0.0.0.0', port: 9999 }] },

@@ -103,6 +103,19 @@ describe('defaults (SPEC §2)', () => {
         { id: 0, name: 'backend-1', address: '10.0.1.10:8080', host: '10.0.1.10', port: 8080, weight: 1, maxConnections: 0, backup: false },
       ],
       health: { intervalMs: 10000, timeoutMs: 3000, kind: 'tcp', path: '/health', healthyThreshold: 2, unhealthyThreshold: 3, slowStartMs: 0 },
+      // the seed's layout is the one service "default", with the [proxy] and [health] values above
+      services: [
+        {
+          name: 'default',
+          listenAddress: '0.0.0.0:8080',
+          listen: { host: '0.0.0.0', port: 8080 },
+          maxConnections: 0,
+          algorithm: 'adaptive',
+          proxy: { connectTimeoutMs: 3000, idleTimeoutMs: 3600000, connectRetries: 2, proxyProtocol: 'off', allow: [], deny: [], clientRateLimit: null, clientMaxConnections: 0 },
+          health: { intervalMs: 10000, timeoutMs: 3000, kind: 'tcp', path: '/health', healthyThreshold: 2, unhealthyThreshold: 3, slowStartMs: 0 },
+          backends: [{ id: 0, name: 'backend-1', address: '10.0.1.10:8080', host: '10.0.1.10', port: 8080, weight: 1, maxConnections: 0, backup: false }],
+        },
+      ],
       metrics: { intervalMs: 30000 },
       admin: { listenAddress: '127.0.0.1:9090', listen: { host: '127.0.0.1', port: 9090 }, token: '', allowedHosts: [] },
     });
@@ -709,9 +722,9 @@ describe('all errors are collected', () => {
     );
   });
 
-  test('no listen_address and no backends: both reported', () => {
+  test('an empty file: no service at all is reported (listen_address is required only with top-level backends, SPEC §7)', () => {
     const issues = bad('');
-    assert.deepEqual(issues.map((i) => i.path).sort(), ['backends', 'proxy.listen_address']);
+    assert.deepEqual(issues.map((i) => i.path).sort(), ['backends']);
   });
 });
 

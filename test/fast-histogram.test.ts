@@ -11,7 +11,7 @@ test('FastHistogram matches prom-client Histogram output, labelled and not', asy
   for (const label of [null, 'backend'] as const) {
     const ours = new Registry();
     const theirs = new Registry();
-    const f = new FastHistogram('x_seconds', 'help text', bounds, label);
+    const f = new FastHistogram('x_seconds', 'help text', bounds, label === null ? null : (v) => ({ [label]: v }));
     ours.registerMetric(f.asMetric());
     const h = new Histogram({ name: 'x_seconds', help: 'help text', buckets: bounds, labelNames: label ? [label] : [], registers: [theirs] });
     for (const [i, v] of samples.entries()) {

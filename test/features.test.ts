@@ -122,7 +122,7 @@ test('proxy_protocol = "off" (the default) sends the client\'s bytes only', asyn
 
 async function rejected(b: Balancer, reason: string): Promise<number> {
   const text = (await b.admin('/metrics')).body;
-  const m = new RegExp(`^lemonade_connections_rejected_total\\{reason="${reason}"\\} (\\d+)`, 'm').exec(text);
+  const m = new RegExp(`^lemonade_connections_rejected_total\\{service="default",reason="${reason}"\\} (\\d+)`, 'm').exec(text);
   return m ? Number(m[1]) : 0;
 }
 

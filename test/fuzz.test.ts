@@ -335,9 +335,10 @@ const fakeApi = (): AdminApi & { actions: number; reloads: number } => {
     status: () => ({ version: 'x' }),
     backends: () => [{ name: 'b1', state: 'healthy' }],
     events: () => [],
-    backendAction: (name: string) => {
+    services: () => [],
+    backendAction: (_service: string | undefined, name: string) => {
       api.actions++;
-      return name === 'b1' ? ('ok' as const) : ('not_found' as const);
+      return name === 'b1' ? { kind: 'ok' as const, service: 'default', state: 'draining' } : { kind: 'not_found' as const, what: `backend named "${name}"` };
     },
     reload: async () => {
       api.reloads++;

@@ -367,17 +367,17 @@ describe('health', { concurrency: true }, () => {
       assert.deepEqual([down.last_check?.ok, down.last_check?.error], [false, 'ECONNREFUSED']);
 
       const m = (await lb.admin('/metrics')).body;
-      assert.match(m, /^lemonade_backend_up\{backend="up"\} 1$/m);
-      assert.match(m, /^lemonade_backend_up\{backend="down"\} 0$/m);
-      assert.match(m, /^lemonade_health_checks_total\{backend="up",result="success"\} [1-9]\d*$/m);
-      assert.match(m, /^lemonade_health_checks_total\{backend="down",result="failure"\} [1-9]\d*$/m);
-      assert.doesNotMatch(m, /^lemonade_health_checks_total\{backend="up",result="failure"\}/m);
-      assert.match(m, /^lemonade_backend_state\{backend="up",state="healthy"\} 1$/m);
-      assert.match(m, /^lemonade_backend_state\{backend="up",state="unhealthy"\} 0$/m);
-      assert.match(m, /^lemonade_backend_state\{backend="down",state="unhealthy"\} 1$/m);
-      assert.match(m, /^lemonade_backend_state\{backend="down",state="healthy"\} 0$/m);
+      assert.match(m, /^lemonade_backend_up\{service="default",backend="up"\} 1$/m);
+      assert.match(m, /^lemonade_backend_up\{service="default",backend="down"\} 0$/m);
+      assert.match(m, /^lemonade_health_checks_total\{service="default",backend="up",result="success"\} [1-9]\d*$/m);
+      assert.match(m, /^lemonade_health_checks_total\{service="default",backend="down",result="failure"\} [1-9]\d*$/m);
+      assert.doesNotMatch(m, /^lemonade_health_checks_total\{service="default",backend="up",result="failure"\}/m);
+      assert.match(m, /^lemonade_backend_state\{service="default",backend="up",state="healthy"\} 1$/m);
+      assert.match(m, /^lemonade_backend_state\{service="default",backend="up",state="unhealthy"\} 0$/m);
+      assert.match(m, /^lemonade_backend_state\{service="default",backend="down",state="unhealthy"\} 1$/m);
+      assert.match(m, /^lemonade_backend_state\{service="default",backend="down",state="healthy"\} 0$/m);
       // the counters move with each round
-      const checks = (text: string): number => Number(/^lemonade_health_checks_total\{backend="down",result="failure"\} (\d+)$/m.exec(text)![1]);
+      const checks = (text: string): number => Number(/^lemonade_health_checks_total\{service="default",backend="down",result="failure"\} (\d+)$/m.exec(text)![1]);
       const before = checks(m);
       await waitFor(async () => checks((await lb.admin('/metrics')).body) >= before + 2, 3000, 'two more failed checks counted');
     });

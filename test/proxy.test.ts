@@ -101,7 +101,7 @@ test('max_connections = 3 with six clients leaves three open and closes three at
   assert.equal(status.connections.active, 3);
   assert.equal(status.connections.rejected, 3);
   const metrics = (await lb.admin('/metrics')).body;
-  assert.match(metrics, /lemonade_connections_rejected_total\{reason="max_connections"\} 3/);
+  assert.match(metrics, /lemonade_connections_rejected_total\{service="default",reason="max_connections"\} 3/);
 });
 
 test('backends named by host name: "localhost" is resolved and reached; a name that does not resolve is unhealthy and gets nothing', async (t) => {
@@ -160,7 +160,7 @@ test('a refused backend is retried on another one: 20 of 20 requests succeed', a
   assert.equal(dead.total, 0, 'failed attempts are not connections');
   assert.equal(backends.find((b) => b.name === 'live')!.total, 20);
   assert.equal(dead.state, 'unhealthy', 'passive health ejected it after repeated failures');
-  assert.match((await lb.admin('/metrics')).body, /lemonade_backend_connect_errors_total\{backend="dead"\} [1-9]/);
+  assert.match((await lb.admin('/metrics')).body, /lemonade_backend_connect_errors_total\{service="default",backend="dead"\} [1-9]/);
 });
 
 test('with no usable backend the client is closed well under a second', async (t) => {
@@ -174,7 +174,7 @@ test('with no usable backend the client is closed well under a second', async (t
   const r = await tcpExchange(lb.port, 'x', { end: false });
   assert.equal(r.data.length, 0);
   assert.ok(r.closedMs < 500, `closed after ${r.closedMs} ms`);
-  assert.match((await lb.admin('/metrics')).body, /lemonade_connections_rejected_total\{reason="no_backend"\} [1-9]/);
+  assert.match((await lb.admin('/metrics')).body, /lemonade_connections_rejected_total\{service="default",reason="no_backend"\} [1-9]/);
 });
 
 test('a half-closed client still gets its echo', async (t) => {
@@ -272,7 +272,7 @@ test('client ACL: a denied address is closed at once and counted', async (t) => 
   const before = echo.accepted;
   const r = await tcpExchange(lb.port, 'x', { end: false });
   assert.equal(r.data.length, 0);
-  assert.match((await lb.admin('/metrics')).body, /lemonade_connections_rejected_total\{reason="acl"\} 1/);
+  assert.match((await lb.admin('/metrics')).body, /lemonade_connections_rejected_total\{service="default",reason="acl"\} 1/);
   assert.equal(echo.accepted, before, 'the backend never saw the denied client');
 });
 
@@ -325,14 +325,14 @@ test('connection metrics count per backend; active returns to 0', async (t) => {
     await echo.close();
   });
   for (let i = 0; i < 5; i++) await tcpExchange(lb.port, 'abc');
-  await waitFor(async () => /lemonade_connections_active\{backend="only"\} 0/.test((await lb.admin('/metrics')).body), 3000, 'active 0');
+  await waitFor(async () => /lemonade_connections_active\{service="default",backend="only"\} 0/.test((await lb.admin('/metrics')).body), 3000, 'active 0');
   const m = (await lb.admin('/metrics')).body;
-  assert.match(m, /lemonade_connections_total\{backend="only"\} 5/);
-  assert.match(m, /lemonade_bytes_total\{backend="only",direction="in"\} 15/);
-  assert.match(m, /lemonade_bytes_total\{backend="only",direction="out"\} 15/);
-  assert.match(m, /lemonade_backend_connect_duration_seconds_count\{backend="only"\} 5/);
+  assert.match(m, /lemonade_connections_total\{service="default",backend="only"\} 5/);
+  assert.match(m, /lemonade_bytes_total\{service="default",backend="only",direction="in"\} 15/);
+  assert.match(m, /lemonade_bytes_total\{service="default",backend="only",direction="out"\} 15/);
+  assert.match(m, /lemonade_backend_connect_duration_seconds_count\{service="default",backend="only"\} 5/);
   assert.match(m, /lemonade_max_connections 100000/);
-  assert.match(m, /lemonade_backend_state\{backend="only",state="healthy"\} 1/);
+  assert.match(m, /lemonade_backend_state\{service="default",backend="only",state="healthy"\} 1/);
   assert.match(m, /lemonade_build_info\{version="[^"]+"\} 1/);
   assert.match(m, /process_cpu_seconds_total/);
 });

@@ -56,8 +56,8 @@ test('a SIGTERM during a reload\'s prepare: the new listener is never installed,
   const inPrepare = new Promise<void>((r) => (entered = r));
   let release!: () => void;
   const gate = new Promise<void>((r) => (release = r));
-  plane.prepare = async (addr: HostPort): Promise<Pending> => {
-    const p = await prepare(addr);
+  plane.prepare = async (service: string, addr: HostPort): Promise<Pending> => {
+    const p = await prepare(service, addr);
     entered();
     await gate;
     return p;

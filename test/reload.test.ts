@@ -10,7 +10,6 @@ import { join } from 'node:path';
 import {
   startBalancer,
   startNamed,
-  startEcho,
   startTcpServer,
   startWorker,
   testConfig,
@@ -364,8 +363,8 @@ test('a backend removed and re-added with the same id and address takes its drai
   await lb.admin('/reload', 'POST');
   await generationAtLeast(lb, 2);
   const metrics = (await lb.admin('/metrics')).body;
-  assert.match(metrics, /lemonade_connections_active\{backend="b"\} 1/, 'a draining connection is still active');
-  assert.match(metrics, /lemonade_connections_active\{backend="c"\} 1/);
+  assert.match(metrics, /lemonade_connections_active\{service="default",backend="b"\} 1/, 'a draining connection is still active');
+  assert.match(metrics, /lemonade_connections_active\{service="default",backend="c"\} 1/);
 
   lb.writeConfig(config(['b']));
   await lb.admin('/reload', 'POST');

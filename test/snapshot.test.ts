@@ -3,7 +3,7 @@
 
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { Snapshot, type SnapshotBackend } from '../src/core/snapshot';
+import { Snapshot, type ServiceSnapshot, type SnapshotBackend } from '../src/core/snapshot';
 import { LoadTable, BackendLoad } from '../src/core/stats';
 import { backendKey } from '../src/core/backend';
 import { STRATEGIES } from '../src/strategy/index';
@@ -44,7 +44,7 @@ function config(backends: B[], extra: { algorithm?: string; proxy?: string; heal
 }
 
 interface World {
-  snap: Snapshot;
+  snap: ServiceSnapshot;
   clock: { now: number };
   loads: LoadTable;
   /** the backend of that name */
@@ -55,7 +55,7 @@ interface World {
 
 function world(cfg: Config, strategies: Readonly<Record<string, StrategyFactory>> = STRATEGIES, loads?: LoadTable, clock = { now: 1_000_000 }): World {
   const table = loads ?? new LoadTable(() => clock.now);
-  const snap = new Snapshot(cfg, 1, table, { now: () => clock.now, random: () => 0.5, strategies });
+  const snap = new Snapshot(cfg, 1, table, { now: () => clock.now, random: () => 0.5, strategies }).service('default')!;
   return {
     snap,
     clock,
@@ -327,14 +327,16 @@ describe('slow start', () => {
 });
 
 describe('snapshot and load table', () => {
-  test('the snapshot and its backend list are frozen; generation and config are kept', () => {
+  test('the snapshot, its services and their backend lists are frozen; generation and config are kept', () => {
     const cfg = config([{ name: 'a' }]);
-    const w = world(cfg);
-    assert.ok(Object.isFrozen(w.snap));
-    assert.ok(Object.isFrozen(w.snap.backends));
-    assert.equal(w.snap.generation, 1);
-    assert.equal(w.snap.config, cfg);
-    assert.equal(w.snap.backends[0]!.spec, cfg.backends[0]);
+    const snap = new Snapshot(cfg, 1, new LoadTable(() => 0), { now: () => 0, random: () => 0.5, strategies: STRATEGIES });
+    const svc = snap.service('default')!;
+    assert.ok(Object.isFrozen(snap) && Object.isFrozen(snap.services) && Object.isFrozen(svc) && Object.isFrozen(svc.backends));
+    assert.equal(snap.generation, 1);
+    assert.equal(snap.config, cfg);
+    assert.equal(svc.svc, cfg.services[0]);
+    assert.equal(svc.backends[0]!.spec, cfg.backends[0]);
+    assert.equal(snap.backends[0], svc.backends[0]);
   });
 
   test('the strategy of the config is used, with the injected random source', () => {
@@ -347,7 +349,7 @@ describe('snapshot and load table', () => {
     };
     const snap = new Snapshot(config([{ name: 'a' }, { name: 'b' }], { algorithm: 'least_connections' }), 7, table, { now: () => 0, random, strategies: { least_connections: f } });
     assert.equal(got, random);
-    assert.equal(snap.pick()?.name, 'b');
+    assert.equal(snap.services[0]!.pick()?.name, 'b');
   });
 
   test('load figures are shared by snapshots of the same backend (id and address), so they survive a reload', () => {
@@ -367,12 +369,13 @@ describe('snapshot and load table', () => {
 
   test('a changed address is a new endpoint with fresh figures', () => {
     const table = new LoadTable(() => 0);
-    const old = table.get(backendKey({ id: 0, address: '10.0.0.1:80' }));
+    const old = table.get(backendKey('default', { id: 0, address: '10.0.0.1:80' }));
     old.acquire();
-    const fresh = table.get(backendKey({ id: 0, address: '10.0.0.9:80' }));
+    const fresh = table.get(backendKey('default', { id: 0, address: '10.0.0.9:80' }));
     assert.notEqual(fresh, old);
     assert.equal(fresh.active, 0);
-    assert.equal(backendKey({ id: 3, address: '[::1]:80' }), '3@[::1]:80');
+    assert.equal(backendKey('default', { id: 3, address: '[::1]:80' }), 'default/3@[::1]:80');
+    assert.notEqual(backendKey('a', { id: 3, address: '[::1]:80' }), backendKey('b', { id: 3, address: '[::1]:80' }), 'the same backend in two services has two sets of figures');
   });
 
   test('LoadTable.sweep forgets removed backends only once their last connection closed', () => {
@@ -446,7 +449,7 @@ describe('BackendLoad.state()', () => {
 });
 
 describe('a reload keeps the strategy state when the algorithm stays', () => {
-  const names = (snap: Snapshot, n: number): string[] => Array.from({ length: n }, () => snap.pick()?.name ?? '-');
+  const names = (snap: Snapshot, n: number): string[] => Array.from({ length: n }, () => snap.services[0]!.pick()?.name ?? '-');
   const env = { now: () => 1_000_000, random: () => 0.5, strategies: STRATEGIES };
   const abc = [{ name: 'a', weight: 3 }, { name: 'b', weight: 1 }, { name: 'c', weight: 1 }];
 

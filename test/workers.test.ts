@@ -125,7 +125,7 @@ test('workers = 2: two data-plane processes serve one address; status and metric
   assert.equal(metric(m, 'lemonade_connections_total'), answers.length);
   assert.equal(metric(m, 'lemonade_connection_duration_seconds_count'), answers.length);
   assert.equal(metric(m, 'lemonade_backend_connect_duration_seconds_count'), answers.length);
-  assert.equal(metric(m, 'lemonade_bytes_total', 'backend="n1",direction="out"'), answers.filter((a) => a === 'n1').length * 3);
+  assert.equal(metric(m, 'lemonade_bytes_total', 'service="default",backend="n1",direction="out"'), answers.filter((a) => a === 'n1').length * 3);
 });
 
 test('workers = 2: a reload reaches every worker', async (t) => {

@@ -11,11 +11,20 @@ import { STATUS_PAGE, STATUS_PAGE_CSP } from './status-page';
 
 export type AdminAction = 'drain' | 'enable' | 'disable';
 
+export type HealthStatus = 'healthy' | 'degraded' | 'unhealthy';
+
 export interface HealthReport {
-  readonly status: 'healthy' | 'degraded' | 'unhealthy';
+  readonly status: HealthStatus;
   readonly usable: number;
   readonly total: number;
+  /** each service's own status (the whole balancer's report) */
+  readonly services?: Readonly<Record<string, HealthStatus>>;
+  /** the service judged alone (GET /health?service=NAME) */
+  readonly service?: string;
 }
+
+/** What a backend action came to: done, nothing of that name, or the name in several services. */
+export type ActionResult = { readonly kind: 'ok'; readonly service: string; readonly state: string } | { readonly kind: 'not_found'; readonly what: string } | { readonly kind: 'ambiguous'; readonly services: readonly string[] };
 
 export interface ReloadOutcome {
   readonly result: 'success' | 'failure';
@@ -26,14 +35,17 @@ export interface ReloadOutcome {
 }
 
 export interface AdminApi {
-  health(): HealthReport;
+  /** the whole balancer, or one service (null: no such service) */
+  health(service?: string): HealthReport | null;
   ready(): boolean;
   /** bring the data plane's figures up to date before they are read (several processes) */
   refresh(): Promise<void>;
   status(): unknown;
   backends(): unknown[];
+  services(): unknown[];
   events(): unknown;
-  backendAction(name: string, action: AdminAction): 'ok' | 'not_found';
+  /** `service` undefined: the backend of that name, if only one service has it */
+  backendAction(service: string | undefined, name: string, action: AdminAction): ActionResult;
   reload(trigger: string): Promise<ReloadOutcome>;
   metrics(): Promise<{ contentType: string; body: string }>;
   token(): string;
@@ -202,8 +214,10 @@ const ROUTES: readonly Route[] = [
   {
     match: /^\/health$/,
     methods: ['GET'],
-    run: (api, res) => {
-      const h = api.health();
+    run: (api, res, _m, url) => {
+      const service = url.searchParams.get('service');
+      const h = api.health(service ?? undefined);
+      if (h === null) return send(res, 404, { error: `no service named "${service}"` });
       send(res, h.status === 'unhealthy' ? 503 : 200, h);
     },
   },
@@ -217,18 +231,22 @@ const ROUTES: readonly Route[] = [
   },
   { match: /^\/status$/, methods: ['GET'], run: async (api, res) => (await api.refresh(), send(res, 200, api.status())) },
   { match: /^\/backends$/, methods: ['GET'], run: async (api, res) => (await api.refresh(), send(res, 200, api.backends())) },
+  { match: /^\/services$/, methods: ['GET'], run: async (api, res) => (await api.refresh(), send(res, 200, api.services())) },
   { match: /^\/events$/, methods: ['GET'], run: (api, res) => send(res, 200, api.events()) },
   {
     match: /^\/backends\/([^/]+)\/(drain|enable|disable)$/,
     methods: ['POST'],
     mutating: true,
+    run: (api, res, m) => backendAction(api, res, undefined, m[1]!, m[2] as AdminAction),
+  },
+  {
+    match: /^\/services\/([^/]+)\/backends\/([^/]+)\/(drain|enable|disable)$/,
+    methods: ['POST'],
+    mutating: true,
     run: (api, res, m) => {
-      const name = decodeName(m[1]!);
-      if (name === null) return send(res, 400, { error: `malformed backend name in the path: ${m[1]!}` });
-      const action = m[2] as AdminAction;
-      const r = api.backendAction(name, action);
-      if (r === 'not_found') send(res, 404, { error: `no backend named "${name}"` });
-      else send(res, 200, { backend: name, action, state: (api.backends() as { name: string; state: string }[]).find((b) => b.name === name)?.state });
+      const service = decodeName(m[1]!);
+      if (service === null) return send(res, 400, { error: `malformed service name in the path: ${m[1]!}` });
+      backendAction(api, res, service, m[2]!, m[3] as AdminAction);
     },
   },
   {
@@ -251,6 +269,19 @@ const ROUTES: readonly Route[] = [
     },
   },
 ];
+
+function backendAction(api: AdminApi, res: ServerResponse, service: string | undefined, segment: string, action: AdminAction): void {
+  const name = decodeName(segment);
+  if (name === null) return send(res, 400, { error: `malformed backend name in the path: ${segment}` });
+  const r = api.backendAction(service, name, action);
+  if (r.kind === 'not_found') send(res, 404, { error: `no ${r.what}` });
+  else if (r.kind === 'ambiguous') {
+    send(res, 409, {
+      error: `backend "${name}" is in several services (${r.services.join(', ')}): use POST /services/SERVICE/backends/${segment}/${action}`,
+      services: r.services,
+    });
+  } else send(res, 200, { service: r.service, backend: name, action, state: r.state });
+}
 
 /** The percent-decoded backend name of a path segment, or null when its escapes are malformed. */
 function decodeName(segment: string): string | null {

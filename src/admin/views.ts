@@ -3,14 +3,15 @@
 // HTTP server reads through. No sockets here: admin/server.ts serves these.
 
 import type { BackendConfig } from '../config/schema';
-import type { AdminState } from '../core/backend';
+import { backendRef, shownName, type AdminState } from '../core/backend';
+import type { ServiceSnapshot } from '../core/snapshot';
 import type { BackendLoad } from '../core/stats';
 import type { EventRing } from '../obs/events';
 import type { Logger } from '../obs/logger';
 import type { Metrics } from '../obs/metrics';
 import type { LiveState } from '../runtime/live-state';
 import type { DataPlane } from '../runtime/plane';
-import type { AdminAction, AdminApi, HealthReport, ReloadOutcome } from './server';
+import type { ActionResult, AdminAction, AdminApi, HealthReport, HealthStatus, ReloadOutcome } from './server';
 
 export interface ViewDeps {
   readonly state: LiveState;
@@ -32,21 +33,59 @@ export interface ViewDeps {
 export class AdminViews {
   constructor(private readonly d: ViewDeps) {}
 
-  health(): HealthReport {
+  /**
+   * The whole balancer: 503 when no service has a usable backend (or it does not listen, or
+   * stops), degraded when some service has none or some backend is unhealthy. With `service`:
+   * that service alone (null when there is no such service).
+   */
+  health(service?: string): HealthReport | null {
     const snap = this.d.state.snapshot;
+    const down = this.d.state.stopping || !this.d.plane.listening;
+    if (service !== undefined) {
+      const svc = snap.service(service);
+      if (!svc) return null;
+      const usable = down ? 0 : svc.usableCount();
+      return { status: down ? 'unhealthy' : serviceStatus(svc, usable), usable, total: svc.backends.length, service };
+    }
     const total = snap.backends.length;
-    if (this.d.state.stopping || !this.d.plane.listening) return { status: 'unhealthy', usable: 0, total };
-    const usable = snap.usableCount();
-    if (usable === 0) return { status: 'unhealthy', usable, total };
-    const considered = snap.backends.filter((b) => b.load.admin === 'enabled');
-    const down = considered.some((b) => b.load.state() === 'unhealthy');
-    return { status: down ? 'degraded' : 'healthy', usable, total };
+    const services: Record<string, HealthStatus> = {};
+    let usable = 0;
+    for (const svc of snap.services) {
+      const n = down ? 0 : svc.usableCount();
+      usable += n;
+      services[svc.name] = down ? 'unhealthy' : serviceStatus(svc, n);
+    }
+    const statuses = Object.values(services);
+    const status: HealthStatus = down || usable === 0 ? 'unhealthy' : statuses.every((x) => x === 'healthy') ? 'healthy' : 'degraded';
+    return { status, usable, total, services };
   }
 
   backends(): Record<string, unknown>[] {
-    const rows = this.d.state.snapshot.backends.map((b) => backendRow(b.spec, b.load));
-    for (const { spec, load } of this.d.state.drainingBackends()) rows.push(backendRow(spec, load));
+    const rows = this.d.state.snapshot.backends.map((b) => backendRow(b.service, b.spec, b.load));
+    for (const { service, spec, load } of this.d.state.drainingBackends()) rows.push(backendRow(service, spec, load));
     return rows;
+  }
+
+  /** GET /services: each service's listener, algorithm and figures. */
+  services(): Record<string, unknown>[] {
+    const { state: s, plane, metrics } = this.d;
+    const addresses = plane.addresses();
+    const open = plane.openByService();
+    return s.snapshot.services.map((svc) => {
+      let total = 0;
+      for (const b of svc.backends) total += b.load.total;
+      return {
+        name: svc.name,
+        listen_address: addresses.get(svc.name) ?? svc.svc.listenAddress,
+        sni: [],
+        algorithm: svc.svc.algorithm,
+        active: open.get(svc.name) ?? 0,
+        total,
+        rejected: metrics.rejectedCount(svc.name),
+        usable: svc.usableCount(),
+        backends: svc.backends.length,
+      };
+    });
   }
 
   status(): Record<string, unknown> {
@@ -70,35 +109,47 @@ export class AdminViews {
         rejected: this.d.metrics.rejectedCount(),
       },
       backends: this.backends(),
+      services: this.services(),
       ...(this.d.workers > 1 ? { workers: plane.processes() } : {}),
     };
   }
 
-  backendAction(name: string, action: AdminAction): 'ok' | 'not_found' {
-    const b = this.d.state.snapshot.backends.find((x) => x.name === name);
-    if (!b) return 'not_found';
+  /**
+   * An operator's drain, enable or disable of one backend. Without `service` the name must be
+   * in one service only (else 'ambiguous', for a 409 naming the services).
+   */
+  backendAction(service: string | undefined, name: string, action: AdminAction): ActionResult {
+    const snap = this.d.state.snapshot;
+    if (service !== undefined && !snap.service(service)) return { kind: 'not_found', what: `service named "${service}"` };
+    const hits = snap.backends.filter((x) => x.name === name && (service === undefined || x.service === service));
+    if (hits.length === 0) return { kind: 'not_found', what: service === undefined ? `backend named "${name}"` : `backend named "${name}" in service "${service}"` };
+    if (hits.length > 1) return { kind: 'ambiguous', services: hits.map((b) => b.service) };
+    const b = hits[0]!;
     const state: AdminState = action === 'enable' ? 'enabled' : action === 'drain' ? 'draining' : 'disabled';
-    if (state === 'enabled') this.d.state.operator.delete(name);
-    else this.d.state.operator.set(name, state);
+    const ref = backendRef(b.service, name);
+    if (state === 'enabled') this.d.state.operator.delete(ref);
+    else this.d.state.operator.set(ref, state);
     b.load.admin = state;
-    this.d.logger.info({ backend: name, action }, `backend ${name}: ${action}`);
-    this.d.events.push('admin', `${name}: ${action}`);
+    const shown = shownName(b.service, name);
+    this.d.logger.info({ service: b.service, backend: name, action }, `backend ${shown}: ${action}`);
+    this.d.events.push('admin', `${shown}: ${action}`);
     // disable cuts the backend's connections at once; drain lets them finish
-    this.d.plane.adminChanged(name, b.load.key, state, action === 'disable');
-    return 'ok';
+    this.d.plane.adminChanged(ref, b.load.key, state, action === 'disable');
+    return { kind: 'ok', service: b.service, state: b.load.state() };
   }
 
   /** The interface admin/server.ts reads the balancer through. */
   api(): AdminApi {
     const { state: s, plane, metrics } = this.d;
     return {
-      health: () => this.health(),
+      health: (service) => this.health(service),
       ready: () => s.ready && !s.stopping && plane.listening,
       refresh: () => plane.refresh(),
       status: () => this.status(),
       backends: () => this.backends(),
+      services: () => this.services(),
       events: () => this.d.events.list(),
-      backendAction: (n, a) => this.backendAction(n, a),
+      backendAction: (svc, n, a) => this.backendAction(svc, n, a),
       reload: (t) => this.d.reload(t),
       metrics: async () => ({ contentType: metrics.registry.contentType, body: await metrics.registry.metrics() }),
       token: () => s.config.admin.token,
@@ -107,9 +158,16 @@ export class AdminViews {
   }
 }
 
-function backendRow(spec: BackendConfig, load: BackendLoad): Record<string, unknown> {
+/** A service's own status: unhealthy with no usable backend, degraded with an enabled one down. */
+function serviceStatus(svc: ServiceSnapshot, usable: number): HealthStatus {
+  if (usable === 0) return 'unhealthy';
+  return svc.backends.some((b) => b.load.admin === 'enabled' && b.load.state() === 'unhealthy') ? 'degraded' : 'healthy';
+}
+
+function backendRow(service: string, spec: BackendConfig, load: BackendLoad): Record<string, unknown> {
   const lc = load.lastCheck;
   return {
+    service,
     id: spec.id,
     name: spec.name,
     address: spec.address,

@@ -1,6 +1,7 @@
 // `lemonade status` and `lemonade backend drain|enable|disable NAME [--service SVC]`: clients of
 // the admin API (SPEC §4, §7).
 
+import { shownName } from '../core/backend';
 import { AdminRequestError, AdminUnreachableError } from '../errors';
 
 export const DEFAULT_ADMIN_URL = 'http://127.0.0.1:9090';
@@ -139,6 +140,6 @@ export async function runBackendAction(
   const r = (await call(url, 'POST', token, ambiguous)) as { service?: unknown; state?: string };
   // the answer names the service the old path found (a balancer older than services does not)
   const svc = service ?? (typeof r.service === 'string' ? r.service : undefined);
-  out(`${svc === undefined ? '' : `${svc}/`}${name}: ${r.state ?? action}`);
+  out(`${svc === undefined ? name : shownName(svc, name)}: ${r.state ?? action}`);
   return 0;
 }

@@ -50,7 +50,7 @@ export async function runDemo(configPath: string, out: (s: string) => void): Pro
     for (const c of children) c.kill('SIGTERM');
     throw e;
   }
-  const [host, port] = [loaded.config.proxy.listen.host, loaded.config.proxy.listen.port];
+  const [host, port] = [loaded.config.services[0]!.listen.host, loaded.config.services[0]!.listen.port];
   out('');
   out(`lemonade demo: ${backends.length} workers (${backends[backends.length - 1]!.name} answers after ${SLOW_WORKER_DELAY_MS} ms) behind ${loaded.config.strategy}`);
   out(`  try:        curl http://${host}:${port}/        (or: for i in $(seq 10); do curl -s http://${host}:${port}/; done)`);

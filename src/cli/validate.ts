@@ -3,6 +3,7 @@
 import net from 'node:net';
 import { loadConfig, type Env } from '../config/load';
 import type { Config } from '../config/schema';
+import { shownName } from '../core/backend';
 import { adminExposureWarnings } from '../admin/exposure';
 import { ConfigInvalidError, LemonadeError, formatIssue, type ConfigIssue } from '../errors';
 
@@ -45,7 +46,13 @@ export async function runValidate(o: ValidateOptions): Promise<number> {
     if (o.checkBackends || exposure.length > 0) body['warnings'] = [...exposure, ...warnings];
     o.out(JSON.stringify(body, null, 2));
   } else if (config) {
-    o.out(`${shown}: valid (listen ${config.proxy.listenAddress}, ${config.backends.length} backend${config.backends.length === 1 ? '' : 's'}, strategy ${config.strategy})`);
+    const n = (k: number, what: string): string => `${k} ${what}${k === 1 ? '' : 's'}`;
+    const only = config.services.length === 1 ? config.services[0]! : null;
+    o.out(
+      only
+        ? `${shown}: valid (listen ${only.listenAddress}, ${n(only.backends.length, 'backend')}, strategy ${only.algorithm})`
+        : `${shown}: valid (${n(config.services.length, 'service')}: ${config.services.map((s) => `${s.name} on ${s.listenAddress} with ${n(s.backends.length, 'backend')}`).join('; ')})`,
+    );
     for (const w of exposure) o.out(`warning: ${w.message}`);
     for (const w of warnings) o.out(`warning: backends: ${w.backend} (${w.address}) is unreachable: ${w.message}`);
   } else {
@@ -57,7 +64,7 @@ export async function runValidate(o: ValidateOptions): Promise<number> {
 
 export async function checkBackends(config: Config, timeoutMs = 2000): Promise<BackendWarning[]> {
   const results = await Promise.all(
-    config.backends.map(
+    config.services.flatMap((svc) => svc.backends.map((b) => ({ ...b, name: shownName(svc.name, b.name) }))).map(
       (b) =>
         new Promise<BackendWarning | null>((resolve) => {
           const s = net.connect({ host: b.host, port: b.port });

@@ -29,7 +29,7 @@ export interface RateLimit {
 //   doc          its line in the README's reference table (`shown`: the default as the README
 //                writes it, where the value alone does not say it)
 //   secret       never shown: logs, diffs, /status, the shown hash
-//   overridable  a [[services]] entry may set its own value (SPEC §7); not read yet
+//   overridable  a [[services]] entry may set its own value, defaulting to this one (SPEC §7)
 // Adding a key is one row here and its README row (test/config-docs.test.ts demands it).
 
 type Row = {
@@ -65,7 +65,7 @@ export const SCHEMA = {
     workers: { prop: 'workers', kind: 'int', def: 1, min: 0, max: 256, env: 'LEMONADE_LB_WORKERS', doc: 'data-plane processes; 0 = one per CPU. 1 is the single process. Read at start: a reload that changes it applies the rest and says the number stays until a restart. See *Several worker processes* below' },
   },
   proxy: {
-    listen_address: { prop: 'listenAddress', parsed: 'listen', kind: 'listen', def: null, emptyOk: false, env: 'LEMONADE_LB_LISTEN_ADDRESS', doc: '`host:port`; IPv6 as `"[::]:8080"`; ports 1-65535' },
+    listen_address: { prop: 'listenAddress', parsed: 'listen', kind: 'listen', def: null, emptyOk: true, env: 'LEMONADE_LB_LISTEN_ADDRESS', doc: '`host:port` of the `default` service; IPv6 as `"[::]:8080"`; ports 1-65535. Required with top-level `[[backends]]`' },
     max_connections: { prop: 'maxConnections', kind: 'int', def: 100000, min: 1, env: 'LEMONADE_LB_MAX_CONNECTIONS', doc: 'concurrent client connections; the next one is closed at once and counted' },
     connect_timeout: { prop: 'connectTimeoutMs', kind: 'duration', def: 3000, overridable: true, doc: 'connect to a backend' },
     idle_timeout: { prop: 'idleTimeoutMs', kind: 'duration', def: 3600000, overridable: true, doc: 'a connection with no bytes either way for this long is closed' },
@@ -95,6 +95,11 @@ export const SCHEMA = {
     healthy_threshold: { prop: 'healthyThreshold', kind: 'int', def: 2, min: 1, max: 1000, overridable: true, doc: 'consecutive successes to come back' },
     unhealthy_threshold: { prop: 'unhealthyThreshold', kind: 'int', def: 3, min: 1, max: 1000, overridable: true, doc: 'consecutive failures to go down (also: consecutive failed connects on live traffic before a passive ejection)' },
     slow_start: { prop: 'slowStartMs', kind: 'duration', def: 0, zeroOk: true, overridable: true, doc: 'a backend coming back ramps its weight from 5 % to 100 % over this time; 0 = off' },
+  },
+  services: {
+    name: { prop: 'name', kind: 'string', def: '', shown: '(required)', doc: 'unique, 1-64 of `[A-Za-z0-9._-]`; `default` is the service the top-level `[proxy]` and `[[backends]]` make' },
+    listen_address: { prop: 'listenAddress', parsed: 'listen', kind: 'listen', def: null, emptyOk: false, doc: '`host:port` this service listens on; one service per address' },
+    max_connections: { prop: 'maxConnections', kind: 'int', def: 0, min: 0, doc: "this service's concurrent client connections; 0 = only `proxy.max_connections`, the cap over all services" },
   },
   metrics: {
     interval: { prop: 'intervalMs', kind: 'duration', def: 30000, env: 'LEMONADE_LB_METRICS_INTERVAL_MS', doc: 'period of the summary log line' },
@@ -138,6 +143,9 @@ type Values<T> = Flat<
   } & ([Extract<T[keyof T], { kind: 'address' }>] extends [never] ? unknown : { readonly host: string; readonly port: number })
 >;
 
+/** The keys a [[services]] entry may set for itself (marked `overridable`), by section. */
+type Overridable<T> = { [K in keyof T as T[K] extends { overridable: true } ? K : never]: T[K] };
+
 /** Sections of one key whose value stands for the whole section in Config: `config.strategy`. */
 const FLAT = ['strategy'] as const satisfies readonly SectionName[];
 const isFlat = (s: SectionName): boolean => (FLAT as readonly string[]).includes(s);
@@ -145,10 +153,35 @@ const isFlat = (s: SectionName): boolean => (FLAT as readonly string[]).includes
 type Schema = typeof SCHEMA;
 export type BackendConfig = Values<Schema['backends']>;
 
-/** Every section's values; [[backends]] is a list of them. */
-export type Config = {
-  readonly [S in SectionName]: S extends 'backends' ? readonly BackendConfig[] : S extends (typeof FLAT)[number] ? ValueOf<Schema[S][keyof Schema[S]]> : Values<Schema[S]>;
+/** One service: a listener address and a pool, with its [proxy] and [health] settings resolved. */
+export type ServiceConfig = Values<Schema['services']> & {
+  readonly algorithm: Algorithm;
+  readonly proxy: Values<Overridable<Schema['proxy']>>;
+  readonly health: Values<Schema['health']>;
+  readonly backends: readonly BackendConfig[];
 };
+
+/** The sections that are lists of tables: [[backends]] and [[services]]. */
+export const LISTS = ['backends', 'services'] as const satisfies readonly SectionName[];
+const isList = (s: SectionName): boolean => (LISTS as readonly string[]).includes(s);
+
+/**
+ * Every section's values; [[backends]] is a list of them. `services` holds every service, the
+ * one named `default` (top-level [proxy] and [[backends]], when there are backends) first.
+ */
+export type Config = {
+  readonly [S in SectionName]: S extends 'backends'
+    ? readonly BackendConfig[]
+    : S extends 'services'
+      ? readonly ServiceConfig[]
+      : S extends (typeof FLAT)[number]
+        ? ValueOf<Schema[S][keyof Schema[S]]>
+        : Values<Schema[S]>;
+};
+
+/** The name of the service the top-level [proxy], [strategy], [health] and [[backends]] make. */
+export const DEFAULT_SERVICE = 'default';
+const SERVICE_NAME_RE = /^[A-Za-z0-9._-]{1,64}$/;
 
 export type ProxyProtocol = Config['proxy']['proxyProtocol'];
 export type HealthKind = Config['health']['kind'];
@@ -172,17 +205,31 @@ export const SECRET_PATHS: readonly string[] = Object.freeze(SECTIONS.flatMap((s
 export function settingsOf(config: Config): { readonly path: string; readonly value: unknown }[] {
   const out: { path: string; value: unknown }[] = [];
   for (const s of SECTIONS) {
-    if (s === 'backends') continue;
+    if (isList(s)) continue;
     const value: unknown = config[s];
     for (const [key, r] of rows(s)) out.push(isFlat(s) ? { path: s, value } : { path: `${s}.${key}`, value: (value as Record<string, unknown>)[r.prop] });
   }
   return out;
 }
 
+/**
+ * A [[services]] entry's own settings, named as the file spells them (`health.interval` for its
+ * [services.health] keys): what the diff compares for a service present before and after.
+ */
+export function serviceSettingsOf(svc: ServiceConfig): { readonly path: string; readonly value: unknown }[] {
+  const own = svc as unknown as Record<string, unknown>;
+  return [
+    ...rows('services').filter(([k]) => k !== 'name').map(([k, r]) => ({ path: k, value: own[r.prop] })),
+    { path: 'algorithm', value: svc.algorithm },
+    ...OVERRIDABLE.proxy.map(([k, r]) => ({ path: k, value: (svc.proxy as Record<string, unknown>)[r.prop] })),
+    ...OVERRIDABLE.health.map(([k, r]) => ({ path: `health.${k}`, value: (svc.health as Record<string, unknown>)[r.prop] })),
+  ];
+}
+
 /** Checked values (by file key) → the section's Config object (by prop), with each derived property. */
-function toValues(s: SectionName, checked: Record<string, unknown>): Record<string, unknown> {
+function toValues(s: SectionName | readonly [string, Row][], checked: Record<string, unknown>): Record<string, unknown> {
   const out: Record<string, unknown> = {};
-  for (const [key, r] of rows(s)) {
+  for (const [key, r] of typeof s === 'string' ? rows(s) : s) {
     const v = checked[key];
     if (r.kind === 'listen') {
       out[r.prop] = v === null ? '' : formatHostPort(v as HostPort);
@@ -382,66 +429,175 @@ export function validate(raw: Raw, ctx: ValidateContext = {}): ValidateResult {
     return v;
   };
 
-  // Every section but [[backends]]: checked values by file key, defaults filled in.
+  // Every section but the lists: checked values by file key, defaults filled in.
   const checked = new Map<SectionName, Record<string, unknown>>();
-  let proxyTable: Raw = {};
   for (const s of SECTIONS) {
-    if (s === 'backends') continue;
-    const table = section(s);
-    if (s === 'proxy') proxyTable = table;
-    checked.set(s, readFields(s, table, s, report));
+    if (isList(s)) continue;
+    checked.set(s, readFields(s, section(s), s, report));
   }
 
-  // backends
-  const backends: BackendConfig[] = [];
   const rawBackends = top['backends'];
-  if (rawBackends === undefined || (Array.isArray(rawBackends) && rawBackends.length === 0)) {
-    report('backends', 'at least one [[backends]] entry is required (or set LEMONADE_LB_BACKEND_ADDRESSES)');
-  } else if (!Array.isArray(rawBackends)) {
-    report('backends', `expected an array of tables [[backends]], got ${describe(rawBackends)}`);
-  } else {
-    const seen = { id: new Map<number, number>(), name: new Map<string, number>(), address: new Map<string, number>() };
-    rawBackends.forEach((b: unknown, i: number) => {
-      const p = `backends[${i}]`;
-      if (!isTable(b)) {
-        report(p, `expected a table, got ${describe(b)}`);
-        return;
-      }
-      const f = readFields('backends', b, p, report);
-      const id = b['id'] === undefined ? i : (f['id'] as number | undefined);
-      const name = typeof f['name'] === 'string' && f['name'] !== '' ? (f['name'] as string) : `backend-${(id ?? i) + 1}`;
-      if (b['name'] !== undefined && f['name'] === '') report(`${p}.name`, 'expected a non-empty name');
-      const hp = f['address'] as HostPort | undefined;
-      if (b['address'] === undefined) report(`${p}.address`, 'every backend needs an address "host:port"');
-      const dup = <K>(kind: 'id' | 'name' | 'address', map: Map<K, number>, key: K | undefined): void => {
-        if (key === undefined) return;
-        const prev = map.get(key);
-        if (prev !== undefined) report(`${p}.${kind}`, `duplicate ${kind} ${JSON.stringify(key)} (also backends[${prev}])`);
-        else map.set(key, i);
-      };
-      dup('id', seen.id, id);
-      dup('name', seen.name, name);
-      const backend = hp ? toValues('backends', f) : undefined;
-      dup('address', seen.address, backend?.['address'] as string | undefined);
-      if (id === undefined || !backend) return;
-      backend['id'] = id;
-      backend['name'] = name;
-      backends.push(backend as BackendConfig);
-    });
+  // top-level [[backends]] make the service "default"; a file may have it, [[services]], or both
+  const hasDefault = rawBackends !== undefined && !(Array.isArray(rawBackends) && rawBackends.length === 0);
+  const backends = hasDefault ? readBackends(rawBackends, 'backends', report) : [];
+  const services = top['services'] === undefined ? [] : readServices(top['services'], checked, report);
+  if (!hasDefault && top['services'] === undefined) {
+    report('backends', 'at least one [[backends]] entry is required (or set LEMONADE_LB_BACKEND_ADDRESSES), or a [[services]] entry with its own');
   }
-
-  if (checked.get('proxy')!['listen_address'] === null && proxyTable['listen_address'] === undefined) {
-    report('proxy.listen_address', 'required: the address to listen on, e.g. "0.0.0.0:8080" (or set LEMONADE_LB_LISTEN_ADDRESS)');
+  if (hasDefault && checked.get('proxy')!['listen_address'] === null) {
+    report('proxy.listen_address', 'required with top-level [[backends]]: the address "host:port" to listen on, e.g. "0.0.0.0:8080" (or set LEMONADE_LB_LISTEN_ADDRESS)');
   }
 
   if (issues.length > 0) return { ok: false, issues };
 
   const config: Record<string, unknown> = {}; // in table order, which the diff's order follows
   for (const s of SECTIONS) {
-    const c = checked.get(s)!;
-    config[s] = s === 'backends' ? backends : isFlat(s) ? Object.values(c)[0] : toValues(s, c);
+    const c = checked.get(s);
+    config[s] = s === 'backends' ? backends : s === 'services' ? services : isFlat(s) ? Object.values(c!)[0] : toValues(s, c!);
   }
+  if (backends.length > 0) {
+    // the seed's layout is the service named "default", first
+    const proxy = config['proxy'] as Record<string, unknown>;
+    services.unshift(
+      serviceValues(
+        { name: DEFAULT_SERVICE, listenAddress: proxy['listenAddress'], listen: proxy['listen'], maxConnections: 0 },
+        config['strategy'] as Algorithm,
+        toValues(OVERRIDABLE.proxy, checked.get('proxy')!),
+        config['health'] as Record<string, unknown>,
+        backends,
+      ),
+    );
+  }
+  const byAddress = new Map<string, string>();
+  services.forEach((svc, i) => {
+    const other = byAddress.get(svc.listenAddress);
+    const at = svc.name === DEFAULT_SERVICE ? 'proxy.listen_address' : `services[${backends.length > 0 ? i - 1 : i}].listen_address`;
+    if (other !== undefined) report(at, `${svc.listenAddress} is also the listen address of service "${other}" (one service per address)`);
+    else byAddress.set(svc.listenAddress, svc.name);
+  });
+  if (issues.length > 0) return { ok: false, issues };
   return { ok: true, config: deepFreeze(config as Config) };
+}
+
+/** The overridable rows of [proxy], [strategy] and [health]: what a [[services]] entry may set. */
+const OVERRIDABLE = {
+  proxy: rows('proxy').filter(([, r]) => r.overridable === true),
+  strategy: rows('strategy').filter(([, r]) => r.overridable === true),
+  health: rows('health').filter(([, r]) => r.overridable === true),
+};
+const SERVICE_KEYS = [...KEYS.get('services')!, ...[...OVERRIDABLE.proxy, ...OVERRIDABLE.strategy].map(([k]) => k), 'health', 'backends'];
+
+function serviceValues(
+  own: Record<string, unknown>,
+  algorithm: Algorithm,
+  proxy: Record<string, unknown>,
+  health: Record<string, unknown>,
+  backends: readonly BackendConfig[],
+): ServiceConfig {
+  return { ...own, algorithm, proxy, health, backends } as unknown as ServiceConfig;
+}
+
+/** A [[backends]] list (top-level or a service's): ids, names and addresses unique within it. */
+function readBackends(raw: unknown, at: string, report: (path: string, message: string) => void): BackendConfig[] {
+  const backends: BackendConfig[] = [];
+  if (!Array.isArray(raw)) {
+    report(at, `expected an array of tables [[${at.replace(/\[\d+\]/g, '')}]], got ${describe(raw)}`);
+    return backends;
+  }
+  const seen = { id: new Map<number, number>(), name: new Map<string, number>(), address: new Map<string, number>() };
+  raw.forEach((b: unknown, i: number) => {
+    const p = `${at}[${i}]`;
+    if (!isTable(b)) {
+      report(p, `expected a table, got ${describe(b)}`);
+      return;
+    }
+    const f = readFields('backends', b, p, report);
+    const id = b['id'] === undefined ? i : (f['id'] as number | undefined);
+    const name = typeof f['name'] === 'string' && f['name'] !== '' ? (f['name'] as string) : `backend-${(id ?? i) + 1}`;
+    if (b['name'] !== undefined && f['name'] === '') report(`${p}.name`, 'expected a non-empty name');
+    const hp = f['address'] as HostPort | undefined;
+    if (b['address'] === undefined) report(`${p}.address`, 'every backend needs an address "host:port"');
+    const dup = <K>(kind: 'id' | 'name' | 'address', map: Map<K, number>, key: K | undefined): void => {
+      if (key === undefined) return;
+      const prev = map.get(key);
+      if (prev !== undefined) report(`${p}.${kind}`, `duplicate ${kind} ${JSON.stringify(key)} (also ${at}[${prev}])`);
+      else map.set(key, i);
+    };
+    dup('id', seen.id, id);
+    dup('name', seen.name, name);
+    const backend = hp ? toValues('backends', f) : undefined;
+    dup('address', seen.address, backend?.['address'] as string | undefined);
+    if (id === undefined || !backend) return;
+    backend['id'] = id;
+    backend['name'] = name;
+    backends.push(backend as BackendConfig);
+  });
+  return backends;
+}
+
+/**
+ * The [[services]] entries: their own keys, the overridable [proxy], [strategy] and [health] keys
+ * (each defaulting to the top-level value), and their [[services.backends]].
+ */
+function readServices(raw: unknown, top: ReadonlyMap<SectionName, Record<string, unknown>>, report: (path: string, message: string) => void): ServiceConfig[] {
+  const out: ServiceConfig[] = [];
+  if (!Array.isArray(raw)) {
+    report('services', `expected an array of tables [[services]], got ${describe(raw)}`);
+    return out;
+  }
+  const names = new Map<string, number>();
+  raw.forEach((t: unknown, i: number) => {
+    const p = `services[${i}]`;
+    if (!isTable(t)) {
+      report(p, `expected a table, got ${describe(t)}`);
+      return;
+    }
+    for (const key of Object.keys(t)) {
+      if (!SERVICE_KEYS.includes(key)) report(`${p}.${key}`, `unknown key "${key}" in [[services]]${didYouMean(key, SERVICE_KEYS)}`);
+    }
+    const own = readRows(rows('services'), t, p, report);
+    const name = own['name'];
+    if (t['name'] === undefined) report(`${p}.name`, 'every service needs a name');
+    else if (typeof name === 'string' && !SERVICE_NAME_RE.test(name)) report(`${p}.name`, `expected 1-64 of A-Z a-z 0-9 . _ -, got "${name}"`);
+    else if (name === DEFAULT_SERVICE) report(`${p}.name`, `"${DEFAULT_SERVICE}" is the name of the service the top-level [proxy] and [[backends]] make; choose another`);
+    else if (typeof name === 'string') {
+      const prev = names.get(name);
+      if (prev !== undefined) report(`${p}.name`, `duplicate name "${name}" (also services[${prev}])`);
+      else names.set(name, i);
+    }
+    if (t['listen_address'] === undefined) report(`${p}.listen_address`, 'every service needs a listen address "host:port"');
+    const proxy = readRows(OVERRIDABLE.proxy, t, p, report, top.get('proxy'));
+    const strategy = readRows(OVERRIDABLE.strategy, t, p, report, top.get('strategy'));
+    let healthTable: Raw = {};
+    if (t['health'] !== undefined) {
+      if (!isTable(t['health'])) report(`${p}.health`, `expected a table [services.health], got ${describe(t['health'])}`);
+      else {
+        healthTable = t['health'];
+        const keys = OVERRIDABLE.health.map(([k]) => k);
+        for (const key of Object.keys(healthTable)) {
+          if (!keys.includes(key)) report(`${p}.health.${key}`, `unknown key "${key}" in [services.health]${didYouMean(key, keys)}`);
+        }
+      }
+    }
+    const health = readRows(OVERRIDABLE.health, healthTable, `${p}.health`, report, top.get('health'));
+    const backends = t['backends'] === undefined ? [] : readBackends(t['backends'], `${p}.backends`, report);
+    if (backends.length === 0) report(`${p}.backends`, 'a service needs at least one [[services.backends]] entry');
+    if (t['name'] === undefined || t['listen_address'] === undefined || own['listen_address'] == null) return;
+    out.push(serviceValues(toValues(rows('services'), own), strategy['algorithm'] as Algorithm, toValues(OVERRIDABLE.proxy, proxy), toValues(OVERRIDABLE.health, health), backends));
+  });
+  return out;
+}
+
+/** Rows read from a table; a key left out takes `inherit`'s value when given, else the row's default. */
+function readRows(list: readonly [string, Row][], table: Raw, prefix: string, report: (path: string, message: string) => void, inherit?: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [key, field] of list) {
+    const v = table[key];
+    const r = v === undefined ? (inherit !== undefined ? inherit[key] : defaultOf(field)) : checkField(field, v);
+    if (typeof r === 'object' && r !== null && 'error' in r) report(`${prefix}.${key}`, (r as { error: string }).error);
+    else out[key] = r;
+  }
+  return out;
 }
 
 function readFields(s: SectionName, table: Raw, prefix: string, report: (path: string, message: string) => void): Record<string, unknown> {

@@ -1,10 +1,11 @@
-// An immutable snapshot built from a validated Config: listener settings, backends with their
-// load figures, the client ACL and the picker. The data plane reads the current snapshot once per
-// accepted connection; a reload replaces it with one assignment.
+// An immutable snapshot built from a validated Config: every service with its listener settings,
+// its backends with their load figures, its client ACL and its picker. The data plane reads the
+// current snapshot once per accepted connection and keeps the service it routed to; a reload
+// replaces the whole snapshot with one assignment.
 
-import type { BackendConfig, Config } from '../config/schema';
+import type { BackendConfig, Config, ServiceConfig } from '../config/schema';
 import { cidrContains, parseIp, type Cidr } from './address';
-import { backendKey, type AdminState } from './backend';
+import { backendKey, backendRef, type AdminState } from './backend';
 import type { BackendCounters, BackendLoad, LoadTable } from './stats';
 import type { Candidate, Strategy, StrategyFactory } from '../strategy/types';
 
@@ -14,11 +15,14 @@ const SLOW_START_FLOOR = 0.05;
 export class SnapshotBackend implements Candidate {
   readonly id: number;
   readonly name: string;
+  /** service/name: the key of its counters and operator state */
+  readonly ref: string;
   /** effective weight, set by the picker at each pick (slow start) */
   weight: number;
   /** this process's share of the backend's max_connections (Infinity = unlimited) */
   readonly cap: number;
   constructor(
+    readonly service: string,
     readonly spec: BackendConfig,
     readonly load: BackendLoad,
     readonly counters: BackendCounters,
@@ -26,6 +30,7 @@ export class SnapshotBackend implements Candidate {
   ) {
     this.id = spec.id;
     this.name = spec.name;
+    this.ref = backendRef(service, spec.name);
     this.weight = spec.weight;
     this.cap = spec.maxConnections === 0 ? Infinity : shareOf(spec.maxConnections, part);
   }
@@ -57,39 +62,47 @@ export interface SnapshotEnv {
   readonly part?: Partition;
 }
 
-export class Snapshot {
+/** One service of a snapshot: its settings, backends and picker. */
+export class ServiceSnapshot {
+  readonly name: string;
+  readonly proxy: ServiceConfig['proxy'];
+  readonly health: ServiceConfig['health'];
   readonly backends: readonly SnapshotBackend[];
   private readonly primaries: readonly SnapshotBackend[];
   private readonly backups: readonly SnapshotBackend[];
   private readonly strategy: Strategy;
   private readonly scratch: SnapshotBackend[] = [];
-  /** this process's share of [proxy] max_connections */
+  /** this process's share of the service's max_connections (Infinity: only the global cap) */
   readonly maxConnections: number;
 
   /**
-   * `prev`: the snapshot this one replaces. With the same algorithm its strategy carries on (the
-   * round-robin position, smooth WRR's currents, adaptive's memory), so frequent reloads do not
-   * restart the sequence at the first backend.
+   * `prev`: the same service in the snapshot this one replaces. With the same algorithm its
+   * strategy carries on (the round-robin position, smooth WRR's currents, adaptive's memory), so
+   * frequent reloads do not restart the sequence at the first backend.
    */
   constructor(
-    readonly config: Config,
-    readonly generation: number,
+    readonly svc: ServiceConfig,
     loads: LoadTable,
     private readonly env: SnapshotEnv,
-    prev?: Snapshot,
+    prev?: ServiceSnapshot,
   ) {
     const part = env.part ?? WHOLE;
-    this.maxConnections = shareOf(config.proxy.maxConnections, part);
-    this.backends = Object.freeze(config.backends.map((b) => new SnapshotBackend(b, loads.get(backendKey(b)), loads.countersFor(b.name), part)));
+    this.name = svc.name;
+    this.proxy = svc.proxy;
+    this.health = svc.health;
+    this.maxConnections = svc.maxConnections === 0 ? Infinity : shareOf(svc.maxConnections, part);
+    this.backends = Object.freeze(
+      svc.backends.map((b) => new SnapshotBackend(svc.name, b, loads.get(backendKey(svc.name, b)), loads.countersFor(backendRef(svc.name, b.name)), part)),
+    );
     this.primaries = this.backends.filter((b) => !b.spec.backup);
     this.backups = this.backends.filter((b) => b.spec.backup);
-    this.strategy = prev !== undefined && prev.config.strategy === config.strategy ? prev.strategy : env.strategies[config.strategy]!({ random: env.random });
+    this.strategy = prev !== undefined && prev.svc.algorithm === svc.algorithm ? prev.strategy : env.strategies[svc.algorithm]!({ random: env.random });
     Object.freeze(this);
   }
 
-  /** Is this client address allowed by [proxy] allow/deny? */
+  /** Is this client address allowed by the service's allow/deny? */
   allows(remoteAddress: string | undefined): boolean {
-    const { allow, deny } = this.config.proxy;
+    const { allow, deny } = this.proxy;
     if (allow.length === 0 && deny.length === 0) return true;
     const ip = remoteAddress ? parseIp(remoteAddress) : null;
     if (!ip) return false;
@@ -118,18 +131,13 @@ export class Snapshot {
 
   private usable(b: SnapshotBackend, avoid: readonly BackendLoad[]): boolean {
     const s = b.spec;
-    return (
-      s.weight > 0 &&
-      b.load.isUsable() &&
-      b.load.active < b.cap &&
-      !avoid.includes(b.load)
-    );
+    return s.weight > 0 && b.load.isUsable() && b.load.active < b.cap && !avoid.includes(b.load);
   }
 
   private pickFrom(list: readonly SnapshotBackend[], avoid: readonly BackendLoad[]): SnapshotBackend | undefined {
     const c = this.scratch;
     c.length = 0;
-    const slow = this.config.health.slowStartMs;
+    const slow = this.health.slowStartMs;
     const now = slow > 0 ? this.env.now() : 0;
     for (const b of list) {
       if (!this.usable(b, avoid)) continue;
@@ -146,9 +154,44 @@ export class Snapshot {
   }
 }
 
+export class Snapshot {
+  readonly services: readonly ServiceSnapshot[];
+  /** every service's backends */
+  readonly backends: readonly SnapshotBackend[];
+  /** this process's share of [proxy] max_connections, the cap over all services */
+  readonly maxConnections: number;
+  private readonly byName: ReadonlyMap<string, ServiceSnapshot>;
+
+  /** `prev`: the snapshot this one replaces (each service's strategy carries on, see ServiceSnapshot). */
+  constructor(
+    readonly config: Config,
+    readonly generation: number,
+    loads: LoadTable,
+    env: SnapshotEnv,
+    prev?: Snapshot,
+  ) {
+    this.maxConnections = shareOf(config.proxy.maxConnections, env.part ?? WHOLE);
+    this.services = Object.freeze(config.services.map((svc) => new ServiceSnapshot(svc, loads, env, prev?.service(svc.name))));
+    this.byName = new Map(this.services.map((s) => [s.name, s]));
+    this.backends = Object.freeze(this.services.flatMap((s) => s.backends));
+    Object.freeze(this);
+  }
+
+  service(name: string): ServiceSnapshot | undefined {
+    return this.byName.get(name);
+  }
+
+  /** Usable backends over every service (see ServiceSnapshot.usableCount). */
+  usableCount(): number {
+    let n = 0;
+    for (const s of this.services) n += s.usableCount();
+    return n;
+  }
+}
+
 /**
  * The snapshot of a config whose backends are all live again, each with the operator's state
- * (drain and disable are kept across reloads by name).
+ * (drain and disable are kept across reloads by service and name).
  */
 export function liveSnapshot(
   config: Config,
@@ -161,7 +204,7 @@ export function liveSnapshot(
   const snap = new Snapshot(config, generation, loads, env, prev);
   for (const b of snap.backends) {
     b.load.removed = false;
-    b.load.admin = operator.get(b.name) ?? 'enabled';
+    b.load.admin = operator.get(b.ref) ?? 'enabled';
   }
   return snap;
 }
@@ -170,13 +213,13 @@ export function liveSnapshot(
  * After `next` replaced `old`: the backends `next` no longer has are marked removed (they only
  * drain). Returns the keys `next` has, and the removed backends with connections still open.
  */
-export function retire(old: Snapshot, next: Snapshot): { live: Set<string>; draining: Map<string, BackendConfig> } {
+export function retire(old: Snapshot, next: Snapshot): { live: Set<string>; draining: Map<string, { service: string; spec: BackendConfig }> } {
   const live = new Set(next.backends.map((b) => b.load.key));
-  const draining = new Map<string, BackendConfig>();
+  const draining = new Map<string, { service: string; spec: BackendConfig }>();
   for (const b of old.backends) {
     if (live.has(b.load.key)) continue;
     b.load.removed = true;
-    if (b.load.active > 0) draining.set(b.load.key, b.spec);
+    if (b.load.active > 0) draining.set(b.load.key, { service: b.service, spec: b.spec });
   }
   return { live, draining };
 }

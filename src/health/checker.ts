@@ -7,7 +7,7 @@
 import net from 'node:net';
 import http from 'node:http';
 import type { ProxyProtocol } from '../config/schema';
-import type { Snapshot, SnapshotBackend } from '../core/snapshot';
+import type { ServiceSnapshot, Snapshot, SnapshotBackend } from '../core/snapshot';
 import { checkProxyHeader } from '../proxy/proxy-protocol';
 import type { BackendLoad } from '../core/stats';
 import { INITIAL_HEALTH, isHealthy, observe, type HealthState } from './state';
@@ -16,6 +16,7 @@ export interface HealthEvent {
   readonly at: number;
   /** the backend's load key */
   readonly key: string;
+  readonly service: string;
   readonly backend: string;
   readonly address: string;
   readonly ok: boolean;
@@ -34,6 +35,8 @@ export interface CheckerDeps {
 interface Probe {
   readonly key: string;
   backend: SnapshotBackend;
+  /** the backend's service: its health and PROXY settings */
+  svc: ServiceSnapshot;
   state: HealthState;
   timer: NodeJS.Timeout | null;
   /** when the pending timer fires (deps.now() time) */
@@ -57,21 +60,24 @@ export class HealthChecker {
   sync(snap: Snapshot): void {
     if (this.stopped) return;
     const live = new Set<string>();
-    const interval = snap.config.health.intervalMs;
     const now = this.deps.now();
-    for (const b of snap.backends) {
-      live.add(b.load.key);
-      const p = this.probes.get(b.load.key);
-      if (p) {
-        p.backend = b;
-        if (p.timer && p.dueAt - now > interval * (1 + JITTER)) {
-          clearTimeout(p.timer);
-          this.schedule(p, this.jittered(interval));
+    for (const svc of snap.services) {
+      const interval = svc.health.intervalMs;
+      for (const b of svc.backends) {
+        live.add(b.load.key);
+        const p = this.probes.get(b.load.key);
+        if (p) {
+          p.backend = b;
+          p.svc = svc;
+          if (p.timer && p.dueAt - now > interval * (1 + JITTER)) {
+            clearTimeout(p.timer);
+            this.schedule(p, this.jittered(interval));
+          }
+        } else {
+          const probe: Probe = { key: b.load.key, backend: b, svc, state: INITIAL_HEALTH, timer: null, dueAt: 0, inflight: null };
+          this.probes.set(b.load.key, probe);
+          this.schedule(probe, 0);
         }
-      } else {
-        const probe: Probe = { key: b.load.key, backend: b, state: INITIAL_HEALTH, timer: null, dueAt: 0, inflight: null };
-        this.probes.set(b.load.key, probe);
-        this.schedule(probe, 0);
       }
     }
     for (const [key, p] of this.probes) {
@@ -106,14 +112,15 @@ export class HealthChecker {
   private run(p: Probe): void {
     p.timer = null;
     if (this.stopped || this.probes.get(p.key) !== p) return;
-    const { health: h, proxy } = this.deps.current().config;
+    // the settings of the backend's service in the current snapshot (sync() keeps p.svc current)
+    const { health: h, proxy } = p.svc;
     const started = this.deps.now();
     const done = (error: string | null): void => {
       p.inflight = null;
       if (this.stopped || this.probes.get(p.key) !== p) return;
       this.record(p, error);
       const elapsed = this.deps.now() - started;
-      this.schedule(p, Math.max(0, this.jittered(this.deps.current().config.health.intervalMs) - elapsed));
+      this.schedule(p, Math.max(0, this.jittered(p.svc.health.intervalMs) - elapsed));
     };
     const { host, port } = p.backend.spec;
     const pp = proxy.proxyProtocol;
@@ -124,8 +131,7 @@ export class HealthChecker {
     const ok = error === null;
     const load: BackendLoad = p.backend.load;
     const before = p.state;
-    const h = this.deps.current().config.health;
-    p.state = observe(before, ok, h);
+    p.state = observe(before, ok, p.svc.health);
     const now = this.deps.now();
     load.lastCheck = { at: now, ok, error };
     const wasHealthy = load.healthy;
@@ -144,7 +150,7 @@ export class HealthChecker {
       load.ejectedUntil = 0;
       load.consecutiveFailures = 0;
     }
-    this.deps.onResult({ at: now, key: p.key, backend: p.backend.name, address: p.backend.spec.address, ok, error, transition });
+    this.deps.onResult({ at: now, key: p.key, service: p.backend.service, backend: p.backend.name, address: p.backend.spec.address, ok, error, transition });
   }
 }
 

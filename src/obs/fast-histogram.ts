@@ -56,11 +56,11 @@ export class FastHistogram {
     readonly name: string,
     readonly help: string,
     private readonly bounds: readonly number[],
-    /** the one label, or null for an unlabelled histogram */
-    private readonly labelName: string | null = null,
+    /** the labels of a series from its key, or null for an unlabelled histogram */
+    private readonly labelsOf: ((key: string) => Record<string, string>) | null = null,
   ) {}
 
-  /** The series for one label value ('' without a label); made once, then reused. */
+  /** The series for one key ('' without labels); made once, then reused. */
   for(labelValue = ''): HistogramSeries {
     let s = this.series.get(labelValue);
     if (!s) {
@@ -78,7 +78,7 @@ export class FastHistogram {
   get(): MetricObjectWithValues<MetricValueWithName<string>> {
     const values: MetricValueWithName<string>[] = [];
     for (const [lv, s] of this.series) {
-      const labels: Record<string, string | number> = this.labelName === null ? {} : { [this.labelName]: lv };
+      const labels: Record<string, string | number> = this.labelsOf === null ? {} : this.labelsOf(lv);
       let acc = 0;
       for (let i = 0; i <= this.bounds.length; i++) {
         acc += s.counts[i]!;

@@ -6,7 +6,7 @@ import { Registry, Counter, Gauge, collectDefaultMetrics } from 'prom-client';
 import { FastHistogram, type HistogramData, type HistogramSeries } from './fast-histogram';
 import type { BackendLoad, LoadTable } from '../core/stats';
 import type { Snapshot } from '../core/snapshot';
-import type { BackendState } from '../core/backend';
+import { splitRef, type BackendState } from '../core/backend';
 
 const BACKEND_STATES: readonly BackendState[] = ['healthy', 'unhealthy', 'draining', 'disabled'];
 
@@ -17,9 +17,16 @@ export const REJECT_REASONS: readonly RejectReason[] = ['max_connections', 'no_b
 const CONNECT_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
 const LIFETIME_BUCKETS = [0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800, 3600];
 
+/** The labels of a series kept by backend reference (service/name). */
+function backendLabels(ref: string): { service: string; backend: string } {
+  const { service, name } = splitRef(ref);
+  return { service, backend: name };
+}
+
 /** What one data-plane process counted: rejections and the two per-connection histograms. */
 export interface TrafficReport {
-  readonly rejected: Readonly<Record<RejectReason, number>>;
+  /** by "service/reason" */
+  readonly rejected: readonly (readonly [string, number])[];
   readonly connect: readonly (readonly [string, HistogramData])[];
   readonly lifetimes: HistogramData;
 }
@@ -30,33 +37,36 @@ export interface TrafficReport {
  * renders its own (one process) or the sum of its workers' reports (absorb).
  */
 export class TrafficFigures {
-  readonly rejected: Record<RejectReason, number> = { max_connections: 0, no_backend: 0, acl: 0, rate_limit: 0 };
+  /** rejections by "service/reason" */
+  readonly rejected = new Map<string, number>();
   readonly connect = new FastHistogram(
     'lemonade_backend_connect_duration_seconds',
-    'Time to establish a TCP connection to a backend, by backend',
+    'Time to establish a TCP connection to a backend, by service and backend',
     CONNECT_BUCKETS,
-    'backend',
+    backendLabels,
   );
   readonly lifetimes = new FastHistogram('lemonade_connection_duration_seconds', 'Lifetime of proxied client connections', LIFETIME_BUCKETS);
   readonly lifetime: HistogramSeries = this.lifetimes.for();
 
-  reject(reason: RejectReason): void {
-    this.rejected[reason]++;
+  reject(reason: RejectReason, service: string): void {
+    const k = `${service}/${reason}`;
+    this.rejected.set(k, (this.rejected.get(k) ?? 0) + 1);
   }
 
-  observeConnect(backend: string, seconds: number): void {
-    this.connect.for(backend).observe(seconds);
+  /** `ref`: the backend's service/name */
+  observeConnect(ref: string, seconds: number): void {
+    this.connect.for(ref).observe(seconds);
   }
 
   rejectedTotal(): number {
     let n = 0;
-    for (const r of REJECT_REASONS) n += this.rejected[r];
+    for (const v of this.rejected.values()) n += v;
     return n;
   }
 
   report(): TrafficReport {
     return {
-      rejected: { ...this.rejected },
+      rejected: [...this.rejected],
       connect: [...this.connect.entries()].map(([name, s]) => [name, s.data()] as const),
       lifetimes: this.lifetime.data(),
     };
@@ -64,7 +74,8 @@ export class TrafficFigures {
 
   /** Become the sum of these reports. */
   absorb(list: readonly TrafficReport[]): void {
-    for (const r of REJECT_REASONS) this.rejected[r] = list.reduce((n, x) => n + (x.rejected[r] ?? 0), 0);
+    this.rejected.clear();
+    for (const x of list) for (const [k, n] of x.rejected) this.rejected.set(k, (this.rejected.get(k) ?? 0) + n);
     const byName = new Map<string, HistogramData[]>();
     for (const x of list) for (const [name, d] of x.connect) (byName.get(name) ?? byName.set(name, []).get(name)!).push(d);
     for (const [name, ds] of byName) this.connect.for(name).assignSum(ds);
@@ -76,7 +87,9 @@ export interface MetricsSources {
   readonly loads: LoadTable;
   readonly snapshot: () => Snapshot;
   /** backends removed by a reload whose connections still drain */
-  readonly draining?: () => Iterable<{ readonly name: string; readonly load: BackendLoad }>;
+  readonly draining?: () => Iterable<{ readonly service: string; readonly name: string; readonly load: BackendLoad }>;
+  /** each service's open client connections */
+  readonly serviceOpen?: () => ReadonlyMap<string, number>;
   readonly version: string;
   /** data-plane processes up now, and how many were replaced after exiting unasked */
   readonly workers?: () => { readonly up: number; readonly restarts: number };
@@ -85,7 +98,7 @@ export interface MetricsSources {
 export class Metrics {
   readonly registry = new Registry();
   readonly traffic = new TrafficFigures();
-  readonly healthChecks: Counter<'backend' | 'result'>;
+  readonly healthChecks: Counter<'service' | 'backend' | 'result'>;
   readonly reloads: Counter<'result'>;
   readonly generation: Gauge;
 
@@ -96,15 +109,29 @@ export class Metrics {
 
     new Gauge({
       name: 'lemonade_connections_active',
-      help: 'Open client connections, by backend (a connection counts from accept until both sockets close)',
-      labelNames: ['backend'],
+      help: 'Open client connections, by service and backend (a connection counts from accept until both sockets close)',
+      labelNames: ['service', 'backend'],
       registers,
       collect() {
         this.reset();
-        const byName = new Map<string, number>();
-        for (const b of src.snapshot().backends) byName.set(b.name, (byName.get(b.name) ?? 0) + b.load.active);
-        for (const b of src.draining?.() ?? []) byName.set(b.name, (byName.get(b.name) ?? 0) + b.load.active);
-        for (const [name, n] of byName) this.set({ backend: name }, n);
+        const byRef = new Map<string, number>();
+        for (const b of src.snapshot().backends) byRef.set(b.ref, (byRef.get(b.ref) ?? 0) + b.load.active);
+        for (const b of src.draining?.() ?? []) {
+          const ref = `${b.service}/${b.name}`;
+          byRef.set(ref, (byRef.get(ref) ?? 0) + b.load.active);
+        }
+        for (const [ref, n] of byRef) this.set(backendLabels(ref), n);
+      },
+    });
+    new Gauge({
+      name: 'lemonade_service_connections_active',
+      help: 'Open client connections, by service',
+      labelNames: ['service'],
+      registers,
+      collect() {
+        this.reset();
+        for (const s of src.snapshot().services) this.set({ service: s.name }, 0);
+        for (const [service, n] of src.serviceOpen?.() ?? []) this.set({ service }, n);
       },
     });
     new Gauge({
@@ -118,77 +145,83 @@ export class Metrics {
     new Gauge({
       name: 'lemonade_backend_max_connections',
       help: "A backend's configured max_connections (0 = unlimited)",
-      labelNames: ['backend'],
+      labelNames: ['service', 'backend'],
       registers,
       collect() {
         this.reset();
-        for (const b of src.snapshot().backends) this.set({ backend: b.name }, b.spec.maxConnections);
+        for (const b of src.snapshot().backends) this.set({ service: b.service, backend: b.name }, b.spec.maxConnections);
       },
     });
     new Gauge({
       name: 'lemonade_backend_state',
       help: "1 for a backend's current state (healthy, unhealthy, draining, disabled), 0 for the others",
-      labelNames: ['backend', 'state'],
+      labelNames: ['service', 'backend', 'state'],
       registers,
       collect() {
         this.reset();
         for (const b of src.snapshot().backends) {
           const now = b.load.state();
-          for (const st of BACKEND_STATES) this.set({ backend: b.name, state: st }, st === now ? 1 : 0);
+          for (const st of BACKEND_STATES) this.set({ service: b.service, backend: b.name, state: st }, st === now ? 1 : 0);
         }
       },
     });
     new Counter({
       name: 'lemonade_connections_total',
       help: 'Client connections forwarded to a backend',
-      labelNames: ['backend'],
+      labelNames: ['service', 'backend'],
       registers,
       collect() {
         this.reset();
-        for (const [name, c] of loads.allCounters()) this.inc({ backend: name }, c.connections);
+        for (const [ref, c] of loads.allCounters()) this.inc(backendLabels(ref), c.connections);
       },
     });
     const traffic = this.traffic;
     new Counter({
       name: 'lemonade_connections_rejected_total',
-      help: 'Client connections closed at once, by reason',
-      labelNames: ['reason'],
+      help: 'Client connections closed at once, by service and reason',
+      labelNames: ['service', 'reason'],
       registers,
       collect() {
         this.reset();
-        for (const r of REJECT_REASONS) this.inc({ reason: r }, traffic.rejected[r]);
+        // every reason of every service is exported from 0, so a rate() sees the first one
+        for (const s of src.snapshot().services) for (const r of REJECT_REASONS) this.inc({ service: s.name, reason: r }, 0);
+        for (const [k, n] of traffic.rejected) {
+          const { service, name } = splitRef(k);
+          this.inc({ service, reason: name }, n);
+        }
       },
     });
     new Gauge({
       name: 'lemonade_backend_up',
       help: '1 when the backend takes new connections (healthy and enabled), else 0',
-      labelNames: ['backend'],
+      labelNames: ['service', 'backend'],
       registers,
       collect() {
         this.reset();
-        for (const b of src.snapshot().backends) this.set({ backend: b.name }, b.load.state() === 'healthy' ? 1 : 0);
+        for (const b of src.snapshot().backends) this.set({ service: b.service, backend: b.name }, b.load.state() === 'healthy' ? 1 : 0);
       },
     });
     new Counter({
       name: 'lemonade_backend_connect_errors_total',
       help: 'Failed connects to a backend (refused, timed out, unreachable)',
-      labelNames: ['backend'],
+      labelNames: ['service', 'backend'],
       registers,
       collect() {
         this.reset();
-        for (const [name, c] of loads.allCounters()) this.inc({ backend: name }, c.connectErrors);
+        for (const [ref, c] of loads.allCounters()) this.inc(backendLabels(ref), c.connectErrors);
       },
     });
     new Counter({
       name: 'lemonade_bytes_total',
       help: 'Bytes relayed; direction "in" is client to backend, "out" backend to client',
-      labelNames: ['backend', 'direction'],
+      labelNames: ['service', 'backend', 'direction'],
       registers,
       collect() {
         this.reset();
-        for (const [name, c] of loads.allCounters()) {
-          this.inc({ backend: name, direction: 'in' }, c.bytesIn);
-          this.inc({ backend: name, direction: 'out' }, c.bytesOut);
+        for (const [ref, c] of loads.allCounters()) {
+          const l = backendLabels(ref);
+          this.inc({ ...l, direction: 'in' }, c.bytesIn);
+          this.inc({ ...l, direction: 'out' }, c.bytesOut);
         }
       },
     });
@@ -197,8 +230,8 @@ export class Metrics {
     this.registry.registerMetric(traffic.lifetimes.asMetric());
     this.healthChecks = new Counter({
       name: 'lemonade_health_checks_total',
-      help: 'Active health checks, by backend and result (success|failure)',
-      labelNames: ['backend', 'result'],
+      help: 'Active health checks, by service, backend and result (success|failure)',
+      labelNames: ['service', 'backend', 'result'],
       registers,
     });
     this.reloads = new Counter({
@@ -236,8 +269,11 @@ export class Metrics {
     info.set({ version: src.version }, 1);
   }
 
-  /** rejections so far, all reasons */
-  rejectedCount(): number {
-    return this.traffic.rejectedTotal();
+  /** rejections so far, all reasons (of one service, when named) */
+  rejectedCount(service?: string): number {
+    if (service === undefined) return this.traffic.rejectedTotal();
+    let n = 0;
+    for (const [k, v] of this.traffic.rejected) if (k.startsWith(`${service}/`)) n += v;
+    return n;
   }
 }

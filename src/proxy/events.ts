@@ -6,7 +6,7 @@ import type { SnapshotBackend } from '../core/snapshot';
 export type RejectReason = 'max_connections' | 'no_backend' | 'acl' | 'rate_limit';
 
 export interface ProxyObserver {
-  rejected(reason: RejectReason, remoteAddress: string | undefined): void;
+  rejected(reason: RejectReason, remoteAddress: string | undefined, service: string): void;
   connectFailed(backend: SnapshotBackend, error: string, willRetry: boolean): void;
   connected(backend: SnapshotBackend, connectMs: number): void;
   /** both sockets of a proxied connection are closed */

@@ -24,7 +24,7 @@ function v4Text(bytes: Uint8Array): string {
  * RFC 5952 text, as HAProxy's inet_ntop writes it: lowercase hex without leading zeros, the
  * longest run of two or more zero groups (the leftmost of equal runs) written as "::".
  */
-function v6Text(bytes: Uint8Array): string {
+export function v6Text(bytes: Uint8Array): string {
   const groups: number[] = [];
   for (let i = 0; i < 16; i += 2) groups.push((bytes[i]! << 8) | bytes[i + 1]!);
   let best = -1;

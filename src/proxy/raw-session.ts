@@ -16,7 +16,7 @@
 
 import { isIP } from 'node:net';
 import { lookup } from 'node:dns';
-import type { Snapshot } from '../core/snapshot';
+import type { ServiceSnapshot } from '../core/snapshot';
 import type { Lease } from '../core/stats';
 import { SessionBase, type SessionHost } from './session-base';
 import { encodeProxyHeader, type ProxyEndpoints } from './proxy-protocol';
@@ -104,7 +104,7 @@ export class RawSession extends SessionBase {
 
   constructor(
     client: TcpHandle,
-    snap: Snapshot,
+    snap: ServiceSnapshot,
     host: SessionHost,
   ) {
     super(snap, host);
@@ -184,7 +184,7 @@ export class RawSession extends SessionBase {
     }
     c.peer = b;
     b.peer = c;
-    const mode = this.snap.config.proxy.proxyProtocol;
+    const mode = this.snap.proxy.proxyProtocol;
     if (mode !== 'off') write(b, encodeProxyHeader(mode, endpoints(c)), null);
     if (!startReading(c) || !startReading(b)) this.destroy();
   }

@@ -3,7 +3,7 @@
 // timeout checked by the registry's sweep, passive health on a failed connect, the counters and
 // the latency sample, and the end of the session once both sides are closed.
 
-import type { Snapshot, SnapshotBackend } from '../core/snapshot';
+import type { ServiceSnapshot, SnapshotBackend } from '../core/snapshot';
 import type { BackendLoad } from '../core/stats';
 import type { ProxyObserver } from './events';
 
@@ -48,7 +48,7 @@ export abstract class SessionBase {
   private finished = false;
 
   constructor(
-    protected readonly snap: Snapshot,
+    protected readonly snap: ServiceSnapshot,
     private readonly base: SessionHost,
   ) {
     this.startedAt = base.now();
@@ -71,14 +71,14 @@ export abstract class SessionBase {
     if (!this.connected) {
       if (this.deadline > 0 && now >= this.deadline) {
         this.deadline = 0;
-        this.connectTimedOut(new Error(`connect timeout after ${this.snap.config.proxy.connectTimeoutMs} ms`));
+        this.connectTimedOut(new Error(`connect timeout after ${this.snap.proxy.connectTimeoutMs} ms`));
       }
       return;
     }
     if (this.moved) {
       this.moved = false;
       this.lastMoved = now;
-    } else if (now - this.lastMoved >= this.snap.config.proxy.idleTimeoutMs) {
+    } else if (now - this.lastMoved >= this.snap.proxy.idleTimeoutMs) {
       this.destroy();
     }
   }
@@ -90,7 +90,7 @@ export abstract class SessionBase {
   protected pickTarget(): SnapshotBackend | null {
     const target = this.snap.pick(this.failed ?? NO_BACKENDS);
     if (!target) {
-      if (this.attempts === 0) this.base.observer.rejected('no_backend', this.clientAddress());
+      if (this.attempts === 0) this.base.observer.rejected('no_backend', this.clientAddress(), this.snap.name);
       return null;
     }
     this.target = target;
@@ -98,7 +98,7 @@ export abstract class SessionBase {
     this.backendClosed = false;
     const now = this.base.now();
     this.connectStartedAt = now;
-    this.deadline = now + this.snap.config.proxy.connectTimeoutMs;
+    this.deadline = now + this.snap.proxy.connectTimeoutMs;
     return target;
   }
 
@@ -132,12 +132,12 @@ export abstract class SessionBase {
     const load = t.load;
     load.recordFailure();
     t.counters.connectErrors++;
-    const h = this.snap.config.health;
+    const h = this.snap.health;
     if (load.consecutiveFailures >= h.unhealthyThreshold) {
       load.ejectedUntil = this.base.now() + Math.min(MAX_EJECT_MS, Math.max(MIN_EJECT_MS, h.intervalMs));
     }
     (this.failed ??= []).push(load);
-    const canRetry = !this.clientClosed && this.attempts <= this.snap.config.proxy.connectRetries;
+    const canRetry = !this.clientClosed && this.attempts <= this.snap.proxy.connectRetries;
     this.base.observer.connectFailed(t, err.message, canRetry);
     return canRetry ? 'retry' : 'give-up';
   }

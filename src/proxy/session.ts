@@ -11,7 +11,7 @@
 // sweep (ConnectionRegistry, runtime/drain.ts), and a read only sets a flag.
 
 import { Socket, type OnReadOpts, type SocketConstructorOpts } from 'node:net';
-import type { Snapshot } from '../core/snapshot';
+import type { ServiceSnapshot } from '../core/snapshot';
 import type { Lease } from '../core/stats';
 import { SessionBase, type SessionHost } from './session-base';
 import { proxyHeader } from './proxy-protocol';
@@ -142,7 +142,7 @@ export class Session extends SessionBase {
 
   constructor(
     client: Socket,
-    snap: Snapshot,
+    snap: ServiceSnapshot,
     host: SessionHost,
   ) {
     super(snap, host);
@@ -196,7 +196,7 @@ export class Session extends SessionBase {
       s.destroy();
       return;
     }
-    const mode = this.snap.config.proxy.proxyProtocol;
+    const mode = this.snap.proxy.proxyProtocol;
     if (mode !== 'off') s.write(proxyHeader(mode, c));
     if (!useOnread(c)) c.on('data', onClientData);
     c.on('end', onClientEnd);

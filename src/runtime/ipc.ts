@@ -7,10 +7,11 @@ import type { HostPort } from '../core/address';
 import type { AdminState } from '../core/backend';
 import { mergeLoadReports, type LoadReport } from '../core/stats';
 import type { TrafficReport } from '../obs/metrics';
-import { REJECT_REASONS, TrafficFigures } from '../obs/metrics';
+import { TrafficFigures } from '../obs/metrics';
 import type { HistogramData } from '../obs/fast-histogram';
 
-export type ListenSpec = { readonly addr: HostPort } | { readonly fd: number };
+/** Where one service listens: an address to bind, or a socket passed by systemd. */
+export type ListenSpec = { readonly service: string } & ({ readonly addr: HostPort } | { readonly fd: number });
 
 export interface CountersReport {
   readonly connections: number;
@@ -22,6 +23,8 @@ export interface CountersReport {
 /** Everything one worker counted, as of when it answered. */
 export interface WorkerReport {
   readonly open: number;
+  /** open client connections by service */
+  readonly serviceOpen: readonly (readonly [string, number])[];
   readonly accepted: number;
   readonly loads: readonly (readonly [string, LoadReport])[];
   readonly counters: readonly (readonly [string, CountersReport])[];
@@ -43,12 +46,14 @@ export type ToWorker =
       readonly generation: number;
       readonly operator: readonly (readonly [string, AdminState])[];
       readonly health: readonly (readonly [string, HealthView])[];
-      readonly listen: ListenSpec;
+      readonly listen: readonly ListenSpec[];
     }
   | { readonly t: 'snapshot'; readonly config: Config; readonly generation: number; readonly operator: readonly (readonly [string, AdminState])[] }
   | { readonly t: 'admin'; readonly name: string; readonly key: string; readonly state: AdminState; readonly cut: boolean }
   | { readonly t: 'check'; readonly key: string; readonly healthy: boolean; readonly healthySince: number; readonly ok: boolean }
   | { readonly t: 'prepare'; readonly id: number; readonly listen: ListenSpec }
+  /** a removed service stops accepting (its connections drain) */
+  | { readonly t: 'close-service'; readonly service: string }
   | { readonly t: 'commit'; readonly id: number }
   | { readonly t: 'abort'; readonly id: number }
   | { readonly t: 'report'; readonly id: number }
@@ -57,7 +62,7 @@ export type ToWorker =
 
 /** worker → primary: answers carry the id of the request */
 export type FromWorker =
-  | { readonly t: 'listening'; readonly address: string }
+  | { readonly t: 'listening'; readonly addresses: readonly (readonly [string, string])[] }
   | { readonly t: 'listen-failed'; readonly address: string; readonly reason: string }
   | { readonly t: 'answer'; readonly id: number; readonly error?: string; readonly report?: WorkerReport; readonly drained?: number; readonly cut?: number }
   | { readonly t: 'event'; readonly kind: 'health'; readonly message: string };
@@ -101,10 +106,12 @@ export function mergeReports(list: readonly WorkerReport[]): WorkerReport {
         })),
       ] as const,
   );
-  const rejected = Object.fromEntries(REJECT_REASONS.map((r) => [r, list.reduce((n, x) => n + x.traffic.rejected[r], 0)])) as TrafficReport['rejected'];
+  const rejected = [...group(list.map((r) => r.traffic.rejected))].map(([k, v]) => [k, v.reduce((a, b) => a + b, 0)] as const);
+  const serviceOpen = [...group(list.map((r) => r.serviceOpen))].map(([k, v]) => [k, v.reduce((a, b) => a + b, 0)] as const);
   const connect = [...group(list.map((r) => r.traffic.connect))].map(([k, v]) => [k, sumHist(v)] as const);
   return {
     open: list.reduce((n, r) => n + r.open, 0),
+    serviceOpen,
     accepted: list.reduce((n, r) => n + r.accepted, 0),
     loads,
     counters,
@@ -120,12 +127,14 @@ export function retiredPart(r: WorkerReport): WorkerReport {
   return {
     ...r,
     open: 0,
+    serviceOpen: [],
     loads: r.loads.map(([k, l]) => [k, { ...l, active: 0, ejectedUntil: 0, consecutiveFailures: 0, samples: 0, latencyMs: 0 }] as const),
   };
 }
 
 export const EMPTY_REPORT: WorkerReport = Object.freeze({
   open: 0,
+  serviceOpen: [],
   accepted: 0,
   loads: [],
   counters: [],

@@ -16,6 +16,9 @@ import type { LiveState } from './live-state';
 import type { DataPlane } from './plane';
 import type { ReloadTrigger } from './reload';
 import { passedAddress, passedSockets, type SystemdNotifier } from './systemd';
+import type { ListenSpec } from './ipc';
+import type { Config } from '../config/schema';
+import { shownName } from '../core/backend';
 import { WorkerPool } from './workers';
 
 export interface LifecycleDeps {
@@ -51,18 +54,10 @@ export class Lifecycle {
     const { state: s, plane, admin } = this.d;
     const c = s.config;
     const passed = passedSockets(this.d.env);
-    if (passed && passed.proxy.length > 1) {
-      // one [proxy] listen_address serves one socket: an extra one would be silently ignored
-      const addresses = await Promise.all(passed.proxy.map(passedAddress));
-      throw new BindError('proxy', addresses.join(', '), `systemd passed ${addresses.length} proxy sockets and one [proxy] listen_address serves one: keep one ListenStream= (besides the one named "admin") in the .socket unit`);
-    }
-    s.passed.proxy = passed !== null && passed.proxy.length === 1;
+    const specs = listenSpecs(c, passed?.proxy ?? []);
+    for (const spec of specs) if ('fd' in spec) s.passed.proxy.add(spec.service);
     s.passed.admin = passed !== null && passed.admin.length > 0;
-    if (passed && passed.proxy.length > 0) {
-      await plane.adopt(passed.proxy[0]!);
-    } else {
-      await plane.listen(c.proxy.listen);
-    }
+    await plane.listen(specs);
     try {
       if (passed && passed.admin.length > 0) await admin.adopt(passed.admin[0]!);
       else if (c.admin.listen) await admin.listen(c.admin.listen);
@@ -77,15 +72,18 @@ export class Lifecycle {
     if (this.d.signals) this.installSignals();
     s.ready = true;
     const workers = this.d.workers;
-    this.d.events.push('lifecycle', `listening on ${plane.address} (${c.backends.length} backends, ${c.strategy}${workers > 1 ? `, ${workers} workers` : ''})`);
+    const only = c.services.length === 1 ? c.services[0]! : null;
+    const what = only ? `${only.backends.length} backends, ${only.algorithm}` : `${c.services.length} services`;
+    this.d.events.push('lifecycle', `listening on ${[...plane.addresses().values()].join(', ')} (${what}${workers > 1 ? `, ${workers} workers` : ''})`);
     this.d.logger.info(
       {
         listen: plane.address,
+        services: Object.fromEntries([...plane.addresses()]),
         workers,
         relay: rawAvailable() ? 'raw' : 'net.Socket',
         admin: admin.address || null,
         strategy: c.strategy,
-        backends: c.backends.map((b) => `${b.name}=${b.address}`),
+        backends: c.services.flatMap((svc) => svc.backends.map((b) => `${shownName(svc.name, b.name)}=${b.address}`)),
         config: this.d.configPath,
       },
       'lemonade-lb started',
@@ -163,4 +161,29 @@ export class Lifecycle {
     this.exitResolve = null;
     if (r) r(code);
   }
+}
+
+/**
+ * Where each service listens. A socket systemd passed serves the service whose listen_address is
+ * the socket's bound address; with one socket and one service it serves that service whatever its
+ * address (the shipped .socket unit's ListenStream=8080 binds [::]:8080). A passed socket that
+ * matches no service is a start error naming its address; a service no socket matches binds its
+ * own address.
+ */
+export function listenSpecs(config: Config, fds: readonly number[]): ListenSpec[] {
+  const services = config.services;
+  if (fds.length === 1 && services.length === 1) return [{ service: services[0]!.name, fd: fds[0]! }];
+  const byFd = new Map<string, number>();
+  for (const fd of fds) {
+    const address = passedAddress(fd);
+    const svc = address === null ? undefined : services.find((x) => x.listenAddress === address);
+    if (!svc) {
+      throw new BindError('proxy', address ?? `fd ${fd}`, `systemd passed this socket but no service has it as listen_address (services: ${services.map((x) => `${x.name}=${x.listenAddress}`).join(', ')})`);
+    }
+    byFd.set(svc.name, fd);
+  }
+  return services.map((svc) => {
+    const fd = byFd.get(svc.name);
+    return fd === undefined ? { service: svc.name, addr: svc.listen } : { service: svc.name, fd };
+  });
 }

@@ -27,12 +27,12 @@ export class LiveState {
   /** started and not stopping */
   ready = false;
   stopping = false;
-  /** operator drain/disable by backend name (absent = enabled); survives reloads */
+  /** operator drain/disable by backend reference, service/name (absent = enabled); survives reloads */
   readonly operator = new Map<string, AdminState>();
-  /** specs of backends removed by a reload whose connections still drain, by load key */
-  readonly draining = new Map<string, BackendConfig>();
-  /** listeners served from sockets systemd passed: their addresses belong to the .socket unit */
-  readonly passed = { proxy: false, admin: false };
+  /** backends removed by a reload whose connections still drain, by load key */
+  readonly draining = new Map<string, { readonly service: string; readonly spec: BackendConfig }>();
+  /** listeners served from sockets systemd passed (services by name; the admin API): their addresses belong to the .socket unit */
+  readonly passed = { proxy: new Set<string>(), admin: false };
 
   constructor(
     loaded: Loaded,
@@ -51,11 +51,11 @@ export class LiveState {
   }
 
   /** Backends removed by a reload with connections still open; forgotten after their last one. */
-  drainingBackends(): { spec: BackendConfig; load: BackendLoad }[] {
-    const out: { spec: BackendConfig; load: BackendLoad }[] = [];
-    for (const [key, spec] of this.draining) {
+  drainingBackends(): { service: string; spec: BackendConfig; load: BackendLoad }[] {
+    const out: { service: string; spec: BackendConfig; load: BackendLoad }[] = [];
+    for (const [key, d] of this.draining) {
       const load = this.loads.peek(key);
-      if (load && load.active > 0) out.push({ spec, load });
+      if (load && load.active > 0) out.push({ service: d.service, spec: d.spec, load });
       else this.draining.delete(key);
     }
     return out;

@@ -4,11 +4,12 @@
 // plane) builds snapshots and tells the plane about them; it never reaches past this interface.
 
 import type { HostPort } from '../core/address';
-import type { AdminState } from '../core/backend';
+import { shownName, type AdminState } from '../core/backend';
 import type { Snapshot } from '../core/snapshot';
 import type { Logger } from '../obs/logger';
 import type { TrafficFigures } from '../obs/metrics';
 import { ProxyListener, type Pending } from '../proxy/listener';
+import type { ListenSpec } from './ipc';
 import type { Session } from '../proxy/session';
 import type { RawSession } from '../proxy/raw-session';
 import type { ProxyObserver } from '../proxy/events';
@@ -17,25 +18,30 @@ import type { DrainResult } from './drain';
 export type { Pending };
 
 export interface DataPlane {
-  /** the address actually bound ("host:port"), "" before listening */
+  /** the address the first listening service actually bound ("host:port"), "" before listening */
   readonly address: string;
   readonly listening: boolean;
   /** open client connections */
   readonly open: number;
   /** client connections accepted so far */
   readonly accepted: number;
-  listen(addr: HostPort): Promise<void>;
-  /** serve a listening socket passed by the service manager */
-  adopt(fd: number): Promise<void>;
-  /** bind a new address for a reload: commit() switches to it, abort() lets it go */
-  prepare(addr: HostPort): Promise<Pending>;
+  /** each listening service's bound address */
+  addresses(): ReadonlyMap<string, string>;
+  /** each service's open client connections */
+  openByService(): ReadonlyMap<string, number>;
+  /** bind (or adopt the socket systemd passed) every service's listener; one failure fails all */
+  listen(specs: readonly ListenSpec[]): Promise<void>;
+  /** bind a service's new address for a reload: commit() switches to it, abort() lets it go */
+  prepare(service: string, addr: HostPort): Promise<Pending>;
+  /** a removed service stops accepting; its open connections drain with its backends */
+  closeService(service: string): void;
   /**
    * A new snapshot is current. Connections to backends it no longer has (`gone`, by load key)
    * may live `drainTimeoutMs` from now, then are cut.
    */
   applied(snap: Snapshot, gone: ReadonlySet<string>, drainTimeoutMs: number): void;
-  /** an operator changed a backend's state; `cut` closes its open connections now (disable) */
-  adminChanged(name: string, key: string, state: AdminState, cut: boolean): void;
+  /** an operator changed a backend's state (`ref`: service/name); `cut` closes its open connections now (disable) */
+  adminChanged(ref: string, key: string, state: AdminState, cut: boolean): void;
   /** an active health check's result, already applied to the control plane's copy */
   checked(key: string, healthy: boolean, healthySince: number, ok: boolean): void;
   /** stop accepting; open connections are untouched */
@@ -54,7 +60,8 @@ export interface ObserverDeps {
   readonly logger: Logger;
   readonly traffic: TrafficFigures;
   readonly now: () => number;
-  readonly unhealthyThreshold: () => number;
+  /** the unhealthy_threshold of a service's health settings */
+  readonly unhealthyThreshold: (service: string) => number;
   /** a line for the admin events list */
   readonly event: (kind: 'health', message: string) => void;
 }
@@ -65,19 +72,19 @@ export function trafficObserver(d: ObserverDeps): ProxyObserver {
   const t = d.traffic;
   let acceptErrorLogged = 0;
   return {
-    rejected: (reason, remote) => {
-      t.reject(reason);
-      if (log.isLevelEnabled('debug')) log.debug({ reason, client: remote }, 'connection rejected');
+    rejected: (reason, remote, service) => {
+      t.reject(reason, service);
+      if (log.isLevelEnabled('debug')) log.debug({ service, reason, client: remote }, 'connection rejected');
     },
     connectFailed: (b, error, willRetry) => {
-      if (log.isLevelEnabled('debug')) log.debug({ backend: b.name, error, willRetry }, 'backend connect failed');
-      if (b.load.consecutiveFailures === d.unhealthyThreshold()) {
-        log.warn({ backend: b.name, address: b.spec.address, error }, 'backend failing on live traffic: ejected until it answers again');
-        d.event('health', `${b.name} ejected after ${b.load.consecutiveFailures} failed connects (${error})`);
+      if (log.isLevelEnabled('debug')) log.debug({ service: b.service, backend: b.name, error, willRetry }, 'backend connect failed');
+      if (b.load.consecutiveFailures === d.unhealthyThreshold(b.service)) {
+        log.warn({ service: b.service, backend: b.name, address: b.spec.address, error }, 'backend failing on live traffic: ejected until it answers again');
+        d.event('health', `${shownName(b.service, b.name)} ejected after ${b.load.consecutiveFailures} failed connects (${error})`);
       }
     },
     connected: (b, ms) => {
-      t.observeConnect(b.name, ms / 1000);
+      t.observeConnect(b.ref, ms / 1000);
       if (log.isLevelEnabled('debug')) log.debug({ backend: b.name, connectMs: ms }, 'connection opened');
     },
     closed: (b, ms, bytesIn, bytesOut) => {
@@ -127,14 +134,33 @@ export class LocalPlane implements DataPlane {
     return this.listener.accepted;
   }
 
-  listen(addr: HostPort): Promise<void> {
-    return this.listener.listen(addr);
+  addresses(): ReadonlyMap<string, string> {
+    return this.listener.addresses();
   }
-  adopt(fd: number): Promise<void> {
-    return this.listener.adopt(fd);
+  openByService(): ReadonlyMap<string, number> {
+    return this.listener.openByService();
   }
-  prepare(addr: HostPort): Promise<Pending> {
-    return this.listener.prepare(addr);
+
+  async listen(specs: readonly ListenSpec[]): Promise<void> {
+    // bind every address first: one that fails lets the others go
+    const pending: Pending[] = [];
+    try {
+      for (const s of specs) {
+        if ('fd' in s) await this.listener.adopt(s.service, s.fd);
+        else pending.push(await this.listener.prepare(s.service, s.addr));
+      }
+    } catch (e) {
+      for (const p of pending) p.abort();
+      await this.listener.close();
+      throw e;
+    }
+    for (const p of pending) p.commit();
+  }
+  prepare(service: string, addr: HostPort): Promise<Pending> {
+    return this.listener.prepare(service, addr);
+  }
+  closeService(service: string): void {
+    this.listener.closeService(service);
   }
 
   applied(snap: Snapshot, gone: ReadonlySet<string>, drainTimeoutMs: number): void {

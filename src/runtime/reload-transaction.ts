@@ -4,7 +4,7 @@
 // the running generation untouched. What starts a reload (watcher, poll, SIGHUP, POST /reload) is
 // runtime/reload.ts.
 
-import type { Config } from '../config/schema';
+import { DEFAULT_SERVICE, type Config } from '../config/schema';
 import { loadFromText, readConfigText, sha256, type Env, type Loaded } from '../config/load';
 import { diff, summarize } from '../config/diff';
 import { retire, type Snapshot } from '../core/snapshot';
@@ -71,7 +71,11 @@ export class ReloadTransaction {
     const pending: Pending[] = [];
     try {
       this.checkSocketOwner(next);
-      if (next.proxy.listenAddress !== s.config.proxy.listenAddress) pending.push(await plane.prepare(next.proxy.listen));
+      // a new service, or one whose address changed, is bound before anything switches
+      for (const svc of next.services) {
+        const old = s.config.services.find((x) => x.name === svc.name);
+        if (old === undefined || old.listenAddress !== svc.listenAddress) pending.push(await plane.prepare(svc.name, svc.listen));
+      }
       if (next.admin.listenAddress !== s.config.admin.listenAddress && next.admin.listen) {
         pending.push(await admin.prepare(next.admin.listen));
       }
@@ -95,6 +99,8 @@ export class ReloadTransaction {
     s.shownHash = loaded.shownHash;
     s.attemptedHash = loaded.hash;
     for (const p of pending) p.commit();
+    // a removed service stops accepting at once; its connections drain with its backends
+    for (const old of oldSnap.config.services) if (!snap.service(old.name)) plane.closeService(old.name);
     if (adminRemoved) void admin.close();
     this.retireRemoved(oldSnap, snap);
     this.d.checker.sync(snap);
@@ -116,20 +122,20 @@ export class ReloadTransaction {
   /** A listener served from a socket systemd passed keeps it: its address is the .socket unit's. */
   private checkSocketOwner(next: Config): void {
     const { state: s, plane, admin } = this.d;
-    const moved: [string, boolean, string, string][] = [
-      ['proxy', s.passed.proxy, next.proxy.listenAddress, s.config.proxy.listenAddress],
-      ['admin', s.passed.admin, next.admin.listenAddress, s.config.admin.listenAddress],
-    ];
-    for (const [what, passed, to, from] of moved) {
-      if (passed && to !== from) {
-        const serving = what === 'proxy' ? plane.address : admin.address;
-        throw new BindError(
-          what,
-          to || '""',
-          `the ${what} listener serves the socket systemd passed (${serving}): the .socket unit owns that address, so change ListenStream= there and restart; the socket is kept`,
-        );
-      }
+    const owned = (what: string, serving: string, to: string): BindError =>
+      new BindError(
+        what,
+        to || '""',
+        `the ${what} listener serves the socket systemd passed (${serving}): the .socket unit owns that address, so change ListenStream= there and restart; the socket is kept`,
+      );
+    for (const name of s.passed.proxy) {
+      const from = s.config.services.find((x) => x.name === name)!;
+      const to = next.services.find((x) => x.name === name);
+      const label = name === DEFAULT_SERVICE ? 'proxy' : `service ${name}`;
+      if (to === undefined) throw owned(label, plane.addresses().get(name) ?? from.listenAddress, `(service ${name} removed)`);
+      if (to.listenAddress !== from.listenAddress) throw owned(label, plane.addresses().get(name) ?? from.listenAddress, to.listenAddress);
     }
+    if (s.passed.admin && next.admin.listenAddress !== s.config.admin.listenAddress) throw owned('admin', admin.address, next.admin.listenAddress);
   }
 
   private failed(trigger: string, e: unknown): ReloadOutcome {

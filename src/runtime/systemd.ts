@@ -5,7 +5,8 @@
 // installed; otherwise `systemd-notify` is spawned (the unit then needs NotifyAccess=all).
 
 import { spawn } from 'node:child_process';
-import net from 'node:net';
+import { readFileSync, readlinkSync } from 'node:fs';
+import { v6Text } from '../proxy/proxy-protocol';
 import { createRequire } from 'node:module';
 
 type Native = { sendState?: (s: string) => void; notify?: (s: string) => void; ready?: () => void };
@@ -109,17 +110,30 @@ export class SystemdNotifier {
   }
 }
 
-/** The address a passed listening socket is bound to, "host:port" (for errors; closes the socket). */
-export function passedAddress(fd: number): Promise<string> {
-  return new Promise((resolve) => {
-    const s = net.createServer();
-    s.once('error', () => resolve(`fd ${fd}`));
-    s.listen({ fd }, () => {
-      const a = s.address();
-      s.close();
-      resolve(a && typeof a === 'object' ? (a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`) : `fd ${fd}`);
-    });
-  });
+/**
+ * The address a passed listening socket is bound to, "host:port" as formatHostPort writes it, read
+ * from /proc (the socket is left untouched); null where /proc does not say.
+ */
+export function passedAddress(fd: number): string | null {
+  try {
+    const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/self/fd/${fd}`));
+    if (!m) return null;
+    for (const v6 of [false, true]) {
+      for (const line of readFileSync(v6 ? '/proc/net/tcp6' : '/proc/net/tcp', 'utf8').split('\n').slice(1)) {
+        const cols = line.trim().split(/\s+/);
+        if (cols[9] !== m[1]) continue;
+        const [hex, port] = cols[1]!.split(':') as [string, string];
+        // each 32-bit word of the address is written in the host's (little-endian) byte order
+        const bytes = new Uint8Array(hex.length / 2);
+        for (let w = 0; w < hex.length / 8; w++) for (let b = 0; b < 4; b++) bytes[w * 4 + b] = parseInt(hex.slice(w * 8 + (3 - b) * 2, w * 8 + (3 - b) * 2 + 2), 16);
+        const host = v6 ? `[${v6Text(bytes)}]` : bytes.join('.');
+        return `${host}:${parseInt(port, 16)}`;
+      }
+    }
+  } catch {
+    // no /proc here: the caller names the descriptor instead
+  }
+  return null;
 }
 
 export interface PassedSockets {

@@ -61,7 +61,7 @@ class Worker {
         logger: this.logger,
         traffic: this.traffic,
         now: Date.now,
-        unhealthyThreshold: () => this.snapshot.config.health.unhealthyThreshold,
+        unhealthyThreshold: (service) => this.snapshot.service(service)?.health.unhealthyThreshold ?? 0,
         event: (kind, message) => send({ t: 'event', kind, message }),
       }),
     });
@@ -69,17 +69,13 @@ class Worker {
 
   start(): void {
     process.on('message', (m: ToWorker) => this.onMessage(m));
-    this.listen(this.init.listen).then(
-      () => send({ t: 'listening', address: this.plane.address }),
+    this.plane.listen(this.init.listen).then(
+      () => send({ t: 'listening', addresses: [...this.plane.addresses()] }),
       (e: unknown) => {
-        const [address, reason] = e instanceof BindError ? [e.address, e.reason] : [label(this.init.listen), String(e)];
+        const [address, reason] = e instanceof BindError ? [e.address, e.reason] : [this.init.listen.map(label).join(', '), String(e)];
         send({ t: 'listen-failed', address, reason }, () => process.exit(1));
       },
     );
-  }
-
-  private listen(spec: ListenSpec): Promise<void> {
-    return 'fd' in spec ? this.plane.adopt(spec.fd) : this.plane.listen(spec.addr);
   }
 
   private build(config: Config, generation: number, prev?: Snapshot): Snapshot {
@@ -102,7 +98,8 @@ class Worker {
       case 'admin': {
         if (m.state === 'enabled') this.operator.delete(m.name);
         else this.operator.set(m.name, m.state);
-        const b = this.snapshot.backends.find((x) => x.name === m.name);
+        // m.name is the backend's reference, service/name (as the operator map keys it)
+        const b = this.snapshot.backends.find((x) => x.ref === m.name);
         if (b) b.load.admin = m.state;
         this.plane.adminChanged(m.name, m.key, m.state, m.cut);
         return;
@@ -112,7 +109,7 @@ class Worker {
         return;
       case 'prepare': {
         const spec = m.listen;
-        ('fd' in spec ? Promise.reject(new Error('a passed socket cannot be prepared')) : this.plane.prepare(spec.addr)).then(
+        ('fd' in spec ? Promise.reject(new Error('a passed socket cannot be prepared')) : this.plane.prepare(spec.service, spec.addr)).then(
           (p) => {
             this.pending.set(m.id, p);
             send({ t: 'answer', id: m.id });
@@ -132,6 +129,9 @@ class Worker {
       case 'report':
         send({ t: 'answer', id: m.id, report: this.report() });
         return;
+      case 'close-service':
+        this.plane.closeService(m.service);
+        return;
       case 'close':
         void this.plane.close().then(() => send({ t: 'answer', id: m.id }));
         return;
@@ -148,6 +148,7 @@ class Worker {
   private report(): WorkerReport {
     return {
       open: this.plane.open,
+      serviceOpen: [...this.plane.openByService()],
       accepted: this.plane.accepted,
       loads: [...this.loads.values()].map((l) => [l.key, l.report()] as const),
       counters: [...this.loads.allCounters()].map(

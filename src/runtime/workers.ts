@@ -68,8 +68,9 @@ interface Member {
 
 export class WorkerPool implements DataPlane {
   private readonly members: Member[];
-  private spec: ListenSpec | null = null;
-  private bound = '';
+  private specs: readonly ListenSpec[] = [];
+  /** each service's bound address, by service name */
+  private bound = new Map<string, string>();
   private retired: WorkerReport = EMPTY_REPORT;
   private merged: WorkerReport = EMPTY_REPORT;
   private stopping = false;
@@ -93,11 +94,18 @@ export class WorkerPool implements DataPlane {
   }
 
   get address(): string {
+    for (const a of this.bound.values()) return a;
+    return '';
+  }
+  addresses(): ReadonlyMap<string, string> {
     return this.bound;
+  }
+  openByService(): ReadonlyMap<string, number> {
+    return new Map(this.merged.serviceOpen);
   }
   /** at least one worker accepts: a pool whose workers all died (or crash-loop) serves nobody */
   get listening(): boolean {
-    return this.bound !== '' && !this.stopping && this.members.some((m) => m.listening);
+    return this.bound.size > 0 && !this.stopping && this.members.some((m) => m.listening);
   }
   get open(): number {
     return this.merged.open;
@@ -106,23 +114,15 @@ export class WorkerPool implements DataPlane {
     return this.merged.accepted;
   }
 
-  listen(addr: HostPort): Promise<void> {
-    return this.startAll({ addr });
-  }
-
-  adopt(fd: number): Promise<void> {
-    return this.startAll({ fd });
-  }
-
-  /** Fork every worker on this listen spec; resolves once all listen, rejects on the first failure. */
-  private async startAll(spec: ListenSpec): Promise<void> {
-    this.spec = spec;
+  /** Fork every worker on these listen specs; resolves once all listen, rejects on the first failure. */
+  async listen(specs: readonly ListenSpec[]): Promise<void> {
+    this.specs = specs;
     // the kernel spreads connections over the workers accepting from the shared socket; the
     // default (round robin) would make this process accept every connection and pass it on
     cluster.schedulingPolicy = cluster.SCHED_NONE;
     cluster.setupPrimary({ exec: process.argv[1], args: [], serialization: 'advanced', silent: false });
     try {
-      this.bound = (await Promise.all(this.members.map((m) => this.fork(m)))).find((a) => a !== '') ?? '';
+      this.bound = new Map((await Promise.all(this.members.map((m) => this.fork(m))))[0] ?? []);
     } catch (e) {
       this.stopping = true;
       for (const m of this.members) m.worker?.process.kill('SIGKILL');
@@ -132,7 +132,7 @@ export class WorkerPool implements DataPlane {
     this.poll.unref();
   }
 
-  private fork(m: Member): Promise<string> {
+  private fork(m: Member): Promise<readonly (readonly [string, string])[]> {
     const w = cluster.fork();
     m.worker = w;
     m.pid = w.process.pid ?? 0;
@@ -140,8 +140,8 @@ export class WorkerPool implements DataPlane {
     m.startedAt = Date.now();
     m.lastAnswer = m.startedAt;
     const s = this.deps.state();
-    this.sendTo(m, { t: 'init', index: m.index, count: this.members.length, config: s.config, generation: s.generation, operator: s.operator, health: s.health, listen: this.spec! });
-    return new Promise<string>((resolve, reject) => {
+    this.sendTo(m, { t: 'init', index: m.index, count: this.members.length, config: s.config, generation: s.generation, operator: s.operator, health: s.health, listen: this.specs });
+    return new Promise<readonly (readonly [string, string])[]>((resolve, reject) => {
       let settled = false;
       w.on('message', (msg: FromWorker) => {
         m.lastAnswer = Date.now();
@@ -149,7 +149,7 @@ export class WorkerPool implements DataPlane {
           case 'listening':
             settled = true;
             m.listening = true;
-            resolve(msg.address);
+            resolve(msg.addresses);
             return;
           case 'listen-failed':
             settled = true;
@@ -174,7 +174,7 @@ export class WorkerPool implements DataPlane {
       w.on('exit', (code, signal) => {
         if (!settled) {
           settled = true;
-          reject(new BindError('proxy', this.spec ? specLabel(this.spec) : '?', `worker exited (${signal ?? code}) before listening`));
+          reject(new BindError('proxy', this.specs.map(specLabel).join(', ') || '?', `worker exited (${signal ?? code}) before listening`));
         }
         this.onExit(m, w, code, signal);
       });
@@ -245,12 +245,12 @@ export class WorkerPool implements DataPlane {
     );
   }
 
-  async prepare(addr: HostPort): Promise<Pending> {
+  async prepare(service: string, addr: HostPort): Promise<Pending> {
     // the id each worker holds its bound server under (a worker that is restarting gets none)
     const ids = new Map<Member, number>();
     const answers = await this.ask((id, m) => {
       ids.set(m, id);
-      return { t: 'prepare', id, listen: { addr } };
+      return { t: 'prepare', id, listen: { service, addr } };
     });
     const failed = answers.find((a) => a === null || a.error !== undefined);
     const settle = (t: 'commit' | 'abort'): void => {
@@ -263,11 +263,18 @@ export class WorkerPool implements DataPlane {
     return {
       commit: () => {
         settle('commit');
-        this.spec = { addr };
-        this.bound = formatHostPort(addr);
+        // a worker started from now on listens on the new address
+        this.specs = [...this.specs.filter((s) => s.service !== service), { service, addr }];
+        this.bound.set(service, formatHostPort(addr));
       },
       abort: () => settle('abort'),
     };
+  }
+
+  closeService(service: string): void {
+    this.specs = this.specs.filter((s) => s.service !== service);
+    this.bound.delete(service);
+    this.broadcast({ t: 'close-service', service });
   }
 
   applied(snap: Snapshot): void {
