@@ -1,6 +1,7 @@
 // The periodic "summary" log line: every [metrics] interval_millis, open and accepted connections,
 // rejections, and per backend its state, open connections, rate since the last line and latency.
 
+import { shownName } from '../core/backend';
 import type { Snapshot } from '../core/snapshot';
 import type { Logger } from './logger';
 
@@ -40,7 +41,7 @@ export class SummaryLog {
     for (const b of this.d.snapshot().backends) {
       // a backend not summarised yet started from 0 (its figures are new with its key)
       const prev = this.lastTotal.get(b.load.key) ?? 0;
-      backends[b.name] = {
+      backends[shownName(b.service, b.name)] = {
         state: b.load.state(),
         active: b.load.active,
         rate: Math.round(((b.load.total - prev) / secs) * 100) / 100,
