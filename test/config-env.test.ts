@@ -356,3 +356,45 @@ describe('loadConfig and resolveConfigPath', () => {
     assert.throws(() => loadConfig(sub, {}), (e: unknown) => e instanceof ConfigReadError && e.code === 'LEMONADE_CONFIG_UNREADABLE');
   });
 });
+
+describe('the environment overrides the default service only (SPEC §7)', () => {
+  const text = [
+    '[proxy]',
+    'listen_address = "127.0.0.1:8080"',
+    '[strategy]',
+    'algorithm = "least_connections"',
+    '[[backends]]',
+    'address = "10.0.0.1:80"',
+    '[[services]]',
+    'name = "pg"',
+    'listen_address = "127.0.0.1:5432"',
+    '[[services.backends]]',
+    'address = "10.0.0.2:5432"',
+    '[[services]]',
+    'name = "own"',
+    'listen_address = "127.0.0.1:6379"',
+    'algorithm = "round_robin"',
+    '[services.health]',
+    'interval = "7s"',
+    '[[services.backends]]',
+    'address = "10.0.0.3:6379"',
+    '',
+  ].join('\n');
+  test('LEMONADE_LB_STRATEGY and LEMONADE_LB_HEALTH_INTERVAL_MS change the default service; the others keep the file values', () => {
+    const r = parseAndValidate(text, { LEMONADE_LB_STRATEGY: 'weighted_round_robin', LEMONADE_LB_HEALTH_INTERVAL_MS: '1500' });
+    assert.ok(r.ok, JSON.stringify(!r.ok && r.issues));
+    const by = new Map(r.config.services.map((s) => [s.name, s]));
+    assert.deepEqual([...by.keys()], ['default', 'pg', 'own']);
+    assert.equal(by.get('default')!.algorithm, 'weighted_round_robin');
+    assert.equal(by.get('default')!.health.intervalMs, 1500);
+    assert.equal(by.get('pg')!.algorithm, 'least_connections', 'inherits the file, not the variable');
+    assert.equal(by.get('pg')!.health.intervalMs, 10000, 'the file has no [health] interval: the default');
+    assert.equal(by.get('own')!.algorithm, 'round_robin');
+    assert.equal(by.get('own')!.health.intervalMs, 7000);
+  });
+  test('without the variables every service inherits the file', () => {
+    const r = parseAndValidate(text, {});
+    assert.ok(r.ok);
+    assert.deepEqual(r.config.services.map((s) => [s.name, s.algorithm]), [['default', 'least_connections'], ['pg', 'least_connections'], ['own', 'round_robin']]);
+  });
+});

@@ -3,7 +3,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import TOML from '@iarna/toml';
-import { ENV_SETTINGS, SECRET_PATHS, settingsOf, validate, type Config } from './schema';
+import { ENV_SETTINGS, SCHEMA, SECRET_PATHS, settingsOf, validate, type Config } from './schema';
 import { ConfigInvalidError, ConfigMissingError, ConfigReadError, type ConfigIssue } from '../errors';
 
 export const DEFAULT_CONFIG_PATH = '/etc/lemonade/config.toml';
@@ -190,6 +190,28 @@ const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'
 
 export const ENV_VARIABLES = [...ENV_SETTINGS.map((t) => t.name), 'LEMONADE_LB_BACKEND_ADDRESSES', 'LEMONADE_LB_CONFIG'];
 
+/**
+ * The environment overrides the default service only (SPEC §7): a [[services]] entry that leaves
+ * an overridable key out keeps inheriting the file's value (or the key's default), so that value
+ * is written into the entry before the override replaces the top-level one.
+ */
+function keepForServices(raw: Record<string, unknown>, section: string, key: string): void {
+  const row = (SCHEMA as unknown as Record<string, Record<string, { overridable?: true; def?: unknown }>>)[section]?.[key];
+  const services = raw['services'];
+  if (!row?.overridable || !Array.isArray(services)) return;
+  const sec = raw[section];
+  const fileValue = typeof sec === 'object' && sec !== null && !Array.isArray(sec) ? (sec as Record<string, unknown>)[key] : undefined;
+  const value = fileValue ?? row.def;
+  if (value === undefined) return;
+  for (const svc of services) {
+    if (typeof svc !== 'object' || svc === null || Array.isArray(svc)) continue;
+    const t = svc as Record<string, unknown>;
+    // [services.health] keys sit in the entry's own health table; the others in the entry
+    const target = section === 'health' ? ((t['health'] ??= {}) as Record<string, unknown>) : section === 'strategy' || section === 'proxy' ? t : null;
+    if (target !== null && typeof target === 'object' && !Array.isArray(target) && target[key] === undefined) target[key] = value;
+  }
+}
+
 function applyEnv(raw: Record<string, unknown>, env: Env, origins: Map<string, string>): ConfigIssue[] {
   const issues: ConfigIssue[] = [];
   for (const t of ENV_SETTINGS) {
@@ -205,6 +227,7 @@ function applyEnv(raw: Record<string, unknown>, env: Env, origins: Map<string, s
       value = Number(v);
     }
     if (t.section === 'strategy' && typeof raw['strategy'] === 'string') raw['strategy'] = { algorithm: raw['strategy'] };
+    keepForServices(raw, t.section, t.key);
     const sec = raw[t.section];
     if (sec === undefined) raw[t.section] = { [t.key]: value };
     else if (typeof sec === 'object' && sec !== null && !Array.isArray(sec)) (sec as Record<string, unknown>)[t.key] = value;
