@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ENV_SETTINGS, LISTS, SCHEMA, SECTIONS } from '../src/config/schema';
+import { parseAndValidate } from '../src/config/load';
 
 type AnyRow = { readonly kind: string; readonly def?: unknown; readonly shown?: string; readonly doc: string };
 
@@ -58,4 +59,22 @@ test('every LEMONADE_LB_* variable of the schema is named in the README (or as "
   const env = readme.slice(readme.indexOf('### Environment'));
   const missing = ENV_SETTINGS.map((t) => t.name).filter((n) => !env.includes('`' + n + '`') && !env.includes('`…' + n.slice('LEMONADE_LB'.length) + '`'));
   assert.deepEqual(missing, []);
+});
+
+test("the README's services worked example is a valid configuration of three services", () => {
+  const at = readme.indexOf('**Worked example: PostgreSQL');
+  assert.ok(at > 0, 'the worked example is in the README');
+  const start = readme.indexOf('```toml\n', at) + '```toml\n'.length;
+  const r = parseAndValidate(readme.slice(start, readme.indexOf('```', start)), {});
+  assert.ok(r.ok, JSON.stringify(!r.ok && r.issues));
+  assert.deepEqual(
+    r.config.services.map((s) => [s.name, s.listenAddress, s.algorithm, s.backends.length]),
+    [
+      ['postgres', '0.0.0.0:5432', 'least_connections', 2],
+      ['redis', '0.0.0.0:6379', 'round_robin', 1],
+      ['https', '0.0.0.0:443', 'adaptive', 2],
+    ],
+  );
+  assert.equal(r.config.services[2]!.proxy.proxyProtocol, 'v2');
+  assert.equal(r.config.services[1]!.health.intervalMs, 1000);
 });
