@@ -7,7 +7,14 @@
 // reference, not a target), lemonade (dist/lemonade.js, one process),
 // lemonade-workers (the same with `[runtime] workers = 0`: one data-plane worker per CPU, pinned
 // like the others, so its row is the CPU cost of the multi-process form; CPU and RSS are summed
-// over the process and its workers).
+// over the process and its workers), lemonade-20svc (the lemonade contender's bundle, settings,
+// listen address and backend, plus 19 more [[services]] on loopback ports of their own, each with
+// its own backend entry pointing at the same backend: what a connection costs when the balancer
+// fronts 20 services, next to one; in the default run it takes part in W2 only, and in W1 too
+// when --only names it: a keep-alive request never meets the per-service routing, which runs once
+// per accepted connection, so W1 would add ~15 s to the default run to repeat lemonade's row; it
+// is left out of W3 (per byte), W4 (RSS growth per connection over a baseline taken with the 20
+// listeners already open) and W5 (workers over one process) for the same reason).
 // Workloads:
 //   W1 keep-alive HTTP through the proxy: `wrk -c64`; req/s, p50/p99, proxy CPU µs per request
 //   W2 one new connection per request (`Connection: close`): conn/s, proxy CPU µs per connection
@@ -33,7 +40,8 @@
 //
 // Flags: --quick, --rounds N (3), --duration S (3), --idle N (10000), --no-install,
 //        --baseline-bundle PATH (another build of dist/lemonade.js, run as "lemonade-base"),
-//        --only a,b (contenders), --workloads W1,W2 (subset), --lemonade-node-args "…" (e.g.
+//        --only a,b (contenders; default all but lemonade-base; naming lemonade-20svc here adds
+//        its W1 row), --workloads W1,W2 (subset), --lemonade-node-args "…" (e.g.
 //        "--cpu-prof --cpu-prof-dir=/tmp/prof"), --json (one JSON line with every figure last).
 // Exit code: 0 when every target is met (always 0 with --quick unless the run broke), 1 when a
 // target was missed, 2 when the run itself failed. The run is bounded (--budget S, default 540):
@@ -53,7 +61,7 @@ const RAW_PROXY = join(ROOT, 'scripts', 'bench', 'raw-proxy.mjs');
 const HTTP_BACKEND = join(ROOT, 'scripts', 'bench', 'http-backend.mjs');
 const TICK_US = 1e6 / (Number(spawnSync('getconf', ['CLK_TCK']).stdout?.toString().trim()) || 100);
 
-const CONTENDERS = ['direct', 'haproxy', 'pipe', 'node-raw', 'lemonade', 'lemonade-workers', 'lemonade-base'] as const;
+const CONTENDERS = ['direct', 'haproxy', 'pipe', 'node-raw', 'lemonade', 'lemonade-20svc', 'lemonade-workers', 'lemonade-base'] as const;
 type ContenderName = (typeof CONTENDERS)[number];
 const WORKLOADS = ['W1', 'W2', 'W3', 'W4', 'W5'] as const;
 type Workload = (typeof WORKLOADS)[number];
@@ -64,6 +72,8 @@ const TARGETS: Record<Exclude<Workload, 'W5'>, number> = { W1: 1.2, W2: 1.5, W3:
 const SCALING_TARGET = 1.6;
 const CPUS = Math.max(1, availableParallelism());
 const ALL_CPUS = `0-${CPUS - 1}`;
+/** lemonade-20svc: the measured (default) service plus this many more. */
+const EXTRA_SERVICES = 19;
 
 interface Args {
   quick: boolean;
@@ -72,6 +82,8 @@ interface Args {
   idle: number;
   install: boolean;
   only: ContenderName[];
+  /** --only was given (lemonade-20svc then takes part in W1 as well as W2) */
+  onlyGiven: boolean;
   workloads: Workload[];
   lemonadeNodeArgs: string[];
   /** another build of lemonade to compare with (contender "lemonade-base") */
@@ -90,6 +102,7 @@ function parseArgs(argv: readonly string[]): Args {
     idle: 10_000,
     install: true,
     only: CONTENDERS.filter((c) => c !== 'lemonade-base'),
+    onlyGiven: false,
     baselineBundle: null,
     workloads: [...WORKLOADS],
     lemonadeNodeArgs: [],
@@ -128,6 +141,7 @@ function parseArgs(argv: readonly string[]): Args {
       const names = val().split(',');
       for (const n of names) if (!(CONTENDERS as readonly string[]).includes(n)) throw new Error(`--only: unknown contender ${n} (known: ${CONTENDERS.join(',')})`);
       a.only = CONTENDERS.filter((c) => names.includes(c));
+      a.onlyGiven = true;
     } else if (k === '--workloads') {
       const names = val().toUpperCase().split(',');
       for (const n of names) if (!(WORKLOADS as readonly string[]).includes(n)) throw new Error(`--workloads: unknown workload ${n} (known: ${WORKLOADS.join(',')})`);
@@ -430,6 +444,15 @@ async function startContender(name: ContenderName, backendPort: number, args: Ar
   } else if (name === 'pipe' || name === 'node-raw') {
     proc = startPinned(cpu, process.execPath, [name === 'pipe' ? PIPE_PROXY : RAW_PROXY, String(port), `127.0.0.1:${backendPort}`]);
   } else {
+    // lemonade-20svc: 19 more services, each on a loopback port and with a backend entry of its
+    // own (all pointing at the same backend); the measured one is the default service, as for
+    // lemonade, so the two rows differ only in the services configured
+    const extraPorts: number[] = [];
+    if (name === 'lemonade-20svc') for (let i = 0; i < EXTRA_SERVICES; i++) extraPorts.push(await freePort());
+    const extra = extraPorts.flatMap((p, i) => {
+      const n = String(i + 1).padStart(2, '0');
+      return ['[[services]]', `name = "svc-${n}"`, `listen_address = "127.0.0.1:${p}"`, 'algorithm = "round_robin"', '[[services.backends]]', 'id = 0', `name = "bench-${n}"`, `address = "127.0.0.1:${backendPort}"`];
+    });
     const conf = join(dir, `lemonade-${port}.toml`);
     writeFileSync(
       conf,
@@ -450,6 +473,7 @@ async function startContender(name: ContenderName, backendPort: number, args: Ar
         'id = 0',
         'name = "bench"',
         `address = "127.0.0.1:${backendPort}"`,
+        ...extra,
         '',
       ].join('\n'),
     );
@@ -458,6 +482,10 @@ async function startContender(name: ContenderName, backendPort: number, args: Ar
     env['LEMONADE_LOG'] = 'info';
     const bundle = name === 'lemonade-base' ? args.baselineBundle! : BUNDLE;
     proc = startPinned(cpu, process.execPath, [...args.lemonadeNodeArgs, bundle, 'lb', '--config', conf], env);
+    await waitListening(port, proc, name);
+    // every service is up (and so the file was read as 20 services) before anything is measured
+    for (const p of extraPorts) await waitListening(p, proc, `${name} service on ${p}`);
+    return { port, proc };
   }
   await waitListening(port, proc, name);
   return { port, proc };
@@ -694,6 +722,8 @@ async function main(): Promise<number> {
     if (!r) rows.set(k, (r = { workload: w, contender: c, samples: [], ratios: [] }));
     return r;
   };
+  /** per workload: lemonade-20svc's cost over lemonade's, one per round where both ran */
+  const services20 = new Map<Workload, number[]>(WORKLOADS.map((w) => [w, []]));
   let roundsDone = 0;
   let failure: Error | null = null;
   try {
@@ -715,6 +745,8 @@ async function main(): Promise<number> {
           if (w === 'W4' && c === 'direct') continue;
           // W5 compares lemonade with itself: one worker, one per CPU
           if (w === 'W5' && c !== 'lemonade' && c !== 'lemonade-workers') continue;
+          // 20 services: W2 (a new connection, routed at accept), W1 when asked (header)
+          if (c === 'lemonade-20svc' && w !== 'W2' && !(w === 'W1' && args.onlyGiven)) continue;
           const backendPort = w === 'W3' ? be.iperfPort! : be.httpPort;
           const spread: Spread | undefined = w === 'W5' ? { cpu: ALL_CPUS, threads: CPUS, conns: 64 } : undefined;
           const run = await startContender(c, backendPort, args, tools, dir, spread?.cpu);
@@ -738,6 +770,10 @@ async function main(): Promise<number> {
           const all = got.get('lemonade-workers');
           if (one && all && one.throughput > 0) rowOf(w, 'lemonade-workers').ratios.push(all.throughput / one.throughput);
         } else if (h && Number.isFinite(h.cost) && h.cost > 0) for (const [c, s] of got) rowOf(w, c).ratios.push(s.cost / h.cost);
+        // 20 services over one, same round
+        const one = got.get('lemonade');
+        const many = got.get('lemonade-20svc');
+        if (one && many && one.cost > 0 && Number.isFinite(many.cost)) services20.get(w)!.push(many.cost / one.cost);
       }
       roundsDone++;
       roundMs = Date.now() - rs;
@@ -798,6 +834,26 @@ async function main(): Promise<number> {
     out.push('|---|---|---|---|---|---|');
     for (const t of targets) out.push(`| ${t.workload} | ${fmt(t.ratio, 2)} | ≤ ${t.target} | ${fmt(t.vsPipe, 2)} (< 1) | ${t.met ? 'yes' : 'NO'} | ${fmt(t.vsRaw, 2)} |`);
   }
+  // 20 services next to one: the ratio of the median costs, and the min-max of the same-round
+  // ratios; reported, not judged (issue 13: "costs the same per connection"; compare it with the
+  // lemonade rows' own min-max for the run's noise)
+  const svc20: { workload: Workload; ratio: number; ratios: number[]; one: number; many: number }[] = [];
+  for (const w of workloads) {
+    const one = rows.get(`${w}/lemonade`);
+    const many = rows.get(`${w}/lemonade-20svc`);
+    if (!one || !many || one.samples.length === 0 || many.samples.length === 0) continue;
+    const c1 = median(one.samples.map((s) => s.cost));
+    const c20 = median(many.samples.map((s) => s.cost));
+    svc20.push({ workload: w, ratio: c20 / c1, ratios: services20.get(w)!, one: c1, many: c20 });
+  }
+  if (svc20.length > 0) out.push('');
+  for (const t of svc20) {
+    const u = UNITS[t.workload];
+    out.push(
+      `${t.workload} 20 services: lemonade-20svc / lemonade ${fmt(t.ratio, 2)} (per round ${fmtRange(t.ratios, 2)}; ${fmt(t.many, u.costDigits)} vs ${fmt(t.one, u.costDigits)} ${u.cost}, medians) ` +
+        `(wanted: the same per ${t.workload === 'W1' ? 'request' : 'connection'} as with one service, within the run's noise; reported, not judged)`,
+    );
+  }
   if (scaling) {
     out.push('');
     out.push(
@@ -817,6 +873,7 @@ async function main(): Promise<number> {
       rows: [...rows.values()].map((r) => ({ workload: r.workload, contender: r.contender, samples: r.samples, ratios: r.ratios, throughput: median(r.samples.map((s) => s.throughput)), cost: median(r.samples.map((s) => s.cost)), ratio: median(r.ratios) })),
       targets,
       scaling,
+      services20: svc20,
       cpus: CPUS,
     };
     process.stdout.write(JSON.stringify(j) + '\n');
