@@ -274,7 +274,7 @@ export function locateKeys(text: string): Map<string, number> {
     if (trimmed === '' || trimmed.startsWith('#')) continue;
     let m = /^\[\[\s*([A-Za-z0-9_.\-]+)\s*\]\]/.exec(trimmed);
     if (m) {
-      const name = m[1]!;
+      const name = within(m[1]!, arrayCounts);
       const idx = arrayCounts.get(name) ?? 0;
       arrayCounts.set(name, idx + 1);
       table = `${name}[${idx}]`;
@@ -284,7 +284,7 @@ export function locateKeys(text: string): Map<string, number> {
     }
     m = /^\[\s*([A-Za-z0-9_.\-]+)\s*\]/.exec(trimmed);
     if (m) {
-      table = m[1]!;
+      table = within(m[1]!, arrayCounts);
       out.set(table, n + 1);
       continue;
     }
@@ -299,6 +299,22 @@ export function locateKeys(text: string): Map<string, number> {
     }
   }
   return out;
+}
+
+/**
+ * A dotted table header as the key path of the table it opens: a prefix naming an array of
+ * tables means its latest entry, as TOML reads it (`[services.health]` after the second
+ * `[[services]]` is `services[1].health`; `[[services.backends]]` counts within its service).
+ */
+function within(header: string, arrayCounts: ReadonlyMap<string, number>): string {
+  const parts = header.split('.');
+  let path = '';
+  parts.forEach((part, i) => {
+    path = path === '' ? part : `${path}.${part}`;
+    const count = arrayCounts.get(path);
+    if (i < parts.length - 1 && count !== undefined) path = `${path}[${count - 1}]`;
+  });
+  return path;
 }
 
 function locate(lines: Map<string, number>, path: string): number | undefined {
