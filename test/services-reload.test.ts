@@ -301,3 +301,37 @@ test('socket activation: two passed sockets, each serving the service with its a
   proc.kill('SIGTERM');
   assert.equal(await exited, 0, err);
 });
+
+test('workers = 2: a removed service stops accepting in every worker, its open connection drains until drain_timeout; a moved one serves on its new address', async (t) => {
+  const servers = await Promise.all([greeter('a1'), greeter('b1')]);
+  const [pa, pb, pa2] = await ports(3);
+  const file = (aPort: number, withB: boolean): string =>
+    servicesFile({
+      runtime: ['workers = 2', 'drain_timeout_millis = 1500', 'config_watch_interval_millis = 60000'],
+      services: [svc('a', aPort, [{ name: 'a1', address: servers[0]!.address }]), ...(withB ? [svc('b', pb!, [{ name: 'b1', address: servers[1]!.address }])] : [])],
+    });
+  const lb = await startBalancer(file(pa!, true));
+  t.after(async () => {
+    await lb.stop('SIGKILL');
+    await Promise.all(servers.map((s) => s.close()));
+  });
+  const conn = net.connect({ host: '127.0.0.1', port: pb! });
+  t.after(() => conn.destroy());
+  conn.on('error', () => {});
+  assert.equal(await new Promise<string>((r) => conn.once('data', (d: Buffer) => r(d.toString()))), 'b1\n');
+  let closedAt = 0;
+  conn.on('close', () => (closedAt = Date.now()));
+  lb.writeConfig(file(pa2!, false));
+  const removedAt = Date.now();
+  await generation(lb, 2, 10_000);
+  await lb.waitForLog((l) => typeof l['msg'] === 'string' && /^config reloaded: .*-service b\(draining\)/.test(l['msg']), 2000, 'the reload line');
+  for (let i = 0; i < 10; i++) assert.equal(await connectOutcome(pb!), 'ECONNREFUSED', 'no worker accepts for the removed service');
+  assert.deepEqual([...new Set(await burst(pa2!, 20))], ['a1'], 'a serves on its new address from every worker');
+  assert.equal(await connectOutcome(pa!), 'ECONNREFUSED', "a's old address is closed");
+  const echoed = new Promise<string>((r) => conn.once('data', (d: Buffer) => r(d.toString())));
+  conn.write('still here');
+  assert.equal(await echoed, 'still here');
+  await waitFor(() => closedAt > 0, 6000, 'the drained connection to be cut');
+  const lived = closedAt - removedAt;
+  assert.ok(lived >= 1200 && lived < 4500, `cut ${lived} ms after the removal (drain_timeout 1500 ms)`);
+});
