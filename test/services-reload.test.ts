@@ -54,8 +54,8 @@ test('a reload adding a service binds its listener and names it; a changed backe
   const servers = await Promise.all([startNamed('a1'), startNamed('b1')]);
   const [a1, b1] = servers as [TestServer, TestServer];
   const [pa, pb] = await ports(2);
-  const file = (withB: boolean, weight = 1): string =>
-    servicesFile({ services: [svc('a', pa!, [{ name: 'a1', address: a1.address }]), ...(withB ? [svc('b', pb!, [{ name: 'b1', address: b1.address, weight }])] : [])] });
+  const file = (withB: boolean, weight = 1, lines: string[] = []): string =>
+    servicesFile({ services: [svc('a', pa!, [{ name: 'a1', address: a1.address }]), ...(withB ? [svc('b', pb!, [{ name: 'b1', address: b1.address, weight }], { lines })] : [])] });
   const lb = await startBalancer(file(false));
   t.after(async () => {
     await lb.stop();
@@ -76,6 +76,15 @@ test('a reload adding a service binds its listener and names it; a changed backe
   assert.deepEqual(bs.map((b) => [b.service, b.name, b.weight]), [['a', 'a1', 1], ['b', 'b1', 5]]);
   const events = await adminJson<{ kind: string; message: string }[]>(lb, '/events');
   assert.ok(events.some((e) => e.kind === 'reload' && /\+service b/.test(e.message)), JSON.stringify(events));
+
+  // a service's own setting: named with its service, applied in the swap, the other untouched
+  lb.writeConfig(file(true, 5, ['deny = ["127.0.0.0/8"]', 'algorithm = "least_connections"']));
+  await generation(lb, 4);
+  const line = await lb.waitForLog((l) => typeof l['msg'] === 'string' && l['msg'].startsWith('config reloaded: b: algorithm'), 2000, 'the reload line of a service setting');
+  assert.match(String(line['msg']), /^config reloaded: b: algorithm round_robin→least_connections deny .*127\.0\.0\.0\/8/);
+  assert.equal(await greeting(pb!), 'closed', "b's new deny applies");
+  assert.equal(await greeting(pa!), 'a1');
+  assert.deepEqual((await services(lb)).map((r) => [r.name, r.algorithm, r.rejected]), [['a', 'round_robin', 0], ['b', 'least_connections', 1]]);
 });
 
 test('a removed service stops accepting at once; its open connection keeps flowing and is cut after drain_timeout', async (t) => {

@@ -290,6 +290,27 @@ test('[proxy] max_connections caps all services together; a service max_connecti
   assert.equal(metric(m, 'lemonade_connections_rejected_total', ['service="b"', 'reason="max_connections"']), 2);
 });
 
+test("per-client limits are a service's own: client_max_connections on one service, the other inheriting none", async (t) => {
+  const echoes = await Promise.all([startEcho(), startEcho()]);
+  const [pa, pb] = await ports(2);
+  const lb = await startBalancer(
+    servicesFile({
+      services: [
+        { name: 'a', port: pa!, lines: ['client_max_connections = 1'], backends: [{ name: 'ea', address: echoes[0]!.address }] },
+        { name: 'b', port: pb!, backends: [{ name: 'eb', address: echoes[1]!.address }] },
+      ],
+    }),
+  );
+  t.after(() => closeAll(lb, echoes));
+  assert.ok(await holdEcho(pa!, t));
+  assert.equal(await holdEcho(pa!, t), null, 'a second connection from this client to a is refused');
+  const onB = await Promise.all([holdEcho(pb!, t), holdEcho(pb!, t), holdEcho(pb!, t)]);
+  assert.ok(onB.every((s) => s !== null), "b has no per-client limit, and a's count is not b's");
+  const m = (await lb.admin('/metrics')).body;
+  assert.equal(metric(m, 'lemonade_connections_rejected_total', ['service="a"', 'reason="rate_limit"']), 1);
+  assert.equal(metric(m, 'lemonade_connections_rejected_total', ['service="b"']), 0);
+});
+
 // ---------------------------------------------------------------------------------------------
 // 7. Admin API
 
