@@ -2,7 +2,7 @@
 // 127.0.0.1. Every wait is bounded; nothing sleeps for a fixed time where a condition can be
 // awaited. Every process a test starts is killed when the test ends (t.after / cleanup()).
 
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -538,4 +538,40 @@ export function requireTool(t: { skip(msg: string): void }, tool: string, found:
   if (process.env['LEMONADE_REQUIRE_SYSTEM_TESTS'] === '1') throw new Error(`${msg}; LEMONADE_REQUIRE_SYSTEM_TESTS=1 forbids skipping`);
   t.skip(msg);
   return false;
+}
+
+/** Connect and hang up at once: 'connected' or the error code (ECONNREFUSED: nothing listens). */
+export function connectOutcome(port: number): Promise<string> {
+  return new Promise((resolve) => {
+    const s = net.connect({ host: '127.0.0.1', port }, () => {
+      s.destroy();
+      resolve('connected');
+    });
+    s.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+  });
+}
+
+/** systemd-socket-activate's path, "" when it is not installed (Debian package systemd). */
+export const SOCKET_ACTIVATE = spawnSync('sh', ['-c', 'command -v systemd-socket-activate'], { encoding: 'utf8' }).stdout.trim();
+
+export interface Activated {
+  readonly proc: ChildProcess;
+  /** what systemd-socket-activate and the balancer wrote to stderr so far */
+  stderr(): string;
+  readonly exited: Promise<number | null>;
+}
+
+/**
+ * `lemonade lb --config FILE` under systemd-socket-activate listening on 127.0.0.1 at each port:
+ * resolves once every socket listens; the balancer starts at the first connection and gets the
+ * sockets in this order. Killed when the test ends.
+ */
+export async function socketActivated(t: { after(f: () => unknown): void }, ports: readonly number[], configPath: string): Promise<Activated> {
+  const proc = spawn(SOCKET_ACTIVATE, [...ports.flatMap((p) => ['-l', `127.0.0.1:${p}`]), process.execPath, BUNDLE, 'lb', '--config', configPath], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+  let err = '';
+  proc.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  const exited = new Promise<number | null>((r) => proc.on('exit', (c) => r(c)));
+  t.after(() => proc.kill('SIGKILL'));
+  await waitFor(() => err.split('Listening on').length > ports.length, 5000, 'systemd-socket-activate to listen');
+  return { proc, stderr: () => err, exited };
 }

@@ -12,18 +12,8 @@ import { loadConfig } from '../src/config/load';
 import { createLogger } from '../src/obs/logger';
 import type { DataPlane, Pending } from '../src/runtime/plane';
 import type { HostPort } from '../src/core/address';
-import { freePort, startEcho, tempDir, testConfig, waitFor } from './helpers';
+import { connectOutcome, freePort, startEcho, tempDir, testConfig, waitFor } from './helpers';
 
-function connectOutcome(port: number): Promise<string> {
-  return new Promise((resolve) => {
-    const s = net.connect({ host: '127.0.0.1', port });
-    s.once('connect', () => {
-      s.destroy();
-      resolve('connected');
-    });
-    s.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
-  });
-}
 
 test('a SIGTERM during a reload\'s prepare: the new listener is never installed, the reload fails, the drain goes on', { timeout: 30_000 }, async (t) => {
   const echo = await startEcho();

@@ -6,10 +6,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { spawn, spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { adminJson, BUNDLE, cleanEnv, httpRequest, requestsUnderLoad, requireTool, rewriteEvery, startBalancer, startNamed, startTcpServer, startWorker, tempDir, waitFor, type Balancer, type TestServer } from './helpers';
+import { adminJson, connectOutcome, httpRequest, requestsUnderLoad, requireTool, rewriteEvery, SOCKET_ACTIVATE, socketActivated, startBalancer, startNamed, startTcpServer, startWorker, tempDir, waitFor, type Balancer, type TestServer } from './helpers';
 import { backends, greeting, services, servicesFile, ports, type FileSpec, type SvcSpec } from './services-helpers';
 
 interface Status {
@@ -26,16 +25,6 @@ async function generation(lb: Balancer, g: number, timeoutMs = 8000): Promise<St
   }, timeoutMs, `config generation ${g}`);
 }
 
-/** Connect and hang up: 'connected' or the error code (ECONNREFUSED: nothing listens). */
-function connectOutcome(port: number): Promise<string> {
-  return new Promise((resolve) => {
-    const s = net.connect({ host: '127.0.0.1', port }, () => {
-      s.destroy();
-      resolve('connected');
-    });
-    s.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
-  });
-}
 
 /** Greets with its name, then echoes. */
 function greeter(name: string): Promise<TestServer> {
@@ -266,10 +255,9 @@ test('workers = 2 with three services: each served, /services figures add up, a 
 // ---------------------------------------------------------------------------------------------
 // 6. Socket activation
 
-const tool = spawnSync('sh', ['-c', 'command -v systemd-socket-activate'], { encoding: 'utf8' }).stdout.trim();
 
 test('socket activation: two passed sockets, each serving the service with its address; a reload moving one fails whole and keeps the socket', async (t) => {
-  if (!requireTool(t, 'systemd-socket-activate (package systemd)', tool !== '')) return;
+  if (!requireTool(t, 'systemd-socket-activate (package systemd)', SOCKET_ACTIVATE !== '')) return;
   const servers = await Promise.all([startNamed('a1'), startNamed('b1')]);
   t.after(() => Promise.all(servers.map((s) => s.close())));
   const [pa, pb, adminPort, elsewhere] = await ports(4);
@@ -280,12 +268,7 @@ test('socket activation: two passed sockets, each serving the service with its a
     }).replace('"127.0.0.1:0"', `"127.0.0.1:${adminPort}"`);
   writeFileSync(conf, file(pb!));
   // b's socket first: matching is by address, not by order
-  const proc = spawn(tool, ['-l', `127.0.0.1:${pb}`, '-l', `127.0.0.1:${pa}`, process.execPath, BUNDLE, 'lb', '--config', conf], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
-  let err = '';
-  proc.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  const exited = new Promise<number | null>((r) => proc.on('exit', (c) => r(c)));
-  t.after(() => proc.kill('SIGKILL'));
-  await waitFor(() => err.split('Listening on').length > 2, 5000, 'systemd-socket-activate to listen on both');
+  const { proc, stderr, exited } = await socketActivated(t, [pb!, pa!], conf);
   // the first connection starts the balancer (systemd-socket-activate waits for it)
   assert.equal(await greeting(pa!), 'a1');
   await waitFor(async () => (await httpRequest(adminPort, '/status').catch(() => null))?.status === 200, 10_000, 'the admin API');
@@ -308,7 +291,7 @@ test('socket activation: two passed sockets, each serving the service with its a
   writeFileSync(conf, file(pb!, 4));
   assert.equal((await httpRequest(adminPort, '/reload', { method: 'POST' })).status, 200);
   proc.kill('SIGTERM');
-  assert.equal(await exited, 0, err);
+  assert.equal(await exited, 0, stderr());
 });
 
 test('workers = 2: a removed service stops accepting in every worker, its open connection drains until drain_timeout; a moved one serves on its new address', async (t) => {

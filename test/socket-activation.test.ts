@@ -5,15 +5,13 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { BUNDLE, cleanEnv, freePort, httpRequest, requireTool, startNamed, tcpExchange, tempDir, testConfig, waitFor } from './helpers';
+import { freePort, httpRequest, requireTool, SOCKET_ACTIVATE, socketActivated, startNamed, tcpExchange, tempDir, testConfig, waitFor } from './helpers';
 
-const tool = spawnSync('sh', ['-c', 'command -v systemd-socket-activate'], { encoding: 'utf8' }).stdout.trim();
 
 test('a reload changing listen_address under socket activation fails whole: the socket unit owns the address, the socket is kept', async (t) => {
-  if (!requireTool(t, 'systemd-socket-activate (package systemd)', tool !== '')) return;
+  if (!requireTool(t, 'systemd-socket-activate (package systemd)', SOCKET_ACTIVATE !== '')) return;
   const srv = await startNamed('n1');
   t.after(() => srv.close());
   const [port, adminPort, other] = [await freePort(), await freePort(), await freePort()];
@@ -24,12 +22,7 @@ test('a reload changing listen_address under socket activation fails whole: the 
       .replace('"127.0.0.1:0"', `"127.0.0.1:${listen}"`)
       .replace('"127.0.0.1:0"', `"127.0.0.1:${adminPort}"`);
   writeFileSync(conf, config(port));
-  const proc = spawn(tool, ['-l', `127.0.0.1:${port}`, process.execPath, BUNDLE, 'lb', '--config', conf], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
-  let err = '';
-  proc.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  const exited = new Promise<number | null>((r) => proc.on('exit', (c) => r(c)));
-  t.after(() => proc.kill('SIGKILL'));
-  await waitFor(() => err.includes('Listening on'), 5000, 'systemd-socket-activate to listen');
+  const { proc, stderr, exited } = await socketActivated(t, [port], conf);
   assert.equal((await tcpExchange(port, '')).data.toString().trim(), 'n1', 'the first connection starts the balancer');
   await waitFor(async () => (await httpRequest(adminPort, '/status').catch(() => null))?.status === 200, 10_000, 'the admin API');
 
@@ -45,23 +38,19 @@ test('a reload changing listen_address under socket activation fails whole: the 
   writeFileSync(conf, config(port, 999));
   assert.equal((await httpRequest(adminPort, '/reload', { method: 'POST' })).status, 200);
   proc.kill('SIGTERM');
-  assert.equal(await exited, 0, err);
+  assert.equal(await exited, 0, stderr());
 });
 
 test('a passed socket that matches no service is a start error naming its address', async (t) => {
-  if (!requireTool(t, 'systemd-socket-activate (package systemd)', tool !== '')) return;
+  if (!requireTool(t, 'systemd-socket-activate (package systemd)', SOCKET_ACTIVATE !== '')) return;
   const srv = await startNamed('n1');
   t.after(() => srv.close());
   const [p1, p2, adminPort] = [await freePort(), await freePort(), await freePort()];
   const conf = join(tempDir(), 'config.toml');
   writeFileSync(conf, testConfig([{ address: srv.address, name: 'n1' }]).replace('"127.0.0.1:0"', `"127.0.0.1:${p1}"`).replace('"127.0.0.1:0"', `"127.0.0.1:${adminPort}"`));
-  const proc = spawn(tool, ['-l', `127.0.0.1:${p1}`, '-l', `127.0.0.1:${p2}`, process.execPath, BUNDLE, 'lb', '--config', conf], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
-  let err = '';
-  proc.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  t.after(() => proc.kill('SIGKILL'));
-  await waitFor(() => err.split('Listening on').length > 2, 5000, 'systemd-socket-activate to listen on both');
+  const { stderr } = await socketActivated(t, [p1, p2], conf);
   // the first connection starts the balancer, which refuses to run
   await tcpExchange(p1, '', { timeoutMs: 5000 }).catch(() => null);
-  await waitFor(() => /LEMONADE|cannot listen/.test(err), 10_000, 'the start error');
-  assert.match(err, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${p2} \\(proxy\\): systemd passed this socket but no service has it as listen_address \\(services: default=127\\.0\\.0\\.1:${p1}\\)`));
+  await waitFor(() => /LEMONADE|cannot listen/.test(stderr()), 10_000, 'the start error');
+  assert.match(stderr(), new RegExp(`cannot listen on 127\\.0\\.0\\.1:${p2} \\(proxy\\): systemd passed this socket but no service has it as listen_address \\(services: default=127\\.0\\.0\\.1:${p1}\\)`));
 });

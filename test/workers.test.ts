@@ -5,11 +5,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { spawn, spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
-import { adminJson, BUNDLE, cleanEnv, freePort, requireTool, httpRequest, requestsUnderLoad, rewriteEvery, runCli, startBalancer, startEcho, startNamed, startWorker, testConfig, waitFor } from './helpers';
+import { adminJson, connectOutcome, freePort, requireTool, httpRequest, requestsUnderLoad, rewriteEvery, runCli, SOCKET_ACTIVATE, socketActivated, startBalancer, startEcho, startNamed, startWorker, testConfig, waitFor } from './helpers';
 
 interface WorkerRow {
   index: number;
@@ -72,16 +71,6 @@ async function hold(port: number, n: number): Promise<{ flowing: net.Socket[]; c
   return { flowing, closed: n - flowing.length };
 }
 
-/** Connect and hang up at once: 'connected' or the error code. */
-function connectOutcome(port: number): Promise<string> {
-  return new Promise((resolve) => {
-    const s = net.connect({ host: '127.0.0.1', port }, () => {
-      s.destroy();
-      resolve('connected');
-    });
-    s.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
-  });
-}
 
 function metric(text: string, name: string, labels = ''): number {
   let sum = 0;
@@ -358,8 +347,7 @@ test('workers = 2: when the control plane is killed, the workers exit too', asyn
 });
 
 test('workers = 2 under socket activation: the workers accept from the socket systemd passed', async (t) => {
-  const tool = spawnSync('sh', ['-c', 'command -v systemd-socket-activate'], { encoding: 'utf8' }).stdout.trim();
-  if (!requireTool(t, 'systemd-socket-activate (package systemd)', tool !== '')) return;
+  if (!requireTool(t, 'systemd-socket-activate (package systemd)', SOCKET_ACTIVATE !== '')) return;
   const backends = await Promise.all(['n1'].map((n) => startNamed(n)));
   t.after(() => Promise.all(backends.map((b) => b.close())));
   const [port, adminPort, unused] = [await freePort(), await freePort(), await freePort()];
@@ -368,12 +356,7 @@ test('workers = 2 under socket activation: the workers accept from the socket sy
   const conf = join(dir, 'config.toml');
   // the file's listen_address is not used: the passed socket is
   writeFileSync(conf, testConfig([{ address: backends[0]!.address, name: 'n1' }], { runtime: 'workers = 2' }).replace('"127.0.0.1:0"', `"127.0.0.1:${unused}"`).replace('"127.0.0.1:0"', `"127.0.0.1:${adminPort}"`));
-  const proc = spawn(tool, ['-l', `127.0.0.1:${port}`, process.execPath, BUNDLE, 'lb', '--config', conf], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
-  let err = '';
-  proc.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  const exited = new Promise<number | null>((r) => proc.on('exit', (c) => r(c)));
-  t.after(() => proc.kill('SIGKILL'));
-  await waitFor(() => err.includes('Listening on'), 5000, 'systemd-socket-activate to listen');
+  const { proc, stderr, exited } = await socketActivated(t, [port], conf);
   // the first connection starts the service (systemd-socket-activate waits for it)
   assert.deepEqual(await burst(port, 1), ['n1']);
   const st = await waitFor(async () => {
@@ -388,7 +371,7 @@ test('workers = 2 under socket activation: the workers accept from the socket sy
   assert.deepEqual([...new Set(await burst(port, 30))], ['n1']);
   assert.equal((await connectOutcome(unused)), 'ECONNREFUSED', 'the address in the file is not bound');
   proc.kill('SIGTERM');
-  assert.equal(await exited, 0, err);
+  assert.equal(await exited, 0, stderr());
 });
 
 test('workers = 0 runs one worker per CPU; a port in use fails the start with exit 1 and the bind error', async (t) => {
