@@ -112,7 +112,11 @@ export class ProxyListener {
     const server = await this.bind(entry, (s) => s.listen({ host: addr.host, port: addr.port, backlog: 4096, exclusive: this.deps.shared !== true }), formatHostPort(addr));
     return {
       commit: () => this.install(entry, server),
-      abort: () => server.close(),
+      abort: () => {
+        server.close();
+        // a service that was only being added leaves nothing behind
+        if (entry.server === null && entry.open === 0) this.entries.delete(service);
+      },
     };
   }
 
