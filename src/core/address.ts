@@ -140,3 +140,26 @@ export function cidrContains(c: Cidr, ip: Ip): boolean {
   }
   return true;
 }
+
+/**
+ * RFC 5952 text, as HAProxy's inet_ntop writes it: lowercase hex without leading zeros, the
+ * longest run of two or more zero groups (the leftmost of equal runs) written as "::".
+ */
+export function v6Text(bytes: Uint8Array): string {
+  const groups: number[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push((bytes[i]! << 8) | bytes[i + 1]!);
+  let best = -1;
+  let bestLen = 1;
+  for (let i = 0; i < 8; ) {
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > bestLen) {
+      best = i;
+      bestLen = j - i;
+    }
+    i = j === i ? i + 1 : j;
+  }
+  const hex = (g: number[]): string => g.map((n) => n.toString(16)).join(':');
+  if (best < 0) return hex(groups);
+  return `${hex(groups.slice(0, best))}::${hex(groups.slice(best + bestLen))}`;
+}

@@ -3,7 +3,7 @@
 // IPv4-mapped IPv6 addresses are sent as IPv4.
 
 import type { Socket } from 'node:net';
-import { parseIp } from '../core/address';
+import { parseIp, v6Text } from '../core/address';
 
 export interface ProxyEndpoints {
   readonly srcAddress: string;
@@ -20,28 +20,6 @@ function v4Text(bytes: Uint8Array): string {
   return `${bytes[12]}.${bytes[13]}.${bytes[14]}.${bytes[15]}`;
 }
 
-/**
- * RFC 5952 text, as HAProxy's inet_ntop writes it: lowercase hex without leading zeros, the
- * longest run of two or more zero groups (the leftmost of equal runs) written as "::".
- */
-export function v6Text(bytes: Uint8Array): string {
-  const groups: number[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push((bytes[i]! << 8) | bytes[i + 1]!);
-  let best = -1;
-  let bestLen = 1;
-  for (let i = 0; i < 8; ) {
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLen) {
-      best = i;
-      bestLen = j - i;
-    }
-    i = j === i ? i + 1 : j;
-  }
-  const hex = (g: number[]): string => g.map((n) => n.toString(16)).join(':');
-  if (best < 0) return hex(groups);
-  return `${hex(groups.slice(0, best))}::${hex(groups.slice(best + bestLen))}`;
-}
 
 /** Encode the header; an endpoint that is not an IP address gives the protocol's UNKNOWN/LOCAL form. */
 export function encodeProxyHeader(version: 'v1' | 'v2', e: ProxyEndpoints): Buffer {

@@ -6,7 +6,7 @@
 
 import { spawn } from 'node:child_process';
 import { readFileSync, readlinkSync } from 'node:fs';
-import { v6Text } from '../proxy/proxy-protocol';
+import { v6Text } from '../core/address';
 import { createRequire } from 'node:module';
 
 type Native = { sendState?: (s: string) => void; notify?: (s: string) => void; ready?: () => void };
