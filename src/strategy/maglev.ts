@@ -20,35 +20,28 @@ export interface MaglevMember {
  */
 export function murmur3(s: string, seed: number): number {
   let h = seed | 0;
-  let k = 0;
+  let k = 0; // the block being filled
   let n = 0; // bytes fed
-  const block = (): void => {
-    k = Math.imul(k, 0xcc9e2d51);
-    k = (k << 15) | (k >>> 17);
-    k = Math.imul(k, 0x1b873593);
-    h ^= k;
-    h = (h << 13) | (h >>> 19);
-    h = (Math.imul(h, 5) + 0xe6546b64) | 0;
-    k = 0;
-  };
-  const feed = (b: number): void => {
-    k |= b << ((n & 3) * 8);
-    n++;
-    if ((n & 3) === 0) block();
-  };
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i);
-    if (c < 0x80) feed(c);
-    else {
-      feed(c & 0xff);
-      feed(c >>> 8);
+    for (let b = c < 0x80 ? c : c & 0xff, more = c >= 0x80; ; b = c >>> 8, more = false) {
+      k |= b << ((n & 3) << 3);
+      n++;
+      if ((n & 3) === 0) {
+        k = Math.imul(k, 0xcc9e2d51);
+        k = (k << 15) | (k >>> 17);
+        h ^= Math.imul(k, 0x1b873593);
+        h = (h << 13) | (h >>> 19);
+        h = (Math.imul(h, 5) + 0xe6546b64) | 0;
+        k = 0;
+      }
+      if (!more) break;
     }
   }
   if ((n & 3) !== 0) {
     k = Math.imul(k, 0xcc9e2d51);
     k = (k << 15) | (k >>> 17);
-    k = Math.imul(k, 0x1b873593);
-    h ^= k;
+    h ^= Math.imul(k, 0x1b873593);
   }
   h ^= n;
   h ^= h >>> 16;
