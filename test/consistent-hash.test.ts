@@ -11,6 +11,9 @@ import type { Candidate, PoolMember, Strategy } from '../src/strategy/types';
 import { consistentHash, normaliseKey } from '../src/strategy/consistent-hash';
 import { buildMaglev, murmur3, TABLE_SIZE } from '../src/strategy/maglev';
 import { parseAndValidate } from '../src/config/load';
+import { Snapshot } from '../src/core/snapshot';
+import { LoadTable } from '../src/core/stats';
+import { STRATEGIES } from '../src/strategy/index';
 
 /** A seeded linear congruential generator in [0, 1): the injected random source. */
 function seeded(seed: number): () => number {
@@ -248,4 +251,41 @@ address = "127.0.0.1:4"
       }
     });
   }
+});
+
+describe('ServiceSnapshot with consistent_hash', () => {
+  const cfg = (algorithm: string): ReturnType<typeof parseAndValidate> =>
+    parseAndValidate(
+      `[proxy]\nlisten_address = "127.0.0.1:1"\n[strategy]\nalgorithm = "${algorithm}"\n` +
+        [1, 2, 3, 4].map((i) => `[[backends]]\naddress = "10.0.0.${i}:80"\n${i === 4 ? 'backup = true\n' : ''}`).join(''),
+      {},
+    );
+  const snap = (algorithm: string) => {
+    const r = cfg(algorithm);
+    assert.ok(r.ok);
+    return new Snapshot(r.config, 1, new LoadTable(() => 0), { now: () => 0, random: seeded(3), strategies: STRATEGIES }).service('default')!;
+  };
+
+  test('keyed: the pick follows the key, skips the tried backends along the preference order, and backups have their own table', () => {
+    const s = snap('consistent_hash');
+    assert.equal(s.keyed, true);
+    for (const k of KEYS.slice(0, 100)) {
+      const b = s.pick([], k)!;
+      assert.equal(s.pick([], k), b);
+      assert.ok(!b.spec.backup);
+      const next = s.pick([b.load], k)!;
+      assert.notEqual(next, b);
+      const others = s.backends.filter((x) => !x.spec.backup);
+      assert.equal(s.pick(others.map((x) => x.load), k)!.spec.backup, true, 'no primary left: the backup');
+    }
+    const shares = s.backends.map((b) => s.hashShare(b.id)!);
+    for (const x of shares.slice(0, 3)) assert.ok(Math.abs(x - 1 / 3) < 0.001, `${shares}`);
+    assert.equal(shares[3], 1, 'the only backup holds all of the backups\' table');
+  });
+
+  test('other algorithms are not keyed and have no hash share', () => {
+    const s = snap('round_robin');
+    assert.equal(s.keyed, false);
+    assert.equal(s.hashShare(0), undefined);
+  });
 });
