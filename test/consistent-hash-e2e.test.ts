@@ -1,6 +1,7 @@
 // consistent_hash end to end (SPEC §9): the real bundle over 3 named backends, clients bound to
 // many 127.x.y.z source addresses. Each address gets the same backend on every connection, a
-// second balancer process with the same configuration maps them the same way, /backends shows
+// second balancer process with the same backends, served by two worker processes, maps them the
+// same way, /backends shows
 // each backend's hash_share, and disabling a backend moves only the addresses that were on it.
 
 import { test } from 'node:test';
@@ -62,9 +63,16 @@ test('consistent_hash pins every source address, the same in a second balancer p
   assert.ok(Math.abs(total - 1) < 1e-4, `hash shares add up to 1: ${JSON.stringify(rows.map((r) => r['hash_share']))}`);
   for (const r of rows) assert.ok(Math.abs((r['hash_share'] as number) - 1 / 3) < 0.001, JSON.stringify(r));
 
-  const lb2 = await startBalancer(config);
+  // a second balancer with the same backends, its connections spread over two worker processes
+  // (each builds its own table): the same mapping
+  const lb2 = await startBalancer(
+    testConfig(
+      servers.map((s, i) => ({ address: s.address, name: ['alpha', 'beta', 'gamma'][i]! })),
+      { strategy: 'consistent_hash', runtime: 'workers = 2' },
+    ),
+  );
   balancers.push(lb2);
-  assert.deepEqual(await mapAll(lb2.port), first, 'a second balancer process maps every address the same way');
+  assert.deepEqual(await mapAll(lb2.port), first, 'a second balancer (two worker processes) maps every address the same way');
 
   const r = await lb1.admin('/backends/beta/disable', 'POST');
   assert.equal(r.status, 200, r.body);
