@@ -83,6 +83,8 @@ export class ServiceSnapshot {
    * `prev`: the same service in the snapshot this one replaces. With the same algorithm its
    * strategy carries on (the round-robin position, smooth WRR's currents, adaptive's memory), so
    * frequent reloads do not restart the sequence at the first backend.
+   * A keyed strategy (consistent_hash) is built anew instead: its table is made of this
+   * snapshot's backends.
    */
   constructor(
     readonly svc: ServiceConfig,
