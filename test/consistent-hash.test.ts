@@ -154,6 +154,13 @@ describe('determinism', () => {
     assert.deepEqual(mapping(strat(FIVE), cands(FIVE), KEYS), mapping(strat([...FIVE].reverse()), cands(FIVE).reverse(), KEYS));
   });
 
+  test('the candidates\' order does not matter (the fast path checks it is the pool\'s order)', () => {
+    const s = strat(FIVE);
+    const rotated = [...cands(FIVE).slice(2), ...cands(FIVE).slice(0, 2)];
+    assert.deepEqual(mapping(s, rotated, KEYS), mapping(s, cands(FIVE), KEYS));
+    assert.deepEqual(mapping(strat(FIVE, 150), rotated, KEYS), mapping(s, cands(FIVE), KEYS), 'a factor with no load changes nothing');
+  });
+
   test('a child process maps the same 1,000 keys identically', () => {
     const script = `
       const { consistentHash } = require(${JSON.stringify(require.resolve('../src/strategy/consistent-hash'))});

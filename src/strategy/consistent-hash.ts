@@ -16,9 +16,11 @@
 // on along its preference order to the first one under the bound. One candidate is always
 // under it (not all can be above their weighted mean).
 //
-// Cost: one hash of the key and one table read; the candidates are marked in one pass (the same
-// length as the snapshot's own pass that built them); the walk is one step unless the key's
-// backend is unusable. No per-connection state: the pick is a function of the key, the table
+// Cost: one hash of the key and one table read. When every backend of the pool is a candidate
+// and there is no balance factor (the common case) that is all: O(1). Otherwise the candidates
+// are marked in one pass (the length of the snapshot's own pass that built them; the balance
+// factor needs their total load anyway) and the walk is one step unless the key's backend is
+// unusable or over the bound. No per-connection state: the pick is a function of the key, the table
 // and the candidates' loads.
 
 import type { Candidate, Strategy, StrategyEnv } from './types';
@@ -35,6 +37,10 @@ export function consistentHash(env: StrategyEnv): Strategy {
   const size = slots.length;
   const factor = env.hashBalanceFactor ?? 0;
   const indexOf = new Map<number, number>(members.map((m, i) => [m.id, i]));
+  // where each member stands in the candidates when every member is one (the snapshot passes
+  // them in pool order): the common case needs no pass over the candidates
+  const inPool = (env.pool ?? []).filter((m) => m.weight > 0).map((m) => m.id);
+  const position = Int32Array.from(members, (m) => inPool.indexOf(m.id));
   const shares = new Map<number, number>(members.map((m, i) => [m.id, table.counts[i]! / TABLE_SIZE]));
   // per pick: which members are candidates (stamp), and the candidate for each member
   const mark = new Int32Array(members.length);
@@ -49,6 +55,11 @@ export function consistentHash(env: StrategyEnv): Strategy {
       if (n === 0) return undefined;
       const k = normaliseKey(key ?? '');
       if (size === 0) return c[slotOf(k, n)];
+      const start = slotOf(k, size);
+      if (factor === 0 && n === members.length) {
+        const x = c[position[slots[start]!]!];
+        if (x !== undefined && x.id === members[slots[start]!]!.id) return x;
+      }
       stamp = (stamp + 1) | 0;
       if (stamp === 0) {
         mark.fill(0);
@@ -67,7 +78,6 @@ export function consistentHash(env: StrategyEnv): Strategy {
         cand[m] = x;
         marked++;
       }
-      const start = slotOf(k, size);
       let first: Candidate | undefined;
       if (marked > 0) {
         for (let s = start, steps = 0; steps < size; steps++, s = s + 1 === size ? 0 : s + 1) {
