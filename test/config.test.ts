@@ -111,6 +111,8 @@ describe('defaults (SPEC §2)', () => {
           listen: { host: '0.0.0.0', port: 8080 },
           maxConnections: 0,
           algorithm: 'adaptive',
+          hashKey: 'source_ip',
+          hashBalanceFactor: 0,
           proxy: { connectTimeoutMs: 3000, idleTimeoutMs: 3600000, connectRetries: 2, proxyProtocol: 'off', allow: [], deny: [], clientRateLimit: null, clientMaxConnections: 0 },
           health: { intervalMs: 10000, timeoutMs: 3000, kind: 'tcp', path: '/health', healthyThreshold: 2, unhealthyThreshold: 3, slowStartMs: 0 },
           backends: [{ id: 0, name: 'backend-1', address: '10.0.1.10:8080', host: '10.0.1.10', port: 8080, weight: 1, maxConnections: 0, backup: false }],

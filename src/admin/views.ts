@@ -61,7 +61,8 @@ export class AdminViews {
   }
 
   backends(): Record<string, unknown>[] {
-    const rows = this.d.state.snapshot.backends.map((b) => backendRow(b.service, b.spec, b.load));
+    const snap = this.d.state.snapshot;
+    const rows = snap.backends.map((b) => backendRow(b.service, b.spec, b.load, snap.service(b.service)?.hashShare(b.id)));
     for (const { service, spec, load } of this.d.state.drainingBackends()) rows.push(backendRow(service, spec, load));
     return rows;
   }
@@ -164,7 +165,8 @@ function serviceStatus(svc: ServiceSnapshot, usable: number): HealthStatus {
   return svc.backends.some((b) => b.load.admin === 'enabled' && b.load.state() === 'unhealthy') ? 'degraded' : 'healthy';
 }
 
-function backendRow(service: string, spec: BackendConfig, load: BackendLoad): Record<string, unknown> {
+/** `hashShare`: the backend's share of its service's consistent_hash table (only for such services). */
+function backendRow(service: string, spec: BackendConfig, load: BackendLoad, hashShare?: number): Record<string, unknown> {
   const lc = load.lastCheck;
   return {
     service,
@@ -180,5 +182,6 @@ function backendRow(service: string, spec: BackendConfig, load: BackendLoad): Re
     latency_ms: load.hasLatency ? Math.round(load.latencyMs() * 1000) / 1000 : null,
     connect_errors: load.connectErrors,
     last_check: lc ? { at: new Date(lc.at).toISOString(), ok: lc.ok, error: lc.error } : null,
+    ...(hashShare !== undefined ? { hash_share: Math.round(hashShare * 1e6) / 1e6 } : {}),
   };
 }

@@ -12,8 +12,13 @@ export const ALGORITHMS = [
   'least_connections',
   'fastest_response',
   'adaptive',
+  'consistent_hash',
 ] as const;
 export type Algorithm = (typeof ALGORITHMS)[number];
+
+/** What consistent_hash hashes: the client's IP, or the TLS server name (needs SNI routing, SPEC §8). */
+export const HASH_KEYS = ['source_ip', 'sni'] as const;
+export type HashKey = (typeof HASH_KEYS)[number];
 
 export interface RateLimit {
   readonly count: number;
@@ -77,7 +82,9 @@ export const SCHEMA = {
     client_max_connections: { prop: 'clientMaxConnections', kind: 'int', def: 0, min: 0, overridable: true, doc: 'concurrent connections per client address; 0 = off' },
   },
   strategy: {
-    algorithm: { prop: 'algorithm', kind: 'enum', def: 'adaptive', values: ALGORITHMS, env: 'LEMONADE_LB_STRATEGY', overridable: true, doc: '`round_robin`, `weighted_round_robin`, `least_connections`, `fastest_response`, `adaptive` (hyphenated spellings and `fastest_response_time` accepted; so is a top-level `strategy = "…"` key as older lemonade files have it)' },
+    algorithm: { prop: 'algorithm', kind: 'enum', def: 'adaptive', values: ALGORITHMS, env: 'LEMONADE_LB_STRATEGY', overridable: true, doc: '`round_robin`, `weighted_round_robin`, `least_connections`, `fastest_response`, `adaptive`, `consistent_hash` (hyphenated spellings and `fastest_response_time` accepted; so is a top-level `strategy = "…"` key as older lemonade files have it)' },
+    hash_key: { prop: 'hashKey', kind: 'enum', def: 'source_ip', values: HASH_KEYS, overridable: true, doc: '`consistent_hash`\'s key: `"source_ip"` (the client\'s IP address); `"sni"` (the TLS server name) needs SNI routing, not built yet, and is refused' },
+    hash_balance_factor: { prop: 'hashBalanceFactor', kind: 'int', def: 0, min: 0, max: 100000, overridable: true, doc: '`consistent_hash`: 0 = off, else a percentage >= 100: a backend above that share of the mean active connections takes no new ones (its keys go to the next in their preference order)' },
   },
   backends: {
     id: { prop: 'id', kind: 'int', def: -1, min: 0, max: 2 ** 31 - 1, shown: 'its index', doc: 'integer, unique: the identity kept across reloads' },
@@ -156,6 +163,9 @@ export type BackendConfig = Values<Schema['backends']>;
 /** One service: a listener address and a pool, with its [proxy] and [health] settings resolved. */
 export type ServiceConfig = Values<Schema['services']> & {
   readonly algorithm: Algorithm;
+  /** consistent_hash's settings ([strategy] hash_key, hash_balance_factor) */
+  readonly hashKey: HashKey;
+  readonly hashBalanceFactor: number;
   readonly proxy: Values<Overridable<Schema['proxy']>>;
   readonly health: Values<Schema['health']>;
   readonly backends: readonly BackendConfig[];
@@ -175,7 +185,7 @@ export type Config = {
     : S extends 'services'
       ? readonly ServiceConfig[]
       : S extends (typeof FLAT)[number]
-        ? ValueOf<Schema[S][keyof Schema[S]]>
+        ? ValueOf<Schema[S][keyof Schema[S] & 'algorithm']>
         : Values<Schema[S]>;
 };
 
@@ -207,7 +217,14 @@ export function settingsOf(config: Config): { readonly path: string; readonly va
   for (const s of SECTIONS) {
     if (isList(s)) continue;
     const value: unknown = config[s];
-    for (const [key, r] of rows(s)) out.push(isFlat(s) ? { path: s, value } : { path: `${s}.${key}`, value: (value as Record<string, unknown>)[r.prop] });
+    if (isFlat(s)) {
+      // the section's first key is its value (`strategy`); the others are the default service's
+      out.push({ path: s, value });
+      const svc = config.services.find((x) => x.name === DEFAULT_SERVICE) as Record<string, unknown> | undefined;
+      for (const [key, r] of rows(s).slice(1)) out.push({ path: `${s}.${key}`, value: svc !== undefined ? svc[r.prop] : defaultOf(r) });
+      continue;
+    }
+    for (const [key, r] of rows(s)) out.push({ path: `${s}.${key}`, value: (value as Record<string, unknown>)[r.prop] });
   }
   return out;
 }
@@ -221,6 +238,7 @@ export function serviceSettingsOf(svc: ServiceConfig): { readonly path: string; 
   return [
     ...rows('services').filter(([k]) => k !== 'name').map(([k, r]) => ({ path: k, value: own[r.prop] })),
     { path: 'algorithm', value: svc.algorithm },
+    ...OVERRIDABLE.strategy.slice(1).map(([k, r]) => ({ path: k, value: (svc as unknown as Record<string, unknown>)[r.prop] })),
     ...OVERRIDABLE.proxy.map(([k, r]) => ({ path: k, value: (svc.proxy as Record<string, unknown>)[r.prop] })),
     ...OVERRIDABLE.health.map(([k, r]) => ({ path: `health.${k}`, value: (svc.health as Record<string, unknown>)[r.prop] })),
   ];
@@ -435,6 +453,7 @@ export function validate(raw: Raw, ctx: ValidateContext = {}): ValidateResult {
     if (isList(s)) continue;
     checked.set(s, readFields(s, section(s), s, report));
   }
+  checkStrategy(isTable(top['strategy']) ? top['strategy'] : {}, checked.get('strategy')!, 'strategy.', report);
 
   const rawBackends = top['backends'];
   // top-level [[backends]] make the service "default"; a file may have it, [[services]], or both
@@ -461,7 +480,7 @@ export function validate(raw: Raw, ctx: ValidateContext = {}): ValidateResult {
     services.unshift(
       serviceValues(
         { name: DEFAULT_SERVICE, listenAddress: proxy['listenAddress'], listen: proxy['listen'], maxConnections: 0 },
-        config['strategy'] as Algorithm,
+        toValues(OVERRIDABLE.strategy, checked.get('strategy')!),
         toValues(OVERRIDABLE.proxy, checked.get('proxy')!),
         config['health'] as Record<string, unknown>,
         backends,
@@ -489,12 +508,27 @@ const SERVICE_KEYS = [...KEYS.get('services')!, ...[...OVERRIDABLE.proxy, ...OVE
 
 function serviceValues(
   own: Record<string, unknown>,
-  algorithm: Algorithm,
+  strategy: Record<string, unknown>,
   proxy: Record<string, unknown>,
   health: Record<string, unknown>,
   backends: readonly BackendConfig[],
 ): ServiceConfig {
-  return { ...own, algorithm, proxy, health, backends } as unknown as ServiceConfig;
+  return { ...own, ...strategy, proxy, health, backends } as unknown as ServiceConfig;
+}
+
+/**
+ * What the [strategy] rows cannot say alone: hash_balance_factor is 0 or at least 100, and
+ * hash_key = "sni" needs SNI routing (SPEC §8), which this build does not have. Checked where
+ * the key is written (an inherited value was checked at the top level).
+ */
+function checkStrategy(table: Raw, values: Record<string, unknown>, prefix: string, report: (path: string, message: string) => void): void {
+  const f = values['hash_balance_factor'];
+  if (table['hash_balance_factor'] !== undefined && typeof f === 'number' && f > 0 && f < 100) {
+    report(`${prefix}hash_balance_factor`, `must be 0 (off) or a percentage of at least 100, got ${f}`);
+  }
+  if (table['hash_key'] !== undefined && values['hash_key'] === 'sni') {
+    report(`${prefix}hash_key`, 'hash_key = "sni" needs SNI routing (the TLS server name read from the ClientHello), which is not built yet; use "source_ip"');
+  }
 }
 
 /** A [[backends]] list (top-level or a service's): ids, names and addresses unique within it. */
@@ -568,6 +602,7 @@ function readServices(raw: unknown, top: ReadonlyMap<SectionName, Record<string,
     if (t['listen_address'] === undefined) report(`${p}.listen_address`, 'every service needs a listen address "host:port"');
     const proxy = readRows(OVERRIDABLE.proxy, t, p, report, top.get('proxy'));
     const strategy = readRows(OVERRIDABLE.strategy, t, p, report, top.get('strategy'));
+    checkStrategy(t, strategy, `${p}.`, report);
     let healthTable: Raw = {};
     if (t['health'] !== undefined) {
       if (!isTable(t['health'])) report(`${p}.health`, `expected a table [services.health], got ${describe(t['health'])}`);
@@ -583,7 +618,7 @@ function readServices(raw: unknown, top: ReadonlyMap<SectionName, Record<string,
     const backends = t['backends'] === undefined ? [] : readBackends(t['backends'], `${p}.backends`, report);
     if (backends.length === 0) report(`${p}.backends`, 'a service needs at least one [[services.backends]] entry');
     if (t['name'] === undefined || t['listen_address'] === undefined || own['listen_address'] == null) return;
-    out.push(serviceValues(toValues(rows('services'), own), strategy['algorithm'] as Algorithm, toValues(OVERRIDABLE.proxy, proxy), toValues(OVERRIDABLE.health, health), backends));
+    out.push(serviceValues(toValues(rows('services'), own), toValues(OVERRIDABLE.strategy, strategy), toValues(OVERRIDABLE.proxy, proxy), toValues(OVERRIDABLE.health, health), backends));
   });
   return out;
 }

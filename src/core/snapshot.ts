@@ -71,6 +71,10 @@ export class ServiceSnapshot {
   private readonly primaries: readonly SnapshotBackend[];
   private readonly backups: readonly SnapshotBackend[];
   private readonly strategy: Strategy;
+  /** the backups' picker: the same as the primaries' unless the strategy is keyed (one table per pool) */
+  private readonly backupStrategy: Strategy;
+  /** the strategy wants the connection's key (the client's IP): the listener reads the peer address */
+  readonly keyed: boolean;
   private readonly scratch: SnapshotBackend[] = [];
   /** this process's share of the service's max_connections (Infinity: only the global cap) */
   readonly maxConnections: number;
@@ -79,6 +83,8 @@ export class ServiceSnapshot {
    * `prev`: the same service in the snapshot this one replaces. With the same algorithm its
    * strategy carries on (the round-robin position, smooth WRR's currents, adaptive's memory), so
    * frequent reloads do not restart the sequence at the first backend.
+   * A keyed strategy (consistent_hash) is built anew instead: its table is made of this
+   * snapshot's backends.
    */
   constructor(
     readonly svc: ServiceConfig,
@@ -96,7 +102,15 @@ export class ServiceSnapshot {
     );
     this.primaries = this.backends.filter((b) => !b.spec.backup);
     this.backups = this.backends.filter((b) => b.spec.backup);
-    this.strategy = prev !== undefined && prev.svc.algorithm === svc.algorithm ? prev.strategy : env.strategies[svc.algorithm]!({ random: env.random });
+    // a keyed strategy (consistent_hash) builds its table from the pool here, with the snapshot:
+    // never carried over, never built on the pick path
+    const factory = env.strategies[svc.algorithm]!;
+    const make = (pool: readonly SnapshotBackend[]): Strategy =>
+      factory({ random: env.random, pool: pool.map((b) => ({ id: b.id, address: b.spec.address, weight: b.spec.weight })), hashBalanceFactor: svc.hashBalanceFactor });
+    const fresh = prev !== undefined && prev.svc.algorithm === svc.algorithm && prev.keyed !== true ? prev.strategy : make(this.primaries);
+    this.strategy = fresh;
+    this.keyed = fresh.keyed === true;
+    this.backupStrategy = this.keyed ? make(this.backups) : fresh;
     Object.freeze(this);
   }
 
@@ -114,8 +128,16 @@ export class ServiceSnapshot {
    * Pick a backend for a new connection, skipping those in `avoid` (already tried). Primaries
    * first; backups only when no primary is usable. undefined = no usable backend.
    */
-  pick(avoid: readonly BackendLoad[] = []): SnapshotBackend | undefined {
-    return this.pickFrom(this.primaries, avoid) ?? this.pickFrom(this.backups, avoid);
+  pick(avoid: readonly BackendLoad[] = [], key?: string): SnapshotBackend | undefined {
+    return this.pickFrom(this.primaries, avoid, this.strategy, key) ?? this.pickFrom(this.backups, avoid, this.backupStrategy, key);
+  }
+
+  /** A backend's share of its pool's hash table, 0..1 (undefined when the strategy has no table). */
+  hashShare(id: number): number | undefined {
+    if (!this.keyed) return undefined;
+    const b = this.backends.find((x) => x.id === id);
+    if (!b) return undefined;
+    return (b.spec.backup ? this.backupStrategy : this.strategy).share?.(id);
   }
 
   /**
@@ -134,7 +156,7 @@ export class ServiceSnapshot {
     return s.weight > 0 && b.load.isUsable() && b.load.active < b.cap && !avoid.includes(b.load);
   }
 
-  private pickFrom(list: readonly SnapshotBackend[], avoid: readonly BackendLoad[]): SnapshotBackend | undefined {
+  private pickFrom(list: readonly SnapshotBackend[], avoid: readonly BackendLoad[], strategy: Strategy, key: string | undefined): SnapshotBackend | undefined {
     const c = this.scratch;
     c.length = 0;
     const slow = this.health.slowStartMs;
@@ -150,7 +172,7 @@ export class ServiceSnapshot {
       c.push(b);
     }
     if (c.length === 0) return undefined;
-    return this.strategy.pick(c) as SnapshotBackend | undefined;
+    return strategy.pick(c, key) as SnapshotBackend | undefined;
   }
 }
 

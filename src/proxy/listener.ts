@@ -217,7 +217,7 @@ export class ProxyListener {
    * The global cap, the service's cap, its ACL and its per-client limits for one accepted
    * connection: the reason to refuse it, or null (then `verdict` says whether the limits counted
    * it, and the peer address when it was read). The peer address is a getpeername() system call:
-   * asked only when an ACL or a limit needs it.
+   * asked only when an ACL, a limit or a keyed strategy (consistent_hash) needs it.
    */
   private admission<C>(snap: Snapshot, svc: ServiceSnapshot, entry: ServiceEntry, c: C, peerOf: (c: C) => string): RejectReason | null {
     const v = this.verdict;
@@ -234,6 +234,8 @@ export class ProxyListener {
       if (!entry.limits.admit(v.remote, p.clientRateLimit, p.clientMaxConnections)) return 'rate_limit';
       v.admitted = true;
     }
+    // consistent_hash hashes the client's IP: read only for a service whose strategy is keyed
+    if (svc.keyed && v.remote === '') v.remote = peerOf(c);
     return null;
   }
 
@@ -251,6 +253,7 @@ export class ProxyListener {
     entry.open++;
     const s = new Session(c, svc, entry.host);
     s.admitted = this.verdict.admitted;
+    if (svc.keyed) s.hashKey = this.verdict.remote;
     this.registry.add(s);
     s.start();
   }
@@ -275,6 +278,7 @@ export class ProxyListener {
     const s = new RawSession(c, svc, entry.host);
     s.admitted = this.verdict.admitted;
     s.remoteAddress = this.verdict.remote;
+    if (svc.keyed) s.hashKey = this.verdict.remote;
     this.registry.add(s);
     s.start();
   }

@@ -25,6 +25,8 @@ export interface SessionHost {
 export abstract class SessionBase {
   /** set by the listener when the per-client limits counted this connection */
   admitted = false;
+  /** the hash key (the client's IP), set by the listener for a keyed service (consistent_hash) only */
+  hashKey: string | undefined = undefined;
   protected target: SnapshotBackend | null = null;
   /** backends whose connect failed (allocated on the first failure) */
   private failed: BackendLoad[] | null = null;
@@ -88,7 +90,7 @@ export abstract class SessionBase {
    * (a first attempt counts the rejection as no_backend).
    */
   protected pickTarget(): SnapshotBackend | null {
-    const target = this.snap.pick(this.failed ?? NO_BACKENDS);
+    const target = this.snap.pick(this.failed ?? NO_BACKENDS, this.hashKey);
     if (!target) {
       if (this.attempts === 0) this.base.observer.rejected('no_backend', this.clientAddress(), this.snap.name);
       return null;

@@ -5,6 +5,7 @@ import { weightedRoundRobin } from './weighted-round-robin';
 import { leastConnections } from './least-connections';
 import { fastestResponse } from './fastest-response';
 import { adaptive } from './adaptive';
+import { consistentHash } from './consistent-hash';
 
 export const STRATEGIES: Readonly<Record<Algorithm, StrategyFactory>> = {
   round_robin: roundRobin,
@@ -12,4 +13,5 @@ export const STRATEGIES: Readonly<Record<Algorithm, StrategyFactory>> = {
   least_connections: leastConnections,
   fastest_response: fastestResponse,
   adaptive,
+  consistent_hash: consistentHash,
 };

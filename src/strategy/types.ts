@@ -11,13 +11,33 @@ export interface Candidate {
   readonly load: BackendLoad;
 }
 
+/** A backend of the pool a strategy serves, as the snapshot was built with it. */
+export interface PoolMember {
+  readonly id: number;
+  readonly address: string;
+  /** configured weight (without slow start) */
+  readonly weight: number;
+}
+
 export interface StrategyEnv {
   /** uniform in [0, 1) */
   readonly random: () => number;
+  /** every backend of the pool (primaries, or backups) the strategy picks from: for consistent_hash's table */
+  readonly pool?: readonly PoolMember[];
+  /** consistent_hash's hash_balance_factor (0 = off) */
+  readonly hashBalanceFactor?: number;
 }
 
 export interface Strategy {
-  pick(candidates: readonly Candidate[]): Candidate | undefined;
+  /** `key`: the connection's hash key (the client's IP), given only to strategies that are `keyed` */
+  pick(candidates: readonly Candidate[], key?: string): Candidate | undefined;
+  /**
+   * Built from `env.pool` (consistent_hash): wants the key, is built anew with every snapshot
+   * (never carried over a reload), one per pool.
+   */
+  readonly keyed?: true;
+  /** the backend's share of the table, 0..1 (keyed strategies only) */
+  share?(id: number): number;
 }
 
 export type StrategyFactory = (env: StrategyEnv) => Strategy;
