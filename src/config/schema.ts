@@ -18,7 +18,6 @@ export type Algorithm = (typeof ALGORITHMS)[number];
 
 /** What consistent_hash hashes: the client's IP, or the TLS server name (needs SNI routing, SPEC §8). */
 export const HASH_KEYS = ['source_ip', 'sni'] as const;
-export type HashKey = (typeof HASH_KEYS)[number];
 
 export interface RateLimit {
   readonly count: number;
@@ -161,15 +160,12 @@ type Schema = typeof SCHEMA;
 export type BackendConfig = Values<Schema['backends']>;
 
 /** One service: a listener address and a pool, with its [proxy] and [health] settings resolved. */
-export type ServiceConfig = Values<Schema['services']> & {
-  readonly algorithm: Algorithm;
-  /** consistent_hash's settings ([strategy] hash_key, hash_balance_factor) */
-  readonly hashKey: HashKey;
-  readonly hashBalanceFactor: number;
-  readonly proxy: Values<Overridable<Schema['proxy']>>;
-  readonly health: Values<Schema['health']>;
-  readonly backends: readonly BackendConfig[];
-};
+export type ServiceConfig = Values<Schema['services']> &
+  Values<Overridable<Schema['strategy']>> & {
+    readonly proxy: Values<Overridable<Schema['proxy']>>;
+    readonly health: Values<Schema['health']>;
+    readonly backends: readonly BackendConfig[];
+  };
 
 /** The sections that are lists of tables: [[backends]] and [[services]]. */
 export const LISTS = ['backends', 'services'] as const satisfies readonly SectionName[];
@@ -199,6 +195,13 @@ export type HealthKind = Config['health']['kind'];
 const ROWS = new Map(SECTIONS.map((s) => [s, Object.entries(SCHEMA[s] as Record<string, Row>)]));
 const KEYS = new Map(SECTIONS.map((s) => [s, Object.keys(SCHEMA[s])]));
 const rows = (s: SectionName): readonly [string, Row][] => ROWS.get(s)!;
+
+/** The overridable rows of [proxy], [strategy] and [health]: what a [[services]] entry may set. */
+const OVERRIDABLE = {
+  proxy: rows('proxy').filter(([, r]) => r.overridable === true),
+  strategy: rows('strategy').filter(([, r]) => r.overridable === true),
+  health: rows('health').filter(([, r]) => r.overridable === true),
+};
 
 /** The settings overridden by a LEMONADE_LB_* variable, in table order. */
 export const ENV_SETTINGS: readonly { readonly name: string; readonly section: SectionName; readonly key: string; readonly kind: 'int' | 'string' }[] = SECTIONS.flatMap((section) =>
@@ -237,8 +240,7 @@ export function serviceSettingsOf(svc: ServiceConfig): { readonly path: string; 
   const own = svc as unknown as Record<string, unknown>;
   return [
     ...rows('services').filter(([k]) => k !== 'name').map(([k, r]) => ({ path: k, value: own[r.prop] })),
-    { path: 'algorithm', value: svc.algorithm },
-    ...OVERRIDABLE.strategy.slice(1).map(([k, r]) => ({ path: k, value: (svc as unknown as Record<string, unknown>)[r.prop] })),
+    ...OVERRIDABLE.strategy.map(([k, r]) => ({ path: k, value: own[r.prop] })),
     ...OVERRIDABLE.proxy.map(([k, r]) => ({ path: k, value: (svc.proxy as Record<string, unknown>)[r.prop] })),
     ...OVERRIDABLE.health.map(([k, r]) => ({ path: `health.${k}`, value: (svc.health as Record<string, unknown>)[r.prop] })),
   ];
@@ -498,12 +500,6 @@ export function validate(raw: Raw, ctx: ValidateContext = {}): ValidateResult {
   return { ok: true, config: deepFreeze(config as Config) };
 }
 
-/** The overridable rows of [proxy], [strategy] and [health]: what a [[services]] entry may set. */
-const OVERRIDABLE = {
-  proxy: rows('proxy').filter(([, r]) => r.overridable === true),
-  strategy: rows('strategy').filter(([, r]) => r.overridable === true),
-  health: rows('health').filter(([, r]) => r.overridable === true),
-};
 const SERVICE_KEYS = [...KEYS.get('services')!, ...[...OVERRIDABLE.proxy, ...OVERRIDABLE.strategy].map(([k]) => k), 'health', 'backends'];
 
 function serviceValues(

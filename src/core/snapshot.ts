@@ -202,13 +202,6 @@ export class Snapshot {
   service(name: string): ServiceSnapshot | undefined {
     return this.byName.get(name);
   }
-
-  /** Usable backends over every service (see ServiceSnapshot.usableCount). */
-  usableCount(): number {
-    let n = 0;
-    for (const s of this.services) n += s.usableCount();
-    return n;
-  }
 }
 
 /**
