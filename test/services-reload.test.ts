@@ -11,6 +11,17 @@ import { join } from 'node:path';
 import { adminJson, connectOutcome, httpRequest, requestsUnderLoad, requireTool, rewriteEvery, SOCKET_ACTIVATE, socketActivated, startBalancer, startNamed, startTcpServer, startWorker, tempDir, waitFor, type Balancer, type TestServer } from './helpers';
 import { backends, greeting, services, servicesFile, ports, type FileSpec, type SvcSpec } from './services-helpers';
 
+/** A connection to `port` held open once its backend greeted it with `name`; closedAt() is 0 until it closes. */
+async function heldOn(t: { after(f: () => unknown): void }, port: number, name: string): Promise<{ conn: net.Socket; closedAt: () => number }> {
+  const conn = net.connect({ host: '127.0.0.1', port });
+  t.after(() => conn.destroy());
+  conn.on('error', () => {});
+  assert.equal(await new Promise<string>((r) => conn.once('data', (d: Buffer) => r(d.toString()))), `${name}\n`);
+  let at = 0;
+  conn.on('close', () => (at = Date.now()));
+  return { conn, closedAt: () => at };
+}
+
 interface Status {
   config: { generation: number; last_reload: { result: string; error: string | null } | null };
   connections: { active: number; total: number; rejected: number };
@@ -90,12 +101,7 @@ test('a removed service stops accepting at once; its open connection keeps flowi
     await lb.stop();
     await Promise.all(servers.map((s) => s.close()));
   });
-  const conn = net.connect({ host: '127.0.0.1', port: pb! });
-  t.after(() => conn.destroy());
-  conn.on('error', () => {});
-  assert.equal(await new Promise<string>((r) => conn.once('data', (d: Buffer) => r(d.toString()))), 'b1\n');
-  let closedAt = 0;
-  conn.on('close', () => (closedAt = Date.now()));
+  const { conn, closedAt } = await heldOn(t, pb!, 'b1');
 
   lb.writeConfig(file(false));
   const removedAt = Date.now();
@@ -111,8 +117,8 @@ test('a removed service stops accepting at once; its open connection keeps flowi
   const draining = (await backends(lb)).find((b) => b.service === 'b');
   assert.deepEqual(draining && [draining.name, draining.state, draining.active], ['b1', 'draining', 1]);
   // then cut at the deadline
-  await waitFor(() => closedAt > 0, 5000, 'the drained connection to be cut');
-  const lived = closedAt - removedAt;
+  await waitFor(() => closedAt() > 0, 5000, 'the drained connection to be cut');
+  const lived = closedAt() - removedAt;
   assert.ok(lived >= 1200 && lived < 4000, `cut ${lived} ms after the removal (drain_timeout 1500 ms)`);
   await waitFor(async () => (await backends(lb)).every((b) => b.service === 'a'), 3000, "the removed service's rows gone once drained");
 });
@@ -307,12 +313,7 @@ test('workers = 2: a removed service stops accepting in every worker, its open c
     await lb.stop('SIGKILL');
     await Promise.all(servers.map((s) => s.close()));
   });
-  const conn = net.connect({ host: '127.0.0.1', port: pb! });
-  t.after(() => conn.destroy());
-  conn.on('error', () => {});
-  assert.equal(await new Promise<string>((r) => conn.once('data', (d: Buffer) => r(d.toString()))), 'b1\n');
-  let closedAt = 0;
-  conn.on('close', () => (closedAt = Date.now()));
+  const { conn, closedAt } = await heldOn(t, pb!, 'b1');
   lb.writeConfig(file(pa2!, false));
   const removedAt = Date.now();
   await generation(lb, 2, 10_000);
@@ -326,7 +327,7 @@ test('workers = 2: a removed service stops accepting in every worker, its open c
   const echoed = new Promise<string>((r) => conn.once('data', (d: Buffer) => r(d.toString())));
   conn.write('still here');
   assert.equal(await echoed, 'still here');
-  await waitFor(() => closedAt > 0, 6000, 'the drained connection to be cut');
-  const lived = closedAt - removedAt;
+  await waitFor(() => closedAt() > 0, 6000, 'the drained connection to be cut');
+  const lived = closedAt() - removedAt;
   assert.ok(lived >= 1200 && lived < 4500, `cut ${lived} ms after the removal (drain_timeout 1500 ms)`);
 });
