@@ -238,8 +238,8 @@ address = "127.0.0.1:4"
     ['a service sets its own', '', 'hash_balance_factor = 125\nhash_key = "source_ip"', { ok: true, def: ['source_ip', 0], pg: ['source_ip', 125] }],
     ['a factor under 100', 'hash_balance_factor = 50', '', { ok: false, path: 'strategy.hash_balance_factor', message: /at least 100/ }],
     ['a service factor under 100', '', 'hash_balance_factor = 99', { ok: false, path: 'services[0].hash_balance_factor', message: /at least 100/ }],
-    ['sni at the top', 'hash_key = "sni"', '', { ok: false, path: 'strategy.hash_key', message: /needs SNI routing.*not built yet/ }],
-    ['sni in a service', '', 'hash_key = "sni"', { ok: false, path: 'services[0].hash_key', message: /needs SNI routing.*not built yet/ }],
+    ['sni at the top, inherited', 'hash_key = "sni"', '', { ok: true, def: ['sni', 0], pg: ['sni', 0] }],
+    ['sni in a service', '', 'hash_key = "sni"', { ok: true, def: ['source_ip', 0], pg: ['sni', 0] }],
     ['an unknown key', 'hash_key = "dest_ip"', '', { ok: false, path: 'strategy.hash_key', message: /expected one of "source_ip", "sni"/ }],
   ] as const) {
     test(what, () => {

@@ -141,12 +141,12 @@ test('validation names the key path and line of every [[services]] mistake', asy
   const bad = await validateText(['[admin]', 'listen_address = ""', '[[services]]', 'name = "s"', 'listen_address = "127.0.0.1:7105"', '[[services.backends]]', 'address = "127.0.0.1:1"', '[[services.backends]]', 'address = "127.0.0.1:2"', 'weight = -1', ''].join('\n'));
   assert.deepEqual(bad.errors.map((e) => [e.path, e.line]), [['services[0].backends[1].weight', 10]]);
 
-  // two services on one address (the default service's included)
+  // two services on one address without sni (the default service's included)
   const two = await validateText(
     ['[proxy]', 'listen_address = "127.0.0.1:7106"', '[admin]', 'listen_address = ""', '[[backends]]', 'address = "127.0.0.1:1"', '[[services]]', 'name = "a"', 'listen_address = "127.0.0.1:7107"', B, '[[services]]', 'name = "b"', 'listen_address = "127.0.0.1:7106"', B, ''].join('\n'),
   );
   assert.deepEqual(two.errors.map((e) => [e.path, e.line]), [['services[1].listen_address', 14]]);
-  assert.match(two.errors[0]!.message, /127\.0\.0\.1:7106 is also the listen address of service "default" \(one service per address\)/);
+  assert.match(two.errors[0]!.message, /127\.0\.0\.1:7106 is also the listen address of service "default", and neither lists sni: .*at most one of them may leave it empty \(the default route\)/);
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ export const ALGORITHMS = [
 ] as const;
 export type Algorithm = (typeof ALGORITHMS)[number];
 
-/** What consistent_hash hashes: the client's IP, or the TLS server name (needs SNI routing, SPEC §8). */
+/** What consistent_hash hashes: the client's IP, or the TLS server name read from the ClientHello (SPEC §8, §9). */
 export const HASH_KEYS = ['source_ip', 'sni'] as const;
 
 export interface RateLimit {
@@ -51,7 +51,8 @@ type Row = {
   | { readonly kind: 'listen'; readonly def: string | null; readonly emptyOk: boolean; readonly parsed: string }
   | { readonly kind: 'address'; readonly def: null }
   | { readonly kind: 'cidrs' }
-  | { readonly kind: 'hosts' }
+  /** host names, lower case; `wildcard`: a leading `*.` is allowed */
+  | { readonly kind: 'hosts'; readonly wildcard?: true }
   | { readonly kind: 'rate'; readonly def: string }
   | { readonly kind: 'bool'; readonly def: boolean }
 );
@@ -79,10 +80,11 @@ export const SCHEMA = {
     deny: { prop: 'deny', kind: 'cidrs', overridable: true, doc: 'client CIDRs refused, checked after `allow`' },
     client_rate_limit: { prop: 'clientRateLimit', kind: 'rate', def: '', overridable: true, doc: 'new connections per client address, `"100/s"`, `"600/m"`, `"1000/h"`; `""` = off' },
     client_max_connections: { prop: 'clientMaxConnections', kind: 'int', def: 0, min: 0, overridable: true, doc: 'concurrent connections per client address; 0 = off' },
+    inspect_timeout: { prop: 'inspectTimeoutMs', kind: 'duration', def: 5000, overridable: true, doc: 'on an address that reads the TLS ClientHello (see [SNI routing](#sni-routing-tls-passthrough)): a client that has not sent a whole one in this time (or within 16 KiB) is routed as having no server name. Services sharing an address must agree on it' },
   },
   strategy: {
     algorithm: { prop: 'algorithm', kind: 'enum', def: 'adaptive', values: ALGORITHMS, env: 'LEMONADE_LB_STRATEGY', overridable: true, doc: '`round_robin`, `weighted_round_robin`, `least_connections`, `fastest_response`, `adaptive`, `consistent_hash` (hyphenated spellings and `fastest_response_time` accepted; so is a top-level `strategy = "…"` key as older lemonade files have it)' },
-    hash_key: { prop: 'hashKey', kind: 'enum', def: 'source_ip', values: HASH_KEYS, overridable: true, doc: '`consistent_hash`\'s key: `"source_ip"` (the client\'s IP address); `"sni"` (the TLS server name) needs SNI routing, not built yet, and is refused' },
+    hash_key: { prop: 'hashKey', kind: 'enum', def: 'source_ip', values: HASH_KEYS, overridable: true, doc: '`consistent_hash`\'s key: `"source_ip"` (the client\'s IP address) or `"sni"` (the TLS server name from the ClientHello, which makes the listener read it; no name hashes as `""`)' },
     hash_balance_factor: { prop: 'hashBalanceFactor', kind: 'int', def: 0, min: 0, max: 100000, overridable: true, doc: '`consistent_hash`: 0 = off, else a percentage >= 100: a backend above that share of the mean active connections takes no new ones (its keys go to the next in their preference order)' },
   },
   backends: {
@@ -104,7 +106,8 @@ export const SCHEMA = {
   },
   services: {
     name: { prop: 'name', kind: 'string', def: '', shown: '(required)', doc: 'unique, 1-64 of `[A-Za-z0-9._-]`; `default` is the service the top-level `[proxy]` and `[[backends]]` make' },
-    listen_address: { prop: 'listenAddress', parsed: 'listen', kind: 'listen', def: null, emptyOk: false, doc: '`host:port` this service listens on; one service per address' },
+    listen_address: { prop: 'listenAddress', parsed: 'listen', kind: 'listen', def: null, emptyOk: false, doc: '`host:port` this service listens on; services may share one when told apart by `sni`' },
+    sni: { prop: 'sni', kind: 'hosts', wildcard: true, doc: 'TLS server names this service takes on its address, `["api.example.com", "*.example.org"]` (a wildcard matches one or more labels before); `[]` = the address\'s default route. See [SNI routing](#sni-routing-tls-passthrough)' },
     max_connections: { prop: 'maxConnections', kind: 'int', def: 0, min: 0, doc: "this service's concurrent client connections; 0 = only `proxy.max_connections`, the cap over all services" },
   },
   metrics: {
@@ -481,7 +484,7 @@ export function validate(raw: Raw, ctx: ValidateContext = {}): ValidateResult {
     const proxy = config['proxy'] as Record<string, unknown>;
     services.unshift(
       serviceValues(
-        { name: DEFAULT_SERVICE, listenAddress: proxy['listenAddress'], listen: proxy['listen'], maxConnections: 0 },
+        { name: DEFAULT_SERVICE, listenAddress: proxy['listenAddress'], listen: proxy['listen'], sni: [], maxConnections: 0 },
         toValues(OVERRIDABLE.strategy, checked.get('strategy')!),
         toValues(OVERRIDABLE.proxy, checked.get('proxy')!),
         config['health'] as Record<string, unknown>,
@@ -489,13 +492,7 @@ export function validate(raw: Raw, ctx: ValidateContext = {}): ValidateResult {
       ),
     );
   }
-  const byAddress = new Map<string, string>();
-  services.forEach((svc, i) => {
-    const other = byAddress.get(svc.listenAddress);
-    const at = svc.name === DEFAULT_SERVICE ? 'proxy.listen_address' : `services[${backends.length > 0 ? i - 1 : i}].listen_address`;
-    if (other !== undefined) report(at, `${svc.listenAddress} is also the listen address of service "${other}" (one service per address)`);
-    else byAddress.set(svc.listenAddress, svc.name);
-  });
+  checkSharedAddresses(services, (i, key) => (services[i]!.name === DEFAULT_SERVICE ? `proxy.${key}` : `services[${backends.length > 0 ? i - 1 : i}].${key}`), report);
   if (issues.length > 0) return { ok: false, issues };
   return { ok: true, config: deepFreeze(config as Config) };
 }
@@ -513,17 +510,56 @@ function serviceValues(
 }
 
 /**
- * What the [strategy] rows cannot say alone: hash_balance_factor is 0 or at least 100, and
- * hash_key = "sni" needs SNI routing (SPEC §8), which this build does not have. Checked where
- * the key is written (an inherited value was checked at the top level).
+ * Services on one listen address (SPEC §8): they are told apart by sni, so at most one leaves it
+ * empty (the default route) and a name belongs to one of them; and the socket reads the
+ * ClientHello before it knows the service, so they share one inspect_timeout. `at(i, key)`: the
+ * path of service i's key.
+ */
+function checkSharedAddresses(services: readonly ServiceConfig[], at: (i: number, key: string) => string, report: (path: string, message: string) => void): void {
+  const byAddress = new Map<string, number[]>();
+  services.forEach((svc, i) => {
+    const list = byAddress.get(svc.listenAddress);
+    if (list) list.push(i);
+    else byAddress.set(svc.listenAddress, [i]);
+  });
+  for (const [address, list] of byAddress) {
+    if (list.length < 2) continue;
+    let fallback: number | undefined;
+    const owner = new Map<string, number>();
+    for (const i of list) {
+      const svc = services[i]!;
+      const first = services[list[0]!]!;
+      if (svc.sni.length === 0) {
+        if (fallback !== undefined) {
+          report(
+            at(i, 'listen_address'),
+            `${address} is also the listen address of service "${services[fallback]!.name}", and neither lists sni: services may share an address only when told apart by sni, and at most one of them may leave it empty (the default route)`,
+          );
+        } else fallback = i;
+      }
+      for (const name of svc.sni) {
+        const o = owner.get(name);
+        if (o !== undefined) report(at(i, 'sni'), `"${name}" is also in the sni of service "${services[o]!.name}" on ${address}: a name routes to one service`);
+        else owner.set(name, i);
+      }
+      if (svc.proxy.inspectTimeoutMs !== first.proxy.inspectTimeoutMs) {
+        report(
+          at(i, 'inspect_timeout'),
+          `services sharing ${address} must have the same inspect_timeout (the ClientHello is read before the service is known): "${first.name}" has ${first.proxy.inspectTimeoutMs} ms, "${svc.name}" ${svc.proxy.inspectTimeoutMs} ms`,
+        );
+      }
+    }
+  }
+}
+
+/**
+ * What the [strategy] rows cannot say alone: hash_balance_factor is 0 or at least 100. Checked
+ * where the key is written (an inherited value was checked at the top level).
  */
 function checkStrategy(table: Raw, values: Record<string, unknown>, prefix: string, report: (path: string, message: string) => void): void {
   const f = values['hash_balance_factor'];
   if (table['hash_balance_factor'] !== undefined && typeof f === 'number' && f > 0 && f < 100) {
     report(`${prefix}hash_balance_factor`, `must be 0 (off) or a percentage of at least 100, got ${f}`);
-  }
-  if (table['hash_key'] !== undefined && values['hash_key'] === 'sni') {
-    report(`${prefix}hash_key`, 'hash_key = "sni" needs SNI routing (the TLS server name read from the ClientHello), which is not built yet; use "source_ip"');
   }
 }
 
@@ -718,7 +754,9 @@ function checkField(f: Row, v: unknown): Checked {
       for (const item of v) {
         if (typeof item !== 'string') return err(`expected host name strings, got ${describe(item)}`);
         const h = item.trim().toLowerCase().replace(/\.$/, '');
-        if (!/^[a-z0-9_-]+(?:\.[a-z0-9_-]+)*$/.test(h)) return err(`"${item}" is not a host name (write the name alone, without scheme, port or path)`);
+        const re = f.wildcard ? /^(?:\*\.)?[a-z0-9_-]+(?:\.[a-z0-9_-]+)*$/ : /^[a-z0-9_-]+(?:\.[a-z0-9_-]+)*$/;
+        if (!re.test(h)) return err(`"${item}" is not a host name${f.wildcard ? ' or a wildcard "*.example.org"' : ''} (write the name alone, without scheme, port or path)`);
+        if (out.includes(h)) return err(`"${item}" is listed twice`);
         out.push(h);
       }
       return out;

@@ -1,13 +1,15 @@
 // An immutable snapshot built from a validated Config: every service with its listener settings,
-// its backends with their load figures, its client ACL and its picker. The data plane reads the
-// current snapshot once per accepted connection and keeps the service it routed to; a reload
-// replaces the whole snapshot with one assignment.
+// its backends with their load figures, its client ACL and its picker, and the route table of
+// every listen address (./sni-routes.ts). The data plane reads the current snapshot once per
+// accepted connection and keeps the service it routed to; a reload replaces the whole snapshot
+// with one assignment.
 
 import type { BackendConfig, Config, ServiceConfig } from '../config/schema';
 import { cidrContains, parseIp, type Cidr } from './address';
 import { backendKey, backendRef, type AdminState } from './backend';
 import type { BackendCounters, BackendLoad, LoadTable } from './stats';
 import type { Candidate, Strategy, StrategyFactory } from '../strategy/types';
+import { routesByAddress, type AddressRoutes, type Routable } from './sni-routes';
 
 /** Lowest share of its weight a slow-starting backend gets. */
 const SLOW_START_FLOOR = 0.05;
@@ -63,8 +65,14 @@ export interface SnapshotEnv {
 }
 
 /** One service of a snapshot: its settings, backends and picker. */
-export class ServiceSnapshot {
+export class ServiceSnapshot implements Routable {
   readonly name: string;
+  readonly listenAddress: string;
+  /** the TLS server names routed to it on its address (empty: the default route) */
+  readonly sni: readonly string[];
+  /** consistent_hash keyed by the TLS server name: the listener reads the ClientHello for it */
+  readonly wantsServerName: boolean;
+  readonly inspectTimeoutMs: number;
   readonly proxy: ServiceConfig['proxy'];
   readonly health: ServiceConfig['health'];
   readonly backends: readonly SnapshotBackend[];
@@ -73,7 +81,7 @@ export class ServiceSnapshot {
   private readonly strategy: Strategy;
   /** the backups' picker: the same as the primaries' unless the strategy is keyed (one table per pool) */
   private readonly backupStrategy: Strategy;
-  /** the strategy wants the connection's key (the client's IP): the listener reads the peer address */
+  /** the strategy wants the connection's key: the client's IP (the listener reads the peer address), or the server name (wantsServerName) */
   readonly keyed: boolean;
   private readonly scratch: SnapshotBackend[] = [];
   /** this process's share of the service's max_connections (Infinity: only the global cap) */
@@ -94,6 +102,9 @@ export class ServiceSnapshot {
   ) {
     const part = env.part ?? WHOLE;
     this.name = svc.name;
+    this.listenAddress = svc.listenAddress;
+    this.sni = svc.sni;
+    this.inspectTimeoutMs = svc.proxy.inspectTimeoutMs;
     this.proxy = svc.proxy;
     this.health = svc.health;
     this.maxConnections = svc.maxConnections === 0 ? Infinity : shareOf(svc.maxConnections, part);
@@ -110,6 +121,7 @@ export class ServiceSnapshot {
     const fresh = prev !== undefined && prev.svc.algorithm === svc.algorithm && prev.keyed !== true ? prev.strategy : make(this.primaries);
     this.strategy = fresh;
     this.keyed = fresh.keyed === true;
+    this.wantsServerName = this.keyed && svc.hashKey === 'sni';
     this.backupStrategy = this.keyed ? make(this.backups) : fresh;
     Object.freeze(this);
   }
@@ -183,6 +195,8 @@ export class Snapshot {
   /** this process's share of [proxy] max_connections, the cap over all services */
   readonly maxConnections: number;
   private readonly byName: ReadonlyMap<string, ServiceSnapshot>;
+  /** each listen address's route table, by the address as the config writes it */
+  private readonly byAddress: ReadonlyMap<string, AddressRoutes<ServiceSnapshot>>;
 
   /** `prev`: the snapshot this one replaces (each service's strategy carries on, see ServiceSnapshot). */
   constructor(
@@ -195,12 +209,23 @@ export class Snapshot {
     this.maxConnections = shareOf(config.proxy.maxConnections, env.part ?? WHOLE);
     this.services = Object.freeze(config.services.map((svc) => new ServiceSnapshot(svc, loads, env, prev?.service(svc.name))));
     this.byName = new Map(this.services.map((s) => [s.name, s]));
+    this.byAddress = routesByAddress(this.services);
     this.backends = Object.freeze(this.services.flatMap((s) => s.backends));
     Object.freeze(this);
   }
 
   service(name: string): ServiceSnapshot | undefined {
     return this.byName.get(name);
+  }
+
+  /** The route table of a listen address (as the config writes it); undefined when no service has it. */
+  routes(address: string): AddressRoutes<ServiceSnapshot> | undefined {
+    return this.byAddress.get(address);
+  }
+
+  /** The listen addresses, as the config writes them, each once. */
+  listenAddresses(): IterableIterator<string> {
+    return this.byAddress.keys();
   }
 }
 

@@ -12,6 +12,7 @@ const BACKEND_STATES: readonly BackendState[] = ['healthy', 'unhealthy', 'draini
 
 import type { RejectReason } from '../proxy/events';
 export type { RejectReason };
+/** the reasons a service's connection is refused for (no_route has no service: counted with service="") */
 export const REJECT_REASONS: readonly RejectReason[] = ['max_connections', 'no_backend', 'acl', 'rate_limit'];
 
 const CONNECT_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
@@ -184,7 +185,13 @@ export class Metrics {
       collect() {
         this.reset();
         // every reason of every service is exported from 0, so a rate() sees the first one
-        for (const s of src.snapshot().services) for (const r of REJECT_REASONS) this.inc({ service: s.name, reason: r }, 0);
+        const snap = src.snapshot();
+        for (const s of snap.services) for (const r of REJECT_REASONS) this.inc({ service: s.name, reason: r }, 0);
+        // an address that routes by server name without a default route refuses with no_route
+        for (const a of snap.listenAddresses()) {
+          const routes = snap.routes(a)!;
+          if (routes.inspect && routes.fallback === null) this.inc({ service: '', reason: 'no_route' }, 0);
+        }
         for (const [k, n] of traffic.rejected) {
           const { service, name } = splitRef(k);
           this.inc({ service, reason: name }, n);

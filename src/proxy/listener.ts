@@ -1,10 +1,15 @@
-// The proxy's listening sockets, one per service. Each accepted connection reads the current
-// snapshot once and takes its service from it, passes the global cap, the service's cap, ACL and
-// per-client limits, then becomes a session: a RawSession on libuv's handles when this Node has
-// them (./raw.ts), else a Session on net.Socket. A listening socket is always a net.Server (bind,
-// systemd's socket, the cluster's shared handle); on the raw path its handle's onconnection is
-// replaced, so accepted connections never become net.Socket objects. Every service's sessions
-// share one registry: [proxy] max_connections caps them all.
+// The proxy's listening sockets, one per listen address: the services sharing an address share
+// its socket (SPEC §8). Each accepted connection reads the current snapshot once and takes the
+// address's route table from it. An address with one plain service routes at once, as it always
+// did: no byte is read first. An address that routes by TLS server name (several services, a
+// service with `sni`, or one hashing by name) reads the ClientHello first (./inspection.ts),
+// then routes. Admission: the global cap is checked at accept (a connection being inspected is
+// open); the service's cap, its ACL and its per-client limits once it is routed. Then it becomes
+// a session: a RawSession on libuv's handles when this Node has them (./raw.ts), else a Session
+// on net.Socket. A listening socket is always a net.Server (bind, systemd's socket, the cluster's
+// shared handle); on the raw path its handle's onconnection is replaced, so accepted connections
+// never become net.Socket objects. Every session shares one registry: [proxy] max_connections
+// caps them all.
 
 import net, { type Server, type Socket } from 'node:net';
 import type { ServiceSnapshot, Snapshot } from '../core/snapshot';
@@ -18,6 +23,7 @@ import { RawSession, peerAddress } from './raw-session';
 import type { SessionBase, SessionHost } from './session-base';
 import { rawAvailable, uvError, type TcpHandle } from './raw';
 import type { ProxyObserver, RejectReason } from './events';
+import { RawInspection, SocketInspection, type Inspection } from './inspection';
 
 export interface ListenerDeps {
   readonly current: () => Snapshot;
@@ -35,119 +41,163 @@ export interface Pending {
   abort(): void;
 }
 
-/** One service's listening socket, its per-client limits and its open connections. */
+/** One listening socket, serving the services of one listen address. */
+interface SocketEntry {
+  /** the listen address as the config writes it: the key of its route table in the snapshot */
+  readonly key: string;
+  server: Server | null;
+  /** the address actually bound, "host:port" */
+  address: string;
+  /** the service and entry the last connection went to: an address with one service skips the lookup */
+  lastService: ServiceSnapshot | null;
+  lastEntry: ServiceEntry | null;
+}
+
+/** One service's per-client limits and open connections (kept while they drain). */
 interface ServiceEntry {
   readonly name: string;
-  server: Server | null;
-  address: string;
   readonly limits: ClientLimits;
   /** client connections of this service open now (its max_connections counts them) */
   open: number;
   readonly host: SessionHost;
 }
 
+type Open = Session | RawSession | Inspection;
+
 export class ProxyListener {
-  readonly registry: ConnectionRegistry<Session | RawSession>;
+  readonly registry: ConnectionRegistry<Open>;
   /** relaying on raw handles (else net.Socket) */
   readonly raw = rawAvailable();
-  /** by service name; kept while the service's connections drain after its listener closed */
-  private readonly entries = new Map<string, ServiceEntry>();
+  /** by listen address as the config writes it */
+  private readonly sockets = new Map<string, SocketEntry>();
+  /** by service name */
+  private readonly services = new Map<string, ServiceEntry>();
   /** client connections accepted and handed to a session */
   accepted = 0;
-  /** what admission() decided for the connection just accepted (reused: no object per accept) */
+  /** what admission() decided for the connection just routed (reused: no object per accept) */
   private readonly verdict = { admitted: false, remote: '' };
+  private readonly inspected = (i: Inspection, serverName: string | null, bytes: Buffer, clientEnded: boolean): void => this.onInspected(i, serverName, bytes, clientEnded);
+  private readonly inspectionGone = (i: Inspection): void => {
+    this.registry.delete(i);
+  };
 
   constructor(private readonly deps: ListenerDeps) {
-    // one coarse sweep for every connection's connect and idle timeout: a tenth of the shortest
-    // one (so a timeout fires at most ~10% late), between 10 ms and 1 s
-    this.registry = new ConnectionRegistry<Session | RawSession>({
+    // one coarse sweep for every connection's connect, idle and inspect timeout: a tenth of the
+    // shortest one (so a timeout fires at most ~10% late), between 10 ms and 1 s
+    this.registry = new ConnectionRegistry<Open>({
       now: deps.now,
       periodMs: () => {
         let shortest = 10_000;
-        for (const s of deps.current().services) shortest = Math.min(shortest, s.proxy.connectTimeoutMs, s.proxy.idleTimeoutMs);
+        const snap = deps.current();
+        for (const s of snap.services) shortest = Math.min(shortest, s.proxy.connectTimeoutMs, s.proxy.idleTimeoutMs);
+        for (const a of snap.listenAddresses()) {
+          const r = snap.routes(a)!;
+          if (r.inspect) shortest = Math.min(shortest, r.inspectTimeoutMs);
+        }
         return Math.min(1000, Math.max(10, shortest / 10));
       },
     });
   }
 
-  /** At least one service is listening. */
+  /** At least one address is listening. */
   get listening(): boolean {
-    for (const e of this.entries.values()) if (e.server !== null) return true;
+    for (const e of this.sockets.values()) if (e.server !== null) return true;
     return false;
   }
 
-  /** The address the first service listening actually bound, "host:port" ("" when none). */
+  /** The address the first socket listening actually bound, "host:port" ("" when none). */
   get address(): string {
-    for (const e of this.entries.values()) if (e.server !== null) return e.address;
+    for (const e of this.sockets.values()) if (e.server !== null) return e.address;
     return '';
   }
 
-  /** Each listening service's bound address. */
+  /** Each listening socket's bound address, by listen address as the config writes it. */
+  boundAddresses(): Map<string, string> {
+    const out = new Map<string, string>();
+    for (const e of this.sockets.values()) if (e.server !== null) out.set(e.key, e.address);
+    return out;
+  }
+
+  /** Each service's bound address (the socket of its listen address), for the services of the current snapshot. */
   addresses(): Map<string, string> {
     const out = new Map<string, string>();
-    for (const e of this.entries.values()) if (e.server !== null) out.set(e.name, e.address);
+    for (const svc of this.deps.current().services) {
+      const e = this.sockets.get(svc.listenAddress);
+      if (e && e.server !== null) out.set(svc.name, e.address);
+    }
     return out;
   }
 
   /** Each service's open client connections (services whose connections still drain included). */
   openByService(): Map<string, number> {
     const out = new Map<string, number>();
-    for (const e of this.entries.values()) if (e.server !== null || e.open > 0) out.set(e.name, e.open);
+    for (const name of this.addresses().keys()) out.set(name, 0);
+    for (const e of this.services.values()) if (out.has(e.name) || e.open > 0) out.set(e.name, e.open);
     return out;
   }
 
   get clientTableSize(): number {
     let n = 0;
-    for (const e of this.entries.values()) n += e.limits.size;
+    for (const e of this.services.values()) n += e.limits.size;
     return n;
   }
 
   /**
-   * Bind `addr` for `service` without serving from it yet: commit() makes it the service's
-   * listener (closing its old one), abort() closes it. A reload binds every new address first,
-   * so a failure changes nothing.
+   * Bind `addr` for the listen address `key` without serving from it yet: commit() makes it the
+   * address's socket (closing an old one), abort() closes it. A reload binds every new address
+   * first, so a failure changes nothing.
    */
-  async prepare(service: string, addr: HostPort): Promise<Pending> {
-    const entry = this.entry(service);
+  async prepare(key: string, addr: HostPort): Promise<Pending> {
+    const entry = this.socket(key);
     const server = await this.bind(entry, (s) => s.listen({ host: addr.host, port: addr.port, backlog: 4096, exclusive: this.deps.shared !== true }), formatHostPort(addr));
     return {
       commit: () => this.install(entry, server),
       abort: () => {
         server.close();
-        // a service that was only being added leaves nothing behind
-        if (entry.server === null && entry.open === 0) this.entries.delete(service);
+        // an address that was only being added leaves nothing behind
+        if (entry.server === null) this.sockets.delete(key);
       },
     };
   }
 
-  async listen(service: string, addr: HostPort): Promise<void> {
-    (await this.prepare(service, addr)).commit();
+  async listen(key: string, addr: HostPort): Promise<void> {
+    (await this.prepare(key, addr)).commit();
   }
 
   /** Serve an already listening socket passed by the service manager (socket activation). */
-  async adopt(service: string, fd: number): Promise<void> {
-    const entry = this.entry(service);
+  async adopt(key: string, fd: number): Promise<void> {
+    const entry = this.socket(key);
     this.install(entry, await this.bind(entry, (s) => s.listen({ fd }), `fd ${fd}`));
   }
 
-  /** A removed service stops accepting; its open connections are untouched (they drain). */
-  closeService(service: string): void {
-    const e = this.entries.get(service);
+  /** An address no service has any more stops accepting; open connections are untouched (they drain). */
+  closeAddress(key: string): void {
+    const e = this.sockets.get(key);
     if (!e) return;
     e.server?.close();
-    e.server = null;
-    e.address = '';
-    if (e.open === 0) this.entries.delete(service);
+    this.sockets.delete(key);
   }
 
-  private entry(name: string): ServiceEntry {
-    let e = this.entries.get(name);
+  /** Forget the per-service state of services `snap` no longer has, once their connections are gone. */
+  prune(snap: Snapshot): void {
+    for (const [name, e] of this.services) if (e.open === 0 && !snap.service(name)) this.services.delete(name);
+  }
+
+  private socket(key: string): SocketEntry {
+    let e = this.sockets.get(key);
+    if (!e) {
+      e = { key, server: null, address: '', lastService: null, lastEntry: null };
+      this.sockets.set(key, e);
+    }
+    return e;
+  }
+
+  private service(name: string): ServiceEntry {
+    const e = this.services.get(name);
     if (e) return e;
     const limits = new ClientLimits(this.deps.now);
     const entry: ServiceEntry = {
       name,
-      server: null,
-      address: '',
       limits,
       open: 0,
       host: {
@@ -157,7 +207,6 @@ export class ProxyListener {
           delete: (s: SessionBase) => {
             this.registry.delete(s as Session | RawSession);
             entry.open--;
-            if (entry.open === 0 && entry.server === null) this.entries.delete(name);
           },
         },
         released: (remoteAddress) => {
@@ -166,12 +215,20 @@ export class ProxyListener {
         },
       },
     };
-    this.entries.set(name, entry);
-    e = entry;
+    this.services.set(name, entry);
+    return entry;
+  }
+
+  /** The service's entry, remembered on the socket for its next connection. */
+  private serviceOf(sock: SocketEntry, svc: ServiceSnapshot): ServiceEntry {
+    if (sock.lastService === svc) return sock.lastEntry!;
+    const e = this.service(svc.name);
+    sock.lastService = svc;
+    sock.lastEntry = e;
     return e;
   }
 
-  private install(entry: ServiceEntry, server: Server): void {
+  private install(entry: SocketEntry, server: Server): void {
     const old = entry.server;
     entry.server = server;
     const a = server.address();
@@ -179,7 +236,7 @@ export class ProxyListener {
     if (old) old.close();
   }
 
-  private bind(entry: ServiceEntry, start: (s: Server) => void, label: string): Promise<Server> {
+  private bind(entry: SocketEntry, start: (s: Server) => void, label: string): Promise<Server> {
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (c: Socket) => this.onConnection(entry, c));
     return new Promise<Server>((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException): void => {
@@ -201,12 +258,12 @@ export class ProxyListener {
   }
 
   /**
-   * Stop accepting on every service; open connections are untouched. Resolves once the listening
+   * Stop accepting on every address; open connections are untouched. Resolves once the listening
    * sockets are closed (server.close()'s own callback waits for every connection to end, so it
    * is not awaited).
    */
   async close(): Promise<void> {
-    for (const e of this.entries.values()) {
+    for (const e of this.sockets.values()) {
       e.server?.close();
       e.server = null;
     }
@@ -214,10 +271,11 @@ export class ProxyListener {
   }
 
   /**
-   * The global cap, the service's cap, its ACL and its per-client limits for one accepted
-   * connection: the reason to refuse it, or null (then `verdict` says whether the limits counted
-   * it, and the peer address when it was read). The peer address is a getpeername() system call:
-   * asked only when an ACL, a limit or a keyed strategy (consistent_hash) needs it.
+   * The global cap, the service's cap, its ACL and its per-client limits for one connection
+   * routed to `svc`: the reason to refuse it, or null (then `verdict` says whether the limits
+   * counted it, and the peer address when it was read). The peer address is a getpeername()
+   * system call: asked only when an ACL, a limit or a strategy keyed by it (consistent_hash)
+   * needs it.
    */
   private admission<C>(snap: Snapshot, svc: ServiceSnapshot, entry: ServiceEntry, c: C, peerOf: (c: C) => string): RejectReason | null {
     const v = this.verdict;
@@ -234,18 +292,77 @@ export class ProxyListener {
       if (!entry.limits.admit(v.remote, p.clientRateLimit, p.clientMaxConnections)) return 'rate_limit';
       v.admitted = true;
     }
-    // consistent_hash hashes the client's IP: read only for a service whose strategy is keyed
-    if (svc.keyed && v.remote === '') v.remote = peerOf(c);
+    // consistent_hash on the client's IP: read only for a service whose strategy is keyed by it
+    if (svc.keyed && !svc.wantsServerName && v.remote === '') v.remote = peerOf(c);
     return null;
   }
 
-  private onConnection(entry: ServiceEntry, c: Socket): void {
+  /** A connection on an address that reads the ClientHello first: counted open while it is read. */
+  private inspect(sock: SocketEntry, snap: Snapshot, timeoutMs: number, c: Socket | TcpHandle, close: () => void, remote: () => string | undefined): void {
+    if (this.registry.size >= snap.maxConnections) {
+      // refused before it has a service
+      this.deps.observer.rejected('max_connections', remote(), '');
+      close();
+      return;
+    }
+    const deadline = this.deps.now() + timeoutMs;
+    if (c instanceof net.Socket) {
+      const i = new SocketInspection(c, sock.key, deadline, this.inspected, this.inspectionGone);
+      this.registry.add(i);
+      i.start();
+    } else {
+      const i = new RawInspection(c, sock.key, deadline, this.inspected, this.inspectionGone);
+      this.registry.add(i);
+      if (!i.start()) i.destroy();
+    }
+  }
+
+  /** The ClientHello was read (or not): route by the snapshot current now, then admit. */
+  private onInspected(i: Inspection, serverName: string | null, bytes: Buffer, clientEnded: boolean): void {
+    this.registry.delete(i);
+    const snap = this.deps.current();
+    const svc = snap.routes(i.address)?.route(serverName) ?? null;
+    const sock = this.sockets.get(i.address);
+    if (i instanceof SocketInspection) {
+      const c = i.socket;
+      if (!svc || !sock) {
+        this.deps.observer.rejected('no_route', c.remoteAddress, '');
+        c.destroy();
+        return;
+      }
+      this.startSession(snap, svc, this.serviceOf(sock, svc), c, bytes, serverName);
+    } else {
+      const c = (i as RawInspection).handle;
+      if (!svc || !sock) {
+        this.deps.observer.rejected('no_route', peerAddress(c), '');
+        c.close();
+        return;
+      }
+      this.startRawSession(snap, svc, this.serviceOf(sock, svc), c, bytes, serverName, clientEnded);
+    }
+  }
+
+  private onConnection(sock: SocketEntry, c: Socket): void {
     c.on('error', ignore);
     const snap = this.deps.current();
-    const svc = snap.service(entry.name);
-    const refused = svc ? this.admission(snap, svc, entry, c, socketPeer) : 'no_backend';
-    if (refused || !svc) {
-      this.deps.observer.rejected(refused ?? 'no_backend', c.remoteAddress, entry.name);
+    const routes = snap.routes(sock.key);
+    if (routes?.inspect) {
+      this.inspect(sock, snap, routes.inspectTimeoutMs, c, () => c.destroy(), () => c.remoteAddress);
+      return;
+    }
+    const svc = routes?.fallback;
+    if (!svc) {
+      this.deps.observer.rejected('no_route', c.remoteAddress, '');
+      c.destroy();
+      return;
+    }
+    this.startSession(snap, svc, this.serviceOf(sock, svc), c, null, null);
+  }
+
+  private startSession(snap: Snapshot, svc: ServiceSnapshot, entry: ServiceEntry, c: Socket, initial: Buffer | null, serverName: string | null): void {
+    const refused = this.admission(snap, svc, entry, c, socketPeer);
+    if (refused) {
+      this.deps.observer.rejected(refused, c.remoteAddress, svc.name);
       c.destroy();
       return;
     }
@@ -253,22 +370,37 @@ export class ProxyListener {
     entry.open++;
     const s = new Session(c, svc, entry.host);
     s.admitted = this.verdict.admitted;
-    if (svc.keyed) s.hashKey = this.verdict.remote;
+    s.initial = initial;
+    if (svc.keyed) s.hashKey = svc.wantsServerName ? (serverName ?? '') : this.verdict.remote;
     this.registry.add(s);
     s.start();
   }
 
-  /** The raw path's accept: the same admission, on the handle itself. */
-  private onRawConnection(entry: ServiceEntry, status: number, c: TcpHandle | undefined): void {
+  /** The raw path's accept: the same routing and admission, on the handle itself. */
+  private onRawConnection(sock: SocketEntry, status: number, c: TcpHandle | undefined): void {
     if (status < 0 || !c) {
       this.deps.observer.acceptError(uvError(status, 'accept'));
       return;
     }
     const snap = this.deps.current();
-    const svc = snap.service(entry.name);
-    const refused = svc ? this.admission(snap, svc, entry, c, peerAddress) : 'no_backend';
-    if (refused || !svc) {
-      this.deps.observer.rejected(refused ?? 'no_backend', this.verdict.remote || peerAddress(c), entry.name);
+    const routes = snap.routes(sock.key);
+    if (routes?.inspect) {
+      this.inspect(sock, snap, routes.inspectTimeoutMs, c, () => c.close(), () => peerAddress(c));
+      return;
+    }
+    const svc = routes?.fallback;
+    if (!svc) {
+      this.deps.observer.rejected('no_route', peerAddress(c), '');
+      c.close();
+      return;
+    }
+    this.startRawSession(snap, svc, this.serviceOf(sock, svc), c, null, null, false);
+  }
+
+  private startRawSession(snap: Snapshot, svc: ServiceSnapshot, entry: ServiceEntry, c: TcpHandle, initial: Buffer | null, serverName: string | null, clientEnded: boolean): void {
+    const refused = this.admission(snap, svc, entry, c, peerAddress);
+    if (refused) {
+      this.deps.observer.rejected(refused, this.verdict.remote || peerAddress(c), svc.name);
       c.close();
       return;
     }
@@ -278,7 +410,9 @@ export class ProxyListener {
     const s = new RawSession(c, svc, entry.host);
     s.admitted = this.verdict.admitted;
     s.remoteAddress = this.verdict.remote;
-    if (svc.keyed) s.hashKey = this.verdict.remote;
+    s.initial = initial;
+    s.clientEnded = clientEnded;
+    if (svc.keyed) s.hashKey = svc.wantsServerName ? (serverName ?? '') : this.verdict.remote;
     this.registry.add(s);
     s.start();
   }

@@ -97,6 +97,8 @@ function endpoints(h: TcpHandle): ProxyEndpoints {
 export class RawSession extends SessionBase {
   /** the client's address, when the listener read it (the ACL or the client limits) */
   remoteAddress = '';
+  /** the client sent its end of file while the listener read its first bytes */
+  clientEnded = false;
   private backend: Side | null = null;
   /** a host name's addresses not tried yet, in the resolver's order */
   private nextAddresses: string[] | null = null;
@@ -186,7 +188,18 @@ export class RawSession extends SessionBase {
     b.peer = c;
     const mode = this.snap.proxy.proxyProtocol;
     if (mode !== 'off') write(b, encodeProxyHeader(mode, endpoints(c)), null);
-    if (!startReading(c) || !startReading(b)) this.destroy();
+    const first = this.initial;
+    if (first !== null && first.length > 0) {
+      this.initial = null;
+      this.countIn(first.length);
+      write(b, first, null);
+    }
+    if (!startReading(b)) {
+      this.destroy();
+      return;
+    }
+    if (this.clientEnded) this.onEnd(c); // passed on as the backend's shutdown, after the bytes above
+    else if (!startReading(c)) this.destroy();
   }
 
   /** The backend handle failed before it connected (error, timeout or name lookup). */

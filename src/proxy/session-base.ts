@@ -25,8 +25,10 @@ export interface SessionHost {
 export abstract class SessionBase {
   /** set by the listener when the per-client limits counted this connection */
   admitted = false;
-  /** the hash key (the client's IP), set by the listener for a keyed service (consistent_hash) only */
+  /** the hash key (the client's IP or the TLS server name), set by the listener for a keyed service (consistent_hash) only */
   hashKey: string | undefined = undefined;
+  /** bytes the listener read from the client to route it (the ClientHello): sent to the backend first */
+  initial: Buffer | null = null;
   protected target: SnapshotBackend | null = null;
   /** backends whose connect failed (allocated on the first failure) */
   private failed: BackendLoad[] | null = null;

@@ -198,8 +198,16 @@ export class Session extends SessionBase {
     }
     const mode = this.snap.proxy.proxyProtocol;
     if (mode !== 'off') s.write(proxyHeader(mode, c));
+    const first = this.initial;
+    if (first !== null && first.length > 0) {
+      this.initial = null;
+      this.countIn(first.length);
+      s.write(first);
+    }
+    // a client whose first bytes the listener read is no longer in its first state: 'data' events
     if (!useOnread(c)) c.on('data', onClientData);
-    c.on('end', onClientEnd);
+    if (c.readableEnded) this.onClientEnd(); // its end of file came while the listener read it
+    else c.on('end', onClientEnd);
     c.on('drain', onClientDrain);
     s.on('end', onBackendEnd);
     s.on('drain', onBackendDrain);

@@ -10,8 +10,11 @@ import type { TrafficReport } from '../obs/metrics';
 import { TrafficFigures } from '../obs/metrics';
 import type { HistogramData } from '../obs/fast-histogram';
 
-/** Where one service listens: an address to bind, or a socket passed by systemd. */
-export type ListenSpec = { readonly service: string } & ({ readonly addr: HostPort } | { readonly fd: number });
+/**
+ * One listening socket: the listen address as the config writes it (every service with it is
+ * served there), and the address to bind or the socket systemd passed.
+ */
+export type ListenSpec = { readonly address: string } & ({ readonly addr: HostPort } | { readonly fd: number });
 
 export interface CountersReport {
   readonly connections: number;
@@ -52,8 +55,8 @@ export type ToWorker =
   | { readonly t: 'admin'; readonly name: string; readonly key: string; readonly state: AdminState; readonly cut: boolean }
   | { readonly t: 'check'; readonly key: string; readonly healthy: boolean; readonly healthySince: number; readonly ok: boolean }
   | { readonly t: 'prepare'; readonly id: number; readonly listen: ListenSpec }
-  /** a removed service stops accepting (its connections drain) */
-  | { readonly t: 'close-service'; readonly service: string }
+  /** an address no service has any more stops accepting (its connections drain) */
+  | { readonly t: 'close-address'; readonly address: string }
   | { readonly t: 'commit'; readonly id: number }
   | { readonly t: 'abort'; readonly id: number }
   | { readonly t: 'report'; readonly id: number }
@@ -62,6 +65,7 @@ export type ToWorker =
 
 /** worker → primary: answers carry the id of the request */
 export type FromWorker =
+  /** each listen address (as the config writes it) with the address bound */
   | { readonly t: 'listening'; readonly addresses: readonly (readonly [string, string])[] }
   | { readonly t: 'listen-failed'; readonly address: string; readonly reason: string }
   | { readonly t: 'answer'; readonly id: number; readonly error?: string; readonly report?: WorkerReport; readonly drained?: number; readonly cut?: number }

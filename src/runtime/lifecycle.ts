@@ -55,7 +55,7 @@ export class Lifecycle {
     const c = s.config;
     const passed = passedSockets(this.d.env);
     const specs = listenSpecs(c, passed?.proxy ?? []);
-    for (const spec of specs) if ('fd' in spec) s.passed.proxy.add(spec.service);
+    for (const spec of specs) if ('fd' in spec) s.passed.proxy.add(spec.address);
     s.passed.admin = passed !== null && passed.admin.length > 0;
     await plane.listen(specs);
     try {
@@ -164,26 +164,26 @@ export class Lifecycle {
 }
 
 /**
- * Where each service listens. A socket systemd passed serves the service whose listen_address is
- * the socket's bound address; with one socket and one service it serves that service whatever its
- * address (the shipped .socket unit's ListenStream=8080 binds [::]:8080). A passed socket that
- * matches no service is a start error naming its address; a service no socket matches binds its
- * own address.
+ * The listening sockets: one per listen address, serving every service that has it. A socket
+ * systemd passed serves the address equal to the socket's bound address; with one socket and one
+ * address it serves that address whatever it says (the shipped .socket unit's ListenStream=8080
+ * binds [::]:8080). A passed socket that matches no service is a start error naming its address;
+ * an address no socket matches is bound.
  */
 export function listenSpecs(config: Config, fds: readonly number[]): ListenSpec[] {
   const services = config.services;
-  if (fds.length === 1 && services.length === 1) return [{ service: services[0]!.name, fd: fds[0]! }];
+  const addresses = new Map(services.map((svc) => [svc.listenAddress, svc.listen] as const));
+  if (fds.length === 1 && addresses.size === 1) return [{ address: [...addresses.keys()][0]!, fd: fds[0]! }];
   const byFd = new Map<string, number>();
   for (const fd of fds) {
     const address = passedAddress(fd);
-    const svc = address === null ? undefined : services.find((x) => x.listenAddress === address);
-    if (!svc) {
+    if (address === null || !addresses.has(address)) {
       throw new BindError('proxy', address ?? `fd ${fd}`, `systemd passed this socket but no service has it as listen_address (services: ${services.map((x) => `${x.name}=${x.listenAddress}`).join(', ')})`);
     }
-    byFd.set(svc.name, fd);
+    byFd.set(address, fd);
   }
-  return services.map((svc) => {
-    const fd = byFd.get(svc.name);
-    return fd === undefined ? { service: svc.name, addr: svc.listen } : { service: svc.name, fd };
+  return [...addresses].map(([address, addr]) => {
+    const fd = byFd.get(address);
+    return fd === undefined ? { address, addr } : { address, fd };
   });
 }

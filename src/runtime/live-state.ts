@@ -31,7 +31,7 @@ export class LiveState {
   readonly operator = new Map<string, AdminState>();
   /** backends removed by a reload whose connections still drain, by load key */
   readonly draining = new Map<string, { readonly service: string; readonly spec: BackendConfig }>();
-  /** listeners served from sockets systemd passed (services by name; the admin API): their addresses belong to the .socket unit */
+  /** listeners served from sockets systemd passed (listen addresses as the config writes them; the admin API): their addresses belong to the .socket unit */
   readonly passed = { proxy: new Set<string>(), admin: false };
 
   constructor(

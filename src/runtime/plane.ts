@@ -12,13 +12,14 @@ import { ProxyListener, type Pending } from '../proxy/listener';
 import type { ListenSpec } from './ipc';
 import type { Session } from '../proxy/session';
 import type { RawSession } from '../proxy/raw-session';
+import type { Inspection } from '../proxy/inspection';
 import type { ProxyObserver } from '../proxy/events';
 import type { DrainResult } from './drain';
 
 export type { Pending };
 
 export interface DataPlane {
-  /** the address the first listening service actually bound ("host:port"), "" before listening */
+  /** the address the first listening socket actually bound ("host:port"), "" before listening */
   readonly address: string;
   readonly listening: boolean;
   /** open client connections */
@@ -29,12 +30,12 @@ export interface DataPlane {
   addresses(): ReadonlyMap<string, string>;
   /** each service's open client connections */
   openByService(): ReadonlyMap<string, number>;
-  /** bind (or adopt the socket systemd passed) every service's listener; one failure fails all */
+  /** bind (or adopt the socket systemd passed) every listen address's socket; one failure fails all */
   listen(specs: readonly ListenSpec[]): Promise<void>;
-  /** bind a service's new address for a reload: commit() switches to it, abort() lets it go */
-  prepare(service: string, addr: HostPort): Promise<Pending>;
-  /** a removed service stops accepting; its open connections drain with its backends */
-  closeService(service: string): void;
+  /** bind a new listen address (as the config writes it) for a reload: commit() serves it, abort() lets it go */
+  prepare(address: string, addr: HostPort): Promise<Pending>;
+  /** an address no service has any more stops accepting; its open connections drain with their backends */
+  closeAddress(address: string): void;
   /**
    * A new snapshot is current. Connections to backends it no longer has (`gone`, by load key)
    * may live `drainTimeoutMs` from now, then are cut.
@@ -115,7 +116,7 @@ export interface LocalPlaneDeps {
 export class LocalPlane implements DataPlane {
   readonly listener: ProxyListener;
   /** connections of removed backends, each set cut when its timer fires */
-  private readonly drains = new Map<NodeJS.Timeout, Set<Session | RawSession>>();
+  private readonly drains = new Map<NodeJS.Timeout, Set<Session | RawSession | Inspection>>();
 
   constructor(private readonly deps: LocalPlaneDeps) {
     this.listener = new ProxyListener({ current: deps.current, observer: deps.observer, now: deps.now, shared: deps.shared === true });
@@ -146,8 +147,8 @@ export class LocalPlane implements DataPlane {
     const pending: Pending[] = [];
     try {
       for (const s of specs) {
-        if ('fd' in s) await this.listener.adopt(s.service, s.fd);
-        else pending.push(await this.listener.prepare(s.service, s.addr));
+        if ('fd' in s) await this.listener.adopt(s.address, s.fd);
+        else pending.push(await this.listener.prepare(s.address, s.addr));
       }
     } catch (e) {
       for (const p of pending) p.abort();
@@ -156,14 +157,15 @@ export class LocalPlane implements DataPlane {
     }
     for (const p of pending) p.commit();
   }
-  prepare(service: string, addr: HostPort): Promise<Pending> {
-    return this.listener.prepare(service, addr);
+  prepare(address: string, addr: HostPort): Promise<Pending> {
+    return this.listener.prepare(address, addr);
   }
-  closeService(service: string): void {
-    this.listener.closeService(service);
+  closeAddress(address: string): void {
+    this.listener.closeAddress(address);
   }
 
   applied(snap: Snapshot, gone: ReadonlySet<string>, drainTimeoutMs: number): void {
+    this.listener.prune(snap);
     if (this.drains.size > 0) {
       // a backend back with the same id and address takes its draining connections back
       const live = new Set(snap.backends.map((b) => b.load.key));

@@ -71,10 +71,11 @@ export class ReloadTransaction {
     const pending: Pending[] = [];
     try {
       this.checkSocketOwner(next);
-      // a new service, or one whose address changed, is bound before anything switches
-      for (const svc of next.services) {
-        const old = s.config.services.find((x) => x.name === svc.name);
-        if (old === undefined || old.listenAddress !== svc.listenAddress) pending.push(await plane.prepare(svc.name, svc.listen));
+      // a new listen address is bound before anything switches; an address kept keeps its
+      // socket, whichever services it serves (sharing it by sni, SPEC §8)
+      const had = new Set(s.config.services.map((x) => x.listenAddress));
+      for (const [address, addr] of new Map(next.services.map((x) => [x.listenAddress, x.listen] as const))) {
+        if (!had.has(address)) pending.push(await plane.prepare(address, addr));
       }
       if (next.admin.listenAddress !== s.config.admin.listenAddress && next.admin.listen) {
         pending.push(await admin.prepare(next.admin.listen));
@@ -99,8 +100,9 @@ export class ReloadTransaction {
     s.shownHash = loaded.shownHash;
     s.attemptedHash = loaded.hash;
     for (const p of pending) p.commit();
-    // a removed service stops accepting at once; its connections drain with its backends
-    for (const old of oldSnap.config.services) if (!snap.service(old.name)) plane.closeService(old.name);
+    // an address no service has any more stops accepting at once; its connections drain with their backends
+    const kept = new Set(next.services.map((x) => x.listenAddress));
+    for (const address of new Set(oldSnap.config.services.map((x) => x.listenAddress))) if (!kept.has(address)) plane.closeAddress(address);
     if (adminRemoved) void admin.close();
     this.retireRemoved(oldSnap, snap);
     this.d.checker.sync(snap);
@@ -128,12 +130,16 @@ export class ReloadTransaction {
         to || '""',
         `the ${what} listener serves the socket systemd passed (${serving}): the .socket unit owns that address, so change ListenStream= there and restart; the socket is kept`,
       );
-    for (const name of s.passed.proxy) {
-      const from = s.config.services.find((x) => x.name === name)!;
-      const to = next.services.find((x) => x.name === name);
-      const label = name === DEFAULT_SERVICE ? 'proxy' : `service ${name}`;
-      if (to === undefined) throw owned(label, plane.addresses().get(name) ?? from.listenAddress, `(service ${name} removed)`);
-      if (to.listenAddress !== from.listenAddress) throw owned(label, plane.addresses().get(name) ?? from.listenAddress, to.listenAddress);
+    // a service on a passed socket may not move away from it, nor may the socket lose every service
+    for (const address of s.passed.proxy) {
+      const serving = plane.addresses();
+      for (const from of s.config.services.filter((x) => x.listenAddress === address)) {
+        const name = from.name;
+        const to = next.services.find((x) => x.name === name);
+        const label = name === DEFAULT_SERVICE ? 'proxy' : `service ${name}`;
+        if (to !== undefined && to.listenAddress !== address) throw owned(label, serving.get(name) ?? address, to.listenAddress);
+        if (to === undefined && !next.services.some((x) => x.listenAddress === address)) throw owned(label, serving.get(name) ?? address, `(service ${name} removed)`);
+      }
     }
     if (s.passed.admin && next.admin.listenAddress !== s.config.admin.listenAddress) throw owned('admin', admin.address, next.admin.listenAddress);
   }

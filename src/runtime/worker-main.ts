@@ -70,7 +70,7 @@ class Worker {
   start(): void {
     process.on('message', (m: ToWorker) => this.onMessage(m));
     this.plane.listen(this.init.listen).then(
-      () => send({ t: 'listening', addresses: [...this.plane.addresses()] }),
+      () => send({ t: 'listening', addresses: [...this.plane.listener.boundAddresses()] }),
       (e: unknown) => {
         const [address, reason] = e instanceof BindError ? [e.address, e.reason] : [this.init.listen.map(label).join(', '), String(e)];
         send({ t: 'listen-failed', address, reason }, () => process.exit(1));
@@ -109,7 +109,7 @@ class Worker {
         return;
       case 'prepare': {
         const spec = m.listen;
-        ('fd' in spec ? Promise.reject(new Error('a passed socket cannot be prepared')) : this.plane.prepare(spec.service, spec.addr)).then(
+        ('fd' in spec ? Promise.reject(new Error('a passed socket cannot be prepared')) : this.plane.prepare(spec.address, spec.addr)).then(
           (p) => {
             this.pending.set(m.id, p);
             send({ t: 'answer', id: m.id });
@@ -129,8 +129,8 @@ class Worker {
       case 'report':
         send({ t: 'answer', id: m.id, report: this.report() });
         return;
-      case 'close-service':
-        this.plane.closeService(m.service);
+      case 'close-address':
+        this.plane.closeAddress(m.address);
         return;
       case 'close':
         void this.plane.close().then(() => send({ t: 'answer', id: m.id }));

@@ -69,7 +69,7 @@ interface Member {
 export class WorkerPool implements DataPlane {
   private readonly members: Member[];
   private specs: readonly ListenSpec[] = [];
-  /** each service's bound address, by service name */
+  /** each socket's bound address, by listen address as the config writes it */
   private bound = new Map<string, string>();
   private retired: WorkerReport = EMPTY_REPORT;
   private merged: WorkerReport = EMPTY_REPORT;
@@ -98,7 +98,12 @@ export class WorkerPool implements DataPlane {
     return '';
   }
   addresses(): ReadonlyMap<string, string> {
-    return this.bound;
+    const out = new Map<string, string>();
+    for (const svc of this.deps.state().config.services) {
+      const a = this.bound.get(svc.listenAddress);
+      if (a !== undefined) out.set(svc.name, a);
+    }
+    return out;
   }
   openByService(): ReadonlyMap<string, number> {
     return new Map(this.merged.serviceOpen);
@@ -245,12 +250,12 @@ export class WorkerPool implements DataPlane {
     );
   }
 
-  async prepare(service: string, addr: HostPort): Promise<Pending> {
+  async prepare(address: string, addr: HostPort): Promise<Pending> {
     // the id each worker holds its bound server under (a worker that is restarting gets none)
     const ids = new Map<Member, number>();
     const answers = await this.ask((id, m) => {
       ids.set(m, id);
-      return { t: 'prepare', id, listen: { service, addr } };
+      return { t: 'prepare', id, listen: { address, addr } };
     });
     const failed = answers.find((a) => a === null || a.error !== undefined);
     const settle = (t: 'commit' | 'abort'): void => {
@@ -264,17 +269,17 @@ export class WorkerPool implements DataPlane {
       commit: () => {
         settle('commit');
         // a worker started from now on listens on the new address
-        this.specs = [...this.specs.filter((s) => s.service !== service), { service, addr }];
-        this.bound.set(service, formatHostPort(addr));
+        this.specs = [...this.specs.filter((s) => s.address !== address), { address, addr }];
+        this.bound.set(address, formatHostPort(addr));
       },
       abort: () => settle('abort'),
     };
   }
 
-  closeService(service: string): void {
-    this.specs = this.specs.filter((s) => s.service !== service);
-    this.bound.delete(service);
-    this.broadcast({ t: 'close-service', service });
+  closeAddress(address: string): void {
+    this.specs = this.specs.filter((s) => s.address !== address);
+    this.bound.delete(address);
+    this.broadcast({ t: 'close-address', address });
   }
 
   applied(snap: Snapshot): void {

@@ -1,0 +1,196 @@
+// The first bytes of a connection on an address that routes by TLS server name (SPEC §8): read
+// until they are a whole ClientHello (./client-hello.ts), or not one, or 16 KiB, or the address's
+// inspect_timeout passed (checked by the registry's sweep, as the connect timeout is: no timer of
+// its own). Then reading stops and the listener routes the connection with the server name found
+// (null: none) and the bytes read, which the session sends to the backend first. On the raw
+// relay it reads the libuv handle; otherwise the net.Socket, through 'data' events.
+
+import type { Socket } from 'node:net';
+import { MAX_HELLO_BYTES, readClientHello } from './client-hello';
+import { raw, type RawBindings, type TcpHandle } from './raw';
+
+/** What an inspection ends with (the listener's continuation). */
+export type Inspected = (i: Inspection, serverName: string | null, bytes: Buffer, clientEnded: boolean) => void;
+
+const EMPTY = Buffer.alloc(0);
+/** a first read this size or smaller gets a buffer this size: most ClientHellos fit */
+const FIRST_SIZE = 2048;
+
+export abstract class Inspection {
+  /** not attached to a backend (the registry's drain and cuts look at this) */
+  readonly backendKey = null;
+  private buf = EMPTY;
+  private len = 0;
+  /** routed, or the client went away: nothing more happens here */
+  protected done = false;
+
+  constructor(
+    /** the listen address, as the config writes it */
+    readonly address: string,
+    private readonly deadline: number,
+    private readonly next: Inspected,
+    /** the client went away before it was routed */
+    private readonly gone: (i: Inspection) => void,
+  ) {}
+
+  protected abstract stopReading(): void;
+  protected abstract close(): void;
+
+  /** Close the client now (a drain's deadline, or it went away); the listener forgets it. */
+  destroy(): void {
+    if (this.done) return;
+    this.done = true;
+    this.stopReading();
+    this.close();
+    this.gone(this);
+  }
+
+  /** The registry's sweep: past the deadline the connection is routed as having no server name. */
+  sweep(now: number): void {
+    if (!this.done && now >= this.deadline) this.finish(null, false);
+  }
+
+  /** `n` bytes arrived in `chunk`. */
+  protected received(chunk: Uint8Array, n: number): void {
+    if (this.done) return;
+    if (this.len + n > this.buf.length) {
+      // reading stops at 16 KiB: the buffer ends up at most that plus one read
+      const grown = Buffer.allocUnsafe(Math.max(FIRST_SIZE, Math.min(2 * this.buf.length, MAX_HELLO_BYTES), this.len + n));
+      this.buf.copy(grown, 0, 0, this.len);
+      this.buf = grown;
+    }
+    this.buf.set(n === chunk.length ? chunk : chunk.subarray(0, n), this.len);
+    this.len += n;
+    const r = readClientHello(this.buf, this.len);
+    if (r.kind === 'need-more' && this.len < MAX_HELLO_BYTES) return;
+    this.finish(r.kind === 'hello' ? r.serverName : null, false);
+  }
+
+  /** End of file from the client: route what was read (a client that sent nothing just goes). */
+  protected ended(): void {
+    if (this.done) return;
+    if (this.len === 0) this.destroy();
+    else this.finish(null, true);
+  }
+
+  private finish(serverName: string | null, clientEnded: boolean): void {
+    this.done = true;
+    this.stopReading();
+    // a ClientHello with its name and no end of file, when the bytes ran out: still the name
+    if (serverName === null && clientEnded) {
+      const r = readClientHello(this.buf, this.len);
+      if (r.kind === 'hello') serverName = r.serverName;
+    }
+    this.next(this, serverName, this.buf.subarray(0, this.len), clientEnded);
+  }
+}
+
+/** Looked up by the first RawInspection, made only when the raw relay is on. */
+let R: RawBindings;
+const READ = Buffer.allocUnsafeSlow(MAX_HELLO_BYTES);
+
+interface InspectedHandle extends TcpHandle {
+  inspection: RawInspection;
+}
+
+/** An inspection on a raw libuv handle (the listener's raw path). */
+export class RawInspection extends Inspection {
+  constructor(
+    readonly handle: TcpHandle,
+    address: string,
+    deadline: number,
+    next: Inspected,
+    gone: (i: Inspection) => void,
+  ) {
+    super(address, deadline, next, gone);
+    R ??= raw()!;
+  }
+
+  /** false: the handle would not read (the caller closes it) */
+  start(): boolean {
+    const h = this.handle as InspectedHandle;
+    h.inspection = this;
+    h.onread = onRawRead;
+    h.useUserBuffer(READ);
+    return h.readStart() === 0;
+  }
+
+  protected close(): void {
+    this.handle.close();
+  }
+
+  protected stopReading(): void {
+    this.handle.readStop();
+  }
+
+  /** @internal */ onRead(n: number): void {
+    if (n > 0) this.received(READ, n);
+    else if (n === R.UV_EOF) this.ended();
+    else if (n < 0) this.destroy();
+  }
+}
+
+function onRawRead(this: TcpHandle): undefined {
+  (this as InspectedHandle).inspection.onRead(R.state[R.kReadBytesOrError]!);
+  return undefined;
+}
+
+const INSPECTION = Symbol('lemonade.inspection');
+interface InspectedSocket extends Socket {
+  [INSPECTION]: SocketInspection;
+}
+
+/** An inspection on a net.Socket (the relay without raw handles). */
+export class SocketInspection extends Inspection {
+  constructor(
+    readonly socket: Socket,
+    address: string,
+    deadline: number,
+    next: Inspected,
+    gone: (i: Inspection) => void,
+  ) {
+    super(address, deadline, next, gone);
+  }
+
+  start(): void {
+    const c = this.socket as InspectedSocket;
+    c[INSPECTION] = this;
+    c.on('data', onSocketData);
+    c.on('end', onSocketEnd);
+    c.on('close', onSocketClose);
+    c.resume();
+  }
+
+  protected close(): void {
+    this.socket.destroy();
+  }
+
+  /** Paused with what it holds kept for the session, which takes the socket over. */
+  protected stopReading(): void {
+    const c = this.socket;
+    c.pause();
+    c.off('data', onSocketData);
+    c.off('end', onSocketEnd);
+    c.off('close', onSocketClose);
+  }
+
+  /** @internal */ onData(chunk: Buffer): void {
+    this.received(chunk, chunk.length);
+  }
+  /** @internal */ onEnd(): void {
+    this.ended();
+  }
+  /** @internal */ onClose(): void {
+    this.destroy();
+  }
+}
+
+function onSocketData(this: InspectedSocket, chunk: Buffer): void {
+  this[INSPECTION].onData(chunk);
+}
+function onSocketEnd(this: InspectedSocket): void {
+  this[INSPECTION].onEnd();
+}
+function onSocketClose(this: InspectedSocket): void {
+  this[INSPECTION].onClose();
+}
