@@ -78,7 +78,7 @@ export class AdminViews {
       return {
         name: svc.name,
         listen_address: addresses.get(svc.name) ?? svc.svc.listenAddress,
-        sni: [],
+        sni: svc.sni,
         algorithm: svc.svc.algorithm,
         active: open.get(svc.name) ?? 0,
         total,

@@ -1,0 +1,155 @@
+// SNI routing's pure parts: the route table of one address (exact names, wildcards by longest
+// suffix, the default route, when an address inspects at all), the table built into the snapshot,
+// and the validation of services sharing an address (SPEC §8), with the paths and messages a user
+// reads.
+
+import { test, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { AddressRoutes, routesByAddress, type Routable } from '../src/core/sni-routes';
+import { parseAndValidate } from '../src/config/load';
+import { Snapshot } from '../src/core/snapshot';
+import { LoadTable } from '../src/core/stats';
+import { STRATEGIES } from '../src/strategy/index';
+
+const svc = (name: string, sni: string[], o: { wantsServerName?: boolean; inspectTimeoutMs?: number; listenAddress?: string } = {}): Routable & { listenAddress: string } => ({
+  name,
+  sni,
+  wantsServerName: o.wantsServerName ?? false,
+  inspectTimeoutMs: o.inspectTimeoutMs ?? 5000,
+  listenAddress: o.listenAddress ?? '0.0.0.0:443',
+});
+
+describe('AddressRoutes: the most specific name wins', () => {
+  const table = new AddressRoutes('0.0.0.0:443', [
+    svc('api', ['api.example.com']),
+    svc('org', ['*.example.org']),
+    svc('shop', ['*.shop.example.org', 'example.org']),
+    svc('web', []),
+  ]);
+  const cases: [string, string | null, string | null][] = [
+    ['an exact name', 'api.example.com', 'api'],
+    ['a name under a wildcard', 'www.example.org', 'org'],
+    ['several labels under a wildcard', 'a.b.c.example.org', 'org'],
+    ['the longest wildcard over a shorter one', 'eu.shop.example.org', 'shop'],
+    ['the wildcard needs a label before it', 'shop.example.org', 'org'],
+    ['the bare domain is not under its wildcard (an exact name here)', 'example.org', 'shop'],
+    ['a name matching nothing: the default route', 'other.example.net', 'web'],
+    ['no name: the default route', null, 'web'],
+    ['an empty name: the default route', '', 'web'],
+    ['a suffix that is not at a label boundary', 'notexample.org', 'web'],
+    ['an exact name does not match a longer one', 'x.api.example.com', 'web'],
+  ];
+  for (const [what, name, want] of cases) {
+    test(what, () => assert.equal(table.route(name)?.name ?? null, want));
+  }
+
+  test('an exact name beats a wildcard covering it', () => {
+    const t = new AddressRoutes('a', [svc('wild', ['*.example.com']), svc('exact', ['www.example.com'])]);
+    assert.equal(t.route('www.example.com')?.name, 'exact');
+    assert.equal(t.route('api.example.com')?.name, 'wild');
+  });
+
+  test('without a default route, a name matching nothing has no route', () => {
+    const t = new AddressRoutes('a', [svc('api', ['api.example.com']), svc('org', ['*.example.org'])]);
+    assert.equal(t.fallback, null);
+    assert.equal(t.route('nothing.example.net'), null);
+    assert.equal(t.route(null), null);
+  });
+});
+
+describe('AddressRoutes: which addresses read the ClientHello', () => {
+  const cases: [string, (Routable & { listenAddress: string })[], boolean][] = [
+    ['one plain service: relays at once', [svc('a', [])], false],
+    ['one service with sni', [svc('a', ['x.example'])], true],
+    ['two services', [svc('a', []), svc('b', ['x.example'])], true],
+    ['one service hashing by server name', [svc('a', [], { wantsServerName: true })], true],
+  ];
+  for (const [what, list, want] of cases) {
+    test(what, () => assert.equal(new AddressRoutes('a', list).inspect, want));
+  }
+
+  test('routesByAddress groups services by their listen address', () => {
+    const m = routesByAddress([svc('a', [], { listenAddress: 'x:1' }), svc('b', ['n'], { listenAddress: 'x:2' }), svc('c', [], { listenAddress: 'x:2' })]);
+    assert.deepEqual([...m.keys()], ['x:1', 'x:2']);
+    assert.deepEqual(m.get('x:2')!.services.map((s) => s.name), ['b', 'c']);
+    assert.equal(m.get('x:1')!.inspect, false);
+    assert.equal(m.get('x:2')!.fallback?.name, 'c');
+  });
+});
+
+const B = ['[[services.backends]]', 'address = "127.0.0.1:9"'];
+const file = (services: string[][], top: string[] = []): string =>
+  ['[admin]', 'listen_address = ""', ...top, ...services.flatMap((lines, i) => ['[[services]]', `name = "s${i}"`, ...lines, ...B]), ''].join('\n');
+
+describe('validation of services sharing an address', () => {
+  const ok = (text: string): void => {
+    const r = parseAndValidate(text, {});
+    assert.ok(r.ok, JSON.stringify(!r.ok && r.issues));
+  };
+  const fails = (text: string, path: string, message: RegExp): void => {
+    const r = parseAndValidate(text, {});
+    assert.equal(r.ok, false);
+    if (r.ok) return;
+    assert.deepEqual(r.issues.map((i) => i.path), [path], JSON.stringify(r.issues));
+    assert.match(r.issues[0]!.message, message);
+  };
+  const at = (port: number, ...more: string[]): string[] => [`listen_address = "127.0.0.1:${port}"`, ...more];
+
+  test('three TLS services on one address, one of them the default route', () => {
+    ok(file([at(443, 'sni = ["api.example.com"]'), at(443, 'sni = ["*.example.org", "Shop.Example.NET."]'), at(443)]));
+    const r = parseAndValidate(file([at(443, 'sni = ["Shop.Example.NET."]')]), {});
+    assert.ok(r.ok);
+    if (r.ok) assert.deepEqual(r.config.services[0]!.sni, ['shop.example.net']); // lower case, no trailing dot
+  });
+  test('sharing without any default route is valid (no_route then)', () => ok(file([at(443, 'sni = ["a.example"]'), at(443, 'sni = ["b.example"]')])));
+  test('two services without sni on one address', () =>
+    fails(file([at(443), at(443, 'sni = ["a.example"]'), at(443)]), 'services[2].listen_address', /127\.0\.0\.1:443 is also the listen address of service "s0", and neither lists sni/));
+  test('the default service and a named one without sni', () =>
+    fails(
+      ['[proxy]', 'listen_address = "127.0.0.1:443"', '[admin]', 'listen_address = ""', '[[backends]]', 'address = "127.0.0.1:1"', '[[services]]', 'name = "b"', 'listen_address = "127.0.0.1:443"', ...B, ''].join('\n'),
+      'services[0].listen_address',
+      /is also the listen address of service "default", and neither lists sni/,
+    ));
+  test('the same name on two services of one address names both', () =>
+    fails(file([at(443, 'sni = ["a.example", "*.b.example"]'), at(443, 'sni = ["*.B.example"]')]), 'services[1].sni', /"\*\.b\.example" is also in the sni of service "s0" on 127\.0\.0\.1:443/));
+  test('the same name on two addresses is fine', () => ok(file([at(443, 'sni = ["a.example"]'), at(8443, 'sni = ["a.example"]')])));
+  test('a name listed twice in one service', () => fails(file([at(443, 'sni = ["a.example", "A.example"]')]), 'services[0].sni', /"A\.example" is listed twice/));
+  test('a wildcard only as the first label', () => fails(file([at(443, 'sni = ["api.*.example"]')]), 'services[0].sni', /is not a host name or a wildcard "\*\.example\.org"/));
+  test('a bare "*" is not a name', () => fails(file([at(443, 'sni = ["*"]')]), 'services[0].sni', /is not a host name/));
+  test('services of one address must agree on inspect_timeout', () =>
+    fails(file([at(443, 'sni = ["a.example"]'), at(443, 'inspect_timeout = "2s"')]), 'services[1].inspect_timeout', /services sharing 127\.0\.0\.1:443 must have the same inspect_timeout .*"s0" has 5000 ms, "s1" 2000 ms/));
+  test('inspect_timeout set once at the top applies to all', () => ok(file([at(443, 'sni = ["a.example"]'), at(443)], ['[proxy]', 'inspect_timeout = "750ms"'])));
+  test('inspect_timeout must be positive', () => fails(file([at(443, 'inspect_timeout = 0')]), 'services[0].inspect_timeout', /must be greater than 0/));
+});
+
+test('the snapshot holds each address\'s route table, built from the config', () => {
+  const r = parseAndValidate(
+    file(
+      [
+        ['listen_address = "127.0.0.1:443"', 'sni = ["api.example.com"]'],
+        ['listen_address = "127.0.0.1:443"', 'algorithm = "consistent_hash"', 'hash_key = "sni"'],
+        ['listen_address = "127.0.0.1:5432"'],
+        ['listen_address = "127.0.0.1:6379"', 'algorithm = "consistent_hash"', 'hash_key = "sni"'],
+      ],
+      ['[proxy]', 'inspect_timeout = "3s"'],
+    ),
+    {},
+  );
+  assert.ok(r.ok, JSON.stringify(!r.ok && r.issues));
+  if (!r.ok) return;
+  const snap = new Snapshot(r.config, 1, new LoadTable(() => 0), { now: () => 0, random: () => 0.5, strategies: STRATEGIES });
+  assert.deepEqual([...snap.listenAddresses()], ['127.0.0.1:443', '127.0.0.1:5432', '127.0.0.1:6379']);
+  const tls = snap.routes('127.0.0.1:443')!;
+  assert.equal(tls.inspect, true);
+  assert.equal(tls.inspectTimeoutMs, 3000);
+  assert.equal(tls.route('api.example.com')!.name, 's0');
+  assert.equal(tls.route('else.example.com')!.name, 's1');
+  assert.equal(tls.route('else.example.com'), snap.service('s1'));
+  assert.equal(snap.routes('127.0.0.1:5432')!.inspect, false);
+  assert.equal(snap.routes('127.0.0.1:5432')!.fallback, snap.service('s2'));
+  // hash_key = "sni" alone makes an address read the ClientHello
+  assert.equal(snap.routes('127.0.0.1:6379')!.inspect, true);
+  assert.equal(snap.service('s3')!.wantsServerName, true);
+  assert.equal(snap.service('s2')!.wantsServerName, false);
+  assert.equal(snap.routes('127.0.0.1:1'), undefined);
+});
