@@ -14,7 +14,12 @@
 // when --only names it: a keep-alive request never meets the per-service routing, which runs once
 // per accepted connection, so W1 would add ~15 s to the default run to repeat lemonade's row; it
 // is left out of W3 (per byte), W4 (RSS growth per connection over a baseline taken with the 20
-// listeners already open) and W5 (workers over one process) for the same reason).
+// listeners already open) and W5 (workers over one process) for the same reason), lemonade-sni
+// (the lemonade contender's port shared by three services told apart by sni, the measured one
+// its default route: every connection is read before it is routed; wrk's plain HTTP is not a
+// ClientHello, so it is routed on its first bytes; the ClientHello parse itself is measured by
+// test/client-hello.test.ts's figures, not here) and lemonade-chash (algorithm consistent_hash
+// on the client's IP); these two also take part in W2 only, each next to lemonade's round robin.
 // Workloads:
 //   W1 keep-alive HTTP through the proxy: `wrk -c64`; req/s, p50/p99, proxy CPU µs per request
 //   W2 one new connection per request (`Connection: close`): conn/s, proxy CPU µs per connection
@@ -61,8 +66,16 @@ const RAW_PROXY = join(ROOT, 'scripts', 'bench', 'raw-proxy.mjs');
 const HTTP_BACKEND = join(ROOT, 'scripts', 'bench', 'http-backend.mjs');
 const TICK_US = 1e6 / (Number(spawnSync('getconf', ['CLK_TCK']).stdout?.toString().trim()) || 100);
 
-const CONTENDERS = ['direct', 'haproxy', 'pipe', 'node-raw', 'lemonade', 'lemonade-20svc', 'lemonade-workers', 'lemonade-base'] as const;
+const CONTENDERS = ['direct', 'haproxy', 'pipe', 'node-raw', 'lemonade', 'lemonade-20svc', 'lemonade-sni', 'lemonade-chash', 'lemonade-workers', 'lemonade-base'] as const;
 type ContenderName = (typeof CONTENDERS)[number];
+/** lemonade with one thing changed, measured in W2 (a new connection each) next to lemonade, same round */
+const VARIANTS = {
+  'lemonade-20svc': '20 services',
+  'lemonade-sni': 'SNI inspection',
+  'lemonade-chash': 'consistent_hash',
+} as const satisfies Partial<Record<ContenderName, string>>;
+type Variant = keyof typeof VARIANTS;
+const isVariant = (c: ContenderName): c is Variant => c in VARIANTS;
 const WORKLOADS = ['W1', 'W2', 'W3', 'W4', 'W5'] as const;
 type Workload = (typeof WORKLOADS)[number];
 
@@ -453,6 +466,13 @@ async function startContender(name: ContenderName, backendPort: number, args: Ar
       const n = String(i + 1).padStart(2, '0');
       return ['[[services]]', `name = "svc-${n}"`, `listen_address = "127.0.0.1:${p}"`, 'algorithm = "round_robin"', '[[services.backends]]', 'id = 0', `name = "bench-${n}"`, `address = "127.0.0.1:${backendPort}"`];
     });
+    // lemonade-sni: two more services on the same port, told apart by name; the default service
+    // (the measured one) is the port's default route
+    if (name === 'lemonade-sni') {
+      for (const [n, sni] of [['tls-a', '"a.example.com"'], ['tls-b', '"*.example.org"']] as const) {
+        extra.push('[[services]]', `name = "${n}"`, `listen_address = "127.0.0.1:${port}"`, `sni = [${sni}]`, '[[services.backends]]', 'id = 0', `name = "${n}-1"`, `address = "127.0.0.1:${backendPort}"`);
+      }
+    }
     const conf = join(dir, `lemonade-${port}.toml`);
     writeFileSync(
       conf,
@@ -464,7 +484,7 @@ async function startContender(name: ContenderName, backendPort: number, args: Ar
         `listen_address = "127.0.0.1:${port}"`,
         'max_connections = 100000',
         '[strategy]',
-        'algorithm = "round_robin"',
+        `algorithm = "${name === 'lemonade-chash' ? 'consistent_hash' : 'round_robin'}"`,
         '[health]',
         'interval = "10s"',
         '[admin]',
@@ -722,8 +742,13 @@ async function main(): Promise<number> {
     if (!r) rows.set(k, (r = { workload: w, contender: c, samples: [], ratios: [] }));
     return r;
   };
-  /** per workload: lemonade-20svc's cost over lemonade's, one per round where both ran */
-  const services20 = new Map<Workload, number[]>(WORKLOADS.map((w) => [w, []]));
+  /** per variant and workload: its cost over lemonade's, one per round where both ran */
+  const overLemonade = new Map<string, number[]>();
+  const sameRound = (c: Variant, w: Workload): number[] => {
+    let l = overLemonade.get(`${c}/${w}`);
+    if (!l) overLemonade.set(`${c}/${w}`, (l = []));
+    return l;
+  };
   let roundsDone = 0;
   let failure: Error | null = null;
   try {
@@ -745,8 +770,8 @@ async function main(): Promise<number> {
           if (w === 'W4' && c === 'direct') continue;
           // W5 compares lemonade with itself: one worker, one per CPU
           if (w === 'W5' && c !== 'lemonade' && c !== 'lemonade-workers') continue;
-          // 20 services: W2 (a new connection, routed at accept), W1 when asked (header)
-          if (c === 'lemonade-20svc' && w !== 'W2' && !(w === 'W1' && args.onlyGiven)) continue;
+          // the variants: W2 (a new connection, routed at accept), W1 when asked (header)
+          if (isVariant(c) && w !== 'W2' && !(w === 'W1' && args.onlyGiven)) continue;
           const backendPort = w === 'W3' ? be.iperfPort! : be.httpPort;
           const spread: Spread | undefined = w === 'W5' ? { cpu: ALL_CPUS, threads: CPUS, conns: 64 } : undefined;
           const run = await startContender(c, backendPort, args, tools, dir, spread?.cpu);
@@ -770,10 +795,9 @@ async function main(): Promise<number> {
           const all = got.get('lemonade-workers');
           if (one && all && one.throughput > 0) rowOf(w, 'lemonade-workers').ratios.push(all.throughput / one.throughput);
         } else if (h && Number.isFinite(h.cost) && h.cost > 0) for (const [c, s] of got) rowOf(w, c).ratios.push(s.cost / h.cost);
-        // 20 services over one, same round
+        // each variant over lemonade, same round
         const one = got.get('lemonade');
-        const many = got.get('lemonade-20svc');
-        if (one && many && one.cost > 0 && Number.isFinite(many.cost)) services20.get(w)!.push(many.cost / one.cost);
+        for (const [c, s] of got) if (isVariant(c) && one && one.cost > 0 && Number.isFinite(s.cost)) sameRound(c, w).push(s.cost / one.cost);
       }
       roundsDone++;
       roundMs = Date.now() - rs;
@@ -834,26 +858,31 @@ async function main(): Promise<number> {
     out.push('|---|---|---|---|---|---|');
     for (const t of targets) out.push(`| ${t.workload} | ${fmt(t.ratio, 2)} | ≤ ${t.target} | ${fmt(t.vsPipe, 2)} (< 1) | ${t.met ? 'yes' : 'NO'} | ${fmt(t.vsRaw, 2)} |`);
   }
-  // 20 services next to one: the ratio of the median costs, and the min-max of the same-round
-  // ratios; reported, not judged (issue 13: "costs the same per connection"; compare it with the
+  // each variant next to lemonade: the ratio of the median costs, and the min-max of the
+  // same-round ratios; reported, not judged (issue 13: 20 services "cost the same per
+  // connection"; issue 14: SNI routing and consistent_hash next to round robin; compare with the
   // lemonade rows' own min-max for the run's noise)
-  const svc20: { workload: Workload; ratio: number; ratios: number[]; one: number; many: number }[] = [];
-  for (const w of workloads) {
-    const one = rows.get(`${w}/lemonade`);
-    const many = rows.get(`${w}/lemonade-20svc`);
-    if (!one || !many || one.samples.length === 0 || many.samples.length === 0) continue;
-    const c1 = median(one.samples.map((s) => s.cost));
-    const c20 = median(many.samples.map((s) => s.cost));
-    svc20.push({ workload: w, ratio: c20 / c1, ratios: services20.get(w)!, one: c1, many: c20 });
+  const variants: { variant: Variant; workload: Workload; ratio: number; ratios: number[]; one: number; many: number }[] = [];
+  for (const v of Object.keys(VARIANTS) as Variant[]) {
+    for (const w of workloads) {
+      const one = rows.get(`${w}/lemonade`);
+      const many = rows.get(`${w}/${v}`);
+      if (!one || !many || one.samples.length === 0 || many.samples.length === 0) continue;
+      const c1 = median(one.samples.map((s) => s.cost));
+      const cv = median(many.samples.map((s) => s.cost));
+      variants.push({ variant: v, workload: w, ratio: cv / c1, ratios: sameRound(v, w), one: c1, many: cv });
+    }
   }
-  if (svc20.length > 0) out.push('');
-  for (const t of svc20) {
+  if (variants.length > 0) out.push('');
+  for (const t of variants) {
     const u = UNITS[t.workload];
+    const wanted = t.variant === 'lemonade-20svc' ? `the same per ${t.workload === 'W1' ? 'request' : 'connection'} as with one service, within the run's noise` : 'close to round robin on one plain service';
     out.push(
-      `${t.workload} 20 services: lemonade-20svc / lemonade ${fmt(t.ratio, 2)} (per round ${fmtRange(t.ratios, 2)}; ${fmt(t.many, u.costDigits)} vs ${fmt(t.one, u.costDigits)} ${u.cost}, medians) ` +
-        `(wanted: the same per ${t.workload === 'W1' ? 'request' : 'connection'} as with one service, within the run's noise; reported, not judged)`,
+      `${t.workload} ${VARIANTS[t.variant]}: ${t.variant} / lemonade ${fmt(t.ratio, 2)} (per round ${fmtRange(t.ratios, 2)}; ${fmt(t.many, u.costDigits)} vs ${fmt(t.one, u.costDigits)} ${u.cost}, medians) ` +
+        `(wanted: ${wanted}; reported, not judged)`,
     );
   }
+  const svc20 = variants.filter((t) => t.variant === 'lemonade-20svc');
   if (scaling) {
     out.push('');
     out.push(
@@ -874,6 +903,7 @@ async function main(): Promise<number> {
       targets,
       scaling,
       services20: svc20,
+      variants,
       cpus: CPUS,
     };
     process.stdout.write(JSON.stringify(j) + '\n');

@@ -8,6 +8,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { spawn, spawnSync } from 'node:child_process';
 import { readClientHello, MAX_HELLO_BYTES, type HelloResult } from '../src/proxy/client-hello';
+import { requireTool } from './helpers';
 import { alpnExt, ext, grease, handshake, records, sniExt, supportedVersions, u24 } from './tls-helpers';
 
 /** Feed `bytes` in pieces of `step`, as a socket would deliver them: the answer once it is not need-more. */
@@ -148,7 +149,8 @@ describe('readClientHello: real clients', () => {
   });
 
   const haveOpenssl = spawnSync('openssl', ['version']).status === 0;
-  test('openssl s_client -servername -alpn', { skip: haveOpenssl ? false : 'openssl is not installed' }, async () => {
+  test('openssl s_client -servername -alpn', async (t) => {
+    if (!requireTool(t, 'openssl', haveOpenssl)) return;
     const bytes = await capture((port) => {
       const p = spawn('openssl', ['s_client', '-connect', `127.0.0.1:${port}`, '-servername', 'shop.example.org', '-alpn', 'h2,http/1.1'], { stdio: ['pipe', 'ignore', 'ignore'] });
       return { stop: () => p.kill() };
