@@ -10,6 +10,7 @@
 //    no_route).
 // 3. hash_key = "sni" pins a name to one backend; a reload adding a name to a shared address
 //    keeps an open connection flowing on the same socket.
+// 4. The shared socket with [runtime] workers = 2, and passed by systemd (socket activation).
 
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
@@ -17,7 +18,7 @@ import net from 'node:net';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { adminJson, requireTool, startBalancer, startTcpServer, stopProcess, tempDir, waitFor, type TestServer } from './helpers';
+import { adminJson, httpRequest, requireTool, SOCKET_ACTIVATE, socketActivated, startBalancer, startTcpServer, stopProcess, tempDir, waitFor, type TestServer } from './helpers';
 import { metric, ports, servicesFile, services, type SvcSpec } from './services-helpers';
 import { clientHello, handshake, records, sniExt, supportedVersions } from './tls-helpers';
 
@@ -449,4 +450,78 @@ test('a reload adding a name to a shared address keeps its socket and an open co
     ['web', `127.0.0.1:${p}`],
     ['new', `127.0.0.1:${p}`],
   ]);
+});
+
+// -------------------------------------------------------------------------------------------
+// 4. Worker processes and socket activation: one socket per address, whoever holds it
+
+test('with [runtime] workers = 2, the shared socket routes by name in every worker, and a reload adds a name', async (t) => {
+  const [api, web, neu] = await Promise.all([greeter('api'), greeter('web'), greeter('new')]);
+  const [p] = await ports(1);
+  const file = (withNew: boolean): string =>
+    servicesFile({
+      runtime: ['workers = 2', 'drain_timeout_millis = 5000', 'config_watch_interval_millis = 60000'],
+      services: [
+        svc('api', p!, [{ name: 'api-1', address: api.address }], ['sni = ["api.example.com"]']),
+        svc('web', p!, [{ name: 'web-1', address: web.address }]),
+        ...(withNew ? [svc('new', p!, [{ name: 'new-1', address: neu.address }], ['sni = ["*.new.example"]'])] : []),
+      ],
+    });
+  const lb = await startBalancer(file(false));
+  t.after(async () => {
+    await lb.stop();
+    await Promise.all([api, web, neu].map((s) => s.close()));
+  });
+  // enough connections that both workers take some (the kernel spreads them)
+  for (let i = 0; i < 10; i++) {
+    assert.equal(await reachedWith(p!, 'api.example.com'), 'api');
+    assert.equal(await reachedWith(p!, 'x.new.example'), 'web');
+  }
+  lb.writeConfig(file(true));
+  await waitFor(async () => (await adminJson<{ config: { generation: number } }>(lb, '/status')).config.generation >= 2, 10_000, 'the reload');
+  // each worker applies the snapshot when its message arrives: wait until every connection routes anew
+  await waitFor(async () => {
+    const got = await Promise.all(Array.from({ length: 6 }, () => reachedWith(p!, 'x.new.example')));
+    return got.every((g) => g === 'new');
+  }, 10_000, 'every worker routing the new name');
+  assert.deepEqual((await services(lb)).map((r) => [r.name, r.listen_address]), [
+    ['api', `127.0.0.1:${p}`],
+    ['web', `127.0.0.1:${p}`],
+    ['new', `127.0.0.1:${p}`],
+  ]);
+});
+
+test('socket activation: the passed socket serves every service of its address; a reload may drop one of them, not the last', async (t) => {
+  if (!requireTool(t, 'systemd-socket-activate (package systemd)', SOCKET_ACTIVATE !== '')) return;
+  const [api, web, plain] = await Promise.all([greeter('api'), greeter('web'), greeter('plain')]);
+  t.after(() => Promise.all([api, web, plain].map((s) => s.close())));
+  const [shared, other, adminPort] = await ports(3);
+  const dir = tempDir();
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const conf = join(dir, 'config.toml');
+  const file = (list: SvcSpec[]): string => servicesFile({ services: list }).replace('"127.0.0.1:0"', `"127.0.0.1:${adminPort}"`);
+  const apiSvc = svc('api', shared!, [{ name: 'api-1', address: api.address }], ['sni = ["api.example.com"]']);
+  const webSvc = svc('web', shared!, [{ name: 'web-1', address: web.address }]);
+  const plainSvc = svc('plain', other!, [{ name: 'plain-1', address: plain.address }]);
+  writeFileSync(conf, file([apiSvc, webSvc, plainSvc]));
+  const { proc, stderr, exited } = await socketActivated(t, [shared!, other!], conf);
+  // the first connection starts the balancer; then both services answer through the one passed socket
+  assert.equal(await reachedWith(shared!, 'api.example.com'), 'api');
+  assert.equal(await reachedWith(shared!, 'www.example.com'), 'web');
+  assert.equal(await reachedWith(other!, 'anything'), 'plain');
+  await waitFor(async () => (await httpRequest(adminPort!, '/status').catch(() => null))?.status === 200, 10_000, 'the admin API');
+
+  // dropping one of the two services of the passed address: applied, the socket serves on
+  writeFileSync(conf, file([webSvc, plainSvc]));
+  const dropped = await httpRequest(adminPort!, '/reload', { method: 'POST' });
+  assert.equal(dropped.status, 200, dropped.body);
+  assert.equal(await reachedWith(shared!, 'api.example.com'), 'web');
+  // dropping the last one would close the .socket unit's socket: refused whole
+  writeFileSync(conf, file([plainSvc]));
+  const last = await httpRequest(adminPort!, '/reload', { method: 'POST' });
+  assert.equal(last.status, 422, last.body);
+  assert.match(last.body, /serves the socket systemd passed .*the \.socket unit owns that address/);
+  assert.equal(await reachedWith(shared!, 'api.example.com'), 'web');
+  proc.kill('SIGTERM');
+  assert.equal(await exited, 0, stderr());
 });

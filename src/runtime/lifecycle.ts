@@ -74,7 +74,7 @@ export class Lifecycle {
     const workers = this.d.workers;
     const only = c.services.length === 1 ? c.services[0]! : null;
     const what = only ? `${only.backends.length} backends, ${only.algorithm}` : `${c.services.length} services`;
-    this.d.events.push('lifecycle', `listening on ${[...plane.addresses().values()].join(', ')} (${what}${workers > 1 ? `, ${workers} workers` : ''})`);
+    this.d.events.push('lifecycle', `listening on ${[...new Set(plane.addresses().values())].join(', ')} (${what}${workers > 1 ? `, ${workers} workers` : ''})`);
     this.d.logger.info(
       {
         listen: plane.address,
