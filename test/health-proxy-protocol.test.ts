@@ -19,7 +19,7 @@ import { Snapshot } from '../src/core/snapshot';
 import { LoadTable } from '../src/core/stats';
 import { STRATEGIES } from '../src/strategy/index';
 import { parseAndValidate } from '../src/config/load';
-import { adminJson, freePort, requireTool, startBalancer, stopProcess, tempDir, testConfig, waitFor, type Balancer } from './helpers';
+import { adminJson, freePort, nginxConf, requireTool, startBalancer, stopProcess, tempDir, testConfig, waitFor, type Balancer } from './helpers';
 
 const LOCAL_V2 = Buffer.from('0d0a0d0a000d0a515549540a' + '20000000', 'hex');
 
@@ -216,26 +216,18 @@ async function startNginx(t: TestContext, cmd: string): Promise<Nginx> {
   // info: nginx logs each connection that closes before a complete PROXY header at this level
   writeFileSync(
     join(dir, 'nginx.conf'),
-    `daemon off;
-master_process off;
-pid ${join(dir, 'nginx.pid')};
-error_log ${errorLog} info;
-events { worker_connections 64; }
-http {
-  client_body_temp_path ${join(dir, 'tmp')};
-  proxy_temp_path ${join(dir, 'tmp')};
-  fastcgi_temp_path ${join(dir, 'tmp')};
-  uwsgi_temp_path ${join(dir, 'tmp')};
-  scgi_temp_path ${join(dir, 'tmp')};
-  log_format pp '$proxy_protocol_addr $remote_addr $status "$http_user_agent"';
+    nginxConf(
+      dir,
+      errorLog,
+      'info',
+      `  log_format pp '$proxy_protocol_addr $remote_addr $status "$http_user_agent"';
   access_log ${accessLog} pp;
   server {
     listen 127.0.0.1:${port} proxy_protocol;
     location = /health { return 200 "ok"; }
     location = /client { return 200 "$proxy_protocol_addr"; }
-  }
-}
-`,
+  }`,
+    ),
   );
   const proc: ChildProcess = spawn(cmd, ['-p', dir, '-c', join(dir, 'nginx.conf'), '-e', errorLog], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';

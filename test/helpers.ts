@@ -19,6 +19,27 @@ export function tempDir(prefix = 'lemonade-test-'): string {
 }
 
 /** Poll `cond` every `stepMs` until it returns a truthy value or `timeoutMs` passes (then throw). */
+/**
+ * An nginx.conf for a test's own nginx in `dir` (one process, no master, temp files and the pid
+ * in `dir`): errors to `errorLog` at `level`, and `http` inside the http block.
+ */
+export function nginxConf(dir: string, errorLog: string, level: string, http: string): string {
+  return `daemon off;
+master_process off;
+pid ${join(dir, 'nginx.pid')};
+error_log ${errorLog} ${level};
+events { worker_connections 64; }
+http {
+  client_body_temp_path ${join(dir, 'tmp')};
+  proxy_temp_path ${join(dir, 'tmp')};
+  fastcgi_temp_path ${join(dir, 'tmp')};
+  uwsgi_temp_path ${join(dir, 'tmp')};
+  scgi_temp_path ${join(dir, 'tmp')};
+${http}
+}
+`;
+}
+
 export async function waitFor<T>(cond: () => T | Promise<T>, timeoutMs = 10_000, what = 'condition', stepMs = 20): Promise<NonNullable<T>> {
   const end = Date.now() + timeoutMs;
   let last: unknown;

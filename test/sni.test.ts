@@ -18,7 +18,7 @@ import net from 'node:net';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { adminJson, httpRequest, requireTool, SOCKET_ACTIVATE, socketActivated, startBalancer, startTcpServer, stopProcess, tempDir, waitFor, type TestServer } from './helpers';
+import { adminJson, httpRequest, nginxConf, requireTool, SOCKET_ACTIVATE, socketActivated, startBalancer, startTcpServer, stopProcess, tempDir, waitFor, type TestServer } from './helpers';
 import { metric, ports, servicesFile, services, type SvcSpec } from './services-helpers';
 import { clientHello, handshake, records, sniExt, supportedVersions } from './tls-helpers';
 
@@ -65,24 +65,7 @@ async function startTlsNginx(t: TestContext, dir: string, names: readonly string
   }`,
     )
     .join('\n');
-  writeFileSync(
-    join(dir, 'nginx.conf'),
-    `daemon off;
-master_process off;
-pid ${join(dir, 'nginx.pid')};
-error_log ${errorLog} warn;
-events { worker_connections 64; }
-http {
-  client_body_temp_path ${join(dir, 'tmp')};
-  proxy_temp_path ${join(dir, 'tmp')};
-  fastcgi_temp_path ${join(dir, 'tmp')};
-  uwsgi_temp_path ${join(dir, 'tmp')};
-  scgi_temp_path ${join(dir, 'tmp')};
-  access_log off;
-${servers}
-}
-`,
-  );
+  writeFileSync(join(dir, 'nginx.conf'), nginxConf(dir, errorLog, 'warn', `  access_log off;\n${servers}`));
   const proc: ChildProcess = spawn(NGINX!, ['-p', dir, '-c', join(dir, 'nginx.conf'), '-e', errorLog], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));

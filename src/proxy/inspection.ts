@@ -9,8 +9,13 @@ import type { Socket } from 'node:net';
 import { MAX_HELLO_BYTES, readClientHello } from './client-hello';
 import { raw, type RawBindings, type TcpHandle } from './raw';
 
-/** What an inspection ends with (the listener's continuation). */
-export type Inspected = (i: Inspection, serverName: string | null, bytes: Buffer, clientEnded: boolean) => void;
+/** Where an inspection ends: the listener. */
+export interface InspectionHost {
+  /** read: route it with this server name (null: none), the bytes read first, and whether the client already sent its end of file */
+  inspected(i: Inspection, serverName: string | null, bytes: Buffer, clientEnded: boolean): void;
+  /** the client went away before it was routed (or a drain cut it) */
+  gone(i: Inspection): void;
+}
 
 const EMPTY = Buffer.alloc(0);
 /** a first read this size or smaller gets a buffer this size: most ClientHellos fit */
@@ -28,9 +33,7 @@ export abstract class Inspection {
     /** the listen address, as the config writes it */
     readonly address: string,
     private readonly deadline: number,
-    private readonly next: Inspected,
-    /** the client went away before it was routed */
-    private readonly gone: (i: Inspection) => void,
+    private readonly host: InspectionHost,
   ) {}
 
   protected abstract stopReading(): void;
@@ -42,7 +45,7 @@ export abstract class Inspection {
     this.done = true;
     this.stopReading();
     this.close();
-    this.gone(this);
+    this.host.gone(this);
   }
 
   /** The registry's sweep: past the deadline the connection is routed as having no server name. */
@@ -81,7 +84,7 @@ export abstract class Inspection {
       const r = readClientHello(this.buf, this.len);
       if (r.kind === 'hello') serverName = r.serverName;
     }
-    this.next(this, serverName, this.buf.subarray(0, this.len), clientEnded);
+    this.host.inspected(this, serverName, this.buf.subarray(0, this.len), clientEnded);
   }
 }
 
@@ -95,14 +98,8 @@ interface InspectedHandle extends TcpHandle {
 
 /** An inspection on a raw libuv handle (the listener's raw path). */
 export class RawInspection extends Inspection {
-  constructor(
-    readonly handle: TcpHandle,
-    address: string,
-    deadline: number,
-    next: Inspected,
-    gone: (i: Inspection) => void,
-  ) {
-    super(address, deadline, next, gone);
+  constructor(readonly handle: TcpHandle, address: string, deadline: number, host: InspectionHost) {
+    super(address, deadline, host);
     R ??= raw()!;
   }
 
@@ -142,14 +139,8 @@ interface InspectedSocket extends Socket {
 
 /** An inspection on a net.Socket (the relay without raw handles). */
 export class SocketInspection extends Inspection {
-  constructor(
-    readonly socket: Socket,
-    address: string,
-    deadline: number,
-    next: Inspected,
-    gone: (i: Inspection) => void,
-  ) {
-    super(address, deadline, next, gone);
+  constructor(readonly socket: Socket, address: string, deadline: number, host: InspectionHost) {
+    super(address, deadline, host);
   }
 
   start(): void {

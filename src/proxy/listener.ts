@@ -23,7 +23,7 @@ import { RawSession, peerAddress } from './raw-session';
 import type { SessionBase, SessionHost } from './session-base';
 import { rawAvailable, uvError, type TcpHandle } from './raw';
 import type { ProxyObserver, RejectReason } from './events';
-import { RawInspection, SocketInspection, type Inspection } from './inspection';
+import { RawInspection, SocketInspection, type Inspection, type InspectionHost } from './inspection';
 
 export interface ListenerDeps {
   readonly current: () => Snapshot;
@@ -76,9 +76,9 @@ export class ProxyListener {
   accepted = 0;
   /** what admission() decided for the connection just routed (reused: no object per accept) */
   private readonly verdict = { admitted: false, remote: '' };
-  private readonly inspected = (i: Inspection, serverName: string | null, bytes: Buffer, clientEnded: boolean): void => this.onInspected(i, serverName, bytes, clientEnded);
-  private readonly inspectionGone = (i: Inspection): void => {
-    this.registry.delete(i);
+  private readonly inspections: InspectionHost = {
+    inspected: (i, serverName, bytes, clientEnded) => this.onInspected(i, serverName, bytes, clientEnded),
+    gone: (i) => this.registry.delete(i),
   };
 
   constructor(private readonly deps: ListenerDeps) {
@@ -307,11 +307,11 @@ export class ProxyListener {
     }
     const deadline = this.deps.now() + timeoutMs;
     if (c instanceof net.Socket) {
-      const i = new SocketInspection(c, sock.key, deadline, this.inspected, this.inspectionGone);
+      const i = new SocketInspection(c, sock.key, deadline, this.inspections);
       this.registry.add(i);
       i.start();
     } else {
-      const i = new RawInspection(c, sock.key, deadline, this.inspected, this.inspectionGone);
+      const i = new RawInspection(c, sock.key, deadline, this.inspections);
       this.registry.add(i);
       if (!i.start()) i.destroy();
     }
