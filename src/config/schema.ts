@@ -526,9 +526,9 @@ function checkSharedAddresses(services: readonly ServiceConfig[], at: (i: number
     if (list.length < 2) continue;
     let fallback: number | undefined;
     const owner = new Map<string, number>();
+    const first = services[list[0]!]!;
     for (const i of list) {
       const svc = services[i]!;
-      const first = services[list[0]!]!;
       if (svc.sni.length === 0) {
         if (fallback !== undefined) {
           report(
