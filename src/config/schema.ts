@@ -90,7 +90,7 @@ export const SCHEMA = {
     id: { prop: 'id', kind: 'int', def: -1, min: 0, max: 2 ** 31 - 1, shown: 'its index', doc: 'integer, unique: the identity kept across reloads' },
     name: { prop: 'name', kind: 'string', def: '', shown: '`backend-<id+1>`', doc: 'unique; shown in metrics, logs and the admin API' },
     address: { prop: 'address', kind: 'address', def: null, shown: '(required, or `srv`)', doc: '`host:port`; a host name is looked up off the connect path and cached for its TTL (see [DNS discovery](#dns-discovery))' },
-    resolve: { prop: 'resolve', kind: 'enum', def: 'none', values: ['none', 'dns'], doc: '`"dns"`: the host name of `address` becomes one endpoint per A/AAAA record, `PARENT/IP:PORT`, followed as its records change; `"none"`: one backend at the name\'s first address' },
+    resolve: { prop: 'resolve', kind: 'enum', def: 'none', values: ['none', 'dns'], doc: '`"dns"`: the host name of `address` becomes one endpoint per A/AAAA record, `PARENT/IP:PORT`, followed as its records change; `"none"`: one backend, connected to at the name\'s cached addresses (tried in order)' },
     srv: { prop: 'srv', kind: 'string', def: '', doc: 'an SRV name (`"_pg._tcp.db.internal"`) instead of `address`: one endpoint per address of the lowest-priority targets, with their ports and weights' },
     weight: { prop: 'weight', kind: 'int', def: 1, min: 0, max: 1_000_000, doc: 'integer >= 0; 0 takes no new connections' },
     max_connections: { prop: 'maxConnections', kind: 'int', def: 0, min: 0, doc: 'per-backend cap, 0 = unlimited; a full backend is skipped' },
