@@ -7,7 +7,9 @@
 // reference, not a target), lemonade (dist/lemonade.js, one process),
 // lemonade-workers (the same with `[runtime] workers = 0`: one data-plane worker per CPU, pinned
 // like the others, so its row is the CPU cost of the multi-process form; CPU and RSS are summed
-// over the process and its workers), lemonade-20svc (the lemonade contender's bundle, settings,
+// over the process and its workers), lemonade-dns (the lemonade contender with its backend named
+// `bench.ldns.test` with `resolve = "dns"`, answered by a dnsmasq the run starts: what following
+// the DNS costs per connection; W2, and W1 when --only names it), lemonade-20svc (the lemonade contender's bundle, settings,
 // listen address and backend, plus 19 more [[services]] on loopback ports of their own, each with
 // its own backend entry pointing at the same backend: what a connection costs when the balancer
 // fronts 20 services, next to one; in the default run it takes part in W2 only, and in W1 too
@@ -35,14 +37,15 @@
 // Missing tools (haproxy, nginx, wrk, iperf3) are installed with apt-get when running as root,
 // unless --no-install; what is still missing is left out and said so (without wrk no W1/W2,
 // without iperf3 no W3, without haproxy no ratios, without nginx a small Node HTTP backend
-// stands in). --quick is a short smoke run (1 round, 1 s per measurement, 1,000 idle
+// stands in, without dnsmasq, which .ci/run installs, no lemonade-dns row). --quick is a short smoke run (1 round, 1 s per measurement, 1,000 idle
 // connections, never installs anything) used by test/bench-smoke.test.ts.
 //
 // Flags: --quick, --rounds N (3), --duration S (3), --idle N (10000), --no-install,
 //        --baseline-bundle PATH (another build of dist/lemonade.js, run as "lemonade-base"),
-//        --only a,b (contenders; default all but lemonade-base; naming lemonade-20svc here adds
-//        its W1 row), --workloads W1,W2 (subset), --lemonade-node-args "…" (e.g.
-//        "--cpu-prof --cpu-prof-dir=/tmp/prof"), --json (one JSON line with every figure last).
+//        --only a,b (contenders; default all but lemonade-base; naming lemonade-20svc or
+//        lemonade-dns here adds its W1 row), --workloads W1,W2 (subset), --lemonade-node-args
+//        "…" (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"), --json (one JSON line with every
+//        figure last).
 // Exit code: 0 when every target is met (always 0 with --quick unless the run broke), 1 when a
 // target was missed, 2 when the run itself failed. The run is bounded (--budget S, default 540):
 // rounds that would not fit are left out. Every process started is stopped by its PID.
@@ -53,6 +56,7 @@ import net from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { freePort } from '../test/helpers';
+import { DNSMASQ, startDnsmasq, type Dnsmasq } from '../test/dnsmasq';
 
 const ROOT = resolve(__dirname, '..');
 const BUNDLE = join(ROOT, 'dist', 'lemonade.js');
@@ -61,7 +65,7 @@ const RAW_PROXY = join(ROOT, 'scripts', 'bench', 'raw-proxy.mjs');
 const HTTP_BACKEND = join(ROOT, 'scripts', 'bench', 'http-backend.mjs');
 const TICK_US = 1e6 / (Number(spawnSync('getconf', ['CLK_TCK']).stdout?.toString().trim()) || 100);
 
-const CONTENDERS = ['direct', 'haproxy', 'pipe', 'node-raw', 'lemonade', 'lemonade-20svc', 'lemonade-workers', 'lemonade-base'] as const;
+const CONTENDERS = ['direct', 'haproxy', 'pipe', 'node-raw', 'lemonade', 'lemonade-20svc', 'lemonade-dns', 'lemonade-workers', 'lemonade-base'] as const;
 type ContenderName = (typeof CONTENDERS)[number];
 const WORKLOADS = ['W1', 'W2', 'W3', 'W4', 'W5'] as const;
 type Workload = (typeof WORKLOADS)[number];
@@ -74,6 +78,14 @@ const CPUS = Math.max(1, availableParallelism());
 const ALL_CPUS = `0-${CPUS - 1}`;
 /** lemonade-20svc: the measured (default) service plus this many more. */
 const EXTRA_SERVICES = 19;
+/**
+ * Variants of the lemonade contender that differ from it in one thing, each compared with it in
+ * the same round, per connection (W2; W1 as well when --only names them): what the report's line
+ * calls them.
+ */
+const VARIANTS = { 'lemonade-20svc': '20 services', 'lemonade-dns': 'DNS-resolved backend' } as const satisfies Partial<Record<ContenderName, string>>;
+type Variant = keyof typeof VARIANTS;
+const isVariant = (c: ContenderName): c is Variant => c in VARIANTS;
 
 interface Args {
   quick: boolean;
@@ -407,6 +419,9 @@ async function startBackends(tools: Record<Tool, string | null>, cpu: number, di
 }
 
 const backendProcs: Proc[] = [];
+/** lemonade-dns's DNS server: the backend's name resolves to 127.0.0.1, TTL 1 s (lookups every second, as min_ttl) */
+let benchDns: Dnsmasq | null = null;
+const DNS_NAME = 'bench.ldns.test';
 /** HAProxy refuses to start when maxconn needs more descriptors than the limit allows. */
 let haproxyMaxconn = 10_000;
 
@@ -469,10 +484,11 @@ async function startContender(name: ContenderName, backendPort: number, args: Ar
         'interval = "10s"',
         '[admin]',
         'listen_address = ""',
+        ...(name === 'lemonade-dns' ? ['[dns]', `servers = ["${benchDns!.server}"]`] : []),
         '[[backends]]',
         'id = 0',
         'name = "bench"',
-        `address = "127.0.0.1:${backendPort}"`,
+        ...(name === 'lemonade-dns' ? [`address = "${DNS_NAME}:${backendPort}"`, 'resolve = "dns"'] : [`address = "127.0.0.1:${backendPort}"`]),
         ...extra,
         '',
       ].join('\n'),
@@ -702,6 +718,10 @@ async function main(): Promise<number> {
     contenders = contenders.filter((c) => c !== 'haproxy');
   }
   if (!tools.nginx) notes.push('nginx is missing: a Node HTTP backend (scripts/bench/http-backend.mjs) stands in');
+  if (DNSMASQ === '' && contenders.includes('lemonade-dns')) {
+    notes.push('dnsmasq is missing: no lemonade-dns row');
+    contenders = contenders.filter((c) => c !== 'lemonade-dns');
+  }
 
   // file descriptors: the proxy holds two per idle connection
   const nofile = Number(spawnSync('sh', ['-c', 'ulimit -n']).stdout?.toString().trim()) || 1024;
@@ -722,12 +742,13 @@ async function main(): Promise<number> {
     if (!r) rows.set(k, (r = { workload: w, contender: c, samples: [], ratios: [] }));
     return r;
   };
-  /** per workload: lemonade-20svc's cost over lemonade's, one per round where both ran */
-  const services20 = new Map<Workload, number[]>(WORKLOADS.map((w) => [w, []]));
+  /** per variant and workload: its cost over lemonade's, one per round where both ran */
+  const sameRound = new Map<Variant, Map<Workload, number[]>>(Object.keys(VARIANTS).map((v) => [v as Variant, new Map(WORKLOADS.map((w) => [w, []]))]));
   let roundsDone = 0;
   let failure: Error | null = null;
   try {
     const be = await startBackends(tools, args.loadCpu, dir, idle);
+    if (contenders.includes('lemonade-dns')) benchDns = await startDnsmasq(dir, '127.0.0.1', [`127.0.0.1 ${DNS_NAME}`]);
     let roundMs = 0;
     for (let round = 0; round < args.rounds; round++) {
       const elapsed = Date.now() - t0;
@@ -745,8 +766,8 @@ async function main(): Promise<number> {
           if (w === 'W4' && c === 'direct') continue;
           // W5 compares lemonade with itself: one worker, one per CPU
           if (w === 'W5' && c !== 'lemonade' && c !== 'lemonade-workers') continue;
-          // 20 services: W2 (a new connection, routed at accept), W1 when asked (header)
-          if (c === 'lemonade-20svc' && w !== 'W2' && !(w === 'W1' && args.onlyGiven)) continue;
+          // 20 services, DNS: W2 (a new connection, routed at accept), W1 when asked (header)
+          if (isVariant(c) && w !== 'W2' && !(w === 'W1' && args.onlyGiven)) continue;
           const backendPort = w === 'W3' ? be.iperfPort! : be.httpPort;
           const spread: Spread | undefined = w === 'W5' ? { cpu: ALL_CPUS, threads: CPUS, conns: 64 } : undefined;
           const run = await startContender(c, backendPort, args, tools, dir, spread?.cpu);
@@ -770,10 +791,12 @@ async function main(): Promise<number> {
           const all = got.get('lemonade-workers');
           if (one && all && one.throughput > 0) rowOf(w, 'lemonade-workers').ratios.push(all.throughput / one.throughput);
         } else if (h && Number.isFinite(h.cost) && h.cost > 0) for (const [c, s] of got) rowOf(w, c).ratios.push(s.cost / h.cost);
-        // 20 services over one, same round
+        // each variant over lemonade, same round
         const one = got.get('lemonade');
-        const many = got.get('lemonade-20svc');
-        if (one && many && one.cost > 0 && Number.isFinite(many.cost)) services20.get(w)!.push(many.cost / one.cost);
+        for (const [v, byW] of sameRound) {
+          const other = got.get(v);
+          if (one && other && one.cost > 0 && Number.isFinite(other.cost)) byW.get(w)!.push(other.cost / one.cost);
+        }
       }
       roundsDone++;
       roundMs = Date.now() - rs;
@@ -782,6 +805,7 @@ async function main(): Promise<number> {
     failure = e as Error;
   } finally {
     for (const p of backendProcs) await stop(p);
+    await benchDns?.stop();
     rmSync(dir, { recursive: true, force: true });
   }
 
@@ -834,24 +858,28 @@ async function main(): Promise<number> {
     out.push('|---|---|---|---|---|---|');
     for (const t of targets) out.push(`| ${t.workload} | ${fmt(t.ratio, 2)} | ≤ ${t.target} | ${fmt(t.vsPipe, 2)} (< 1) | ${t.met ? 'yes' : 'NO'} | ${fmt(t.vsRaw, 2)} |`);
   }
-  // 20 services next to one: the ratio of the median costs, and the min-max of the same-round
-  // ratios; reported, not judged (issue 13: "costs the same per connection"; compare it with the
-  // lemonade rows' own min-max for the run's noise)
-  const svc20: { workload: Workload; ratio: number; ratios: number[]; one: number; many: number }[] = [];
-  for (const w of workloads) {
-    const one = rows.get(`${w}/lemonade`);
-    const many = rows.get(`${w}/lemonade-20svc`);
-    if (!one || !many || one.samples.length === 0 || many.samples.length === 0) continue;
-    const c1 = median(one.samples.map((s) => s.cost));
-    const c20 = median(many.samples.map((s) => s.cost));
-    svc20.push({ workload: w, ratio: c20 / c1, ratios: services20.get(w)!, one: c1, many: c20 });
+  // each variant next to lemonade: the ratio of the median costs, and the min-max of the
+  // same-round ratios; reported, not judged (issue 13: 20 services "cost the same per
+  // connection"; issue 17: a DNS-resolved backend as a literal address; compare with the lemonade
+  // rows' own min-max for the run's noise)
+  const variants: { variant: Variant; workload: Workload; ratio: number; ratios: number[]; one: number; many: number }[] = [];
+  for (const [v, byW] of sameRound) {
+    for (const w of workloads) {
+      const one = rows.get(`${w}/lemonade`);
+      const other = rows.get(`${w}/${v}`);
+      if (!one || !other || one.samples.length === 0 || other.samples.length === 0) continue;
+      const c1 = median(one.samples.map((s) => s.cost));
+      const c2 = median(other.samples.map((s) => s.cost));
+      variants.push({ variant: v, workload: w, ratio: c2 / c1, ratios: byW.get(w)!, one: c1, many: c2 });
+    }
   }
-  if (svc20.length > 0) out.push('');
-  for (const t of svc20) {
+  if (variants.length > 0) out.push('');
+  for (const t of variants) {
     const u = UNITS[t.workload];
+    const as = t.variant === 'lemonade-20svc' ? 'with one service' : 'with a literal address';
     out.push(
-      `${t.workload} 20 services: lemonade-20svc / lemonade ${fmt(t.ratio, 2)} (per round ${fmtRange(t.ratios, 2)}; ${fmt(t.many, u.costDigits)} vs ${fmt(t.one, u.costDigits)} ${u.cost}, medians) ` +
-        `(wanted: the same per ${t.workload === 'W1' ? 'request' : 'connection'} as with one service, within the run's noise; reported, not judged)`,
+      `${t.workload} ${VARIANTS[t.variant]}: ${t.variant} / lemonade ${fmt(t.ratio, 2)} (per round ${fmtRange(t.ratios, 2)}; ${fmt(t.many, u.costDigits)} vs ${fmt(t.one, u.costDigits)} ${u.cost}, medians) ` +
+        `(wanted: the same per ${t.workload === 'W1' ? 'request' : 'connection'} as ${as}, within the run's noise; reported, not judged)`,
     );
   }
   if (scaling) {
@@ -873,7 +901,8 @@ async function main(): Promise<number> {
       rows: [...rows.values()].map((r) => ({ workload: r.workload, contender: r.contender, samples: r.samples, ratios: r.ratios, throughput: median(r.samples.map((s) => s.throughput)), cost: median(r.samples.map((s) => s.cost)), ratio: median(r.ratios) })),
       targets,
       scaling,
-      services20: svc20,
+      services20: variants.filter((x) => x.variant === 'lemonade-20svc'),
+      dns: variants.filter((x) => x.variant === 'lemonade-dns'),
       cpus: CPUS,
     };
     process.stdout.write(JSON.stringify(j) + '\n');
