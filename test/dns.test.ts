@@ -310,6 +310,39 @@ test('srv: targets, ports and weights from SRV records (lowest priority); drain 
 });
 
 // ---------------------------------------------------------------------------------------------
+// Reloads
+
+test('a reload adds a resolve backend, then moves [dns] servers: endpoints follow, the parent keeps its drain, the generation counts reloads only', { timeout: 120_000 }, async (t) => {
+  if (!requireTool(t, 'dnsmasq', DNSMASQ !== '')) return;
+  const port = await freePort();
+  const parts: { dns?: Dnsmasq; lb?: Balancer; servers: Named[] } = { servers: [] };
+  let other: Dnsmasq | undefined;
+  cleanup(t, parts);
+  t.after(() => other?.stop());
+  for (const i of [31, 32, 33]) parts.servers.push(await named(`127.77.0.${i}`, port, `r${i}`));
+  const dns = (parts.dns = await startDnsmasq(tempDir('lemonade-dns-'), DNS_IP, ['127.77.0.31 r.ldns.test']));
+  other = await startDnsmasq(tempDir('lemonade-dns-'), '127.77.0.54', ['127.77.0.32 r.ldns.test']);
+  const fixed = `name = "fixed"\naddress = "127.77.0.33:${port}"`;
+  const withR = `${fixed}\n[[backends]]\nname = "r"\naddress = "r.ldns.test:${port}"\nresolve = "dns"`;
+  const lb = (parts.lb = await startBalancer(dnsConfig(dns.server, fixed)));
+  const generation = async (): Promise<number> => (await adminJson<{ config: { generation: number } }>(lb, '/status')).config.generation;
+
+  lb.writeConfig(dnsConfig(dns.server, withR));
+  await waitFor(async () => (await rows(lb)).some((r) => r.name === `r/127.77.0.31:${port}`), 15_000, 'the added backend\'s endpoint');
+  assert.equal(await generation(), 2);
+  assert.equal((await lb.admin('/backends/r/drain', 'POST')).status, 200);
+
+  lb.writeConfig(dnsConfig(other.server, withR));
+  const moved = await waitFor(async () => {
+    const list = await rows(lb);
+    return list.some((r) => r.name === `r/127.77.0.32:${port}`) && !list.some((r) => r.name === `r/127.77.0.31:${port}`) ? list : null;
+  }, 15_000, 'the endpoint the other DNS server gives');
+  assert.equal(moved.find((r) => r.name === `r/127.77.0.32:${port}`)!.state, 'draining', 'the drain on the parent holds over the reload');
+  assert.equal(await generation(), 3);
+  assert.deepEqual(new Set(await names(lb.port, 4)), new Set(['r33']));
+});
+
+// ---------------------------------------------------------------------------------------------
 // Worker processes
 
 test('workers = 2: endpoints found by DNS reach the worker processes, added and removed', { timeout: 120_000 }, async (t) => {
