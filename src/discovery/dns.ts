@@ -11,6 +11,7 @@
 import { lookup, promises as dnsPromises } from 'node:dns';
 import { isIP } from 'node:net';
 import type { Config } from '../config/schema';
+import { formatHostPort } from '../core/address';
 import { queryKey, queryOf, type Answers, type Query, type Target } from '../core/endpoints';
 import type { Logger } from '../obs/logger';
 import type { Metrics } from '../obs/metrics';
@@ -34,6 +35,8 @@ interface Entry {
   timer: NodeJS.Timeout | null;
   dueAt: number;
   inflight: boolean;
+  /** asked again while a lookup was in flight (other servers): looked up again once it ends */
+  redo: boolean;
   /** a `lookup` name's TTL as the DNS last gave it (null: none known) */
   ttlHint: number | null;
 }
@@ -44,8 +47,8 @@ interface Found {
   readonly ttl: number | null;
 }
 
-/** How names are looked up; the default is node:dns. Tests may pass their own. */
-export interface Lookups {
+/** How names are looked up (nodeLookups: node:dns). */
+interface Lookups {
   /** A and AAAA records with their TTLs, through the [dns] servers */
   addresses(name: string): Promise<Found>;
   /** SRV records, through the [dns] servers */
@@ -62,8 +65,6 @@ export interface DiscoveryDeps {
   readonly onChange: () => void;
   /** a line for the admin events list */
   readonly event: (message: string) => void;
-  /** how names are looked up (default: node:dns with `settings`) */
-  readonly lookups?: (settings: DnsSettings) => Lookups;
 }
 
 /** One name as /status shows it. */
@@ -94,7 +95,7 @@ export class DnsDiscovery {
     const prev = this.settings;
     const resolverChanged = prev === null || prev.timeoutMs !== s.timeoutMs || prev.servers.join() !== s.servers.join();
     this.settings = s;
-    if (resolverChanged) this.lookups = (this.d.lookups ?? nodeLookups)(s);
+    if (resolverChanged) this.lookups = nodeLookups(s);
     const wanted = new Map<string, Query>();
     for (const svc of config.services) {
       for (const b of svc.backends) {
@@ -113,7 +114,7 @@ export class DnsDiscovery {
     for (const [key, q] of wanted) {
       const e = this.entries.get(key);
       if (!e) {
-        const fresh: Entry = { q, key, targets: null, lastSuccess: 0, lastError: null, failures: 0, timer: null, dueAt: 0, inflight: false, ttlHint: null };
+        const fresh: Entry = { q, key, targets: null, lastSuccess: 0, lastError: null, failures: 0, timer: null, dueAt: 0, inflight: false, redo: false, ttlHint: null };
         this.entries.set(key, fresh);
         void this.lookup(fresh);
       } else if (resolverChanged || (prev !== null && e.dueAt - this.d.now() > s.maxTtlMs)) {
@@ -134,7 +135,7 @@ export class DnsDiscovery {
   status(): DnsStatus[] {
     return [...this.entries.values()].map((e) => ({
       query: e.key,
-      addresses: e.targets === null ? null : e.targets.map((t) => (t.port === undefined ? t.ip : `${t.ip.includes(':') ? `[${t.ip}]` : t.ip}:${t.port}`)),
+      addresses: e.targets === null ? null : e.targets.map(shownTarget),
       last_success: e.lastSuccess > 0 ? new Date(e.lastSuccess).toISOString() : null,
       last_error: e.lastError,
       failures: e.failures,
@@ -177,7 +178,11 @@ export class DnsDiscovery {
   }
 
   private async lookup(e: Entry): Promise<void> {
-    if (e.inflight || this.stopped) return;
+    if (this.stopped) return;
+    if (e.inflight) {
+      e.redo = true;
+      return;
+    }
     e.inflight = true;
     if (e.timer) clearTimeout(e.timer);
     e.timer = null;
@@ -191,6 +196,11 @@ export class DnsDiscovery {
     }
     e.inflight = false;
     if (this.stopped || this.entries.get(e.key) !== e) return;
+    if (e.redo) {
+      // the settings changed while this one ran: its answer stands until the new lookup's
+      e.redo = false;
+      setImmediate(() => void this.lookup(e));
+    }
     const s = this.settings!;
     const now = this.d.now();
     if (found === null) {
@@ -222,7 +232,7 @@ export class DnsDiscovery {
     e.targets = Object.freeze(found.targets.map((t) => Object.freeze(t)));
     if (found.targets.length === 0) this.d.logger.warn({ query: e.key }, 'DNS: the name has no addresses now; its endpoints drain');
     if (before !== null) {
-      const shown = e.targets.map((t) => (t.port === undefined ? t.ip : `${t.ip}:${t.port}`)).join(', ') || 'none';
+      const shown = e.targets.map(shownTarget).join(', ') || 'none';
       this.d.logger.info({ query: e.key, addresses: shown }, 'DNS answer changed');
       this.d.event(`${e.key}: now ${shown}`);
     }
@@ -286,6 +296,11 @@ export class DnsDiscovery {
       this.wakeIfSettled();
     });
   }
+}
+
+/** An address as /status and the events show it: IP, or IP:PORT for an SRV target. */
+function shownTarget(t: Target): string {
+  return t.port === undefined ? t.ip : formatHostPort({ host: t.ip, port: t.port });
 }
 
 function sortTargets(list: Target[]): Target[] {

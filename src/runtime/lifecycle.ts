@@ -1,7 +1,8 @@
-// The balancer's life: the start order (first DNS answers, systemd's sockets or our own binds, admin, health checks,
-// reload trigger, summary, signals, then READY=1), the signals (SIGHUP reloads, SIGTERM/SIGINT
-// stop), and the graceful stop: no new connections, drain up to drain_timeout, background tasks
-// up to background_timeout, the whole bounded by accept_timeout; a second signal exits with 130.
+// The balancer's life: the start order (the backends' first DNS answers, systemd's sockets or our
+// own binds, admin, health checks, reload trigger, summary, signals, then READY=1), the signals
+// (SIGHUP reloads, SIGTERM/SIGINT stop), and the graceful stop: no new connections, drain up to
+// drain_timeout, background tasks up to background_timeout, the whole bounded by accept_timeout;
+// a second signal exits with 130.
 
 import type { Env } from '../config/load';
 import type { HealthChecker } from '../health/checker';
