@@ -1,7 +1,7 @@
 // What the control plane's parts share and change: the current config and snapshot, the
 // generation, the operator's choices, the DNS answers, the backends a reload or a DNS answer
-// removed that still drain, and the lifecycle flags. One owner, handed to the reload transaction, the admin views and the lifecycle;
-// the snapshot is replaced in one assignment, never edited.
+// removed that still drain, and the lifecycle flags. One owner, handed to the reload transaction,
+// the admin views and the lifecycle; the snapshot is replaced in one assignment, never edited.
 
 import type { BackendConfig, Config } from '../config/schema';
 import type { Loaded } from '../config/load';
@@ -75,7 +75,7 @@ export class LiveState {
     return new Set(draining.keys());
   }
 
-  /** Ids are never reused: an endpoint gone and back gets its own again (one number per endpoint ever seen). */
+  /** An endpoint gone and back gets the same id again; ids are never reused (one per endpoint name ever seen). */
   private endpointId(ref: string): number {
     let id = this.endpointIds.get(ref);
     if (id === undefined) {

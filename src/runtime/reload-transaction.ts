@@ -1,7 +1,7 @@
 // One reload, as a transaction: read → validate → diff → check the socket-owned addresses →
 // bind the new listen addresses → re-check for a stop → swap (the snapshot in one assignment) →
-// retire the removed backends → follow the new config's DNS names → log, metrics, events. Anything that fails before the swap leaves
-// the running generation untouched. What starts a reload (watcher, poll, SIGHUP, POST /reload) is
+// retire the removed backends → follow the new config's DNS names → log, metrics, events.
+// Anything that fails before the swap leaves the running generation untouched. What starts a reload (watcher, poll, SIGHUP, POST /reload) is
 // runtime/reload.ts.
 
 import { DEFAULT_SERVICE, type Config } from '../config/schema';
