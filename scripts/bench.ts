@@ -7,7 +7,9 @@
 // reference, not a target), lemonade (dist/lemonade.js, one process),
 // lemonade-workers (the same with `[runtime] workers = 0`: one data-plane worker per CPU, pinned
 // like the others, so its row is the CPU cost of the multi-process form; CPU and RSS are summed
-// over the process and its workers), lemonade-20svc (the lemonade contender's bundle, settings,
+// over the process and its workers), lemonade-dns (the lemonade contender with its backend named
+// `bench.ldns.test` with `resolve = "dns"`, answered by a dnsmasq the run starts: what following
+// the DNS costs per connection; W2, and W1 when --only names it), lemonade-20svc (the lemonade contender's bundle, settings,
 // listen address and backend, plus 19 more [[services]] on loopback ports of their own, each with
 // its own backend entry pointing at the same backend: what a connection costs when the balancer
 // fronts 20 services, next to one; in the default run it takes part in W2 only, and in W1 too
@@ -40,14 +42,15 @@
 // Missing tools (haproxy, nginx, wrk, iperf3) are installed with apt-get when running as root,
 // unless --no-install; what is still missing is left out and said so (without wrk no W1/W2,
 // without iperf3 no W3, without haproxy no ratios, without nginx a small Node HTTP backend
-// stands in). --quick is a short smoke run (1 round, 1 s per measurement, 1,000 idle
+// stands in, without dnsmasq, which .ci/run installs, no lemonade-dns row). --quick is a short smoke run (1 round, 1 s per measurement, 1,000 idle
 // connections, never installs anything) used by test/bench-smoke.test.ts.
 //
 // Flags: --quick, --rounds N (3), --duration S (3), --idle N (10000), --no-install,
 //        --baseline-bundle PATH (another build of dist/lemonade.js, run as "lemonade-base"),
-//        --only a,b (contenders; default all but lemonade-base; naming lemonade-20svc here adds
-//        its W1 row), --workloads W1,W2 (subset), --lemonade-node-args "…" (e.g.
-//        "--cpu-prof --cpu-prof-dir=/tmp/prof"), --json (one JSON line with every figure last).
+//        --only a,b (contenders; default all but lemonade-base; naming lemonade-20svc or
+//        lemonade-dns here adds its W1 row), --workloads W1,W2 (subset), --lemonade-node-args
+//        "…" (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"), --json (one JSON line with every
+//        figure last).
 // Exit code: 0 when every target is met (always 0 with --quick unless the run broke), 1 when a
 // target was missed, 2 when the run itself failed. The run is bounded (--budget S, default 540):
 // rounds that would not fit are left out. Every process started is stopped by its PID.
@@ -58,6 +61,7 @@ import net from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { freePort } from '../test/helpers';
+import { DNSMASQ, startDnsmasq, type Dnsmasq } from '../test/dnsmasq';
 
 const ROOT = resolve(__dirname, '..');
 const BUNDLE = join(ROOT, 'dist', 'lemonade.js');
@@ -66,13 +70,14 @@ const RAW_PROXY = join(ROOT, 'scripts', 'bench', 'raw-proxy.mjs');
 const HTTP_BACKEND = join(ROOT, 'scripts', 'bench', 'http-backend.mjs');
 const TICK_US = 1e6 / (Number(spawnSync('getconf', ['CLK_TCK']).stdout?.toString().trim()) || 100);
 
-const CONTENDERS = ['direct', 'haproxy', 'pipe', 'node-raw', 'lemonade', 'lemonade-20svc', 'lemonade-sni', 'lemonade-chash', 'lemonade-workers', 'lemonade-base'] as const;
+const CONTENDERS = ['direct', 'haproxy', 'pipe', 'node-raw', 'lemonade', 'lemonade-20svc', 'lemonade-sni', 'lemonade-chash', 'lemonade-dns', 'lemonade-workers', 'lemonade-base'] as const;
 type ContenderName = (typeof CONTENDERS)[number];
 /** lemonade with one thing changed, measured in W2 (a new connection each) next to lemonade, same round */
 const VARIANTS = {
   'lemonade-20svc': '20 services',
   'lemonade-sni': 'SNI inspection',
   'lemonade-chash': 'consistent_hash',
+  'lemonade-dns': 'DNS-resolved backend',
 } as const satisfies Partial<Record<ContenderName, string>>;
 type Variant = keyof typeof VARIANTS;
 const isVariant = (c: ContenderName): c is Variant => c in VARIANTS;
@@ -87,6 +92,11 @@ const CPUS = Math.max(1, availableParallelism());
 const ALL_CPUS = `0-${CPUS - 1}`;
 /** lemonade-20svc: the measured (default) service plus this many more. */
 const EXTRA_SERVICES = 19;
+/**
+ * Variants of the lemonade contender that differ from it in one thing, each compared with it in
+ * the same round, per connection (W2; W1 as well when --only names them): what the report's line
+ * calls them.
+ */
 
 interface Args {
   quick: boolean;
@@ -420,6 +430,9 @@ async function startBackends(tools: Record<Tool, string | null>, cpu: number, di
 }
 
 const backendProcs: Proc[] = [];
+/** lemonade-dns's DNS server: the backend's name resolves to 127.0.0.1, TTL 1 s (lookups every second, as min_ttl) */
+let benchDns: Dnsmasq | null = null;
+const DNS_NAME = 'bench.ldns.test';
 /** HAProxy refuses to start when maxconn needs more descriptors than the limit allows. */
 let haproxyMaxconn = 10_000;
 
@@ -489,10 +502,11 @@ async function startContender(name: ContenderName, backendPort: number, args: Ar
         'interval = "10s"',
         '[admin]',
         'listen_address = ""',
+        ...(name === 'lemonade-dns' ? ['[dns]', `servers = ["${benchDns!.server}"]`] : []),
         '[[backends]]',
         'id = 0',
         'name = "bench"',
-        `address = "127.0.0.1:${backendPort}"`,
+        ...(name === 'lemonade-dns' ? [`address = "${DNS_NAME}:${backendPort}"`, 'resolve = "dns"'] : [`address = "127.0.0.1:${backendPort}"`]),
         ...extra,
         '',
       ].join('\n'),
@@ -722,6 +736,10 @@ async function main(): Promise<number> {
     contenders = contenders.filter((c) => c !== 'haproxy');
   }
   if (!tools.nginx) notes.push('nginx is missing: a Node HTTP backend (scripts/bench/http-backend.mjs) stands in');
+  if (DNSMASQ === '' && contenders.includes('lemonade-dns')) {
+    notes.push('dnsmasq is missing: no lemonade-dns row');
+    contenders = contenders.filter((c) => c !== 'lemonade-dns');
+  }
 
   // file descriptors: the proxy holds two per idle connection
   const nofile = Number(spawnSync('sh', ['-c', 'ulimit -n']).stdout?.toString().trim()) || 1024;
@@ -753,6 +771,7 @@ async function main(): Promise<number> {
   let failure: Error | null = null;
   try {
     const be = await startBackends(tools, args.loadCpu, dir, idle);
+    if (contenders.includes('lemonade-dns')) benchDns = await startDnsmasq(dir, '127.0.0.1', [`127.0.0.1 ${DNS_NAME}`]);
     let roundMs = 0;
     for (let round = 0; round < args.rounds; round++) {
       const elapsed = Date.now() - t0;
@@ -806,6 +825,7 @@ async function main(): Promise<number> {
     failure = e as Error;
   } finally {
     for (const p of backendProcs) await stop(p);
+    await benchDns?.stop();
     rmSync(dir, { recursive: true, force: true });
   }
 
@@ -860,8 +880,9 @@ async function main(): Promise<number> {
   }
   // each variant next to lemonade: the ratio of the median costs, and the min-max of the
   // same-round ratios; reported, not judged (issue 13: 20 services "cost the same per
-  // connection"; issue 14: SNI routing and consistent_hash next to round robin; compare with the
-  // lemonade rows' own min-max for the run's noise)
+  // connection"; issue 14: SNI routing and consistent_hash next to round robin; issue 17: a
+  // DNS-resolved backend as a literal address; compare with the lemonade rows' own min-max for
+  // the run's noise)
   const variants: { variant: Variant; workload: Workload; ratio: number; ratios: number[]; one: number; many: number }[] = [];
   for (const v of Object.keys(VARIANTS) as Variant[]) {
     for (const w of workloads) {
@@ -876,7 +897,11 @@ async function main(): Promise<number> {
   if (variants.length > 0) out.push('');
   for (const t of variants) {
     const u = UNITS[t.workload];
-    const wanted = t.variant === 'lemonade-20svc' ? `the same per ${t.workload === 'W1' ? 'request' : 'connection'} as with one service, within the run's noise` : 'close to round robin on one plain service';
+    const per = t.workload === 'W1' ? 'request' : 'connection';
+    const wanted =
+      t.variant === 'lemonade-20svc' ? `the same per ${per} as with one service, within the run's noise`
+      : t.variant === 'lemonade-dns' ? `the same per ${per} as with a literal address, within the run's noise`
+      : 'close to round robin on one plain service';
     out.push(
       `${t.workload} ${VARIANTS[t.variant]}: ${t.variant} / lemonade ${fmt(t.ratio, 2)} (per round ${fmtRange(t.ratios, 2)}; ${fmt(t.many, u.costDigits)} vs ${fmt(t.one, u.costDigits)} ${u.cost}, medians) ` +
         `(wanted: ${wanted}; reported, not judged)`,

@@ -6,6 +6,7 @@
 //   runtime/live-state.ts          the shared state: config, snapshot, generation, operator, draining
 //   runtime/reload-transaction.ts  one reload, read to swap; runtime/reload.ts starts them
 //   runtime/lifecycle.ts           start order, signals, graceful shutdown
+//   discovery/dns.ts               the DNS answers backends' endpoints are made of
 //   admin/views.ts                 what the admin API answers
 //   obs/events.ts, obs/summary.ts  the /events list and the summary log line
 
@@ -14,6 +15,7 @@ import { LoadTable } from './core/stats';
 import { shownName } from './core/backend';
 import { STRATEGIES } from './strategy/index';
 import { HealthChecker, type HealthEvent } from './health/checker';
+import { DnsDiscovery } from './discovery/dns';
 import { LocalPlane, trafficObserver, type DataPlane } from './runtime/plane';
 import { WorkerPool, workerCount } from './runtime/workers';
 import { AdminServer, type ReloadOutcome } from './admin/server';
@@ -52,6 +54,9 @@ export class App {
   private readonly trigger: ReloadTrigger | null;
   private readonly transaction: ReloadTransaction;
   private readonly lifecycle: Lifecycle;
+  private readonly state: LiveState;
+  private readonly checker: HealthChecker;
+  private readonly discovery: DnsDiscovery;
 
   constructor(opts: AppOptions) {
     const env = opts.env ?? process.env;
@@ -60,7 +65,7 @@ export class App {
     const random = opts.random ?? Math.random;
     const startedAt = now();
     const loads = (this.loads = new LoadTable(now));
-    const s = new LiveState(opts.loaded, loads, { now, random, strategies: STRATEGIES });
+    const s = (this.state = new LiveState(opts.loaded, loads, { now, random, strategies: STRATEGIES }));
     const metrics = (this.metrics = new Metrics({
       loads,
       snapshot: () => s.snapshot,
@@ -80,7 +85,7 @@ export class App {
             loads,
             traffic: metrics.traffic,
             state: () => ({
-              config: s.config,
+              config: s.snapshot.config, // with the endpoints found by DNS
               generation: s.generation,
               operator: [...s.operator],
               health: s.snapshot.backends.map((b) => [b.load.key, { healthy: b.load.healthy, healthySince: b.load.healthySince }]),
@@ -101,9 +106,10 @@ export class App {
           }));
     const configPath = opts.loaded.path;
     const reload = (t: string): Promise<ReloadOutcome> => this.requestReload(t);
-    this.views = new AdminViews({ state: s, plane, metrics, events, logger, now, startedAt, version: opts.version, configPath, workers, reload });
+    this.views = new AdminViews({ state: s, plane, metrics, events, logger, now, startedAt, version: opts.version, configPath, workers, reload, dns: () => this.discovery.status() });
     const admin = (this.admin = new AdminServer(this.views.api()));
-    const checker = new HealthChecker({ current: () => s.snapshot, now, random, onResult: (e) => this.onHealth(e) });
+    const checker = (this.checker = new HealthChecker({ current: () => s.snapshot, now, random, onResult: (e) => this.onHealth(e) }));
+    const discovery = (this.discovery = new DnsDiscovery({ now, logger, metrics, event: (m) => events.push('dns', m), onChange: () => this.onAnswers() }));
     this.trigger =
       opts.configPath === ''
         ? null
@@ -123,7 +129,7 @@ export class App {
       snapshot: () => s.snapshot,
       intervalMs: () => s.config.metrics.intervalMs,
     });
-    const common = { state: s, logger, plane, admin, checker, events, summary, systemd, workers };
+    const common = { state: s, logger, plane, admin, checker, discovery, events, summary, systemd, workers };
     this.transaction = new ReloadTransaction({ ...common, path: opts.configPath, env, now, metrics });
     this.lifecycle = new Lifecycle({ ...common, env, trigger: this.trigger, configPath, signals: opts.signals !== false, reload });
   }
@@ -163,6 +169,20 @@ export class App {
   /** SIGHUP and POST /reload go through the trigger, so they coalesce with the watcher's reloads. */
   private requestReload(trigger: string): Promise<ReloadOutcome> {
     return this.trigger ? (this.trigger.request(trigger) as Promise<ReloadOutcome>) : this.reload(trigger);
+  }
+
+  /**
+   * A DNS answer changed: a snapshot of the same config with the new endpoints, swapped in as a
+   * reload's is (the generation stays: the file did not change); vanished endpoints drain.
+   */
+  private onAnswers(): void {
+    const s = this.state;
+    if (s.stopping) return;
+    s.answers = this.discovery.answers();
+    const snap = s.build(s.config, s.generation, s.snapshot);
+    const gone = s.swap(snap);
+    this.plane.applied(snap, gone, s.config.runtime.drainTimeoutMs);
+    this.checker.sync(snap);
   }
 
   private onHealth(e: HealthEvent): void {

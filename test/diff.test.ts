@@ -180,7 +180,7 @@ describe('setting changes', () => {
 describe('summarize', () => {
   const spec = (id: number, name: string, address: string, weight = 1): BackendConfig => {
     const [host, port] = address.split(':');
-    return { id, name, address, host: host!, port: Number(port), weight, maxConnections: 0, backup: false };
+    return { id, name, address, host: host!, port: Number(port), weight, maxConnections: 0, backup: false, resolve: 'none', srv: '' };
   };
 
   test('the one-line format: +added -removed(draining) ~changed field from→to', () => {

@@ -4,8 +4,10 @@
 
 import type { BackendConfig } from '../config/schema';
 import { backendRef, shownName, type AdminState } from '../core/backend';
+import { discovered, parentOf } from '../core/endpoints';
 import type { ServiceSnapshot } from '../core/snapshot';
 import type { BackendLoad } from '../core/stats';
+import type { DnsStatus } from '../discovery/dns';
 import type { EventRing } from '../obs/events';
 import type { Logger } from '../obs/logger';
 import type { Metrics } from '../obs/metrics';
@@ -26,6 +28,8 @@ export interface ViewDeps {
   readonly configPath: string;
   /** data-plane processes (1 = this process) */
   readonly workers: number;
+  /** the backend names looked up in the DNS, for /status */
+  readonly dns: () => readonly DnsStatus[];
   /** POST /reload: through the trigger, so it coalesces with the watcher's */
   readonly reload: (trigger: string) => Promise<ReloadOutcome>;
 }
@@ -111,32 +115,51 @@ export class AdminViews {
       },
       backends: this.backends(),
       services: this.services(),
+      dns: this.d.dns(),
       ...(this.d.workers > 1 ? { workers: plane.processes() } : {}),
     };
   }
 
   /**
    * An operator's drain, enable or disable of one backend. Without `service` the name must be
-   * in one service only (else 'ambiguous', for a 409 naming the services).
+   * in one service only (else 'ambiguous', for a 409 naming the services). The name of a backend
+   * found by DNS (a parent) acts on all its endpoints, and on those that appear later; an
+   * endpoint's own name (PARENT/IP:PORT) on that endpoint alone.
    */
   backendAction(service: string | undefined, name: string, action: AdminAction): ActionResult {
-    const snap = this.d.state.snapshot;
+    const s = this.d.state;
+    const snap = s.snapshot;
     if (service !== undefined && !snap.service(service)) return { kind: 'not_found', what: `service named "${service}"` };
-    const hits = snap.backends.filter((x) => x.name === name && (service === undefined || x.service === service));
-    if (hits.length === 0) return { kind: 'not_found', what: service === undefined ? `backend named "${name}"` : `backend named "${name}" in service "${service}"` };
-    if (hits.length > 1) return { kind: 'ambiguous', services: hits.map((b) => b.service) };
-    const b = hits[0]!;
+    const inScope = (svc: string): boolean => service === undefined || svc === service;
+    const parents = s.config.services.filter((svc) => inScope(svc.name) && svc.backends.some((b) => b.name === name && discovered(b))).map((svc) => svc.name);
+    const hits = snap.backends.filter((x) => x.name === name && inScope(x.service));
+    const found = [...parents, ...hits.map((b) => b.service)];
+    if (found.length === 0) return { kind: 'not_found', what: service === undefined ? `backend named "${name}"` : `backend named "${name}" in service "${service}"` };
+    if (found.length > 1) return { kind: 'ambiguous', services: found };
+    const svc = found[0]!;
     const state: AdminState = action === 'enable' ? 'enabled' : action === 'drain' ? 'draining' : 'disabled';
-    const ref = backendRef(b.service, name);
-    if (state === 'enabled') this.d.state.operator.delete(ref);
-    else this.d.state.operator.set(ref, state);
-    b.load.admin = state;
-    const shown = shownName(b.service, name);
-    this.d.logger.info({ service: b.service, backend: name, action }, `backend ${shown}: ${action}`);
-    this.d.events.push('admin', `${shown}: ${action}`);
+    const ref = backendRef(svc, name);
+    if (state === 'enabled') s.operator.delete(ref);
+    else s.operator.set(ref, state);
+    const affected = parents.length > 0 ? snap.backends.filter((b) => b.parentRef === ref) : hits;
+    for (const b of affected) {
+      b.load.admin = state;
+      // the parent's state is theirs now, not one set on an endpoint before
+      if (b.parentRef === ref) s.operator.delete(b.ref);
+    }
+    const shown = shownName(svc, name);
+    const endpoints = parents.length > 0 ? ` (${affected.length} endpoints)` : '';
+    this.d.logger.info({ service: svc, backend: name, action, ...(parents.length > 0 ? { endpoints: affected.length } : {}) }, `backend ${shown}: ${action}${endpoints}`);
+    this.d.events.push('admin', `${shown}: ${action}${endpoints}`);
     // disable cuts the backend's connections at once; drain lets them finish
-    this.d.plane.adminChanged(ref, b.load.key, state, action === 'disable');
-    return { kind: 'ok', service: b.service, state: b.load.state() };
+    this.d.plane.adminChanged(
+      ref,
+      affected.map((b) => b.load.key),
+      state,
+      action === 'disable',
+    );
+    const shownState = affected[0]?.load.state() ?? (state === 'draining' ? 'draining' : state === 'disabled' ? 'disabled' : 'healthy');
+    return { kind: 'ok', service: svc, state: shownState };
   }
 
   /** The interface admin/server.ts reads the balancer through. */
@@ -172,6 +195,7 @@ function backendRow(service: string, spec: BackendConfig, load: BackendLoad, has
     service,
     id: spec.id,
     name: spec.name,
+    ...(parentOf(spec) !== undefined ? { parent: parentOf(spec) } : {}),
     address: spec.address,
     weight: spec.weight,
     backup: spec.backup,

@@ -67,6 +67,8 @@ export async function checkBackends(config: Config, timeoutMs = 2000): Promise<B
     config.services.flatMap((svc) => svc.backends.map((b) => ({ ...b, name: shownName(svc.name, b.name) }))).map(
       (b) =>
         new Promise<BackendWarning | null>((resolve) => {
+          // an SRV backend has no address of its own to try
+          if (b.srv !== '') return resolve({ backend: b.name, address: b.address, message: 'not checked: its addresses and ports come from SRV records at run time' });
           const s = net.connect({ host: b.host, port: b.port });
           const done = (msg: string | null): void => {
             clearTimeout(t);

@@ -4,7 +4,7 @@
 // reference rows (test/config-docs.test.ts) are all read. Pure: no fs, no net, no logger.
 
 import type { ConfigIssue } from '../errors';
-import { parseHostPort, parseCidr, formatHostPort, type Cidr, type HostPort } from '../core/address';
+import { parseHostPort, parseCidr, parseIp, formatHostPort, type Cidr, type HostPort } from '../core/address';
 
 export const ALGORITHMS = [
   'round_robin',
@@ -53,6 +53,7 @@ type Row = {
   | { readonly kind: 'cidrs' }
   /** host names, lower case; `wildcard`: a leading `*.` is allowed */
   | { readonly kind: 'hosts'; readonly wildcard?: true }
+  | { readonly kind: 'servers' }
   | { readonly kind: 'rate'; readonly def: string }
   | { readonly kind: 'bool'; readonly def: boolean }
 );
@@ -90,7 +91,9 @@ export const SCHEMA = {
   backends: {
     id: { prop: 'id', kind: 'int', def: -1, min: 0, max: 2 ** 31 - 1, shown: 'its index', doc: 'integer, unique: the identity kept across reloads' },
     name: { prop: 'name', kind: 'string', def: '', shown: '`backend-<id+1>`', doc: 'unique; shown in metrics, logs and the admin API' },
-    address: { prop: 'address', kind: 'address', def: null, doc: '`host:port`; a host name is resolved at connect time' },
+    address: { prop: 'address', kind: 'address', def: null, shown: '(required, or `srv`)', doc: '`host:port`; a host name is looked up off the connect path and cached for its TTL (see [DNS discovery](#dns-discovery))' },
+    resolve: { prop: 'resolve', kind: 'enum', def: 'none', values: ['none', 'dns'], doc: '`"dns"`: the host name of `address` becomes one endpoint per A/AAAA record, `PARENT/IP:PORT`, followed as its records change; `"none"`: one backend, connected to at the name\'s cached addresses (tried in order)' },
+    srv: { prop: 'srv', kind: 'string', def: '', doc: 'an SRV name (`"_pg._tcp.db.internal"`) instead of `address`: one endpoint per address of the lowest-priority targets, with their ports and weights' },
     weight: { prop: 'weight', kind: 'int', def: 1, min: 0, max: 1_000_000, doc: 'integer >= 0; 0 takes no new connections' },
     max_connections: { prop: 'maxConnections', kind: 'int', def: 0, min: 0, doc: 'per-backend cap, 0 = unlimited; a full backend is skipped' },
     backup: { prop: 'backup', kind: 'bool', def: false, doc: 'used only when no primary backend is usable' },
@@ -103,6 +106,12 @@ export const SCHEMA = {
     healthy_threshold: { prop: 'healthyThreshold', kind: 'int', def: 2, min: 1, max: 1000, overridable: true, doc: 'consecutive successes to come back' },
     unhealthy_threshold: { prop: 'unhealthyThreshold', kind: 'int', def: 3, min: 1, max: 1000, overridable: true, doc: 'consecutive failures to go down (also: consecutive failed connects on live traffic before a passive ejection)' },
     slow_start: { prop: 'slowStartMs', kind: 'duration', def: 0, zeroOk: true, overridable: true, doc: 'a backend coming back ramps its weight from 5 % to 100 % over this time; 0 = off' },
+  },
+  dns: {
+    servers: { prop: 'servers', kind: 'servers', shown: "`[]` (the system's)", doc: 'DNS servers for `resolve = "dns"`, `srv` and the TTL of cached names, `"ip"` or `"ip:port"` (`"[::1]:53"`); empty = those of `/etc/resolv.conf`' },
+    min_ttl: { prop: 'minTtlMs', kind: 'duration', def: 1000, doc: 'a name is looked up again no sooner than this after an answer, whatever its TTL (also the retry delay after a failed lookup)' },
+    max_ttl: { prop: 'maxTtlMs', kind: 'duration', def: 300000, doc: 'and no later than this (>= `min_ttl`)' },
+    timeout: { prop: 'timeoutMs', kind: 'duration', def: 2000, doc: 'bound on one DNS query attempt (two attempts per lookup)' },
   },
   services: {
     name: { prop: 'name', kind: 'string', def: '', shown: '(required)', doc: 'unique, 1-64 of `[A-Za-z0-9._-]`; `default` is the service the top-level `[proxy]` and `[[backends]]` make' },
@@ -137,7 +146,7 @@ type ValueOf<R> = R extends { kind: 'int' | 'duration' }
         ? boolean
         : R extends { kind: 'cidrs' }
           ? readonly Cidr[]
-          : R extends { kind: 'hosts' }
+          : R extends { kind: 'hosts' | 'servers' }
             ? readonly string[]
             : R extends { kind: 'rate' }
               ? RateLimit | null
@@ -191,6 +200,7 @@ export type Config = {
 /** The name of the service the top-level [proxy], [strategy], [health] and [[backends]] make. */
 export const DEFAULT_SERVICE = 'default';
 const SERVICE_NAME_RE = /^[A-Za-z0-9._-]{1,64}$/;
+const DNS_NAME_RE = /^[A-Za-z0-9_-]{1,63}(?:\.[A-Za-z0-9_-]{1,63})*$/;
 
 export type ProxyProtocol = Config['proxy']['proxyProtocol'];
 export type HealthKind = Config['health']['kind'];
@@ -459,6 +469,10 @@ export function validate(raw: Raw, ctx: ValidateContext = {}): ValidateResult {
     checked.set(s, readFields(s, section(s), s, report));
   }
   checkStrategy(isTable(top['strategy']) ? top['strategy'] : {}, checked.get('strategy')!, 'strategy.', report);
+  const dns = checked.get('dns')!;
+  if (typeof dns['min_ttl'] === 'number' && typeof dns['max_ttl'] === 'number' && dns['max_ttl'] < dns['min_ttl']) {
+    report('dns.max_ttl', `must be at least min_ttl (${dns['min_ttl']} ms), got ${dns['max_ttl']} ms`);
+  }
 
   const rawBackends = top['backends'];
   // top-level [[backends]] make the service "default"; a file may have it, [[services]], or both
@@ -581,8 +595,12 @@ function readBackends(raw: unknown, at: string, report: (path: string, message: 
     const id = b['id'] === undefined ? i : (f['id'] as number | undefined);
     const name = typeof f['name'] === 'string' && f['name'] !== '' ? (f['name'] as string) : `backend-${(id ?? i) + 1}`;
     if (b['name'] !== undefined && f['name'] === '') report(`${p}.name`, 'expected a non-empty name');
-    const hp = f['address'] as HostPort | undefined;
-    if (b['address'] === undefined) report(`${p}.address`, 'every backend needs an address "host:port"');
+    const srv = typeof f['srv'] === 'string' ? (f['srv'] as string).trim().replace(/\.$/, '') : '';
+    // an SRV backend's address is its SRV name (port 0): the records give the ports
+    const hp = srv !== '' ? { host: srv, port: 0 } : (f['address'] as HostPort | undefined);
+    if (b['address'] === undefined && srv === '') report(`${p}.address`, 'every backend needs an address "host:port" (or an SRV name as `srv`)');
+    if (b['address'] !== undefined && srv !== '') report(`${p}.srv`, 'a backend has either address or srv, not both: srv takes the addresses and ports from the SRV records');
+    if (srv !== '' && !DNS_NAME_RE.test(srv)) report(`${p}.srv`, `expected an SRV name like "_pg._tcp.db.internal", got "${f['srv'] as string}"`);
     const dup = <K>(kind: 'id' | 'name' | 'address', map: Map<K, number>, key: K | undefined): void => {
       if (key === undefined) return;
       const prev = map.get(key);
@@ -591,7 +609,8 @@ function readBackends(raw: unknown, at: string, report: (path: string, message: 
     };
     dup('id', seen.id, id);
     dup('name', seen.name, name);
-    const backend = hp ? toValues('backends', f) : undefined;
+    const backend = hp ? toValues('backends', { ...f, address: hp, srv }) : undefined;
+    if (backend && srv !== '') backend['address'] = srv;
     dup('address', seen.address, backend?.['address'] as string | undefined);
     if (id === undefined || !backend) return;
     backend['id'] = id;
@@ -687,6 +706,7 @@ function defaultOf(f: Row): unknown {
   switch (f.kind) {
     case 'cidrs':
     case 'hosts':
+    case 'servers':
       return [];
     case 'rate':
       return null;
@@ -758,6 +778,17 @@ function checkField(f: Row, v: unknown): Checked {
         if (!re.test(h)) return err(`"${item}" is not a host name${f.wildcard ? ' or a wildcard "*.example.org"' : ''} (write the name alone, without scheme, port or path)`);
         if (out.includes(h)) return err(`"${item}" is listed twice`);
         out.push(h);
+      }
+      return out;
+    }
+    case 'servers': {
+      if (!Array.isArray(v)) return err(`expected an array of DNS server addresses like ["127.0.0.1:53"], got ${describe(v)}`);
+      const out: string[] = [];
+      for (const item of v) {
+        if (typeof item !== 'string') return err(`expected DNS server address strings, got ${describe(item)}`);
+        const hp = parseIp(item) !== null ? { host: item.trim(), port: 53 } : parseHostPort(item);
+        if (typeof hp === 'string' || parseIp(hp.host) === null) return err(`"${item}" is not a DNS server address: expected "ip" or "ip:port", e.g. "127.0.0.1:53" or "[::1]:53"`);
+        out.push(formatHostPort(hp));
       }
       return out;
     }

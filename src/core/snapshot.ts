@@ -7,6 +7,7 @@
 import type { BackendConfig, Config, ServiceConfig } from '../config/schema';
 import { cidrContains, parseIp, type Cidr } from './address';
 import { backendKey, backendRef, type AdminState } from './backend';
+import { parentOf } from './endpoints';
 import type { BackendCounters, BackendLoad, LoadTable } from './stats';
 import type { Candidate, Strategy, StrategyFactory } from '../strategy/types';
 import { routesByAddress, type AddressRoutes, type Routable } from './sni-routes';
@@ -19,6 +20,8 @@ export class SnapshotBackend implements Candidate {
   readonly name: string;
   /** service/name: the key of its counters and operator state */
   readonly ref: string;
+  /** an endpoint found by DNS: service/PARENT, whose operator state it follows (null: a configured backend) */
+  readonly parentRef: string | null;
   /** effective weight, set by the picker at each pick (slow start) */
   weight: number;
   /** this process's share of the backend's max_connections (Infinity = unlimited) */
@@ -33,6 +36,8 @@ export class SnapshotBackend implements Candidate {
     this.id = spec.id;
     this.name = spec.name;
     this.ref = backendRef(service, spec.name);
+    const parent = parentOf(spec);
+    this.parentRef = parent === undefined ? null : backendRef(service, parent);
     this.weight = spec.weight;
     this.cap = spec.maxConnections === 0 ? Infinity : shareOf(spec.maxConnections, part);
   }
@@ -231,7 +236,8 @@ export class Snapshot {
 
 /**
  * The snapshot of a config whose backends are all live again, each with the operator's state
- * (drain and disable are kept across reloads by service and name).
+ * (drain and disable are kept across reloads by service and name; an endpoint without its own
+ * takes its parent's, so an action on the parent also holds for endpoints that appear later).
  */
 export function liveSnapshot(
   config: Config,
@@ -244,7 +250,7 @@ export function liveSnapshot(
   const snap = new Snapshot(config, generation, loads, env, prev);
   for (const b of snap.backends) {
     b.load.removed = false;
-    b.load.admin = operator.get(b.ref) ?? 'enabled';
+    b.load.admin = operator.get(b.ref) ?? (b.parentRef !== null ? operator.get(b.parentRef) : undefined) ?? 'enabled';
   }
   return snap;
 }

@@ -11,6 +11,7 @@ import type { ServiceSnapshot, Snapshot, SnapshotBackend } from '../core/snapsho
 import { checkProxyHeader } from '../proxy/proxy-protocol';
 import type { BackendLoad } from '../core/stats';
 import { INITIAL_HEALTH, isHealthy, observe, type HealthState } from './state';
+import { cachedLookup } from '../discovery/cached-lookup';
 
 export interface HealthEvent {
   readonly at: number;
@@ -124,7 +125,8 @@ export class HealthChecker {
     };
     const { host, port } = p.backend.spec;
     const pp = proxy.proxyProtocol;
-    p.inflight = h.kind === 'http' ? httpProbe(host, port, h.path, h.timeoutMs, pp, done) : tcpProbe(host, port, h.timeoutMs, pp, done);
+    const lookup = cachedLookup(p.backend.spec); // a host name's cached addresses: no lookup
+    p.inflight = h.kind === 'http' ? httpProbe(host, port, h.path, h.timeoutMs, pp, done, lookup) : tcpProbe(host, port, h.timeoutMs, pp, done, lookup);
   }
 
   private record(p: Probe, error: string | null): void {
@@ -161,9 +163,9 @@ type Done = (error: string | null) => void;
  * side and passes once that is done: the backend reads a complete header, then a clean end of
  * stream. A bare connect and close is, to such a backend, a client that broke off mid-header.
  */
-function tcpProbe(host: string, port: number, timeoutMs: number, pp: ProxyProtocol, done: Done): () => void {
+function tcpProbe(host: string, port: number, timeoutMs: number, pp: ProxyProtocol, done: Done, lookup?: net.LookupFunction): () => void {
   let finished = false;
-  const s = net.connect({ host, port });
+  const s = net.connect({ host, port, ...(lookup ? { lookup } : {}) });
   const finish = (err: string | null): void => {
     if (finished) return;
     finished = true;
@@ -186,7 +188,7 @@ function tcpProbe(host: string, port: number, timeoutMs: number, pp: ProxyProtoc
   };
 }
 
-function httpProbe(host: string, port: number, path: string, timeoutMs: number, pp: ProxyProtocol, done: Done): () => void {
+function httpProbe(host: string, port: number, path: string, timeoutMs: number, pp: ProxyProtocol, done: Done, lookup?: net.LookupFunction): () => void {
   let finished = false;
   // the connection until it carries the request (the request owns it from then on)
   let pending: net.Socket | null = null;
@@ -201,7 +203,7 @@ function httpProbe(host: string, port: number, path: string, timeoutMs: number, 
   // The PROXY header must be the first bytes, and v1's names the connection's local address:
   // the request gets the socket once it is connected and the header is written.
   const headerFirst = (v: 'v1' | 'v2') => (_o: unknown, oncreate: (err: Error | null, s: net.Socket) => void): undefined => {
-    const s = net.connect({ host, port });
+    const s = net.connect({ host, port, ...(lookup ? { lookup } : {}) });
     pending = s;
     // stays on: an error before the request has put its own handlers on must not go unhandled
     s.on('error', (e) => {
@@ -220,6 +222,7 @@ function httpProbe(host: string, port: number, path: string, timeoutMs: number, 
       port,
       path,
       method: 'GET',
+      ...(lookup ? { lookup } : {}),
       headers: { 'user-agent': 'lemonade-lb health check', connection: 'close' },
       // no agent: with `agent: false` node makes one, and it ignores createConnection
       ...(pp === 'off' ? { agent: false } : { createConnection: headerFirst(pp) }),

@@ -1,7 +1,7 @@
 // The admin API's /events list: the last [runtime] health_cap lines of what happened (health
-// transitions, reloads, operator actions, lifecycle), oldest first.
+// transitions, reloads, operator actions, lifecycle, DNS answers), oldest first.
 
-export type EventKind = 'health' | 'reload' | 'admin' | 'lifecycle';
+export type EventKind = 'health' | 'reload' | 'admin' | 'lifecycle' | 'dns';
 
 export interface EventEntry {
   readonly at: string;

@@ -102,6 +102,8 @@ export class Metrics {
   readonly healthChecks: Counter<'service' | 'backend' | 'result'>;
   readonly reloads: Counter<'result'>;
   readonly generation: Gauge;
+  readonly dnsLookups: Counter<'result'>;
+  readonly dnsLastSuccess: Gauge<'query'>;
 
   constructor(src: MetricsSources) {
     const registers = [this.registry];
@@ -252,6 +254,18 @@ export class Metrics {
     this.generation = new Gauge({
       name: 'lemonade_config_generation',
       help: 'Generation of the applied configuration (1 at start, +1 per applied reload)',
+      registers,
+    });
+    this.dnsLookups = new Counter({
+      name: 'lemonade_dns_lookups_total',
+      help: 'DNS lookups of backend names (resolve, srv, cached host names), by result (success|empty|failure)',
+      labelNames: ['result'],
+      registers,
+    });
+    this.dnsLastSuccess = new Gauge({
+      name: 'lemonade_dns_last_success_timestamp_seconds',
+      help: 'When each backend name (query "dns:NAME", "srv:NAME" or "lookup:NAME") was last looked up successfully, Unix time',
+      labelNames: ['query'],
       registers,
     });
     const workers = src.workers ?? ((): { up: number; restarts: number } => ({ up: 1, restarts: 0 }));

@@ -18,6 +18,7 @@ import { isIP } from 'node:net';
 import { lookup } from 'node:dns';
 import type { ServiceSnapshot } from '../core/snapshot';
 import type { Lease } from '../core/stats';
+import { cachedAddresses } from '../core/endpoints';
 import { SessionBase, type SessionHost } from './session-base';
 import { encodeProxyHeader, type ProxyEndpoints } from './proxy-protocol';
 import { raw, uvError, type RawBindings, type ConnectReq, type ShutdownReq, type SockName, type TcpHandle, type WriteReq } from './raw';
@@ -146,7 +147,14 @@ export class RawSession extends SessionBase {
       this.connectTo(b, host, port);
       return;
     }
-    // a host name: its addresses are tried one after the other, within the one connect timeout
+    // a host name: its addresses are tried one after the other, within the one connect timeout;
+    // the cached ones when there are (no lookup), else as the system's lookup gives them
+    const cached = cachedAddresses(target.spec);
+    if (cached !== undefined && cached.length > 0) {
+      this.nextAddresses = cached.slice(1);
+      this.connectTo(b, cached[0]!, port);
+      return;
+    }
     lookup(host, { all: true }, (err, found) => {
       if (b !== this.backend || b.closing) return; // timed out, or the session is gone
       if (err || found.length === 0) {

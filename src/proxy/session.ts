@@ -15,6 +15,7 @@ import type { ServiceSnapshot } from '../core/snapshot';
 import type { Lease } from '../core/stats';
 import { SessionBase, type SessionHost } from './session-base';
 import { proxyHeader } from './proxy-protocol';
+import { cachedLookup } from '../discovery/cached-lookup';
 
 
 const SESSION = Symbol('lemonade.session');
@@ -185,7 +186,9 @@ export class Session extends SessionBase {
     s.on('connect', onBackendConnect);
     s.on('error', onBackendError);
     s.on('close', onBackendClose);
-    s.connect(target.spec.port, target.spec.host);
+    const lookup = cachedLookup(target.spec);
+    if (lookup === undefined) s.connect(target.spec.port, target.spec.host);
+    else s.connect({ port: target.spec.port, host: target.spec.host, lookup }); // a cached host name
   }
 
   /** @internal */ onConnect(s: BackendSocket): void {

@@ -52,7 +52,8 @@ export type ToWorker =
       readonly listen: readonly ListenSpec[];
     }
   | { readonly t: 'snapshot'; readonly config: Config; readonly generation: number; readonly operator: readonly (readonly [string, AdminState])[] }
-  | { readonly t: 'admin'; readonly name: string; readonly key: string; readonly state: AdminState; readonly cut: boolean }
+  /** `name`: a backend's reference, service/name (a DNS parent's: its endpoints follow it); `keys`: the load keys it applies to */
+  | { readonly t: 'admin'; readonly name: string; readonly keys: readonly string[]; readonly state: AdminState; readonly cut: boolean }
   | { readonly t: 'check'; readonly key: string; readonly healthy: boolean; readonly healthySince: number; readonly ok: boolean }
   | { readonly t: 'prepare'; readonly id: number; readonly listen: ListenSpec }
   /** an address no service has any more stops accepting (its connections drain) */

@@ -1,10 +1,12 @@
-// The balancer's life: the start order (systemd's sockets or our own binds, admin, health checks,
-// reload trigger, summary, signals, then READY=1), the signals (SIGHUP reloads, SIGTERM/SIGINT
-// stop), and the graceful stop: no new connections, drain up to drain_timeout, background tasks
-// up to background_timeout, the whole bounded by accept_timeout; a second signal exits with 130.
+// The balancer's life: the start order (the backends' first DNS answers, systemd's sockets or our
+// own binds, admin, health checks, reload trigger, summary, signals, then READY=1), the signals
+// (SIGHUP reloads, SIGTERM/SIGINT stop), and the graceful stop: no new connections, drain up to
+// drain_timeout, background tasks up to background_timeout, the whole bounded by accept_timeout;
+// a second signal exits with 130.
 
 import type { Env } from '../config/load';
 import type { HealthChecker } from '../health/checker';
+import type { DnsDiscovery } from '../discovery/dns';
 import { rawAvailable } from '../proxy/raw';
 import { adminExposureWarnings } from '../admin/exposure';
 import type { AdminServer, ReloadOutcome } from '../admin/server';
@@ -28,6 +30,7 @@ export interface LifecycleDeps {
   readonly plane: DataPlane;
   readonly admin: AdminServer;
   readonly checker: HealthChecker;
+  readonly discovery: DnsDiscovery;
   /** null: no file to watch */
   readonly trigger: ReloadTrigger | null;
   readonly summary: SummaryLog;
@@ -53,6 +56,10 @@ export class Lifecycle {
   async start(): Promise<void> {
     const { state: s, plane, admin } = this.d;
     const c = s.config;
+    // backend names first: the balancer comes up with the endpoints the DNS gives (each query
+    // is bounded by [dns] timeout; a name that does not answer keeps no endpoints until it does)
+    this.d.discovery.sync(c);
+    await this.d.discovery.settled(2 * c.dns.timeoutMs + 1000);
     const passed = passedSockets(this.d.env);
     const specs = listenSpecs(c, passed?.proxy ?? []);
     for (const spec of specs) if ('fd' in spec) s.passed.proxy.add(spec.address);
@@ -134,6 +141,7 @@ export class Lifecycle {
     logger.info({ reason, open, drainTimeoutMs: rt.drainTimeoutMs }, 'shutting down: no new connections, draining open ones');
     await plane.close();
     const result = await plane.drain(rt.drainTimeoutMs);
+    this.d.discovery.stop();
     const bg = Promise.all([this.d.trigger?.stop(), Promise.resolve(this.d.checker.stop()), this.d.admin.close()]);
     let timedOut = false;
     await Promise.race([

@@ -1,12 +1,13 @@
 // What the control plane's parts share and change: the current config and snapshot, the
-// generation, the operator's choices, the backends a reload removed that still drain, and the
-// lifecycle flags. One owner, handed to the reload transaction, the admin views and the lifecycle;
-// the snapshot is replaced in one assignment, never edited.
+// generation, the operator's choices, the DNS answers, the backends a reload or a DNS answer
+// removed that still drain, and the lifecycle flags. One owner, handed to the reload transaction,
+// the admin views and the lifecycle; the snapshot is replaced in one assignment, never edited.
 
 import type { BackendConfig, Config } from '../config/schema';
 import type { Loaded } from '../config/load';
 import type { AdminState } from '../core/backend';
-import { liveSnapshot, type Snapshot, type SnapshotEnv } from '../core/snapshot';
+import { withEndpoints, type Answers } from '../core/endpoints';
+import { liveSnapshot, retire, type Snapshot, type SnapshotEnv } from '../core/snapshot';
 import type { BackendLoad, LoadTable } from '../core/stats';
 
 export interface LastReload {
@@ -31,6 +32,12 @@ export class LiveState {
   readonly operator = new Map<string, AdminState>();
   /** backends removed by a reload whose connections still drain, by load key */
   readonly draining = new Map<string, { readonly service: string; readonly spec: BackendConfig }>();
+  /** the last good DNS answers the snapshots' endpoints are made of (discovery/dns.ts) */
+  answers: Answers = new Map();
+  /** endpoint ids by service and endpoint name: the same endpoint keeps its id, and so its figures */
+  private readonly endpointIds = new Map<string, number>();
+  /** above every configured id (at most 2^31 - 1), so an endpoint's never collides with one */
+  private nextEndpointId = 2 ** 31;
   /** listeners served from sockets systemd passed (listen addresses as the config writes them; the admin API): their addresses belong to the .socket unit */
   readonly passed = { proxy: new Set<string>(), admin: false };
 
@@ -45,9 +52,37 @@ export class LiveState {
     this.snapshot = this.build(this.config, 1);
   }
 
-  /** A snapshot of `config`, carrying the load figures, operator choices and `prev`'s strategy state. */
+  /**
+   * A snapshot of `config` with its DNS-found endpoints as the answers stand, carrying the load
+   * figures, operator choices and `prev`'s strategy state.
+   */
   build(config: Config, generation: number, prev?: Snapshot): Snapshot {
-    return liveSnapshot(config, generation, this.loads, this.snapshotEnv, this.operator, prev);
+    const expanded = withEndpoints(config, this.answers, (service, name) => this.endpointId(`${service}/${name}`));
+    return liveSnapshot(expanded, generation, this.loads, this.snapshotEnv, this.operator, prev);
+  }
+
+  /**
+   * Make `next` the current snapshot (one assignment). The backends it no longer has only drain:
+   * returns their load keys (those with connections open), for the data plane's drain timers.
+   */
+  swap(next: Snapshot): Set<string> {
+    const old = this.snapshot;
+    this.snapshot = next;
+    const { live, draining } = retire(old, next);
+    for (const [k, spec] of draining) this.draining.set(k, spec);
+    for (const k of this.draining.keys()) if (live.has(k)) this.draining.delete(k);
+    this.loads.sweep(new Set([...live, ...this.draining.keys()]));
+    return new Set(draining.keys());
+  }
+
+  /** An endpoint gone and back gets the same id again; ids are never reused (one per endpoint name ever seen). */
+  private endpointId(ref: string): number {
+    let id = this.endpointIds.get(ref);
+    if (id === undefined) {
+      id = this.nextEndpointId++;
+      this.endpointIds.set(ref, id);
+    }
+    return id;
   }
 
   /** Backends removed by a reload with connections still open; forgotten after their last one. */

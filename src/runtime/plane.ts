@@ -41,8 +41,11 @@ export interface DataPlane {
    * may live `drainTimeoutMs` from now, then are cut.
    */
   applied(snap: Snapshot, gone: ReadonlySet<string>, drainTimeoutMs: number): void;
-  /** an operator changed a backend's state (`ref`: service/name); `cut` closes its open connections now (disable) */
-  adminChanged(ref: string, key: string, state: AdminState, cut: boolean): void;
+  /**
+   * An operator changed a backend's state (`ref`: service/name; a DNS parent's applies to its
+   * endpoints, `keys` their load keys); `cut` closes their open connections now (disable).
+   */
+  adminChanged(ref: string, keys: readonly string[], state: AdminState, cut: boolean): void;
   /** an active health check's result, already applied to the control plane's copy */
   checked(key: string, healthy: boolean, healthySince: number, ok: boolean): void;
   /** stop accepting; open connections are untouched */
@@ -194,9 +197,9 @@ export class LocalPlane implements DataPlane {
     this.drains.set(t, doomed);
   }
 
-  adminChanged(_name: string, key: string, _state: AdminState, cut: boolean): void {
+  adminChanged(_name: string, keys: readonly string[], _state: AdminState, cut: boolean): void {
     // disable cuts the backend's connections at once; drain lets them finish
-    if (cut) this.listener.registry.cutBackends(new Set([key]));
+    if (cut) this.listener.registry.cutBackends(new Set(keys));
   }
 
   checked(): void {

@@ -1,14 +1,14 @@
 // One reload, as a transaction: read → validate → diff → check the socket-owned addresses →
 // bind the new listen addresses → re-check for a stop → swap (the snapshot in one assignment) →
-// retire the removed backends → log, metrics, events. Anything that fails before the swap leaves
-// the running generation untouched. What starts a reload (watcher, poll, SIGHUP, POST /reload) is
+// retire the removed backends → follow the new config's DNS names → log, metrics, events.
+// Anything that fails before the swap leaves the running generation untouched. What starts a reload (watcher, poll, SIGHUP, POST /reload) is
 // runtime/reload.ts.
 
 import { DEFAULT_SERVICE, type Config } from '../config/schema';
 import { loadFromText, readConfigText, sha256, type Env, type Loaded } from '../config/load';
 import { diff, summarize } from '../config/diff';
-import { retire, type Snapshot } from '../core/snapshot';
 import type { HealthChecker } from '../health/checker';
+import type { DnsDiscovery } from '../discovery/dns';
 import type { AdminServer, ReloadOutcome } from '../admin/server';
 import type { EventRing } from '../obs/events';
 import type { Logger } from '../obs/logger';
@@ -30,6 +30,8 @@ export interface ReloadDeps {
   readonly plane: DataPlane;
   readonly admin: AdminServer;
   readonly checker: HealthChecker;
+  /** follows the names the new config needs */
+  readonly discovery: DnsDiscovery;
   readonly metrics: Metrics;
   readonly events: EventRing;
   readonly summary: SummaryLog;
@@ -94,7 +96,7 @@ export class ReloadTransaction {
     const generation = s.generation + 1;
     const oldSnap = s.snapshot;
     const snap = s.build(next, generation, oldSnap);
-    s.snapshot = snap;
+    const gone = s.swap(snap);
     s.config = next;
     s.generation = generation;
     s.shownHash = loaded.shownHash;
@@ -104,8 +106,10 @@ export class ReloadTransaction {
     const kept = new Set(next.services.map((x) => x.listenAddress));
     for (const address of new Set(oldSnap.config.services.map((x) => x.listenAddress))) if (!kept.has(address)) plane.closeAddress(address);
     if (adminRemoved) void admin.close();
-    this.retireRemoved(oldSnap, snap);
+    // backends gone from the new snapshot drain: no new connections, cut after drain_timeout
+    plane.applied(snap, gone, next.runtime.drainTimeoutMs);
     this.d.checker.sync(snap);
+    this.d.discovery.sync(next);
     this.d.metrics.generation.set(generation);
     this.d.metrics.reloads.inc({ result: 'success' });
     s.lastReload = { at: new Date(this.d.now()).toISOString(), result: 'success', error: null };
@@ -153,17 +157,5 @@ export class ReloadTransaction {
     this.d.logger.error({ trigger, generation: s.generation, error: err }, 'config reload failed; the running configuration is unchanged');
     const errors = e instanceof ConfigInvalidError ? e.issues.map((i) => ({ ...i })) : undefined;
     return errors ? { result: 'failure', generation: s.generation, error: err, errors } : { result: 'failure', generation: s.generation, error: err };
-  }
-
-  /** Backends gone from the new snapshot drain: no new connections, cut after drain_timeout. */
-  private retireRemoved(oldSnap: Snapshot, snap: Snapshot): void {
-    const s = this.d.state;
-    const { live, draining } = retire(oldSnap, snap);
-    for (const [k, spec] of draining) s.draining.set(k, spec);
-    for (const k of s.draining.keys()) {
-      if (live.has(k)) s.draining.delete(k);
-    }
-    s.loads.sweep(new Set([...live, ...s.draining.keys()]));
-    this.d.plane.applied(snap, new Set(draining.keys()), s.config.runtime.drainTimeoutMs);
   }
 }

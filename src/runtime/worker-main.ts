@@ -98,10 +98,13 @@ class Worker {
       case 'admin': {
         if (m.state === 'enabled') this.operator.delete(m.name);
         else this.operator.set(m.name, m.state);
-        // m.name is the backend's reference, service/name (as the operator map keys it)
-        const b = this.snapshot.backends.find((x) => x.ref === m.name);
-        if (b) b.load.admin = m.state;
-        this.plane.adminChanged(m.name, m.key, m.state, m.cut);
+        // m.name is the backend's reference, service/name (as the operator map keys it); a DNS
+        // parent's endpoints follow it (the primary cleared their own states)
+        for (const b of this.snapshot.backends) {
+          if (b.ref === m.name || b.parentRef === m.name) b.load.admin = m.state;
+          if (b.parentRef === m.name) this.operator.delete(b.ref);
+        }
+        this.plane.adminChanged(m.name, m.keys, m.state, m.cut);
         return;
       }
       case 'check':

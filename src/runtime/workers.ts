@@ -287,8 +287,8 @@ export class WorkerPool implements DataPlane {
     this.broadcast({ t: 'snapshot', config: snap.config, generation: snap.generation, operator: this.deps.state().operator });
   }
 
-  adminChanged(name: string, key: string, state: AdminState, cut: boolean): void {
-    this.broadcast({ t: 'admin', name, key, state, cut });
+  adminChanged(name: string, keys: readonly string[], state: AdminState, cut: boolean): void {
+    this.broadcast({ t: 'admin', name, keys, state, cut });
   }
 
   checked(key: string, healthy: boolean, healthySince: number, ok: boolean): void {

@@ -1,0 +1,27 @@
+// The connect-time side of the cache of host names without `resolve`: a `lookup` for
+// net.connect that answers from the backend's cached addresses (core/endpoints.ts), so a connect
+// by name makes no DNS query and does not queue on libuv's thread pool.
+
+import type { LookupAddress, LookupOptions } from 'node:dns';
+import { isIP, type LookupFunction } from 'node:net';
+import type { BackendConfig } from '../config/schema';
+import { cachedAddresses } from '../core/endpoints';
+
+const made = new WeakMap<readonly string[], LookupFunction>();
+
+/** net.connect's `lookup` for this backend, or undefined (an IP address, or no answer yet: looked up as before). */
+export function cachedLookup(spec: BackendConfig): LookupFunction | undefined {
+  const addresses = cachedAddresses(spec);
+  if (addresses === undefined || addresses.length === 0) return undefined;
+  let f = made.get(addresses);
+  if (f === undefined) {
+    const list: LookupAddress[] = addresses.map((address) => ({ address, family: isIP(address) }));
+    const first = list[0]!;
+    // as dns.lookup: the callback is never called synchronously
+    f = ((_host: string, opts: LookupOptions, cb: (err: Error | null, address: string | LookupAddress[], family?: number) => void): void => {
+      process.nextTick(() => (opts.all === true ? cb(null, list) : cb(null, first.address, first.family)));
+    }) as LookupFunction;
+    made.set(addresses, f);
+  }
+  return f;
+}
