@@ -76,14 +76,10 @@ export abstract class Inspection {
     else this.finish(null, true);
   }
 
+  /** A whole ClientHello ends the reading as it arrives: at the end of file or the deadline there is none. */
   private finish(serverName: string | null, clientEnded: boolean): void {
     this.done = true;
     this.stopReading();
-    // a ClientHello with its name and no end of file, when the bytes ran out: still the name
-    if (serverName === null && clientEnded) {
-      const r = readClientHello(this.buf, this.len);
-      if (r.kind === 'hello') serverName = r.serverName;
-    }
     this.host.inspected(this, serverName, this.buf.subarray(0, this.len), clientEnded);
   }
 }
