@@ -15,12 +15,12 @@ for (const kind of ['throw', 'reject'] as const) {
     t.after(() => echo.close());
     const dir = tempDir();
     const preload = join(dir, 'boom.mjs');
-    // fires once the balancer has started (its start line is on stdout by then)
+    // fires when the test signals it, once the balancer's start line is on stdout
     writeFileSync(
       preload,
       kind === 'throw'
-        ? "setTimeout(() => { throw new Error('boom in a callback'); }, 1500);\n"
-        : "setTimeout(() => { Promise.reject(new Error('boom in a promise')); }, 1500);\n",
+        ? "process.on('SIGUSR2', () => { throw new Error('boom in a callback'); });\n"
+        : "process.on('SIGUSR2', () => { Promise.reject(new Error('boom in a promise')); });\n",
     );
     const config = join(dir, 'config.toml');
     writeFileSync(config, testConfig([{ address: echo.address }]).replace('"127.0.0.1:0"', `"127.0.0.1:${await freePort()}"`).replace('"127.0.0.1:0"', `"127.0.0.1:${await freePort()}"`));
@@ -28,7 +28,14 @@ for (const kind of ['throw', 'reject'] as const) {
     t.after(() => child.kill('SIGKILL'));
     let out = '';
     let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    let signalled = false;
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (!signalled && out.includes('"lemonade-lb started"')) {
+        signalled = true;
+        child.kill('SIGUSR2');
+      }
+    });
     child.stderr.on('data', (d: Buffer) => (err += d.toString()));
     const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
     assert.equal(code, 1, `stderr: ${err}`);
