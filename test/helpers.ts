@@ -3,7 +3,7 @@
 // awaited. Every process a test starts is killed when the test ends (t.after / cleanup()).
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync, rmSync, existsSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, renameSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import net from 'node:net';
@@ -115,6 +115,8 @@ export interface Balancer {
   readonly stderr: () => string;
   admin(path: string, method?: string, headers?: Record<string, string>): Promise<HttpResult>;
   writeConfig(text: string): void;
+  /** write the file as a rename-save does (a temp file renamed over it): never read half-written */
+  replaceConfig(text: string): void;
   /** resolves with the first log line (JSON) that matches */
   waitForLog(pred: (l: Record<string, unknown>) => boolean, timeoutMs?: number, what?: string): Promise<Record<string, unknown>>;
   /** send a signal and wait for exit; resolves with the exit code */
@@ -220,6 +222,10 @@ export async function startBalancer(config: string, opts: BalancerOptions = {}):
     stderr: () => err,
     admin: (path, method = 'GET', headers = {}) => httpRequest(b.adminPort, path, { method, headers }),
     writeConfig: (text) => writeFileSync(configPath, fill(text)),
+    replaceConfig: (text) => {
+      writeFileSync(`${configPath}.tmp`, fill(text));
+      renameSync(`${configPath}.tmp`, configPath);
+    },
     waitForLog,
     exited,
     stop: async (signal = 'SIGTERM', timeoutMs = 15_000) => {
@@ -273,7 +279,8 @@ export async function requestsUnderLoad(port: number, o: { clients: number; more
 
 /**
  * Rewrite the balancer's file with makeConfig(1), makeConfig(2), ... every `everyMs` until stop()
- * (a reload storm); count() is how many rewrites so far.
+ * (a reload storm); count() is how many rewrites so far. Each is a rename-save: an in-place
+ * rewrite this often, on a loaded machine, is now and then read by a reload half-written.
  */
 export function rewriteEvery(lb: Balancer, makeConfig: (n: number) => string, everyMs: number): { count(): number; stop(): Promise<void> } {
   let stopped = false;
@@ -281,7 +288,7 @@ export function rewriteEvery(lb: Balancer, makeConfig: (n: number) => string, ev
   const loop = (async () => {
     while (!stopped) {
       n++;
-      lb.writeConfig(makeConfig(n));
+      lb.replaceConfig(makeConfig(n));
       await new Promise((r) => setTimeout(r, everyMs));
     }
   })();
