@@ -173,9 +173,9 @@ describe('LEMONADE_LB_BACKEND_ADDRESSES', () => {
     assert.deepEqual(
       c.backends.map((b) => ({ ...b })),
       [
-        { id: 0, name: 'backend-1', address: '10.1.0.1:8080', host: '10.1.0.1', port: 8080, weight: 1, maxConnections: 0, backup: false },
-        { id: 1, name: 'backend-2', address: '10.1.0.2:8080', host: '10.1.0.2', port: 8080, weight: 1, maxConnections: 0, backup: false },
-        { id: 2, name: 'backend-3', address: '[::1]:9000', host: '::1', port: 9000, weight: 1, maxConnections: 0, backup: false },
+        { id: 0, name: 'backend-1', address: '10.1.0.1:8080', host: '10.1.0.1', port: 8080, weight: 1, maxConnections: 0, backup: false, resolve: 'none', srv: '' },
+        { id: 1, name: 'backend-2', address: '10.1.0.2:8080', host: '10.1.0.2', port: 8080, weight: 1, maxConnections: 0, backup: false, resolve: 'none', srv: '' },
+        { id: 2, name: 'backend-3', address: '[::1]:9000', host: '::1', port: 9000, weight: 1, maxConnections: 0, backup: false, resolve: 'none', srv: '' },
       ],
     );
   });

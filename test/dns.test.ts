@@ -128,13 +128,21 @@ function dnsConfig(server: string, backend: string, extra: { runtime?: string; s
   ].join('\n');
 }
 
-/** dnsmasq and the balancer stopped, the backends closed, whatever the test's outcome. */
-function cleanup(t: { after(f: () => unknown): void }, parts: { dns?: Dnsmasq; lb?: Balancer; servers: Named[] }): void {
+interface Parts {
+  dns?: Dnsmasq;
+  lb?: Balancer;
+  servers: Named[];
+}
+
+/** What a test starts, to fill in: dnsmasq and the balancer stopped, the backends closed, whatever the test's outcome. */
+function cleanedUp(t: { after(f: () => unknown): void }): Parts {
+  const parts: Parts = { servers: [] };
   t.after(async () => {
     await parts.lb?.stop();
     await parts.dns?.stop();
     await Promise.all(parts.servers.map((s) => s.close()));
   });
+  return parts;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -213,8 +221,7 @@ test('resolve = "dns": records added take traffic, removed ones drain, a stopped
   if (!requireTool(t, 'dnsmasq', DNSMASQ !== '')) return;
   const dir = tempDir('lemonade-dns-');
   const port = await freePort();
-  const parts: { dns?: Dnsmasq; lb?: Balancer; servers: Named[] } = { servers: [] };
-  cleanup(t, parts);
+  const parts = cleanedUp(t);
   for (const i of [1, 2, 3]) parts.servers.push(await named(`127.77.0.${i}`, port, `n${i}`));
   const dns = (parts.dns = await startDnsmasq(dir, DNS_IP, ['127.77.0.1 web.ldns.test', '127.77.0.2 web.ldns.test']));
   const lb = (parts.lb = await startBalancer(dnsConfig(dns.server, `name = "web"\naddress = "web.ldns.test:${port}"\nresolve = "dns"`)));
@@ -277,8 +284,7 @@ test('srv: targets, ports and weights from SRV records (lowest priority); drain 
   if (!requireTool(t, 'dnsmasq', DNSMASQ !== '')) return;
   const dir = tempDir('lemonade-dns-');
   const [p1, p2] = [await freePort(), await freePort()];
-  const parts: { dns?: Dnsmasq; lb?: Balancer; servers: Named[] } = { servers: [] };
-  cleanup(t, parts);
+  const parts = cleanedUp(t);
   parts.servers.push(await named('127.77.0.11', p1, 'a'), await named('127.77.0.12', p2, 'b'), await named('127.77.0.13', p1, 'c'), await named('127.77.0.14', p1, 'd'));
   const hosts = ['127.77.0.11 a.ldns.test', '127.77.0.12 b.ldns.test', '127.77.0.13 c.ldns.test', '127.77.0.14 d.ldns.test'];
   // srv-host=NAME,TARGET,PORT,PRIORITY,WEIGHT
@@ -315,9 +321,8 @@ test('srv: targets, ports and weights from SRV records (lowest priority); drain 
 test('a reload adds a resolve backend, then moves [dns] servers: endpoints follow, the parent keeps its drain, the generation counts reloads only', { timeout: 120_000 }, async (t) => {
   if (!requireTool(t, 'dnsmasq', DNSMASQ !== '')) return;
   const port = await freePort();
-  const parts: { dns?: Dnsmasq; lb?: Balancer; servers: Named[] } = { servers: [] };
+  const parts = cleanedUp(t);
   let other: Dnsmasq | undefined;
-  cleanup(t, parts);
   t.after(() => other?.stop());
   for (const i of [31, 32, 33]) parts.servers.push(await named(`127.77.0.${i}`, port, `r${i}`));
   const dns = (parts.dns = await startDnsmasq(tempDir('lemonade-dns-'), DNS_IP, ['127.77.0.31 r.ldns.test']));
@@ -349,8 +354,7 @@ test('workers = 2: endpoints found by DNS reach the worker processes, added and 
   if (!requireTool(t, 'dnsmasq', DNSMASQ !== '')) return;
   const dir = tempDir('lemonade-dns-');
   const port = await freePort();
-  const parts: { dns?: Dnsmasq; lb?: Balancer; servers: Named[] } = { servers: [] };
-  cleanup(t, parts);
+  const parts = cleanedUp(t);
   for (const i of [21, 22]) parts.servers.push(await named(`127.77.0.${i}`, port, `w${i}`));
   const dns = (parts.dns = await startDnsmasq(dir, DNS_IP, ['127.77.0.21 pool.ldns.test']));
   const lb = (parts.lb = await startBalancer(dnsConfig(dns.server, `name = "pool"\naddress = "pool.ldns.test:${port}"\nresolve = "dns"`, { runtime: 'workers = 2' })));
@@ -371,8 +375,7 @@ test('workers = 2: endpoints found by DNS reach the worker processes, added and 
 test('a host-name backend without resolve connects by its cached addresses: no lookup per connection', { timeout: 60_000 }, async (t) => {
   const dir = tempDir('lemonade-dns-');
   const port = await freePort();
-  const parts: { lb?: Balancer; servers: Named[] } = { servers: [] };
-  cleanup(t, parts);
+  const parts = cleanedUp(t);
   parts.servers.push(await named('127.0.0.1', port, 'local'));
   // counts every dns.lookup the balancer makes for "localhost" (connects by name go through it)
   const count = join(dir, 'lookups');
