@@ -14,7 +14,8 @@
 // turns 503 (an operator drains its backends): its route is withdrawn within 2 s and no new
 // connection fails after that, then it is brought back; (3) lb3 stops as `systemctl stop
 // lemonade-lb` stops it with the lemonade-lb-announce unit (the announcer's SIGTERM: withdraw,
-// grace; then the balancer's SIGTERM: drain): no request started after the withdrawal fails.
+// grace; then the balancer's SIGTERM: drain): no request fails, those open at the very instant of
+// the withdrawal counted apart (the router's rehash may move them to a node that resets them).
 // Through (2) and (3), long-lived connections measure what ECMP rehashing does to the flows of the
 // surviving nodes when a next hop goes and comes back; (4) the same measurement with a resilient
 // next-hop group made by hand (BIRD installs plain multipath routes).
@@ -52,6 +53,7 @@ function removeStale(): void {
     if (run('kill', ['-0', m[2]!]).code === 0 && run('sh', ['-c', `grep -q ecmp /proc/${m[2]}/cmdline`]).code === 0) continue; // another run, live
     for (const pid of run('ip', ['netns', 'pids', m[1]!]).stdout.split('\n').filter(Boolean)) run('kill', ['-9', pid]);
     run('ip', ['netns', 'del', m[1]!]);
+    rmSync(`/run/lemonade-ecmp-${m[2]}`, { recursive: true, force: true });
   }
 }
 
@@ -306,10 +308,17 @@ function startClient(args: string[], maxSec = 300): Proc {
   resultFiles.set(p, file);
   return p;
 }
-/** Client loops making new connections until end() (at most 60 s). */
-function startLoops(): { p: Proc; end: () => Promise<void> } {
-  const p = startClient(['loops', '4', '60000']);
-  return { p, end: () => (p.proc.stdin!.end(), p.exited) };
+/**
+ * The load a phase watches: 60 long-lived connections, opened and asked once ('before'), and
+ * client loops making new connections until endLoops() (at most 60 s).
+ */
+async function startLoad(): Promise<{ long: LongLived; before: Record<string, string>; loops: Proc; endLoops: () => Promise<void> }> {
+  const long = new LongLived(60);
+  await long.open();
+  const before = await long.tick('before');
+  const loops = startClient(['loops', '4', '60000']);
+  await waitFor(() => results(loops).length > 50, 10_000, 'the client loops to run');
+  return { long, before, loops, endLoops: () => (loops.proc.stdin!.end(), loops.exited) };
 }
 
 /** Long-lived connections: open them, then ask on each at every `tick`. */
@@ -411,11 +420,7 @@ test('ECMP fleet: three nodes announcing one VIP over BGP (BIRD 2), health-gated
   });
 
   await t.test("lb2's /health turns 503: its route is withdrawn in < 2 s and new connections go to the others", async (s) => {
-    const long = new LongLived(60);
-    await long.open();
-    const before = await long.tick('before');
-    const { p: loops, end: endLoops } = startLoops();
-    await waitFor(() => results(loops).length > 50, 10_000, 'the client loops to run');
+    const { long, before, loops, endLoops } = await startLoad();
     for (const b of ['b1', 'b2']) await backendCmd(2, 'drain', b);
     await sleep(300);
     await backendCmd(2, 'drain', 'b3');
@@ -456,11 +461,7 @@ test('ECMP fleet: three nodes announcing one VIP over BGP (BIRD 2), health-gated
   });
 
   await t.test('lb3 stops as systemctl stop would (announcer withdraws, grace, then the balancer drains): no request lost', async (s) => {
-    const long = new LongLived(60);
-    await long.open();
-    const before = await long.tick('before');
-    const { p: loops, end: endLoops } = startLoops();
-    await waitFor(() => results(loops).length > 50, 10_000, 'the client loops to run');
+    const { long, before, loops, endLoops } = await startLoad();
     // lemonade-lb-announce.service is ordered after lemonade-lb.service, so `systemctl stop
     // lemonade-lb` stops it first (SIGTERM, wait for its exit), then the balancer (SIGTERM)
     const t0 = Date.now();
