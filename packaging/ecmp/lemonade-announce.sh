@@ -78,8 +78,8 @@ while :; do
   if [ "$since" -ge "$RESYNC" ]; then
     since=0
     case "$state" in
-      announced) bird enable >/dev/null ;;
-      withdrawn) bird disable >/dev/null ;;
+      announced) bird enable ;;
+      withdrawn) bird disable ;;
     esac
   fi
   sleep "$INTERVAL" &
