@@ -91,7 +91,7 @@ function buildNetwork(): void {
   must('ip', ['netns', 'exec', r, 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=1', 'net.ipv4.fib_multipath_hash_policy=1']);
 }
 
-/** The shipped BIRD configs with this network's addresses, the test's AS numbers unchanged. */
+/** The shipped BIRD configs with this network's addresses (AS numbers as shipped), logging to stderr. */
 function birdConfig(which: 'node' | 'router', n?: N): string {
   let text = readFileSync(join(PKG, `bird-${which}.conf`), 'utf8')
     .replaceAll('10.0.0.', `${NET}.`)
@@ -107,7 +107,7 @@ function startBird(ns: string, name: string): Proc {
 
 let monitor: Proc; // `ip -ts monitor route` in the router's namespace
 
-/** The VIP's route in the router's kernel after each change: when (kernel time) and its next hops. */
+/** The VIP's route in the router's kernel after each change: when (the monitor's time stamp) and its next hops. */
 function routeChanges(): Array<{ at: number; hops: N[] }> {
   // [2026-01-02T10:11:54.412930] 10.214.100.1 proto bird metric 32 \n\tnexthop via 10.214.0.11 dev lec-br weight 1 ...
   const out: Array<{ at: number; hops: N[] }> = [];
@@ -121,7 +121,8 @@ function routeChanges(): Array<{ at: number; hops: N[] }> {
 
 /**
  * Wait until the router's kernel has changed the VIP's route, at or after `since`, so that `cond`
- * holds of its next hops; resolves with the kernel's time of that change (not when the test saw it).
+ * holds of its next hops; resolves with the monitor's time stamp of that change, taken as the kernel
+ * reported it (not when the test, maybe busy, saw it).
  */
 async function routeWhen(since: number, cond: (hops: N[]) => boolean, timeoutMs: number, what: string): Promise<number> {
   const found = () => routeChanges().find((c) => c.at >= since && cond(c.hops))?.at;
@@ -439,7 +440,7 @@ test('ECMP fleet: three nodes announcing one VIP over BGP (BIRD 2), health-gated
     const lost = later.filter((r) => r.err);
     const between = rs.filter((r) => r.s! >= t503 - 200 && r.s! < tGone);
     const survivors = long.kept('after-withdrawal', [1, 3]);
-    s.diagnostic(`figures health: route withdrawn ${tGone - t503} ms after /health turned 503 (target < ${WITHDRAW_TARGET_MS}); ${later.length} connections started after the withdrawal, ${lost.length} failed, per node ${JSON.stringify(perNode(later))}; started in the ${tGone - t503} ms before the withdrawal: ${between.length}, per node ${JSON.stringify(perNode(between))}, ${between.filter((r) => r.err).length} failed ${JSON.stringify([...new Set(between.filter((r) => r.err).map((r) => r.err))])}; long-lived connections answered by the node they opened through, before ${JSON.stringify(before)}, after the withdrawal ${JSON.stringify(after)}: the survivors' ${survivors.kept}/${survivors.of} kept (errors ${survivors.errors.join(',') || 'none'})`);
+    s.diagnostic(`figures health: route withdrawn ${tGone - t503} ms after /health turned 503 (target < ${WITHDRAW_TARGET_MS}); ${later.length} connections started after the withdrawal, ${lost.length} failed, per node ${JSON.stringify(perNode(later))}; started from 200 ms before the 503 to the withdrawal: ${between.length}, per node ${JSON.stringify(perNode(between))}, ${between.filter((r) => r.err).length} failed ${JSON.stringify([...new Set(between.filter((r) => r.err).map((r) => r.err))])}; long-lived connections answered by the node they opened through, before ${JSON.stringify(before)}, after the withdrawal ${JSON.stringify(after)}: the survivors' ${survivors.kept}/${survivors.of} kept (errors ${survivors.errors.join(',') || 'none'})`);
 
     // back (before asserting, so that a failure leaves the next phases a whole fleet): the
     // backends enabled, /health 200, the announcer announces after 2 good checks
