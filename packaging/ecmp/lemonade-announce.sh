@@ -6,8 +6,8 @@
 # nothing, so a restart of this program does not withdraw a healthy node. It repeats the current
 # decision every RESYNC checks, which re-announces after BIRD itself restarted.
 # On SIGTERM/SIGINT it withdraws at once, waits GRACE seconds while the router converges (the
-# balancer still accepts meanwhile), and exits 0: run by lemonade-lb-announce.service, whose stop
-# comes before the balancer's, that is `systemctl stop lemonade-lb`: withdraw, then drain.
+# balancer still accepts meanwhile), and exits 0. lemonade-lb-announce.service runs it and is
+# stopped before the balancer, so `systemctl stop lemonade-lb` withdraws first and drains after.
 # Settings (environment; the unit reads /etc/default/lemonade-lb-announce):
 #   LEMONADE_ANNOUNCE_URL       http://127.0.0.1:9090/health  (/health?service=NAME: one service)
 #   LEMONADE_ANNOUNCE_PROTOCOL  vip     the BIRD static protocol holding the VIP's route
