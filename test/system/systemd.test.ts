@@ -7,7 +7,8 @@
 // one), a restart through the socket that loses no connection attempt, `systemctl stop` draining an
 // in-flight request, the same with `workers = 2` (the hardened unit runs the data-plane workers
 // and stop leaves no process), and the watchdog killing and restarting a frozen process. Also: the package
-// itself (lintian, systemd-analyze verify and security) and the native sd-notify path.
+// itself (lintian, systemd-analyze verify and security), the native sd-notify path, and the stop
+// order of the ECMP announcer's unit (packaging/ecmp/lemonade-lb-announce.service).
 //
 // Run as root: `npm run test:systemd` (needs systemd-container, lintian, curl; .ci/run installs them).
 // Every command is wrapped in `timeout`; the container, its overlays and its cgroups are removed at
@@ -424,7 +425,10 @@ test('systemd: package, units and a real systemd in a disposable container', { t
     });
     c.ok(['systemctl', 'stop', 'lemonade-lb.service'], { timeoutSec: 60 });
     assert.equal(c.exec(['systemctl', 'is-active', 'lemonade-lb-announce.service']).stdout.trim(), 'inactive', 'the stop did not reach the announcer');
-    const withdrawn = Number(/^(\d+) disable vip$/m.exec(birdc())?.[1]);
+    // the stop's withdrawal: the first disable after the last enable (the unit's ExecStopPost= repeats it)
+    const notes = birdc().split('\n');
+    const lastEnable = notes.map((l) => l.endsWith(' enable vip')).lastIndexOf(true);
+    const withdrawn = Number(/^(\d+) disable vip$/.exec(notes.slice(lastEnable).find((l) => l.endsWith(' disable vip')) ?? '')?.[1]);
     const line = await waitFor(() => c.journal('lemonade-lb.service').split('\n').filter((l) => l.includes('shutting down')).at(-1), 10_000, "the balancer's shutdown line");
     const shutdown = Number(/"time":(\d+)/.exec(line)?.[1]);
     t.diagnostic(`systemctl stop lemonade-lb: the announcer withdrew, and the balancer started its drain ${shutdown - withdrawn} ms later (grace 2 s)`);
