@@ -54,6 +54,9 @@ for (const f of ['keepalived-master.conf', 'keepalived-backup.conf', 'check_lemo
   const src = join(root, 'packaging', 'keepalived', f);
   if (existsSync(src)) put(src, `${doc}/examples/keepalived/${f}`, 0o644);
 }
+for (const f of ['bird-node.conf', 'bird-router.conf', 'lemonade-announce.sh', 'lemonade-lb-announce.service']) {
+  put(join(root, 'packaging', 'ecmp', f), `${doc}/examples/ecmp/${f}`, 0o644);
+}
 
 // control files
 function walk(dir) {

@@ -26,10 +26,10 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { BUNDLE, ROOT, cleanEnv, requireTool, waitFor } from '../helpers';
+import { BUNDLE, ROOT, requireTool, waitFor } from '../helpers';
+import { Lab, hasTool, inNs, must, run, type Proc } from './netns';
 
 const NET = '10.213.0';
 const VIP = `${NET}.100`;
@@ -42,69 +42,9 @@ const CONNECT_TIMEOUT_MS = 300; // the client's, see the top
 const ANSWER_TIMEOUT_MS = 500;
 const CHECK_PHASES_MS = [20, 220, 420, 620, 820]; // when /health turns 503 after a check started, by round
 
-function run(cmd: string, args: string[], timeoutSec = 10): { code: number | null; stdout: string; stderr: string } {
-  const r = spawnSync('timeout', ['-k', '3', String(timeoutSec), cmd, ...args], { encoding: 'utf8' });
-  return { code: r.status, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
-}
-function must(cmd: string, args: string[], timeoutSec = 10): string {
-  const r = run(cmd, args, timeoutSec);
-  if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
-  return r.stdout;
-}
-function hasTool(name: string): boolean {
-  return spawnSync('sh', ['-c', `command -v ${name}`], { stdio: 'ignore' }).status === 0;
-}
-const inNs = (ns: string, args: string[], timeoutSec = 10) => run('ip', ['netns', 'exec', ns, ...args], timeoutSec);
-
-// -------------------------------------------------------------------------------------------
-// processes
-
-interface Proc {
-  readonly name: string;
-  readonly proc: ChildProcess;
-  out: string;
-  readonly exited: Promise<void>;
-}
-const procs: Proc[] = [];
-
-/** Start a long-running process inside a namespace, bounded by `timeout` (ip netns exec execs it). */
-function startIn(ns: string, name: string, args: string[], maxSec = 600, env: Record<string, string> = {}): Proc {
-  const proc = spawn('timeout', ['-k', '3', String(maxSec), 'ip', 'netns', 'exec', ns, ...args], { env: cleanEnv({ LEMONADE_LOG: 'info', ...env }), stdio: ['ignore', 'pipe', 'pipe'] });
-  const p: Proc = { name, proc, out: '', exited: new Promise<void>((r) => proc.on('close', () => r())) };
-  proc.stdout!.on('data', (d: Buffer) => (p.out += d.toString()));
-  proc.stderr!.on('data', (d: Buffer) => (p.out += d.toString()));
-  procs.push(p);
-  return p;
-}
-async function stop(p: Proc, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
-  if (p.proc.exitCode !== null || p.proc.signalCode !== null) return;
-  // `timeout` forwards the signal to its child
-  p.proc.kill(signal);
-  const k = setTimeout(() => p.proc.kill('SIGKILL'), 10_000);
-  await p.exited;
-  clearTimeout(k);
-}
-
-async function cleanup(): Promise<void> {
-  await Promise.all(procs.map((p) => stop(p)));
-  for (const ns of Object.values(NS)) {
-    // anything still running in our namespaces (a check script, say) is ours
-    const pids = run('ip', ['netns', 'pids', ns]).stdout.split('\n').filter(Boolean);
-    for (const pid of pids) {
-      try {
-        process.kill(Number(pid), 'SIGKILL');
-      } catch {
-        /* gone */
-      }
-    }
-    run('ip', ['netns', 'del', ns]);
-  }
-  rmSync(DIR, { recursive: true, force: true });
-}
-process.on('exit', () => {
-  for (const p of procs) p.proc.kill('SIGKILL');
-  for (const ns of Object.values(NS)) spawnSync('ip', ['netns', 'del', ns], { stdio: 'ignore', timeout: 5000 });
-});
+const lab = new Lab(Object.values(NS));
+const startIn = lab.start.bind(lab);
+const stop = lab.stop.bind(lab);
 
 // -------------------------------------------------------------------------------------------
 // network and nodes
@@ -260,7 +200,10 @@ test('keepalived pair: 5 rounds of failover on /health 503 and on a clean stop, 
   }
   if (process.getuid?.() !== 0 && !requireTool(t, 'root (network namespaces need it)', false)) return;
 
-  t.after(cleanup);
+  t.after(async () => {
+    await lab.cleanup();
+    rmSync(DIR, { recursive: true, force: true });
+  });
   mkdirSync(DIR, { recursive: true, mode: 0o755 });
   chmodSync(DIR, 0o755);
   const script = join(DIR, 'check_lemonade.sh');

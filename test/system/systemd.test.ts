@@ -7,7 +7,8 @@
 // one), a restart through the socket that loses no connection attempt, `systemctl stop` draining an
 // in-flight request, the same with `workers = 2` (the hardened unit runs the data-plane workers
 // and stop leaves no process), and the watchdog killing and restarting a frozen process. Also: the package
-// itself (lintian, systemd-analyze verify and security) and the native sd-notify path.
+// itself (lintian, systemd-analyze verify and security), the native sd-notify path, and the stop
+// order of the ECMP announcer's unit (packaging/ecmp/lemonade-lb-announce.service).
 //
 // Run as root: `npm run test:systemd` (needs systemd-container, lintian, curl; .ci/run installs them).
 // Every command is wrapped in `timeout`; the container, its overlays and its cgroups are removed at
@@ -399,6 +400,40 @@ test('systemd: package, units and a real systemd in a disposable container', { t
     const j = c.journal('lemonade-lb.service');
     assert.match(j, /Watchdog timeout/);
     assert.equal(curl().stdout, 'be1\n');
+  });
+
+  await t.test('lemonade-lb-announce (ECMP): systemctl stop lemonade-lb withdraws the VIP first, then the balancer stops after the grace', async () => {
+    // BIRD is stood in for by a birdc that notes each command with its time (ms)
+    c.write('/usr/local/bin/fake-birdc', '#!/bin/sh\necho "$(date +%s%3N) $1 $2" >> /run/fake-birdc/log\necho "$2: ${1}d"\n');
+    c.ok(['mkdir', '-p', '/run/fake-birdc']);
+    c.ok(['chmod', '0755', '/usr/local/bin/fake-birdc']);
+    c.ok(['install', '-D', '-m', '0755', `${SRC_IN_CONTAINER}/packaging/ecmp/lemonade-announce.sh`, '/usr/local/libexec/lemonade/lemonade-announce.sh']);
+    c.ok(['install', '-m', '0644', `${SRC_IN_CONTAINER}/packaging/ecmp/lemonade-lb-announce.service`, '/etc/systemd/system/']);
+    c.write('/etc/default/lemonade-lb-announce', 'LEMONADE_ANNOUNCE_BIRDC=/usr/local/bin/fake-birdc\n');
+    c.ok(['mkdir', '-p', '/etc/systemd/system/lemonade-lb-announce.service.d']);
+    // no BIRD here, nor its user; the stand-in writes its notes (the unit's file system is read-only)
+    c.write('/etc/systemd/system/lemonade-lb-announce.service.d/test.conf', '[Service]\nUser=\nGroup=\nReadWritePaths=/run/fake-birdc\n');
+    c.ok(['systemctl', 'mask', 'bird.service']); // Wants=bird.service: keep the host's BIRD, if any, out of it
+    c.ok(['systemctl', 'daemon-reload']);
+    const verify = c.exec(['systemd-analyze', 'verify', 'lemonade-lb-announce.service'], { timeoutSec: 30 });
+    assert.equal(verify.code, 0, verify.stdout + verify.stderr);
+    c.ok(['systemctl', 'enable', 'lemonade-lb-announce.service']); // WantedBy=lemonade-lb.service
+    c.ok(['systemctl', 'restart', 'lemonade-lb.service'], { timeoutSec: 60 });
+    const birdc = () => c.exec(['cat', '/run/fake-birdc/log']).stdout;
+    await waitFor(() => birdc().includes('enable vip'), 15_000, 'the announcer to announce', 200).catch((e: Error) => {
+      throw new Error(`${e.message}\n${c.exec(['systemctl', 'status', '--no-pager', 'lemonade-lb-announce.service']).stdout}\n${c.journal('lemonade-lb-announce.service')}`);
+    });
+    c.ok(['systemctl', 'stop', 'lemonade-lb.service'], { timeoutSec: 60 });
+    assert.equal(c.exec(['systemctl', 'is-active', 'lemonade-lb-announce.service']).stdout.trim(), 'inactive', 'the stop did not reach the announcer');
+    // the stop's withdrawal: the first disable after the last enable (the unit's ExecStopPost= repeats it)
+    const notes = birdc().split('\n');
+    const lastEnable = notes.map((l) => l.endsWith(' enable vip')).lastIndexOf(true);
+    const withdrawn = Number(/^(\d+) disable vip$/.exec(notes.slice(lastEnable).find((l) => l.endsWith(' disable vip')) ?? '')?.[1]);
+    const line = await waitFor(() => c.journal('lemonade-lb.service').split('\n').filter((l) => l.includes('shutting down')).at(-1), 10_000, "the balancer's shutdown line");
+    const shutdown = Number(/"time":(\d+)/.exec(line)?.[1]);
+    t.diagnostic(`systemctl stop lemonade-lb: the announcer withdrew, and the balancer started its drain ${shutdown - withdrawn} ms later (grace 2 s)`);
+    assert.ok(withdrawn > 0 && shutdown - withdrawn >= 1900, `withdrawal at ${withdrawn}, the balancer's shutdown at ${shutdown}: not withdraw, grace, then drain\n${birdc()}`);
+    c.ok(['systemctl', 'disable', 'lemonade-lb-announce.service']);
   });
 
   await t.test('the native sd-notify module sends from the main process (NotifyAccess=main)', async (st) => {
