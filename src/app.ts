@@ -19,6 +19,7 @@ import { WorkerPool, workerCount } from './runtime/workers';
 import { AdminServer, type ReloadOutcome } from './admin/server';
 import { AdminViews } from './admin/views';
 import { Metrics } from './obs/metrics';
+import { AccessLog } from './obs/access-log';
 import { EventRing } from './obs/events';
 import { SummaryLog } from './obs/summary';
 import type { Logger } from './obs/logger';
@@ -87,18 +88,7 @@ export class App {
             }),
             event: (kind, message) => events.push(kind, message),
           })
-        : new LocalPlane({
-            current: () => s.snapshot,
-            now,
-            logger,
-            observer: trafficObserver({
-              logger,
-              traffic: metrics.traffic,
-              now,
-              unhealthyThreshold: (service) => s.snapshot.service(service)?.health.unhealthyThreshold ?? 0,
-              event: (kind, message) => events.push(kind, message),
-            }),
-          }));
+        : localPlane(s, now, logger, metrics, events));
     const configPath = opts.loaded.path;
     const reload = (t: string): Promise<ReloadOutcome> => this.requestReload(t);
     this.views = new AdminViews({ state: s, plane, metrics, events, logger, now, startedAt, version: opts.version, configPath, workers, reload });
@@ -180,4 +170,24 @@ export class App {
       this.logger.debug({ service: e.service, backend: e.backend, ok: e.ok, error: e.error }, 'health check');
     }
   }
+}
+
+/** The data plane in this process, with its access log. */
+function localPlane(s: LiveState, now: () => number, logger: Logger, metrics: Metrics, events: EventRing): LocalPlane {
+  const accessLog = new AccessLog({ now, warn: (what, error) => logger.warn({ error }, what), dropped: (n) => (metrics.traffic.logDropped += n) });
+  accessLog.configure(s.config.access_log);
+  return new LocalPlane({
+    current: () => s.snapshot,
+    now,
+    logger,
+    accessLog,
+    observer: trafficObserver({
+      logger,
+      traffic: metrics.traffic,
+      now,
+      accessLog,
+      unhealthyThreshold: (service) => s.snapshot.service(service)?.health.unhealthyThreshold ?? 0,
+      event: (kind, message) => events.push(kind, message),
+    }),
+  });
 }

@@ -14,7 +14,7 @@ import { BindError } from '../errors';
 import { ConnectionRegistry } from '../runtime/drain';
 import { ClientLimits } from './client-limits';
 import { Session } from './session';
-import { RawSession, peerAddress } from './raw-session';
+import { RawSession, peerAddress, peerEndpoint } from './raw-session';
 import type { SessionBase, SessionHost } from './session-base';
 import { rawAvailable, uvError, type TcpHandle } from './raw';
 import type { ProxyObserver, RejectReason } from './events';
@@ -231,7 +231,7 @@ export class ProxyListener {
     }
     if (p.clientRateLimit !== null || p.clientMaxConnections > 0) {
       if (v.remote === '') v.remote = peerOf(c);
-      if (!entry.limits.admit(v.remote, p.clientRateLimit, p.clientMaxConnections)) return 'rate_limit';
+      if (!entry.limits.admit(v.remote, p.clientRateLimit, p.clientMaxConnections)) return entry.limits.refusal;
       v.admitted = true;
     }
     // consistent_hash hashes the client's IP: read only for a service whose strategy is keyed
@@ -239,13 +239,20 @@ export class ProxyListener {
     return null;
   }
 
+  /** Is this connection one the access log samples? (false at once when the log is off) */
+  private logged(): boolean {
+    const rate = this.deps.observer.logSample;
+    return rate > 0 && (rate >= 1 || Math.random() < rate);
+  }
+
   private onConnection(entry: ServiceEntry, c: Socket): void {
     c.on('error', ignore);
     const snap = this.deps.current();
     const svc = snap.service(entry.name);
+    const logClient = this.logged() ? formatHostPort({ host: c.remoteAddress ?? '', port: c.remotePort ?? 0 }) : null;
     const refused = svc ? this.admission(snap, svc, entry, c, socketPeer) : 'no_backend';
     if (refused || !svc) {
-      this.deps.observer.rejected(refused ?? 'no_backend', c.remoteAddress, entry.name);
+      this.deps.observer.rejected(refused ?? 'no_backend', c.remoteAddress, entry.name, logClient);
       c.destroy();
       return;
     }
@@ -253,6 +260,7 @@ export class ProxyListener {
     entry.open++;
     const s = new Session(c, svc, entry.host);
     s.admitted = this.verdict.admitted;
+    s.logClient = logClient;
     if (svc.keyed) s.hashKey = this.verdict.remote;
     this.registry.add(s);
     s.start();
@@ -266,9 +274,10 @@ export class ProxyListener {
     }
     const snap = this.deps.current();
     const svc = snap.service(entry.name);
+    const logClient = this.logged() ? peerEndpoint(c) : null;
     const refused = svc ? this.admission(snap, svc, entry, c, peerAddress) : 'no_backend';
     if (refused || !svc) {
-      this.deps.observer.rejected(refused ?? 'no_backend', this.verdict.remote || peerAddress(c), entry.name);
+      this.deps.observer.rejected(refused ?? 'no_backend', this.verdict.remote || peerAddress(c), entry.name, logClient);
       c.close();
       return;
     }
@@ -277,6 +286,7 @@ export class ProxyListener {
     entry.open++;
     const s = new RawSession(c, svc, entry.host);
     s.admitted = this.verdict.admitted;
+    s.logClient = logClient;
     s.remoteAddress = this.verdict.remote;
     if (svc.keyed) s.hashKey = this.verdict.remote;
     this.registry.add(s);
