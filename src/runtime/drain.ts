@@ -89,17 +89,24 @@ export class ConnectionRegistry<T extends Drainable = Drainable> {
   /** Wait until every connection has ended or the deadline (ms from now) passes; cut the rest (shutdown). */
   async drain(timeoutMs: number): Promise<DrainResult> {
     const before = this.open.size;
-    if (before > 0) {
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, timeoutMs);
-        this.waiters.push(() => {
-          clearTimeout(t);
-          resolve();
-        });
-      });
-    }
+    await this.empty(timeoutMs);
     const cut = this.open.size;
     for (const c of [...this.open]) c.cut('shutdown');
+    // their close callbacks come on later turns: wait for them (bounded), so that their ends are
+    // counted and logged before the process exits
+    await this.empty(1000);
     return { drained: before - cut, cut };
+  }
+
+  /** Resolves when no connection is open, or after timeoutMs. */
+  private empty(timeoutMs: number): Promise<void> {
+    if (this.open.size === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, timeoutMs);
+      this.waiters.push(() => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
   }
 }
