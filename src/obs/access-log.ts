@@ -19,8 +19,8 @@ import type { Config } from '../config/schema';
 export type AccessLogSettings = Config['access_log'];
 
 /** Queue bounds: past either, lines are dropped (and counted). */
-export const MAX_QUEUED_LINES = 16_384;
-export const MAX_QUEUED_BYTES = 4 * 1024 * 1024;
+export const MAX_QUEUED_LINES = 8192;
+export const MAX_QUEUED_BYTES = 2 * 1024 * 1024;
 /** Bytes per write() to a regular file. */
 const FILE_BATCH = 256 * 1024;
 /** Bytes per write() to a pipe or socket: PIPE_BUF, so that writes of several processes stay whole. */

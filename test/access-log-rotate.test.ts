@@ -1,0 +1,65 @@
+// The access log across a real `logrotate -f` (Debian package logrotate) under load: a state
+// file and a configuration of the test's own pointing at the running balancer's log file, whose
+// postrotate signals it (SIGUSR1, as the packaged snippet does through systemctl). Every
+// connection made is a line in one of the files: none lost across three rotations.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { freePort, requireTool, startBalancer, startEcho, tempDir, waitFor } from './helpers';
+import { servicesFile } from './services-helpers';
+import { closed, jsonLines, open, roundTrip } from './access-log-helpers';
+
+const LOGROTATE = spawnSync('sh', ['-c', 'command -v logrotate || ls /usr/sbin/logrotate'], { encoding: 'utf8' }).stdout.trim().split('\n')[0] ?? '';
+
+test('logrotate -f three times under load: every connection is one line in the live file or a rotated one', { timeout: 120_000 }, async (t) => {
+  if (!requireTool(t, 'logrotate (Debian package logrotate)', LOGROTATE !== '')) return;
+  const echo = await startEcho();
+  t.after(() => echo.close());
+  const port = await freePort();
+  const dir = tempDir();
+  const log = join(dir, 'access.log');
+  const lb = await startBalancer(
+    servicesFile({ services: [{ name: 'echo', port, backends: [{ name: 'echo-1', address: echo.address }] }] }) + `[access_log]\nenabled = true\npath = "${log}"\n`,
+  );
+  t.after(() => lb.stop());
+  const conf = join(dir, 'logrotate.conf');
+  writeFileSync(conf, `${log} {\n  rotate 5\n  missingok\n  nocompress\n  postrotate\n    kill -USR1 ${lb.proc.pid}\n  endscript\n}\n`);
+  const state = join(dir, 'logrotate.state');
+
+  let made = 0;
+  let stop = false;
+  const client = async (): Promise<void> => {
+    for (let i = 0; i < 100_000 && !stop; i++) {
+      const s = await open(port);
+      await roundTrip(s, Buffer.from('rotate me'));
+      s.end();
+      await closed(s);
+      made++;
+    }
+  };
+  const load = Promise.all(Array.from({ length: 8 }, client));
+  const files = (): string[] => [log, ...[1, 2, 3, 4, 5].map((i) => `${log}.${i}`)].filter((f) => existsSync(f));
+  const lines = (): number => files().reduce((n, f) => n + jsonLines(f).length, 0);
+  await waitFor(() => made >= 200, 30_000, '200 connections before the first rotation');
+  for (let r = 1; r <= 3; r++) {
+    const at = made;
+    const out = spawnSync(LOGROTATE, ['-f', '-s', state, conf], { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(out.status, 0, `logrotate: ${out.stdout}${out.stderr}`);
+    assert.ok(existsSync(`${log}.${r}`), `rotation ${r} renamed the file`);
+    // the balancer reopened by its name and goes on writing there, under load
+    await waitFor(() => existsSync(log) && jsonLines(log).length > 0 && made >= at + 100, 30_000, `lines in the new file after rotation ${r}`);
+  }
+  stop = true;
+  await load;
+  await waitFor(() => lines() === made, 20_000, `${made} lines over ${files().join(', ')} (have ${lines()})`);
+  const per = files().map((f) => `${f.slice(dir.length + 1)}: ${jsonLines(f).length}`);
+  t.diagnostic(`${made} connections, ${lines()} lines: ${per.join(', ')}`);
+  for (const f of files()) assert.ok(jsonLines(f).length > 0, `${f} has lines`);
+  assert.equal(files().length, 4);
+  // whole lines only: each parses (jsonLines throws otherwise) and names its termination
+  for (const f of files()) for (const l of jsonLines(f)) assert.equal(l['termination'], 'client_closed');
+  assert.equal(readFileSync(log, 'utf8').endsWith('\n'), true);
+});
