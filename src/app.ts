@@ -20,6 +20,7 @@ import { AdminServer, type ReloadOutcome } from './admin/server';
 import { AdminViews } from './admin/views';
 import { Metrics } from './obs/metrics';
 import { AccessLog } from './obs/access-log';
+import { CHART_INTERVAL_MS, LiveChart } from './obs/live-chart';
 import { EventRing } from './obs/events';
 import { SummaryLog } from './obs/summary';
 import type { Logger } from './obs/logger';
@@ -53,6 +54,8 @@ export class App {
   private readonly trigger: ReloadTrigger | null;
   private readonly transaction: ReloadTransaction;
   private readonly lifecycle: Lifecycle;
+  private readonly chart = new LiveChart();
+  private readonly sampleChart: () => Promise<void>;
 
   constructor(opts: AppOptions) {
     const env = opts.env ?? process.env;
@@ -91,7 +94,8 @@ export class App {
         : localPlane(s, now, logger, metrics, events));
     const configPath = opts.loaded.path;
     const reload = (t: string): Promise<ReloadOutcome> => this.requestReload(t);
-    this.views = new AdminViews({ state: s, plane, metrics, events, logger, now, startedAt, version: opts.version, configPath, workers, reload });
+    this.views = new AdminViews({ state: s, plane, metrics, events, logger, now, startedAt, version: opts.version, configPath, workers, reload, chart: this.chart });
+    this.sampleChart = () => plane.refresh().then(() => this.chart.sample(now(), metrics.traffic, s.snapshot.services.map((x) => x.name)));
     const admin = (this.admin = new AdminServer(this.views.api()));
     const checker = new HealthChecker({ current: () => s.snapshot, now, random, onResult: (e) => this.onHealth(e) });
     this.trigger =
@@ -127,8 +131,10 @@ export class App {
   }
 
   /** Bind, start background tasks; exited() resolves with the exit code once the process should end. */
-  start(): Promise<void> {
-    return this.lifecycle.start();
+  async start(): Promise<void> {
+    await this.lifecycle.start();
+    // the status page's chart: one point a second (an unref'd timer: it never holds the process)
+    setInterval(() => void this.sampleChart(), CHART_INTERVAL_MS).unref();
   }
 
   /** Resolves with the process exit code after shutdown(). */

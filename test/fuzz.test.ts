@@ -335,6 +335,7 @@ const fakeApi = (): AdminApi & { actions: number; reloads: number } => {
     status: () => ({ version: 'x' }),
     backends: () => [{ name: 'b1', state: 'healthy' }],
     events: () => [],
+    traffic: () => ({ interval_ms: 1000, services: [], terminations: [] }),
     services: () => [],
     backendAction: (_service: string | undefined, name: string) => {
       api.actions++;
