@@ -179,8 +179,12 @@ export class AccessLog {
           this.later(() => this.writeOut(fd, buf, lines));
           return;
         }
+        // the destination fails (a full disk, a closed pipe): what is queued is dropped with the
+        // batch, and writing is tried again a little later with the lines that come by then
         this.warn(`cannot write the access log ${this.fdKey === '' ? '(standard output)' : this.fdKey}`, err);
-        this.d.dropped(lines);
+        this.d.dropped(lines + this.queue.length);
+        this.queue.length = 0;
+        this.queuedBytes = 0;
         this.writing = false;
         this.later(this.flush);
         return;
