@@ -65,7 +65,8 @@ export class AccessLog {
     this.sampleRate = s.enabled ? s.sample : 0;
     this.format = s.format;
     const want = s.enabled ? s.path : null;
-    if (want !== this.wanted) {
+    // a file that could not be opened is tried again at each reload
+    if (want !== this.wanted || (want !== null && this.fd < 0)) {
       this.wanted = want;
       this.openWanted();
     }
