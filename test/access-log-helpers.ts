@@ -3,7 +3,8 @@
 
 import net from 'node:net';
 import { readFileSync, existsSync } from 'node:fs';
-import { waitFor, startTcpServer, type Balancer, type TestServer } from './helpers';
+import { freePort, startBalancer, startEcho, waitFor, startTcpServer, type Balancer, type TestServer } from './helpers';
+import { servicesFile } from './services-helpers';
 
 export type Line = Record<string, unknown>;
 
@@ -110,4 +111,37 @@ export function samples(text: string, name: string): { labels: Record<string, st
 export async function terminations(lb: Balancer, service: string, termination: string): Promise<number> {
   const m = await lb.admin('/metrics');
   return samples(m.body, 'lemonade_connection_terminations_total').find((x) => x.labels['service'] === service && x.labels['termination'] === termination)?.value ?? 0;
+}
+
+/** The [access_log] table: on, to `path`, with more TOML lines. */
+export function accessLogTable(path: string, more: readonly string[] = []): string {
+  return ['[access_log]', 'enabled = true', `path = "${path}"`, ...more, ''].join('\n');
+}
+
+/** One connection through the proxy: `data` echoed back, then the client closes first. Resolves with its port once closed. */
+export async function exchange(port: number, data = 'ping'): Promise<number> {
+  const s = await open(port);
+  const p = s.localPort!;
+  await roundTrip(s, Buffer.from(data));
+  s.end();
+  await closed(s);
+  return p;
+}
+
+/**
+ * An echo backend behind a balancer of one service "echo" (backend "echo-1") on `port`, the file
+ * ending with `tail` (its [access_log] table); both are stopped when the test ends.
+ */
+export async function echoBalancer(
+  t: { after(f: () => unknown): void },
+  tail: (port: number, echo: TestServer) => string,
+  runtime?: readonly string[],
+): Promise<{ lb: Balancer; port: number; echo: TestServer; file: (tail: string) => string }> {
+  const echo = await startEcho();
+  t.after(() => echo.close());
+  const port = await freePort();
+  const file = (end: string): string => servicesFile({ ...(runtime ? { runtime } : {}), services: [{ name: 'echo', port, backends: [{ name: 'echo-1', address: echo.address }] }] }) + end;
+  const lb = await startBalancer(file(tail(port, echo)));
+  t.after(() => lb.stop());
+  return { lb, port, echo, file };
 }

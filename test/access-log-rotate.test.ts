@@ -8,23 +8,16 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { freePort, requireTool, startBalancer, startEcho, tempDir, waitFor } from './helpers';
-import { servicesFile } from './services-helpers';
-import { closed, jsonLines, open, roundTrip } from './access-log-helpers';
+import { requireTool, tempDir, waitFor } from './helpers';
+import { accessLogTable, echoBalancer, exchange, jsonLines } from './access-log-helpers';
 
 const LOGROTATE = spawnSync('sh', ['-c', 'command -v logrotate || ls /usr/sbin/logrotate'], { encoding: 'utf8' }).stdout.trim().split('\n')[0] ?? '';
 
 test('logrotate -f three times under load: every connection is one line in the live file or a rotated one', { timeout: 120_000 }, async (t) => {
   if (!requireTool(t, 'logrotate (Debian package logrotate)', LOGROTATE !== '')) return;
-  const echo = await startEcho();
-  t.after(() => echo.close());
-  const port = await freePort();
   const dir = tempDir();
   const log = join(dir, 'access.log');
-  const lb = await startBalancer(
-    servicesFile({ services: [{ name: 'echo', port, backends: [{ name: 'echo-1', address: echo.address }] }] }) + `[access_log]\nenabled = true\npath = "${log}"\n`,
-  );
-  t.after(() => lb.stop());
+  const { lb, port } = await echoBalancer(t, () => accessLogTable(log));
   const conf = join(dir, 'logrotate.conf');
   writeFileSync(conf, `${log} {\n  rotate 5\n  missingok\n  nocompress\n  postrotate\n    kill -USR1 ${lb.proc.pid}\n  endscript\n}\n`);
   const state = join(dir, 'logrotate.state');
@@ -33,10 +26,7 @@ test('logrotate -f three times under load: every connection is one line in the l
   let stop = false;
   const client = async (): Promise<void> => {
     for (let i = 0; i < 100_000 && !stop; i++) {
-      const s = await open(port);
-      await roundTrip(s, Buffer.from('rotate me'));
-      s.end();
-      await closed(s);
+      await exchange(port, 'rotate me');
       made++;
     }
   };

@@ -8,9 +8,8 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { freePort, startBalancer, startEcho, tempDir, waitFor, requireTool } from './helpers';
-import { servicesFile } from './services-helpers';
-import { closed, open, roundTrip, samples } from './access-log-helpers';
+import { tempDir, waitFor, requireTool } from './helpers';
+import { accessLogTable, echoBalancer, exchange, samples } from './access-log-helpers';
 import { MAX_QUEUED_LINES } from '../src/obs/access-log';
 
 const HAS_MKFIFO = spawnSync('sh', ['-c', 'command -v mkfifo'], { encoding: 'utf8' }).stdout.trim() !== '';
@@ -22,9 +21,6 @@ function rssKiB(pid: number): number {
 
 test('a destination that stops reading: the relay keeps its pace, lines are dropped and counted, memory stays bounded', { timeout: 180_000 }, async (t) => {
   if (!requireTool(t, 'mkfifo (Debian package coreutils)', HAS_MKFIFO)) return;
-  const echo = await startEcho();
-  t.after(() => echo.close());
-  const port = await freePort();
   const dir = tempDir();
   const fifo = join(dir, 'access.fifo');
   assert.equal(spawnSync('mkfifo', [fifo]).status, 0);
@@ -37,10 +33,7 @@ test('a destination that stops reading: the relay keeps its pace, lines are drop
   reader.stdout!.on('data', (d: Buffer) => {
     for (let i = d.indexOf(10); i !== -1; i = d.indexOf(10, i + 1)) read++;
   });
-  const lb = await startBalancer(
-    servicesFile({ services: [{ name: 'echo', port, backends: [{ name: 'echo-1', address: echo.address }] }] }) + `[access_log]\nenabled = true\npath = "${fifo}"\n`,
-  );
-  t.after(() => lb.stop());
+  const { lb, port } = await echoBalancer(t, () => accessLogTable(fifo));
   const pid = lb.proc.pid!;
 
   /** `n` connections over 20 clients; their rate per second */
@@ -49,12 +42,7 @@ test('a destination that stops reading: the relay keeps its pace, lines are drop
     const started = Date.now();
     await Promise.all(
       Array.from({ length: 20 }, async () => {
-        while (left-- > 0) {
-          const s = await open(port);
-          await roundTrip(s, Buffer.from('ping'));
-          s.end();
-          await closed(s);
-        }
+        while (left-- > 0) await exchange(port);
       }),
     );
     return (n / (Date.now() - started)) * 1000;

@@ -13,7 +13,7 @@ import type net from 'node:net';
 import { adminJson, freePort, startBalancer, startEcho, tempDir, waitFor, type Balancer } from './helpers';
 import { servicesFile, type SvcSpec } from './services-helpers';
 import { startBlackHole } from './chaos/lib';
-import { closed, jsonLines, open, roundTrip, samples, startGreeter, startResetter, startSilent, terminations, waitLine, waitLines } from './access-log-helpers';
+import { accessLogTable, closed, echoBalancer, exchange, jsonLines, open, roundTrip, samples, startGreeter, startResetter, startSilent, terminations, waitLine, waitLines } from './access-log-helpers';
 
 const RELAYS = [
   { name: 'raw', env: {} },
@@ -26,10 +26,6 @@ const ISO = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
  * at once, so it must pass or never finish, and no later one comes.
  */
 const NO_CHECKS = ['interval = "1h"', 'timeout = "1h"'];
-
-function accessLog(path: string, more: string[] = []): string {
-  return ['[access_log]', 'enabled = true', `path = "${path}"`, ...more, ''].join('\n');
-}
 
 async function relayOf(lb: Balancer): Promise<unknown> {
   return (await lb.waitForLog((l) => l['msg'] === 'lemonade-lb started'))['relay'];
@@ -80,7 +76,7 @@ for (const relay of RELAYS) {
           { name: 'rate', port: port.rate, lines: ['client_rate_limit = "1/m"'], backends: to('echo-rate', echo.address) },
           { name: 'climit', port: port.climit, lines: ['client_max_connections = 1'], backends: to('echo-cl', echo.address) },
         ],
-      }) + accessLog(log);
+      }) + accessLogTable(log);
     const lb = await startBalancer(text, { env: relay.env });
     t.after(() => lb.stop());
     assert.equal(await relayOf(lb), relay.name);
@@ -260,7 +256,7 @@ for (const relay of RELAYS) {
           { name: 'dis', port: pDis, backends: [{ name: 'x1', address: echo.address }] },
           { name: 'down', port: pDown, backends: [{ name: 's1', address: echo.address }] },
         ],
-      }) + accessLog(log);
+      }) + accessLogTable(log);
     const lb = await startBalancer(file([{ name: 'd1', address: echo.address }]), { env: relay.env });
     t.after(() => lb.stop());
     assert.equal(await relayOf(lb), relay.name);
@@ -301,34 +297,22 @@ for (const relay of RELAYS) {
 }
 
 test('text format, sampling, and the hot reload: off, on again, a new path, with the counter counting every connection', { timeout: 90_000 }, async (t) => {
-  const echo = await startEcho();
-  t.after(() => echo.close());
-  const port = await freePort();
   const dir = tempDir();
   const [a, b] = [join(dir, 'a.log'), join(dir, 'b.log')];
-  const file = (log: string): string => servicesFile({ services: [{ name: 'echo', port, backends: [{ name: 'echo-1', address: echo.address }] }] }) + log;
-  const lb = await startBalancer(file(accessLog(a)));
-  t.after(() => lb.stop());
+  const { lb, port, echo, file } = await echoBalancer(t, () => accessLogTable(a));
   const reload = async (log: string): Promise<void> => {
     lb.writeConfig(file(log));
     const r = await lb.admin('/reload', 'POST');
     assert.equal(r.status, 200, r.body);
   };
-  const one = async (): Promise<number> => {
-    const s = await open(port);
-    const p = s.localPort!;
-    await roundTrip(s, Buffer.from('hello'));
-    s.end();
-    await closed(s);
-    return p;
-  };
+  const one = (): Promise<number> => exchange(port, 'hello');
   const count = (path: string): number => (existsSync(path) ? readFileSync(path, 'utf8').split('\n').filter((l) => l !== '').length : 0);
 
   await one();
   await waitLines(a, 1);
 
   // text: one line, its fields in the README's order
-  await reload(accessLog(a, ['format = "text"']));
+  await reload(accessLogTable(a, ['format = "text"']));
   const p = await one();
   const line = await waitFor(() => readFileSync(a, 'utf8').split('\n').find((l) => l.includes(`127.0.0.1:${p} `)), 10_000, 'the text line');
   const m = /^(\S+) 127\.0\.0\.1:(\d+) echo\/echo-1 (\S+) (\d+)\/(\d+) 5 5 0 client_closed$/.exec(line);
@@ -344,13 +328,13 @@ test('text format, sampling, and the hot reload: off, on again, a new path, with
   assert.equal(await terminations(lb, 'echo', 'client_closed'), before + 5);
 
   // on again, to a new path: the new file gets the next line, the old one nothing more
-  await reload(accessLog(b));
+  await reload(accessLogTable(b));
   const q = await one();
   await byPort(b, q, 'the first line in the new file');
   assert.equal(count(a), linesA, 'nothing was written while the log was off, nor after the path changed');
 
   // sample = 0.5: about half the connections are logged, every one is counted
-  await reload(accessLog(b, ['sample = 0.5']));
+  await reload(accessLogTable(b, ['sample = 0.5']));
   const [logged0, counted0] = [count(b), await terminations(lb, 'echo', 'client_closed')];
   const N = 200;
   for (let i = 0; i < N; i += 10) await Promise.all(Array.from({ length: 10 }, one));
@@ -361,21 +345,9 @@ test('text format, sampling, and the hot reload: off, on again, a new path, with
 });
 
 test('workers = 2: each worker logs its own connections to the one file, whole lines, none lost across a SIGUSR1 reopen', { timeout: 90_000 }, async (t) => {
-  const echo = await startEcho();
-  t.after(() => echo.close());
-  const port = await freePort();
-  const dir = tempDir();
-  const log = join(dir, 'access.log');
-  const lb = await startBalancer(
-    servicesFile({ runtime: ['workers = 2', 'drain_timeout_millis = 5000'], services: [{ name: 'echo', port, backends: [{ name: 'echo-1', address: echo.address }] }] }) + accessLog(log),
-  );
-  t.after(() => lb.stop());
-  const one = async (): Promise<void> => {
-    const s = await open(port);
-    await roundTrip(s, Buffer.from('w'));
-    s.end();
-    await closed(s);
-  };
+  const log = join(tempDir(), 'access.log');
+  const { lb, port } = await echoBalancer(t, () => accessLogTable(log), ['workers = 2', 'drain_timeout_millis = 5000']);
+  const one = (): Promise<number> => exchange(port, 'w');
   const N = 60;
   for (let i = 0; i < N; i += 6) await Promise.all(Array.from({ length: 6 }, one));
   const first = await waitLines(log, N);

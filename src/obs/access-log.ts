@@ -87,10 +87,7 @@ export class AccessLog {
     }
     this.queue.push(line);
     this.queuedBytes += line.length;
-    if (!this.writing && !this.scheduled && this.retry === null) {
-      this.scheduled = true;
-      setImmediate(this.flush);
-    }
+    this.kick();
   }
 
   /** Resolves once the queue is written (or after `timeoutMs`): before the process exits. */
@@ -149,6 +146,7 @@ export class AccessLog {
     this.kick();
   }
 
+  /** Write soon, unless a write (or its retry) is under way: its completion goes on with the queue. */
   private kick(): void {
     if (!this.writing && !this.scheduled && this.retry === null && this.queue.length > 0) {
       this.scheduled = true;

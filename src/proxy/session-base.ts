@@ -92,6 +92,7 @@ export abstract class SessionBase implements SessionEnd {
     return this.attempts > 1 ? this.attempts - 1 : 0;
   }
   get termination(): Termination {
+    // no cause seen: the client's socket closed without an error or end of file being read
     return this.cause ?? 'client_closed';
   }
   get latencyMs(): number {
