@@ -1,14 +1,15 @@
 // The access log across a real `logrotate -f` (Debian package logrotate) under load: a state
 // file and a configuration of the test's own pointing at the running balancer's log file, whose
 // postrotate signals it (SIGUSR1, as the packaged snippet does through systemctl). Every
-// connection made is a line in one of the files: none lost across three rotations.
+// connection made is a line in one of the files: none lost across three rotations. The packaged
+// snippet itself is parsed by logrotate too.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { requireTool, tempDir, waitFor } from './helpers';
+import { ROOT, requireTool, tempDir, waitFor } from './helpers';
 import { accessLogTable, echoBalancer, exchange, jsonLines } from './access-log-helpers';
 
 const LOGROTATE = spawnSync('sh', ['-c', 'command -v logrotate || ls /usr/sbin/logrotate'], { encoding: 'utf8' }).stdout.trim().split('\n')[0] ?? '';
@@ -52,4 +53,16 @@ test('logrotate -f three times under load: every connection is one line in the l
   // whole lines only: each parses (jsonLines throws otherwise) and names its termination
   for (const f of files()) for (const l of jsonLines(f)) assert.equal(l['termination'], 'client_closed');
   assert.equal(readFileSync(log, 'utf8').endsWith('\n'), true);
+});
+
+test('the packaged snippet (/etc/logrotate.d/lemonade-lb) parses, and its postrotate sends SIGUSR1 to the unit', (t) => {
+  if (!requireTool(t, 'logrotate (Debian package logrotate)', LOGROTATE !== '')) return;
+  const snippet = join(ROOT, 'packaging', 'logrotate', 'lemonade-lb');
+  const state = join(tempDir(), 'state');
+  const out = spawnSync(LOGROTATE, ['-d', '-s', state, snippet], { encoding: 'utf8', timeout: 30_000 });
+  const text = `${out.stdout}${out.stderr}`;
+  assert.equal(out.status, 0, text);
+  assert.doesNotMatch(text, /^error:/m);
+  assert.match(text, /rotating pattern: \/var\/log\/lemonade\/\*\.log/);
+  assert.match(readFileSync(snippet, 'utf8'), /postrotate\n\s+systemctl kill --signal=USR1 lemonade-lb\.service/);
 });
