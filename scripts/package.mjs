@@ -45,6 +45,7 @@ put(join(root, 'systemd', 'lemonade-lb.service'), 'usr/lib/systemd/system/lemona
 put(join(root, 'systemd', 'lemonade-lb.socket'), 'usr/lib/systemd/system/lemonade-lb.socket');
 put(join(root, 'config', 'load-balancer.toml'), 'etc/lemonade/config.toml');
 put(join(deb, 'default'), 'etc/default/lemonade-lb');
+put(join(root, 'packaging', 'logrotate', 'lemonade-lb'), 'etc/logrotate.d/lemonade-lb');
 write('usr/share/man/man1/lemonade.1.gz', gz(join(deb, 'lemonade.1')));
 const doc = 'usr/share/doc/lemonade-lb';
 put(join(deb, 'copyright'), `${doc}/copyright`);

@@ -21,6 +21,8 @@ import { WorkerPool, workerCount } from './runtime/workers';
 import { AdminServer, type ReloadOutcome } from './admin/server';
 import { AdminViews } from './admin/views';
 import { Metrics } from './obs/metrics';
+import { AccessLog } from './obs/access-log';
+import { CHART_INTERVAL_MS, LiveChart } from './obs/live-chart';
 import { EventRing } from './obs/events';
 import { SummaryLog } from './obs/summary';
 import type { Logger } from './obs/logger';
@@ -57,6 +59,8 @@ export class App {
   private readonly state: LiveState;
   private readonly checker: HealthChecker;
   private readonly discovery: DnsDiscovery;
+  private readonly chart = new LiveChart();
+  private readonly sampleChart: () => Promise<void>;
 
   constructor(opts: AppOptions) {
     const env = opts.env ?? process.env;
@@ -92,21 +96,11 @@ export class App {
             }),
             event: (kind, message) => events.push(kind, message),
           })
-        : new LocalPlane({
-            current: () => s.snapshot,
-            now,
-            logger,
-            observer: trafficObserver({
-              logger,
-              traffic: metrics.traffic,
-              now,
-              unhealthyThreshold: (service) => s.snapshot.service(service)?.health.unhealthyThreshold ?? 0,
-              event: (kind, message) => events.push(kind, message),
-            }),
-          }));
+        : localPlane(s, now, logger, metrics, events));
     const configPath = opts.loaded.path;
     const reload = (t: string): Promise<ReloadOutcome> => this.requestReload(t);
-    this.views = new AdminViews({ state: s, plane, metrics, events, logger, now, startedAt, version: opts.version, configPath, workers, reload, dns: () => this.discovery.status() });
+    this.views = new AdminViews({ state: s, plane, metrics, events, logger, now, startedAt, version: opts.version, configPath, workers, reload, dns: () => this.discovery.status(), chart: this.chart });
+    this.sampleChart = () => plane.refresh().then(() => this.chart.sample(now(), metrics.traffic, s.snapshot.services.map((x) => x.name)));
     const admin = (this.admin = new AdminServer(this.views.api()));
     const checker = (this.checker = new HealthChecker({ current: () => s.snapshot, now, random, onResult: (e) => this.onHealth(e) }));
     const discovery = (this.discovery = new DnsDiscovery({ now, logger, metrics, event: (m) => events.push('dns', m), onChange: () => this.onAnswers() }));
@@ -143,8 +137,10 @@ export class App {
   }
 
   /** Bind, start background tasks; exited() resolves with the exit code once the process should end. */
-  start(): Promise<void> {
-    return this.lifecycle.start();
+  async start(): Promise<void> {
+    await this.lifecycle.start();
+    // the status page's chart: one point a second (an unref'd timer: it never holds the process)
+    setInterval(() => void this.sampleChart(), CHART_INTERVAL_MS).unref();
   }
 
   /** Resolves with the process exit code after shutdown(). */
@@ -200,4 +196,24 @@ export class App {
       this.logger.debug({ service: e.service, backend: e.backend, ok: e.ok, error: e.error }, 'health check');
     }
   }
+}
+
+/** The data plane in this process, with its access log. */
+function localPlane(s: LiveState, now: () => number, logger: Logger, metrics: Metrics, events: EventRing): LocalPlane {
+  const accessLog = new AccessLog({ now, warn: (what, error) => logger.warn({ error }, what), dropped: (n) => (metrics.traffic.logDropped += n) });
+  accessLog.configure(s.config.access_log);
+  return new LocalPlane({
+    current: () => s.snapshot,
+    now,
+    logger,
+    accessLog,
+    observer: trafficObserver({
+      logger,
+      traffic: metrics.traffic,
+      now,
+      accessLog,
+      unhealthyThreshold: (service) => s.snapshot.service(service)?.health.unhealthyThreshold ?? 0,
+      event: (kind, message) => events.push(kind, message),
+    }),
+  });
 }

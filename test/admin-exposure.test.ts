@@ -29,6 +29,7 @@ function fakeApi(o: { token?: string; allowedHosts?: string[] } = {}): AdminApi 
     status: () => ({ version: 'test' }),
     backends: () => [{ name: 'b1', state: 'healthy' }],
     events: () => [],
+    traffic: () => ({ interval_ms: 1000, services: [], terminations: [] }),
     services: () => [],
     backendAction: (_service: string | undefined, name: string) => {
       api.mutations++;

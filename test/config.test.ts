@@ -122,6 +122,7 @@ describe('defaults (SPEC §2)', () => {
         },
       ],
       metrics: { intervalMs: 30000 },
+      access_log: { enabled: false, path: '', format: 'json', sample: 1 },
       admin: { listenAddress: '127.0.0.1:9090', listen: { host: '127.0.0.1', port: 9090 }, token: '', allowedHosts: [] },
     });
   });

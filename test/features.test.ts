@@ -184,7 +184,9 @@ test('client_max_connections = 3: a fourth concurrent connection from one addres
   socks.push(...extra.map((h) => h.socket));
   assert.deepEqual(extra.map((h) => h.result), ['out', 'out']);
   assert.ok(extra.every((h) => h.ms < 1000));
-  assert.equal(await rejected(lb, 'rate_limit'), 2);
+  // counted apart from the rate limit's refusals
+  assert.equal(await rejected(lb, 'client_limit'), 2);
+  assert.equal(await rejected(lb, 'rate_limit'), 0);
   // another address is independent
   const other = await knock(lb.port, '127.0.0.3');
   socks.push(other.socket);

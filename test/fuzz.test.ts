@@ -63,11 +63,11 @@ function checkResult(r: ReturnType<typeof parseAndValidate>): void {
   }
 }
 
-const SECTIONS = ['runtime', 'proxy', 'strategy', 'health', 'metrics', 'admin', 'backends', 'proxi', '__proto__', 'constructor', 'prototype', 'toString', ''];
+const SECTIONS = ['runtime', 'proxy', 'strategy', 'health', 'metrics', 'access_log', 'admin', 'backends', 'proxi', '__proto__', 'constructor', 'prototype', 'toString', ''];
 const KEYS = [
   'metrics_cap', 'health_cap', 'drain_timeout_millis', 'background_timeout_millis', 'accept_timeout_millis', 'config_watch_interval_millis', 'workers',
   'listen_address', 'max_connections', 'connect_timeout', 'idle_timeout', 'connect_retries', 'proxy_protocol', 'allow', 'deny', 'client_rate_limit', 'client_max_connections',
-  'algorithm', 'id', 'name', 'address', 'weight', 'backup', 'interval', 'timeout', 'kind', 'path', 'healthy_threshold', 'unhealthy_threshold', 'slow_start', 'token',
+  'algorithm', 'id', 'name', 'address', 'weight', 'backup', 'interval', 'timeout', 'kind', 'path', 'healthy_threshold', 'unhealthy_threshold', 'slow_start', 'token', 'enabled', 'format', 'sample',
   'strategy', '__proto__', 'constructor', 'hasOwnProperty', 'valueOf', 'toString', 'length', 'wieght', 'a.b', '"quoted key"', "'lit'",
 ];
 const STRINGS = [
@@ -335,6 +335,7 @@ const fakeApi = (): AdminApi & { actions: number; reloads: number } => {
     status: () => ({ version: 'x' }),
     backends: () => [{ name: 'b1', state: 'healthy' }],
     events: () => [],
+    traffic: () => ({ interval_ms: 1000, services: [], terminations: [] }),
     services: () => [],
     backendAction: (_service: string | undefined, name: string) => {
       api.actions++;

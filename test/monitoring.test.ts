@@ -54,7 +54,7 @@ const BACKEND_SCOPED = new Set([
   'lemonade_health_checks_total',
 ]);
 /** Every family with a `service` label: the backend-scoped ones and two of a service alone. */
-const SERVICE_SCOPED = new Set([...BACKEND_SCOPED, 'lemonade_service_connections_active', 'lemonade_connections_rejected_total']);
+const SERVICE_SCOPED = new Set([...BACKEND_SCOPED, 'lemonade_service_connections_active', 'lemonade_connections_rejected_total', 'lemonade_connection_terminations_total']);
 /** Families of the whole process, without `service`: the dashboard shows them unfiltered. */
 const PROCESS_WIDE = new Set([
   'up',
@@ -65,6 +65,7 @@ const PROCESS_WIDE = new Set([
   'lemonade_max_connections',
   'lemonade_workers',
   'lemonade_worker_restarts_total',
+  'lemonade_access_log_dropped_total',
 ]);
 
 function hasTool(name: string): boolean {

@@ -307,7 +307,7 @@ test("per-client limits are a service's own: client_max_connections on one servi
   const onB = await Promise.all([holdEcho(pb!, t), holdEcho(pb!, t), holdEcho(pb!, t)]);
   assert.ok(onB.every((s) => s !== null), "b has no per-client limit, and a's count is not b's");
   const m = (await lb.admin('/metrics')).body;
-  assert.equal(metric(m, 'lemonade_connections_rejected_total', ['service="a"', 'reason="rate_limit"']), 1);
+  assert.equal(metric(m, 'lemonade_connections_rejected_total', ['service="a"', 'reason="client_limit"']), 1);
   assert.equal(metric(m, 'lemonade_connections_rejected_total', ['service="b"']), 0);
 });
 

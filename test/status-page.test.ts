@@ -1,5 +1,7 @@
 // The status page (GET /) in a real headless Chromium: the backends are listed with their state,
-// the drain button of one changes its state to "draining" in the page, the page's
+// the live chart draws the traffic made while the page is open (connections per second and the
+// backend latency, from GET /traffic), a client's reset shows in the list of recent non-clean
+// terminations, the drain button of one changes its state to "draining" in the page, the page's
 // Content-Security-Policy blocks none of its own code, and a screenshot is kept for a human to
 // look at. A second test serves the page as the admin server does, beside canned JSON for two
 // services (SPEC §7), and checks the grouping by service and the per-service action path.
@@ -15,7 +17,8 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { STATUS_PAGE, STATUS_PAGE_CSP } from '../src/admin/status-page';
-import { startBalancer, startEcho, testConfig, tcpExchange, tempDir, requireTool, adminJson, stopProcess, type TestServer, type Balancer } from './helpers';
+import { startBalancer, startEcho, testConfig, tcpExchange, tempDir, requireTool, adminJson, stopProcess, waitFor, type TestServer, type Balancer } from './helpers';
+import { closed, open, roundTrip } from './access-log-helpers';
 
 const CHROMIUM = '/usr/bin/chromium';
 
@@ -164,6 +167,29 @@ test('status page lists the backends and drains one with its button (headless Ch
   await page.locator('#health', { hasText: 'healthy' }).waitFor();
   await page.locator('#total', { hasText: '9' }).waitFor();
 
+  // the live chart: traffic made while the page is open is drawn (a line above the zero line),
+  // with the latency; a client that resets shows in the recent non-clean terminations
+  const service = (await adminJson<{ service?: string }[]>(lb, '/backends'))[0]!.service ?? 'default';
+  await page.locator(`[data-chart="${service}"] svg`).first().waitFor();
+  const chartDrawn = async (): Promise<boolean> => {
+    for (let i = 0; i < 10; i++) await tcpExchange(lb!.port, `chart ${i}\n`);
+    const pts = await page.locator(`[data-chart="${service}"] polyline.all`).getAttribute('points', { timeout: 2000 }).catch(() => null);
+    // y of an idle second is 106 (the bottom of a 110-high chart): a point above it is traffic
+    return pts !== null && pts.split(' ').some((p) => Number(p.split(',')[1]) < 100);
+  };
+  await waitFor(chartDrawn, 20_000, 'the chart to draw the connections per second', 200);
+  await page.locator(`[data-chart="${service}"] polyline.p99`).waitFor({ timeout: 10_000 });
+  const traffic = await adminJson<{ services: { name: string; points: [number, number, number, number | null, number | null][] }[] }>(lb, '/traffic');
+  const mine = traffic.services.find((x) => x.name === service)!;
+  assert.ok(mine.points.some((p) => p[1] > 0 && p[3] !== null && p[4] !== null && p[4] >= p[3]), JSON.stringify(mine.points.slice(-5)));
+  const rs = await open(lb.port);
+  await roundTrip(rs, Buffer.from('reset me'));
+  rs.resetAndDestroy();
+  await closed(rs);
+  const row = page.locator('#terminations tr[data-termination="client_reset"]');
+  await row.first().waitFor({ timeout: 10_000 });
+  assert.match(await row.first().innerText(), new RegExp(`${service}\\s+alpha|${service}\\s+beta|${service}\\s+gamma`));
+
   // drain beta with its button: the page shows it draining, with an enable button instead
   const posts: string[] = [];
   page.on('request', (r) => void (r.method() === 'POST' && posts.push(new URL(r.url()).pathname)));
@@ -179,9 +205,9 @@ test('status page lists the backends and drains one with its button (headless Ch
   const view = await adminJson<{ service?: string; name: string; state: string }[]>(lb, '/backends');
   assert.equal(view.find((b) => b.name === 'beta')?.state, 'draining');
   // through its service's path when the balancer names services (SPEC §7: this file's is "default")
-  const service = view[0]!.service;
-  assert.deepEqual(posts, [service === undefined ? '/backends/beta/drain' : `/services/${service}/backends/beta/drain`]);
-  if (service !== undefined) assert.equal(await page.locator(`#backends section[data-service="${service}"] h2 .name`).innerText(), service);
+  const named = view[0]!.service;
+  assert.deepEqual(posts, [named === undefined ? '/backends/beta/drain' : `/services/${named}/backends/beta/drain`]);
+  if (named !== undefined) assert.equal(await page.locator(`#backends section[data-service="${named}"] h2 .name`).innerText(), named);
 
   const shot = join(dir, 'status-page.png');
   await page.screenshot({ path: shot, fullPage: true });
@@ -189,7 +215,10 @@ test('status page lists the backends and drains one with its button (headless Ch
   t.diagnostic(`screenshot: ${shot}`);
   assert.deepEqual(pageErrors, []);
   // the share bars got their widths (set through the DOM, which the CSP allows)
-  assert.equal(await page.locator('#backends tr[data-backend="alpha"] .bar').evaluate((e) => (e as HTMLElement).style.width), '33px');
+  // (alpha's share of every connection made, the chart's and the reset one included)
+  const totals = await adminJson<{ name: string; total: number }[]>(lb, '/backends');
+  const share = (100 * totals.find((b) => b.name === 'alpha')!.total) / totals.reduce((n, b) => n + b.total, 0);
+  await waitFor(async () => (await page.locator('#backends tr[data-backend="alpha"] .bar').evaluate((e) => (e as HTMLElement).style.width)) === `${share.toFixed(0)}px`, 5000, `alpha's bar ${share.toFixed(0)}px wide`);
   assert.deepEqual(await cspViolations(), [], 'securitypolicyviolation events');
   assert.deepEqual(cspConsole, [], 'CSP messages on the console');
 });

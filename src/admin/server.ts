@@ -44,6 +44,8 @@ export interface AdminApi {
   backends(): unknown[];
   services(): unknown[];
   events(): unknown;
+  /** the status page's chart data and recent non-clean terminations */
+  traffic(): unknown;
   /** `service` undefined: the backend of that name, if only one service has it */
   backendAction(service: string | undefined, name: string, action: AdminAction): ActionResult;
   reload(trigger: string): Promise<ReloadOutcome>;
@@ -233,6 +235,7 @@ const ROUTES: readonly Route[] = [
   { match: /^\/backends$/, methods: ['GET'], run: async (api, res) => (await api.refresh(), send(res, 200, api.backends())) },
   { match: /^\/services$/, methods: ['GET'], run: async (api, res) => (await api.refresh(), send(res, 200, api.services())) },
   { match: /^\/events$/, methods: ['GET'], run: (api, res) => send(res, 200, api.events()) },
+  { match: /^\/traffic$/, methods: ['GET'], run: (api, res) => send(res, 200, api.traffic()) },
   {
     match: /^\/backends\/([^/]+)\/(drain|enable|disable)$/,
     methods: ['POST'],

@@ -1,6 +1,8 @@
 // The live status page served at GET /: one self-contained HTML document (no external assets)
-// that polls /status and /events, shows the backends grouped by service (SPEC §7), one section per
-// service with its figures, and offers drain/enable/disable buttons when no token is set. It also
+// that polls /status, /events and /traffic, shows the backends grouped by service (SPEC §7), one
+// section per service with its figures and a live chart of its last 5 minutes (connections per
+// second, p50/p99 backend latency: inline SVG drawn by the page from /traffic), the most recent
+// connections that did not end cleanly, and offers drain/enable/disable buttons when no token is set. It also
 // reads a balancer older than services: rows without `service` make one table without a heading.
 // Its inline style and script are allowed by their SHA-256 in the Content-Security-Policy, so no
 // other inline code runs (SPEC §6); both hashes are computed here from the exact text served.
@@ -40,11 +42,23 @@ const STYLE = `
   .figures b { color: #1f2328; font-variant-numeric: tabular-nums; }
   .figures b.healthy { color: var(--ok); } .figures b.unhealthy { color: var(--bad); } .figures b.draining { color: var(--warn); }
   td.none { color: var(--mute); font-style: italic; }
+  .chart { display: flex; gap: 1rem; flex-wrap: wrap; margin: .2rem 0 .6rem; }
+  .chart figure { margin: 0; }
+  .chart figcaption { color: var(--mute); font-size: .85rem; }
+  .chart svg { border: 1px solid #d0d7de; border-radius: 4px; background: #fff; display: block; }
+  .chart polyline { fill: none; stroke-width: 1.5; }
+  .chart text { font-size: 10px; fill: #57606a; }
+  polyline.all { stroke: #0969da; } polyline.bad { stroke: #cf222e; } polyline.p50 { stroke: #1a7f37; } polyline.p99 { stroke: #bf8700; }
+  span.all { color: #0969da; } span.bad { color: #cf222e; } span.p50 { color: #1a7f37; } span.p99 { color: #bf8700; }
+  #terminations td.term { color: var(--bad); font-weight: 600; }
 `;
 
 const SCRIPT = `
 "use strict";
 let tokenSet = false;
+// the last GET /traffic answer (null: none yet, or a balancer without it)
+let traffic = null;
+const WINDOW_MS = 300000;
 // the last drain/enable/disable refusal, shown until an action succeeds
 let actionError = "";
 const $ = (id) => document.getElementById(id);
@@ -90,6 +104,39 @@ function groups(s) {
   }
   return out;
 }
+function fmt(v) { return v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2); }
+// one inline SVG chart of the columns cols of the points ([at, conns/s, not clean/s, p50, p99]),
+// the last 5 minutes to the latest point, scaled to the largest value shown
+function chartSvg(points, cols, classes, unit) {
+  const W = 560, H = 110, P = 4;
+  const end = points.length ? points[points.length - 1][0] : Date.now();
+  const start = end - WINDOW_MS;
+  let max = 0;
+  for (const p of points) for (const c of cols) if (p[c] != null && p[c] > max) max = p[c];
+  const top = max > 0 ? max * 1.15 : 1;
+  const x = (t) => (P + (W - 2 * P) * (t - start) / WINDOW_MS).toFixed(1);
+  const y = (v) => (H - P - (H - 2 * P) * v / top).toFixed(1);
+  const lines = cols.map((c, i) => {
+    const pts = points.filter((p) => p[c] != null && p[0] >= start).map((p) => x(p[0]) + "," + y(p[c])).join(" ");
+    return pts ? '<polyline class="' + classes[i] + '" points="' + pts + '"/>' : "";
+  }).join("");
+  return '<svg viewBox="0 0 ' + W + " " + H + '" width="' + W + '" height="' + H + '" role="img" aria-label="' + esc(unit) + '">' + lines +
+    '<text x="' + (W - P) + '" y="12" text-anchor="end">max ' + esc(fmt(max)) + " " + esc(unit) + '</text><text x="' + P + '" y="' + (H - P) + '">5 min ago</text>' +
+    '<text x="' + (W - P) + '" y="' + (H - P) + '" text-anchor="end">now</text></svg>';
+}
+function charts(name) {
+  const svc = traffic && Array.isArray(traffic.services) ? traffic.services.find((x) => x.name === name) : null;
+  if (!svc) return "";
+  const pts = svc.points;
+  return '<div class="chart" data-chart="' + esc(name) + '" data-points="' + pts.length + '">' +
+    '<figure><figcaption>connections per second: <span class="all">ended</span>, <span class="bad">not clean</span></figcaption>' + chartSvg(pts, [1, 2], ["all", "bad"], "/s") + "</figure>" +
+    '<figure><figcaption>backend latency (connect + first byte): <span class="p50">p50</span>, <span class="p99">p99</span></figcaption>' + chartSvg(pts, [3, 4], ["p50", "p99"], "ms") + "</figure></div>";
+}
+function terminationRow(r) {
+  return '<tr data-termination="' + esc(r.termination) + '"><td>' + esc(new Date(r.at).toLocaleTimeString()) + "</td><td>" + esc(r.service) +
+    "</td><td>" + esc(r.backend == null ? "–" : r.backend) + "</td><td>" + esc(r.client == null ? "–" : r.client) +
+    '</td><td class="term">' + esc(r.termination) + '</td><td class="num">' + esc(r.duration_ms) + " ms</td></tr>";
+}
 function fig(name, label, value, cls) {
   return '<span class="fig" data-fig="' + name + '">' + label + " <b" + (cls ? ' class="' + cls + '"' : "") + ">" + esc(value) + "</b></span>";
 }
@@ -114,7 +161,7 @@ function section(g) {
   ].join("");
   return '<section class="service" data-service="' + esc(v.name) + '"><h2><span class="name">' + esc(v.name) + "</span>" +
     (v.listen_address ? '<span class="listen">listen ' + esc(v.listen_address) + "</span>" : "") + "</h2>" +
-    '<div class="figures">' + figures + "</div><table>" + thead + tbody + "</table></section>";
+    '<div class="figures">' + figures + "</div>" + charts(v.name) + "<table>" + thead + tbody + "</table></section>";
 }
 async function refresh() {
   try {
@@ -122,6 +169,8 @@ async function refresh() {
     const s = await st.json();
     const events = await ev.json();
     const health = await h.json();
+    // a balancer without /traffic (older) answers 404: the page then shows no chart
+    traffic = await fetch("/traffic").then((r) => (r.ok ? r.json() : null)).catch(() => null);
     tokenSet = !!s.admin_token_set;
     $("error").textContent = actionError;
     $("summary").textContent = "version " + s.version + " · strategy " + s.strategy + " · up " + s.uptime_seconds + " s · config " + s.config.path;
@@ -134,6 +183,8 @@ async function refresh() {
     $("backends").innerHTML = groups(s).map(section).join("");
     // set through the DOM: the CSP refuses inline style attributes
     for (const bar of document.querySelectorAll(".bar")) bar.style.width = bar.dataset.width + "px";
+    const recent = traffic && Array.isArray(traffic.terminations) ? traffic.terminations.slice(0, 20) : [];
+    $("terminations").innerHTML = recent.length ? recent.map(terminationRow).join("") : '<tr><td class="none" colspan="6">none yet</td></tr>';
     $("events").innerHTML = events.slice(-15).reverse().map((e) =>
       "<li>" + esc(new Date(e.at).toLocaleTimeString()) + ' <span class="kind">' + esc(e.kind || "") + "</span> " + esc(e.message) + "</li>").join("");
   } catch (e) {
@@ -168,6 +219,8 @@ export const STATUS_PAGE = `<!doctype html>
   <div class="card">config generation<b id="generation">–</b></div>
 </div>
 <div id="backends"></div>
+<h2>Recent connections that did not end cleanly</h2>
+<table><thead><tr><th>time</th><th>service</th><th>backend</th><th>client</th><th>termination</th><th>duration</th></tr></thead><tbody id="terminations"></tbody></table>
 <h2>Recent events</h2>
 <ul id="events"></ul>
 <script>${SCRIPT}</script>

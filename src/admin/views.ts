@@ -11,6 +11,7 @@ import type { DnsStatus } from '../discovery/dns';
 import type { EventRing } from '../obs/events';
 import type { Logger } from '../obs/logger';
 import type { Metrics } from '../obs/metrics';
+import type { LiveChart } from '../obs/live-chart';
 import type { LiveState } from '../runtime/live-state';
 import type { DataPlane } from '../runtime/plane';
 import type { ActionResult, AdminAction, AdminApi, HealthReport, HealthStatus, ReloadOutcome } from './server';
@@ -32,6 +33,7 @@ export interface ViewDeps {
   readonly dns: () => readonly DnsStatus[];
   /** POST /reload: through the trigger, so it coalesces with the watcher's */
   readonly reload: (trigger: string) => Promise<ReloadOutcome>;
+  readonly chart: LiveChart;
 }
 
 export class AdminViews {
@@ -162,6 +164,20 @@ export class AdminViews {
     return { kind: 'ok', service: svc, state: shownState };
   }
 
+  /**
+   * GET /traffic: each service's last 5 minutes, one point a second, and the most recent
+   * connections that did not end cleanly, newest first.
+   */
+  traffic(): Record<string, unknown> {
+    return {
+      ...this.d.chart.view(),
+      terminations: this.d.metrics.traffic.recent
+        .slice()
+        .reverse()
+        .map((r) => ({ ...r, at: new Date(r.at).toISOString() })),
+    };
+  }
+
   /** The interface admin/server.ts reads the balancer through. */
   api(): AdminApi {
     const { state: s, plane, metrics } = this.d;
@@ -173,6 +189,7 @@ export class AdminViews {
       backends: () => this.backends(),
       services: () => this.services(),
       events: () => this.d.events.list(),
+      traffic: () => this.traffic(),
       backendAction: (svc, n, a) => this.backendAction(svc, n, a),
       reload: (t) => this.d.reload(t),
       metrics: async () => ({ contentType: metrics.registry.contentType, body: await metrics.registry.metrics() }),

@@ -56,6 +56,7 @@ type Row = {
   | { readonly kind: 'servers' }
   | { readonly kind: 'rate'; readonly def: string }
   | { readonly kind: 'bool'; readonly def: boolean }
+  | { readonly kind: 'fraction'; readonly def: number }
 );
 
 const MAX_MS = 7 * 24 * 3600 * 1000;
@@ -122,6 +123,12 @@ export const SCHEMA = {
   metrics: {
     interval: { prop: 'intervalMs', kind: 'duration', def: 30000, env: 'LEMONADE_LB_METRICS_INTERVAL_MS', doc: 'period of the summary log line' },
   },
+  access_log: {
+    enabled: { prop: 'enabled', kind: 'bool', def: false, doc: 'one line per client connection when it ends, rejected ones included (see [Access log](#access-log)); turning it on or off applies at once on a reload' },
+    path: { prop: 'path', kind: 'string', def: '', doc: '`""` = standard output (journald); else a file, appended to and reopened on `SIGUSR1` (logrotate); a new path applies at once on a reload' },
+    format: { prop: 'format', kind: 'enum', def: 'json', values: ['json', 'text'], doc: '`"json"` (one object per line) or `"text"` (one human line in the spirit of HAProxy\'s tcplog)' },
+    sample: { prop: 'sample', kind: 'fraction', def: 1, shown: '1.0', doc: 'fraction of connections logged, 0 < sample <= 1 (the termination counts always count every connection)' },
+  },
   admin: {
     listen_address: { prop: 'listenAddress', parsed: 'listen', kind: 'listen', def: '127.0.0.1:9090', emptyOk: true, env: 'LEMONADE_LB_ADMIN_ADDRESS', doc: 'the admin API; `""` disables it' },
     token: { prop: 'token', kind: 'string', def: '', secret: true, doc: 'if set, mutating endpoints require `Authorization: Bearer TOKEN`; if empty, they are accepted from loopback peers only' },
@@ -144,6 +151,8 @@ type ValueOf<R> = R extends { kind: 'int' | 'duration' }
       ? string
       : R extends { kind: 'bool' }
         ? boolean
+        : R extends { kind: 'fraction' }
+          ? number
         : R extends { kind: 'cidrs' }
           ? readonly Cidr[]
           : R extends { kind: 'hosts' | 'servers' }
@@ -749,6 +758,10 @@ function checkField(f: Row, v: unknown): Checked {
       return v;
     case 'bool':
       if (typeof v !== 'boolean') return err(`expected true or false, got ${describe(v)}`);
+      return v;
+    case 'fraction':
+      if (typeof v !== 'number' || !Number.isFinite(v)) return err(`expected a number between 0 (excluded) and 1, got ${describe(v)}`);
+      if (v <= 0 || v > 1) return err(`must be greater than 0 and at most 1, got ${v}`);
       return v;
     case 'listen':
     case 'address': {

@@ -10,10 +10,26 @@ import { splitRef, type BackendState } from '../core/backend';
 
 const BACKEND_STATES: readonly BackendState[] = ['healthy', 'unhealthy', 'draining', 'disabled'];
 
-import type { RejectReason } from '../proxy/events';
+import { CLEAN_TERMINATIONS, TERMINATIONS, TERMINATION_INDEX, type RejectReason, type Termination } from '../proxy/events';
 export type { RejectReason };
 /** the reasons a service's connection is refused for (no_route has no service: counted with service="") */
-export const REJECT_REASONS: readonly RejectReason[] = ['max_connections', 'no_backend', 'acl', 'rate_limit'];
+export const REJECT_REASONS: readonly RejectReason[] = ['max_connections', 'no_backend', 'acl', 'rate_limit', 'client_limit'];
+
+/** Upper bounds (ms) of the per-service latency buckets the status page's p50/p99 are read from. */
+export const LATENCY_BOUNDS_MS = [0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 10000];
+/** Most recent non-clean terminations kept (each process, and the merged list). */
+export const RECENT_CAP = 50;
+
+/** One connection that did not end cleanly, for the status page. */
+export interface RecentTermination {
+  readonly at: number;
+  readonly service: string;
+  readonly backend: string | null;
+  /** "ip:port" when the access log read it, else null */
+  readonly client: string | null;
+  readonly termination: Termination;
+  readonly duration_ms: number;
+}
 
 const CONNECT_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
 const LIFETIME_BUCKETS = [0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800, 3600];
@@ -30,6 +46,24 @@ export interface TrafficReport {
   readonly rejected: readonly (readonly [string, number])[];
   readonly connect: readonly (readonly [string, HistogramData])[];
   readonly lifetimes: HistogramData;
+  /** by service: counts in TERMINATIONS order */
+  readonly terminations: readonly (readonly [string, readonly number[]])[];
+  /** by service: latency samples per LATENCY_BOUNDS_MS bucket (the last one: above them) */
+  readonly latency: readonly (readonly [string, readonly number[]])[];
+  readonly logDropped: number;
+  readonly recent: readonly RecentTermination[];
+}
+
+/** Per-key arrays added up, key by key. */
+function sumArrays(lists: readonly (readonly (readonly [string, readonly number[]])[])[], into: Map<string, Float64Array>, size: number): void {
+  into.clear();
+  for (const list of lists) {
+    for (const [k, v] of list) {
+      let a = into.get(k);
+      if (!a) into.set(k, (a = new Float64Array(size)));
+      for (let i = 0; i < size && i < v.length; i++) a[i]! += v[i]!;
+    }
+  }
 }
 
 /**
@@ -48,10 +82,38 @@ export class TrafficFigures {
   );
   readonly lifetimes = new FastHistogram('lemonade_connection_duration_seconds', 'Lifetime of proxied client connections', LIFETIME_BUCKETS);
   readonly lifetime: HistogramSeries = this.lifetimes.for();
+  /** by service: counts by TERMINATION_INDEX */
+  readonly terminations = new Map<string, Float64Array>();
+  /** by service: latency samples by LATENCY_BOUNDS_MS bucket */
+  readonly latency = new Map<string, Float64Array>();
+  /** access log lines dropped (the destination could not keep up) */
+  logDropped = 0;
+  /** the most recent non-clean terminations, oldest first, at most RECENT_CAP */
+  recent: RecentTermination[] = [];
 
   reject(reason: RejectReason, service: string): void {
     const k = `${service}/${reason}`;
     this.rejected.set(k, (this.rejected.get(k) ?? 0) + 1);
+  }
+
+  /** A client connection ended (`at`: ms since the epoch); a non-clean end is kept for the status page. */
+  ended(service: string, termination: Termination, backend: string | null, client: string | null, durationMs: number, at: number): void {
+    let a = this.terminations.get(service);
+    if (!a) this.terminations.set(service, (a = new Float64Array(TERMINATIONS.length)));
+    a[TERMINATION_INDEX[termination]]!++;
+    if (!CLEAN_TERMINATIONS.has(termination)) {
+      this.recent.push({ at, service, backend, client, termination, duration_ms: durationMs });
+      if (this.recent.length > RECENT_CAP) this.recent.shift();
+    }
+  }
+
+  /** A latency sample (connect + time to first byte) of a service's connection, ms. */
+  observeLatency(service: string, ms: number): void {
+    let a = this.latency.get(service);
+    if (!a) this.latency.set(service, (a = new Float64Array(LATENCY_BOUNDS_MS.length + 1)));
+    let i = 0;
+    while (i < LATENCY_BOUNDS_MS.length && ms > LATENCY_BOUNDS_MS[i]!) i++;
+    a[i]!++;
   }
 
   /** `ref`: the backend's service/name */
@@ -70,6 +132,10 @@ export class TrafficFigures {
       rejected: [...this.rejected],
       connect: [...this.connect.entries()].map(([name, s]) => [name, s.data()] as const),
       lifetimes: this.lifetime.data(),
+      terminations: [...this.terminations].map(([k, a]) => [k, Array.from(a)] as const),
+      latency: [...this.latency].map(([k, a]) => [k, Array.from(a)] as const),
+      logDropped: this.logDropped,
+      recent: this.recent.slice(),
     };
   }
 
@@ -81,7 +147,18 @@ export class TrafficFigures {
     for (const x of list) for (const [name, d] of x.connect) (byName.get(name) ?? byName.set(name, []).get(name)!).push(d);
     for (const [name, ds] of byName) this.connect.for(name).assignSum(ds);
     this.lifetime.assignSum(list.map((x) => x.lifetimes));
+    sumArrays(list.map((x) => x.terminations), this.terminations, TERMINATIONS.length);
+    sumArrays(list.map((x) => x.latency), this.latency, LATENCY_BOUNDS_MS.length + 1);
+    this.logDropped = list.reduce((n, x) => n + x.logDropped, 0);
+    this.recent = mergeRecent(list.map((x) => x.recent));
   }
+}
+
+/** Several processes' recent terminations as one list, oldest first, the last RECENT_CAP. */
+export function mergeRecent(lists: readonly (readonly RecentTermination[])[]): RecentTermination[] {
+  const all = lists.flat();
+  all.sort((a, b) => a.at - b.at);
+  return all.slice(-RECENT_CAP);
 }
 
 export interface MetricsSources {
@@ -198,6 +275,27 @@ export class Metrics {
           const { service, name } = splitRef(k);
           this.inc({ service, reason: name }, n);
         }
+      },
+    });
+    new Counter({
+      name: 'lemonade_connection_terminations_total',
+      help: 'Client connections ended, by service and termination (who or what ended them; rejections included), whether the access log logged them or not',
+      labelNames: ['service', 'termination'],
+      registers,
+      collect() {
+        this.reset();
+        // every termination of every service from 0, so a rate() sees the first one
+        for (const s of src.snapshot().services) for (const t of TERMINATIONS) this.inc({ service: s.name, termination: t }, 0);
+        for (const [service, a] of traffic.terminations) TERMINATIONS.forEach((t, i) => this.inc({ service, termination: t }, a[i]!));
+      },
+    });
+    new Counter({
+      name: 'lemonade_access_log_dropped_total',
+      help: 'Access log lines dropped because the destination could not keep up (the bounded queue was full) or a write failed',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(traffic.logDropped);
       },
     });
     new Gauge({

@@ -2,7 +2,7 @@
 // a cap on concurrent connections ([proxy] client_max_connections). Memory is bounded: an entry
 // lives only while its address has open connections or a partly spent bucket, and the table
 // never holds more than MAX_ENTRIES addresses (new addresses beyond that are refused only when a
-// limit is configured, and counted as rate_limit).
+// limit is configured, and counted as client_limit).
 
 import type { RateLimit } from '../config/schema';
 
@@ -16,6 +16,8 @@ interface Entry {
 
 export class ClientLimits {
   private readonly table = new Map<string, Entry>();
+  /** why admit() last said no: the rate, or the per-client cap (a full table counts as that) */
+  refusal: 'rate_limit' | 'client_limit' = 'rate_limit';
 
   constructor(private readonly now: () => number) {}
 
@@ -33,19 +35,24 @@ export class ClientLimits {
     let e = this.table.get(addr);
     if (!e) {
       if (this.table.size >= MAX_ENTRIES) this.sweep(now, rate);
-      if (this.table.size >= MAX_ENTRIES) return false;
+      if (this.table.size >= MAX_ENTRIES) return this.refuse('client_limit');
       e = { active: 0, tokens: rate ? rate.count : 0, stamp: now };
       this.table.set(addr, e);
     }
-    if (maxConn > 0 && e.active >= maxConn) return false;
+    if (maxConn > 0 && e.active >= maxConn) return this.refuse('client_limit');
     if (rate) {
       e.tokens = Math.min(rate.count, e.tokens + ((now - e.stamp) * rate.count) / rate.perMs);
       e.stamp = now;
-      if (e.tokens < 1) return false;
+      if (e.tokens < 1) return this.refuse('rate_limit');
       e.tokens -= 1;
     }
     e.active++;
     return true;
+  }
+
+  private refuse(why: 'rate_limit' | 'client_limit'): false {
+    this.refusal = why;
+    return false;
   }
 
   release(addr: string, rate: RateLimit | null): void {

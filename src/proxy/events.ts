@@ -1,18 +1,91 @@
-// The one small interface through which the data plane reports what happens. Metrics and the
-// debug log subscribe to it; the data plane imports neither.
+// The one small interface through which the data plane reports what happens. Metrics, the
+// access log and the debug log subscribe to it; the data plane imports none of them.
 
 import type { SnapshotBackend } from '../core/snapshot';
 
-/** no_route: an address routing by TLS server name has no service for the connection (no default route) */
-export type RejectReason = 'max_connections' | 'no_backend' | 'acl' | 'rate_limit' | 'no_route';
+/**
+ * Why the listener closed a connection at once (the reason label of the rejection counter);
+ * no_route: an address routing by TLS server name has no service for it (no default route).
+ */
+export type RejectReason = 'max_connections' | 'no_backend' | 'acl' | 'rate_limit' | 'client_limit' | 'no_route';
+
+/** Why a client connection ended (SPEC §10), decided where it happened; the first cause seen wins. */
+export const TERMINATIONS = [
+  'client_closed',
+  'backend_closed',
+  'client_reset',
+  'backend_reset',
+  'idle_timeout',
+  'connect_timeout',
+  'connect_failed',
+  'no_backend',
+  'no_route',
+  'rejected_max_connections',
+  'rejected_acl',
+  'rejected_rate_limit',
+  'rejected_client_limit',
+  'drain_timeout',
+  'disabled',
+  'shutdown',
+] as const;
+export type Termination = (typeof TERMINATIONS)[number];
+
+/** Index of each termination in TERMINATIONS (counters are arrays indexed by it). */
+export const TERMINATION_INDEX: Readonly<Record<Termination, number>> = Object.fromEntries(TERMINATIONS.map((t, i) => [t, i])) as Record<Termination, number>;
+
+/** The ends that say nothing went wrong: either side closed its side first. */
+export const CLEAN_TERMINATIONS: ReadonlySet<Termination> = new Set<Termination>(['client_closed', 'backend_closed']);
+
+/** The termination a rejection is logged and counted as. */
+export function rejectionTermination(reason: RejectReason): Termination {
+  switch (reason) {
+    case 'no_backend':
+    case 'no_route':
+      return reason;
+    default:
+      return `rejected_${reason}`;
+  }
+}
+
+/** A finished session as its observer reads it, during the closed() call only. */
+export interface SessionEnd {
+  readonly service: string;
+  /** the backend it was connected to, or the last one tried; null when none was picked */
+  readonly pickedBackend: SnapshotBackend | null;
+  /** a connect completed */
+  readonly connected: boolean;
+  /** ms to connect the last backend (meaningful when connected) */
+  readonly connectMs: number;
+  /** accept to both sockets closed, ms */
+  readonly durationMs: number;
+  /** client to backend */
+  readonly bytesIn: number;
+  /** backend to client */
+  readonly bytesOut: number;
+  /** backends tried after the first */
+  readonly retries: number;
+  readonly termination: Termination;
+  /** the latency sample (connect + time to first byte), ms; -1 when no byte came back */
+  readonly latencyMs: number;
+  /** "ip:port" of the client when this connection is to be logged, else null */
+  readonly logClient: string | null;
+}
 
 export interface ProxyObserver {
-  /** `service` is "" for a connection refused before it had one (no_route, or the global cap while its ClientHello was read) */
-  rejected(reason: RejectReason, remoteAddress: string | undefined, service: string): void;
+  /**
+   * The fraction of connections the access log wants (0 = off): the listener reads the client's
+   * "ip:port" for those only, and hands it over as `logClient`.
+   */
+  readonly logSample: number;
+  /**
+   * The listener closed a connection at once; `logClient` as above, else null. `service` is ""
+   * for one refused before it had one (no_route, or the global cap while its ClientHello was read).
+   */
+  rejected(reason: RejectReason, remoteAddress: string | undefined, service: string, logClient: string | null): void;
   connectFailed(backend: SnapshotBackend, error: string, willRetry: boolean): void;
   connected(backend: SnapshotBackend, connectMs: number): void;
-  /** both sockets of a proxied connection are closed */
-  closed(backend: SnapshotBackend, durationMs: number, bytesIn: number, bytesOut: number): void;
+  /** both sockets of a client connection handed to a session are closed, whatever happened */
+  closed(end: SessionEnd): void;
   /** the listener could not accept (EMFILE and the like) */
   acceptError(error: Error): void;
 }

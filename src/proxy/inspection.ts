@@ -6,6 +6,7 @@
 // relay it reads the libuv handle; otherwise the net.Socket, through 'data' events.
 
 import type { Socket } from 'node:net';
+import type { Termination } from './events';
 import { MAX_HELLO_BYTES, readClientHello } from './client-hello';
 import { raw, type RawBindings, type TcpHandle } from './raw';
 
@@ -46,6 +47,11 @@ export abstract class Inspection {
     this.stopReading();
     this.close();
     this.host.gone(this);
+  }
+
+  /** The registry's cut (a shutdown's drain deadline): not routed yet, so no session ends and no line is logged. */
+  cut(_cause: Termination): void {
+    this.destroy();
   }
 
   /** The registry's sweep: past the deadline the connection is routed as having no server name. */

@@ -19,7 +19,7 @@ import { BindError } from '../errors';
 import { ConnectionRegistry } from '../runtime/drain';
 import { ClientLimits } from './client-limits';
 import { Session } from './session';
-import { RawSession, peerAddress } from './raw-session';
+import { RawSession, peerAddress, peerEndpoint } from './raw-session';
 import type { SessionBase, SessionHost } from './session-base';
 import { rawAvailable, uvError, type TcpHandle } from './raw';
 import type { ProxyObserver, RejectReason } from './events';
@@ -289,7 +289,7 @@ export class ProxyListener {
     }
     if (p.clientRateLimit !== null || p.clientMaxConnections > 0) {
       if (v.remote === '') v.remote = peerOf(c);
-      if (!entry.limits.admit(v.remote, p.clientRateLimit, p.clientMaxConnections)) return 'rate_limit';
+      if (!entry.limits.admit(v.remote, p.clientRateLimit, p.clientMaxConnections)) return entry.limits.refusal;
       v.admitted = true;
     }
     // consistent_hash on the client's IP: read only for a service whose strategy is keyed by it
@@ -297,11 +297,17 @@ export class ProxyListener {
     return null;
   }
 
+  /** Is this connection one the access log samples? (false at once when the log is off) */
+  private logged(): boolean {
+    const rate = this.deps.observer.logSample;
+    return rate > 0 && (rate >= 1 || Math.random() < rate);
+  }
+
   /** A connection on an address that reads the ClientHello first: counted open while it is read. */
-  private inspect(sock: SocketEntry, snap: Snapshot, timeoutMs: number, c: Socket | TcpHandle, close: () => void, remote: () => string | undefined): void {
+  private inspect(sock: SocketEntry, snap: Snapshot, timeoutMs: number, c: Socket | TcpHandle, close: () => void, remote: () => string | undefined, logClient: () => string | null): void {
     if (this.registry.size >= snap.maxConnections) {
       // refused before it has a service
-      this.deps.observer.rejected('max_connections', remote(), '');
+      this.deps.observer.rejected('max_connections', remote(), '', logClient());
       close();
       return;
     }
@@ -326,7 +332,7 @@ export class ProxyListener {
     if (i instanceof SocketInspection) {
       const c = i.socket;
       if (!svc || !sock) {
-        this.deps.observer.rejected('no_route', c.remoteAddress, '');
+        this.deps.observer.rejected('no_route', c.remoteAddress, '', this.logged() ? socketEndpoint(c) : null);
         c.destroy();
         return;
       }
@@ -334,7 +340,7 @@ export class ProxyListener {
     } else {
       const c = (i as RawInspection).handle;
       if (!svc || !sock) {
-        this.deps.observer.rejected('no_route', peerAddress(c), '');
+        this.deps.observer.rejected('no_route', peerAddress(c), '', this.logged() ? peerEndpoint(c) : null);
         c.close();
         return;
       }
@@ -347,12 +353,12 @@ export class ProxyListener {
     const snap = this.deps.current();
     const routes = snap.routes(sock.key);
     if (routes?.inspect) {
-      this.inspect(sock, snap, routes.inspectTimeoutMs, c, () => c.destroy(), () => c.remoteAddress);
+      this.inspect(sock, snap, routes.inspectTimeoutMs, c, () => c.destroy(), () => c.remoteAddress, () => (this.logged() ? socketEndpoint(c) : null));
       return;
     }
     const svc = routes?.fallback;
     if (!svc) {
-      this.deps.observer.rejected('no_route', c.remoteAddress, '');
+      this.deps.observer.rejected('no_route', c.remoteAddress, '', this.logged() ? socketEndpoint(c) : null);
       c.destroy();
       return;
     }
@@ -360,9 +366,10 @@ export class ProxyListener {
   }
 
   private startSession(snap: Snapshot, svc: ServiceSnapshot, entry: ServiceEntry, c: Socket, initial: Buffer | null, serverName: string | null): void {
+    const logClient = this.logged() ? socketEndpoint(c) : null;
     const refused = this.admission(snap, svc, entry, c, socketPeer);
     if (refused) {
-      this.deps.observer.rejected(refused, c.remoteAddress, svc.name);
+      this.deps.observer.rejected(refused, c.remoteAddress, svc.name, logClient);
       c.destroy();
       return;
     }
@@ -371,6 +378,7 @@ export class ProxyListener {
     const s = new Session(c, svc, entry.host);
     s.admitted = this.verdict.admitted;
     s.initial = initial;
+    s.logClient = logClient;
     if (svc.keyed) s.hashKey = svc.wantsServerName ? (serverName ?? '') : this.verdict.remote;
     this.registry.add(s);
     s.start();
@@ -385,12 +393,12 @@ export class ProxyListener {
     const snap = this.deps.current();
     const routes = snap.routes(sock.key);
     if (routes?.inspect) {
-      this.inspect(sock, snap, routes.inspectTimeoutMs, c, () => c.close(), () => peerAddress(c));
+      this.inspect(sock, snap, routes.inspectTimeoutMs, c, () => c.close(), () => peerAddress(c), () => (this.logged() ? peerEndpoint(c) : null));
       return;
     }
     const svc = routes?.fallback;
     if (!svc) {
-      this.deps.observer.rejected('no_route', peerAddress(c), '');
+      this.deps.observer.rejected('no_route', peerAddress(c), '', this.logged() ? peerEndpoint(c) : null);
       c.close();
       return;
     }
@@ -398,9 +406,10 @@ export class ProxyListener {
   }
 
   private startRawSession(snap: Snapshot, svc: ServiceSnapshot, entry: ServiceEntry, c: TcpHandle, initial: Buffer | null, serverName: string | null, clientEnded: boolean): void {
+    const logClient = this.logged() ? peerEndpoint(c) : null;
     const refused = this.admission(snap, svc, entry, c, peerAddress);
     if (refused) {
-      this.deps.observer.rejected(refused, this.verdict.remote || peerAddress(c), svc.name);
+      this.deps.observer.rejected(refused, this.verdict.remote || peerAddress(c), svc.name, logClient);
       c.close();
       return;
     }
@@ -409,6 +418,7 @@ export class ProxyListener {
     entry.open++;
     const s = new RawSession(c, svc, entry.host);
     s.admitted = this.verdict.admitted;
+    s.logClient = logClient;
     s.remoteAddress = this.verdict.remote;
     s.initial = initial;
     s.clientEnded = clientEnded;
@@ -420,6 +430,11 @@ export class ProxyListener {
 
 function socketPeer(c: Socket): string {
   return c.remoteAddress ?? '';
+}
+
+/** The client's "ip:port", as the access log writes it. */
+function socketEndpoint(c: Socket): string {
+  return formatHostPort({ host: c.remoteAddress ?? '', port: c.remotePort ?? 0 });
 }
 
 function ignore(): void {}

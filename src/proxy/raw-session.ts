@@ -15,6 +15,7 @@
 //   complete; an error on either side, the idle timeout or destroy() closes both at once.
 
 import { isIP } from 'node:net';
+import { formatHostPort } from '../core/address';
 import { lookup } from 'node:dns';
 import type { ServiceSnapshot } from '../core/snapshot';
 import type { Lease } from '../core/stats';
@@ -84,6 +85,13 @@ function ipVersion(host: string): number {
 export function peerAddress(h: TcpHandle): string {
   const out: SockName = {};
   return h.getpeername(out) === 0 ? (out.address ?? '') : '';
+}
+
+/** "ip:port" of a client handle's peer ("[v6]:port"; ":0" when the connection is already gone). */
+export function peerEndpoint(h: TcpHandle): string {
+  const out: SockName = {};
+  h.getpeername(out);
+  return formatHostPort({ host: out.address ?? '', port: out.port ?? 0 });
 }
 
 /** Both ends of a client handle, for the PROXY protocol header. */
@@ -255,6 +263,7 @@ export class RawSession extends SessionBase {
   }
 
   /** @internal */ onEnd(from: Side): void {
+    this.ended(from === this.client ? 'client_closed' : 'backend_closed');
     from.eof = true;
     const to = from.peer;
     if (to && !to.closing && !to.shutting && to.eof && to.queued === 0) {
@@ -274,6 +283,12 @@ export class RawSession extends SessionBase {
       }
     }
     if (from.shut) close(from);
+  }
+
+  /** A read, write or shutdown on `h` failed (a reset and the like): close both. */
+  sideFailed(h: Side): void {
+    this.ended(h === this.client ? 'client_reset' : 'backend_reset');
+    this.destroy();
   }
 
   /** @internal */ onShut(h: Side): void {
@@ -323,7 +338,7 @@ function write(to: Side, data: Uint8Array, from: Side | null): boolean {
   req.buffer = null;
   const err = to.writeBuffer(req, data);
   if (err !== 0) {
-    to.session.destroy();
+    to.session.sideFailed(to);
     return false;
   }
   if (R.state[R.kLastWriteWasAsync] === 0) return false;
@@ -349,7 +364,7 @@ function afterWrite(this: WriteReq, status: number): void {
   to.queued--;
   if (to.closing) return;
   if (status < 0) {
-    to.session.destroy();
+    to.session.sideFailed(to);
     return;
   }
   const from = to.peer;
@@ -362,7 +377,7 @@ function afterWrite(this: WriteReq, status: number): void {
 function afterShutdown(this: ShutdownReq, status: number): void {
   const h = this.handle as Side;
   if (h.closing) return;
-  if (status < 0) h.session.destroy();
+  if (status < 0) h.session.sideFailed(h);
   else h.session.onShut(h);
 }
 
@@ -378,7 +393,7 @@ function onRead(this: TcpHandle): Uint8Array | undefined {
   if (n > 0) return h.session.onData(h, n);
   if (n === 0) return undefined;
   if (n === R.UV_EOF) h.session.onEnd(h);
-  else h.session.destroy(); // a read error (ECONNRESET and the like)
+  else h.session.sideFailed(h); // a read error (ECONNRESET and the like)
   return undefined;
 }
 

@@ -241,16 +241,19 @@ export class Session extends SessionBase {
   }
 
   /** @internal */ onClientEnd(): void {
+    this.ended('client_closed');
     this.backend?.end();
   }
 
   /** @internal */ onBackendEnd(): void {
+    this.ended('backend_closed');
     if (!this.client.destroyed) this.client.end();
   }
 
   /** @internal */ onBackendError(s: BackendSocket, err: Error): void {
     if (s !== this.backend) return;
     if (this.connected) {
+      this.ended('backend_reset');
       this.client.destroy();
       return;
     }
@@ -262,6 +265,7 @@ export class Session extends SessionBase {
   }
 
   /** @internal */ onClientError(): void {
+    this.ended('client_reset');
     this.backend?.destroy();
   }
 

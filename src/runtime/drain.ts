@@ -2,11 +2,13 @@
 // It also runs the one coarse sweep that replaces a timer per connection: while any connection is
 // open, every periodMs() each one's sweep(now) checks its own timeouts (connect, idle).
 
+import type { Termination } from '../proxy/events';
+
 export interface Drainable {
   /** the backend key this connection is attached to, if any */
   readonly backendKey: string | null;
-  /** close both sockets now */
-  destroy(): void;
+  /** close both sockets now, for this cause (the access log's termination) */
+  cut(cause: Termination): void;
   /** the periodic sweep: check timeouts against `now` */
   sweep?(now: number): void;
 }
@@ -61,11 +63,11 @@ export class ConnectionRegistry<T extends Drainable = Drainable> {
   }
 
   /** Close now every connection attached to one of these backend keys. Returns how many. */
-  cutBackends(keys: ReadonlySet<string>): number {
+  cutBackends(keys: ReadonlySet<string>, cause: Termination): number {
     let n = 0;
     for (const c of [...this.open]) {
       if (c.backendKey !== null && keys.has(c.backendKey)) {
-        c.destroy();
+        c.cut(cause);
         n++;
       }
     }
@@ -84,20 +86,27 @@ export class ConnectionRegistry<T extends Drainable = Drainable> {
   }
 
 
-  /** Wait until every connection has ended or the deadline (ms from now) passes; cut the rest. */
+  /** Wait until every connection has ended or the deadline (ms from now) passes; cut the rest (shutdown). */
   async drain(timeoutMs: number): Promise<DrainResult> {
     const before = this.open.size;
-    if (before > 0) {
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, timeoutMs);
-        this.waiters.push(() => {
-          clearTimeout(t);
-          resolve();
-        });
-      });
-    }
+    await this.empty(timeoutMs);
     const cut = this.open.size;
-    for (const c of [...this.open]) c.destroy();
+    for (const c of [...this.open]) c.cut('shutdown');
+    // their close callbacks come on later turns: wait for them (bounded), so that their ends are
+    // counted and logged before the process exits
+    await this.empty(1000);
     return { drained: before - cut, cut };
+  }
+
+  /** Resolves when no connection is open, or after timeoutMs. */
+  private empty(timeoutMs: number): Promise<void> {
+    if (this.open.size === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, timeoutMs);
+      this.waiters.push(() => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
   }
 }

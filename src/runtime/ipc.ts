@@ -62,6 +62,8 @@ export type ToWorker =
   | { readonly t: 'abort'; readonly id: number }
   | { readonly t: 'report'; readonly id: number }
   | { readonly t: 'close'; readonly id: number }
+  /** SIGUSR1 reached the primary: open the access log file again */
+  | { readonly t: 'reopen-log' }
   | { readonly t: 'drain'; readonly id: number; readonly timeoutMs: number };
 
 /** worker → primary: answers carry the id of the request */
@@ -114,13 +116,17 @@ export function mergeReports(list: readonly WorkerReport[]): WorkerReport {
   const rejected = [...group(list.map((r) => r.traffic.rejected))].map(([k, v]) => [k, v.reduce((a, b) => a + b, 0)] as const);
   const serviceOpen = [...group(list.map((r) => r.serviceOpen))].map(([k, v]) => [k, v.reduce((a, b) => a + b, 0)] as const);
   const connect = [...group(list.map((r) => r.traffic.connect))].map(([k, v]) => [k, sumHist(v)] as const);
+  // the arrays, the dropped lines and the recent list merge as the control plane absorbs them
+  const t = new TrafficFigures();
+  t.absorb(list.map((r) => r.traffic));
+  const { terminations, latency, logDropped, recent } = t.report();
   return {
     open: list.reduce((n, r) => n + r.open, 0),
     serviceOpen,
     accepted: list.reduce((n, r) => n + r.accepted, 0),
     loads,
     counters,
-    traffic: { rejected, connect, lifetimes: sumHist(list.map((r) => r.traffic.lifetimes)) },
+    traffic: { rejected, connect, lifetimes: sumHist(list.map((r) => r.traffic.lifetimes)), terminations, latency, logDropped, recent },
   };
 }
 

@@ -13,7 +13,8 @@ import type { ListenSpec } from './ipc';
 import type { Session } from '../proxy/session';
 import type { RawSession } from '../proxy/raw-session';
 import type { Inspection } from '../proxy/inspection';
-import type { ProxyObserver } from '../proxy/events';
+import { rejectionTermination, type ProxyObserver, type SessionEnd } from '../proxy/events';
+import type { AccessLog } from '../obs/access-log';
 import type { DrainResult } from './drain';
 
 export type { Pending };
@@ -54,6 +55,8 @@ export interface DataPlane {
   drain(timeoutMs: number): Promise<DrainResult>;
   /** bring the control plane's figures up to date (a no-op in one process) */
   refresh(): Promise<void>;
+  /** SIGUSR1: every process that writes the access log opens its file again (logrotate) */
+  reopenLog(): void;
   /** per-process view for /status (null in one process) */
   processes(): unknown[] | null;
   /** data-plane processes up now, and unasked exits replaced so far */
@@ -68,16 +71,28 @@ export interface ObserverDeps {
   readonly unhealthyThreshold: (service: string) => number;
   /** a line for the admin events list */
   readonly event: (kind: 'health', message: string) => void;
+  readonly accessLog: AccessLog;
 }
 
-/** What the data plane reports goes to the traffic figures and, at debug, to the log. */
+/**
+ * What the data plane reports goes to the traffic figures (every connection's termination
+ * counted), the access log (the sampled connections) and, at debug, to the log.
+ */
 export function trafficObserver(d: ObserverDeps): ProxyObserver {
   const log = d.logger;
   const t = d.traffic;
+  const access = d.accessLog;
   let acceptErrorLogged = 0;
   return {
-    rejected: (reason, remote, service) => {
+    get logSample(): number {
+      return access.sampleRate;
+    },
+    rejected: (reason, remote, service, logClient) => {
       t.reject(reason, service);
+      const termination = rejectionTermination(reason);
+      const now = d.now();
+      t.ended(service, termination, null, logClient ?? remote ?? null, 0, now);
+      if (logClient !== null) access.write(rejection(service, termination, logClient), now);
       if (log.isLevelEnabled('debug')) log.debug({ service, reason, client: remote }, 'connection rejected');
     },
     connectFailed: (b, error, willRetry) => {
@@ -91,9 +106,18 @@ export function trafficObserver(d: ObserverDeps): ProxyObserver {
       t.observeConnect(b.ref, ms / 1000);
       if (log.isLevelEnabled('debug')) log.debug({ backend: b.name, connectMs: ms }, 'connection opened');
     },
-    closed: (b, ms, bytesIn, bytesOut) => {
+    closed: (e) => {
+      const now = d.now();
+      const ms = e.durationMs;
+      const b = e.pickedBackend;
+      // a session that found no backend at all is a rejection too (lemonade_connections_rejected_total)
+      if (e.termination === 'no_backend') t.reject('no_backend', e.service);
+      t.ended(e.service, e.termination, b?.name ?? null, e.logClient, ms, now);
+      if (e.latencyMs >= 0) t.observeLatency(e.service, e.latencyMs);
+      if (e.logClient !== null) access.write(e, now);
+      if (!e.connected) return;
       t.lifetime.observe(ms / 1000);
-      if (log.isLevelEnabled('debug')) log.debug({ backend: b.name, durationMs: ms, bytesIn, bytesOut }, 'connection closed');
+      if (log.isLevelEnabled('debug')) log.debug({ backend: b!.name, durationMs: ms, bytesIn: e.bytesIn, bytesOut: e.bytesOut, termination: e.termination }, 'connection closed');
     },
     acceptError: (err) => {
       // EMFILE/ENFILE: the kernel keeps the connection queued; log at most once a second
@@ -106,9 +130,16 @@ export function trafficObserver(d: ObserverDeps): ProxyObserver {
   };
 }
 
+/** A connection the listener refused, as the access log reads it. */
+function rejection(service: string, termination: SessionEnd['termination'], logClient: string): SessionEnd {
+  return { service, pickedBackend: null, connected: false, connectMs: 0, durationMs: 0, bytesIn: 0, bytesOut: 0, retries: 0, termination, latencyMs: -1, logClient };
+}
+
 export interface LocalPlaneDeps {
   readonly current: () => Snapshot;
   readonly observer: ProxyObserver;
+  /** the observer's access log: configured from each snapshot, flushed at the end of a drain */
+  readonly accessLog: AccessLog;
   readonly now: () => number;
   readonly logger: Logger;
   /** several processes share the listening socket (a worker of a WorkerPool) */
@@ -169,6 +200,7 @@ export class LocalPlane implements DataPlane {
 
   applied(snap: Snapshot, gone: ReadonlySet<string>, drainTimeoutMs: number): void {
     this.listener.prune(snap);
+    this.deps.accessLog.configure(snap.config.access_log);
     if (this.drains.size > 0) {
       // a backend back with the same id and address takes its draining connections back
       const live = new Set(snap.backends.map((b) => b.load.key));
@@ -187,7 +219,7 @@ export class LocalPlane implements DataPlane {
       let cut = 0;
       for (const c of doomed) {
         if (registry.has(c)) {
-          c.destroy();
+          c.cut('drain_timeout');
           cut++;
         }
       }
@@ -199,7 +231,7 @@ export class LocalPlane implements DataPlane {
 
   adminChanged(_name: string, keys: readonly string[], _state: AdminState, cut: boolean): void {
     // disable cuts the backend's connections at once; drain lets them finish
-    if (cut) this.listener.registry.cutBackends(new Set(keys));
+    if (cut) this.listener.registry.cutBackends(new Set(keys), 'disabled');
   }
 
   checked(): void {
@@ -214,10 +246,15 @@ export class LocalPlane implements DataPlane {
     const r = await this.listener.registry.drain(timeoutMs);
     for (const t of this.drains.keys()) clearTimeout(t);
     this.drains.clear();
+    await this.deps.accessLog.flushed(1000);
     return r;
   }
 
   async refresh(): Promise<void> {}
+
+  reopenLog(): void {
+    this.deps.accessLog.reopen();
+  }
 
   processes(): null {
     return null;

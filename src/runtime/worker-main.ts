@@ -11,6 +11,7 @@ import { LoadTable } from '../core/stats';
 import { STRATEGIES } from '../strategy/index';
 import { createLogger, exitOnUncaught } from '../obs/logger';
 import { TrafficFigures } from '../obs/metrics';
+import { AccessLog } from '../obs/access-log';
 import { BindError } from '../errors';
 import { LocalPlane, trafficObserver, type Pending } from './plane';
 import type { FromWorker, ListenSpec, ToWorker, WorkerReport } from './ipc';
@@ -24,7 +25,7 @@ function send(m: FromWorker, then?: () => void): void {
 export function runDataPlaneWorker(): void {
   // the primary owns the signals: Ctrl-C reaches the whole process group, and systemd may signal
   // every process of the unit; the primary then drains the workers in order
-  for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(sig, () => undefined);
+  for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGUSR1'] as const) process.on(sig, () => undefined);
   process.once('message', (m: ToWorker) => {
     if (m.t !== 'init') throw new Error(`data-plane worker: expected init, got ${m.t}`);
     new Worker(m).start();
@@ -52,12 +53,23 @@ class Worker {
       l.healthySince = h.healthySince;
     }
     this.snapshot = this.build(init.config, init.generation);
+    // this worker's own connections, appended to the same file as the others (access-log.ts)
+    const accessLog = new AccessLog({
+      now: Date.now,
+      warn: (what, error) => this.logger.warn({ error }, what),
+      dropped: (n) => (this.traffic.logDropped += n),
+    });
+    accessLog.configure(init.config.access_log);
+    // SIGUSR1 sent to every process of the unit reopens here too (the primary forwards it as well)
+    process.on('SIGUSR1', () => accessLog.reopen());
     this.plane = new LocalPlane({
       current: () => this.snapshot,
       now: Date.now,
       logger: this.logger,
       shared: true,
+      accessLog,
       observer: trafficObserver({
+        accessLog,
         logger: this.logger,
         traffic: this.traffic,
         now: Date.now,
@@ -142,6 +154,9 @@ class Worker {
         void this.plane.drain(m.timeoutMs).then((r) => {
           send({ t: 'answer', id: m.id, drained: r.drained, cut: r.cut, report: this.report() }, () => process.exit(0));
         });
+        return;
+      case 'reopen-log':
+        this.plane.reopenLog();
         return;
       case 'init':
         return;

@@ -317,6 +317,10 @@ export class WorkerPool implements DataPlane {
     return { drained, cut };
   }
 
+  reopenLog(): void {
+    this.broadcast({ t: 'reopen-log' });
+  }
+
   /** Pull every worker's figures and make them the control plane's. */
   async refresh(): Promise<void> {
     if (this.members.every((m) => !m.worker)) return;

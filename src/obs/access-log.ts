@@ -1,0 +1,251 @@
+// The access log (SPEC §10): one line per client connection when it ends, JSON or a text line
+// in the spirit of HAProxy's tcplog, to standard output or a file (appended to, reopened on
+// SIGUSR1 for logrotate). It never blocks the relay: a line goes to a bounded in-memory queue
+// (lines and bytes bounded) that asynchronous fs.write() calls empty, one at a time, in batches;
+// when the destination cannot keep up (a stopped reader, a slow disk) the queue fills and the
+// next lines are dropped and counted (lemonade_access_log_dropped_total), never buffered without
+// bound. A blocked write holds one libuv pool thread, never the event loop.
+//
+// Several worker processes each log their own connections to the same destination: a file is
+// opened O_APPEND by each (every write lands at the end, whole), and a pipe or socket (stdout,
+// journald) gets writes of at most PIPE_BUF bytes of whole lines, which the kernel does not
+// interleave with another process's. Shipping lines to the primary instead would put every
+// connection through IPC and the primary's one thread.
+
+import { close, fstat, open, write } from 'node:fs';
+import type { SessionEnd } from '../proxy/events';
+import type { Config } from '../config/schema';
+
+export type AccessLogSettings = Config['access_log'];
+
+/** Queue bounds: past either, lines are dropped (and counted). */
+export const MAX_QUEUED_LINES = 8192;
+export const MAX_QUEUED_BYTES = 2 * 1024 * 1024;
+/** Bytes per write() to a regular file. */
+const FILE_BATCH = 256 * 1024;
+/** Bytes per write() to a pipe or socket: PIPE_BUF, so that writes of several processes stay whole. */
+const STREAM_BATCH = 4096;
+/** After EAGAIN (a non-blocking pipe that is full), or a failed write, try again this much later. */
+const RETRY_MS = 50;
+
+export interface AccessLogDeps {
+  /** a problem with the destination (open or write failed), said at most once a second */
+  readonly warn: (message: string, error: string) => void;
+  /** `n` lines were dropped */
+  readonly dropped: (n: number) => void;
+  readonly now: () => number;
+}
+
+export class AccessLog {
+  /** the fraction of connections to log: 0 when off (what the listener reads at accept) */
+  sampleRate = 0;
+  private format: 'json' | 'text' = 'json';
+  /** what the destination should be: "" = stdout, a path, null = none (off) */
+  private wanted: string | null = null;
+  /** the descriptor written to (-1: none yet), and what it is */
+  private fd = -1;
+  private fdKey: string | null = null;
+  private batchLimit = STREAM_BATCH;
+  /** a newer open() supersedes one still under way */
+  private openGen = 0;
+  private readonly queue: string[] = [];
+  private queuedBytes = 0;
+  private writing = false;
+  private scheduled = false;
+  private retry: NodeJS.Timeout | null = null;
+  /** descriptors replaced while a write to them was under way: closed once it completes */
+  private toClose: number[] = [];
+  private warnedAt = 0;
+  private idle: (() => void)[] = [];
+
+  constructor(private readonly d: AccessLogDeps) {}
+
+  /** Apply [access_log]: on/off, the format and the rate now; a new path is opened at once. */
+  configure(s: AccessLogSettings): void {
+    this.sampleRate = s.enabled ? s.sample : 0;
+    this.format = s.format;
+    const want = s.enabled ? s.path : null;
+    // a file that could not be opened is tried again at each reload
+    if (want !== this.wanted || (want !== null && this.fd < 0)) {
+      this.wanted = want;
+      this.openWanted();
+    }
+  }
+
+  /** SIGUSR1: open the file again by its name (logrotate moved it); lines queued go to the new one. */
+  reopen(): void {
+    if (this.wanted !== null && this.wanted !== '') this.openWanted();
+  }
+
+  /** The line of a connection that ended at `at` (ms since the epoch). */
+  write(e: SessionEnd, at: number): void {
+    if (this.sampleRate === 0) return; // turned off since the connection was accepted
+    const line = this.format === 'json' ? jsonLine(e, at) : textLine(e, at);
+    if (this.queue.length >= MAX_QUEUED_LINES || this.queuedBytes + line.length > MAX_QUEUED_BYTES) {
+      this.d.dropped(1);
+      return;
+    }
+    this.queue.push(line);
+    this.queuedBytes += line.length;
+    this.kick();
+  }
+
+  /** Resolves once the queue is written (or after `timeoutMs`): before the process exits. */
+  flushed(timeoutMs: number): Promise<void> {
+    if (this.queue.length === 0 && !this.writing) return Promise.resolve();
+    return new Promise((resolve) => {
+      const t = setTimeout(resolve, timeoutMs);
+      t.unref();
+      this.idle.push(() => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+  }
+
+  private openWanted(): void {
+    const key = this.wanted;
+    const gen = ++this.openGen;
+    if (key === null) {
+      this.settle();
+      return;
+    }
+    if (key === '') {
+      this.install(1, '', false);
+      return;
+    }
+    open(key, 'a', 0o640, (err, fd) => {
+      if (gen !== this.openGen) {
+        if (!err) close(fd, ignore);
+        return;
+      }
+      if (err) {
+        // the old destination (if any) stays: nothing is lost that need not be
+        this.warn(`cannot open the access log ${key}`, err);
+        return;
+      }
+      fstat(fd, (e2, st) => {
+        if (gen !== this.openGen) {
+          close(fd, ignore);
+          return;
+        }
+        this.install(fd, key, !e2 && st.isFile());
+      });
+    });
+  }
+
+  private install(fd: number, key: string, regular: boolean): void {
+    const old = this.fd;
+    this.fd = fd;
+    this.fdKey = key;
+    this.batchLimit = regular ? FILE_BATCH : STREAM_BATCH;
+    if (old > 2 && old !== fd) {
+      if (this.writing) this.toClose.push(old);
+      else close(old, ignore);
+    }
+    this.kick();
+  }
+
+  /** Write soon, unless a write (or its retry) is under way: its completion goes on with the queue. */
+  private kick(): void {
+    if (!this.writing && !this.scheduled && this.retry === null && this.queue.length > 0) {
+      this.scheduled = true;
+      setImmediate(this.flush);
+    }
+  }
+
+  private readonly flush = (): void => {
+    this.scheduled = false;
+    if (this.writing || this.fd < 0) return;
+    if (this.queue.length === 0) {
+      this.settle();
+      return;
+    }
+    // whole lines up to the batch size (at least one line)
+    let n = 0;
+    let bytes = 0;
+    while (n < this.queue.length && (n === 0 || bytes + this.queue[n]!.length <= this.batchLimit)) bytes += this.queue[n++]!.length;
+    const lines = this.queue.splice(0, n);
+    this.queuedBytes -= bytes;
+    this.writing = true;
+    this.writeOut(this.fd, Buffer.from(lines.join(''), 'utf8'), n);
+  };
+
+  private writeOut(fd: number, buf: Buffer, lines: number): void {
+    write(fd, buf, 0, buf.length, null, (err, written) => {
+      if (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EAGAIN') {
+          this.later(() => this.writeOut(fd, buf, lines));
+          return;
+        }
+        // the destination fails (a full disk, a closed pipe): what is queued is dropped with the
+        // batch, and writing is tried again a little later with the lines that come by then
+        this.warn(`cannot write the access log ${this.fdKey === '' ? '(standard output)' : this.fdKey}`, err);
+        this.d.dropped(lines + this.queue.length);
+        this.queue.length = 0;
+        this.queuedBytes = 0;
+        this.writing = false;
+        this.later(this.flush);
+        return;
+      }
+      if (written < buf.length) {
+        this.writeOut(fd, buf.subarray(written), lines);
+        return;
+      }
+      this.writing = false;
+      for (const old of this.toClose) close(old, ignore);
+      this.toClose = [];
+      this.flush();
+    });
+  }
+
+  private later(f: () => void): void {
+    this.retry = setTimeout(() => {
+      this.retry = null;
+      f();
+    }, RETRY_MS);
+    this.retry.unref();
+  }
+
+  /** Nothing queued: close a file the log no longer wants, and wake flushed(). */
+  private settle(): void {
+    if (this.writing || this.queue.length > 0) return;
+    if (this.wanted === null && this.fd >= 0) {
+      if (this.fd > 2) close(this.fd, ignore);
+      this.fd = -1;
+      this.fdKey = null;
+    }
+    const w = this.idle;
+    this.idle = [];
+    for (const f of w) f();
+  }
+
+  private warn(what: string, err: Error): void {
+    const now = this.d.now();
+    if (now - this.warnedAt < 1000) return;
+    this.warnedAt = now;
+    this.d.warn(what, (err as NodeJS.ErrnoException).code ?? err.message);
+  }
+}
+
+function ignore(): void {}
+
+/** The JSON line (SPEC §10's fields, in that order). */
+export function jsonLine(e: SessionEnd, at: number): string {
+  const b = e.pickedBackend;
+  return (
+    `{"time":"${new Date(at).toISOString()}","client":${e.logClient === null ? 'null' : JSON.stringify(e.logClient)},"service":${JSON.stringify(e.service)},` +
+    `"backend":${b ? JSON.stringify(b.name) : 'null'},"backend_address":${b ? JSON.stringify(b.spec.address) : 'null'},` +
+    `"connect_ms":${e.connected ? e.connectMs : 'null'},"duration_ms":${e.durationMs},"bytes_in":${e.bytesIn},"bytes_out":${e.bytesOut},` +
+    `"retries":${e.retries},"termination":"${e.termination}"}\n`
+  );
+}
+
+/**
+ * The text line: `TIME CLIENT SERVICE/BACKEND BACKEND_ADDRESS CONNECT_MS/DURATION_MS BYTES_IN
+ * BYTES_OUT RETRIES TERMINATION`, "-" for what there is none of (README, Access log).
+ */
+export function textLine(e: SessionEnd, at: number): string {
+  const b = e.pickedBackend;
+  return `${new Date(at).toISOString()} ${e.logClient ?? '-'} ${e.service}/${b ? b.name : '-'} ${b ? b.spec.address : '-'} ${e.connected ? e.connectMs : '-'}/${e.durationMs} ${e.bytesIn} ${e.bytesOut} ${e.retries} ${e.termination}\n`;
+}
