@@ -25,6 +25,8 @@ export interface FileSpec {
   readonly proxy?: readonly string[];
   readonly algorithm?: string;
   readonly health?: readonly string[];
+  /** more tables, whole (headers included), before the backends */
+  readonly tables?: readonly string[];
 }
 
 const backendLines = (header: string, list: SvcSpec['backends']): string[] =>
@@ -45,6 +47,7 @@ export function servicesFile(f: FileSpec): string {
     ...(f.health ?? ['interval = "500ms"', 'timeout = "300ms"']),
     '[admin]',
     'listen_address = "127.0.0.1:0"',
+    ...(f.tables ?? []),
     ...(f.default ? backendLines('[[backends]]', f.default.backends) : []),
     ...f.services.flatMap((s) => [
       '[[services]]',

@@ -256,6 +256,8 @@ for (const relay of ['raw', 'net.Socket'] as const) {
         proxy: ['inspect_timeout = "1500ms"'],
         // one round of health checks at start: afterwards every connection a backend accepts is a proxied one
         health: ['interval = "1h"', 'timeout = "300ms"'],
+        // on standard output, among the log lines: a no_route refusal has its line too
+        tables: ['[access_log]', 'enabled = true'],
         services: [
           svc('api', a!, [{ name: 'api-1', address: api.address }], ['sni = ["api.example.com"]']),
           svc('pp', a!, [{ name: 'pp-1', address: pp.address }], ['sni = ["pp.example.com"]', 'proxy_protocol = "v1"']),
@@ -335,6 +337,13 @@ for (const relay of ['raw', 'net.Socket'] as const) {
     const after = metric((await lb.admin('/metrics')).body, 'lemonade_connections_rejected_total', ['service=""', 'reason="no_route"']);
     assert.equal(after - before, 2);
     assert.equal(before, 0);
+    const noRoute = await waitFor(() => {
+      const l = lb.logs.filter((x) => x['termination'] === 'no_route');
+      return l.length === 2 ? l : undefined;
+    }, 5000, 'two access log lines for the no_route refusals');
+    for (const l of noRoute) assert.deepEqual([l['service'], l['backend'], l['connect_ms']], ['', null, null]);
+    const terminations = metric((await lb.admin('/metrics')).body, 'lemonade_connection_terminations_total', ['service=""', 'termination="no_route"']);
+    assert.equal(terminations, 2);
   });
 }
 
