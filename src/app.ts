@@ -26,6 +26,7 @@ import { ReloadTrigger } from './runtime/reload';
 import { ReloadTransaction } from './runtime/reload-transaction';
 import { Lifecycle } from './runtime/lifecycle';
 import { LiveState } from './runtime/live-state';
+import { applyAgentAnswer } from './runtime/agent-effects';
 import { SystemdNotifier } from './runtime/systemd';
 
 export interface AppOptions {
@@ -83,7 +84,10 @@ export class App {
               config: s.config,
               generation: s.generation,
               operator: [...s.operator],
-              health: s.snapshot.backends.map((b) => [b.load.key, { healthy: b.load.healthy, healthySince: b.load.healthySince }]),
+              health: s.snapshot.backends.map((b) => [
+                b.load.key,
+                { healthy: b.load.healthy, healthySince: b.load.healthySince, agentDown: b.load.agentDown, agentWeightPercent: b.load.agentWeightPercent },
+              ]),
             }),
             event: (kind, message) => events.push(kind, message),
           })
@@ -103,7 +107,13 @@ export class App {
     const reload = (t: string): Promise<ReloadOutcome> => this.requestReload(t);
     this.views = new AdminViews({ state: s, plane, metrics, events, logger, now, startedAt, version: opts.version, configPath, workers, reload });
     const admin = (this.admin = new AdminServer(this.views.api()));
-    const checker = new HealthChecker({ current: () => s.snapshot, now, random, onResult: (e) => this.onHealth(e) });
+    const checker: HealthChecker = new HealthChecker({
+      current: () => s.snapshot,
+      now,
+      random,
+      onResult: (e) => this.onHealth(e),
+      onAgent: (e) => applyAgentAnswer({ state: s, plane, logger, events, metrics, rebuilt: () => checker.sync(s.snapshot) }, e),
+    });
     this.trigger =
       opts.configPath === ''
         ? null

@@ -3,7 +3,6 @@
 // HTTP server reads through. No sockets here: admin/server.ts serves these.
 
 import type { BackendConfig } from '../config/schema';
-import { backendRef, shownName, type AdminState } from '../core/backend';
 import type { ServiceSnapshot } from '../core/snapshot';
 import type { BackendLoad } from '../core/stats';
 import type { EventRing } from '../obs/events';
@@ -11,6 +10,7 @@ import type { Logger } from '../obs/logger';
 import type { Metrics } from '../obs/metrics';
 import type { LiveState } from '../runtime/live-state';
 import type { DataPlane } from '../runtime/plane';
+import { setBackendAdmin } from '../runtime/backend-admin';
 import type { ActionResult, AdminAction, AdminApi, HealthReport, HealthStatus, ReloadOutcome } from './server';
 
 export interface ViewDeps {
@@ -62,8 +62,11 @@ export class AdminViews {
 
   backends(): Record<string, unknown>[] {
     const snap = this.d.state.snapshot;
-    const rows = snap.backends.map((b) => backendRow(b.service, b.spec, b.load, snap.service(b.service)?.hashShare(b.id)));
-    for (const { service, spec, load } of this.d.state.drainingBackends()) rows.push(backendRow(service, spec, load));
+    const rows = snap.backends.map((b) => {
+      const svc = snap.service(b.service);
+      return backendRow(b.service, b.spec, b.load, b.baseWeight, svc !== undefined && svc.health.agentPort > 0, svc?.hashShare(b.id));
+    });
+    for (const { service, spec, load } of this.d.state.drainingBackends()) rows.push(backendRow(service, spec, load, spec.weight, load.agentLast !== null));
     return rows;
   }
 
@@ -126,17 +129,8 @@ export class AdminViews {
     if (hits.length === 0) return { kind: 'not_found', what: service === undefined ? `backend named "${name}"` : `backend named "${name}" in service "${service}"` };
     if (hits.length > 1) return { kind: 'ambiguous', services: hits.map((b) => b.service) };
     const b = hits[0]!;
-    const state: AdminState = action === 'enable' ? 'enabled' : action === 'drain' ? 'draining' : 'disabled';
-    const ref = backendRef(b.service, name);
-    if (state === 'enabled') this.d.state.operator.delete(ref);
-    else this.d.state.operator.set(ref, state);
-    b.load.admin = state;
-    const shown = shownName(b.service, name);
-    this.d.logger.info({ service: b.service, backend: name, action }, `backend ${shown}: ${action}`);
-    this.d.events.push('admin', `${shown}: ${action}`);
-    // disable cuts the backend's connections at once; drain lets them finish
-    this.d.plane.adminChanged(ref, b.load.key, state, action === 'disable');
-    return { kind: 'ok', service: b.service, state: b.load.state() };
+    const state = setBackendAdmin(this.d, b, action, 'operator');
+    return { kind: 'ok', service: b.service, state };
   }
 
   /** The interface admin/server.ts reads the balancer through. */
@@ -165,15 +159,20 @@ function serviceStatus(svc: ServiceSnapshot, usable: number): HealthStatus {
   return svc.backends.some((b) => b.load.admin === 'enabled' && b.load.state() === 'unhealthy') ? 'degraded' : 'healthy';
 }
 
-/** `hashShare`: the backend's share of its service's consistent_hash table (only for such services). */
-function backendRow(service: string, spec: BackendConfig, load: BackendLoad, hashShare?: number): Record<string, unknown> {
+/**
+ * `effective`: the weight the strategies use (scaled by an agent); `agent`: the service runs agent
+ * checks; `hashShare`: the backend's share of its service's consistent_hash table (only for such services).
+ */
+function backendRow(service: string, spec: BackendConfig, load: BackendLoad, effective: number, agent: boolean, hashShare?: number): Record<string, unknown> {
   const lc = load.lastCheck;
+  const al = load.agentLast;
   return {
     service,
     id: spec.id,
     name: spec.name,
     address: spec.address,
     weight: spec.weight,
+    effective_weight: Math.round(effective * 1000) / 1000,
     backup: spec.backup,
     max_connections: spec.maxConnections,
     state: load.state(),
@@ -182,6 +181,14 @@ function backendRow(service: string, spec: BackendConfig, load: BackendLoad, has
     latency_ms: load.hasLatency ? Math.round(load.latencyMs() * 1000) / 1000 : null,
     connect_errors: load.connectErrors,
     last_check: lc ? { at: new Date(lc.at).toISOString(), ok: lc.ok, error: lc.error } : null,
+    agent: agent
+      ? {
+          state: load.agentDown ? 'down' : 'up',
+          admin: load.agentAdmin,
+          weight_percent: load.agentWeightPercent,
+          last: al ? { at: new Date(al.at).toISOString(), reply: al.reply, error: al.error } : null,
+        }
+      : null,
     ...(hashShare !== undefined ? { hash_share: Math.round(hashShare * 1e6) / 1e6 } : {}),
   };
 }

@@ -34,6 +34,8 @@ export interface WorkerReport {
 export interface HealthView {
   readonly healthy: boolean;
   readonly healthySince: number;
+  readonly agentDown: boolean;
+  readonly agentWeightPercent: number | null;
 }
 
 /** primary → worker */
@@ -51,6 +53,8 @@ export type ToWorker =
   | { readonly t: 'snapshot'; readonly config: Config; readonly generation: number; readonly operator: readonly (readonly [string, AdminState])[] }
   | { readonly t: 'admin'; readonly name: string; readonly key: string; readonly state: AdminState; readonly cut: boolean }
   | { readonly t: 'check'; readonly key: string; readonly healthy: boolean; readonly healthySince: number; readonly ok: boolean }
+  /** an agent's down flag or weight percentage changed: a changed percentage rebuilds the snapshot */
+  | { readonly t: 'agent'; readonly key: string; readonly down: boolean; readonly weightPercent: number | null }
   | { readonly t: 'prepare'; readonly id: number; readonly listen: ListenSpec }
   /** a removed service stops accepting (its connections drain) */
   | { readonly t: 'close-service'; readonly service: string }
