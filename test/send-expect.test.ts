@@ -1,12 +1,22 @@
-// send_expect checks and agent answers, without sockets: the escapes, the steps' conversation
-// (src/health/send-expect.ts), the agent's words (src/health/agent.ts), and what the config
-// validation says about a wrong check (the file, the key and what was expected).
+// send_expect checks and agent answers, first without sockets: the escapes, the steps'
+// conversation (src/health/send-expect.ts), the agent's words (src/health/agent.ts), what the
+// config validation says about a wrong check (the key, the line and what was expected) and the
+// README's examples; then the checker against a small server: the PROXY header before the
+// steps, the timeout's message, and health.port.
 
-import { describe, test } from 'node:test';
+import { describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
+import net from 'node:net';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { compileSteps, Conversation, MAX_REPLY_BYTES, stepsOf, unescape, type StepText, type Turn } from '../src/health/send-expect';
 import { INITIAL_AGENT, nextAgent, parseAgentReply } from '../src/health/agent';
 import { parseAndValidate } from '../src/config/load';
+import { HealthChecker, type HealthEvent } from '../src/health/checker';
+import { Snapshot } from '../src/core/snapshot';
+import { LoadTable } from '../src/core/stats';
+import { STRATEGIES } from '../src/strategy/index';
+import { freePort, waitFor } from './helpers';
 
 const step = (o: Partial<StepText>): StepText => ({ send: '', expect: '', expectRegex: '', ...o });
 const conv = (list: Partial<StepText>[]): Conversation => new Conversation(compileSteps(list.map(step)));
@@ -248,5 +258,91 @@ describe('validation names the key and what was expected', () => {
         ['other', 'send_expect', 0, 'PING\r\n'],
       ],
     );
+  });
+});
+
+describe("the README's examples load as they are written", () => {
+  const readme = readFileSync(join(__dirname, '..', 'README.md'), 'utf8');
+  const block = (marker: string): string => {
+    const at = readme.indexOf(marker);
+    assert.ok(at > 0, `the README has ${marker}`);
+    const start = readme.indexOf('```toml\n', at) + '```toml\n'.length;
+    return readme.slice(start, readme.indexOf('```', start)).replace(/^ {2}/gm, '');
+  };
+
+  test('the Redis master check: INFO replication, expecting role:master', () => {
+    const r = parseAndValidate(block('**Example: a Redis master check.**'), {});
+    assert.ok(r.ok, JSON.stringify(!r.ok && r.issues));
+    const h = r.config.services[0]!.health;
+    assert.equal(h.kind, 'send_expect');
+    const [s] = stepsOf(h);
+    assert.equal(s!.send!.toString('latin1'), 'INFO replication\r\n');
+    assert.deepEqual(s!.expect, Buffer.from('role:master'));
+  });
+
+  test("the PostgreSQL primary check: an http check of Patroni's /primary on port 8008", () => {
+    const r = parseAndValidate(block('**Example: a PostgreSQL primary.**'), {});
+    assert.ok(r.ok, JSON.stringify(!r.ok && r.issues));
+    const svc = r.config.services[0]!;
+    assert.deepEqual([svc.health.kind, svc.health.port, svc.health.path, svc.backends.map((b) => b.port)], ['http', 8008, '/primary', [5432, 5432]]);
+  });
+});
+
+describe('the checker against a socket', () => {
+  /** A checker for one backend with these [proxy] and [health] lines; its results, stopped at the end. */
+  function checker(t: TestContext, address: string, proxy: string, health: string): HealthEvent[] {
+    const text = `[proxy]\nlisten_address = "127.0.0.1:1"\n${proxy}\n[health]\ninterval = "1h"\n${health}\n[admin]\nlisten_address = ""\n[[backends]]\nname = "b"\naddress = "${address}"\n`;
+    const parsed = parseAndValidate(text, {});
+    if (!parsed.ok) throw new Error(`test config: ${JSON.stringify(parsed.issues)}`);
+    const snap = new Snapshot(parsed.config, 1, new LoadTable(Date.now), { now: Date.now, random: () => 0.5, strategies: STRATEGIES });
+    const results: HealthEvent[] = [];
+    const c = new HealthChecker({ current: () => snap, now: Date.now, random: () => 0.5, onResult: (e) => results.push(e) });
+    c.sync(snap);
+    t.after(() => c.stop());
+    return results;
+  }
+
+  /** A server that records what each connection sent, answering `reply(bytes so far)` when it returns a string. */
+  async function server(t: TestContext, reply: (got: Buffer) => string | null): Promise<{ port: number; got: Buffer[] }> {
+    const got: Buffer[] = [];
+    const srv = net.createServer((s) => {
+      let buf = Buffer.alloc(0);
+      const i = got.push(buf) - 1;
+      s.on('error', () => {});
+      s.on('data', (d: Buffer) => {
+        buf = Buffer.concat([buf, d]);
+        got[i] = buf;
+        const r = reply(buf);
+        if (r !== null) s.write(r);
+      });
+    });
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    t.after(() => srv.close());
+    return { port: (srv.address() as net.AddressInfo).port, got };
+  }
+
+  test('with proxy_protocol v2 the header comes first, then the steps; the check passes on the reply', async (t) => {
+    const s = await server(t, (b) => (b.includes('PING\r\n') ? '+PONG\r\n' : null));
+    const results = checker(t, `127.0.0.1:${s.port}`, 'proxy_protocol = "v2"', `timeout = "2s"\nkind = "send_expect"\nsend = 'PING\\r\\n'\nexpect = "+PONG"`);
+    await waitFor(() => results.length > 0, 5000, 'the first check');
+    assert.deepEqual(results.map((r) => [r.ok, r.error]), [[true, null]]);
+    assert.equal(s.got[0]!.toString('hex'), '0d0a0d0a000d0a515549540a20000000' + Buffer.from('PING\r\n').toString('hex'));
+  });
+
+  test('a reply that never matches fails at the timeout, saying which step and what came', async (t) => {
+    const s = await server(t, () => '-ERR unknown command\r\n');
+    const results = checker(t, `127.0.0.1:${s.port}`, '', `timeout = "300ms"\nkind = "send_expect"\nsteps = [{ send = "PING\\r\\n", expect = "+PONG" }]`);
+    await waitFor(() => results.length > 0, 5000, 'the first check');
+    assert.equal(results[0]!.ok, false);
+    assert.equal(results[0]!.error, 'timeout after 300 ms: step 1 (expect "+PONG"): no match yet (got "-ERR unknown command\\r\\n")');
+  });
+
+  test("health.port: the check goes to that port of the backend's host, not the backend's own", async (t) => {
+    const s = await server(t, (b) => (b.includes('\r\n\r\n') ? 'HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n' : null));
+    const closed = await freePort(); // nothing listens on the backend's own port
+    const results = checker(t, `127.0.0.1:${closed}`, '', `timeout = "2s"\nkind = "http"\nport = ${s.port}\npath = "/primary"`);
+    await waitFor(() => results.length > 0, 5000, 'the first check');
+    assert.deepEqual(results.map((r) => [r.ok, r.error]), [[true, null]]);
+    assert.match(s.got[0]!.toString('latin1'), /^GET \/primary HTTP\/1\.1\r\n/);
   });
 });
