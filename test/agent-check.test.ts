@@ -127,17 +127,25 @@ async function spread(lb: Balancer, n: number): Promise<Record<string, number>> 
   return got;
 }
 
-async function setup(t: TestContext, runtime = ''): Promise<{ lb: Balancer; agents: Agents }> {
+interface Setup {
+  readonly lb: Balancer;
+  readonly agents: Agents;
+  /** the balancer's file with these weights and agent lines of [health] (as started: 4 and 4, the agent on) */
+  config(weights: readonly number[], agent: boolean): string;
+}
+
+async function setup(t: TestContext, runtime = ''): Promise<Setup> {
   const agents = await startAgents(t);
   const ports = [await named(t, HOSTS[0], 'b1'), await named(t, HOSTS[1], 'b2')];
-  const config = testConfig(
-    NAMES.map((name, i) => ({ name, address: `${HOSTS[i]}:${ports[i]}`, weight: 4 })),
-    { strategy: 'weighted_round_robin', health: `interval = "500ms"\ntimeout = "300ms"\nagent_port = ${agents.port}\nagent_interval = "100ms"`, runtime },
-  );
-  const lb = await startBalancer(config);
+  const config = (weights: readonly number[], agent: boolean): string =>
+    testConfig(
+      NAMES.map((name, i) => ({ name, address: `${HOSTS[i]}:${ports[i]}`, weight: weights[i]! })),
+      { strategy: 'weighted_round_robin', health: `interval = "500ms"\ntimeout = "300ms"\n${agent ? `agent_port = ${agents.port}\nagent_interval = "100ms"` : ''}`, runtime },
+    );
+  const lb = await startBalancer(config([4, 4], true));
   t.after(() => lb.stop());
   await applied(lb, 'b1', 'up');
-  return { lb, agents };
+  return { lb, agents, config };
 }
 
 describe('agent checks', { concurrency: true }, () => {
@@ -249,6 +257,30 @@ describe('agent checks', { concurrency: true }, () => {
     // the agent keeps saying drain: the operator had the last word, until the agent says something else
     for (let i = 0; i < 3; i++) assert.equal((await applied(lb, 'b1', 'drain')).state, 'healthy');
     assert.deepEqual(await spread(lb, 20), { b1: 10, b2: 10 });
+  });
+
+  test("the agent's down and weight survive a reload (the weight applies to the new configured one); a reload that turns agent checks off forgets them", { timeout: 60_000 }, async (t) => {
+    const { lb, agents, config } = await setup(t);
+    agents.say(0, 'down 50%');
+    let r = await applied(lb, 'b1', 'down 50%');
+    assert.deepEqual([r.state, r.effective_weight], ['unhealthy', 2]);
+
+    lb.writeConfig(config([8, 4], true));
+    await waitFor(async () => (await row(lb, 'b1')).weight === 8, 10_000, 'the reload to weight 8');
+    r = await row(lb, 'b1');
+    assert.deepEqual([r.state, r.effective_weight, r.agent!.state, r.agent!.weight_percent], ['unhealthy', 4, 'down', 50]);
+    agents.say(0, 'up');
+    r = await applied(lb, 'b1', 'up');
+    assert.deepEqual([r.state, r.effective_weight], ['healthy', 4]);
+    assert.deepEqual(await spread(lb, 16), { b1: 8, b2: 8 });
+
+    agents.say(0, 'down');
+    await applied(lb, 'b1', 'down');
+    lb.writeConfig(config([8, 4], false));
+    await waitFor(async () => (await row(lb, 'b1')).agent === null, 10_000, 'the reload without agent_port');
+    r = await row(lb, 'b1');
+    assert.deepEqual([r.state, r.effective_weight], ['healthy', 8]);
+    assert.deepEqual(await spread(lb, 12), { b1: 8, b2: 4 });
   });
 
   test('with two worker processes: down, NN% and drain reach every worker', { timeout: 60_000 }, async (t) => {

@@ -212,7 +212,8 @@ export class Snapshot {
 
 /**
  * The snapshot of a config whose backends are all live again, each with the operator's state
- * (drain and disable are kept across reloads by service and name).
+ * (drain and disable are kept across reloads by service and name) and, where the service runs
+ * agent checks, its agent's down flag and weight.
  */
 export function liveSnapshot(
   config: Config,
@@ -222,6 +223,10 @@ export function liveSnapshot(
   operator: ReadonlyMap<string, AdminState>,
   prev?: Snapshot,
 ): Snapshot {
+  // a service without agent checks (any more) forgets what its agents said: down and weight
+  for (const svc of config.services) {
+    if (svc.health.agentPort === 0) for (const b of svc.backends) loads.peek(backendKey(svc.name, b))?.forgetAgent();
+  }
   const snap = new Snapshot(config, generation, loads, env, prev);
   for (const b of snap.backends) {
     b.load.removed = false;

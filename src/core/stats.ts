@@ -173,6 +173,14 @@ export class BackendLoad {
     }
   }
 
+  /** Agent checks are off: what the agent said no longer applies (a drain it asked for is the operator's). */
+  forgetAgent(): void {
+    this.agentDown = false;
+    this.agentWeightPercent = null;
+    this.agentAdmin = null;
+    this.agentLast = null;
+  }
+
   isEjected(): boolean {
     // checked per backend on every pick: read the clock only when an ejection was ever set
     return this.ejectedUntil !== 0 && this.ejectedUntil > this.clock();
