@@ -140,7 +140,7 @@ async function setup(t: TestContext, runtime = ''): Promise<Setup> {
   const config = (weights: readonly number[], agent: boolean): string =>
     testConfig(
       NAMES.map((name, i) => ({ name, address: `${HOSTS[i]}:${ports[i]}`, weight: weights[i]! })),
-      { strategy: 'weighted_round_robin', health: `interval = "500ms"\ntimeout = "300ms"\n${agent ? `agent_port = ${agents.port}\nagent_interval = "100ms"` : ''}`, runtime },
+      { strategy: 'weighted_round_robin', health: `interval = "1s"\ntimeout = "2s"\n${agent ? `agent_port = ${agents.port}\nagent_interval = "100ms"` : ''}`, runtime },
     );
   const lb = await startBalancer(config([4, 4], true));
   t.after(() => lb.stop());
@@ -157,42 +157,24 @@ describe('agent checks', { concurrency: true }, () => {
     assert.equal(r.effective_weight, 4);
     assert.deepEqual(await spread(lb, 20), { b1: 10, b2: 10 });
 
-    agents.say(0, 'down#maintenance window');
-    r = await applied(lb, 'b1', 'down#maintenance window');
-    assert.equal(r.state, 'unhealthy');
-    assert.equal(r.agent!.state, 'down');
-    assert.deepEqual(await spread(lb, 10), { b1: 0, b2: 10 });
-    const health = await adminJson<{ status: string }>(lb, '/health');
-    assert.equal(health.status, 'degraded');
-
-    agents.say(0, 'up');
-    r = await applied(lb, 'b1', 'up');
-    assert.equal(r.state, 'healthy');
-    assert.deepEqual(await spread(lb, 20), { b1: 10, b2: 10 });
-
-    agents.say(0, 'drain');
-    r = await applied(lb, 'b1', 'drain');
-    assert.equal(r.state, 'draining');
-    assert.equal(r.agent!.admin, 'drain');
-    assert.deepEqual(await spread(lb, 10), { b1: 0, b2: 10 });
-
-    // the agent's up does not end its own drain
-    agents.say(0, 'up');
-    r = await applied(lb, 'b1', 'up');
-    assert.equal(r.state, 'draining');
-    assert.deepEqual(await spread(lb, 10), { b1: 0, b2: 10 });
-
-    agents.say(0, 'ready');
-    r = await applied(lb, 'b1', 'ready');
-    assert.equal(r.state, 'healthy');
-    assert.deepEqual(await spread(lb, 20), { b1: 10, b2: 10 });
-
-    agents.say(0, 'maint');
-    r = await applied(lb, 'b1', 'maint');
-    assert.equal(r.state, 'disabled');
-    assert.deepEqual(await spread(lb, 10), { b1: 0, b2: 10 });
-    agents.say(0, 'ready');
-    assert.equal((await applied(lb, 'b1', 'ready')).state, 'healthy');
+    // each line b1's agent says: b1's state, then how many of n connections b1 gets (b2 the rest)
+    const sequence: [line: string, state: string, n: number, b1: number, agent: Partial<Agent>][] = [
+      ['down#maintenance window', 'unhealthy', 10, 0, { state: 'down' }],
+      ['up', 'healthy', 20, 10, { state: 'up' }],
+      ['drain', 'draining', 10, 0, { admin: 'drain' }],
+      ['up', 'draining', 10, 0, { state: 'up', admin: 'drain' }], // the agent's up does not end its own drain
+      ['ready', 'healthy', 20, 10, { admin: 'ready' }],
+      ['maint', 'disabled', 10, 0, { admin: 'maint' }],
+      ['ready', 'healthy', 20, 10, { admin: 'ready' }],
+    ];
+    for (const [line, state, n, b1, agent] of sequence) {
+      agents.say(0, line);
+      r = await applied(lb, 'b1', line);
+      assert.equal(r.state, state, `after "${line}"`);
+      for (const [k, v] of Object.entries(agent)) assert.equal(r.agent![k as keyof Agent], v, `agent.${k} after "${line}"`);
+      assert.deepEqual(await spread(lb, n), { b1, b2: n - b1 }, `connections after "${line}"`);
+      if (line.startsWith('down')) assert.equal((await adminJson<{ status: string }>(lb, '/health')).status, 'degraded');
+    }
 
     // 25 % of weight 4 against 100 % of 4: one connection in five (smooth WRR is exact)
     agents.say(0, '25%');

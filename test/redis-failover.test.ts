@@ -11,10 +11,10 @@ import { adminJson, freePort, requireTool, startBalancer, stopProcess, tempDir, 
 
 const has = (tool: string): boolean => spawnSync('sh', ['-c', `command -v ${tool}`]).status === 0;
 
-const INTERVAL_MS = 300;
+const INTERVAL_MS = 500;
 const RISE = 2;
 const FALL = 2;
-const TIMEOUT_MS = 500;
+const TIMEOUT_MS = 1000;
 
 /** redis-cli against 127.0.0.1:port, bounded; resolves with its trimmed stdout (errors included, as redis-cli prints them). */
 function cli(port: number, ...args: string[]): Promise<string> {

@@ -12,10 +12,8 @@ import { join } from 'node:path';
 import { compileSteps, Conversation, MAX_REPLY_BYTES, stepsOf, unescape, type StepText, type Turn } from '../src/health/send-expect';
 import { INITIAL_AGENT, nextAgent, parseAgentReply } from '../src/health/agent';
 import { parseAndValidate } from '../src/config/load';
-import { HealthChecker, type HealthEvent } from '../src/health/checker';
-import { Snapshot } from '../src/core/snapshot';
-import { LoadTable } from '../src/core/stats';
-import { STRATEGIES } from '../src/strategy/index';
+import type { HealthEvent } from '../src/health/checker';
+import { runChecker } from './checker-harness';
 import { freePort, waitFor } from './helpers';
 
 const step = (o: Partial<StepText>): StepText => ({ send: '', expect: '', expectRegex: '', ...o });
@@ -292,14 +290,7 @@ describe('the checker against a socket', () => {
   /** A checker for one backend with these [proxy] and [health] lines; its results, stopped at the end. */
   function checker(t: TestContext, address: string, proxy: string, health: string): HealthEvent[] {
     const text = `[proxy]\nlisten_address = "127.0.0.1:1"\n${proxy}\n[health]\ninterval = "1h"\n${health}\n[admin]\nlisten_address = ""\n[[backends]]\nname = "b"\naddress = "${address}"\n`;
-    const parsed = parseAndValidate(text, {});
-    if (!parsed.ok) throw new Error(`test config: ${JSON.stringify(parsed.issues)}`);
-    const snap = new Snapshot(parsed.config, 1, new LoadTable(Date.now), { now: Date.now, random: () => 0.5, strategies: STRATEGIES });
-    const results: HealthEvent[] = [];
-    const c = new HealthChecker({ current: () => snap, now: Date.now, random: () => 0.5, onResult: (e) => results.push(e) });
-    c.sync(snap);
-    t.after(() => c.stop());
-    return results;
+    return runChecker(t, text);
   }
 
   /** A server that records what each connection sent, answering `reply(bytes so far)` when it returns a string. */

@@ -189,7 +189,7 @@ export class HealthChecker {
     const h = p.svc.health;
     if (h.agentPort === 0) return;
     const started = this.deps.now();
-    p.agent.inflight = agentProbe(p.backend.spec.host, h.agentPort, h.timeoutMs, (reply, error) => {
+    p.agent.inflight = agentProbe(p.backend.spec.host, h.agentPort, h.timeoutMs, ({ reply, error }) => {
       if (!this.finished(p, 'agent', started)) return;
       this.deps.onAgent?.({ at: this.deps.now(), key: p.key, service: p.backend.service, backend: p.backend.name, reply, error });
     });
@@ -232,33 +232,52 @@ function stopLane(l: Lane): void {
 type Done = (error: string | null) => void;
 
 /**
+ * A check's own connection, ended exactly once: by `finish` with the check's result, by the
+ * timeout (`late()` says what was still pending), by a socket error, or by `abort`, which a probe
+ * returns to its caller (then nothing is reported).
+ */
+function checkConnection<R>(
+  host: string,
+  port: number,
+  timeoutMs: number,
+  late: () => R,
+  failed: (error: string) => R,
+  done: (r: R) => void,
+  allowHalfOpen = false,
+): { readonly s: net.Socket; readonly finish: (r: R) => void; readonly abort: () => void; readonly over: () => boolean } {
+  let finished = false;
+  const s = net.connect({ host, port, allowHalfOpen });
+  const abort = (): void => {
+    finished = true;
+    clearTimeout(t);
+    s.destroy();
+  };
+  const finish = (r: R): void => {
+    if (finished) return;
+    abort();
+    done(r);
+  };
+  const t = setTimeout(() => finish(late()), timeoutMs);
+  t.unref();
+  s.once('error', (e: NodeJS.ErrnoException) => finish(failed(e.code ?? e.message)));
+  return { s, finish, abort, over: () => finished };
+}
+
+const asError = (error: string): string | null => error;
+
+/**
  * Returns a function that aborts the probe. With a PROXY header the check sends it, closes its
  * side and passes once that is done: the backend reads a complete header, then a clean end of
  * stream. A bare connect and close is, to such a backend, a client that broke off mid-header.
  */
 function tcpProbe(host: string, port: number, timeoutMs: number, pp: ProxyProtocol, done: Done): () => void {
-  let finished = false;
-  const s = net.connect({ host, port });
-  const finish = (err: string | null): void => {
-    if (finished) return;
-    finished = true;
-    clearTimeout(t);
-    s.destroy();
-    done(err);
-  };
-  const t = setTimeout(() => finish(`timeout after ${timeoutMs} ms`), timeoutMs);
-  t.unref();
+  const { s, finish, abort } = checkConnection<string | null>(host, port, timeoutMs, () => `timeout after ${timeoutMs} ms`, asError, done);
   s.once('connect', () => {
     if (pp === 'off') return finish(null);
     s.end(checkProxyHeader(pp, s));
     s.once('finish', () => finish(null));
   });
-  s.once('error', (e: NodeJS.ErrnoException) => finish(e.code ?? e.message));
-  return () => {
-    finished = true;
-    clearTimeout(t);
-    s.destroy();
-  };
+  return abort;
 }
 
 function httpProbe(host: string, port: number, path: string, timeoutMs: number, pp: ProxyProtocol, done: Done): () => void {
@@ -323,20 +342,10 @@ function httpProbe(host: string, port: number, path: string, timeoutMs: number, 
  * included, is bounded by timeoutMs.
  */
 function sendExpectProbe(host: string, port: number, steps: readonly Step[], timeoutMs: number, pp: ProxyProtocol, done: Done): () => void {
-  let finished = false;
   const conv = new Conversation(steps);
-  const s = net.connect({ host, port, allowHalfOpen: true });
-  const finish = (err: string | null): void => {
-    if (finished) return;
-    finished = true;
-    clearTimeout(t);
-    s.destroy();
-    done(err);
-  };
-  const t = setTimeout(() => finish(`timeout after ${timeoutMs} ms: ${conv.waiting()}`), timeoutMs);
-  t.unref();
+  const { s, finish, abort, over } = checkConnection<string | null>(host, port, timeoutMs, () => `timeout after ${timeoutMs} ms: ${conv.waiting()}`, asError, done, true);
   const act = (turn: Turn): void => {
-    if (finished) return;
+    if (over()) return;
     if (turn.write) s.write(turn.write);
     if (turn.done === null) return;
     if (turn.done.error !== null) return finish(turn.done.error);
@@ -349,12 +358,12 @@ function sendExpectProbe(host: string, port: number, steps: readonly Step[], tim
   });
   s.on('data', (d: Buffer) => act(conv.receive(d)));
   s.once('end', () => act(conv.ended()));
-  s.once('error', (e: NodeJS.ErrnoException) => finish(e.code ?? e.message));
-  return () => {
-    finished = true;
-    clearTimeout(t);
-    s.destroy();
-  };
+  return abort;
+}
+
+interface AgentAnswer {
+  readonly reply: string | null;
+  readonly error: string | null;
 }
 
 /**
@@ -362,31 +371,17 @@ function sendExpectProbe(host: string, port: number, steps: readonly Step[], tim
  * or what came before it closed), bounded by timeoutMs. No PROXY header: the agent is not the
  * service. `reply` is null when `error` says why there is none.
  */
-function agentProbe(host: string, port: number, timeoutMs: number, done: (reply: string | null, error: string | null) => void): () => void {
-  let finished = false;
+function agentProbe(host: string, port: number, timeoutMs: number, done: (a: AgentAnswer) => void): () => void {
   let buf = '';
-  const s = net.connect({ host, port });
-  const finish = (reply: string | null, err: string | null): void => {
-    if (finished) return;
-    finished = true;
-    clearTimeout(t);
-    s.destroy();
-    done(reply, err);
-  };
-  const t = setTimeout(() => finish(null, `timeout after ${timeoutMs} ms${buf === '' ? '' : ` (got ${JSON.stringify(buf.slice(0, 60))}, no end of line)`}`), timeoutMs);
-  t.unref();
+  const late = (): AgentAnswer => ({ reply: null, error: `timeout after ${timeoutMs} ms${buf === '' ? '' : ` (got ${JSON.stringify(buf.slice(0, 60))}, no end of line)`}` });
+  const { s, finish, abort } = checkConnection(host, port, timeoutMs, late, (error) => ({ reply: null, error }), done);
   s.setEncoding('latin1');
   s.on('data', (d: string) => {
     buf += d;
     const nl = buf.indexOf('\n');
-    if (nl >= 0) finish(buf.slice(0, nl).replace(/\r$/, ''), null);
-    else if (buf.length >= MAX_AGENT_REPLY) finish(null, `no end of line in the first ${MAX_AGENT_REPLY} bytes`);
+    if (nl >= 0) finish({ reply: buf.slice(0, nl).replace(/\r$/, ''), error: null });
+    else if (buf.length >= MAX_AGENT_REPLY) finish({ reply: null, error: `no end of line in the first ${MAX_AGENT_REPLY} bytes` });
   });
-  s.once('end', () => (buf.trim() === '' ? finish(null, 'the agent closed without a reply') : finish(buf.replace(/\r$/, ''), null)));
-  s.once('error', (e: NodeJS.ErrnoException) => finish(null, e.code ?? e.message));
-  return () => {
-    finished = true;
-    clearTimeout(t);
-    s.destroy();
-  };
+  s.once('end', () => finish(buf.trim() === '' ? { reply: null, error: 'the agent closed without a reply' } : { reply: buf.replace(/\r$/, ''), error: null }));
+  return abort;
 }
