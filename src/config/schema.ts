@@ -783,6 +783,7 @@ function checkSteps(v: unknown): StepText[] | { error: string } {
     if (problem !== null) return err(`${at}: ${problem}`);
     out.push(step);
   }
+  if (out.length > 0 && out.every((x) => x.expect === '' && x.expectRegex === '')) return err('no step has expect or expect_regex: the check would pass on any connection');
   return out;
 }
 
@@ -816,8 +817,9 @@ function checkHealth(table: Raw, values: Record<string, unknown>, prefix: string
     if (both.length > 0) report(`${prefix}${both[0]}`, 'give steps, or send/expect/expect_regex, not both');
     return;
   }
-  const problem = stepProblem(one);
-  if (problem !== null) report(`${prefix}${table['kind'] !== undefined || written.length === 0 ? 'kind' : written[0]}`, `kind = "send_expect" ${problem === 'needs send, expect or expect_regex' ? 'needs send with expect or expect_regex, or steps' : problem}`);
+  const at = `${prefix}${table['kind'] !== undefined || written.length === 0 ? 'kind' : written[0]}`;
+  if (one.expect === '' && one.expectRegex === '') report(at, 'kind = "send_expect" needs expect or expect_regex (after send), or steps');
+  else if (one.expect !== '' && one.expectRegex !== '') report(at, 'give expect or expect_regex, not both');
 }
 
 function deepFreeze<T>(o: T): T {

@@ -67,4 +67,3 @@ export function nextAgent(prev: AgentStatus, r: AgentReply): { readonly next: Ag
   };
   return { next, action: r.admin !== null && r.admin !== prev.admin ? r.admin : null };
 }
-
