@@ -30,6 +30,7 @@ import { ReloadTrigger } from './runtime/reload';
 import { ReloadTransaction } from './runtime/reload-transaction';
 import { Lifecycle } from './runtime/lifecycle';
 import { LiveState } from './runtime/live-state';
+import { applyAgentAnswer } from './runtime/agent-effects';
 import { SystemdNotifier } from './runtime/systemd';
 
 export interface AppOptions {
@@ -92,7 +93,10 @@ export class App {
               config: s.snapshot.config, // with the endpoints found by DNS
               generation: s.generation,
               operator: [...s.operator],
-              health: s.snapshot.backends.map((b) => [b.load.key, { healthy: b.load.healthy, healthySince: b.load.healthySince }]),
+              health: s.snapshot.backends.map((b) => [
+                b.load.key,
+                { healthy: b.load.healthy, healthySince: b.load.healthySince, agentDown: b.load.agentDown, agentWeightPercent: b.load.agentWeightPercent },
+              ]),
             }),
             event: (kind, message) => events.push(kind, message),
           })
@@ -102,7 +106,13 @@ export class App {
     this.views = new AdminViews({ state: s, plane, metrics, events, logger, now, startedAt, version: opts.version, configPath, workers, reload, dns: () => this.discovery.status(), chart: this.chart });
     this.sampleChart = () => plane.refresh().then(() => this.chart.sample(now(), metrics.traffic, s.snapshot.services.map((x) => x.name)));
     const admin = (this.admin = new AdminServer(this.views.api()));
-    const checker = (this.checker = new HealthChecker({ current: () => s.snapshot, now, random, onResult: (e) => this.onHealth(e) }));
+    const checker: HealthChecker = (this.checker = new HealthChecker({
+      current: () => s.snapshot,
+      now,
+      random,
+      onResult: (e) => this.onHealth(e),
+      onAgent: (e) => applyAgentAnswer({ state: s, plane, logger, events, metrics, rebuilt: () => checker.sync(s.snapshot) }, e),
+    }));
     const discovery = (this.discovery = new DnsDiscovery({ now, logger, metrics, event: (m) => events.push('dns', m), onChange: () => this.onAnswers() }));
     this.trigger =
       opts.configPath === ''

@@ -103,7 +103,7 @@ describe('defaults (SPEC §2)', () => {
       backends: [
         { id: 0, name: 'backend-1', address: '10.0.1.10:8080', host: '10.0.1.10', port: 8080, weight: 1, maxConnections: 0, backup: false, resolve: 'none', srv: '' },
       ],
-      health: { intervalMs: 10000, timeoutMs: 3000, kind: 'tcp', path: '/health', healthyThreshold: 2, unhealthyThreshold: 3, slowStartMs: 0 },
+      health: { intervalMs: 10000, timeoutMs: 3000, kind: 'tcp', port: 0, path: '/health', send: '', expect: '', expectRegex: '', steps: [], healthyThreshold: 2, unhealthyThreshold: 3, slowStartMs: 0, agentPort: 0, agentIntervalMs: 0 },
       dns: { servers: [], minTtlMs: 1000, maxTtlMs: 300000, timeoutMs: 2000 },
       // the seed's layout is the one service "default", with the [proxy] and [health] values above
       services: [
@@ -117,7 +117,7 @@ describe('defaults (SPEC §2)', () => {
           hashKey: 'source_ip',
           hashBalanceFactor: 0,
           proxy: { connectTimeoutMs: 3000, idleTimeoutMs: 3600000, connectRetries: 2, proxyProtocol: 'off', allow: [], deny: [], clientRateLimit: null, clientMaxConnections: 0, inspectTimeoutMs: 5000 },
-          health: { intervalMs: 10000, timeoutMs: 3000, kind: 'tcp', path: '/health', healthyThreshold: 2, unhealthyThreshold: 3, slowStartMs: 0 },
+          health: { intervalMs: 10000, timeoutMs: 3000, kind: 'tcp', port: 0, path: '/health', send: '', expect: '', expectRegex: '', steps: [], healthyThreshold: 2, unhealthyThreshold: 3, slowStartMs: 0, agentPort: 0, agentIntervalMs: 0 },
           backends: [{ id: 0, name: 'backend-1', address: '10.0.1.10:8080', host: '10.0.1.10', port: 8080, weight: 1, maxConnections: 0, backup: false, resolve: 'none', srv: '' }],
         },
       ],
@@ -202,7 +202,7 @@ token = "s3cret"
     assert.deepEqual(c.backends, [
       { id: 7, name: 'web-a', address: '10.0.1.10:8080', host: '10.0.1.10', port: 8080, weight: 10, maxConnections: 3, backup: true, resolve: 'none', srv: '' },
     ]);
-    assert.deepEqual(c.health, { intervalMs: 10000, timeoutMs: 3000, kind: 'http', path: '/ping', healthyThreshold: 4, unhealthyThreshold: 5, slowStartMs: 3600000 });
+    assert.deepEqual(c.health, { intervalMs: 10000, timeoutMs: 3000, kind: 'http', port: 0, path: '/ping', send: '', expect: '', expectRegex: '', steps: [], healthyThreshold: 4, unhealthyThreshold: 5, slowStartMs: 3600000, agentPort: 0, agentIntervalMs: 0 });
     assert.equal(c.metrics.intervalMs, 15000);
     assert.deepEqual(c.admin, { listenAddress: '', listen: null, token: 's3cret', allowedHosts: [] });
   });

@@ -14,11 +14,8 @@ import http from 'node:http';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { HealthChecker, type HealthEvent } from '../src/health/checker';
-import { Snapshot } from '../src/core/snapshot';
-import { LoadTable } from '../src/core/stats';
-import { STRATEGIES } from '../src/strategy/index';
-import { parseAndValidate } from '../src/config/load';
+import type { HealthEvent } from '../src/health/checker';
+import { runChecker } from './checker-harness';
 import { adminJson, freePort, nginxConf, requireTool, startBalancer, stopProcess, tempDir, testConfig, waitFor, type Balancer } from './helpers';
 
 const LOCAL_V2 = Buffer.from('0d0a0d0a000d0a515549540a' + '20000000', 'hex');
@@ -102,14 +99,7 @@ async function recorder(t: TestContext, host: string): Promise<{ port: number; n
 /** A checker probing one backend at `address` with the given settings; stopped when the test ends. */
 function checker(t: TestContext, address: string, version: Version | 'off', kind: Kind): { results: HealthEvent[] } {
   const text = testConfig([{ address }], { proxy: `proxy_protocol = "${version}"`, health: `interval = "1h"\ntimeout = "2s"\nkind = "${kind}"` }).replace(/"127\.0\.0\.1:0"/g, '"127.0.0.1:1"');
-  const parsed = parseAndValidate(text, {});
-  if (!parsed.ok) throw new Error(`test config: ${JSON.stringify(parsed.issues)}`);
-  const snap = new Snapshot(parsed.config, 1, new LoadTable(Date.now), { now: Date.now, random: () => 0.5, strategies: STRATEGIES });
-  const results: HealthEvent[] = [];
-  const c = new HealthChecker({ current: () => snap, now: Date.now, random: () => 0.5, onResult: (e) => results.push(e) });
-  c.sync(snap);
-  t.after(() => c.stop());
-  return { results };
+  return { results: runChecker(t, text) };
 }
 
 /** The v1 line a check connection carries: its own end as the source, the backend as the destination. */

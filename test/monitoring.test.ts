@@ -52,6 +52,8 @@ const BACKEND_SCOPED = new Set([
   'lemonade_backend_connect_duration_seconds',
   'lemonade_bytes_total',
   'lemonade_health_checks_total',
+  'lemonade_agent_checks_total',
+  'lemonade_backend_weight',
 ]);
 /** Every family with a `service` label: the backend-scoped ones and two of a service alone. */
 const SERVICE_SCOPED = new Set([...BACKEND_SCOPED, 'lemonade_service_connections_active', 'lemonade_connections_rejected_total', 'lemonade_connection_terminations_total']);

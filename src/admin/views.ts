@@ -3,7 +3,7 @@
 // HTTP server reads through. No sockets here: admin/server.ts serves these.
 
 import type { BackendConfig } from '../config/schema';
-import { backendRef, shownName, type AdminState } from '../core/backend';
+import { backendRef } from '../core/backend';
 import { discovered, parentOf } from '../core/endpoints';
 import type { ServiceSnapshot } from '../core/snapshot';
 import type { BackendLoad } from '../core/stats';
@@ -14,6 +14,7 @@ import type { Metrics } from '../obs/metrics';
 import type { LiveChart } from '../obs/live-chart';
 import type { LiveState } from '../runtime/live-state';
 import type { DataPlane } from '../runtime/plane';
+import { setBackendAdmin } from '../runtime/backend-admin';
 import type { ActionResult, AdminAction, AdminApi, HealthReport, HealthStatus, ReloadOutcome } from './server';
 
 export interface ViewDeps {
@@ -68,8 +69,11 @@ export class AdminViews {
 
   backends(): Record<string, unknown>[] {
     const snap = this.d.state.snapshot;
-    const rows = snap.backends.map((b) => backendRow(b.service, b.spec, b.load, snap.service(b.service)?.hashShare(b.id)));
-    for (const { service, spec, load } of this.d.state.drainingBackends()) rows.push(backendRow(service, spec, load));
+    const rows = snap.backends.map((b) => {
+      const svc = snap.service(b.service);
+      return backendRow(b.service, b.spec, b.load, b.baseWeight, svc !== undefined && svc.health.agentPort > 0, svc?.hashShare(b.id));
+    });
+    for (const { service, spec, load } of this.d.state.drainingBackends()) rows.push(backendRow(service, spec, load, spec.weight, load.agentLast !== null));
     return rows;
   }
 
@@ -139,29 +143,10 @@ export class AdminViews {
     if (found.length === 0) return { kind: 'not_found', what: service === undefined ? `backend named "${name}"` : `backend named "${name}" in service "${service}"` };
     if (found.length > 1) return { kind: 'ambiguous', services: found };
     const svc = found[0]!;
-    const state: AdminState = action === 'enable' ? 'enabled' : action === 'drain' ? 'draining' : 'disabled';
-    const ref = backendRef(svc, name);
-    if (state === 'enabled') s.operator.delete(ref);
-    else s.operator.set(ref, state);
-    const affected = parents.length > 0 ? snap.backends.filter((b) => b.parentRef === ref) : hits;
-    for (const b of affected) {
-      b.load.admin = state;
-      // the parent's state is theirs now, not one set on an endpoint before
-      if (b.parentRef === ref) s.operator.delete(b.ref);
-    }
-    const shown = shownName(svc, name);
-    const endpoints = parents.length > 0 ? ` (${affected.length} endpoints)` : '';
-    this.d.logger.info({ service: svc, backend: name, action, ...(parents.length > 0 ? { endpoints: affected.length } : {}) }, `backend ${shown}: ${action}${endpoints}`);
-    this.d.events.push('admin', `${shown}: ${action}${endpoints}`);
-    // disable cuts the backend's connections at once; drain lets them finish
-    this.d.plane.adminChanged(
-      ref,
-      affected.map((b) => b.load.key),
-      state,
-      action === 'disable',
-    );
-    const shownState = affected[0]?.load.state() ?? (state === 'draining' ? 'draining' : state === 'disabled' ? 'disabled' : 'healthy');
-    return { kind: 'ok', service: svc, state: shownState };
+    const parent = parents.length > 0;
+    const backends = parent ? snap.backends.filter((b) => b.parentRef === backendRef(svc, name)) : hits;
+    const state = setBackendAdmin(this.d, { service: svc, name, backends, parent }, action, 'operator');
+    return { kind: 'ok', service: svc, state };
   }
 
   /**
@@ -205,9 +190,13 @@ function serviceStatus(svc: ServiceSnapshot, usable: number): HealthStatus {
   return svc.backends.some((b) => b.load.admin === 'enabled' && b.load.state() === 'unhealthy') ? 'degraded' : 'healthy';
 }
 
-/** `hashShare`: the backend's share of its service's consistent_hash table (only for such services). */
-function backendRow(service: string, spec: BackendConfig, load: BackendLoad, hashShare?: number): Record<string, unknown> {
+/**
+ * `effective`: the weight the strategies use (scaled by an agent); `agent`: the service runs agent
+ * checks; `hashShare`: the backend's share of its service's consistent_hash table (only for such services).
+ */
+function backendRow(service: string, spec: BackendConfig, load: BackendLoad, effective: number, agent: boolean, hashShare?: number): Record<string, unknown> {
   const lc = load.lastCheck;
+  const al = load.agentLast;
   return {
     service,
     id: spec.id,
@@ -215,6 +204,7 @@ function backendRow(service: string, spec: BackendConfig, load: BackendLoad, has
     ...(parentOf(spec) !== undefined ? { parent: parentOf(spec) } : {}),
     address: spec.address,
     weight: spec.weight,
+    effective_weight: Math.round(effective * 1000) / 1000,
     backup: spec.backup,
     max_connections: spec.maxConnections,
     state: load.state(),
@@ -223,6 +213,14 @@ function backendRow(service: string, spec: BackendConfig, load: BackendLoad, has
     latency_ms: load.hasLatency ? Math.round(load.latencyMs() * 1000) / 1000 : null,
     connect_errors: load.connectErrors,
     last_check: lc ? { at: new Date(lc.at).toISOString(), ok: lc.ok, error: lc.error } : null,
+    agent: agent
+      ? {
+          state: load.agentDown ? 'down' : 'up',
+          admin: load.agentAdmin,
+          weight_percent: load.agentWeightPercent,
+          last: al ? { at: new Date(al.at).toISOString(), reply: al.reply, error: al.error } : null,
+        }
+      : null,
     ...(hashShare !== undefined ? { hash_share: Math.round(hashShare * 1e6) / 1e6 } : {}),
   };
 }

@@ -5,6 +5,7 @@
 
 import type { ConfigIssue } from '../errors';
 import { parseHostPort, parseCidr, parseIp, formatHostPort, type Cidr, type HostPort } from '../core/address';
+import { compileRegex, MAX_STEPS, unescape, type StepText } from '../health/send-expect';
 
 export const ALGORITHMS = [
   'round_robin',
@@ -57,6 +58,11 @@ type Row = {
   | { readonly kind: 'rate'; readonly def: string }
   | { readonly kind: 'bool'; readonly def: boolean }
   | { readonly kind: 'fraction'; readonly def: number }
+  /** bytes written with escapes (health/send-expect.ts) */
+  | { readonly kind: 'bytes'; readonly def: '' }
+  | { readonly kind: 'regex'; readonly def: '' }
+  /** send_expect steps: an array of tables of `send`, `expect`, `expect_regex` */
+  | { readonly kind: 'steps' }
 );
 
 const MAX_MS = 7 * 24 * 3600 * 1000;
@@ -102,11 +108,18 @@ export const SCHEMA = {
   health: {
     interval: { prop: 'intervalMs', kind: 'duration', def: 10000, env: 'LEMONADE_LB_HEALTH_INTERVAL_MS', overridable: true, doc: 'active check period per backend (jittered ±10 %)' },
     timeout: { prop: 'timeoutMs', kind: 'duration', def: 3000, env: 'LEMONADE_LB_HEALTH_TIMEOUT_MS', overridable: true, doc: 'bound on one check' },
-    kind: { prop: 'kind', kind: 'enum', def: 'tcp', values: ['tcp', 'http'], overridable: true, doc: '`"tcp"` (connect) or `"http"` (GET `path`; 2xx/3xx is healthy)' },
+    kind: { prop: 'kind', kind: 'enum', def: 'tcp', values: ['tcp', 'http', 'send_expect'], overridable: true, doc: '`"tcp"` (connect), `"http"` (GET `path`; 2xx/3xx is healthy) or `"send_expect"` (`send`, then the reply must match `expect` or `expect_regex`; or `steps`)' },
+    port: { prop: 'port', kind: 'int', def: 0, min: 0, max: 65535, overridable: true, doc: "the port checks connect to; 0 = the backend's own (e.g. Patroni's REST port 8008 for an http check of `/primary`)" },
     path: { prop: 'path', kind: 'string', def: '/health', overridable: true, doc: 'path of the http check' },
+    send: { prop: 'send', kind: 'bytes', def: '', overridable: true, doc: 'send_expect: bytes sent once connected; escapes `\\r \\n \\t \\\\ \\xNN` (write them in a literal string `\'…\'`, or let a TOML basic string `"…\\r\\n"` make the characters)' },
+    expect: { prop: 'expect', kind: 'bytes', def: '', overridable: true, doc: 'send_expect: the reply must contain these bytes (same escapes); read within `timeout`, at most 64 KiB' },
+    expect_regex: { prop: 'expectRegex', kind: 'regex', def: '', overridable: true, doc: 'send_expect: instead of `expect`, a JavaScript regular expression the reply (as UTF-8 text) must match; checked at load' },
+    steps: { prop: 'steps', kind: 'steps', shown: '`[]`', overridable: true, doc: 'send_expect: several exchanges in order, `[{ send = "…", expect = "…" }, …]` (each with `send`, `expect` or `expect_regex`; at most 16), instead of the three keys above; the whole check within `timeout`' },
     healthy_threshold: { prop: 'healthyThreshold', kind: 'int', def: 2, min: 1, max: 1000, overridable: true, doc: 'consecutive successes to come back' },
     unhealthy_threshold: { prop: 'unhealthyThreshold', kind: 'int', def: 3, min: 1, max: 1000, overridable: true, doc: 'consecutive failures to go down (also: consecutive failed connects on live traffic before a passive ejection)' },
     slow_start: { prop: 'slowStartMs', kind: 'duration', def: 0, zeroOk: true, overridable: true, doc: 'a backend coming back ramps its weight from 5 % to 100 % over this time; 0 = off' },
+    agent_port: { prop: 'agentPort', kind: 'int', def: 0, min: 0, max: 65535, overridable: true, doc: "agent check: the port of the backend's agent, which answers one line (`up`, `down`, `drain`, `ready`, `maint`, `NN%`; see **Agent checks**); 0 = off" },
+    agent_interval: { prop: 'agentIntervalMs', kind: 'duration', def: 0, zeroOk: true, shown: '`interval`', overridable: true, doc: "period of the agent check (jittered ±10 %), each bounded by `timeout`; 0 = the health `interval`" },
   },
   dns: {
     servers: { prop: 'servers', kind: 'servers', shown: "`[]` (the system's)", doc: 'DNS servers for `resolve = "dns"`, `srv` and the TTL of cached names, `"ip"` or `"ip:port"` (`"[::1]:53"`); empty = those of `/etc/resolv.conf`' },
@@ -159,7 +172,11 @@ type ValueOf<R> = R extends { kind: 'int' | 'duration' }
             ? readonly string[]
             : R extends { kind: 'rate' }
               ? RateLimit | null
-              : never;
+              : R extends { kind: 'bytes' | 'regex' }
+                ? string
+                : R extends { kind: 'steps' }
+                  ? readonly StepText[]
+                  : never;
 
 type Flat<T> = { [K in keyof T]: T[K] } & {};
 
@@ -478,6 +495,7 @@ export function validate(raw: Raw, ctx: ValidateContext = {}): ValidateResult {
     checked.set(s, readFields(s, section(s), s, report));
   }
   checkStrategy(isTable(top['strategy']) ? top['strategy'] : {}, checked.get('strategy')!, 'strategy.', report);
+  checkHealth(isTable(top['health']) ? top['health'] : {}, checked.get('health')!, 'health.', report);
   const dns = checked.get('dns')!;
   if (typeof dns['min_ttl'] === 'number' && typeof dns['max_ttl'] === 'number' && dns['max_ttl'] < dns['min_ttl']) {
     report('dns.max_ttl', `must be at least min_ttl (${dns['min_ttl']} ms), got ${dns['max_ttl']} ms`);
@@ -675,6 +693,7 @@ function readServices(raw: unknown, top: ReadonlyMap<SectionName, Record<string,
       }
     }
     const health = readRows(OVERRIDABLE.health, healthTable, `${p}.health`, report, top.get('health'));
+    checkHealth(healthTable, health, `${p}.health.`, report);
     const backends = t['backends'] === undefined ? [] : readBackends(t['backends'], `${p}.backends`, report);
     if (backends.length === 0) report(`${p}.backends`, 'a service needs at least one [[services.backends]] entry');
     if (t['name'] === undefined || t['listen_address'] === undefined || own['listen_address'] == null) return;
@@ -716,6 +735,7 @@ function defaultOf(f: Row): unknown {
     case 'cidrs':
     case 'hosts':
     case 'servers':
+    case 'steps':
       return [];
     case 'rate':
       return null;
@@ -810,7 +830,78 @@ function checkField(f: Row, v: unknown): Checked {
       const r = parseRate(v);
       return typeof r === 'string' ? err(r) : r;
     }
+    case 'bytes':
+    case 'regex': {
+      if (typeof v !== 'string') return err(`expected a string, got ${describe(v)}`);
+      const r = f.kind === 'bytes' ? unescape(v) : compileRegex(v);
+      return typeof r === 'string' ? err(r) : v;
+    }
+    case 'steps':
+      return checkSteps(v);
   }
+}
+
+const STEP_KEYS = ['send', 'expect', 'expect_regex'];
+
+/** A `steps` array: each a table of `send`, `expect` or `expect_regex`, each value as its row checks it. */
+function checkSteps(v: unknown): StepText[] | { error: string } {
+  const err = (error: string): { error: string } => ({ error });
+  if (!Array.isArray(v)) return err(`expected an array of tables like [{ send = "PING\\r\\n", expect = "+PONG" }], got ${describe(v)}`);
+  if (v.length > MAX_STEPS) return err(`at most ${MAX_STEPS} steps, got ${v.length}`);
+  const out: StepText[] = [];
+  for (const [i, t] of v.entries()) {
+    const at = `step ${i + 1}`;
+    if (!isTable(t)) return err(`${at}: expected a table { send = "…", expect = "…" }, got ${describe(t)}`);
+    for (const k of Object.keys(t)) if (!STEP_KEYS.includes(k)) return err(`${at}: unknown key "${k}"${didYouMean(k, STEP_KEYS)} (a step has send, expect, expect_regex)`);
+    const text: Record<string, string> = {};
+    for (const k of STEP_KEYS) {
+      const row = SCHEMA.health[k as 'send' | 'expect' | 'expect_regex'];
+      const r = t[k] === undefined ? '' : checkField(row, t[k]);
+      if (typeof r === 'object' && r !== null && 'error' in r) return err(`${at}: ${k}: ${(r as { error: string }).error}`);
+      text[k] = r as string;
+    }
+    const step = { send: text['send']!, expect: text['expect']!, expectRegex: text['expect_regex']! };
+    const problem = stepProblem(step);
+    if (problem !== null) return err(`${at}: ${problem}`);
+    out.push(step);
+  }
+  if (out.length > 0 && out.every((x) => x.expect === '' && x.expectRegex === '')) return err('no step has expect or expect_regex: the check would pass on any connection');
+  return out;
+}
+
+/** What a step (or the one step of `send`/`expect`/`expect_regex`) cannot be, or null. */
+function stepProblem(s: StepText): string | null {
+  if (s.expect !== '' && s.expectRegex !== '') return 'give expect or expect_regex, not both';
+  if (s.send === '' && s.expect === '' && s.expectRegex === '') return 'needs send, expect or expect_regex';
+  return null;
+}
+
+const SEND_EXPECT_KEYS = ['send', 'expect', 'expect_regex', 'steps'] as const;
+
+/**
+ * What the [health] rows cannot say alone, checked on a table's values with what it inherits:
+ * kind = "send_expect" needs its keys (one step, or `steps`, not both), and those keys are
+ * refused where they are written without it.
+ */
+function checkHealth(table: Raw, values: Record<string, unknown>, prefix: string, report: (path: string, message: string) => void): void {
+  const written = SEND_EXPECT_KEYS.filter((k) => table[k] !== undefined);
+  if (values['kind'] !== 'send_expect') {
+    for (const k of written) report(`${prefix}${k}`, `only used by kind = "send_expect" (kind is "${String(values['kind'])}")`);
+    return;
+  }
+  // an inherited value was checked where it was written
+  if (table['kind'] === undefined && written.length === 0) return;
+  const steps = values['steps'] as readonly StepText[] | undefined;
+  const one = { send: values['send'] as string, expect: values['expect'] as string, expectRegex: values['expect_regex'] as string };
+  if (steps === undefined || one.send === undefined || one.expect === undefined || one.expectRegex === undefined) return; // reported already
+  if (steps.length > 0) {
+    const both = (['send', 'expect', 'expect_regex'] as const).filter((k) => values[k] !== '');
+    if (both.length > 0) report(`${prefix}${both[0]}`, 'give steps, or send/expect/expect_regex, not both');
+    return;
+  }
+  const at = `${prefix}${table['kind'] !== undefined || written.length === 0 ? 'kind' : written[0]}`;
+  if (one.expect === '' && one.expectRegex === '') report(at, 'kind = "send_expect" needs expect or expect_regex (after send), or steps');
+  else if (one.expect !== '' && one.expectRegex !== '') report(at, 'give expect or expect_regex, not both');
 }
 
 function deepFreeze<T>(o: T): T {

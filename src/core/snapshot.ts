@@ -4,13 +4,16 @@
 // accepted connection and keeps the service it routed to; a reload replaces the whole snapshot
 // with one assignment.
 
-import type { BackendConfig, Config, ServiceConfig } from '../config/schema';
+import { SCHEMA, type BackendConfig, type Config, type ServiceConfig } from '../config/schema';
 import { cidrContains, parseIp, type Cidr } from './address';
 import { backendKey, backendRef, type AdminState } from './backend';
 import { parentOf } from './endpoints';
 import type { BackendCounters, BackendLoad, LoadTable } from './stats';
 import type { Candidate, Strategy, StrategyFactory } from '../strategy/types';
 import { routesByAddress, type AddressRoutes, type Routable } from './sni-routes';
+
+/** The largest weight a backend may have, also as scaled by an agent. */
+const MAX_WEIGHT = SCHEMA.backends.weight.max;
 
 /** Lowest share of its weight a slow-starting backend gets. */
 const SLOW_START_FLOOR = 0.05;
@@ -24,6 +27,8 @@ export class SnapshotBackend implements Candidate {
   readonly parentRef: string | null;
   /** effective weight, set by the picker at each pick (slow start) */
   weight: number;
+  /** the configured weight scaled by the agent's percentage as this snapshot was built (SPEC §11) */
+  readonly baseWeight: number;
   /** this process's share of the backend's max_connections (Infinity = unlimited) */
   readonly cap: number;
   constructor(
@@ -38,7 +43,9 @@ export class SnapshotBackend implements Candidate {
     this.ref = backendRef(service, spec.name);
     const parent = parentOf(spec);
     this.parentRef = parent === undefined ? null : backendRef(service, parent);
-    this.weight = spec.weight;
+    const pct = load.agentWeightPercent;
+    this.baseWeight = pct === null ? spec.weight : Math.min(MAX_WEIGHT, (spec.weight * pct) / 100);
+    this.weight = this.baseWeight;
     this.cap = spec.maxConnections === 0 ? Infinity : shareOf(spec.maxConnections, part);
   }
 }
@@ -122,7 +129,7 @@ export class ServiceSnapshot implements Routable {
     // never carried over, never built on the pick path
     const factory = env.strategies[svc.algorithm]!;
     const make = (pool: readonly SnapshotBackend[]): Strategy =>
-      factory({ random: env.random, pool: pool.map((b) => ({ id: b.id, address: b.spec.address, weight: b.spec.weight })), hashBalanceFactor: svc.hashBalanceFactor });
+      factory({ random: env.random, pool: pool.map((b) => ({ id: b.id, address: b.spec.address, weight: b.baseWeight })), hashBalanceFactor: svc.hashBalanceFactor });
     const fresh = prev !== undefined && prev.svc.algorithm === svc.algorithm && prev.keyed !== true ? prev.strategy : make(this.primaries);
     this.strategy = fresh;
     this.keyed = fresh.keyed === true;
@@ -164,13 +171,12 @@ export class ServiceSnapshot implements Routable {
    */
   usableCount(): number {
     let n = 0;
-    for (const b of this.backends) if (b.spec.weight > 0 && b.load.isUsable()) n++;
+    for (const b of this.backends) if (b.baseWeight > 0 && b.load.isUsable()) n++;
     return n;
   }
 
   private usable(b: SnapshotBackend, avoid: readonly BackendLoad[]): boolean {
-    const s = b.spec;
-    return s.weight > 0 && b.load.isUsable() && b.load.active < b.cap && !avoid.includes(b.load);
+    return b.baseWeight > 0 && b.load.isUsable() && b.load.active < b.cap && !avoid.includes(b.load);
   }
 
   private pickFrom(list: readonly SnapshotBackend[], avoid: readonly BackendLoad[], strategy: Strategy, key: string | undefined): SnapshotBackend | undefined {
@@ -182,9 +188,9 @@ export class ServiceSnapshot implements Routable {
       if (!this.usable(b, avoid)) continue;
       if (slow > 0 && b.load.healthySince > 0) {
         const f = Math.min(1, Math.max(SLOW_START_FLOOR, (now - b.load.healthySince) / slow));
-        b.weight = b.spec.weight * f;
+        b.weight = b.baseWeight * f;
       } else {
-        b.weight = b.spec.weight;
+        b.weight = b.baseWeight;
       }
       c.push(b);
     }
@@ -237,7 +243,8 @@ export class Snapshot {
 /**
  * The snapshot of a config whose backends are all live again, each with the operator's state
  * (drain and disable are kept across reloads by service and name; an endpoint without its own
- * takes its parent's, so an action on the parent also holds for endpoints that appear later).
+ * takes its parent's, so an action on the parent also holds for endpoints that appear later)
+ * and, where the service runs agent checks, its agent's down flag and weight.
  */
 export function liveSnapshot(
   config: Config,
@@ -247,6 +254,10 @@ export function liveSnapshot(
   operator: ReadonlyMap<string, AdminState>,
   prev?: Snapshot,
 ): Snapshot {
+  // a service without agent checks (any more) forgets what its agents said: down and weight
+  for (const svc of config.services) {
+    if (svc.health.agentPort === 0) for (const b of svc.backends) loads.peek(backendKey(svc.name, b))?.forgetAgent();
+  }
   const snap = new Snapshot(config, generation, loads, env, prev);
   for (const b of snap.backends) {
     b.load.removed = false;

@@ -16,6 +16,12 @@ export interface LastCheck {
   readonly error: string | null;
 }
 
+export interface AgentLast {
+  readonly at: number;
+  readonly reply: string | null;
+  readonly error: string | null;
+}
+
 export class BackendLoad {
   active = 0;
   /** connections established (failed connect attempts are not counted; see connectErrors) */
@@ -33,6 +39,14 @@ export class BackendLoad {
   /** when it last turned healthy (for slow start); 0 = since the start */
   healthySince = 0;
   lastCheck: LastCheck | null = null;
+  /** the agent check said down (SPEC §11): no new connections until it says up */
+  agentDown = false;
+  /** the agent's weight, a percentage of the configured one; null = never said */
+  agentWeightPercent: number | null = null;
+  /** the agent's last admin word (`ready`, `drain`, `maint`), null = none yet; control plane only */
+  agentAdmin: 'ready' | 'drain' | 'maint' | null = null;
+  /** the last agent check: its line, or why there is none; control plane only */
+  agentLast: AgentLast | null = null;
 
   /** peak-sensitive moving average of latency (connect + time to first byte), ms */
   private peak = 0;
@@ -159,6 +173,14 @@ export class BackendLoad {
     }
   }
 
+  /** Agent checks are off: what the agent said no longer applies (a drain it asked for is the operator's). */
+  forgetAgent(): void {
+    this.agentDown = false;
+    this.agentWeightPercent = null;
+    this.agentAdmin = null;
+    this.agentLast = null;
+  }
+
   isEjected(): boolean {
     // checked per backend on every pick: read the clock only when an ejection was ever set
     return this.ejectedUntil !== 0 && this.ejectedUntil > this.clock();
@@ -166,13 +188,14 @@ export class BackendLoad {
 
   /** May this backend take new connections (ignoring caps and weight)? */
   isUsable(): boolean {
-    return this.healthy && this.admin === 'enabled' && !this.removed && !this.isEjected();
+    return this.healthy && !this.agentDown && this.admin === 'enabled' && !this.removed && !this.isEjected();
   }
 
+  /** An agent's 0 % shows as draining, as HAProxy shows a zero weight as DRAIN. */
   state(): BackendState {
     if (this.admin === 'disabled') return 'disabled';
-    if (this.admin === 'draining' || this.removed) return 'draining';
-    return this.healthy && !this.isEjected() ? 'healthy' : 'unhealthy';
+    if (this.admin === 'draining' || this.removed || this.agentWeightPercent === 0) return 'draining';
+    return this.healthy && !this.agentDown && !this.isEjected() ? 'healthy' : 'unhealthy';
   }
 }
 

@@ -1,6 +1,8 @@
 // Active health checks: one probe per backend every [health] interval, each bounded by
-// [health] timeout, on jittered unref'd timers. Results go through the threshold machine into the
-// backend's load figures (kept across reloads), and are reported to a listener. With
+// [health] timeout, on jittered unref'd timers (tcp connect, http GET, or send_expect steps);
+// beside it, when [health] agent_port is set, an agent check on its own period. Check results go
+// through the threshold machine into the backend's load figures (kept across reloads), and are
+// reported to a listener; agent answers are reported as they come. With
 // [proxy] proxy_protocol on, every check connection starts with a PROXY header, as the proxied
 // ones do: a backend that requires it resets a check without one (nginx `listen … proxy_protocol`).
 
@@ -12,6 +14,8 @@ import { checkProxyHeader } from '../proxy/proxy-protocol';
 import type { BackendLoad } from '../core/stats';
 import { INITIAL_HEALTH, isHealthy, observe, type HealthState } from './state';
 import { cachedLookup } from '../discovery/cached-lookup';
+import { Conversation, stepsOf, type Step, type Turn } from './send-expect';
+import { MAX_AGENT_REPLY } from './agent';
 
 export interface HealthEvent {
   readonly at: number;
@@ -31,7 +35,30 @@ export interface CheckerDeps {
   readonly now: () => number;
   readonly random: () => number;
   readonly onResult: (e: HealthEvent) => void;
+  /** an agent check's answer (services with [health] agent_port set) */
+  readonly onAgent?: (e: AgentEvent) => void;
 }
+
+/** An agent check: the agent's line, or why there is none (then nothing changes, as HAProxy). */
+export interface AgentEvent {
+  readonly at: number;
+  /** the backend's load key */
+  readonly key: string;
+  readonly service: string;
+  readonly backend: string;
+  readonly reply: string | null;
+  readonly error: string | null;
+}
+
+/** One periodic task of a backend: its active check, or its agent check. */
+interface Lane {
+  timer: NodeJS.Timeout | null;
+  /** when the pending timer fires (deps.now() time) */
+  dueAt: number;
+  inflight: (() => void) | null;
+}
+
+type LaneName = 'check' | 'agent';
 
 interface Probe {
   readonly key: string;
@@ -39,14 +66,20 @@ interface Probe {
   /** the backend's service: its health and PROXY settings */
   svc: ServiceSnapshot;
   state: HealthState;
-  timer: NodeJS.Timeout | null;
-  /** when the pending timer fires (deps.now() time) */
-  dueAt: number;
-  inflight: (() => void) | null;
+  readonly check: Lane;
+  readonly agent: Lane;
 }
 
 /** Fraction of the interval by which each wait is randomly shortened or lengthened. */
 const JITTER = 0.1;
+
+const idle = (): Lane => ({ timer: null, dueAt: 0, inflight: null });
+
+/** A lane's period in a service: the agent check's defaults to the active check's. */
+function periodOf(svc: ServiceSnapshot, lane: LaneName): number {
+  const h = svc.health;
+  return lane === 'agent' && h.agentIntervalMs > 0 ? h.agentIntervalMs : h.intervalMs;
+}
 
 export class HealthChecker {
   private readonly probes = new Map<string, Probe>();
@@ -56,28 +89,40 @@ export class HealthChecker {
 
   /**
    * Start probes for a snapshot's backends (first round at once); call again after each reload.
-   * A reload that shortens the interval brings forward checks still waiting out the old one.
+   * A reload that shortens the interval brings forward checks still waiting out the old one; one
+   * that sets agent_port starts agent checks, one that clears it stops them.
    */
   sync(snap: Snapshot): void {
     if (this.stopped) return;
     const live = new Set<string>();
     const now = this.deps.now();
     for (const svc of snap.services) {
-      const interval = svc.health.intervalMs;
+      const agentOn = svc.health.agentPort > 0;
       for (const b of svc.backends) {
         live.add(b.load.key);
-        const p = this.probes.get(b.load.key);
-        if (p) {
-          p.backend = b;
-          p.svc = svc;
-          if (p.timer && p.dueAt - now > interval * (1 + JITTER)) {
-            clearTimeout(p.timer);
-            this.schedule(p, this.jittered(interval));
+        let p = this.probes.get(b.load.key);
+        if (!p) {
+          p = { key: b.load.key, backend: b, svc, state: INITIAL_HEALTH, check: idle(), agent: idle() };
+          this.probes.set(b.load.key, p);
+          this.schedule(p, 'check', 0);
+          if (agentOn) this.schedule(p, 'agent', 0);
+          continue;
+        }
+        p.backend = b;
+        p.svc = svc;
+        for (const lane of ['check', 'agent'] as const) {
+          const l = p[lane];
+          if (lane === 'agent' && !agentOn) {
+            stopLane(l);
+            continue;
           }
-        } else {
-          const probe: Probe = { key: b.load.key, backend: b, svc, state: INITIAL_HEALTH, timer: null, dueAt: 0, inflight: null };
-          this.probes.set(b.load.key, probe);
-          this.schedule(probe, 0);
+          const period = periodOf(svc, lane);
+          if (l.timer && l.dueAt - now > period * (1 + JITTER)) {
+            clearTimeout(l.timer);
+            this.schedule(p, lane, this.jittered(period));
+          } else if (!l.timer && !l.inflight) {
+            this.schedule(p, lane, 0);
+          }
         }
       }
     }
@@ -86,23 +131,22 @@ export class HealthChecker {
     }
   }
 
-
   stop(): void {
     this.stopped = true;
     for (const p of this.probes.values()) this.stopProbe(p);
   }
 
   private stopProbe(p: Probe): void {
-    if (p.timer) clearTimeout(p.timer);
-    p.timer = null;
-    p.inflight?.();
+    stopLane(p.check);
+    stopLane(p.agent);
     this.probes.delete(p.key);
   }
 
-  private schedule(p: Probe, delay: number): void {
-    p.dueAt = this.deps.now() + delay;
-    p.timer = setTimeout(() => this.run(p), delay);
-    p.timer.unref();
+  private schedule(p: Probe, lane: LaneName, delay: number): void {
+    const l = p[lane];
+    l.dueAt = this.deps.now() + delay;
+    l.timer = setTimeout(() => (lane === 'check' ? this.run(p) : this.runAgent(p)), delay);
+    l.timer.unref();
   }
 
   /** The interval, randomly shortened or lengthened by up to JITTER. */
@@ -110,23 +154,47 @@ export class HealthChecker {
     return interval * (1 + (this.deps.random() * 2 - 1) * JITTER);
   }
 
+  /** A lane's probe finished: the next one is due a jittered period after this one started. */
+  private finished(p: Probe, lane: LaneName, started: number): boolean {
+    p[lane].inflight = null;
+    if (this.stopped || this.probes.get(p.key) !== p) return false;
+    if (lane === 'agent' && p.svc.health.agentPort === 0) return false; // turned off meanwhile
+    const elapsed = this.deps.now() - started;
+    this.schedule(p, lane, Math.max(0, this.jittered(periodOf(p.svc, lane)) - elapsed));
+    return true;
+  }
+
   private run(p: Probe): void {
-    p.timer = null;
+    p.check.timer = null;
     if (this.stopped || this.probes.get(p.key) !== p) return;
     // the settings of the backend's service in the current snapshot (sync() keeps p.svc current)
     const { health: h, proxy } = p.svc;
     const started = this.deps.now();
     const done = (error: string | null): void => {
-      p.inflight = null;
-      if (this.stopped || this.probes.get(p.key) !== p) return;
-      this.record(p, error);
-      const elapsed = this.deps.now() - started;
-      this.schedule(p, Math.max(0, this.jittered(p.svc.health.intervalMs) - elapsed));
+      if (this.finished(p, 'check', started)) this.record(p, error);
     };
-    const { host, port } = p.backend.spec;
+    const { host } = p.backend.spec;
+    const port = h.port > 0 ? h.port : p.backend.spec.port;
     const pp = proxy.proxyProtocol;
     const lookup = cachedLookup(p.backend.spec); // a host name's cached addresses: no lookup
-    p.inflight = h.kind === 'http' ? httpProbe(host, port, h.path, h.timeoutMs, pp, done, lookup) : tcpProbe(host, port, h.timeoutMs, pp, done, lookup);
+    p.check.inflight =
+      h.kind === 'http'
+        ? httpProbe(host, port, h.path, h.timeoutMs, pp, done, lookup)
+        : h.kind === 'send_expect'
+          ? sendExpectProbe(host, port, stepsOf(h), h.timeoutMs, pp, done, lookup)
+          : tcpProbe(host, port, h.timeoutMs, pp, done, lookup);
+  }
+
+  private runAgent(p: Probe): void {
+    p.agent.timer = null;
+    if (this.stopped || this.probes.get(p.key) !== p) return;
+    const h = p.svc.health;
+    if (h.agentPort === 0) return;
+    const started = this.deps.now();
+    p.agent.inflight = agentProbe(p.backend.spec.host, h.agentPort, h.timeoutMs, ({ reply, error }) => {
+      if (!this.finished(p, 'agent', started)) return;
+      this.deps.onAgent?.({ at: this.deps.now(), key: p.key, service: p.backend.service, backend: p.backend.name, reply, error });
+    }, cachedLookup(p.backend.spec));
   }
 
   private record(p: Probe, error: string | null): void {
@@ -156,7 +224,48 @@ export class HealthChecker {
   }
 }
 
+function stopLane(l: Lane): void {
+  if (l.timer) clearTimeout(l.timer);
+  l.timer = null;
+  l.inflight?.();
+  l.inflight = null;
+}
+
 type Done = (error: string | null) => void;
+
+/**
+ * A check's own connection, ended exactly once: by `finish` with the check's result, by the
+ * timeout (`late()` says what was still pending), by a socket error, or by `abort`, which a probe
+ * returns to its caller (then nothing is reported).
+ */
+function checkConnection<R>(
+  host: string,
+  port: number,
+  timeoutMs: number,
+  late: () => R,
+  failed: (error: string) => R,
+  done: (r: R) => void,
+  opts: { readonly allowHalfOpen?: boolean; readonly lookup?: net.LookupFunction | undefined } = {},
+): { readonly s: net.Socket; readonly finish: (r: R) => void; readonly abort: () => void; readonly over: () => boolean } {
+  let finished = false;
+  const s = net.connect({ host, port, allowHalfOpen: opts.allowHalfOpen === true, ...(opts.lookup ? { lookup: opts.lookup } : {}) });
+  const abort = (): void => {
+    finished = true;
+    clearTimeout(t);
+    s.destroy();
+  };
+  const finish = (r: R): void => {
+    if (finished) return;
+    abort();
+    done(r);
+  };
+  const t = setTimeout(() => finish(late()), timeoutMs);
+  t.unref();
+  s.once('error', (e: NodeJS.ErrnoException) => finish(failed(e.code ?? e.message)));
+  return { s, finish, abort, over: () => finished };
+}
+
+const asError = (error: string): string | null => error;
 
 /**
  * Returns a function that aborts the probe. With a PROXY header the check sends it, closes its
@@ -164,28 +273,13 @@ type Done = (error: string | null) => void;
  * stream. A bare connect and close is, to such a backend, a client that broke off mid-header.
  */
 function tcpProbe(host: string, port: number, timeoutMs: number, pp: ProxyProtocol, done: Done, lookup?: net.LookupFunction): () => void {
-  let finished = false;
-  const s = net.connect({ host, port, ...(lookup ? { lookup } : {}) });
-  const finish = (err: string | null): void => {
-    if (finished) return;
-    finished = true;
-    clearTimeout(t);
-    s.destroy();
-    done(err);
-  };
-  const t = setTimeout(() => finish(`timeout after ${timeoutMs} ms`), timeoutMs);
-  t.unref();
+  const { s, finish, abort } = checkConnection<string | null>(host, port, timeoutMs, () => `timeout after ${timeoutMs} ms`, asError, done, { lookup });
   s.once('connect', () => {
     if (pp === 'off') return finish(null);
     s.end(checkProxyHeader(pp, s));
     s.once('finish', () => finish(null));
   });
-  s.once('error', (e: NodeJS.ErrnoException) => finish(e.code ?? e.message));
-  return () => {
-    finished = true;
-    clearTimeout(t);
-    s.destroy();
-  };
+  return abort;
 }
 
 function httpProbe(host: string, port: number, path: string, timeoutMs: number, pp: ProxyProtocol, done: Done, lookup?: net.LookupFunction): () => void {
@@ -243,4 +337,54 @@ function httpProbe(host: string, port: number, path: string, timeoutMs: number, 
     pending?.destroy();
     req.destroy();
   };
+}
+
+/**
+ * A send_expect check: the PROXY header if on, then the steps' conversation (health/send-expect.ts);
+ * it passes once the last step matched and the check's side is closed. The whole check, connect
+ * included, is bounded by timeoutMs.
+ */
+function sendExpectProbe(host: string, port: number, steps: readonly Step[], timeoutMs: number, pp: ProxyProtocol, done: Done, lookup?: net.LookupFunction): () => void {
+  const conv = new Conversation(steps);
+  const { s, finish, abort, over } = checkConnection<string | null>(host, port, timeoutMs, () => `timeout after ${timeoutMs} ms: ${conv.waiting()}`, asError, done, { allowHalfOpen: true, lookup });
+  const act = (turn: Turn): void => {
+    if (over()) return;
+    if (turn.write) s.write(turn.write);
+    if (turn.done === null) return;
+    if (turn.done.error !== null) return finish(turn.done.error);
+    s.end();
+    s.once('finish', () => finish(null));
+  };
+  s.once('connect', () => {
+    if (pp !== 'off') s.write(checkProxyHeader(pp, s));
+    act(conv.start());
+  });
+  s.on('data', (d: Buffer) => act(conv.receive(d)));
+  s.once('end', () => act(conv.ended()));
+  return abort;
+}
+
+interface AgentAnswer {
+  readonly reply: string | null;
+  readonly error: string | null;
+}
+
+/**
+ * An agent check: connect to the agent's port, read its first line (up to MAX_AGENT_REPLY bytes,
+ * or what came before it closed), bounded by timeoutMs. No PROXY header: the agent is not the
+ * service. `reply` is null when `error` says why there is none.
+ */
+function agentProbe(host: string, port: number, timeoutMs: number, done: (a: AgentAnswer) => void, lookup?: net.LookupFunction): () => void {
+  let buf = '';
+  const late = (): AgentAnswer => ({ reply: null, error: `timeout after ${timeoutMs} ms${buf === '' ? '' : ` (got ${JSON.stringify(buf.slice(0, 60))}, no end of line)`}` });
+  const { s, finish, abort } = checkConnection(host, port, timeoutMs, late, (error) => ({ reply: null, error }), done, { lookup });
+  s.setEncoding('latin1');
+  s.on('data', (d: string) => {
+    buf += d;
+    const nl = buf.indexOf('\n');
+    if (nl >= 0) finish({ reply: buf.slice(0, nl).replace(/\r$/, ''), error: null });
+    else if (buf.length >= MAX_AGENT_REPLY) finish({ reply: null, error: `no end of line in the first ${MAX_AGENT_REPLY} bytes` });
+  });
+  s.once('end', () => finish(buf.trim() === '' ? { reply: null, error: 'the agent closed without a reply' } : { reply: buf.replace(/\r$/, ''), error: null }));
+  return abort;
 }

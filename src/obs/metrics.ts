@@ -177,6 +177,7 @@ export class Metrics {
   readonly registry = new Registry();
   readonly traffic = new TrafficFigures();
   readonly healthChecks: Counter<'service' | 'backend' | 'result'>;
+  readonly agentChecks: Counter<'service' | 'backend' | 'result'>;
   readonly reloads: Counter<'result'>;
   readonly generation: Gauge;
   readonly dnsLookups: Counter<'result'>;
@@ -340,6 +341,22 @@ export class Metrics {
       help: 'Active health checks, by service, backend and result (success|failure)',
       labelNames: ['service', 'backend', 'result'],
       registers,
+    });
+    this.agentChecks = new Counter({
+      name: 'lemonade_agent_checks_total',
+      help: 'Agent checks, by service, backend and result (success: the agent answered a line; failure: no answer)',
+      labelNames: ['service', 'backend', 'result'],
+      registers,
+    });
+    new Gauge({
+      name: 'lemonade_backend_weight',
+      help: "A backend's effective weight: the configured one, scaled by its agent's percentage when it sent one",
+      labelNames: ['service', 'backend'],
+      registers,
+      collect() {
+        this.reset();
+        for (const b of src.snapshot().backends) this.set({ service: b.service, backend: b.name }, b.baseWeight);
+      },
     });
     this.reloads = new Counter({
       name: 'lemonade_config_reloads_total',

@@ -37,6 +37,8 @@ export interface WorkerReport {
 export interface HealthView {
   readonly healthy: boolean;
   readonly healthySince: number;
+  readonly agentDown: boolean;
+  readonly agentWeightPercent: number | null;
 }
 
 /** primary → worker */
@@ -55,6 +57,8 @@ export type ToWorker =
   /** `name`: a backend's reference, service/name (a DNS parent's: its endpoints follow it); `keys`: the load keys it applies to */
   | { readonly t: 'admin'; readonly name: string; readonly keys: readonly string[]; readonly state: AdminState; readonly cut: boolean }
   | { readonly t: 'check'; readonly key: string; readonly healthy: boolean; readonly healthySince: number; readonly ok: boolean }
+  /** an agent's down flag or weight percentage changed: a changed percentage rebuilds the snapshot */
+  | { readonly t: 'agent'; readonly key: string; readonly down: boolean; readonly weightPercent: number | null }
   | { readonly t: 'prepare'; readonly id: number; readonly listen: ListenSpec }
   /** an address no service has any more stops accepting (its connections drain) */
   | { readonly t: 'close-address'; readonly address: string }

@@ -49,6 +49,11 @@ export interface DataPlane {
   adminChanged(ref: string, keys: readonly string[], state: AdminState, cut: boolean): void;
   /** an active health check's result, already applied to the control plane's copy */
   checked(key: string, healthy: boolean, healthySince: number, ok: boolean): void;
+  /**
+   * An agent changed a backend's down flag or weight percentage, already applied to the control
+   * plane's copy and snapshot (a changed percentage means a snapshot with the new weight).
+   */
+  agentChanged(key: string, down: boolean, weightPercent: number | null): void;
   /** stop accepting; open connections are untouched */
   close(): Promise<void>;
   /** wait for open connections up to timeoutMs, then cut the rest */
@@ -236,6 +241,10 @@ export class LocalPlane implements DataPlane {
 
   checked(): void {
     // the checker wrote to the same load figures this process picks with
+  }
+
+  agentChanged(): void {
+    // the same figures, and the snapshot the control plane rebuilt is the one this process reads
   }
 
   close(): Promise<void> {

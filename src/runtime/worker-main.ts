@@ -1,6 +1,6 @@
 // A data-plane worker process (`[runtime] workers` > 1): the listener and its sessions over the
 // socket the cluster primary shares, with its own load figures, fed by the primary with
-// validated configs, operator states and health results. It never reads the config file, never
+// validated configs, operator states, health results and agent answers. It never reads the config file, never
 // runs health checks and never handles signals: the primary decides, the worker applies.
 
 import process from 'node:process';
@@ -51,6 +51,8 @@ class Worker {
       const l = this.loads.get(key);
       l.healthy = h.healthy;
       l.healthySince = h.healthySince;
+      l.agentDown = h.agentDown;
+      l.agentWeightPercent = h.agentWeightPercent;
     }
     this.snapshot = this.build(init.config, init.generation);
     // this worker's own connections, appended to the same file as the others (access-log.ts)
@@ -122,6 +124,17 @@ class Worker {
       case 'check':
         this.loads.peek(m.key)?.applyCheck(m.healthy, m.healthySince, m.ok);
         return;
+      case 'agent': {
+        const l = this.loads.peek(m.key);
+        if (!l) return;
+        l.agentDown = m.down;
+        if (l.agentWeightPercent !== m.weightPercent) {
+          l.agentWeightPercent = m.weightPercent;
+          // the weight lives in the snapshot: rebuild it from the same config, one assignment
+          this.snapshot = this.build(this.snapshot.config, this.snapshot.generation, this.snapshot);
+        }
+        return;
+      }
       case 'prepare': {
         const spec = m.listen;
         ('fd' in spec ? Promise.reject(new Error('a passed socket cannot be prepared')) : this.plane.prepare(spec.address, spec.addr)).then(

@@ -295,6 +295,10 @@ export class WorkerPool implements DataPlane {
     this.broadcast({ t: 'check', key, healthy, healthySince, ok });
   }
 
+  agentChanged(key: string, down: boolean, weightPercent: number | null): void {
+    this.broadcast({ t: 'agent', key, down, weightPercent });
+  }
+
   async close(): Promise<void> {
     this.stopping = true;
     if (this.poll) clearInterval(this.poll);

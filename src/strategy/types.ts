@@ -6,7 +6,7 @@ import type { BackendLoad } from '../core/stats';
 export interface Candidate {
   readonly id: number;
   readonly name: string;
-  /** configured weight times the slow-start ramp, > 0 */
+  /** configured weight (scaled by an agent's percentage) times the slow-start ramp, > 0 */
   readonly weight: number;
   readonly load: BackendLoad;
 }
@@ -15,7 +15,7 @@ export interface Candidate {
 export interface PoolMember {
   readonly id: number;
   readonly address: string;
-  /** configured weight (without slow start) */
+  /** configured weight scaled by an agent's percentage (without slow start) */
   readonly weight: number;
 }
 
