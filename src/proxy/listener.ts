@@ -28,6 +28,8 @@ export interface ListenerDeps {
    * exclusive), and every worker accepts from the same socket.
    */
   readonly shared?: boolean;
+  /** relay on raw handles; default: what the start chose (rawAvailable()) */
+  readonly raw?: boolean;
 }
 
 export interface Pending {
@@ -48,8 +50,10 @@ interface ServiceEntry {
 
 export class ProxyListener {
   readonly registry: ConnectionRegistry<Session | RawSession>;
-  /** relaying on raw handles (else net.Socket) */
-  readonly raw = rawAvailable();
+  /** relaying on raw handles (else net.Socket): chosen at start, before the first bind */
+  get raw(): boolean {
+    return this.deps.raw ?? rawAvailable();
+  }
   /** by service name; kept while the service's connections drain after its listener closed */
   private readonly entries = new Map<string, ServiceEntry>();
   /** client connections accepted and handed to a session */
