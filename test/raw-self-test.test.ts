@@ -97,3 +97,15 @@ test('RAW_RELAY_MAJORS are the Node lines the matrix runs (.ci/node-matrix) and 
   const lowest = Number(/^>=\s*(\d+)/.exec(engines)![1]);
   assert.deepEqual([...RAW_RELAY_MAJORS].sort((a, b) => a - b), [...new Set([lowest, ...majors])].sort((a, b) => a - b));
 });
+
+test('workers = 3: each worker runs its own self-test at once, and each passes (no fallback line)', { skip: !tested && `major ${major} is not in RAW_RELAY_MAJORS` }, async (t) => {
+  const w = await startWorker('a');
+  t.after(() => w.stop());
+  const lb = await startBalancer(testConfig([{ address: w.address }], { runtime: 'workers = 3' }));
+  t.after(() => lb.stop());
+  const started = await lb.waitForLog((l) => l['msg'] === 'lemonade-lb started', 20_000);
+  assert.equal(started['relay'], 'raw');
+  for (let i = 0; i < 6; i++) assert.equal(await (await fetch(`http://127.0.0.1:${lb.port}/`)).text(), 'a\n');
+  const fallbacks = lb.logs.filter((l) => typeof l['msg'] === 'string' && l['msg'].startsWith('relaying on net.Socket'));
+  assert.deepEqual(fallbacks, []);
+});

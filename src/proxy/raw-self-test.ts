@@ -50,7 +50,9 @@ export async function rawSelfTest(bindings: RawBindings, timeoutMs = SELF_TEST_T
     cleanup.push(() => backend.close());
     await new Promise<void>((resolve, reject) => {
       backend.once('error', reject);
-      backend.listen(0, '127.0.0.1', resolve);
+      // exclusive: in a cluster worker a port-0 listen would otherwise be the primary's socket,
+      // shared with the other workers' self-tests
+      backend.listen({ port: 0, host: '127.0.0.1', exclusive: true }, resolve);
     });
     const port = (backend.address() as net.AddressInfo).port;
     // (the listener below binds port 0 itself; the config's listen_address is not used)
