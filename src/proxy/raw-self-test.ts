@@ -32,65 +32,69 @@ const QUIET: ProxyObserver = { rejected() {}, connectFailed() {}, connected() {}
  * through intact, else what went wrong.
  */
 export async function rawSelfTest(bindings: RawBindings, timeoutMs = SELF_TEST_TIMEOUT_MS): Promise<string | null> {
-  const up = randomBytes(UP_BYTES);
-  const down = randomBytes(DOWN_BYTES);
   const cleanup: (() => void)[] = [];
   let timer: NodeJS.Timeout | undefined;
+  const bound = new Promise<string>((resolve) => {
+    timer = setTimeout(() => resolve(`no byte-exact exchange and end of file both ways within ${timeoutMs} ms`), timeoutMs);
+  });
   try {
-    // the backend: reads the client's payload to its end of file, then answers and ends
-    const backend = net.createServer({ allowHalfOpen: true }, (s) => {
-      cleanup.push(() => s.destroy());
-      const got: Buffer[] = [];
-      s.on('error', () => undefined);
-      s.on('data', (d: Buffer) => got.push(d));
-      s.on('end', () => {
-        s.end(Buffer.concat(got).equals(up) ? down : Buffer.from('wrong bytes upstream'));
-      });
-    });
-    cleanup.push(() => backend.close());
-    await new Promise<void>((resolve, reject) => {
-      backend.once('error', reject);
-      // exclusive: in a cluster worker a port-0 listen would otherwise be the primary's socket,
-      // shared with the other workers' self-tests
-      backend.listen({ port: 0, host: '127.0.0.1', exclusive: true }, resolve);
-    });
-    const port = (backend.address() as net.AddressInfo).port;
-    // (the listener below binds port 0 itself; the config's listen_address is not used)
-    const parsed = parseAndValidate(`[proxy]\nlisten_address = "127.0.0.1:1"\n[[backends]]\nname = "self-test"\naddress = "127.0.0.1:${port}"\n`, {});
-    if (!parsed.ok) return `self-test config: ${parsed.issues.map((i) => i.message).join('; ')}`;
-    const snap = liveSnapshot(parsed.config, 1, new LoadTable(Date.now), { now: Date.now, random: Math.random, strategies: STRATEGIES }, new Map());
-    useBindings(bindings);
-    const listener = new ProxyListener({ current: () => snap, observer: QUIET, now: Date.now, raw: true });
-    cleanup.push(() => {
-      void listener.close();
-      void listener.registry.drain(0); // cuts what a failed exchange left open
-    });
-    await listener.listen(DEFAULT_SERVICE, { host: '127.0.0.1', port: 0 });
-    const address = listener.addresses().get(DEFAULT_SERVICE)!;
-    const exchange = new Promise<string | null>((resolve) => {
-      const c = net.connect({ host: '127.0.0.1', port: Number(address.slice(address.lastIndexOf(':') + 1)), allowHalfOpen: true });
-      cleanup.push(() => c.destroy());
-      const got: Buffer[] = [];
-      c.on('error', (e) => resolve(`client: ${e.message}`));
-      c.on('data', (d: Buffer) => got.push(d));
-      c.on('end', () => {
-        const all = Buffer.concat(got);
-        if (all.equals(down)) resolve(null);
-        else if (all.length === down.length) resolve(`the client got the backend's ${down.length} bytes, but not byte-exact`);
-        else resolve(`the client got ${all.length} bytes, not the backend's ${down.length}`);
-      });
-      c.end(up);
-    });
-    const bound = new Promise<string>((resolve) => {
-      timer = setTimeout(() => resolve(`no byte-exact exchange and end of file both ways within ${timeoutMs} ms`), timeoutMs);
-    });
-    return await Promise.race([exchange, bound]);
+    return await Promise.race([exchange(bindings, cleanup), bound]);
   } catch (e) {
     return `self-test: ${e instanceof Error ? e.message : String(e)}`;
   } finally {
     clearTimeout(timer);
     for (const f of cleanup.reverse()) f();
   }
+}
+
+/** One exchange through a raw relay; what it opens is closed by `cleanup`. */
+async function exchange(bindings: RawBindings, cleanup: (() => void)[]): Promise<string | null> {
+  const up = randomBytes(UP_BYTES);
+  const down = randomBytes(DOWN_BYTES);
+  // the backend: reads the client's payload to its end of file, then answers and ends
+  const backend = net.createServer({ allowHalfOpen: true }, (s) => {
+    cleanup.push(() => s.destroy());
+    const got: Buffer[] = [];
+    s.on('error', () => undefined);
+    s.on('data', (d: Buffer) => got.push(d));
+    s.on('end', () => {
+      s.end(Buffer.concat(got).equals(up) ? down : Buffer.from('wrong bytes upstream'));
+    });
+  });
+  cleanup.push(() => backend.close());
+  await new Promise<void>((resolve, reject) => {
+    backend.once('error', reject);
+    // exclusive: in a cluster worker a port-0 listen would otherwise be the primary's socket,
+    // shared with the other workers' self-tests
+    backend.listen({ port: 0, host: '127.0.0.1', exclusive: true }, resolve);
+  });
+  const port = (backend.address() as net.AddressInfo).port;
+  // (the listener below binds port 0 itself; the config's listen_address is not used)
+  const parsed = parseAndValidate(`[proxy]\nlisten_address = "127.0.0.1:1"\n[[backends]]\nname = "self-test"\naddress = "127.0.0.1:${port}"\n`, {});
+  if (!parsed.ok) return `self-test config: ${parsed.issues.map((i) => i.message).join('; ')}`;
+  const snap = liveSnapshot(parsed.config, 1, new LoadTable(Date.now), { now: Date.now, random: Math.random, strategies: STRATEGIES }, new Map());
+  useBindings(bindings);
+  const listener = new ProxyListener({ current: () => snap, observer: QUIET, now: Date.now, raw: true });
+  cleanup.push(() => {
+    void listener.close();
+    void listener.registry.drain(0); // cuts what a failed exchange left open
+  });
+  await listener.listen(DEFAULT_SERVICE, { host: '127.0.0.1', port: 0 });
+  const address = listener.addresses().get(DEFAULT_SERVICE)!;
+  return new Promise<string | null>((resolve) => {
+    const c = net.connect({ host: '127.0.0.1', port: Number(address.slice(address.lastIndexOf(':') + 1)), allowHalfOpen: true });
+    cleanup.push(() => c.destroy());
+    const got: Buffer[] = [];
+    c.on('error', (e) => resolve(`client: ${e.message}`));
+    c.on('data', (d: Buffer) => got.push(d));
+    c.on('end', () => {
+      const all = Buffer.concat(got);
+      if (all.equals(down)) resolve(null);
+      else if (all.length === down.length) resolve(`the client got the backend's ${down.length} bytes, but not byte-exact`);
+      else resolve(`the client got ${all.length} bytes, not the backend's ${down.length}`);
+    });
+    c.end(up);
+  });
 }
 
 /**
