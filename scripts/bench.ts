@@ -42,7 +42,8 @@
 //        --baseline-bundle PATH (another build of dist/lemonade.js, run as "lemonade-base"),
 //        --only a,b (contenders; default all but lemonade-base; naming lemonade-20svc here adds
 //        its W1 row), --workloads W1,W2 (subset), --lemonade-exe PATH (run lemonade as this
-//        executable, e.g. the single executable dist/lemonade), --lemonade-node-args "…" (e.g.
+//        executable, e.g. the single executable dist/lemonade), --lemonade-env NAME=VALUE (e.g.
+//        LEMONADE_LB_REUSE_PORT=0; repeatable), --lemonade-node-args "…" (e.g.
 //        "--cpu-prof --cpu-prof-dir=/tmp/prof"), --json (one JSON line with every figure last).
 // Exit code: 0 when every target is met (always 0 with --quick unless the run broke), 1 when a
 // target was missed, 2 when the run itself failed. The run is bounded (--budget S, default 540):
@@ -91,6 +92,8 @@ interface Args {
   baselineBundle: string | null;
   /** run lemonade (and lemonade-workers) as this executable, e.g. the single executable dist/lemonade */
   lemonadeExe: string | null;
+  /** extra environment for lemonade, e.g. LEMONADE_LB_REUSE_PORT=0 (the LEMONADE_* of this shell are not passed) */
+  lemonadeEnv: Record<string, string>;
   json: boolean;
   budgetS: number;
   proxyCpu: number;
@@ -108,6 +111,7 @@ function parseArgs(argv: readonly string[]): Args {
     onlyGiven: false,
     baselineBundle: null,
     lemonadeExe: null,
+    lemonadeEnv: {},
     workloads: [...WORKLOADS],
     lemonadeNodeArgs: [],
     json: false,
@@ -141,6 +145,10 @@ function parseArgs(argv: readonly string[]): Args {
     else if (k === '--load-cpu') a.loadCpu = int(0, 1023);
     else if (k === '--baseline-bundle') a.baselineBundle = resolve(val());
     else if (k === '--lemonade-exe') a.lemonadeExe = resolve(val());
+    else if (k === '--lemonade-env') {
+      const [name, ...v] = val().split('=');
+      a.lemonadeEnv[name!] = v.join('=');
+    }
     else if (k === '--lemonade-node-args') a.lemonadeNodeArgs = val().split(/\s+/).filter(Boolean);
     else if (k === '--only') {
       const names = val().split(',');
@@ -485,6 +493,7 @@ async function startContender(name: ContenderName, backendPort: number, args: Ar
     const env: NodeJS.ProcessEnv = {};
     for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('LEMONADE_') && !k.startsWith('NOTIFY_SOCKET') && !k.startsWith('LISTEN_')) env[k] = v;
     env['LEMONADE_LOG'] = 'info';
+    Object.assign(env, args.lemonadeEnv);
     const bundle = name === 'lemonade-base' ? args.baselineBundle! : BUNDLE;
     proc =
       args.lemonadeExe !== null && name !== 'lemonade-base'
