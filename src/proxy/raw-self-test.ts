@@ -32,7 +32,7 @@ const QUIET: ProxyObserver = { rejected() {}, connectFailed() {}, connected() {}
  * through intact, else what went wrong.
  */
 export async function rawSelfTest(bindings: RawBindings, timeoutMs = SELF_TEST_TIMEOUT_MS): Promise<string | null> {
-  const cleanup: (() => void)[] = [];
+  const cleanup = new Cleanup();
   let timer: NodeJS.Timeout | undefined;
   const bound = new Promise<string>((resolve) => {
     timer = setTimeout(() => resolve(`no byte-exact exchange and end of file both ways within ${timeoutMs} ms`), timeoutMs);
@@ -43,12 +43,26 @@ export async function rawSelfTest(bindings: RawBindings, timeoutMs = SELF_TEST_T
     return `self-test: ${e instanceof Error ? e.message : String(e)}`;
   } finally {
     clearTimeout(timer);
-    for (const f of cleanup.reverse()) f();
+    cleanup.run();
+  }
+}
+
+/** What the exchange opened; once run, what it opens later (past the bound) is closed at once. */
+class Cleanup {
+  private readonly list: (() => void)[] = [];
+  private done = false;
+  push(f: () => void): void {
+    if (this.done) f();
+    else this.list.push(f);
+  }
+  run(): void {
+    this.done = true;
+    for (const f of this.list.reverse()) f();
   }
 }
 
 /** One exchange through a raw relay; what it opens is closed by `cleanup`. */
-async function exchange(bindings: RawBindings, cleanup: (() => void)[]): Promise<string | null> {
+async function exchange(bindings: RawBindings, cleanup: Cleanup): Promise<string | null> {
   const up = randomBytes(UP_BYTES);
   const down = randomBytes(DOWN_BYTES);
   // the backend: reads the client's payload to its end of file, then answers and ends
