@@ -48,9 +48,10 @@
 // Flags: --quick, --rounds N (3), --duration S (3), --idle N (10000), --no-install,
 //        --baseline-bundle PATH (another build of dist/lemonade.js, run as "lemonade-base"),
 //        --only a,b (contenders; default all but lemonade-base; naming lemonade-20svc or
-//        lemonade-dns here adds its W1 row), --workloads W1,W2 (subset), --lemonade-node-args
-//        "…" (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"), --json (one JSON line with every
-//        figure last).
+//        lemonade-dns here adds its W1 row), --workloads W1,W2 (subset), --lemonade-exe PATH (run
+//        lemonade as this executable, e.g. the single executable dist/lemonade), --lemonade-env
+//        NAME=VALUE (e.g. LEMONADE_LB_REUSE_PORT=0; repeatable), --lemonade-node-args "…" (e.g.
+//        "--cpu-prof --cpu-prof-dir=/tmp/prof"), --json (one JSON line with every figure last).
 // Exit code: 0 when every target is met (always 0 with --quick unless the run broke), 1 when a
 // target was missed, 2 when the run itself failed. The run is bounded (--budget S, default 540):
 // rounds that would not fit are left out. Every process started is stopped by its PID.
@@ -111,6 +112,10 @@ interface Args {
   lemonadeNodeArgs: string[];
   /** another build of lemonade to compare with (contender "lemonade-base") */
   baselineBundle: string | null;
+  /** run lemonade (and lemonade-workers) as this executable, e.g. the single executable dist/lemonade */
+  lemonadeExe: string | null;
+  /** extra environment for lemonade, e.g. LEMONADE_LB_REUSE_PORT=0 (the LEMONADE_* of this shell are not passed) */
+  lemonadeEnv: Record<string, string>;
   json: boolean;
   budgetS: number;
   proxyCpu: number;
@@ -127,6 +132,8 @@ function parseArgs(argv: readonly string[]): Args {
     only: CONTENDERS.filter((c) => c !== 'lemonade-base'),
     onlyGiven: false,
     baselineBundle: null,
+    lemonadeExe: null,
+    lemonadeEnv: {},
     workloads: [...WORKLOADS],
     lemonadeNodeArgs: [],
     json: false,
@@ -159,6 +166,11 @@ function parseArgs(argv: readonly string[]): Args {
     else if (k === '--proxy-cpu') a.proxyCpu = int(0, 1023);
     else if (k === '--load-cpu') a.loadCpu = int(0, 1023);
     else if (k === '--baseline-bundle') a.baselineBundle = resolve(val());
+    else if (k === '--lemonade-exe') a.lemonadeExe = resolve(val());
+    else if (k === '--lemonade-env') {
+      const [name, ...v] = val().split('=');
+      a.lemonadeEnv[name!] = v.join('=');
+    }
     else if (k === '--lemonade-node-args') a.lemonadeNodeArgs = val().split(/\s+/).filter(Boolean);
     else if (k === '--only') {
       const names = val().split(',');
@@ -514,8 +526,12 @@ async function startContender(name: ContenderName, backendPort: number, args: Ar
     const env: NodeJS.ProcessEnv = {};
     for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('LEMONADE_') && !k.startsWith('NOTIFY_SOCKET') && !k.startsWith('LISTEN_')) env[k] = v;
     env['LEMONADE_LOG'] = 'info';
+    Object.assign(env, args.lemonadeEnv);
     const bundle = name === 'lemonade-base' ? args.baselineBundle! : BUNDLE;
-    proc = startPinned(cpu, process.execPath, [...args.lemonadeNodeArgs, bundle, 'lb', '--config', conf], env);
+    proc =
+      args.lemonadeExe !== null && name !== 'lemonade-base'
+        ? startPinned(cpu, args.lemonadeExe, ['lb', '--config', conf], env)
+        : startPinned(cpu, process.execPath, [...args.lemonadeNodeArgs, bundle, 'lb', '--config', conf], env);
     await waitListening(port, proc, name);
     // every service is up (and so the file was read as 20 services) before anything is measured
     for (const p of extraPorts) await waitListening(p, proc, `${name} service on ${p}`);

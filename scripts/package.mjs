@@ -1,7 +1,10 @@
 #!/usr/bin/env node
-// Builds the Debian package lemonade-lb_VERSION_all.deb with dpkg-deb (no debhelper needed):
-// stages dist/deb/root/ from dist/lemonade.js, systemd/ and packaging/deb/, then checks the units
-// with `systemd-analyze verify` (when systemd-analyze is there) and writes dist/lemonade-lb_VERSION_all.deb.
+// Builds the Debian package lemonade-lb_VERSION_amd64.deb with dpkg-deb (no debhelper needed):
+// stages dist/deb/root/ from the single executable dist/lemonade (scripts/sea.mjs: the bundle
+// inside a pinned Node, so the package needs no nodejs), systemd/ and packaging/deb/, takes the
+// executable's library dependencies from dpkg-shlibdeps, checks the units with
+// `systemd-analyze verify` (when systemd-analyze is there) and writes
+// dist/lemonade-lb_VERSION_amd64.deb.
 // Usage: node scripts/package.mjs [--out DIR] [--no-build]
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -18,8 +21,9 @@ const version = pkg.version;
 const deb = join(root, 'packaging', 'deb');
 const stage = join(root, 'dist', 'deb', 'root');
 
-if (!args.includes('--no-build') || !existsSync(join(root, 'dist', 'lemonade.js'))) {
-  execFileSync(process.execPath, [join(root, 'scripts', 'build.mjs')], { stdio: 'inherit' });
+const exe = join(root, 'dist', 'lemonade');
+if (!args.includes('--no-build') || !existsSync(exe)) {
+  execFileSync(process.execPath, [join(root, 'scripts', 'sea.mjs')], { stdio: 'inherit' });
 }
 
 rmSync(join(root, 'dist', 'deb'), { recursive: true, force: true });
@@ -39,11 +43,11 @@ function write(dest, data, mode = 0o644) {
 const gz = (file) => gzipSync(readFileSync(file), { level: 9 });
 
 // files
-put(join(root, 'dist', 'lemonade.js'), 'usr/lib/lemonade/lemonade.js', 0o755);
-put(join(deb, 'lemonade'), 'usr/bin/lemonade', 0o755);
+put(exe, 'usr/bin/lemonade', 0o755);
 put(join(root, 'systemd', 'lemonade-lb.service'), 'usr/lib/systemd/system/lemonade-lb.service');
 put(join(root, 'systemd', 'lemonade-lb.socket'), 'usr/lib/systemd/system/lemonade-lb.socket');
 put(join(root, 'config', 'load-balancer.toml'), 'etc/lemonade/config.toml');
+put(join(deb, 'lintian-overrides'), 'usr/share/lintian/overrides/lemonade-lb');
 put(join(deb, 'default'), 'etc/default/lemonade-lb');
 put(join(root, 'packaging', 'logrotate', 'lemonade-lb'), 'etc/logrotate.d/lemonade-lb');
 write('usr/share/man/man1/lemonade.1.gz', gz(join(deb, 'lemonade.1')));
@@ -65,7 +69,10 @@ function walk(dir) {
 }
 const files = walk(stage);
 const installedKb = Math.ceil(files.reduce((n, f) => n + statSync(f).size, 0) / 1024);
-const control = readFileSync(join(deb, 'control.in'), 'utf8').replace('@VERSION@', version).replace('@INSTALLED_SIZE@', String(installedKb));
+const control = readFileSync(join(deb, 'control.in'), 'utf8')
+  .replace('@VERSION@', version)
+  .replace('@INSTALLED_SIZE@', String(installedKb))
+  .replace('@SHLIBS@', shlibs(join(stage, 'usr/bin/lemonade')));
 write('DEBIAN/control', control);
 write('DEBIAN/conffiles', readFileSync(join(deb, 'conffiles')));
 for (const s of ['postinst', 'prerm', 'postrm']) put(join(deb, s), `DEBIAN/${s}`, 0o755);
@@ -107,9 +114,21 @@ if (hasTool('systemd-analyze')) {
 }
 
 mkdirSync(outDir, { recursive: true });
-const debFile = join(outDir, `lemonade-lb_${version}_all.deb`);
+const debFile = join(outDir, `lemonade-lb_${version}_amd64.deb`);
 execFileSync('dpkg-deb', ['--root-owner-group', '-Zxz', '--build', stage, debFile], { stdio: ['ignore', 'ignore', 'inherit'] });
 console.log(debFile);
+
+/** The shared libraries the executable links, as Depends (libc6, libstdc++6, libgcc-s1). */
+function shlibs(file) {
+  const dir = join(root, 'dist', 'deb', 'shlibs');
+  mkdirSync(join(dir, 'debian'), { recursive: true });
+  writeFileSync(join(dir, 'debian', 'control'), 'Source: lemonade-lb\n\nPackage: lemonade-lb\nArchitecture: amd64\n');
+  const out = execFileSync('dpkg-shlibdeps', ['-O', '-e', file], { cwd: dir, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  rmSync(dir, { recursive: true, force: true });
+  const deps = /^shlibs:Depends=(.*)$/m.exec(out)?.[1];
+  if (!deps) throw new Error(`dpkg-shlibdeps found no library dependency for ${file}: ${out}`);
+  return deps;
+}
 
 function hasTool(name) {
   try {

@@ -107,7 +107,7 @@ async function main(argv: string[]): Promise<number> {
     )
     .demandCommand(1, 'give a command (see --help)')
     .strict()
-    .version(VERSION)
+    .version(`lemonade ${VERSION} (Node.js ${process.version})`)
     .help()
     .alias('help', 'h')
     .wrap(Math.min(110, process.stdout.columns || 100))

@@ -32,7 +32,8 @@ test(`the data-path suites pass with the net.Socket relay too (${SUITES.join(', 
   // a test runner of its own: without NODE_TEST_CONTEXT, which tells a child it runs under this one
   const env: NodeJS.ProcessEnv = { ...process.env, LEMONADE_TEST_NET_SOCKETS: '1' };
   delete env['NODE_TEST_CONTEXT'];
-  const child = spawn(process.execPath, ['--import', 'tsx', '--test', ...SUITES.map((s) => join(__dirname, s))], {
+  // TAP, whatever the Node: from Node 23 the default reporter is "spec" even into a pipe
+  const child = spawn(process.execPath, ['--import', 'tsx', '--test', '--test-reporter=tap', ...SUITES.map((s) => join(__dirname, s))], {
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -30,10 +30,14 @@ export interface ListenerDeps {
   readonly observer: ProxyObserver;
   readonly now: () => number;
   /**
-   * Several worker processes serve one address: bind through the cluster primary (not
-   * exclusive), and every worker accepts from the same socket.
+   * Several worker processes serve one address. Where Node has listen({ reusePort }) each
+   * worker binds a socket of its own with SO_REUSEPORT and the kernel spreads connections
+   * evenly over them; elsewhere (or with LEMONADE_LB_REUSE_PORT=0) they bind through the
+   * cluster primary and accept from its one socket. A passed socket is always the one shared.
    */
   readonly shared?: boolean;
+  /** relay on raw handles; default: what the start chose (rawAvailable()) */
+  readonly raw?: boolean;
 }
 
 export interface Pending {
@@ -66,8 +70,10 @@ type Open = Session | RawSession | Inspection;
 
 export class ProxyListener {
   readonly registry: ConnectionRegistry<Open>;
-  /** relaying on raw handles (else net.Socket) */
-  readonly raw = rawAvailable();
+  /** relaying on raw handles (else net.Socket): chosen at start, before the first bind */
+  get raw(): boolean {
+    return this.deps.raw ?? rawAvailable();
+  }
   /** by listen address as the config writes it */
   private readonly sockets = new Map<string, SocketEntry>();
   /** by service name */
@@ -149,7 +155,9 @@ export class ProxyListener {
    */
   async prepare(key: string, addr: HostPort): Promise<Pending> {
     const entry = this.socket(key);
-    const server = await this.bind(entry, (s) => s.listen({ host: addr.host, port: addr.port, backlog: 4096, exclusive: this.deps.shared !== true }), formatHostPort(addr));
+    const own = this.deps.shared === true && reusePort();
+    const options = { host: addr.host, port: addr.port, backlog: 4096, exclusive: this.deps.shared !== true || own, ...(own ? { reusePort: true } : {}) };
+    const server = await this.bind(entry, (s) => s.listen(options), formatHostPort(addr));
     return {
       commit: () => this.install(entry, server),
       abort: () => {
@@ -426,6 +434,13 @@ export class ProxyListener {
     this.registry.add(s);
     s.start();
   }
+}
+
+/** listen({ reusePort }): Node 22.12+ and 23.1+ (on Linux), unless LEMONADE_LB_REUSE_PORT=0. */
+export function reusePort(version: string = process.version, env: NodeJS.ProcessEnv = process.env): boolean {
+  if (env['LEMONADE_LB_REUSE_PORT'] === '0') return false;
+  const [major = 0, minor = 0] = version.slice(1).split('.').map(Number);
+  return major > 23 || (major === 23 && minor >= 1) || (major === 22 && minor >= 12);
 }
 
 function socketPeer(c: Socket): string {

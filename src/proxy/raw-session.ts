@@ -28,6 +28,11 @@ import { raw, uvError, type RawBindings, type ConnectReq, type ShutdownReq, type
 /** Looked up by the first RawSession, made only when they exist (ProxyListener.raw). */
 let R: RawBindings;
 
+/** Relay on these handles from now on (the start's self-test passes the ones it checks). */
+export function useBindings(bindings: RawBindings): void {
+  R = bindings;
+}
+
 const READ_SIZE = 64 * 1024;
 const SMALL_READ = Buffer.poolSize >>> 1;
 const SHARED = Buffer.allocUnsafeSlow(READ_SIZE);

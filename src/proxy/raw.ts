@@ -2,7 +2,8 @@
 // 'stream_wrap'): a connection relayed on them costs about half of one relayed on two
 // net.Socket objects, which add a Duplex stream, an event emitter and their bookkeeping to every
 // connect, read, write and close (`npm run bench`, W2 and the node-raw reference). Everything
-// the relay needs from them is typed here; rawAvailable() says whether this Node has them.
+// the relay needs from them is typed here; rawAvailable() says whether the relay uses them
+// (a tested Node major whose handles passed the self-test at start: ./raw-self-test.ts).
 
 import { getSystemErrorName } from 'node:util';
 
@@ -115,11 +116,40 @@ export function raw(): RawBindings | null {
 }
 
 /**
- * Relay on raw handles? Yes when this Node has them, unless LEMONADE_LB_NET_SOCKETS=1 asks for
- * net.Socket (slower; there to rule the raw relay in or out when diagnosing).
+ * The Node.js majors whose internals the raw relay is known to match: those the test matrix
+ * passes (.ci/node-matrix: 22, 24, 26; the machine's 20 runs the whole suite). On any other
+ * major the relay uses net.Socket until the matrix has passed it and it is added here.
  */
+export const RAW_RELAY_MAJORS: readonly number[] = [20, 22, 24, 26];
+
+/** Which relay carries the bytes; with net.Socket, why not the raw one (for the start log). */
+export type RelayChoice = { readonly relay: 'raw' } | { readonly relay: 'net.Socket'; readonly reason: string };
+
+/**
+ * The relay this Node may use before the self-test (./raw-self-test.ts): net.Socket when
+ * LEMONADE_LB_NET_SOCKETS=1 asks for it (slower; there to rule the raw relay in or out when
+ * diagnosing), when the major is not in RAW_RELAY_MAJORS, or when the handles are missing.
+ */
+export function relayPlan(env: NodeJS.ProcessEnv = process.env, version: string = process.version, bindings: RawBindings | null = raw()): RelayChoice {
+  if (env['LEMONADE_LB_NET_SOCKETS'] === '1') return { relay: 'net.Socket', reason: 'LEMONADE_LB_NET_SOCKETS=1' };
+  const major = Number(/^v(\d+)\./.exec(version)?.[1]);
+  if (!RAW_RELAY_MAJORS.includes(major)) {
+    return { relay: 'net.Socket', reason: `Node.js ${version} (major ${major}) is not one the raw relay is tested on (${RAW_RELAY_MAJORS.join(', ')})` };
+  }
+  if (bindings === null) return { relay: 'net.Socket', reason: `Node.js ${version} lacks the libuv handles the raw relay uses (tcp_wrap, stream_wrap)` };
+  return { relay: 'raw' };
+}
+
+/** The relay chosen at start (chooseRelay() in ./raw-self-test.ts); undefined before. */
+let chosen: RelayChoice | undefined;
+
+export function setRelay(choice: RelayChoice): void {
+  chosen = choice;
+}
+
+/** Relay on raw handles? What the start chose, or before that what relayPlan() allows. */
 export function rawAvailable(env: NodeJS.ProcessEnv = process.env): boolean {
-  return env['LEMONADE_LB_NET_SOCKETS'] !== '1' && raw() !== null;
+  return (chosen ?? relayPlan(env)).relay === 'raw';
 }
 
 /** An Error like the ones net.js makes from a libuv status: code "ECONNREFUSED", message "connect ECONNREFUSED 10.0.0.1:80". */

@@ -7,7 +7,7 @@
 import type { Env } from '../config/load';
 import type { HealthChecker } from '../health/checker';
 import type { DnsDiscovery } from '../discovery/dns';
-import { rawAvailable } from '../proxy/raw';
+import { chooseRelay, logRelay } from '../proxy/raw-self-test';
 import { adminExposureWarnings } from '../admin/exposure';
 import type { AdminServer, ReloadOutcome } from '../admin/server';
 import type { EventRing } from '../obs/events';
@@ -64,6 +64,8 @@ export class Lifecycle {
     const specs = listenSpecs(c, passed?.proxy ?? []);
     for (const spec of specs) if ('fd' in spec) s.passed.proxy.add(spec.address);
     s.passed.admin = passed !== null && passed.admin.length > 0;
+    const relay = await chooseRelay(this.d.env);
+    logRelay(this.d.logger, relay);
     await plane.listen(specs);
     try {
       if (passed && passed.admin.length > 0) await admin.adopt(passed.admin[0]!);
@@ -87,7 +89,7 @@ export class Lifecycle {
         listen: plane.address,
         services: Object.fromEntries([...plane.addresses()]),
         workers,
-        relay: rawAvailable() ? 'raw' : 'net.Socket',
+        relay: relay.relay,
         admin: admin.address || null,
         strategy: c.strategy,
         backends: c.services.flatMap((svc) => svc.backends.map((b) => `${shownName(svc.name, b.name)}=${b.address}`)),

@@ -14,6 +14,7 @@ import { TrafficFigures } from '../obs/metrics';
 import { AccessLog } from '../obs/access-log';
 import { BindError } from '../errors';
 import { LocalPlane, trafficObserver, type Pending } from './plane';
+import { chooseRelay, logRelay } from '../proxy/raw-self-test';
 import type { FromWorker, ListenSpec, ToWorker, WorkerReport } from './ipc';
 
 function send(m: FromWorker, then?: () => void): void {
@@ -83,13 +84,18 @@ class Worker {
 
   start(): void {
     process.on('message', (m: ToWorker) => this.onMessage(m));
-    this.plane.listen(this.init.listen).then(
-      () => send({ t: 'listening', addresses: [...this.plane.listener.boundAddresses()] }),
-      (e: unknown) => {
-        const [address, reason] = e instanceof BindError ? [e.address, e.reason] : [this.init.listen.map(label).join(', '), String(e)];
-        send({ t: 'listen-failed', address, reason }, () => process.exit(1));
-      },
-    );
+    chooseRelay(process.env)
+      .then((relay) => {
+        logRelay(this.logger, relay);
+        return this.plane.listen(this.init.listen);
+      })
+      .then(
+        () => send({ t: 'listening', addresses: [...this.plane.listener.boundAddresses()] }),
+        (e: unknown) => {
+          const [address, reason] = e instanceof BindError ? [e.address, e.reason] : [this.init.listen.map(label).join(', '), String(e)];
+          send({ t: 'listen-failed', address, reason }, () => process.exit(1));
+        },
+      );
   }
 
   private build(config: Config, generation: number, prev?: Snapshot): Snapshot {

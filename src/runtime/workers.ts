@@ -1,15 +1,18 @@
 // The data plane as several worker processes (`[runtime] workers` > 1), seen by the control plane
 // through the same DataPlane interface as the single process.
 //
-// Processes: node:cluster with SCHED_NONE. The primary (this process) binds the listening socket
-// (or holds the one systemd passed) and shares it; every worker accepts from it, so the kernel
-// spreads connections and the primary never touches a client byte. Each worker gets the validated
+// Processes: node:cluster with SCHED_NONE. Where Node has listen({ reusePort }) (22.12+), each
+// worker binds a listening socket of its own with SO_REUSEPORT and the kernel spreads new
+// connections evenly over them; elsewhere the primary (this process) binds the socket and shares
+// it, and every worker accepts from it. A socket systemd passed is always the shared one. Either
+// way the primary never touches a client byte. Each worker gets the validated
 // Config, not the file; it rebuilds its own snapshot, so a reload is one assignment in each
 // worker, as in one process. Caps are split (Snapshot's shareOf): the shares add up to each cap.
 // A worker that exits unasked is replaced (with a backoff when it keeps failing); one that stops
 // answering for WORKER_HUNG_MS is killed and replaced.
 
 import cluster, { type Worker } from 'node:cluster';
+import net from 'node:net';
 import { availableParallelism } from 'node:os';
 import type { HostPort } from '../core/address';
 import { formatHostPort } from '../core/address';
@@ -20,6 +23,7 @@ import type { Config } from '../config/schema';
 import type { Logger } from '../obs/logger';
 import type { TrafficFigures } from '../obs/metrics';
 import { BindError } from '../errors';
+import { reusePort } from '../proxy/listener';
 import type { DataPlane, Pending } from './plane';
 import type { DrainResult } from './drain';
 import { EMPTY_REPORT, mergeReports, retiredPart, type FromWorker, type HealthView, type ListenSpec, type ToWorker, type WorkerReport } from './ipc';
@@ -127,6 +131,7 @@ export class WorkerPool implements DataPlane {
     cluster.schedulingPolicy = cluster.SCHED_NONE;
     cluster.setupPrimary({ exec: process.argv[1], args: [], serialization: 'advanced', silent: false });
     try {
+      for (const spec of specs) if ('addr' in spec) await addressFree(spec.addr);
       this.bound = new Map((await Promise.all(this.members.map((m) => this.fork(m))))[0] ?? []);
     } catch (e) {
       this.stopping = true;
@@ -251,6 +256,7 @@ export class WorkerPool implements DataPlane {
   }
 
   async prepare(address: string, addr: HostPort): Promise<Pending> {
+    await addressFree(addr);
     // the id each worker holds its bound server under (a worker that is restarting gets none)
     const ids = new Map<Member, number>();
     const answers = await this.ask((id, m) => {
@@ -377,6 +383,21 @@ export class WorkerPool implements DataPlane {
     this.stopping = true;
     for (const m of this.members) m.worker?.process.kill('SIGKILL');
   }
+}
+
+/**
+ * With reusePort, a worker's bind succeeds beside another process's SO_REUSEPORT socket on the
+ * same address (another balancer of the same user) and the two would split its traffic: the
+ * primary first binds it plainly, as a single process would, and fails the same way.
+ */
+async function addressFree(addr: HostPort): Promise<void> {
+  if (!reusePort()) return;
+  const probe = net.createServer();
+  await new Promise<void>((resolve, reject) => {
+    probe.once('error', (e: NodeJS.ErrnoException) => reject(new BindError('proxy', formatHostPort(addr), e.code ?? e.message)));
+    probe.listen({ host: addr.host, port: addr.port, exclusive: true }, resolve);
+  });
+  await new Promise<void>((resolve) => probe.close(() => resolve()));
 }
 
 function specLabel(spec: ListenSpec): string {
