@@ -21,7 +21,9 @@
 // its default route: every connection is read before it is routed; wrk's plain HTTP is not a
 // ClientHello, so it is routed on its first bytes; the ClientHello parse itself is measured by
 // test/client-hello.test.ts's figures, not here) and lemonade-chash (algorithm consistent_hash
-// on the client's IP); these two also take part in W2 only, each next to lemonade's round robin.
+// on the client's IP); these two also take part in W2 only, each next to lemonade's round robin;
+// lemonade-alog and lemonade-alog1 (the access log on, JSON to a file in the run's directory,
+// every connection or sample = 0.01): W2 only, next to lemonade with the log off.
 // Workloads:
 //   W1 keep-alive HTTP through the proxy: `wrk -c64`; req/s, p50/p99, proxy CPU µs per request
 //   W2 one new connection per request (`Connection: close`): conn/s, proxy CPU µs per connection
@@ -71,7 +73,7 @@ const RAW_PROXY = join(ROOT, 'scripts', 'bench', 'raw-proxy.mjs');
 const HTTP_BACKEND = join(ROOT, 'scripts', 'bench', 'http-backend.mjs');
 const TICK_US = 1e6 / (Number(spawnSync('getconf', ['CLK_TCK']).stdout?.toString().trim()) || 100);
 
-const CONTENDERS = ['direct', 'haproxy', 'pipe', 'node-raw', 'lemonade', 'lemonade-20svc', 'lemonade-sni', 'lemonade-chash', 'lemonade-dns', 'lemonade-workers', 'lemonade-base'] as const;
+const CONTENDERS = ['direct', 'haproxy', 'pipe', 'node-raw', 'lemonade', 'lemonade-20svc', 'lemonade-sni', 'lemonade-chash', 'lemonade-dns', 'lemonade-alog', 'lemonade-alog1', 'lemonade-workers', 'lemonade-base'] as const;
 type ContenderName = (typeof CONTENDERS)[number];
 /** lemonade with one thing changed, measured in W2 (a new connection each) next to lemonade, same round */
 const VARIANTS = {
@@ -79,6 +81,8 @@ const VARIANTS = {
   'lemonade-sni': 'SNI inspection',
   'lemonade-chash': 'consistent_hash',
   'lemonade-dns': 'DNS-resolved backend',
+  'lemonade-alog': 'access log to a file',
+  'lemonade-alog1': 'access log, sample 0.01',
 } as const satisfies Partial<Record<ContenderName, string>>;
 type Variant = keyof typeof VARIANTS;
 const isVariant = (c: ContenderName): c is Variant => c in VARIANTS;
@@ -515,6 +519,9 @@ async function startContender(name: ContenderName, backendPort: number, args: Ar
         '[admin]',
         'listen_address = ""',
         ...(name === 'lemonade-dns' ? ['[dns]', `servers = ["${benchDns!.server}"]`] : []),
+        ...(name === 'lemonade-alog' || name === 'lemonade-alog1'
+          ? ['[access_log]', 'enabled = true', `path = "${join(dir, `access-${port}.log`)}"`, `sample = ${name === 'lemonade-alog1' ? 0.01 : 1}`]
+          : []),
         '[[backends]]',
         'id = 0',
         'name = "bench"',
@@ -917,6 +924,8 @@ async function main(): Promise<number> {
     const wanted =
       t.variant === 'lemonade-20svc' ? `the same per ${per} as with one service, within the run's noise`
       : t.variant === 'lemonade-dns' ? `the same per ${per} as with a literal address, within the run's noise`
+      : t.variant === 'lemonade-alog' ? 'at most 1.15 (issue 15: +15 % CPU per connection)'
+      : t.variant === 'lemonade-alog1' ? "within the run's noise of the log off"
       : 'close to round robin on one plain service';
     out.push(
       `${t.workload} ${VARIANTS[t.variant]}: ${t.variant} / lemonade ${fmt(t.ratio, 2)} (per round ${fmtRange(t.ratios, 2)}; ${fmt(t.many, u.costDigits)} vs ${fmt(t.one, u.costDigits)} ${u.cost}, medians) ` +

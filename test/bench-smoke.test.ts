@@ -2,7 +2,8 @@
 // 1,000 idle connections, never installs anything) so the script cannot rot. It uses only what
 // is installed: W4 (idle connections, lemonade, lemonade with a worker per CPU and the two Node references)
 // always runs; W1/W2/W5 need wrk (W2 also runs lemonade with 20 services configured, with its
-// port shared by sni, with consistent_hash, and with dnsmasq with its backend found by DNS),
+// port shared by sni, with consistent_hash, with the access log on (every connection, and 1 %), and with
+// dnsmasq with its backend found by DNS),
 // W3 iperf3, the HAProxy column haproxy (each left out, with a note, when missing). Figures of
 // so short a run on a shared machine mean little: completion and the rows are asserted.
 
@@ -32,7 +33,7 @@ test('bench --quick completes and prints a row per contender and workload it can
   const proxies = ['pipe', 'node-raw', 'lemonade', 'lemonade-workers', ...(tools.haproxy ? ['haproxy'] : [])];
   if (tools.wrk) for (const w of ['W1', 'W2']) for (const c of ['direct', ...proxies]) want.push([w, c]);
   if (tools.wrk) for (const c of ['lemonade', 'lemonade-workers']) want.push(['W5', c]);
-  if (tools.wrk) for (const c of ['lemonade-20svc', 'lemonade-sni', 'lemonade-chash']) want.push(['W2', c]);
+  if (tools.wrk) for (const c of ['lemonade-20svc', 'lemonade-sni', 'lemonade-chash', 'lemonade-alog', 'lemonade-alog1']) want.push(['W2', c]);
   if (tools.wrk && tools.dnsmasq) want.push(['W2', 'lemonade-dns']);
   if (tools.iperf3) for (const c of ['direct', ...proxies]) want.push(['W3', c]);
   for (const c of proxies) want.push(['W4', c]);
@@ -62,7 +63,9 @@ test('bench --quick completes and prints a row per contender and workload it can
     assert.match(out, /^W2 20 services: lemonade-20svc \/ lemonade [\d.]+ \(per round [\d.]+-[\d.]+;/m);
     assert.match(out, /^W2 SNI inspection: lemonade-sni \/ lemonade [\d.]+ \(per round [\d.]+-[\d.]+;/m);
     assert.match(out, /^W2 consistent_hash: lemonade-chash \/ lemonade [\d.]+ \(per round [\d.]+-[\d.]+;/m);
-    assert.ok(!out.split('\n').some((l) => /^\| W[1345] \| lemonade-(20svc|sni|chash|dns) \|/.test(l)), `a W2-only variant outside W2 in a default run\n${ctx}`);
+    assert.match(out, /^W2 access log to a file: lemonade-alog \/ lemonade [\d.]+ \(per round [\d.]+-[\d.]+;/m);
+    assert.match(out, /^W2 access log, sample 0.01: lemonade-alog1 \/ lemonade [\d.]+ \(per round [\d.]+-[\d.]+;/m);
+    assert.ok(!out.split('\n').some((l) => /^\| W[1345] \| lemonade-(20svc|sni|chash|dns|alog|alog1) \|/.test(l)), `a W2-only variant outside W2 in a default run\n${ctx}`);
     // W2 with the backend found by DNS next to a literal address, and the line that compares them
     if (tools.dnsmasq) assert.match(out, /^W2 DNS-resolved backend: lemonade-dns \/ lemonade [\d.]+ \(per round [\d.]+-[\d.]+;/m);
   }
