@@ -25,6 +25,8 @@ export const MAX_QUEUED_BYTES = 2 * 1024 * 1024;
 const FILE_BATCH = 256 * 1024;
 /** Bytes per write() to a pipe or socket: PIPE_BUF, so that writes of several processes stay whole. */
 const STREAM_BATCH = 4096;
+/** Lines are gathered this long before a write: one write per batch, not per connection. */
+const GATHER_MS = 10;
 /** After EAGAIN (a non-blocking pipe that is full), or a failed write, try again this much later. */
 const RETRY_MS = 50;
 
@@ -150,7 +152,7 @@ export class AccessLog {
   private kick(): void {
     if (!this.writing && !this.scheduled && this.retry === null && this.queue.length > 0) {
       this.scheduled = true;
-      setImmediate(this.flush);
+      setTimeout(this.flush, GATHER_MS);
     }
   }
 
@@ -195,7 +197,10 @@ export class AccessLog {
       this.writing = false;
       for (const old of this.toClose) close(old, ignore);
       this.toClose = [];
-      this.flush();
+      // a full batch goes at once; fewer lines wait to be gathered with the next ones
+      if (this.queuedBytes >= this.batchLimit) this.flush();
+      else if (this.queue.length > 0) this.kick();
+      else this.settle();
     });
   }
 

@@ -5,7 +5,7 @@
 // when another is requested is followed by exactly one more.
 
 import { readFile } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { basename, dirname } from 'node:path';
 import chokidar, { type FSWatcher } from 'chokidar';
 import { sha256 } from '../config/load';
 
@@ -39,10 +39,15 @@ export class ReloadTrigger {
    * content check, so that a save made while the watcher was starting is not missed.
    */
   async start(): Promise<void> {
+    const name = basename(this.deps.path);
     const w = chokidar.watch(dirname(this.deps.path), {
       depth: 0,
       ignoreInitial: true,
       persistent: true,
+      // only the file itself (a rename-save ends in an event for its name) and a ConfigMap's
+      // `..data` links: any other file in the directory (an access log written beside the
+      // config, an editor's swap file) is neither stat'ed nor a reason to read the config again
+      ignored: (p: string) => p !== dirname(this.deps.path) && basename(p) !== name && !basename(p).startsWith('..'),
     });
     this.watcher = w;
     // Any change in the directory (the file, a temp file renamed over it, a ConfigMap's ..data
