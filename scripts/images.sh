@@ -11,12 +11,14 @@
 # Usage (as root):
 #   scripts/images.sh host-setup   podman settings this kind of host needs (idempotent; .ci/run)
 #   scripts/images.sh base         make the base images when missing
-#   scripts/images.sh build        base, then `podman build -f Dockerfile.lb` (the default)
+#   scripts/images.sh build        base, then `podman build -f Dockerfile.lb` (the default), tagged
+#                                  :latest and :VERSION (package.json; deploy/kubernetes names it)
 # Environment: LEMONADE_IMAGE (default localhost/lemonade-lb:latest), LEMONADE_DEBIAN_MIRROR
 # (default http://deb.debian.org/debian).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 IMAGE=${LEMONADE_IMAGE:-localhost/lemonade-lb:latest}
+VERSION=$(sed -n 's/^  "version": "\(.*\)",$/\1/p' "$ROOT/package.json")
 MIRROR=${LEMONADE_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 DEBIAN_IMAGE=docker.io/library/debian:13-slim
 NODE_IMAGE=docker.io/library/node:24-trixie-slim
@@ -151,8 +153,9 @@ build() {
     args+=(-v "$ca:/run/lemonade-host-ca.crt:ro")
   fi
   args+=(-v "$npmrc:/usr/local/etc/npmrc:ro")
-  say "podman build -f Dockerfile.lb -t $IMAGE"
-  podman build --pull=never --format docker "${args[@]}" -f "$ROOT/Dockerfile.lb" -t "$IMAGE" "$ROOT" >&2
+  say "podman build -f Dockerfile.lb -t $IMAGE -t ${IMAGE%:*}:$VERSION"
+  # docker format: OCI images have no HEALTHCHECK
+  podman build --pull=never --format docker "${args[@]}" -f "$ROOT/Dockerfile.lb" -t "$IMAGE" -t "${IMAGE%:*}:$VERSION" "$ROOT" >&2
   say "built $IMAGE in $(elapsed "$t0")"
 }
 
