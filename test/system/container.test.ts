@@ -24,7 +24,7 @@ function config(backend: { name: string; port: number }): string {
   return [
     '[runtime]',
     'drain_timeout_millis = 15000',
-    'config_watch_interval_millis = 1000',
+    'config_watch_interval_millis = 3600000', // no poll: only the file watcher applies an edit
     '[proxy]',
     'listen_address = "0.0.0.0:8080"',
     '[health]',
