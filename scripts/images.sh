@@ -13,6 +13,8 @@
 #   scripts/images.sh base         make the base images when missing
 #   scripts/images.sh build        base, then `podman build -f Dockerfile.lb` (the default), tagged
 #                                  :latest and :VERSION (package.json; deploy/kubernetes names it)
+#   scripts/images.sh for-tests    build, or say which tool is missing and let the tests skip
+#   scripts/images.sh --rebuild-base   build, making the base images again
 # Environment: LEMONADE_IMAGE (default localhost/lemonade-lb:latest), LEMONADE_DEBIAN_MIRROR
 # (default http://deb.debian.org/debian).
 set -euo pipefail
@@ -159,11 +161,26 @@ build() {
   say "built $IMAGE in $(elapsed "$t0")"
 }
 
+# For the test scripts: a host without podman, debootstrap or root skips (the test says which)
+# unless LEMONADE_REQUIRE_SYSTEM_TESTS=1.
+for_tests() {
+  local missing=''
+  command -v podman >/dev/null || missing=podman
+  [[ -z $missing ]] && ! podman image exists "$DEBIAN_IMAGE" 2>/dev/null && ! command -v debootstrap >/dev/null && missing=debootstrap
+  [[ -z $missing && $(id -u) != 0 ]] && missing=root
+  if [[ -n $missing && ${LEMONADE_REQUIRE_SYSTEM_TESTS:-} != 1 ]]; then
+    say "no image built: $missing is missing (the test skips)"
+    return 0
+  fi
+  build
+}
+
 case ${1:-build} in
   host-setup) host_setup ;;
   base) base ;;
   build) build ;;
+  for-tests) for_tests ;;
   --rebuild-base) REBUILD_BASE=1 build ;;
   -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' ;;
-  *) die "unknown command $1 (host-setup, base, build; --help)" ;;
+  *) die "unknown command $1 (host-setup, base, build, for-tests, --rebuild-base; --help)" ;;
 esac

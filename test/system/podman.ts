@@ -52,7 +52,8 @@ export function podmanReady(t: { skip(msg: string): void }): boolean {
   if (!requireTool(t, 'podman', hasTool('podman'))) return false;
   if (process.getuid?.() !== 0 && !requireTool(t, 'root (rootful podman: the CI host setup is for root)', false)) return false;
   const built = run('podman', ['image', 'exists', IMAGE], 30).code === 0;
-  return requireTool(t, `the image ${IMAGE} (scripts/images.sh build; needs debootstrap)`, built);
+  if (!built && !requireTool(t, 'debootstrap (scripts/images.sh makes the base images with it)', hasTool('debootstrap'))) return false;
+  return requireTool(t, `the image ${IMAGE} (scripts/images.sh build)`, built);
 }
 
 /** `podman inspect` of one object, one Go template. */
