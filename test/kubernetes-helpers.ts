@@ -56,10 +56,15 @@ export interface DeploymentSpec {
 
 /** Every YAML document of a file, as plain objects (a parse error fails loudly, naming the file). */
 export function readManifests(file: string): Manifest[] {
-  const docs = parseAllDocuments(readFileSync(file, 'utf8'));
+  return parseManifests(readFileSync(file, 'utf8'), file);
+}
+
+/** Every YAML document of a text; `what` names it in a parse error. */
+export function parseManifests(text: string, what: string): Manifest[] {
+  const docs = parseAllDocuments(text);
   const out: Manifest[] = [];
   for (const d of Array.isArray(docs) ? docs : [docs]) {
-    if (d.errors.length > 0) throw new Error(`${file}: ${d.errors.map((e) => e.message).join('; ')}`);
+    if (d.errors.length > 0) throw new Error(`${what}: ${d.errors.map((e) => e.message).join('; ')}`);
     const v = d.toJS() as Manifest | null;
     if (v) out.push(v);
   }

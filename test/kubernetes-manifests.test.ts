@@ -1,5 +1,6 @@
 // deploy/kubernetes/ as an operator applies it: every manifest validates against the Kubernetes
-// API schemas (kubernetes-models, offline: no cluster), the kustomization lists them all, and the
+// API schemas (kubernetes-models, offline: no cluster), the kustomization lists them all and
+// `kubectl kustomize` renders them (kubectl needs no cluster for that), and the
 // Deployment holds what the balancer needs (probes on the admin API, a grace period longer than
 // the drain, a non-root read-only security context, requests and limits, Prometheus
 // annotations on the admin port). The probes are then asked of a running balancer whose only
@@ -7,15 +8,17 @@
 // manifests validate too. (test/system/kubernetes.test.ts runs them with podman.)
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import TOML from '@iarna/toml';
-import { freePort, runCli, startBalancer, tempDir, waitFor, httpRequest } from './helpers';
+import { freePort, requireTool, runCli, startBalancer, tempDir, waitFor, httpRequest } from './helpers';
 import {
   configKey,
   deploymentSpec,
   findKind,
   KUBE_DIR,
+  parseManifests,
   kubeFiles,
   kustomizeResources,
   probePort,
@@ -71,6 +74,17 @@ test('the kustomization lists every manifest of deploy/kubernetes, and names the
   const k = readManifests(join(KUBE_DIR, 'kustomization.yaml'))[0] as unknown as { images: { name: string }[] };
   assert.ok(k.images.some((i) => container.image.split(':')[0] === i.name), `kustomization images names ${container.image}`);
   assert.deepEqual(all.map((m) => m.kind).sort(), ['ConfigMap', 'Deployment', 'PodDisruptionBudget', 'Service']);
+});
+
+test('`kubectl kustomize deploy/kubernetes` renders the four objects, each valid, with the image the kustomization names', async (t) => {
+  const found = spawnSync('sh', ['-c', 'command -v kubectl'], { stdio: 'ignore' }).status === 0;
+  if (!requireTool(t, 'kubectl', found)) return;
+  const r = spawnSync('timeout', ['60', 'kubectl', 'kustomize', KUBE_DIR], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const rendered = parseManifests(r.stdout, 'kubectl kustomize');
+  assert.deepEqual(rendered.map((m) => m.kind).sort(), ['ConfigMap', 'Deployment', 'PodDisruptionBudget', 'Service']);
+  for (const m of rendered) assert.equal(await schemaErrors(m), '', `${m.kind} ${m.metadata.name}`);
+  assert.equal(deploymentSpec(findKind(rendered, 'Deployment')).template.spec.containers[0]!.image, container.image);
 });
 
 test('every manifest validates against the Kubernetes API schemas', async () => {
