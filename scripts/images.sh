@@ -46,7 +46,8 @@ check_dockerfile() {
 # Two things stop podman's defaults on a host like the CI's (a VM without CAP_SYS_RESOURCE, with
 # the hybrid cgroup v1/v2 mount): the OCI runtime may not raise the file and process limits
 # podman asks for by default, and crun refuses the hybrid mount. So: runc, and the limits the
-# host already has (nproc capped at 32768, which runc is allowed to set here).
+# host already has; nproc at most 32768 (runc was refused 50000 here, under a hard limit of
+# 96367, and accepted 32768).
 host_setup() {
   need podman "podman buildah runc"
   local capeff sys_resource=0 nofile nproc want
