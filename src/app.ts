@@ -22,6 +22,7 @@ import { AdminServer, type ReloadOutcome } from './admin/server';
 import { AdminViews } from './admin/views';
 import { Metrics } from './obs/metrics';
 import { AccessLog } from './obs/access-log';
+import { processStdout } from './obs/stdout';
 import { CHART_INTERVAL_MS, LiveChart } from './obs/live-chart';
 import { EventRing } from './obs/events';
 import { SummaryLog } from './obs/summary';
@@ -78,6 +79,7 @@ export class App {
       serviceOpen: () => this.plane.openByService(),
       version: opts.version,
       workers: () => this.plane.workerFigures(),
+      stdoutDropped: () => processStdout().logDropped,
     }));
     metrics.generation.set(1);
     const events = (this.events = new EventRing(now, () => s.config.runtime.healthCap));
@@ -210,7 +212,12 @@ export class App {
 
 /** The data plane in this process, with its access log. */
 function localPlane(s: LiveState, now: () => number, logger: Logger, metrics: Metrics, events: EventRing): LocalPlane {
-  const accessLog = new AccessLog({ now, warn: (what, error) => logger.warn({ error }, what), dropped: (n) => (metrics.traffic.logDropped += n) });
+  const accessLog = new AccessLog({
+    now,
+    warn: (what, error) => logger.warn({ error }, what),
+    dropped: (n) => (metrics.traffic.logDropped += n),
+    stdout: processStdout(),
+  });
   accessLog.configure(s.config.access_log);
   return new LocalPlane({
     current: () => s.snapshot,

@@ -2,7 +2,8 @@
 
 import { loadConfig, type ConfigSource, type Env } from '../config/load';
 import { App } from '../app';
-import { createLogger, exitOnUncaught } from '../obs/logger';
+import { createLogger, exitOnUncaught, EXIT_FLUSH_MS } from '../obs/logger';
+import { processStdout } from '../obs/stdout';
 import { VERSION } from '../version';
 
 /** Resolves with the exit code once the balancer has stopped. Throws LemonadeError on bad input. */
@@ -13,5 +14,8 @@ export async function runBalancer(source: ConfigSource, env: Env): Promise<numbe
   const app = new App({ loaded, logger, version: VERSION, configPath: loaded.path === '(environment)' ? '' : source.path, env });
   const exited = app.exited();
   await app.start();
-  return exited;
+  const code = await exited;
+  // the last log lines (the "stopped" line, the access log's last batch) before the process exits
+  await processStdout().flushed(EXIT_FLUSH_MS);
+  return code;
 }
