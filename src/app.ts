@@ -80,6 +80,7 @@ export class App {
       version: opts.version,
       workers: () => this.plane.workerFigures(),
       stdoutDropped: () => processStdout().logDropped,
+      adminDropped: () => this.admin.dropped,
     }));
     metrics.generation.set(1);
     const events = (this.events = new EventRing(now, () => s.config.runtime.healthCap));
@@ -107,7 +108,7 @@ export class App {
     const reload = (t: string): Promise<ReloadOutcome> => this.requestReload(t);
     this.views = new AdminViews({ state: s, plane, metrics, events, logger, now, startedAt, version: opts.version, configPath, workers, reload, dns: () => this.discovery.status(), chart: this.chart });
     this.sampleChart = () => plane.refresh().then(() => this.chart.sample(now(), metrics.traffic, s.snapshot.services.map((x) => x.name)));
-    const admin = (this.admin = new AdminServer(this.views.api()));
+    const admin = (this.admin = new AdminServer(this.views.api(), { now, warn: (message, fields) => logger.warn(fields, message) }));
     const checker: HealthChecker = (this.checker = new HealthChecker({
       current: () => s.snapshot,
       now,

@@ -179,6 +179,8 @@ export interface MetricsSources {
   readonly workers?: () => { readonly up: number; readonly restarts: number };
   /** this process's ordinary log lines dropped (its workers' come in their reports) */
   readonly stdoutDropped?: () => number;
+  /** admin API connections closed by its connection cap, by reason */
+  readonly adminDropped?: () => { readonly evicted: number; readonly refused: number };
 }
 
 export class Metrics {
@@ -314,6 +316,18 @@ export class Metrics {
       collect() {
         this.reset();
         this.inc(traffic.stdoutDropped + (src.stdoutDropped?.() ?? 0));
+      },
+    });
+    new Counter({
+      name: 'lemonade_admin_connections_dropped_total',
+      help: 'Admin API connections closed by its connection cap: evicted (the oldest one without a request under way, to make room) or refused (every one had a request under way)',
+      labelNames: ['reason'],
+      registers,
+      collect() {
+        this.reset();
+        const d = src.adminDropped?.() ?? { evicted: 0, refused: 0 };
+        this.inc({ reason: 'evicted' }, d.evicted);
+        this.inc({ reason: 'refused' }, d.refused);
       },
     });
     new Gauge({
