@@ -17,13 +17,17 @@ import { MAX_LOG_LINES } from '../src/obs/stdout';
 
 const HAS_MKFIFO = spawnSync('sh', ['-c', 'command -v mkfifo'], { encoding: 'utf8' }).stdout.trim() !== '';
 
+/** The resident memory of a process and its children (the worker processes), KiB. */
 function rssKiB(pid: number): number {
   const m = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return Number(m![1]);
+  const children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  return Number(m![1]) + children.reduce((n, c) => n + rssKiB(c), 0);
 }
 
 interface Case {
   readonly name: string;
+  /** more of the [runtime] table */
+  readonly runtime?: readonly string[];
   readonly env: Record<string, string>;
   readonly tail: string;
   /** the metric that counts this writer's dropped lines */
@@ -53,6 +57,17 @@ const CASES: readonly Case[] = [
     perConnection: 2, // "connection opened" and "connection closed"
     isLine: (l) => l['msg'] === 'connection opened' || l['msg'] === 'connection closed',
     bound: MAX_LOG_LINES,
+  },
+  {
+    name: 'the ordinary log at debug, two worker processes',
+    runtime: ['workers = 2'],
+    env: { LEMONADE_LOG: 'debug' },
+    tail: '',
+    metric: 'lemonade_log_dropped_total',
+    perConnection: 2,
+    isLine: (l) => l['msg'] === 'connection opened' || l['msg'] === 'connection closed',
+    // each worker's own queue
+    bound: 2 * MAX_LOG_LINES,
   },
 ];
 
@@ -98,7 +113,10 @@ for (const c of CASES) {
     const port = await freePort();
     const adminPort = await freePort();
     const config = join(dir, 'config.toml');
-    writeFileSync(config, servicesFile({ services: [{ name: 'echo', port, backends: [{ name: 'echo-1', address: echo.address }] }] }).replace('"127.0.0.1:0"', `"127.0.0.1:${adminPort}"`) + '[metrics]\ninterval = "1s"\n' + c.tail);
+    writeFileSync(config, servicesFile({
+        runtime: ['drain_timeout_millis = 5000', 'config_watch_interval_millis = 60000', ...(c.runtime ?? [])],
+        services: [{ name: 'echo', port, backends: [{ name: 'echo-1', address: echo.address }] }],
+      }).replace('"127.0.0.1:0"', `"127.0.0.1:${adminPort}"`) + '[metrics]\ninterval = "1s"\n' + c.tail);
     // the balancer's stdout is the FIFO (opened once cat has it open for reading)
     const out = openSync(fifo, 'w');
     const lb = spawn(process.execPath, [BUNDLE, 'lb', '--config', config], { env: cleanEnv(c.env), stdio: ['ignore', out, 'pipe'] });

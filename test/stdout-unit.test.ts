@@ -73,7 +73,7 @@ test("the access log's batches go in turn with the log's lines, neither crowding
   assert.equal(out.written[1], 'access-1\n');
   out.release();
   await tick();
-  assert.deepEqual(done, [null]);
+  assert.deepEqual(done, [null] as (Error | null)[]);
   assert.ok(out.written[2]!.startsWith('log-2\n'), out.written[2]!.slice(0, 20));
   sink.batch(Buffer.from('access-2\n'), (e) => done.push(e));
   out.release();
