@@ -80,8 +80,6 @@ export interface AdminServerOptions {
   /** the connection cap closed connections (said at most once every 10 s, with the counts) */
   readonly warn?: (message: string, fields: Record<string, unknown>) => void;
   readonly now?: () => number;
-  /** ADMIN_MAX_CONNECTIONS unless given (tests) */
-  readonly maxConnections?: number;
 }
 
 export class AdminServer {
@@ -94,19 +92,11 @@ export class AdminServer {
   /** connections the cap closed: an older idle one to make room, or the new one when none was idle */
   readonly dropped = { evicted: 0, refused: 0 };
   private warnedAt = -Infinity;
-  private readonly maxConnections: number;
 
   constructor(
     private readonly api: AdminApi,
     private readonly opts: AdminServerOptions = {},
-  ) {
-    this.maxConnections = opts.maxConnections ?? ADMIN_MAX_CONNECTIONS;
-  }
-
-  /** Open admin connections now. */
-  get connections(): number {
-    return this.conns.size;
-  }
+  ) {}
 
   get address(): string {
     return this.bound;
@@ -171,7 +161,7 @@ export class AdminServer {
    * client still sending its headers, or idle between requests), else the new one.
    */
   private admit(sock: Socket): void {
-    if (this.conns.size >= this.maxConnections) {
+    if (this.conns.size >= ADMIN_MAX_CONNECTIONS) {
       let victim: Socket | null = null;
       for (const [s, res] of this.conns) {
         if (res === null || res.writableEnded) {
@@ -198,8 +188,8 @@ export class AdminServer {
     const now = (this.opts.now ?? Date.now)();
     if (now - this.warnedAt < CAP_WARN_MS) return;
     this.warnedAt = now;
-    this.opts.warn?.(`admin API: ${this.maxConnections} connections open, closing the oldest idle ones (or new ones)`, {
-      maxConnections: this.maxConnections,
+    this.opts.warn?.(`admin API: ${ADMIN_MAX_CONNECTIONS} connections open, closing the oldest idle ones (or new ones)`, {
+      maxConnections: ADMIN_MAX_CONNECTIONS,
       evicted: this.dropped.evicted,
       refused: this.dropped.refused,
     });

@@ -121,7 +121,8 @@ export class AccessLog {
     });
   }
 
-  private openWanted(): void {
+  /** `again`: a FIFO's reader is awaited (said once, not at each try) */
+  private openWanted(again = false): void {
     const key = this.wanted;
     const gen = ++this.openGen;
     if (key === null) {
@@ -139,11 +140,11 @@ export class AccessLog {
       }
       if (err) {
         // the old destination (if any) stays: nothing is lost that need not be
-        this.warn(`cannot open the access log ${key}`, err);
+        if (!again) this.warn(`cannot open the access log ${key}`, err);
         // a FIFO whose reader has not opened it yet
         if ((err as NodeJS.ErrnoException).code === 'ENXIO') {
           setTimeout(() => {
-            if (gen === this.openGen) this.openWanted();
+            if (gen === this.openGen) this.openWanted(true);
           }, REOPEN_MS).unref();
         }
         return;
