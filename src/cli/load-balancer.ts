@@ -15,7 +15,9 @@ export async function runBalancer(source: ConfigSource, env: Env): Promise<numbe
   const exited = app.exited();
   await app.start();
   const code = await exited;
-  // the last log lines (the "stopped" line, the access log's last batch) before the process exits
+  // the last log lines (the "stopped" line, the access log's last batch) before the process
+  // exits; should nothing else hold the event loop meanwhile, it ends with the same code
+  process.exitCode = code;
   await processStdout().flushed(EXIT_FLUSH_MS);
   return code;
 }

@@ -53,6 +53,8 @@ export function exitOnUncaught(logger: Logger, flushed: (timeoutMs: number) => P
     (e: unknown): void => {
       if (dying) process.exit(1);
       dying = true;
+      // the wait below holds nothing: should the event loop end first, it still ends with 1
+      process.exitCode = 1;
       try {
         logger.fatal({ err: e instanceof Error ? e : new Error(String(e)), kind }, `fatal: ${kind}, exiting`);
       } finally {

@@ -25,6 +25,7 @@ function send(m: FromWorker, then?: () => void): void {
 
 /** Exit once the last log lines are written (or EXIT_FLUSH_MS later: standard output may be stopped). */
 function exitFlushed(code: number): void {
+  process.exitCode = code;
   void processStdout()
     .flushed(EXIT_FLUSH_MS)
     .then(() => process.exit(code));
