@@ -2,8 +2,7 @@
 
 import { loadConfig, type ConfigSource, type Env } from '../config/load';
 import { App } from '../app';
-import { createLogger, exitOnUncaught, EXIT_FLUSH_MS } from '../obs/logger';
-import { processStdout } from '../obs/stdout';
+import { createLogger, exitOnUncaught } from '../obs/logger';
 import { VERSION } from '../version';
 
 /** Resolves with the exit code once the balancer has stopped. Throws LemonadeError on bad input. */
@@ -14,10 +13,5 @@ export async function runBalancer(source: ConfigSource, env: Env): Promise<numbe
   const app = new App({ loaded, logger, version: VERSION, configPath: loaded.path === '(environment)' ? '' : source.path, env });
   const exited = app.exited();
   await app.start();
-  const code = await exited;
-  // the last log lines (the "stopped" line, the access log's last batch) before the process
-  // exits; should nothing else hold the event loop meanwhile, it ends with the same code
-  process.exitCode = code;
-  await processStdout().flushed(EXIT_FLUSH_MS);
-  return code;
+  return exited;
 }
