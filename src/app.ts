@@ -22,6 +22,7 @@ import { AdminServer, type ReloadOutcome } from './admin/server';
 import { AdminViews } from './admin/views';
 import { Metrics } from './obs/metrics';
 import { AccessLog } from './obs/access-log';
+import { processStdout } from './obs/stdout';
 import { CHART_INTERVAL_MS, LiveChart } from './obs/live-chart';
 import { EventRing } from './obs/events';
 import { SummaryLog } from './obs/summary';
@@ -78,6 +79,8 @@ export class App {
       serviceOpen: () => this.plane.openByService(),
       version: opts.version,
       workers: () => this.plane.workerFigures(),
+      stdoutDropped: () => processStdout().logDropped,
+      adminDropped: () => this.admin.dropped,
     }));
     metrics.generation.set(1);
     const events = (this.events = new EventRing(now, () => s.config.runtime.healthCap));
@@ -105,7 +108,7 @@ export class App {
     const reload = (t: string): Promise<ReloadOutcome> => this.requestReload(t);
     this.views = new AdminViews({ state: s, plane, metrics, events, logger, now, startedAt, version: opts.version, configPath, workers, reload, dns: () => this.discovery.status(), chart: this.chart });
     this.sampleChart = () => plane.refresh().then(() => this.chart.sample(now(), metrics.traffic, s.snapshot.services.map((x) => x.name)));
-    const admin = (this.admin = new AdminServer(this.views.api()));
+    const admin = (this.admin = new AdminServer(this.views.api(), { now, warn: (message, fields) => logger.warn(fields, message) }));
     const checker: HealthChecker = (this.checker = new HealthChecker({
       current: () => s.snapshot,
       now,
@@ -210,7 +213,12 @@ export class App {
 
 /** The data plane in this process, with its access log. */
 function localPlane(s: LiveState, now: () => number, logger: Logger, metrics: Metrics, events: EventRing): LocalPlane {
-  const accessLog = new AccessLog({ now, warn: (what, error) => logger.warn({ error }, what), dropped: (n) => (metrics.traffic.logDropped += n) });
+  const accessLog = new AccessLog({
+    now,
+    warn: (what, error) => logger.warn({ error }, what),
+    dropped: (n) => (metrics.traffic.logDropped += n),
+    stdout: processStdout(),
+  });
   accessLog.configure(s.config.access_log);
   return new LocalPlane({
     current: () => s.snapshot,

@@ -73,3 +73,31 @@ test('a destination that stops reading: the relay keeps its pace, lines are drop
   reader.kill('SIGCONT');
   await waitFor(async () => read + (await dropped()) === A + B, 30_000, `every line read or dropped (read ${read})`);
 });
+
+test('a FIFO whose reader stopped does not hold the process: SIGTERM exits at once', { timeout: 60_000 }, async (t) => {
+  if (!requireTool(t, 'mkfifo (Debian package coreutils)', HAS_MKFIFO)) return;
+  const dir = tempDir();
+  const fifo = join(dir, 'access.fifo');
+  assert.equal(spawnSync('mkfifo', [fifo]).status, 0);
+  const reader = spawn('cat', [fifo], { stdio: ['ignore', 'pipe', 'inherit'] });
+  t.after(() => {
+    reader.kill('SIGCONT');
+    reader.kill('SIGKILL');
+  });
+  let read = 0;
+  reader.stdout!.on('data', (d: Buffer) => {
+    for (let i = d.indexOf(10); i !== -1; i = d.indexOf(10, i + 1)) read++;
+  });
+  const { lb, port } = await echoBalancer(t, () => accessLogTable(fifo));
+  await exchange(port);
+  await waitFor(() => read === 1, 10_000, 'the first line read');
+  reader.kill('SIGSTOP');
+  // far more than the FIFO holds: a write to it would wait for the reader
+  for (let i = 0; i < 40; i++) await Promise.all(Array.from({ length: 50 }, () => exchange(port)));
+  const started = Date.now();
+  const code = await lb.stop('SIGTERM', 20_000);
+  const took = Date.now() - started;
+  t.diagnostic(`stopped in ${took} ms with the reader stopped`);
+  assert.equal(code, 0);
+  assert.ok(took < 10_000, `the balancer took ${took} ms to exit`);
+});

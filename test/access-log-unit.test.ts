@@ -14,7 +14,8 @@ import { LiveChart, quantile } from '../src/obs/live-chart';
 import { LATENCY_BOUNDS_MS, TrafficFigures } from '../src/obs/metrics';
 import type { SessionEnd } from '../src/proxy/events';
 import type { SnapshotBackend } from '../src/core/snapshot';
-import { tempDir, waitFor } from './helpers';
+import { spawn, spawnSync } from 'node:child_process';
+import { requireTool, tempDir, waitFor } from './helpers';
 
 const BASE = '[proxy]\nlisten_address = "127.0.0.1:8080"\n[[backends]]\naddress = "127.0.0.1:9001"\nname = "web-1"\n';
 
@@ -79,6 +80,26 @@ test('a destination that refuses every write (/dev/full): every line is dropped 
   for (let i = 0; i < n; i++) log.write(end({}), Date.now());
   await waitFor(() => dropped === n, 20_000, `${n} lines dropped (${dropped})`);
   assert.match(warnings[0]!, /cannot write the access log \/dev\/full: ENOSPC/);
+  log.configure({ enabled: false, path: '', format: 'json', sample: 1 });
+  await log.flushed(1000);
+});
+
+test('a FIFO with no reader yet (opened non-blocking: ENXIO) is opened again until one comes; the lines queued meanwhile arrive', async (t) => {
+  if (!requireTool(t, 'mkfifo (Debian package coreutils)', spawnSync('sh', ['-c', 'command -v mkfifo']).status === 0)) return;
+  const fifo = join(tempDir(), 'access.fifo');
+  assert.equal(spawnSync('mkfifo', [fifo]).status, 0);
+  const warnings: string[] = [];
+  const log = new AccessLog({ now: Date.now, warn: (what, error) => warnings.push(`${what}: ${error}`), dropped: () => assert.fail('nothing is dropped') });
+  log.configure({ enabled: true, path: fifo, format: 'json', sample: 1 });
+  for (let i = 0; i < 10; i++) log.write(end({ bytesIn: i }), Date.now());
+  await waitFor(() => warnings.length > 0, 5000, 'the open to fail');
+  assert.match(warnings[0]!, /cannot open the access log .*access\.fifo: ENXIO/);
+  const reader = spawn('cat', [fifo], { stdio: ['ignore', 'pipe', 'inherit'] });
+  t.after(() => reader.kill('SIGKILL'));
+  let text = '';
+  reader.stdout!.on('data', (d: Buffer) => (text += d.toString()));
+  await waitFor(() => text.split('\n').length === 11, 10_000, `10 lines through the FIFO (${text.length} bytes)`);
+  assert.deepEqual(text.trim().split('\n').map((l) => (JSON.parse(l) as { bytes_in: number }).bytes_in), Array.from({ length: 10 }, (_, i) => i));
   log.configure({ enabled: false, path: '', format: 'json', sample: 1 });
   await log.flushed(1000);
 });

@@ -2,6 +2,7 @@
 // never touches the data plane directly.
 
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { HostPort } from '../core/address';
 import { formatHostPort } from '../core/address';
@@ -57,13 +58,45 @@ export interface AdminApi {
 
 const JSON_TYPE = 'application/json; charset=utf-8';
 
+// Connection limits, fixed like a stats frontend's (README, Admin API): a client that opens
+// connections and sends nothing, or its headers a byte at a time, must not hold descriptors the
+// proxy needs, nor keep keepalived and Prometheus out.
+/** Open admin connections at most; past it the oldest one without a request under way is closed. */
+export const ADMIN_MAX_CONNECTIONS = 256;
+/** From the connection (or the previous request) to the end of the request headers. */
+export const ADMIN_HEADERS_TIMEOUT_MS = 10_000;
+/** The whole request, its body included. */
+export const ADMIN_REQUEST_TIMEOUT_MS = 30_000;
+/** An idle kept-alive connection between requests. */
+export const ADMIN_KEEP_ALIVE_TIMEOUT_MS = 5_000;
+/** No byte either way (a client that does not read its answer). */
+export const ADMIN_IDLE_TIMEOUT_MS = 30_000;
+/** How often Node checks the headers and request timeouts (its default is 30 s). */
+const TIMEOUT_CHECK_MS = 1_000;
+/** A cap that closes connections is said at most this often. */
+const CAP_WARN_MS = 10_000;
+
+export interface AdminServerOptions {
+  /** the connection cap closed connections (said at most once every 10 s, with the counts) */
+  readonly warn?: (message: string, fields: Record<string, unknown>) => void;
+  readonly now?: () => number;
+}
+
 export class AdminServer {
   private server: http.Server | null = null;
   private bound = '';
   /** every request's Host is checked while the API listens on loopback only (SPEC §6) */
   private loopbackOnly = true;
+  /** open connections, oldest first, each with its request's answer (null: none yet, or between requests) */
+  private readonly conns = new Map<Socket, ServerResponse | null>();
+  /** connections the cap closed: an older idle one to make room, or the new one when none was idle */
+  readonly dropped = { evicted: 0, refused: 0 };
+  private warnedAt = -Infinity;
 
-  constructor(private readonly api: AdminApi) {}
+  constructor(
+    private readonly api: AdminApi,
+    private readonly opts: AdminServerOptions = {},
+  ) {}
 
   get address(): string {
     return this.bound;
@@ -98,15 +131,19 @@ export class AdminServer {
 
   private bind(listen: (s: http.Server) => void, label: string): Promise<http.Server> {
     // HTTP/1.1 without Host is refused in handle(), with a JSON answer and the usual headers
-    const server = http.createServer({ requireHostHeader: false }, (req, res) => {
+    const server = http.createServer({ requireHostHeader: false, connectionsCheckingInterval: TIMEOUT_CHECK_MS }, (req, res) => {
+      if (this.conns.has(req.socket)) this.conns.set(req.socket, res);
       this.handle(req, res).catch((e: unknown) => {
         if (!res.headersSent) send(res, 500, { error: String((e as Error)?.message ?? e) });
         else res.destroy();
       });
     });
-    server.keepAliveTimeout = 5000;
-    server.headersTimeout = 10000;
-    server.requestTimeout = 30000;
+    server.keepAliveTimeout = ADMIN_KEEP_ALIVE_TIMEOUT_MS;
+    server.headersTimeout = ADMIN_HEADERS_TIMEOUT_MS;
+    server.requestTimeout = ADMIN_REQUEST_TIMEOUT_MS;
+    // without a 'timeout' listener, a socket idle this long is destroyed
+    server.setTimeout(ADMIN_IDLE_TIMEOUT_MS);
+    server.on('connection', (sock: Socket) => this.admit(sock));
     return new Promise<http.Server>((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException): void => reject(new BindError('admin', label, err.code ?? err.message));
       server.once('error', onError);
@@ -116,6 +153,45 @@ export class AdminServer {
         resolve(server);
       });
       listen(server);
+    });
+  }
+
+  /**
+   * The cap: a new connection past it closes the oldest one that has no request under way (a
+   * client still sending its headers, or idle between requests), else the new one.
+   */
+  private admit(sock: Socket): void {
+    if (this.conns.size >= ADMIN_MAX_CONNECTIONS) {
+      let victim: Socket | null = null;
+      for (const [s, res] of this.conns) {
+        if (res === null || res.writableEnded) {
+          victim = s;
+          break;
+        }
+      }
+      if (victim === null) {
+        this.dropped.refused++;
+        sock.destroy();
+        this.warnCap();
+        return;
+      }
+      this.conns.delete(victim);
+      victim.destroy();
+      this.dropped.evicted++;
+      this.warnCap();
+    }
+    this.conns.set(sock, null);
+    sock.once('close', () => this.conns.delete(sock));
+  }
+
+  private warnCap(): void {
+    const now = (this.opts.now ?? Date.now)();
+    if (now - this.warnedAt < CAP_WARN_MS) return;
+    this.warnedAt = now;
+    this.opts.warn?.(`admin API: ${ADMIN_MAX_CONNECTIONS} connections open, closing the oldest idle ones (or new ones)`, {
+      maxConnections: ADMIN_MAX_CONNECTIONS,
+      evicted: this.dropped.evicted,
+      refused: this.dropped.refused,
     });
   }
 

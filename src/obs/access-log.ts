@@ -1,10 +1,13 @@
 // The access log (SPEC §10): one line per client connection when it ends, JSON or a text line
 // in the spirit of HAProxy's tcplog, to standard output or a file (appended to, reopened on
 // SIGUSR1 for logrotate). It never blocks the relay: a line goes to a bounded in-memory queue
-// (lines and bytes bounded) that asynchronous fs.write() calls empty, one at a time, in batches;
-// when the destination cannot keep up (a stopped reader, a slow disk) the queue fills and the
-// next lines are dropped and counted (lemonade_access_log_dropped_total), never buffered without
-// bound. A blocked write holds one libuv pool thread, never the event loop.
+// (lines and bytes bounded) that asynchronous writes empty, one at a time, in batches; when the
+// destination cannot keep up (a stopped reader, a slow disk) the queue fills and the next lines
+// are dropped and counted (lemonade_access_log_dropped_total), never buffered without bound.
+// Standard output is shared with the ordinary log through the process's stdout sink (a
+// non-blocking stream); a path is opened non-blocking, so that a FIFO (or /dev/stdout) whose
+// reader stops answers EAGAIN instead of holding a libuv pool thread, which would also hold the
+// process at exit. Only a regular file's write may wait (on the disk), in one pool thread.
 //
 // Several worker processes each log their own connections to the same destination: a file is
 // opened O_APPEND by each (every write lands at the end, whole), and a pipe or socket (stdout,
@@ -12,8 +15,9 @@
 // interleave with another process's. Shipping lines to the primary instead would put every
 // connection through IPC and the primary's one thread.
 
-import { close, fstat, open, write } from 'node:fs';
+import { close, constants, fstat, open, write } from 'node:fs';
 import type { SessionEnd } from '../proxy/events';
+import { processStdout } from './stdout';
 import type { Config } from '../config/schema';
 
 export type AccessLogSettings = Config['access_log'];
@@ -29,6 +33,16 @@ const STREAM_BATCH = 4096;
 const GATHER_MS = 10;
 /** After EAGAIN (a non-blocking pipe that is full), or a failed write, try again this much later. */
 const RETRY_MS = 50;
+/** A FIFO without a reader yet (ENXIO) is opened again this much later. */
+const REOPEN_MS = 1000;
+/** The descriptor stands for the process's stdout sink. */
+const STDOUT = 1;
+const OPEN_FLAGS = constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NONBLOCK;
+
+/** What the access log needs of the process's standard output (obs/stdout.ts). */
+export interface StdoutBatches {
+  batch(buf: Buffer, done: (err: Error | null) => void): void;
+}
 
 export interface AccessLogDeps {
   /** a problem with the destination (open or write failed), said at most once a second */
@@ -36,6 +50,8 @@ export interface AccessLogDeps {
   /** `n` lines were dropped */
   readonly dropped: (n: number) => void;
   readonly now: () => number;
+  /** standard output, shared with the ordinary log (default: this process's) */
+  readonly stdout?: StdoutBatches;
 }
 
 export class AccessLog {
@@ -105,7 +121,8 @@ export class AccessLog {
     });
   }
 
-  private openWanted(): void {
+  /** `again`: a FIFO's reader is awaited (said once, not at each try) */
+  private openWanted(again = false): void {
     const key = this.wanted;
     const gen = ++this.openGen;
     if (key === null) {
@@ -113,17 +130,23 @@ export class AccessLog {
       return;
     }
     if (key === '') {
-      this.install(1, '', false);
+      this.install(STDOUT, '', false);
       return;
     }
-    open(key, 'a', 0o640, (err, fd) => {
+    open(key, OPEN_FLAGS, 0o640, (err, fd) => {
       if (gen !== this.openGen) {
         if (!err) close(fd, ignore);
         return;
       }
       if (err) {
         // the old destination (if any) stays: nothing is lost that need not be
-        this.warn(`cannot open the access log ${key}`, err);
+        if (!again) this.warn(`cannot open the access log ${key}`, err);
+        // a FIFO whose reader has not opened it yet
+        if ((err as NodeJS.ErrnoException).code === 'ENXIO') {
+          setTimeout(() => {
+            if (gen === this.openGen) this.openWanted(true);
+          }, REOPEN_MS).unref();
+        }
         return;
       }
       fstat(fd, (e2, st) => {
@@ -174,34 +197,40 @@ export class AccessLog {
   };
 
   private writeOut(fd: number, buf: Buffer, lines: number): void {
-    write(fd, buf, 0, buf.length, null, (err, written) => {
-      if (err) {
-        if ((err as NodeJS.ErrnoException).code === 'EAGAIN') {
-          this.later(() => this.writeOut(fd, buf, lines));
-          return;
-        }
-        // the destination fails (a full disk, a closed pipe): what is queued is dropped with the
-        // batch, and writing is tried again a little later with the lines that come by then
-        this.warn(`cannot write the access log ${this.fdKey === '' ? '(standard output)' : this.fdKey}`, err);
-        this.d.dropped(lines + this.queue.length);
-        this.queue.length = 0;
-        this.queuedBytes = 0;
-        this.writing = false;
-        this.later(this.flush);
+    if (fd === STDOUT && this.fdKey === '') {
+      (this.d.stdout ?? processStdout()).batch(buf, (err) => this.written(fd, buf, lines, err, buf.length));
+      return;
+    }
+    write(fd, buf, 0, buf.length, null, (err, written) => this.written(fd, buf, lines, err, written));
+  }
+
+  private written(fd: number, buf: Buffer, lines: number, err: Error | null, written: number): void {
+    if (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EAGAIN') {
+        this.later(() => this.writeOut(fd, buf, lines));
         return;
       }
-      if (written < buf.length) {
-        this.writeOut(fd, buf.subarray(written), lines);
-        return;
-      }
+      // the destination fails (a full disk, a closed pipe): what is queued is dropped with the
+      // batch, and writing is tried again a little later with the lines that come by then
+      this.warn(`cannot write the access log ${this.fdKey === '' ? '(standard output)' : this.fdKey}`, err);
+      this.d.dropped(lines + this.queue.length);
+      this.queue.length = 0;
+      this.queuedBytes = 0;
       this.writing = false;
-      for (const old of this.toClose) close(old, ignore);
-      this.toClose = [];
-      // a full batch goes at once; fewer lines wait to be gathered with the next ones
-      if (this.queuedBytes >= this.batchLimit) this.flush();
-      else if (this.queue.length > 0) this.kick();
-      else this.settle();
-    });
+      this.later(this.flush);
+      return;
+    }
+    if (written < buf.length) {
+      this.writeOut(fd, buf.subarray(written), lines);
+      return;
+    }
+    this.writing = false;
+    for (const old of this.toClose) close(old, ignore);
+    this.toClose = [];
+    // a full batch goes at once; fewer lines wait to be gathered with the next ones
+    if (this.queuedBytes >= this.batchLimit) this.flush();
+    else if (this.queue.length > 0) this.kick();
+    else this.settle();
   }
 
   private later(f: () => void): void {

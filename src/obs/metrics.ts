@@ -51,6 +51,8 @@ export interface TrafficReport {
   /** by service: latency samples per LATENCY_BOUNDS_MS bucket (the last one: above them) */
   readonly latency: readonly (readonly [string, readonly number[]])[];
   readonly logDropped: number;
+  /** the ordinary log's lines dropped (standard output could not keep up) */
+  readonly stdoutDropped: number;
   readonly recent: readonly RecentTermination[];
 }
 
@@ -88,6 +90,8 @@ export class TrafficFigures {
   readonly latency = new Map<string, Float64Array>();
   /** access log lines dropped (the destination could not keep up) */
   logDropped = 0;
+  /** the ordinary log's lines dropped: a worker's own, reported; in the control plane, its workers' sum */
+  stdoutDropped = 0;
   /** the most recent non-clean terminations, oldest first, at most RECENT_CAP */
   recent: RecentTermination[] = [];
 
@@ -135,6 +139,7 @@ export class TrafficFigures {
       terminations: [...this.terminations].map(([k, a]) => [k, Array.from(a)] as const),
       latency: [...this.latency].map(([k, a]) => [k, Array.from(a)] as const),
       logDropped: this.logDropped,
+      stdoutDropped: this.stdoutDropped,
       recent: this.recent.slice(),
     };
   }
@@ -150,6 +155,7 @@ export class TrafficFigures {
     sumArrays(list.map((x) => x.terminations), this.terminations, TERMINATIONS.length);
     sumArrays(list.map((x) => x.latency), this.latency, LATENCY_BOUNDS_MS.length + 1);
     this.logDropped = list.reduce((n, x) => n + x.logDropped, 0);
+    this.stdoutDropped = list.reduce((n, x) => n + x.stdoutDropped, 0);
     this.recent = mergeRecent(list.map((x) => x.recent));
   }
 }
@@ -171,6 +177,10 @@ export interface MetricsSources {
   readonly version: string;
   /** data-plane processes up now, and how many were replaced after exiting unasked */
   readonly workers?: () => { readonly up: number; readonly restarts: number };
+  /** this process's ordinary log lines dropped (its workers' come in their reports) */
+  readonly stdoutDropped?: () => number;
+  /** admin API connections closed by its connection cap, by reason */
+  readonly adminDropped?: () => { readonly evicted: number; readonly refused: number };
 }
 
 export class Metrics {
@@ -297,6 +307,27 @@ export class Metrics {
       collect() {
         this.reset();
         this.inc(traffic.logDropped);
+      },
+    });
+    new Counter({
+      name: 'lemonade_log_dropped_total',
+      help: 'Log lines (the ordinary log, not the access log) dropped because standard output could not keep up (the bounded queue was full) or failed',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(traffic.stdoutDropped + (src.stdoutDropped?.() ?? 0));
+      },
+    });
+    new Counter({
+      name: 'lemonade_admin_connections_dropped_total',
+      help: 'Admin API connections closed by its connection cap: evicted (the oldest one without a request under way, to make room) or refused (every one had a request under way)',
+      labelNames: ['reason'],
+      registers,
+      collect() {
+        this.reset();
+        const d = src.adminDropped?.() ?? { evicted: 0, refused: 0 };
+        this.inc({ reason: 'evicted' }, d.evicted);
+        this.inc({ reason: 'refused' }, d.refused);
       },
     });
     new Gauge({
