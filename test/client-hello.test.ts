@@ -91,6 +91,17 @@ describe('readClientHello: what is not a usable ClientHello', () => {
     assert.equal(readClientHello(bytes.subarray(0, bytes.length - 1)).kind, 'need-more');
   });
 
+  test('a server name over 255 bytes is no name (a hello without one), whatever its bytes', () => {
+    const n255 = `${'a'.repeat(243)}.example.org`;
+    assert.deepEqual(readClientHello(records(handshake([sniExt(n255)]))), hello(n255));
+    assert.deepEqual(readClientHello(records(handshake([sniExt(`x${n255}`)]))), hello(null));
+    const huge = `${'a.'.repeat(8120)}a`;
+    assert.deepEqual(readClientHello(records(handshake([sniExt(huge), alpnExt(['h2'])]))), hello(null, ['h2']));
+    assert.deepEqual(feed(records(handshake([sniExt(huge)]), 1000), 333).result, hello(null));
+    // too long is no name even when its bytes would not make one
+    assert.deepEqual(readClientHello(records(handshake([sniExt('\u0001'.repeat(300))]))), hello(null));
+  });
+
   test('a name with a control byte is malformed, not a name', () => {
     assert.equal(readClientHello(records(handshake([sniExt('bad\u0001name')]))).kind, 'malformed');
   });

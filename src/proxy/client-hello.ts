@@ -4,6 +4,8 @@
 // at the bytes received so far and says whether more are needed. A hello in one record (the usual
 // case) is parsed in place; one split over several records is joined in a reused scratch buffer.
 
+import { MAX_SERVER_NAME } from '../core/sni-routes';
+
 /** The most bytes a client may send before its ClientHello is whole (the listener's bound too). */
 export const MAX_HELLO_BYTES = 16 * 1024;
 
@@ -23,7 +25,7 @@ export type HelloResult =
   | { readonly kind: 'malformed'; readonly reason: string }
   /** the ClientHello would not fit in MAX_HELLO_BYTES */
   | { readonly kind: 'too-large' }
-  /** a whole ClientHello: its server name lower-cased without a trailing dot (null when it has none) */
+  /** a whole ClientHello: its server name lower-cased without a trailing dot (null when it has none, or one over 255 bytes) */
   | { readonly kind: 'hello'; readonly serverName: string | null; readonly alpn: readonly string[] };
 
 const NEED_MORE: HelloResult = Object.freeze({ kind: 'need-more' });
@@ -150,8 +152,12 @@ function readServerName(b: Uint8Array, o: number, end: number): string | null | 
   return o === listEnd ? null : undefined;
 }
 
-/** A host name's bytes as a lower-case string without a trailing dot; undefined unless printable ASCII. */
-function hostName(b: Uint8Array, o: number, end: number): string | undefined {
+/**
+ * A host name's bytes as a lower-case string without a trailing dot; undefined unless printable
+ * ASCII; null (no name) when longer than a DNS name can be, whatever its bytes.
+ */
+function hostName(b: Uint8Array, o: number, end: number): string | null | undefined {
+  if (end - o > MAX_SERVER_NAME) return null;
   if (end > o && b[end - 1] === 0x2e) end--;
   if (end === o) return undefined;
   let s = '';
