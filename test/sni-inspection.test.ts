@@ -134,6 +134,15 @@ for (const relay of RELAYS) {
     const noneLine = await line(none, 'a client of an address without a default route');
     assert.deepEqual([noneLine['service'], noneLine['termination']], ['', 'client_closed']);
 
+    // refused once its ClientHello is read (no route for the name): its duration is the wait
+    const slow = await connect(c!);
+    await sleep(600);
+    slow.s.write(clientHello('other.example.com'));
+    await slow.closed;
+    const slowLine = await line(slow, 'a no_route refusal after a wait');
+    assert.deepEqual([slowLine['service'], slowLine['termination']], ['', 'no_route']);
+    assert.ok(Number(slowLine['duration_ms']) >= 550, `duration_ms ${slowLine['duration_ms']} for a client refused after 600 ms`);
+
     // silent, then gone: its duration is the time it was open
     const quiet = await connect(a!);
     await sleep(800);
@@ -158,7 +167,8 @@ for (const relay of RELAYS) {
     assert.equal(await terminations(lb, '', 'client_closed'), 1);
     assert.equal(await terminations(lb, 'api', 'client_closed'), 1);
     assert.equal((await total(lb)) - total0, 5);
-    assert.equal(jsonLines(log).length, 5);
+    assert.equal(await terminations(lb, '', 'no_route'), 1);
+    assert.equal(jsonLines(log).length, 6);
   });
 }
 

@@ -371,7 +371,7 @@ export class ProxyListener {
     if (i instanceof SocketInspection) {
       const c = i.socket;
       if (!svc || !sock) {
-        this.deps.observer.rejected('no_route', c.remoteAddress, '', i.logClient);
+        this.deps.observer.rejected('no_route', c.remoteAddress, '', i.logClient, i.durationMs);
         c.destroy();
       } else {
         this.startSession(snap, svc, this.serviceOf(sock, svc), c, i.logClient, i, bytes, serverName);
@@ -379,7 +379,7 @@ export class ProxyListener {
     } else {
       const c = (i as RawInspection).handle;
       if (!svc || !sock) {
-        this.deps.observer.rejected('no_route', i.remote || peerAddress(c), '', i.logClient);
+        this.deps.observer.rejected('no_route', i.remote || peerAddress(c), '', i.logClient, i.durationMs);
         c.close();
       } else {
         this.startRawSession(snap, svc, this.serviceOf(sock, svc), c, i.logClient, i, bytes, serverName, clientEnded);
@@ -418,7 +418,7 @@ export class ProxyListener {
   private startSession(snap: Snapshot, svc: ServiceSnapshot, entry: ServiceEntry, c: Socket, logClient: string | null, from: Inspection | null, initial: Buffer | null, serverName: string | null): void {
     const refused = this.admission(snap, svc, entry, c, socketPeer, from);
     if (refused) {
-      this.deps.observer.rejected(refused, c.remoteAddress, svc.name, logClient);
+      this.deps.observer.rejected(refused, c.remoteAddress, svc.name, logClient, from !== null ? from.durationMs : 0);
       c.destroy();
       return;
     }
@@ -467,7 +467,7 @@ export class ProxyListener {
   private startRawSession(snap: Snapshot, svc: ServiceSnapshot, entry: ServiceEntry, c: TcpHandle, logClient: string | null, from: Inspection | null, initial: Buffer | null, serverName: string | null, clientEnded: boolean): void {
     const refused = this.admission(snap, svc, entry, c, peerAddress, from);
     if (refused) {
-      this.deps.observer.rejected(refused, this.verdict.remote || peerAddress(c), svc.name, logClient);
+      this.deps.observer.rejected(refused, this.verdict.remote || peerAddress(c), svc.name, logClient, from !== null ? from.durationMs : 0);
       c.close();
       return;
     }
