@@ -42,6 +42,9 @@ describe('readClientHello: built ClientHellos', () => {
     ['handshake over records of 1 byte', records(STANDARD, 1), hello('api.example.com', ['h2', 'http/1.1'])],
     ['handshake over records of 3 bytes (header split)', records(STANDARD, 3), hello('api.example.com', ['h2', 'http/1.1'])],
     ['followed by other bytes', Buffer.concat([records(STANDARD), Buffer.from('extra')]), hello('api.example.com', ['h2', 'http/1.1'])],
+    // TLS 1.3 early data (or any record) right behind a ClientHello split over records
+    ['split over records, then an application-data record', Buffer.concat([records(STANDARD, 50), Buffer.from([0x17, 0x03, 0x03, 0x00, 0x02, 1, 2])]), hello('api.example.com', ['h2', 'http/1.1'])],
+    ['split over records, then a record of impossible length', Buffer.concat([records(STANDARD, 50), Buffer.from([0x16, 0x03, 0x03, 0x00, 0x00])]), hello('api.example.com', ['h2', 'http/1.1'])],
   ];
   for (const [name, bytes, want] of cases) {
     test(name, () => {

@@ -12,7 +12,7 @@ import type { Socket } from 'node:net';
 import type { SnapshotBackend } from '../core/snapshot';
 import type { SessionEnd, Termination } from './events';
 import type { ClientLimits } from './client-limits';
-import { MAX_HELLO_BYTES, readClientHello } from './client-hello';
+import { MAX_HELLO_BYTES, readClientHello, type HelloCursor } from './client-hello';
 import { raw, type RawBindings, type TcpHandle } from './raw';
 
 /** Where an inspection ends: the listener. */
@@ -28,11 +28,14 @@ const EMPTY = Buffer.alloc(0);
 /** a first read this size or smaller gets a buffer this size: most ClientHellos fit */
 const FIRST_SIZE = 2048;
 
-export abstract class Inspection implements SessionEnd {
+export abstract class Inspection implements SessionEnd, HelloCursor {
   /** not attached to a backend (the registry's drain and cuts look at this) */
   readonly backendKey = null;
   private buf = EMPTY;
   private len = 0;
+  // the reader's cursor over the records read so far
+  walked = 0;
+  counted = 0;
   /** routed, or the client went away: nothing more happens here */
   protected done = false;
   private readonly deadline: number;
@@ -120,7 +123,7 @@ export abstract class Inspection implements SessionEnd {
     }
     this.buf.set(n === chunk.length ? chunk : chunk.subarray(0, n), this.len);
     this.len += n;
-    const r = readClientHello(this.buf, this.len);
+    const r = readClientHello(this.buf, this.len, this);
     if (r.kind === 'need-more' && this.len < MAX_HELLO_BYTES) return;
     this.finish(r.kind === 'hello' ? r.serverName : null, false);
   }
