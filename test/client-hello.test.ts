@@ -42,6 +42,9 @@ describe('readClientHello: built ClientHellos', () => {
     ['handshake over records of 1 byte', records(STANDARD, 1), hello('api.example.com', ['h2', 'http/1.1'])],
     ['handshake over records of 3 bytes (header split)', records(STANDARD, 3), hello('api.example.com', ['h2', 'http/1.1'])],
     ['followed by other bytes', Buffer.concat([records(STANDARD), Buffer.from('extra')]), hello('api.example.com', ['h2', 'http/1.1'])],
+    // TLS 1.3 early data (or any record) right behind a ClientHello split over records
+    ['split over records, then an application-data record', Buffer.concat([records(STANDARD, 50), Buffer.from([0x17, 0x03, 0x03, 0x00, 0x02, 1, 2])]), hello('api.example.com', ['h2', 'http/1.1'])],
+    ['split over records, then a record of impossible length', Buffer.concat([records(STANDARD, 50), Buffer.from([0x16, 0x03, 0x03, 0x00, 0x00])]), hello('api.example.com', ['h2', 'http/1.1'])],
   ];
   for (const [name, bytes, want] of cases) {
     test(name, () => {
@@ -89,6 +92,17 @@ describe('readClientHello: what is not a usable ClientHello', () => {
   test('a truncated ClientHello stays need-more (the caller bounds it by time and size)', () => {
     const bytes = records(STANDARD);
     assert.equal(readClientHello(bytes.subarray(0, bytes.length - 1)).kind, 'need-more');
+  });
+
+  test('a server name over 255 bytes is no name (a hello without one), whatever its bytes', () => {
+    const n255 = `${'a'.repeat(243)}.example.org`;
+    assert.deepEqual(readClientHello(records(handshake([sniExt(n255)]))), hello(n255));
+    assert.deepEqual(readClientHello(records(handshake([sniExt(`x${n255}`)]))), hello(null));
+    const huge = `${'a.'.repeat(8120)}a`;
+    assert.deepEqual(readClientHello(records(handshake([sniExt(huge), alpnExt(['h2'])]))), hello(null, ['h2']));
+    assert.deepEqual(feed(records(handshake([sniExt(huge)]), 1000), 333).result, hello(null));
+    // too long is no name even when its bytes would not make one
+    assert.deepEqual(readClientHello(records(handshake([sniExt('\u0001'.repeat(300))]))), hello(null));
   });
 
   test('a name with a control byte is malformed, not a name', () => {

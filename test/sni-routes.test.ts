@@ -5,18 +5,27 @@
 
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
+import { performance } from 'node:perf_hooks';
 import { AddressRoutes, routesByAddress, type Routable } from '../src/core/sni-routes';
 import { parseAndValidate } from '../src/config/load';
 import { Snapshot } from '../src/core/snapshot';
 import { LoadTable } from '../src/core/stats';
 import { STRATEGIES } from '../src/strategy/index';
 
-const svc = (name: string, sni: string[], o: { wantsServerName?: boolean; inspectTimeoutMs?: number; listenAddress?: string } = {}): Routable & { listenAddress: string } => ({
+type Svc = Routable & { listenAddress: string };
+const svc = (
+  name: string,
+  sni: string[],
+  o: { wantsServerName?: boolean; inspectTimeoutMs?: number; listenAddress?: string; allow?: string[]; clientMaxConnections?: number } = {},
+): Svc => ({
   name,
   sni,
   wantsServerName: o.wantsServerName ?? false,
   inspectTimeoutMs: o.inspectTimeoutMs ?? 5000,
   listenAddress: o.listenAddress ?? '0.0.0.0:443',
+  proxy: { allow: o.allow ?? [], deny: [], clientMaxConnections: o.clientMaxConnections ?? 0 },
+  // the allow list here holds whole addresses (the snapshot's holds CIDR blocks)
+  allows: (remote: string) => (o.allow ?? [remote]).includes(remote),
 });
 
 describe('AddressRoutes: the most specific name wins', () => {
@@ -54,6 +63,83 @@ describe('AddressRoutes: the most specific name wins', () => {
     assert.equal(t.fallback, null);
     assert.equal(t.route('nothing.example.net'), null);
     assert.equal(t.route(null), null);
+  });
+});
+
+describe('AddressRoutes: long names cost time in proportion to their length', () => {
+  const table = new AddressRoutes('a', [svc('org', ['*.example.org']), svc('deep', ['*.a.a.a.example.org']), svc('web', [])]);
+  /** the best of a few runs of f, ms (a GC pause is not the lookup's cost) */
+  const best = (f: () => unknown, runs = 5): number => {
+    let min = Infinity;
+    for (let i = 0; i < runs; i++) {
+      const t0 = performance.now();
+      f();
+      min = Math.min(min, performance.now() - t0);
+    }
+    return min;
+  };
+
+  test('a server name over 255 bytes is no name: the default route, whatever it ends with', () => {
+    const long = `${'x'.repeat(244)}.example.org`; // 256 bytes
+    assert.equal(table.route(long)?.name, 'web');
+    assert.equal(table.route(long.slice(1))?.name, 'org'); // 255 bytes: a name
+    assert.equal(table.route(`${'a.'.repeat(8120)}a`)?.name, 'web');
+  });
+
+  test('the 16 KiB name of many labels is routed in well under a millisecond, not a third of a second', () => {
+    const name = `${'a.'.repeat(8120)}a.example.org`;
+    const ms = best(() => table.route(name));
+    assert.ok(ms < 20, `route() took ${ms.toFixed(2)} ms`);
+  });
+
+  test('the wildcard walk is linear: a name 32 times longer costs far less than 32 times 32 as much', () => {
+    const short = `${'a.'.repeat(1000)}a.example.org`;
+    const long = `${'a.'.repeat(32_000)}a.example.org`;
+    assert.equal(table.wildcard(short)?.name, 'deep');
+    assert.equal(table.wildcard(long)?.name, 'deep');
+    const rep = (name: string) => () => {
+      for (let i = 0; i < 10; i++) table.wildcard(name);
+    };
+    rep(long)(); // warm up
+    const ts = best(rep(short), 9);
+    const tl = best(rep(long), 5);
+    // linear: about 32 times; quadratic would be about a thousand times
+    assert.ok(tl / Math.max(ts, 0.001) < 200, `short ${ts.toFixed(3)} ms, long ${tl.toFixed(3)} ms: ratio ${(tl / ts).toFixed(1)}`);
+    assert.ok(tl < 200, `ten walks of a 64 KiB name took ${tl.toFixed(1)} ms`);
+  });
+
+  test('the longest suffix wins over shorter ones found first from the right; a suffix needs a label before it', () => {
+    assert.equal(table.route('x.a.a.a.example.org')?.name, 'deep');
+    assert.equal(table.route('a.a.a.example.org')?.name, 'org');
+    assert.equal(table.route('.example.org')?.name, 'web');
+    assert.equal(table.route('.x.example.org')?.name, 'web'); // as before: a name starting with a dot takes no wildcard
+    assert.equal(table.route('x.example.orgx')?.name, 'web');
+    assert.equal(table.route('xexample.org')?.name, 'web');
+  });
+
+  test('many wildcards: each name finds its own (hash chains checked against the suffix itself)', () => {
+    const many = Array.from({ length: 2000 }, (_, i) => svc(`s${i}`, [`*.n${i}.example`]));
+    const t = new AddressRoutes('a', [...many, svc('web', [])]);
+    for (let i = 0; i < 2000; i += 37) {
+      assert.equal(t.route(`host.n${i}.example`)?.name, `s${i}`);
+      assert.equal(t.route(`n${i}.example`)?.name, 'web');
+    }
+  });
+});
+
+describe('AddressRoutes: what can be decided at accept, before the ClientHello', () => {
+  test('screened only when every service has an ACL; denied by all only when none allows', () => {
+    const both = new AddressRoutes('a', [svc('api', ['api.example'], { allow: ['10.0.0.1'] }), svc('web', [], { allow: ['10.0.0.2'] })]);
+    assert.equal(both.screened, true);
+    assert.equal(both.deniedByAll('10.0.0.3'), true);
+    assert.equal(both.deniedByAll('10.0.0.1'), false);
+    assert.equal(both.deniedByAll('10.0.0.2'), false);
+    const one = new AddressRoutes('a', [svc('api', ['api.example'], { allow: ['10.0.0.1'] }), svc('web', [])]);
+    assert.equal(one.screened, false);
+  });
+  test('a client cap before routing: the largest of the services\' caps, when each has one', () => {
+    assert.equal(new AddressRoutes('a', [svc('a', ['x'], { clientMaxConnections: 3 }), svc('b', [], { clientMaxConnections: 5 })]).clientMaxConnections, 5);
+    assert.equal(new AddressRoutes('a', [svc('a', ['x'], { clientMaxConnections: 3 }), svc('b', [])]).clientMaxConnections, 0);
   });
 });
 

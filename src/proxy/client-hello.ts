@@ -3,6 +3,10 @@
 // (RFC 6066 §3) and application_layer_protocol_negotiation (RFC 7301). Pure and bounded: it looks
 // at the bytes received so far and says whether more are needed. A hello in one record (the usual
 // case) is parsed in place; one split over several records is joined in a reused scratch buffer.
+// The answer for some bytes is the answer for any longer bytes they begin: what follows a whole
+// ClientHello (early data, another record) changes nothing.
+
+import { MAX_SERVER_NAME } from '../core/sni-routes';
 
 /** The most bytes a client may send before its ClientHello is whole (the listener's bound too). */
 export const MAX_HELLO_BYTES = 16 * 1024;
@@ -23,7 +27,7 @@ export type HelloResult =
   | { readonly kind: 'malformed'; readonly reason: string }
   /** the ClientHello would not fit in MAX_HELLO_BYTES */
   | { readonly kind: 'too-large' }
-  /** a whole ClientHello: its server name lower-cased without a trailing dot (null when it has none) */
+  /** a whole ClientHello: its server name lower-cased without a trailing dot (null when it has none, or one over 255 bytes) */
   | { readonly kind: 'hello'; readonly serverName: string | null; readonly alpn: readonly string[] };
 
 const NEED_MORE: HelloResult = Object.freeze({ kind: 'need-more' });
@@ -37,10 +41,23 @@ const malformed = (reason: string): HelloResult => ({ kind: 'malformed', reason 
 const scratch = new Uint8Array(MAX_HELLO_BYTES);
 
 /**
- * What the first `len` bytes of `buf` say. Call again with more bytes after 'need-more'; the
- * caller bounds what it collects at MAX_HELLO_BYTES (then a 'need-more' means too large).
+ * How far the records of one connection's bytes were walked, kept by the caller between reads
+ * (both 0 at first) so that each read walks only the records that are new: bytes that come a
+ * record of one byte at a time cost time in proportion to their length, not its square.
  */
-export function readClientHello(buf: Uint8Array, len: number = buf.length): HelloResult {
+export interface HelloCursor {
+  /** offset of the first record not walked whole yet */
+  walked: number;
+  /** handshake bytes in the records before it */
+  counted: number;
+}
+
+/**
+ * What the first `len` bytes of `buf` say. Call again with more bytes after 'need-more' (the
+ * bytes read so far unchanged in front, and the same cursor, if any); the caller bounds what it
+ * collects at MAX_HELLO_BYTES (then a 'need-more' means too large).
+ */
+export function readClientHello(buf: Uint8Array, len: number = buf.length, cursor: HelloCursor | null = null): HelloResult {
   if (len === 0) return NEED_MORE;
   // TLS starts with a handshake record; an SSLv2-style hello starts with a length with its top bit set
   if (buf[0] !== RECORD_HANDSHAKE) return NOT_TLS;
@@ -57,28 +74,47 @@ export function readClientHello(buf: Uint8Array, len: number = buf.length): Hell
     if (total > MAX_HELLO_BYTES) return TOO_LARGE;
     if (first >= total) return len - 5 >= total ? parseHello(buf, 9, 5 + total) : NEED_MORE;
   }
-  // a handshake split over records: count what the records hold (headers only), join when whole
-  const have = handshakeBytes(buf, len);
-  if (typeof have === 'string') return malformed(have);
-  if (have < 4) return NEED_MORE;
+  // a handshake split over records: count what the records hold (headers only), join when whole;
+  // a record that cannot be part of it is wrong only if it comes before the ClientHello is whole
+  const have = handshakeBytes(buf, len, cursor);
+  if (have < 4) return stopped !== null ? malformed(stopped) : NEED_MORE;
   join(buf, 4);
   if (scratch[0] !== HANDSHAKE_CLIENT_HELLO) return malformed(`handshake type ${scratch[0]} is not a ClientHello`);
   const total = 4 + ((scratch[1]! << 16) | (scratch[2]! << 8) | scratch[3]!);
   if (total > MAX_HELLO_BYTES) return TOO_LARGE;
-  if (have < total) return NEED_MORE;
+  if (have < total) return stopped !== null ? malformed(stopped) : NEED_MORE;
   join(buf, total);
   return parseHello(scratch, 4, total);
 }
 
-/** Handshake bytes held by the records in buf[0, len) (the last one may be partial), or what is wrong. */
-function handshakeBytes(buf: Uint8Array, len: number): number | string {
-  let have = 0;
-  for (let o = 0; o + 5 <= len && have < MAX_HELLO_BYTES; ) {
-    if (buf[o] !== RECORD_HANDSHAKE) return 'a record of another type inside the ClientHello';
+/** why handshakeBytes() stopped before the end of the bytes (null: it did not) */
+let stopped: string | null = null;
+
+/**
+ * Handshake bytes held by the handshake records at the start of buf[0, len) (the last one may be
+ * partial); a record that is not one, or of an impossible length, stops the count (`stopped`).
+ */
+function handshakeBytes(buf: Uint8Array, len: number, cur: HelloCursor | null): number {
+  stopped = null;
+  let o = cur !== null ? cur.walked : 0;
+  let have = cur !== null ? cur.counted : 0;
+  while (o + 5 <= len && have < MAX_HELLO_BYTES) {
+    if (buf[o] !== RECORD_HANDSHAKE) {
+      stopped = 'a record of another type inside the ClientHello';
+      return have;
+    }
     const n = (buf[o + 3]! << 8) | buf[o + 4]!;
-    if (n === 0 || n > MAX_RECORD) return `record length ${n}`;
-    have += Math.min(n, len - o - 5);
+    if (n === 0 || n > MAX_RECORD) {
+      stopped = `record length ${n}`;
+      return have;
+    }
+    if (o + 5 + n > len) return have + (len - o - 5);
+    have += n;
     o += 5 + n;
+    if (cur !== null) {
+      cur.walked = o;
+      cur.counted = have;
+    }
   }
   return have;
 }
@@ -150,8 +186,12 @@ function readServerName(b: Uint8Array, o: number, end: number): string | null | 
   return o === listEnd ? null : undefined;
 }
 
-/** A host name's bytes as a lower-case string without a trailing dot; undefined unless printable ASCII. */
-function hostName(b: Uint8Array, o: number, end: number): string | undefined {
+/**
+ * A host name's bytes as a lower-case string without a trailing dot; undefined unless printable
+ * ASCII; null (no name) when longer than a DNS name can be, whatever its bytes.
+ */
+function hostName(b: Uint8Array, o: number, end: number): string | null | undefined {
+  if (end - o > MAX_SERVER_NAME) return null;
   if (end > o && b[end - 1] === 0x2e) end--;
   if (end === o) return undefined;
   let s = '';

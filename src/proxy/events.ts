@@ -79,9 +79,10 @@ export interface ProxyObserver {
   readonly logSample: number;
   /**
    * The listener closed a connection at once; `logClient` as above, else null. `service` is ""
-   * for one refused before it had one (no_route, or the global cap while its ClientHello was read).
+   * for one refused with no route. `durationMs`: since accept, for one refused once its
+   * ClientHello was read (else 0: refused at accept).
    */
-  rejected(reason: RejectReason, remoteAddress: string | undefined, service: string, logClient: string | null): void;
+  rejected(reason: RejectReason, remoteAddress: string | undefined, service: string, logClient: string | null, durationMs?: number): void;
   connectFailed(backend: SnapshotBackend, error: string, willRetry: boolean): void;
   connected(backend: SnapshotBackend, connectMs: number): void;
   /** both sockets of a client connection handed to a session are closed, whatever happened */

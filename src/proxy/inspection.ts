@@ -3,55 +3,108 @@
 // inspect_timeout passed (checked by the registry's sweep, as the connect timeout is: no timer of
 // its own). Then reading stops and the listener routes the connection with the server name found
 // (null: none) and the bytes read, which the session sends to the backend first. On the raw
-// relay it reads the libuv handle; otherwise the net.Socket, through 'data' events.
+// relay it reads the libuv handle; otherwise the net.Socket, through 'data' events. A client
+// that goes away first (or a drain's deadline) ends it here: it is a connection that ended like
+// any other, so the inspection is its SessionEnd (no backend, no bytes relayed) for the counts
+// and the access log.
 
 import type { Socket } from 'node:net';
-import type { Termination } from './events';
-import { MAX_HELLO_BYTES, readClientHello } from './client-hello';
+import type { SnapshotBackend } from '../core/snapshot';
+import type { SessionEnd, Termination } from './events';
+import type { ClientLimits } from './client-limits';
+import { MAX_HELLO_BYTES, readClientHello, type HelloCursor } from './client-hello';
 import { raw, type RawBindings, type TcpHandle } from './raw';
 
 /** Where an inspection ends: the listener. */
 export interface InspectionHost {
   /** read: route it with this server name (null: none), the bytes read first, and whether the client already sent its end of file */
   inspected(i: Inspection, serverName: string | null, bytes: Buffer, clientEnded: boolean): void;
-  /** the client went away before it was routed (or a drain cut it) */
+  /** the client went away before it was routed, or a drain cut it (its `termination` says which) */
   gone(i: Inspection): void;
+  readonly now: () => number;
 }
 
 const EMPTY = Buffer.alloc(0);
 /** a first read this size or smaller gets a buffer this size: most ClientHellos fit */
 const FIRST_SIZE = 2048;
 
-export abstract class Inspection {
+export abstract class Inspection implements SessionEnd, HelloCursor {
   /** not attached to a backend (the registry's drain and cuts look at this) */
   readonly backendKey = null;
   private buf = EMPTY;
   private len = 0;
+  // the reader's cursor over the records read so far
+  walked = 0;
+  counted = 0;
   /** routed, or the client went away: nothing more happens here */
   protected done = false;
+  private readonly deadline: number;
+  private cause: Termination = 'client_closed';
+  /** the service its line and counts name if it ends here: the address's default route, else "" (set by the listener) */
+  service = '';
+  /** "ip:port" of the client when the access log wants this connection (set by the listener) */
+  logClient: string | null = null;
+  /** the client's address when the listener read it at accept, else "" */
+  remote = '';
+  /** the table counting this client's pending ClientHellos, when it was counted */
+  limits: ClientLimits | null = null;
 
   constructor(
     /** the listen address, as the config writes it */
     readonly address: string,
-    private readonly deadline: number,
+    /** when the connection was accepted (its duration runs from here, routed or not) */
+    readonly acceptedAt: number,
+    timeoutMs: number,
     private readonly host: InspectionHost,
-  ) {}
+  ) {
+    this.deadline = acceptedAt + timeoutMs;
+  }
 
   protected abstract stopReading(): void;
   protected abstract close(): void;
 
-  /** Close the client now (a drain's deadline, or it went away); the listener forgets it. */
-  destroy(): void {
+  // SessionEnd, read by the observer when the connection ends here: never routed, nothing relayed
+  get pickedBackend(): SnapshotBackend | null {
+    return null;
+  }
+  get connected(): boolean {
+    return false;
+  }
+  get connectMs(): number {
+    return 0;
+  }
+  get bytesIn(): number {
+    return 0;
+  }
+  get bytesOut(): number {
+    return 0;
+  }
+  get retries(): number {
+    return 0;
+  }
+  get latencyMs(): number {
+    return -1;
+  }
+  get durationMs(): number {
+    return this.host.now() - this.acceptedAt;
+  }
+  get termination(): Termination {
+    return this.cause;
+  }
+
+  /** Close the client now, for this cause (it went away, or a drain's deadline); the listener counts and logs it. */
+  destroy(cause: Termination = 'client_closed'): void {
     if (this.done) return;
     this.done = true;
+    this.cause = cause;
     this.stopReading();
     this.close();
     this.host.gone(this);
   }
 
-  /** The registry's cut (a shutdown's drain deadline): not routed yet, so no session ends and no line is logged. */
-  cut(_cause: Termination): void {
-    this.destroy();
+  /** The registry's cut (a shutdown's drain deadline). */
+  cut(cause: Termination): void {
+    this.destroy(cause);
   }
 
   /** The registry's sweep: past the deadline the connection is routed as having no server name. */
@@ -70,12 +123,12 @@ export abstract class Inspection {
     }
     this.buf.set(n === chunk.length ? chunk : chunk.subarray(0, n), this.len);
     this.len += n;
-    const r = readClientHello(this.buf, this.len);
+    const r = readClientHello(this.buf, this.len, this);
     if (r.kind === 'need-more' && this.len < MAX_HELLO_BYTES) return;
     this.finish(r.kind === 'hello' ? r.serverName : null, false);
   }
 
-  /** End of file from the client: route what was read (a client that sent nothing just goes). */
+  /** End of file from the client: route what was read (a client that sent nothing just goes: client_closed). */
   protected ended(): void {
     if (this.done) return;
     if (this.len === 0) this.destroy();
@@ -100,8 +153,8 @@ interface InspectedHandle extends TcpHandle {
 
 /** An inspection on a raw libuv handle (the listener's raw path). */
 export class RawInspection extends Inspection {
-  constructor(readonly handle: TcpHandle, address: string, deadline: number, host: InspectionHost) {
-    super(address, deadline, host);
+  constructor(readonly handle: TcpHandle, address: string, acceptedAt: number, timeoutMs: number, host: InspectionHost) {
+    super(address, acceptedAt, timeoutMs, host);
     R ??= raw()!;
   }
 
@@ -125,7 +178,7 @@ export class RawInspection extends Inspection {
   /** @internal */ onRead(n: number): void {
     if (n > 0) this.received(READ, n);
     else if (n === R.UV_EOF) this.ended();
-    else if (n < 0) this.destroy();
+    else if (n < 0) this.destroy('client_reset');
   }
 }
 
@@ -141,8 +194,8 @@ interface InspectedSocket extends Socket {
 
 /** An inspection on a net.Socket (the relay without raw handles). */
 export class SocketInspection extends Inspection {
-  constructor(readonly socket: Socket, address: string, deadline: number, host: InspectionHost) {
-    super(address, deadline, host);
+  constructor(readonly socket: Socket, address: string, acceptedAt: number, timeoutMs: number, host: InspectionHost) {
+    super(address, acceptedAt, timeoutMs, host);
   }
 
   start(): void {
@@ -173,8 +226,8 @@ export class SocketInspection extends Inspection {
   /** @internal */ onEnd(): void {
     this.ended();
   }
-  /** @internal */ onClose(): void {
-    this.destroy();
+  /** @internal */ onClose(hadError: boolean): void {
+    this.destroy(hadError ? 'client_reset' : 'client_closed');
   }
 }
 
@@ -184,6 +237,6 @@ function onSocketData(this: InspectedSocket, chunk: Buffer): void {
 function onSocketEnd(this: InspectedSocket): void {
   this[INSPECTION].onEnd();
 }
-function onSocketClose(this: InspectedSocket): void {
-  this[INSPECTION].onClose();
+function onSocketClose(this: InspectedSocket, hadError: boolean): void {
+  this[INSPECTION].onClose(hadError);
 }

@@ -4,7 +4,9 @@
 // did: no byte is read first. An address that routes by TLS server name (several services, a
 // service with `sni`, or one hashing by name) reads the ClientHello first (./inspection.ts),
 // then routes. Admission: the global cap is checked at accept (a connection being inspected is
-// open); the service's cap, its ACL and its per-client limits once it is routed. Then it becomes
+// open), and so are a client every service of the address denies and a client with too many
+// ClientHellos pending; the service's cap, its ACL and its per-client limits once it is routed.
+// A connection that ends before it is routed is counted and logged as any other. Then it becomes
 // a session: a RawSession on libuv's handles when this Node has them (./raw.ts), else a Session
 // on net.Socket. A listening socket is always a net.Server (bind, systemd's socket, the cluster's
 // shared handle); on the raw path its handle's onconnection is replaced, so accepted connections
@@ -13,6 +15,7 @@
 
 import net, { type Server, type Socket } from 'node:net';
 import type { ServiceSnapshot, Snapshot } from '../core/snapshot';
+import type { AddressRoutes } from '../core/sni-routes';
 import type { HostPort } from '../core/address';
 import { formatHostPort } from '../core/address';
 import { BindError } from '../errors';
@@ -55,6 +58,8 @@ interface SocketEntry {
   /** the service and entry the last connection went to: an address with one service skips the lookup */
   lastService: ServiceSnapshot | null;
   lastEntry: ServiceEntry | null;
+  /** each client's connections whose ClientHello is being read (capped by the route table's clientMaxConnections) */
+  readonly pending: ClientLimits;
 }
 
 /** One service's per-client limits and open connections (kept while they drain). */
@@ -84,7 +89,8 @@ export class ProxyListener {
   private readonly verdict = { admitted: false, remote: '' };
   private readonly inspections: InspectionHost = {
     inspected: (i, serverName, bytes, clientEnded) => this.onInspected(i, serverName, bytes, clientEnded),
-    gone: (i) => this.registry.delete(i),
+    gone: (i) => this.onGone(i),
+    now: () => this.deps.now(),
   };
 
   constructor(private readonly deps: ListenerDeps) {
@@ -194,7 +200,7 @@ export class ProxyListener {
   private socket(key: string): SocketEntry {
     let e = this.sockets.get(key);
     if (!e) {
-      e = { key, server: null, address: '', lastService: null, lastEntry: null };
+      e = { key, server: null, address: '', lastService: null, lastEntry: null, pending: new ClientLimits(this.deps.now) };
       this.sockets.set(key, e);
     }
     return e;
@@ -283,16 +289,17 @@ export class ProxyListener {
    * routed to `svc`: the reason to refuse it, or null (then `verdict` says whether the limits
    * counted it, and the peer address when it was read). The peer address is a getpeername()
    * system call: asked only when an ACL, a limit or a strategy keyed by it (consistent_hash)
-   * needs it.
+   * needs it. A connection whose ClientHello was read (`from`) holds its place under the global
+   * cap since its accept, and brings the peer address if it was read then.
    */
-  private admission<C>(snap: Snapshot, svc: ServiceSnapshot, entry: ServiceEntry, c: C, peerOf: (c: C) => string): RejectReason | null {
+  private admission<C>(snap: Snapshot, svc: ServiceSnapshot, entry: ServiceEntry, c: C, peerOf: (c: C) => string, from: Inspection | null): RejectReason | null {
     const v = this.verdict;
     v.admitted = false;
-    v.remote = '';
+    v.remote = from !== null ? from.remote : '';
     const p = svc.proxy;
-    if (this.registry.size >= snap.maxConnections || entry.open >= svc.maxConnections) return 'max_connections';
+    if ((from === null && this.registry.size >= snap.maxConnections) || entry.open >= svc.maxConnections) return 'max_connections';
     if (p.allow.length > 0 || p.deny.length > 0) {
-      v.remote = peerOf(c);
+      if (v.remote === '') v.remote = peerOf(c);
       if (!svc.allows(v.remote)) return 'acl';
     }
     if (p.clientRateLimit !== null || p.clientMaxConnections > 0) {
@@ -311,79 +318,114 @@ export class ProxyListener {
     return rate > 0 && (rate >= 1 || Math.random() < rate);
   }
 
-  /** A connection on an address that reads the ClientHello first: counted open while it is read. */
-  private inspect(sock: SocketEntry, snap: Snapshot, timeoutMs: number, c: Socket | TcpHandle, close: () => void, remote: () => string | undefined, logClient: () => string | null): void {
-    if (this.registry.size >= snap.maxConnections) {
-      // refused before it has a service
-      this.deps.observer.rejected('max_connections', remote(), '', logClient());
-      close();
-      return;
+  /**
+   * Admission at accept on an address that reads the ClientHello first, before the route is
+   * known: the global cap (a connection being inspected is open), an ACL every service of the
+   * address has and that denies the client in each (HAProxy's `tcp-request connection reject`),
+   * and the client's ClientHellos pending here against the route table's clientMaxConnections
+   * (counted until it is routed). Null: read its ClientHello (`verdict.remote`: the peer address
+   * when it was read).
+   */
+  private screen<C>(sock: SocketEntry, snap: Snapshot, routes: AddressRoutes<ServiceSnapshot>, c: C, peerOf: (c: C) => string): RejectReason | null {
+    const v = this.verdict;
+    v.remote = '';
+    if (this.registry.size >= snap.maxConnections) return 'max_connections';
+    if (routes.screened) {
+      v.remote = peerOf(c);
+      if (routes.deniedByAll(v.remote)) return 'acl';
     }
-    const deadline = this.deps.now() + timeoutMs;
-    if (c instanceof net.Socket) {
-      const i = new SocketInspection(c, sock.key, deadline, this.inspections);
-      this.registry.add(i);
-      i.start();
-    } else {
-      const i = new RawInspection(c, sock.key, deadline, this.inspections);
-      this.registry.add(i);
-      if (!i.start()) i.destroy();
+    if (routes.clientMaxConnections > 0) {
+      if (v.remote === '') v.remote = peerOf(c);
+      if (!sock.pending.admit(v.remote, null, routes.clientMaxConnections)) return 'client_limit';
     }
+    return null;
   }
 
-  /** The ClientHello was read (or not): route by the snapshot current now, then admit. */
-  private onInspected(i: Inspection, serverName: string | null, bytes: Buffer, clientEnded: boolean): void {
+  /** An inspection admitted by screen(): open from now on. */
+  private pending(i: Inspection, sock: SocketEntry, routes: AddressRoutes<ServiceSnapshot>, logClient: string | null): void {
+    i.service = routes.fallback?.name ?? '';
+    i.logClient = logClient;
+    i.remote = this.verdict.remote;
+    if (routes.clientMaxConnections > 0) i.limits = sock.pending;
+    this.registry.add(i);
+  }
+
+  /** The client went away (or a drain cut it) before it was routed: counted and logged like any connection that ends. */
+  private onGone(i: Inspection): void {
+    i.limits?.release(i.remote, null);
+    this.accepted++;
+    this.deps.observer.closed(i);
     this.registry.delete(i);
+  }
+
+  /**
+   * The ClientHello was read (or not): route by the snapshot current now, then admit. The
+   * inspection leaves the registry last, once its session is in: a drain waiting for the last
+   * connection never sees none open in between.
+   */
+  private onInspected(i: Inspection, serverName: string | null, bytes: Buffer, clientEnded: boolean): void {
+    i.limits?.release(i.remote, null);
     const snap = this.deps.current();
     const svc = snap.routes(i.address)?.route(serverName) ?? null;
     const sock = this.sockets.get(i.address);
     if (i instanceof SocketInspection) {
       const c = i.socket;
       if (!svc || !sock) {
-        this.deps.observer.rejected('no_route', c.remoteAddress, '', this.logged() ? socketEndpoint(c) : null);
+        this.deps.observer.rejected('no_route', c.remoteAddress, '', i.logClient, i.durationMs);
         c.destroy();
-        return;
+      } else {
+        this.startSession(snap, svc, this.serviceOf(sock, svc), c, i.logClient, i, bytes, serverName);
       }
-      this.startSession(snap, svc, this.serviceOf(sock, svc), c, bytes, serverName);
     } else {
       const c = (i as RawInspection).handle;
       if (!svc || !sock) {
-        this.deps.observer.rejected('no_route', peerAddress(c), '', this.logged() ? peerEndpoint(c) : null);
+        this.deps.observer.rejected('no_route', i.remote || peerAddress(c), '', i.logClient, i.durationMs);
         c.close();
-        return;
+      } else {
+        this.startRawSession(snap, svc, this.serviceOf(sock, svc), c, i.logClient, i, bytes, serverName, clientEnded);
       }
-      this.startRawSession(snap, svc, this.serviceOf(sock, svc), c, bytes, serverName, clientEnded);
     }
+    this.registry.delete(i);
   }
 
   private onConnection(sock: SocketEntry, c: Socket): void {
     c.on('error', ignore);
     const snap = this.deps.current();
     const routes = snap.routes(sock.key);
+    const logClient = this.logged() ? socketEndpoint(c) : null;
     if (routes?.inspect) {
-      this.inspect(sock, snap, routes.inspectTimeoutMs, c, () => c.destroy(), () => c.remoteAddress, () => (this.logged() ? socketEndpoint(c) : null));
+      const refused = this.screen(sock, snap, routes, c, socketPeer);
+      if (refused !== null) {
+        this.deps.observer.rejected(refused, c.remoteAddress, routes.fallback?.name ?? '', logClient);
+        c.destroy();
+        return;
+      }
+      const i = new SocketInspection(c, sock.key, this.deps.now(), routes.inspectTimeoutMs, this.inspections);
+      this.pending(i, sock, routes, logClient);
+      i.start();
       return;
     }
     const svc = routes?.fallback;
     if (!svc) {
-      this.deps.observer.rejected('no_route', c.remoteAddress, '', this.logged() ? socketEndpoint(c) : null);
+      this.deps.observer.rejected('no_route', c.remoteAddress, '', logClient);
       c.destroy();
       return;
     }
-    this.startSession(snap, svc, this.serviceOf(sock, svc), c, null, null);
+    this.startSession(snap, svc, this.serviceOf(sock, svc), c, logClient, null, null, null);
   }
 
-  private startSession(snap: Snapshot, svc: ServiceSnapshot, entry: ServiceEntry, c: Socket, initial: Buffer | null, serverName: string | null): void {
-    const logClient = this.logged() ? socketEndpoint(c) : null;
-    const refused = this.admission(snap, svc, entry, c, socketPeer);
+  /** `from`: the inspection that read its first bytes (`initial`), else null. */
+  private startSession(snap: Snapshot, svc: ServiceSnapshot, entry: ServiceEntry, c: Socket, logClient: string | null, from: Inspection | null, initial: Buffer | null, serverName: string | null): void {
+    const refused = this.admission(snap, svc, entry, c, socketPeer, from);
     if (refused) {
-      this.deps.observer.rejected(refused, c.remoteAddress, svc.name, logClient);
+      this.deps.observer.rejected(refused, c.remoteAddress, svc.name, logClient, from !== null ? from.durationMs : 0);
       c.destroy();
       return;
     }
     this.accepted++;
     entry.open++;
     const s = new Session(c, svc, entry.host);
+    if (from !== null) s.startedAt = from.acceptedAt;
     s.admitted = this.verdict.admitted;
     s.initial = initial;
     s.logClient = logClient;
@@ -400,24 +442,32 @@ export class ProxyListener {
     }
     const snap = this.deps.current();
     const routes = snap.routes(sock.key);
+    const logClient = this.logged() ? peerEndpoint(c) : null;
     if (routes?.inspect) {
-      this.inspect(sock, snap, routes.inspectTimeoutMs, c, () => c.close(), () => peerAddress(c), () => (this.logged() ? peerEndpoint(c) : null));
+      const refused = this.screen(sock, snap, routes, c, peerAddress);
+      if (refused !== null) {
+        this.deps.observer.rejected(refused, this.verdict.remote || peerAddress(c), routes.fallback?.name ?? '', logClient);
+        c.close();
+        return;
+      }
+      const i = new RawInspection(c, sock.key, this.deps.now(), routes.inspectTimeoutMs, this.inspections);
+      this.pending(i, sock, routes, logClient);
+      if (!i.start()) i.destroy('client_reset');
       return;
     }
     const svc = routes?.fallback;
     if (!svc) {
-      this.deps.observer.rejected('no_route', peerAddress(c), '', this.logged() ? peerEndpoint(c) : null);
+      this.deps.observer.rejected('no_route', peerAddress(c), '', logClient);
       c.close();
       return;
     }
-    this.startRawSession(snap, svc, this.serviceOf(sock, svc), c, null, null, false);
+    this.startRawSession(snap, svc, this.serviceOf(sock, svc), c, logClient, null, null, null, false);
   }
 
-  private startRawSession(snap: Snapshot, svc: ServiceSnapshot, entry: ServiceEntry, c: TcpHandle, initial: Buffer | null, serverName: string | null, clientEnded: boolean): void {
-    const logClient = this.logged() ? peerEndpoint(c) : null;
-    const refused = this.admission(snap, svc, entry, c, peerAddress);
+  private startRawSession(snap: Snapshot, svc: ServiceSnapshot, entry: ServiceEntry, c: TcpHandle, logClient: string | null, from: Inspection | null, initial: Buffer | null, serverName: string | null, clientEnded: boolean): void {
+    const refused = this.admission(snap, svc, entry, c, peerAddress, from);
     if (refused) {
-      this.deps.observer.rejected(refused, this.verdict.remote || peerAddress(c), svc.name, logClient);
+      this.deps.observer.rejected(refused, this.verdict.remote || peerAddress(c), svc.name, logClient, from !== null ? from.durationMs : 0);
       c.close();
       return;
     }
@@ -425,6 +475,7 @@ export class ProxyListener {
     this.accepted++;
     entry.open++;
     const s = new RawSession(c, svc, entry.host);
+    if (from !== null) s.startedAt = from.acceptedAt;
     s.admitted = this.verdict.admitted;
     s.logClient = logClient;
     s.remoteAddress = this.verdict.remote;

@@ -41,7 +41,8 @@ export abstract class SessionBase implements SessionEnd {
   /** backends whose connect failed (allocated on the first failure) */
   private failed: BackendLoad[] | null = null;
   protected attempts = 0;
-  private readonly startedAt: number;
+  /** when the client was accepted (the listener sets it back to the accept of a connection whose ClientHello it read first) */
+  startedAt: number;
   protected connectStartedAt = 0;
   /** connect deadline while connecting, else 0 */
   protected deadline = 0;

@@ -92,12 +92,12 @@ export function trafficObserver(d: ObserverDeps): ProxyObserver {
     get logSample(): number {
       return access.sampleRate;
     },
-    rejected: (reason, remote, service, logClient) => {
+    rejected: (reason, remote, service, logClient, durationMs = 0) => {
       t.reject(reason, service);
       const termination = rejectionTermination(reason);
       const now = d.now();
-      t.ended(service, termination, null, logClient ?? remote ?? null, 0, now);
-      if (logClient !== null) access.write(rejection(service, termination, logClient), now);
+      t.ended(service, termination, null, logClient ?? remote ?? null, durationMs, now);
+      if (logClient !== null) access.write(rejection(service, termination, logClient, durationMs), now);
       if (log.isLevelEnabled('debug')) log.debug({ service, reason, client: remote }, 'connection rejected');
     },
     connectFailed: (b, error, willRetry) => {
@@ -136,8 +136,8 @@ export function trafficObserver(d: ObserverDeps): ProxyObserver {
 }
 
 /** A connection the listener refused, as the access log reads it. */
-function rejection(service: string, termination: SessionEnd['termination'], logClient: string): SessionEnd {
-  return { service, pickedBackend: null, connected: false, connectMs: 0, durationMs: 0, bytesIn: 0, bytesOut: 0, retries: 0, termination, latencyMs: -1, logClient };
+function rejection(service: string, termination: SessionEnd['termination'], logClient: string, durationMs: number): SessionEnd {
+  return { service, pickedBackend: null, connected: false, connectMs: 0, durationMs, bytesIn: 0, bytesOut: 0, retries: 0, termination, latencyMs: -1, logClient };
 }
 
 export interface LocalPlaneDeps {
