@@ -3,7 +3,8 @@
 // line of that very connection (found by the client's own port) with its fields exact, and
 // counted in lemonade_connection_terminations_total; the text format; sampling; the hot reload
 // (off, on, a new path); several worker processes writing one file and reopening it on SIGUSR1.
-// no_route needs SNI routing (SPEC §8), which this build does not have: it cannot be provoked.
+// no_route, and a connection that ends while its ClientHello is read, are in test/sni.test.ts and
+// test/sni-inspection.test.ts.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
