@@ -15,7 +15,7 @@ import type { BackendLoad } from '../core/stats';
 import { INITIAL_HEALTH, isHealthy, observe, type HealthState } from './state';
 import { cachedLookup } from '../discovery/cached-lookup';
 import { Conversation, stepsOf, type Step, type Turn } from './send-expect';
-import { MAX_AGENT_REPLY } from './agent';
+import { AgentLine, type AgentAnswer } from './agent';
 
 export interface HealthEvent {
   readonly at: number;
@@ -364,27 +364,20 @@ function sendExpectProbe(host: string, port: number, steps: readonly Step[], tim
   return abort;
 }
 
-interface AgentAnswer {
-  readonly reply: string | null;
-  readonly error: string | null;
-}
-
 /**
- * An agent check: connect to the agent's port, read its first line (up to MAX_AGENT_REPLY bytes,
- * or what came before it closed), bounded by timeoutMs. No PROXY header: the agent is not the
- * service. `reply` is null when `error` says why there is none.
+ * An agent check: connect to the agent's port, read its first line (health/agent.ts's AgentLine:
+ * at most MAX_AGENT_REPLY bytes, or what came before it closed), bounded by timeoutMs. No PROXY
+ * header: the agent is not the service. `reply` is null when `error` says why there is none.
  */
 function agentProbe(host: string, port: number, timeoutMs: number, done: (a: AgentAnswer) => void, lookup?: net.LookupFunction): () => void {
-  let buf = '';
-  const late = (): AgentAnswer => ({ reply: null, error: `timeout after ${timeoutMs} ms${buf === '' ? '' : ` (got ${JSON.stringify(buf.slice(0, 60))}, no end of line)`}` });
+  const line = new AgentLine();
+  const late = (): AgentAnswer => ({ reply: null, error: `timeout after ${timeoutMs} ms${line.pending()}` });
   const { s, finish, abort } = checkConnection(host, port, timeoutMs, late, (error) => ({ reply: null, error }), done, { lookup });
   s.setEncoding('latin1');
   s.on('data', (d: string) => {
-    buf += d;
-    const nl = buf.indexOf('\n');
-    if (nl >= 0) finish({ reply: buf.slice(0, nl).replace(/\r$/, ''), error: null });
-    else if (buf.length >= MAX_AGENT_REPLY) finish({ reply: null, error: `no end of line in the first ${MAX_AGENT_REPLY} bytes` });
+    const a = line.push(d);
+    if (a !== null) finish(a);
   });
-  s.once('end', () => finish(buf.trim() === '' ? { reply: null, error: 'the agent closed without a reply' } : { reply: buf.replace(/\r$/, ''), error: null }));
+  s.once('end', () => finish(line.end()));
   return abort;
 }
