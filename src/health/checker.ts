@@ -7,6 +7,7 @@
 // ones do: a backend that requires it resets a check without one (nginx `listen … proxy_protocol`).
 
 import net from 'node:net';
+import { performance } from 'node:perf_hooks';
 import http from 'node:http';
 import type { ProxyProtocol } from '../config/schema';
 import type { ServiceSnapshot, Snapshot, SnapshotBackend } from '../core/snapshot';
@@ -346,11 +347,21 @@ function httpProbe(host: string, port: number, path: string, timeoutMs: number, 
  */
 function sendExpectProbe(host: string, port: number, steps: readonly Step[], timeoutMs: number, pp: ProxyProtocol, done: Done, lookup?: net.LookupFunction): () => void {
   const conv = new Conversation(steps);
+  // a reply waiting for its regex test is tested again when due (health/send-expect.ts)
+  let recheck: NodeJS.Timeout | null = null;
   const { s, finish, abort, over } = checkConnection<string | null>(host, port, timeoutMs, () => `timeout after ${timeoutMs} ms: ${conv.waiting()}`, asError, done, { allowHalfOpen: true, lookup });
   const act = (turn: Turn): void => {
     if (over()) return;
     if (turn.write) s.write(turn.write);
+    if (turn.recheckInMs !== undefined && recheck === null) {
+      recheck = setTimeout(() => {
+        recheck = null;
+        act(conv.recheck(performance.now()));
+      }, turn.recheckInMs);
+      recheck.unref();
+    }
     if (turn.done === null) return;
+    if (recheck !== null) clearTimeout(recheck);
     if (turn.done.error !== null) return finish(turn.done.error);
     s.end();
     s.once('finish', () => finish(null));
@@ -359,8 +370,11 @@ function sendExpectProbe(host: string, port: number, steps: readonly Step[], tim
     if (pp !== 'off') s.write(checkProxyHeader(pp, s));
     act(conv.start());
   });
-  s.on('data', (d: Buffer) => act(conv.receive(d)));
+  s.on('data', (d: Buffer) => act(conv.receive(d, performance.now())));
   s.once('end', () => act(conv.ended()));
+  s.once('close', () => {
+    if (recheck !== null) clearTimeout(recheck);
+  });
   return abort;
 }
 

@@ -145,7 +145,15 @@ export interface Turn {
   readonly write: Buffer | null;
   /** null while the conversation goes on; `{ error: null }` passed */
   readonly done: { readonly error: string | null } | null;
+  /** set when bytes wait for their regex test: call recheck() in this many ms */
+  readonly recheckInMs?: number;
 }
+
+/**
+ * An `expect_regex` runs again over a reply that grows, at most this often unless the reply has
+ * doubled since its last run: a backend dripping bytes costs a bounded share of the process.
+ */
+export const REGEX_RETEST_MS = 20;
 
 /**
  * One check's exchange: each step sends its bytes, then reads until its reply matches, at most
@@ -160,6 +168,9 @@ export class Conversation {
   private len = 0;
   /** bytes of the reply a byte `expect` has been searched in already */
   private searched = 0;
+  /** bytes of the reply an `expect_regex` last ran over, and when (the caller's clock) */
+  private tested = 0;
+  private testedAt = 0;
   private finished = false;
 
   constructor(private readonly steps: readonly Step[]) {}
@@ -169,23 +180,34 @@ export class Conversation {
     return this.advance();
   }
 
-  /** Bytes from the backend. */
-  receive(chunk: Buffer): Turn {
+  /**
+   * Bytes from the backend, at `now` (ms): with a clock, an `expect_regex` runs on the reply when
+   * it has doubled or REGEX_RETEST_MS after its last run (the turn then asks for a recheck);
+   * without one, on every chunk.
+   */
+  receive(chunk: Buffer, now?: number): Turn {
     if (this.finished) return { write: null, done: null };
     this.append(chunk);
-    if (this.matches()) {
-      this.i++;
-      this.sent = false;
-      this.clear();
-      return this.advance();
-    }
-    if (this.len >= MAX_REPLY_BYTES) return this.fail(`no match in the first ${MAX_REPLY_BYTES} bytes of the reply`);
-    return { write: null, done: null };
+    const full = this.len >= MAX_REPLY_BYTES;
+    if (this.matches(full ? undefined : now)) return this.next();
+    if (full) return this.fail(`no match in the first ${MAX_REPLY_BYTES} bytes of the reply`);
+    return this.pending(now);
   }
 
-  /** The backend closed its side. */
+  /** Bytes that wait for their regex test are tested now. */
+  recheck(now?: number): Turn {
+    if (this.finished) return { write: null, done: null };
+    if (this.untested() && this.matches()) return this.next();
+    return this.pending(now);
+  }
+
+  /** The backend closed its side: what it sent is tested once more, then the step fails. */
   ended(): Turn {
     if (this.finished) return { write: null, done: null };
+    if (this.untested() && this.matches()) {
+      const t = this.next();
+      if (t.done !== null) return t;
+    }
     return this.fail('connection closed by the backend');
   }
 
@@ -216,6 +238,24 @@ export class Conversation {
     return { write, done: { error: null } };
   }
 
+  /** The step matched: on to the next. */
+  private next(): Turn {
+    this.i++;
+    this.sent = false;
+    this.clear();
+    return this.advance();
+  }
+
+  /** Bytes a regex has not run over yet. */
+  private untested(): boolean {
+    return this.len > this.tested && !Buffer.isBuffer(this.steps[this.i]!.expect) && this.steps[this.i]!.expect !== null;
+  }
+
+  private pending(now: number | undefined): Turn {
+    if (now === undefined || !this.untested()) return { write: null, done: null };
+    return { write: null, done: null, recheckInMs: Math.max(1, this.testedAt + REGEX_RETEST_MS - now) };
+  }
+
   /** Keeps the chunk's bytes up to MAX_REPLY_BYTES in all; the store grows by doubling. */
   private append(chunk: Buffer): void {
     const take = Math.min(chunk.length, MAX_REPLY_BYTES - this.len);
@@ -232,19 +272,25 @@ export class Conversation {
   private clear(): void {
     this.len = 0;
     this.searched = 0;
+    this.tested = 0;
   }
 
   /**
    * Whether the reply so far holds the step's expectation. Bytes are searched from where the last
    * search could not have matched, so a reply arriving in many small chunks costs its length; a
-   * regex runs over the whole reply in linear time.
+   * regex runs over the whole reply in linear time, at `now` only when due (see receive()).
    */
-  private matches(): boolean {
+  private matches(now?: number): boolean {
     const e = this.steps[this.i]!.expect;
     if (e === null) return true;
     if (this.len === 0) return false;
     const reply = this.store.subarray(0, this.len);
-    if (!Buffer.isBuffer(e)) return e.test(reply);
+    if (!Buffer.isBuffer(e)) {
+      if (now !== undefined && this.tested > 0 && this.len < 2 * this.tested && now - this.testedAt < REGEX_RETEST_MS) return false;
+      this.tested = this.len;
+      if (now !== undefined) this.testedAt = now;
+      return e.test(reply);
+    }
     const from = Math.max(0, this.searched - e.length + 1);
     this.searched = this.len;
     return reply.includes(e, from);
