@@ -173,7 +173,7 @@ async function refresh() {
     traffic = await fetch("/traffic").then((r) => (r.ok ? r.json() : null)).catch(() => null);
     tokenSet = !!s.admin_token_set;
     $("error").textContent = actionError;
-    $("summary").textContent = "version " + s.version + " · strategy " + s.strategy + " · up " + s.uptime_seconds + " s · config " + s.config.path;
+    $("summary").textContent = "version " + s.version + (s.strategy === null ? "" : " · strategy " + s.strategy) + " · up " + s.uptime_seconds + " s · config " + s.config.path;
     $("health").textContent = health.status;
     $("health").className = health.status === "healthy" ? "healthy" : health.status === "degraded" ? "draining" : "unhealthy";
     $("active").textContent = s.connections.active;

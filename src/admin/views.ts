@@ -2,7 +2,7 @@
 // (draining ones included), /status, the operator's backend actions, and the AdminApi object the
 // HTTP server reads through. No sockets here: admin/server.ts serves these.
 
-import type { BackendConfig } from '../config/schema';
+import { defaultAlgorithm, type BackendConfig } from '../config/schema';
 import { backendRef } from '../core/backend';
 import { discovered, parentOf } from '../core/endpoints';
 import type { ServiceSnapshot } from '../core/snapshot';
@@ -104,7 +104,7 @@ export class AdminViews {
     return {
       version: this.d.version,
       uptime_seconds: Math.floor((this.d.now() - this.d.startedAt) / 1000),
-      strategy: s.config.strategy,
+      strategy: defaultAlgorithm(s.config),
       listen_address: plane.address,
       ready: s.ready && !s.stopping,
       admin_token_set: s.config.admin.token !== '',

@@ -3,6 +3,7 @@
 
 import { shownName } from '../core/backend';
 import { AdminRequestError, AdminUnreachableError } from '../errors';
+import { printableText } from '../health/send-expect';
 
 export const DEFAULT_ADMIN_URL = 'http://127.0.0.1:9090';
 
@@ -79,7 +80,13 @@ export function formatTable(rows: readonly BackendRow[], now = Date.now()): stri
   // the SERVICE column only when the balancer names services (every balancer since SPEC §7)
   const withService = rows.some((b) => typeof b.service === 'string');
   const head = [...(withService ? ['SERVICE'] : []), 'NAME', 'ADDRESS', 'STATE', 'WEIGHT', 'ACTIVE', 'TOTAL', 'LATENCY', 'LAST CHECK'];
-  const body = (withService ? groupByService(rows) : rows).map((b) => [
+  // every cell is the balancer's text: its control characters are escaped, not sent to the terminal
+  const body = (withService ? groupByService(rows) : rows).map((b) => cells(b, withService, now).map((c) => printableText(c)));
+  return layout(head, body);
+}
+
+function cells(b: BackendRow, withService: boolean, now: number): string[] {
+  return [
     ...(withService ? [b.service ?? '-'] : []),
     b.name,
     b.address,
@@ -89,7 +96,10 @@ export function formatTable(rows: readonly BackendRow[], now = Date.now()): stri
     String(b.total),
     b.latency_ms === null ? '-' : `${b.latency_ms.toFixed(1)}ms`,
     b.last_check ? `${b.last_check.ok ? 'ok' : `failed (${b.last_check.error ?? ''})`} ${Math.max(0, Math.round((now - Date.parse(b.last_check.at)) / 1000))}s ago` : '-',
-  ]);
+  ];
+}
+
+function layout(head: readonly string[], body: readonly string[][]): string {
   const numeric = new Set(['WEIGHT', 'ACTIVE', 'TOTAL', 'LATENCY'].map((h) => head.indexOf(h)));
   const all = [head, ...body];
   const widths = head.map((_, i) => Math.max(...all.map((r) => r[i]!.length)));

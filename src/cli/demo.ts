@@ -8,6 +8,7 @@ import { loadConfig } from '../config/load';
 import { App } from '../app';
 import { createLogger } from '../obs/logger';
 import { VERSION } from '../version';
+import { BindError } from '../errors';
 
 /** config/demo.toml beside the bundle (dist/../config) or in the working directory. */
 export function findDemoConfig(): string {
@@ -30,11 +31,25 @@ export async function runDemo(configPath: string, out: (s: string) => void): Pro
         new Promise<void>((ok, fail) => {
           const delay = i === backends.length - 1 ? SLOW_WORKER_DELAY_MS : 0;
           const child = spawn(process.execPath, [script, 'worker', '--listen', b.address, '--name', b.name, '--delay', String(delay)], {
-            stdio: ['ignore', 'pipe', 'inherit'],
+            stdio: ['ignore', 'pipe', 'pipe'],
           });
           children.push(child);
-          child.stdout!.once('data', () => ok());
-          child.once('exit', (code) => fail(new Error(`worker ${b.name} on ${b.address} exited with code ${code}`)));
+          // the worker's errors until it listens make the demo's one-line error; then they pass through
+          let said = '';
+          const collect = (d: Buffer): void => {
+            if (said.length < 4096) said += d.toString('utf8');
+          };
+          child.stderr!.on('data', collect);
+          child.stdout!.once('data', () => {
+            child.stderr!.off('data', collect);
+            child.stderr!.pipe(process.stderr);
+            ok();
+          });
+          child.once('error', (e) => fail(new BindError(`demo worker ${b.name}`, b.address, e.message)));
+          child.once('exit', (code) => {
+            const reason = /cannot listen on \S+: (.+)/.exec(said)?.[1] ?? `the worker exited with code ${code}`;
+            fail(new BindError(`demo worker ${b.name}`, b.address, reason.trim()));
+          });
         }),
     ),
   ).catch((e: unknown) => {

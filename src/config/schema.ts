@@ -113,7 +113,7 @@ export const SCHEMA = {
     path: { prop: 'path', kind: 'string', def: '/health', overridable: true, doc: 'path of the http check' },
     send: { prop: 'send', kind: 'bytes', def: '', overridable: true, doc: 'send_expect: bytes sent once connected; escapes `\\r \\n \\t \\\\ \\xNN` (write them in a literal string `\'…\'`, or let a TOML basic string `"…\\r\\n"` make the characters)' },
     expect: { prop: 'expect', kind: 'bytes', def: '', overridable: true, doc: 'send_expect: the reply must contain these bytes (same escapes); read within `timeout`, at most 64 KiB' },
-    expect_regex: { prop: 'expectRegex', kind: 'regex', def: '', overridable: true, doc: 'send_expect: instead of `expect`, a JavaScript regular expression the reply (as UTF-8 text) must match; checked at load' },
+    expect_regex: { prop: 'expectRegex', kind: 'regex', def: '', overridable: true, doc: 'send_expect: instead of `expect`, a regular expression in RE2 syntax (no backreferences or lookaround; see [Behaviour](#behaviour)) the reply (as UTF-8 text) must match; checked at load' },
     steps: { prop: 'steps', kind: 'steps', shown: '`[]`', overridable: true, doc: 'send_expect: several exchanges in order, `[{ send = "…", expect = "…" }, …]` (each with `send`, `expect` or `expect_regex`; at most 16), instead of the three keys above; the whole check within `timeout`' },
     healthy_threshold: { prop: 'healthyThreshold', kind: 'int', def: 2, min: 1, max: 1000, overridable: true, doc: 'consecutive successes to come back' },
     unhealthy_threshold: { prop: 'unhealthyThreshold', kind: 'int', def: 3, min: 1, max: 1000, overridable: true, doc: 'consecutive failures to go down (also: consecutive failed connects on live traffic before a passive ejection)' },
@@ -225,6 +225,11 @@ export type Config = {
 
 /** The name of the service the top-level [proxy], [strategy], [health] and [[backends]] make. */
 export const DEFAULT_SERVICE = 'default';
+
+/** The default service's algorithm, or null when the file has none (only [[services]]). */
+export function defaultAlgorithm(config: Config): Algorithm | null {
+  return config.services.find((s) => s.name === DEFAULT_SERVICE)?.algorithm ?? null;
+}
 const SERVICE_NAME_RE = /^[A-Za-z0-9._-]{1,64}$/;
 const DNS_NAME_RE = /^[A-Za-z0-9_-]{1,63}(?:\.[A-Za-z0-9_-]{1,63})*$/;
 
@@ -750,7 +755,25 @@ function defaultOf(f: Row): unknown {
 
 type Checked = unknown | { error: string };
 
+/**
+ * A value checked against its row. A secret's error names what was expected and the type that
+ * was given, never the value: these messages reach the log and /status.
+ */
 function checkField(f: Row, v: unknown): Checked {
+  const r = checkValue(f, v);
+  if (f.secret !== true || typeof r !== 'object' || r === null || !('error' in r)) return r;
+  return { error: `expected ${f.kind === 'string' ? 'a string' : `a ${f.kind}`}, got ${typeName(v)} (a secret: its value is not shown)` };
+}
+
+function typeName(v: unknown): string {
+  if (Array.isArray(v)) return 'an array';
+  if (v === null || v === undefined) return 'nothing';
+  if (v instanceof Date) return 'a date';
+  if (typeof v === 'object') return 'a table';
+  return `a ${typeof v === 'bigint' ? 'number' : typeof v}`;
+}
+
+function checkValue(f: Row, v: unknown): Checked {
   const err = (error: string): { error: string } => ({ error });
   if (typeof v === 'bigint') v = Number(v);
   switch (f.kind) {
@@ -804,12 +827,15 @@ function checkField(f: Row, v: unknown): Checked {
     case 'hosts': {
       if (!Array.isArray(v)) return err(`expected an array of host names like ["lb1.example.com"], got ${describe(v)}`);
       const out: string[] = [];
+      // a set: duplicates found in time linear in the list's length
+      const seen = new Set<string>();
+      const re = f.wildcard ? WILDCARD_HOST_RE : HOST_RE;
       for (const item of v) {
         if (typeof item !== 'string') return err(`expected host name strings, got ${describe(item)}`);
         const h = item.trim().toLowerCase().replace(/\.$/, '');
-        const re = f.wildcard ? /^(?:\*\.)?[a-z0-9_-]+(?:\.[a-z0-9_-]+)*$/ : /^[a-z0-9_-]+(?:\.[a-z0-9_-]+)*$/;
         if (!re.test(h)) return err(`"${item}" is not a host name${f.wildcard ? ' or a wildcard "*.example.org"' : ''} (write the name alone, without scheme, port or path)`);
-        if (out.includes(h)) return err(`"${item}" is listed twice`);
+        if (seen.has(h)) return err(`"${item}" is listed twice`);
+        seen.add(h);
         out.push(h);
       }
       return out;
@@ -842,6 +868,8 @@ function checkField(f: Row, v: unknown): Checked {
 }
 
 const STEP_KEYS = ['send', 'expect', 'expect_regex'];
+const HOST_RE = /^[a-z0-9_-]+(?:\.[a-z0-9_-]+)*$/;
+const WILDCARD_HOST_RE = /^(?:\*\.)?[a-z0-9_-]+(?:\.[a-z0-9_-]+)*$/;
 
 /** A `steps` array: each a table of `send`, `expect` or `expect_regex`, each value as its row checks it. */
 function checkSteps(v: unknown): StepText[] | { error: string } {

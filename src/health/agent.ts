@@ -35,9 +35,54 @@ export interface AgentStatus {
 
 export const INITIAL_AGENT: AgentStatus = Object.freeze({ down: false, admin: null, weightPercent: null });
 
+/** An agent's answer: its line, or why there is none (then nothing changes, as HAProxy). */
+export interface AgentAnswer {
+  readonly reply: string | null;
+  readonly error: string | null;
+}
+
+const escapeByte = (c: string): string => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`;
+
+/**
+ * The agent's first line as read from its bytes (latin1 text: one character a byte): at most
+ * MAX_AGENT_REPLY bytes are kept, whatever arrives, and the line is returned with a trailing
+ * `\r` dropped and every byte other than printable ASCII and tab as `\xNN`, so that it is safe to
+ * log and show (such a byte is no separator: the word holding it is ignored).
+ */
+export class AgentLine {
+  private text = '';
+
+  /** More of the answer: the answer once its line is complete (or too long), else null. */
+  push(chunk: string): AgentAnswer | null {
+    const from = this.text.length;
+    if (from >= MAX_AGENT_REPLY) return null;
+    this.text += chunk.length > MAX_AGENT_REPLY - from ? chunk.slice(0, MAX_AGENT_REPLY - from) : chunk;
+    const nl = this.text.indexOf('\n', from);
+    if (nl >= 0) return { reply: clean(this.text.slice(0, nl)), error: null };
+    if (this.text.length >= MAX_AGENT_REPLY) return { reply: null, error: `no end of line in the first ${MAX_AGENT_REPLY} bytes` };
+    return null;
+  }
+
+  /** The agent closed: what it sent is the line, if anything. */
+  end(): AgentAnswer {
+    return this.text.trim() === '' ? { reply: null, error: 'the agent closed without a reply' } : { reply: clean(this.text), error: null };
+  }
+
+  /** What came so far, for a timeout's message. */
+  pending(): string {
+    return this.text === '' ? '' : ` (got "${clean(this.text.slice(0, 60))}", no end of line)`;
+  }
+}
+
+function clean(line: string): string {
+  return line.replace(/\r$/, '').replace(/[^\t\x20-\x7e]/g, escapeByte);
+}
+
 /** The first line of `text`, its words read; later words win over earlier ones of the same kind. */
 export function parseAgentReply(text: string): AgentReply {
-  const line = text.split('\n', 1)[0]!.split('#', 1)[0]!;
+  const nl = text.indexOf('\n');
+  const first = nl >= 0 ? text.slice(0, Math.min(nl, MAX_AGENT_REPLY)) : text.slice(0, MAX_AGENT_REPLY);
+  const line = first.split('#', 1)[0]!;
   let up: boolean | null = null;
   let admin: AgentAdmin | null = null;
   let weightPercent: number | null = null;

@@ -7,6 +7,7 @@
 // ones do: a backend that requires it resets a check without one (nginx `listen … proxy_protocol`).
 
 import net from 'node:net';
+import { performance } from 'node:perf_hooks';
 import http from 'node:http';
 import type { ProxyProtocol } from '../config/schema';
 import type { ServiceSnapshot, Snapshot, SnapshotBackend } from '../core/snapshot';
@@ -15,7 +16,7 @@ import type { BackendLoad } from '../core/stats';
 import { INITIAL_HEALTH, isHealthy, observe, type HealthState } from './state';
 import { cachedLookup } from '../discovery/cached-lookup';
 import { Conversation, stepsOf, type Step, type Turn } from './send-expect';
-import { MAX_AGENT_REPLY } from './agent';
+import { AgentLine, type AgentAnswer } from './agent';
 
 export interface HealthEvent {
   readonly at: number;
@@ -346,11 +347,21 @@ function httpProbe(host: string, port: number, path: string, timeoutMs: number, 
  */
 function sendExpectProbe(host: string, port: number, steps: readonly Step[], timeoutMs: number, pp: ProxyProtocol, done: Done, lookup?: net.LookupFunction): () => void {
   const conv = new Conversation(steps);
+  // a reply waiting for its regex test is tested again when due (health/send-expect.ts)
+  let recheck: NodeJS.Timeout | null = null;
   const { s, finish, abort, over } = checkConnection<string | null>(host, port, timeoutMs, () => `timeout after ${timeoutMs} ms: ${conv.waiting()}`, asError, done, { allowHalfOpen: true, lookup });
   const act = (turn: Turn): void => {
     if (over()) return;
     if (turn.write) s.write(turn.write);
+    if (turn.recheckInMs !== undefined && recheck === null) {
+      recheck = setTimeout(() => {
+        recheck = null;
+        act(conv.recheck(performance.now()));
+      }, turn.recheckInMs);
+      recheck.unref();
+    }
     if (turn.done === null) return;
+    if (recheck !== null) clearTimeout(recheck);
     if (turn.done.error !== null) return finish(turn.done.error);
     s.end();
     s.once('finish', () => finish(null));
@@ -359,32 +370,28 @@ function sendExpectProbe(host: string, port: number, steps: readonly Step[], tim
     if (pp !== 'off') s.write(checkProxyHeader(pp, s));
     act(conv.start());
   });
-  s.on('data', (d: Buffer) => act(conv.receive(d)));
+  s.on('data', (d: Buffer) => act(conv.receive(d, performance.now())));
   s.once('end', () => act(conv.ended()));
+  s.once('close', () => {
+    if (recheck !== null) clearTimeout(recheck);
+  });
   return abort;
 }
 
-interface AgentAnswer {
-  readonly reply: string | null;
-  readonly error: string | null;
-}
-
 /**
- * An agent check: connect to the agent's port, read its first line (up to MAX_AGENT_REPLY bytes,
- * or what came before it closed), bounded by timeoutMs. No PROXY header: the agent is not the
- * service. `reply` is null when `error` says why there is none.
+ * An agent check: connect to the agent's port, read its first line (health/agent.ts's AgentLine:
+ * at most MAX_AGENT_REPLY bytes, or what came before it closed), bounded by timeoutMs. No PROXY
+ * header: the agent is not the service. `reply` is null when `error` says why there is none.
  */
 function agentProbe(host: string, port: number, timeoutMs: number, done: (a: AgentAnswer) => void, lookup?: net.LookupFunction): () => void {
-  let buf = '';
-  const late = (): AgentAnswer => ({ reply: null, error: `timeout after ${timeoutMs} ms${buf === '' ? '' : ` (got ${JSON.stringify(buf.slice(0, 60))}, no end of line)`}` });
+  const line = new AgentLine();
+  const late = (): AgentAnswer => ({ reply: null, error: `timeout after ${timeoutMs} ms${line.pending()}` });
   const { s, finish, abort } = checkConnection(host, port, timeoutMs, late, (error) => ({ reply: null, error }), done, { lookup });
   s.setEncoding('latin1');
   s.on('data', (d: string) => {
-    buf += d;
-    const nl = buf.indexOf('\n');
-    if (nl >= 0) finish({ reply: buf.slice(0, nl).replace(/\r$/, ''), error: null });
-    else if (buf.length >= MAX_AGENT_REPLY) finish({ reply: null, error: `no end of line in the first ${MAX_AGENT_REPLY} bytes` });
+    const a = line.push(d);
+    if (a !== null) finish(a);
   });
-  s.once('end', () => finish(buf.trim() === '' ? { reply: null, error: 'the agent closed without a reply' } : { reply: buf.replace(/\r$/, ''), error: null }));
+  s.once('end', () => finish(line.end()));
   return abort;
 }

@@ -1,12 +1,23 @@
 // send_expect health checks (SPEC §11): the escapes of `send` and `expect`, the steps of a check
 // as bytes and matchers, and the conversation they make, bytes in and bytes out. Pure: the socket
 // is health/checker.ts's. Validation (config/schema.ts) uses the same parsers, so a file that
-// loads compiles here.
+// loads compiles here. `expect_regex` runs on RE2 (re2js, pure JS): linear in the reply's
+// length whatever the pattern, so a pattern cannot stall the process on a hostile reply.
+
+import { RE2JS } from 're2js';
 
 /** Bytes of one reply kept while waiting for its match: past this the step fails. */
 export const MAX_REPLY_BYTES = 64 * 1024;
 /** Steps one check may have. */
 export const MAX_STEPS = 16;
+/** Instructions of a compiled `expect_regex`: matching costs this times the reply's length. */
+export const MAX_REGEX_PROGRAM = 500;
+
+const EMPTY = Buffer.alloc(0);
+
+/** What RE2 does not have that a JavaScript or PCRE pattern may use, for its error messages. */
+export const RE2_DIFFERENCES =
+  'RE2 has no backreferences (\\1), lookahead or lookbehind ((?=…) (?!…) (?<=…)), possessive or atomic groups, \\Z or \\uNNNN (write \\x{NNNN}); repeat counts at most {1000}';
 
 /** A step as the file writes it ('' = absent): `send` and `expect` with escapes, or `expect_regex`. */
 export interface StepText {
@@ -48,19 +59,47 @@ export function unescape(text: string): Buffer | string {
   return Buffer.concat(parts);
 }
 
-/** The regular expression of an `expect_regex`, or what is wrong with it. */
-export function compileRegex(source: string): RegExp | string {
+/** The compiled `expect_regex` (RE2 syntax), or what is wrong with it. */
+export function compileRegex(source: string): RE2JS | string {
+  let re: RE2JS;
   try {
-    return new RegExp(source);
+    re = RE2JS.compile(source);
   } catch (e) {
-    return `not a valid regular expression: ${(e as Error).message}`;
+    return `not a valid regular expression (RE2 syntax): ${printableText((e as Error).message)} (${RE2_DIFFERENCES})`;
   }
+  const size = re.programSize();
+  if (size > MAX_REGEX_PROGRAM) return `regular expression too large: ${size} instructions, at most ${MAX_REGEX_PROGRAM} (large repeat counts such as {500} make big programs)`;
+  return re;
+}
+
+/**
+ * Bytes as a quoted text safe to print, in the escapes `send` and `expect` take: printable ASCII
+ * as is, `\r \n \t \\`, every other byte (and `"`) as `\xNN`. At most `max` bytes are shown.
+ */
+export function printable(bytes: Uint8Array, max = 60): string {
+  let out = '"';
+  const n = Math.min(bytes.length, max);
+  for (let i = 0; i < n; i++) {
+    const b = bytes[i]!;
+    if (b === 0x5c) out += '\\\\';
+    else if (b === 0x0d) out += '\\r';
+    else if (b === 0x0a) out += '\\n';
+    else if (b === 0x09) out += '\\t';
+    else if (b >= 0x20 && b < 0x7f && b !== 0x22) out += String.fromCharCode(b);
+    else out += `\\x${b < 16 ? '0' : ''}${b.toString(16)}`;
+  }
+  return `${out}"${bytes.length > max ? `… ${bytes.length} bytes` : ''}`;
+}
+
+/** Text with its control characters (C0, DEL, C1) as `\xNN`, the rest as is: safe to print. */
+export function printableText(text: string): string {
+  return text.replace(/[\x00-\x1f\x7f-\x9f]/g, (c) => `\\x${c.charCodeAt(0) < 16 ? '0' : ''}${c.charCodeAt(0).toString(16)}`);
 }
 
 /** One step ready to run: bytes to send (or none), then what the reply must hold (or no wait). */
 export interface Step {
   readonly send: Buffer | null;
-  readonly expect: Buffer | RegExp | null;
+  readonly expect: Buffer | RE2JS | null;
   /** the expectation as the file wrote it, for error messages */
   readonly shown: string;
 }
@@ -78,7 +117,8 @@ export function compileSteps(list: readonly StepText[]): Step[] {
     return {
       send: t.send === '' ? null : bytes(t.send),
       expect: regex ?? (t.expect === '' ? null : bytes(t.expect)),
-      shown: regex !== null ? `expect_regex ${JSON.stringify(t.expectRegex)}` : `expect ${JSON.stringify(t.expect)}`,
+      // the file's text in the escapes it takes, once: safe to print, pastes back into the file
+      shown: regex !== null ? `expect_regex "${printableText(t.expectRegex)}"` : `expect ${printable(bytes(t.expect), Infinity)}`,
     };
   });
 }
@@ -105,7 +145,15 @@ export interface Turn {
   readonly write: Buffer | null;
   /** null while the conversation goes on; `{ error: null }` passed */
   readonly done: { readonly error: string | null } | null;
+  /** set when bytes wait for their regex test: call recheck() in this many ms */
+  readonly recheckInMs?: number;
 }
+
+/**
+ * An `expect_regex` runs again over a reply that grows, at most this often unless the reply has
+ * doubled since its last run: a backend dripping bytes costs a bounded share of the process.
+ */
+export const REGEX_RETEST_MS = 20;
 
 /**
  * One check's exchange: each step sends its bytes, then reads until its reply matches, at most
@@ -115,7 +163,14 @@ export interface Turn {
 export class Conversation {
   private i = 0;
   private sent = false;
-  private buf: Buffer = Buffer.alloc(0);
+  /** the current step's reply so far: `len` bytes of `store` (at most MAX_REPLY_BYTES are kept) */
+  private store: Buffer = EMPTY;
+  private len = 0;
+  /** bytes of the reply a byte `expect` has been searched in already */
+  private searched = 0;
+  /** bytes of the reply an `expect_regex` last ran over, and when (the caller's clock) */
+  private tested = 0;
+  private testedAt = 0;
   private finished = false;
 
   constructor(private readonly steps: readonly Step[]) {}
@@ -125,23 +180,34 @@ export class Conversation {
     return this.advance();
   }
 
-  /** Bytes from the backend. */
-  receive(chunk: Buffer): Turn {
+  /**
+   * Bytes from the backend, at `now` (ms): with a clock, an `expect_regex` runs on the reply when
+   * it has doubled or REGEX_RETEST_MS after its last run (the turn then asks for a recheck);
+   * without one, on every chunk.
+   */
+  receive(chunk: Buffer, now?: number): Turn {
     if (this.finished) return { write: null, done: null };
-    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
-    if (this.matches()) {
-      this.i++;
-      this.sent = false;
-      this.buf = Buffer.alloc(0);
-      return this.advance();
-    }
-    if (this.buf.length >= MAX_REPLY_BYTES) return this.fail(`no match in the first ${MAX_REPLY_BYTES} bytes of the reply`);
-    return { write: null, done: null };
+    this.append(chunk);
+    const full = this.len >= MAX_REPLY_BYTES;
+    if (this.matches(full ? undefined : now)) return this.next();
+    if (full) return this.fail(`no match in the first ${MAX_REPLY_BYTES} bytes of the reply`);
+    return this.pending(now);
   }
 
-  /** The backend closed its side. */
+  /** Bytes that wait for their regex test are tested now. */
+  recheck(now?: number): Turn {
+    if (this.finished) return { write: null, done: null };
+    if (this.untested() && this.matches()) return this.next();
+    return this.pending(now);
+  }
+
+  /** The backend closed its side: what it sent is tested once more, then the step fails. */
   ended(): Turn {
     if (this.finished) return { write: null, done: null };
+    if (this.untested() && this.matches()) {
+      const t = this.next();
+      if (t.done !== null) return t;
+    }
     return this.fail('connection closed by the backend');
   }
 
@@ -158,13 +224,13 @@ export class Conversation {
         this.sent = true;
         if (step.send !== null) {
           out.push(step.send);
-          this.buf = Buffer.alloc(0);
+          this.clear();
         }
       }
       if (step.expect !== null && !this.matches()) break;
       this.i++;
       this.sent = false;
-      if (step.expect !== null) this.buf = Buffer.alloc(0);
+      if (step.expect !== null) this.clear();
     }
     const write = out.length === 0 ? null : out.length === 1 ? out[0]! : Buffer.concat(out);
     if (this.i < this.steps.length) return { write, done: null };
@@ -172,11 +238,62 @@ export class Conversation {
     return { write, done: { error: null } };
   }
 
-  private matches(): boolean {
+  /** The step matched: on to the next. */
+  private next(): Turn {
+    this.i++;
+    this.sent = false;
+    this.clear();
+    return this.advance();
+  }
+
+  /** Bytes a regex has not run over yet. */
+  private untested(): boolean {
+    return this.len > this.tested && !Buffer.isBuffer(this.steps[this.i]!.expect) && this.steps[this.i]!.expect !== null;
+  }
+
+  private pending(now: number | undefined): Turn {
+    if (now === undefined || !this.untested()) return { write: null, done: null };
+    return { write: null, done: null, recheckInMs: Math.max(1, this.testedAt + REGEX_RETEST_MS - now) };
+  }
+
+  /** Keeps the chunk's bytes up to MAX_REPLY_BYTES in all; the store grows by doubling. */
+  private append(chunk: Buffer): void {
+    const take = Math.min(chunk.length, MAX_REPLY_BYTES - this.len);
+    if (take <= 0) return;
+    if (this.len + take > this.store.length) {
+      const grown = Buffer.allocUnsafe(Math.min(MAX_REPLY_BYTES, Math.max(256, this.store.length * 2, this.len + take)));
+      this.store.copy(grown, 0, 0, this.len);
+      this.store = grown;
+    }
+    chunk.copy(this.store, this.len, 0, take);
+    this.len += take;
+  }
+
+  private clear(): void {
+    this.len = 0;
+    this.searched = 0;
+    this.tested = 0;
+  }
+
+  /**
+   * Whether the reply so far holds the step's expectation. Bytes are searched from where the last
+   * search could not have matched, so a reply arriving in many small chunks costs its length; a
+   * regex runs over the whole reply in linear time, at `now` only when due (see receive()).
+   */
+  private matches(now?: number): boolean {
     const e = this.steps[this.i]!.expect;
     if (e === null) return true;
-    if (this.buf.length === 0) return false;
-    return Buffer.isBuffer(e) ? this.buf.includes(e) : e.test(this.buf.toString('utf8'));
+    if (this.len === 0) return false;
+    const reply = this.store.subarray(0, this.len);
+    if (!Buffer.isBuffer(e)) {
+      if (now !== undefined && this.tested > 0 && this.len < 2 * this.tested && now - this.testedAt < REGEX_RETEST_MS) return false;
+      this.tested = this.len;
+      if (now !== undefined) this.testedAt = now;
+      return e.test(reply);
+    }
+    const from = Math.max(0, this.searched - e.length + 1);
+    this.searched = this.len;
+    return reply.includes(e, from);
   }
 
   private fail(why: string): Turn {
@@ -187,8 +304,6 @@ export class Conversation {
 
   /** The start of what the step's reply holds so far, for messages. */
   private got(): string {
-    if (this.buf.length === 0) return ' (nothing received)';
-    const head = this.buf.subarray(0, 60).toString('latin1');
-    return ` (got ${JSON.stringify(head)}${this.buf.length > 60 ? `… ${this.buf.length} bytes` : ''})`;
+    return this.len === 0 ? ' (nothing received)' : ` (got ${printable(this.store.subarray(0, this.len))})`;
   }
 }

@@ -19,7 +19,7 @@ import type { DataPlane } from './plane';
 import type { ReloadTrigger } from './reload';
 import { passedAddress, passedSockets, type SystemdNotifier } from './systemd';
 import type { ListenSpec } from './ipc';
-import type { Config } from '../config/schema';
+import { defaultAlgorithm, type Config } from '../config/schema';
 import { shownName } from '../core/backend';
 import { WorkerPool } from './workers';
 
@@ -91,7 +91,8 @@ export class Lifecycle {
         workers,
         relay: relay.relay,
         admin: admin.address || null,
-        strategy: c.strategy,
+        // the default service's algorithm; a file of [[services]] only has none (each is in `services`)
+        ...(defaultAlgorithm(c) !== null ? { strategy: defaultAlgorithm(c) } : {}),
         backends: c.services.flatMap((svc) => svc.backends.map((b) => `${shownName(svc.name, b.name)}=${b.address}`)),
         config: this.d.configPath,
       },
