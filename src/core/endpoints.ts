@@ -13,6 +13,8 @@ export interface Target {
   readonly port?: number;
   readonly weight?: number;
   readonly priority?: number;
+  /** the SRV target name it was found at (a failed target keeps its addresses of the last answer) */
+  readonly from?: string;
 }
 
 /** The last good answers, by query key (queryKey()). */

@@ -373,7 +373,7 @@ export class Metrics {
     });
     this.dnsLookups = new Counter({
       name: 'lemonade_dns_lookups_total',
-      help: 'DNS lookups of backend names (resolve, srv, cached host names), by result (success|empty|failure)',
+      help: 'DNS lookups of backend names (resolve, srv, cached host names), by result (success|empty|partial|failure; partial: a part failed or records were left out, see /status dns notes)',
       labelNames: ['result'],
       registers,
     });
