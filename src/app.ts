@@ -80,6 +80,7 @@ export class App {
       workers: () => this.plane.workerFigures(),
     }));
     metrics.generation.set(1);
+    s.forget = (refs) => metrics.forgetBackends(refs);
     const events = (this.events = new EventRing(now, () => s.config.runtime.healthCap));
     const workers = workerCount(s.config.runtime.workers);
     const plane = (this.plane =
