@@ -188,7 +188,12 @@ class Notes {
 }
 
 /** A name's addresses from its replies; null when every family asked failed (then `failed` says why). */
-function addressesOf(replies: AddressReplies | undefined, family: Family, failed: string[], bad: string[]): { ips: string[]; ttl: number | null; failedV4: boolean; failedV6: boolean } | null {
+/**
+ * A name's addresses from its replies; null when every family asked failed (then `failed` says
+ * why). Of a reply with more than `limit` records, the first `limit` usable ones by address are
+ * read (the others are counted in `over`): the work per name stays bounded.
+ */
+function addressesOf(replies: AddressReplies | undefined, family: Family, failed: string[], bad: string[], limit: number, over: { n: number }): { ips: string[]; ttl: number | null; failedV4: boolean; failedV6: boolean } | null {
   const w = wants(family);
   const ips: string[] = [];
   let ttl: number | null = null;
@@ -209,7 +214,19 @@ function addressesOf(replies: AddressReplies | undefined, family: Family, failed
       continue;
     }
     answered++;
-    for (const r of reply.records) {
+    let records = reply.records;
+    if (records.length > limit) {
+      const byText = new Map<string, AddressRecord>();
+      for (const r of records) byText.set(String(r.address), r);
+      records = [...byText.keys()].sort().map((k) => byText.get(k)!);
+    }
+    let taken = 0;
+    for (let i = 0; i < records.length; i++) {
+      if (taken >= limit) {
+        over.n += records.length - i;
+        break;
+      }
+      const r = records[i]!;
       const text = typeof r.address === 'string' ? r.address : String(r.address);
       const p = parseIp(text);
       // an A reply holds IPv4 addresses, an AAAA reply IPv6 ones (IPv4-mapped included)
@@ -218,6 +235,7 @@ function addressesOf(replies: AddressReplies | undefined, family: Family, failed
         continue;
       }
       ips.push(text);
+      taken++;
       const t = Number(r.ttl);
       if (Number.isFinite(t) && t >= 0) ttl = ttl === null ? t : Math.min(ttl, t);
     }
@@ -239,19 +257,19 @@ export function takeAnswer(raw: RawAnswer, ctx: AnswerContext): Taken {
   const minTtl = (t: number | null): void => {
     if (t !== null) ttl = ttl === null ? t : Math.min(ttl, t);
   };
-  let found: Target[] = [];
+  const out = new Collector(max, isOwn, ctx.ports);
+  const over = { n: 0 };
 
   switch (raw.kind) {
     case 'dns': {
       const failed: string[] = [];
-      const a = addressesOf(raw.addresses, ctx.family, failed, bad);
+      const a = addressesOf(raw.addresses, ctx.family, failed, bad, max, over);
       if (a === null) return failure(failed.join(', '));
       minTtl(a.ttl);
-      found = a.ips.map((ip) => ({ ip }));
+      const kept = failed.length === 0 ? [] : (ctx.last ?? []).filter((t) => (a.failedV4 && familyOf(t.ip) === 'v4') || (a.failedV6 && familyOf(t.ip) === 'v6'));
+      out.addAll(sortedUnique([...a.ips, ...kept.map((t) => t.ip)]), (ip) => ({ ip }));
       if (failed.length > 0) {
         partial = true;
-        const kept = (ctx.last ?? []).filter((t) => (a.failedV4 && familyOf(t.ip) === 'v4') || (a.failedV6 && familyOf(t.ip) === 'v6'));
-        found.push(...kept.map((t) => ({ ip: t.ip })));
         notes.add(`${failed.join(', ')}: kept what answered${kept.length > 0 ? ` and ${kept.length} addresses of the last answer` : ''}`);
       }
       break;
@@ -259,11 +277,14 @@ export function takeAnswer(raw: RawAnswer, ctx: AnswerContext): Taken {
     case 'lookup': {
       if ('error' in raw.system) return failure(raw.system.error);
       minTtl(raw.ttl);
+      // in the system's order: a connect by name tries them in it
+      const ips: string[] = [];
       for (const r of raw.system.records) {
         const text = typeof r.address === 'string' ? r.address : String(r.address);
         if (parseIp(text) === null) bad.push(text);
-        else if (familyOf(text) === 'v4' ? w.v4 : w.v6) found.push({ ip: text });
+        else if (familyOf(text) === 'v4' ? w.v4 : w.v6) ips.push(text);
       }
+      out.addAll([...new Set(ips)], (ip) => ({ ip }));
       break;
     }
     case 'srv': {
@@ -291,7 +312,7 @@ export function takeAnswer(raw: RawAnswer, ctx: AnswerContext): Taken {
           continue;
         }
         const failed: string[] = [];
-        const a = addressesOf(raw.targets.get(r.name), ctx.family, failed, bad);
+        const a = addressesOf(raw.targets.get(r.name), ctx.family, failed, bad, max, over);
         if (a === null) {
           failedNames.push(`${r.name} (${failed.join(', ')})`);
           addressesByName.set(r.name, null);
@@ -316,58 +337,82 @@ export function takeAnswer(raw: RawAnswer, ctx: AnswerContext): Taken {
         notes.add(`SRV targets that did not answer kept their last addresses: ${listed(failedNames)}`);
       }
       if (failedParts.length > 0) notes.add(`failed queries of SRV targets, kept what answered: ${listed(failedParts)}`);
+      // by target name and port, each name's addresses in order: the same answer always gives the same endpoints
+      used.sort((x, y) => (x.name < y.name ? -1 : x.name > y.name ? 1 : x.port - y.port || x.weight - y.weight));
+      const sorted = new Map<string, string[]>();
       for (const r of used) {
         const ips = addressesByName.get(r.name);
         if (ips === null) {
           // a failed target: its endpoints of the last answer stay
-          for (const t of ctx.last ?? []) if (t.from === r.name && t.port === r.port) found.push(t);
+          out.addAll((ctx.last ?? []).filter((t) => t.from === r.name && t.port === r.port), (t) => t);
           continue;
         }
-        for (const ip of ips ?? []) found.push({ ip, port: r.port, weight: r.weight, priority: r.priority, from: r.name });
+        let list = sorted.get(r.name);
+        if (list === undefined) sorted.set(r.name, (list = sortedUnique(ips ?? [])));
+        out.addAll(list, (ip) => ({ ip, port: r.port, weight: r.weight, priority: r.priority, from: r.name }));
       }
       break;
     }
   }
   if (bad.length > 0) notes.add(`left out ${bad.length} records that are not IP addresses of the type asked: ${listed(bad)}`);
 
-  // the balancer's own addresses: never a backend (a loop, or the admin API reached from outside)
-  const refused: string[] = [];
-  const kept: Target[] = [];
-  for (const t of found) {
-    const ports = t.port !== undefined ? [t.port] : ctx.ports;
-    const own = ports.find((p) => isOwn(t.ip, p));
-    if (own !== undefined) refused.push(formatHostPort({ host: t.ip, port: own }));
-    else kept.push(t);
-  }
-  if (refused.length > 0) notes.add(`refused ${refused.length} addresses that are the balancer's own listen or admin address: ${listed(refused)}`);
-
-  const targets = bounded(raw.kind === 'lookup' ? kept : sortTargets(kept), max, notes);
-  return { targets, ttl, error: null, partial, notes: notes.lines };
+  if (out.refused > 0) notes.add(`refused ${out.refused} addresses that are the balancer's own listen or admin address: ${listed(out.refusedShown)}`);
+  if (out.more + over.n > 0) notes.add(`${out.more + over.n} more addresses not used ([dns] max_endpoints = ${max})`);
+  const taken = [...out.values()];
+  return { targets: raw.kind === 'lookup' ? taken : sortTargets(taken), ttl, error: null, partial, notes: notes.lines };
 
   function failure(error: string): Taken {
     return { targets: null, ttl: null, error: shown(error.length > 0 ? error : 'no reply'), partial: false, notes: notes.lines };
   }
 }
 
-/** One target per address (IP, or IP:PORT for SRV; the weights of duplicates add up), the first `max` kept. */
-function bounded(list: readonly Target[], max: number, notes: Notes): Target[] {
-  const seen = new Map<string, Target>();
-  let more = 0;
-  for (const t of list) {
-    const k = t.port === undefined ? t.ip : `${t.ip}|${t.port}`;
-    const prev = seen.get(k);
-    if (prev !== undefined) {
-      if (prev.weight !== undefined || t.weight !== undefined) seen.set(k, { ...prev, weight: Math.min(1_000_000, (prev.weight ?? 0) + (t.weight ?? 0)) });
-      continue;
+function sortedUnique(list: readonly string[]): string[] {
+  return [...new Set(list)].sort();
+}
+
+/**
+ * The targets taken, one per address (IP, or IP:PORT for SRV; the weights of duplicates add up),
+ * the first `max` of them; the balancer's own addresses refused. Once full, the rest is only
+ * counted, not gone through: the work stays bounded however many records an answer holds.
+ */
+class Collector {
+  private readonly taken = new Map<string, Target>();
+  refused = 0;
+  readonly refusedShown: string[] = [];
+  more = 0;
+
+  constructor(
+    private readonly max: number,
+    private readonly isOwn: (ip: string, port: number) => boolean,
+    private readonly ports: readonly number[],
+  ) {}
+
+  addAll<T>(items: readonly T[], target: (item: T) => Target): void {
+    for (let i = 0; i < items.length; i++) {
+      if (this.taken.size >= this.max) {
+        this.more += items.length - i;
+        return;
+      }
+      this.add(target(items[i]!));
     }
-    if (seen.size >= max) {
-      more++;
-      continue;
-    }
-    seen.set(k, t);
   }
-  if (more > 0) notes.add(`${more} more addresses not used ([dns] max_endpoints = ${max})`);
-  return [...seen.values()];
+
+  private add(t: Target): void {
+    const own = (t.port !== undefined ? [t.port] : this.ports).find((p) => this.isOwn(t.ip, p));
+    if (own !== undefined) {
+      this.refused++;
+      if (this.refusedShown.length < SHOWN * 2) this.refusedShown.push(formatHostPort({ host: t.ip, port: own }));
+      return;
+    }
+    const k = t.port === undefined ? t.ip : `${t.ip}|${t.port}`;
+    const prev = this.taken.get(k);
+    if (prev === undefined) this.taken.set(k, t);
+    else if (prev.weight !== undefined || t.weight !== undefined) this.taken.set(k, { ...prev, weight: Math.min(1_000_000, (prev.weight ?? 0) + (t.weight ?? 0)) });
+  }
+
+  values(): IterableIterator<Target> {
+    return this.taken.values();
+  }
 }
 
 export function sortTargets(list: Target[]): Target[] {
