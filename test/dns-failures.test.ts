@@ -378,3 +378,21 @@ for (const workers of [1, 2]) {
     assert.ok(labels.size <= 8, `${labels.size}`);
   });
 }
+
+test('a host name without resolve whose addresses are the admin API\'s: refused, and a connect never looks the name up itself (both relays)', { timeout: 60_000 }, async (t) => {
+  const parts = cleanedUp(t);
+  for (const relay of ['raw', 'net.Socket']) {
+    const adminPort = await freePort();
+    // "localhost" is in /etc/hosts: the system's lookup gives 127.0.0.1 (and ::1, where nothing listens)
+    const cfg = config('127.0.0.1:53', `[[backends]]\nname = "self"\naddress = "localhost:${adminPort}"`, { admin: `127.0.0.1:${adminPort}` }).replace('servers = ["127.0.0.1:53"]', '');
+    const lb = (parts.lb = await startBalancer(cfg, { env: relay === 'raw' ? {} : { LEMONADE_LB_NET_SOCKETS: '1' } }));
+    const d = (await dnsRows(lb)).find((x) => x.query === 'lookup:localhost')!;
+    assert.match(d.notes.join('\n'), new RegExp(`refused 1 addresses that are the balancer's own listen or admin address: 127\\.0\\.0\\.1:${adminPort}`), JSON.stringify(d));
+    assert.ok(!(d.addresses ?? []).includes('127.0.0.1'), JSON.stringify(d));
+    for (let i = 0; i < 3; i++) {
+      const line = await firstLine(lb.port, 'GET /status HTTP/1.0\r\n\r\n');
+      assert.doesNotMatch(line, /HTTP/, `${relay}: the admin API answered through the public port`);
+    }
+    await lb.stop();
+  }
+});
