@@ -208,3 +208,14 @@ test('own addresses: exact, a wildcard listener (loopback, unspecified and inter
   for (const [ip, port] of yes) assert.ok(m(ip, port), `${ip}:${port} is own`);
   for (const [ip, port] of no) assert.ok(!m(ip, port), `${ip}:${port} is not own`);
 });
+
+test('[dns] family and max_endpoints: validated with the key and what was expected', () => {
+  const issues = (dns: string): string => {
+    const r = parseAndValidate(`[proxy]\nlisten_address = "127.0.0.1:8080"\n[dns]\n${dns}\n[[backends]]\naddress = "db:1"\n`, {});
+    return r.ok ? '' : r.issues.map((i) => `${i.path}: ${i.message}`).join('\n');
+  };
+  assert.equal(issues('family = "ipv4"\nmax_endpoints = 1'), '');
+  assert.match(issues('family = "both"'), /dns\.family: expected one of "any", "ipv4", "ipv6"/);
+  assert.match(issues('max_endpoints = 0'), /dns\.max_endpoints: must be greater than 0, got 0/);
+  assert.match(issues('max_endpoints = 100000'), /dns\.max_endpoints: .*4096/);
+});

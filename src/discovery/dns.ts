@@ -315,7 +315,10 @@ export class DnsDiscovery {
         // the addresses a connect by name would use; the DNS says how long they hold, and is
         // not waited for: its TTL sets the lookup after next (a name from /etc/hosts alone has
         // none: looked up again after min_ttl)
-        void l.addresses(q.name).then((f) => (e.ttlHint = ttlOf(f)));
+        l.addresses(q.name).then(
+          (f) => (e.ttlHint = ttlOf(f)),
+          () => (e.ttlHint = null),
+        );
         const system = await l.system(q.name);
         return { kind: 'lookup', system, ttl: e.ttlHint };
       }
@@ -332,7 +335,7 @@ export class DnsDiscovery {
   private schedule(e: Entry, ms: number): void {
     if (e.timer) clearTimeout(e.timer);
     e.dueAt = this.d.now() + ms;
-    e.timer = setTimeout(() => void this.lookup(e), ms);
+    e.timer = setTimeout(() => this.run(e), ms);
     e.timer.unref();
   }
 
