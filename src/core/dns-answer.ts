@@ -147,18 +147,18 @@ export function ownMatcher(own: OwnAddresses): (ip: string, port: number) => boo
 
 /** The SRV records a lookup uses: port 0, an empty or "." target left out; then the lowest priority. */
 function usableSrv(records: readonly SrvRecord[], notes: Notes): SrvRecord[] {
-  const portZero: string[] = [];
+  const portZero = new Tally();
   const ok: SrvRecord[] = [];
   for (const r of records) {
     if (typeof r.name !== 'string' || r.name === '' || r.name === '.') continue; // "." : decidedly not offered (RFC 2782)
     const port = Math.trunc(Number(r.port));
     if (!(port >= 1 && port <= U16)) {
-      portZero.push(`${r.name}:${r.port}`);
+      portZero.add(`${r.name}:${r.port}`);
       continue;
     }
     ok.push({ name: r.name, port, weight: clamp16(r.weight), priority: clamp16(r.priority) });
   }
-  if (portZero.length > 0) notes.add(`left out ${portZero.length} SRV records without a usable port: ${listed(portZero)}`);
+  if (portZero.n > 0) notes.add(`left out ${portZero.n} SRV records without a usable port: ${listed(portZero.shown)}`);
   let lowest = Infinity;
   for (const r of ok) if (r.priority < lowest) lowest = r.priority;
   return ok.filter((r) => r.priority === lowest);
@@ -180,6 +180,16 @@ export function srvTargetNames(srv: Reply<SrvRecord>, maxEndpoints: number): str
   return [...names].sort().slice(0, maxEndpoints);
 }
 
+/** A count, and the first few items for a note. */
+class Tally {
+  n = 0;
+  readonly shown: string[] = [];
+  add(item: string): void {
+    this.n++;
+    if (this.shown.length < SHOWN * 2) this.shown.push(item);
+  }
+}
+
 class Notes {
   readonly lines: string[] = [];
   add(line: string): void {
@@ -193,7 +203,7 @@ class Notes {
  * why). Of a reply with more than `limit` records, the first `limit` usable ones by address are
  * read (the others are counted in `over`): the work per name stays bounded.
  */
-function addressesOf(replies: AddressReplies | undefined, family: Family, failed: string[], bad: string[], limit: number, over: { n: number }): { ips: string[]; ttl: number | null; failedV4: boolean; failedV6: boolean } | null {
+function addressesOf(replies: AddressReplies | undefined, family: Family, failed: string[], bad: Tally, limit: number, over: { n: number }): { ips: string[]; ttl: number | null; failedV4: boolean; failedV6: boolean } | null {
   const w = wants(family);
   const ips: string[] = [];
   let ttl: number | null = null;
@@ -231,7 +241,7 @@ function addressesOf(replies: AddressReplies | undefined, family: Family, failed
       const p = parseIp(text);
       // an A reply holds IPv4 addresses, an AAAA reply IPv6 ones (IPv4-mapped included)
       if (p === null || (v4 && (!p.v4 || text.includes(':'))) || (!v4 && !text.includes(':'))) {
-        bad.push(text);
+        bad.add(text);
         continue;
       }
       ips.push(text);
@@ -251,7 +261,7 @@ export function takeAnswer(raw: RawAnswer, ctx: AnswerContext): Taken {
   const max = Math.max(1, Math.trunc(ctx.maxEndpoints));
   const isOwn = ownMatcher(ctx.own);
   const w = wants(ctx.family);
-  const bad: string[] = [];
+  const bad = new Tally();
   let partial = false;
   let ttl: number | null = null;
   const minTtl = (t: number | null): void => {
@@ -281,7 +291,7 @@ export function takeAnswer(raw: RawAnswer, ctx: AnswerContext): Taken {
       const ips: string[] = [];
       for (const r of raw.system.records) {
         const text = typeof r.address === 'string' ? r.address : String(r.address);
-        if (parseIp(text) === null) bad.push(text);
+        if (parseIp(text) === null) bad.add(text);
         else if (familyOf(text) === 'v4' ? w.v4 : w.v6) ips.push(text);
       }
       out.addAll([...new Set(ips)], (ip) => ({ ip }));
@@ -354,7 +364,7 @@ export function takeAnswer(raw: RawAnswer, ctx: AnswerContext): Taken {
       break;
     }
   }
-  if (bad.length > 0) notes.add(`left out ${bad.length} records that are not IP addresses of the type asked: ${listed(bad)}`);
+  if (bad.n > 0) notes.add(`left out ${bad.n} records that are not IP addresses of the type asked: ${listed(bad.shown)}`);
 
   if (out.refused > 0) notes.add(`refused ${out.refused} addresses that are the balancer's own listen or admin address: ${listed(out.refusedShown)}`);
   if (out.more + over.n > 0) notes.add(`${out.more + over.n} more addresses not used ([dns] max_endpoints = ${max})`);
