@@ -83,6 +83,7 @@ export class App {
       adminDropped: () => this.admin.dropped,
     }));
     metrics.generation.set(1);
+    s.forget = (refs) => metrics.forgetBackends(refs);
     const events = (this.events = new EventRing(now, () => s.config.runtime.healthCap));
     const workers = workerCount(s.config.runtime.workers);
     const plane = (this.plane =
@@ -116,7 +117,15 @@ export class App {
       onResult: (e) => this.onHealth(e),
       onAgent: (e) => applyAgentAnswer({ state: s, plane, logger, events, metrics, rebuilt: () => checker.sync(s.snapshot) }, e),
     }));
-    const discovery = (this.discovery = new DnsDiscovery({ now, logger, metrics, event: (m) => events.push('dns', m), onChange: () => this.onAnswers() }));
+    const discovery = (this.discovery = new DnsDiscovery({
+      now,
+      logger,
+      metrics,
+      event: (m) => events.push('dns', m),
+      onChange: () => this.onAnswers(),
+      // an answer never makes the balancer its own backend (a loop, or the admin API reached from outside)
+      bound: () => [this.admin.address, ...this.plane.addresses().values()],
+    }));
     this.trigger =
       opts.configPath === ''
         ? null
@@ -152,6 +161,8 @@ export class App {
   /** Bind, start background tasks; exited() resolves with the exit code once the process should end. */
   async start(): Promise<void> {
     await this.lifecycle.start();
+    // the listeners are bound now: answers are checked against their addresses (a port 0 included)
+    this.discovery.recheck();
     // the status page's chart: one point a second (an unref'd timer: it never holds the process)
     setInterval(() => void this.sampleChart(), CHART_INTERVAL_MS).unref();
   }

@@ -104,7 +104,7 @@ describe('defaults (SPEC §2)', () => {
         { id: 0, name: 'backend-1', address: '10.0.1.10:8080', host: '10.0.1.10', port: 8080, weight: 1, maxConnections: 0, backup: false, resolve: 'none', srv: '' },
       ],
       health: { intervalMs: 10000, timeoutMs: 3000, kind: 'tcp', port: 0, path: '/health', send: '', expect: '', expectRegex: '', steps: [], healthyThreshold: 2, unhealthyThreshold: 3, slowStartMs: 0, agentPort: 0, agentIntervalMs: 0 },
-      dns: { servers: [], minTtlMs: 1000, maxTtlMs: 300000, timeoutMs: 2000 },
+      dns: { servers: [], minTtlMs: 1000, maxTtlMs: 300000, timeoutMs: 2000, family: 'any', maxEndpoints: 64 },
       // the seed's layout is the one service "default", with the [proxy] and [health] values above
       services: [
         {

@@ -126,6 +126,8 @@ export const SCHEMA = {
     min_ttl: { prop: 'minTtlMs', kind: 'duration', def: 1000, doc: 'a name is looked up again no sooner than this after an answer, whatever its TTL (also the retry delay after a failed lookup)' },
     max_ttl: { prop: 'maxTtlMs', kind: 'duration', def: 300000, doc: 'and no later than this (>= `min_ttl`)' },
     timeout: { prop: 'timeoutMs', kind: 'duration', def: 2000, doc: 'bound on one DNS query attempt (two attempts per lookup)' },
+    family: { prop: 'family', kind: 'enum', def: 'any', values: ['any', 'ipv4', 'ipv6'], doc: 'the address records asked for: `"any"` (A and AAAA; one that fails or times out keeps what the other gave), `"ipv4"` (A only, as nginx\'s `ipv6=off`) or `"ipv6"` (AAAA only); for SRV targets and cached host names too' },
+    max_endpoints: { prop: 'maxEndpoints', kind: 'int', def: 64, min: 1, max: 4096, doc: 'endpoints taken from one name\'s answer (the first by address; the rest are reported and not used)' },
   },
   services: {
     name: { prop: 'name', kind: 'string', def: '', shown: '(required)', doc: 'unique, 1-64 of `[A-Za-z0-9._-]`; `default` is the service the top-level `[proxy]` and `[[backends]]` make' },

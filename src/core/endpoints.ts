@@ -13,6 +13,8 @@ export interface Target {
   readonly port?: number;
   readonly weight?: number;
   readonly priority?: number;
+  /** the SRV target name it was found at (a failed target keeps its addresses of the last answer) */
+  readonly from?: string;
 }
 
 /** The last good answers, by query key (queryKey()). */
@@ -50,7 +52,7 @@ export function parentOf(spec: BackendConfig): string | undefined {
 /** A host-name backend without `resolve`, with its name's addresses as the system's lookup last gave them. */
 export type CachedSpec = BackendConfig & { readonly addresses: readonly string[] };
 
-/** The cached addresses of a host-name backend (undefined: an IP address, or no answer yet). */
+/** The cached addresses of a host-name backend (undefined: an IP address, or no answer yet; empty: none usable, no connect). */
 export function cachedAddresses(spec: BackendConfig): readonly string[] | undefined {
   return (spec as Partial<CachedSpec>).addresses;
 }
@@ -111,7 +113,8 @@ export function withEndpoints(config: Config, answers: Answers, idOf: (service: 
         const q = queryOf(b);
         if (discovered(b)) return endpointsOf(b, q === null ? [{ ip: b.host }] : (answers.get(queryKey(q)) ?? []), (n) => idOf(service, n));
         const found = q === null ? undefined : answers.get(queryKey(q));
-        return [found === undefined || found.length === 0 ? b : Object.freeze({ ...b, addresses: Object.freeze(found.map((t) => t.ip)) })];
+        // an answer with no address left (every one refused) is kept as such: the name is not looked up again at connect
+        return [found === undefined ? b : Object.freeze({ ...b, addresses: Object.freeze(found.map((t) => t.ip)) })];
       }),
     );
   const services = config.services.map((svc): ServiceConfig => Object.freeze({ ...svc, backends: expand(svc.name, svc.backends) }));

@@ -121,7 +121,7 @@ export class ServiceSnapshot implements Routable {
     this.health = svc.health;
     this.maxConnections = svc.maxConnections === 0 ? Infinity : shareOf(svc.maxConnections, part);
     this.backends = Object.freeze(
-      svc.backends.map((b) => new SnapshotBackend(svc.name, b, loads.get(backendKey(svc.name, b)), loads.countersFor(backendRef(svc.name, b.name)), part)),
+      svc.backends.map((b) => new SnapshotBackend(svc.name, b, loads.get(backendKey(svc.name, b), backendRef(svc.name, b.name)), loads.countersFor(backendRef(svc.name, b.name)), part)),
     );
     this.primaries = this.backends.filter((b) => !b.spec.backup);
     this.backups = this.backends.filter((b) => b.spec.backup);

@@ -252,10 +252,16 @@ export class BackendCounters {
   bytesOut = 0;
 }
 
-/** The table of load figures, by backend key, and of counters, by backend name. */
+/**
+ * The table of load figures, by backend key, and of counters, by backend reference (service/name).
+ * Both hold what the snapshots hold plus what still drains, no more (sweep): endpoints found by
+ * DNS come and go, and what they leave behind is freed.
+ */
 export class LoadTable {
   private readonly map = new Map<string, BackendLoad>();
   private readonly counters = new Map<string, BackendCounters>();
+  /** the backend reference of each load key (its counters' key) */
+  private readonly refOf = new Map<string, string>();
   constructor(private readonly clock: Clock) {}
 
   countersFor(name: string): BackendCounters {
@@ -275,12 +281,19 @@ export class LoadTable {
     return this.counters;
   }
 
-  get(key: string): BackendLoad {
+  /** A backend's counters if it has some (no new entry). */
+  peekCounters(ref: string): BackendCounters | undefined {
+    return this.counters.get(ref);
+  }
+
+  /** `ref`: the backend's service/name, whose counters live as long as one of its loads does. */
+  get(key: string, ref?: string): BackendLoad {
     let l = this.map.get(key);
     if (!l) {
       l = new BackendLoad(key, this.clock);
       this.map.set(key, l);
     }
+    if (ref !== undefined) this.refOf.set(key, ref);
     return l;
   }
 
@@ -288,11 +301,27 @@ export class LoadTable {
     return this.map.get(key);
   }
 
-  /** Forget figures of backends no longer configured once their last connection closed. */
-  sweep(live: ReadonlySet<string>): void {
+  /**
+   * Forget figures of backends no longer configured once their last connection closed, and the
+   * counters no remaining backend has. Returns the references whose counters went (their metric
+   * series go with them).
+   */
+  sweep(live: ReadonlySet<string>): string[] {
     for (const [k, l] of this.map) {
-      if (!live.has(k) && l.active === 0) this.map.delete(k);
+      if (!live.has(k) && l.active === 0) {
+        this.map.delete(k);
+        this.refOf.delete(k);
+      }
     }
+    const kept = new Set(this.refOf.values());
+    const dropped: string[] = [];
+    for (const ref of this.counters.keys()) {
+      if (!kept.has(ref)) {
+        this.counters.delete(ref);
+        dropped.push(ref);
+      }
+    }
+    return dropped;
   }
 
 }

@@ -9,10 +9,17 @@ import { cachedAddresses } from '../core/endpoints';
 
 const made = new WeakMap<readonly string[], LookupFunction>();
 
+/** Every address the name gave was refused (the balancer's own): a connect fails, it never looks the name up itself. */
+const noAddress: LookupFunction = ((host: string, _opts: LookupOptions, cb: (err: Error | null, address: string | LookupAddress[], family?: number) => void): void => {
+  const err = Object.assign(new Error(`${host}: no usable address (see /status dns)`), { code: 'ENOTFOUND' });
+  process.nextTick(() => cb(err, ''));
+}) as LookupFunction;
+
 /** net.connect's `lookup` for this backend, or undefined (an IP address, or no answer yet: looked up as before). */
 export function cachedLookup(spec: BackendConfig): LookupFunction | undefined {
   const addresses = cachedAddresses(spec);
-  if (addresses === undefined || addresses.length === 0) return undefined;
+  if (addresses === undefined) return undefined;
+  if (addresses.length === 0) return noAddress;
   let f = made.get(addresses);
   if (f === undefined) {
     const list: LookupAddress[] = addresses.map((address) => ({ address, family: isIP(address) }));

@@ -7,17 +7,21 @@
 //
 // SRV records carry no TTL in node:dns's answer: an SRV name is looked up again after the
 // smallest TTL of its targets' addresses (clamped the same way).
+//
+// Nothing an answer holds can throw here or grow the process: each query resolves to its records
+// or its error code, and core/dns-answer.ts turns them into at most [dns] max_endpoints addresses,
+// a failed part (AAAA refused or timed out, one SRV target) keeping its share of the last answer,
+// the balancer's own addresses refused; what it left out is reported when it changes.
 
 import { lookup, promises as dnsPromises } from 'node:dns';
-import { isIP } from 'node:net';
+import { networkInterfaces } from 'node:os';
 import type { Config } from '../config/schema';
-import { formatHostPort } from '../core/address';
+import { formatHostPort, parseHostPort, type HostPort } from '../core/address';
+import { srvTargetNames, takeAnswer, type AddressRecord, type AddressReplies, type Family, type OwnAddresses, type RawAnswer, type Reply, type SrvRecord } from '../core/dns-answer';
 import { queryKey, queryOf, type Answers, type Query, type Target } from '../core/endpoints';
 import type { Logger } from '../obs/logger';
 import type { Metrics } from '../obs/metrics';
 
-/** node:dns codes that say the name has no such records: an answer (empty), not a failure. */
-const NO_RECORDS = new Set(['ENODATA', 'ENOTFOUND']);
 /** attempts per query (each bounded by [dns] timeout) */
 const TRIES = 2;
 
@@ -26,10 +30,14 @@ type DnsSettings = Config['dns'];
 interface Entry {
   readonly q: Query;
   readonly key: string;
+  /** the ports the backends asking this name connect to (own addresses are refused on them) */
+  ports: readonly number[];
   /** the last good answer (null before the first) */
   targets: readonly Target[] | null;
   lastSuccess: number;
   lastError: string | null;
+  /** what the last answer left out or could not get (reported when it changes) */
+  notes: readonly string[];
   /** failed lookups in a row */
   failures: number;
   timer: NodeJS.Timeout | null;
@@ -41,26 +49,25 @@ interface Entry {
   ttlHint: number | null;
 }
 
-/** What one lookup found: the addresses and the TTL to refresh after (seconds; null = none given). */
-interface Found {
-  readonly targets: Target[];
-  readonly ttl: number | null;
-}
-
-/** How names are looked up (nodeLookups: node:dns). */
+/**
+ * How names are looked up (nodeLookups: node:dns). Every call resolves, never rejects: a failed
+ * query is a reply with its error code, so no answer can become an unhandled rejection.
+ */
 interface Lookups {
-  /** A and AAAA records with their TTLs, through the [dns] servers */
-  addresses(name: string): Promise<Found>;
+  /** the A and AAAA records [dns] family asks for, with their TTLs, through the [dns] servers */
+  addresses(name: string): Promise<AddressReplies>;
   /** SRV records, through the [dns] servers */
-  srv(name: string): Promise<{ name: string; port: number; weight: number; priority: number }[]>;
+  srv(name: string): Promise<Reply<SrvRecord>>;
   /** the system's lookup (getaddrinfo: /etc/hosts, then DNS), in its order */
-  system(name: string): Promise<string[]>;
+  system(name: string): Promise<Reply<AddressRecord>>;
 }
 
 export interface DiscoveryDeps {
   readonly now: () => number;
   readonly logger: Logger;
   readonly metrics: Pick<Metrics, 'dnsLookups' | 'dnsLastSuccess'>;
+  /** the addresses the balancer's listeners and admin API are bound to now (ownAddressesOf adds the config's) */
+  readonly bound: () => readonly string[];
   /** an answer changed: build a new snapshot from answers() */
   readonly onChange: () => void;
   /** a line for the admin events list */
@@ -75,6 +82,8 @@ export interface DnsStatus {
   readonly last_error: string | null;
   readonly failures: number;
   readonly next_lookup: string | null;
+  /** what the last answer left out (refused, past max_endpoints, a failed part), [] when nothing */
+  readonly notes: readonly string[];
 }
 
 export class DnsDiscovery {
@@ -83,6 +92,10 @@ export class DnsDiscovery {
   private lookups: Lookups | null = null;
   private stopped = false;
   private notifyQueued = false;
+  /** own addresses and this host's interface addresses, as the last sync or recheck found them */
+  private own: OwnAddresses = { addresses: [], local: [] };
+  private ownSignature = '';
+  private config: Config | null = null;
   /** waiting in settled() */
   private readonly waiters = new Set<() => void>();
 
@@ -96,13 +109,18 @@ export class DnsDiscovery {
     const resolverChanged = prev === null || prev.timeoutMs !== s.timeoutMs || prev.servers.join() !== s.servers.join();
     this.settings = s;
     if (resolverChanged) this.lookups = nodeLookups(s);
-    const wanted = new Map<string, Query>();
+    const wanted = new Map<string, { q: Query; ports: Set<number> }>();
     for (const svc of config.services) {
       for (const b of svc.backends) {
         const q = queryOf(b);
-        if (q !== null) wanted.set(queryKey(q), q);
+        if (q === null) continue;
+        const key = queryKey(q);
+        const w = wanted.get(key) ?? wanted.set(key, { q, ports: new Set() }).get(key)!;
+        if (q.kind !== 'srv') w.ports.add(b.port);
       }
     }
+    this.config = config;
+    const ownChanged = this.refreshOwn();
     let dropped = false;
     for (const [key, e] of this.entries) {
       if (wanted.has(key)) continue;
@@ -111,18 +129,57 @@ export class DnsDiscovery {
       this.d.metrics.dnsLastSuccess.remove({ query: key });
       dropped = true;
     }
-    for (const [key, q] of wanted) {
+    const askedChanged = prev !== null && (prev.family !== s.family || prev.maxEndpoints !== s.maxEndpoints);
+    for (const [key, { q, ports }] of wanted) {
       const e = this.entries.get(key);
+      const portList = [...ports].sort((a, b) => a - b);
       if (!e) {
-        const fresh: Entry = { q, key, targets: null, lastSuccess: 0, lastError: null, failures: 0, timer: null, dueAt: 0, inflight: false, redo: false, ttlHint: null };
+        const fresh: Entry = { q, key, ports: portList, targets: null, lastSuccess: 0, lastError: null, notes: [], failures: 0, timer: null, dueAt: 0, inflight: false, redo: false, ttlHint: null };
         this.entries.set(key, fresh);
-        void this.lookup(fresh);
-      } else if (resolverChanged || (prev !== null && e.dueAt - this.d.now() > s.maxTtlMs)) {
-        // other servers answer now, or a shorter max_ttl brings the next lookup forward
-        void this.lookup(e);
+        this.run(fresh);
+        continue;
       }
+      const portsChanged = e.ports.join() !== portList.join();
+      e.ports = portList;
+      // other servers or record types, other own addresses or ports to check the answer against,
+      // or a shorter max_ttl that brings the next lookup forward
+      if (resolverChanged || askedChanged || ownChanged || portsChanged || (prev !== null && e.dueAt - this.d.now() > s.maxTtlMs)) this.run(e);
     }
     if (dropped) this.notify();
+  }
+
+  /**
+   * Look every name up again now, against the own addresses as they are now: the start calls it
+   * once its listeners are bound (a port 0 in the config is known only then).
+   */
+  recheck(): void {
+    if (this.stopped || !this.refreshOwn()) return;
+    for (const e of this.entries.values()) this.run(e);
+  }
+
+  /** Read the own addresses again; true when they changed. */
+  private refreshOwn(): boolean {
+    const local: string[] = [];
+    try {
+      for (const list of Object.values(networkInterfaces())) for (const a of list ?? []) local.push(a.address);
+    } catch {
+      // no interface list (a sandbox): loopback and the exact addresses still count
+    }
+    const addresses = this.config === null ? [] : ownAddressesOf(this.config, this.d.bound());
+    const signature = [...addresses.map((a) => formatHostPort(a)), '|', ...local].join(',');
+    if (signature === this.ownSignature) return false;
+    this.ownSignature = signature;
+    this.own = { addresses, local };
+    return true;
+  }
+
+  /** A lookup in the background; whatever goes wrong in it is logged, never thrown. */
+  private run(e: Entry): void {
+    this.lookup(e).catch((err: unknown) => {
+      e.inflight = false;
+      this.d.logger.error({ query: e.key, err: String(err) }, 'DNS lookup: unexpected error');
+      if (!this.stopped && this.entries.get(e.key) === e && this.settings) this.schedule(e, this.settings.minTtlMs);
+    });
   }
 
   /** The last good answer of every name that has one. */
@@ -140,6 +197,7 @@ export class DnsDiscovery {
       last_error: e.lastError,
       failures: e.failures,
       next_lookup: e.timer ? new Date(e.dueAt).toISOString() : null,
+      notes: e.notes,
     }));
   }
 
@@ -186,24 +244,20 @@ export class DnsDiscovery {
     e.inflight = true;
     if (e.timer) clearTimeout(e.timer);
     e.timer = null;
-    let found: Found | null = null;
-    let error: string | null = null;
-    try {
-      found = await this.find(e);
-    } catch (err) {
-      const x = err as NodeJS.ErrnoException & { hostname?: string };
-      error = x.code ? `${x.code}${x.hostname ? ` (${x.hostname})` : ''}` : String(x.message ?? x);
-    }
+    const raw = await this.find(e);
+    const s = this.settings!;
+    const taken = takeAnswer(raw, { family: s.family, maxEndpoints: s.maxEndpoints, ports: e.ports, own: this.own, last: e.targets });
     e.inflight = false;
     if (this.stopped || this.entries.get(e.key) !== e) return;
     if (e.redo) {
       // the settings changed while this one ran: its answer stands until the new lookup's
       e.redo = false;
-      setImmediate(() => void this.lookup(e));
+      setImmediate(() => this.run(e));
     }
-    const s = this.settings!;
     const now = this.d.now();
-    if (found === null) {
+    this.noted(e, taken.notes);
+    if (taken.targets === null) {
+      const error = taken.error;
       e.failures++;
       e.lastError = error;
       this.d.metrics.dnsLookups.inc({ result: 'failure' });
@@ -216,7 +270,8 @@ export class DnsDiscovery {
       this.wakeIfSettled();
       return;
     }
-    this.d.metrics.dnsLookups.inc({ result: found.targets.length === 0 ? 'empty' : 'success' });
+    const targets = taken.targets;
+    this.d.metrics.dnsLookups.inc({ result: taken.notes.length > 0 ? 'partial' : targets.length === 0 ? 'empty' : 'success' });
     this.d.metrics.dnsLastSuccess.set({ query: e.key }, now / 1000);
     if (e.failures > 0) {
       this.d.logger.info({ query: e.key, failures: e.failures }, 'DNS lookup answers again');
@@ -225,12 +280,13 @@ export class DnsDiscovery {
     e.failures = 0;
     e.lastError = null;
     e.lastSuccess = now;
-    const ttlMs = found.ttl === null ? s.minTtlMs : Math.min(s.maxTtlMs, Math.max(s.minTtlMs, found.ttl * 1000));
+    // a part that failed is asked again soon; what answered holds meanwhile
+    const ttlMs = taken.partial || taken.ttl === null ? s.minTtlMs : Math.min(s.maxTtlMs, Math.max(s.minTtlMs, taken.ttl * 1000));
     this.schedule(e, ttlMs);
-    if (e.targets !== null && sameTargets(e.targets, found.targets)) return;
+    if (e.targets !== null && sameTargets(e.targets, targets)) return;
     const before = e.targets;
-    e.targets = Object.freeze(found.targets.map((t) => Object.freeze(t)));
-    if (found.targets.length === 0) this.d.logger.warn({ query: e.key }, 'DNS: the name has no addresses now; its endpoints drain');
+    e.targets = Object.freeze(targets.map((t) => Object.freeze(t)));
+    if (targets.length === 0) this.d.logger.warn({ query: e.key }, 'DNS: the name has no addresses now; its endpoints drain');
     if (before !== null) {
       const shown = e.targets.map(shownTarget).join(', ') || 'none';
       this.d.logger.info({ query: e.key, addresses: shown }, 'DNS answer changed');
@@ -239,42 +295,39 @@ export class DnsDiscovery {
     this.notify();
   }
 
-  private async find(e: Entry): Promise<Found> {
+  /** What the answer left out, reported when it differs from the last lookup's (not at every lookup). */
+  private noted(e: Entry, notes: readonly string[]): void {
+    if (notes.join('\n') === e.notes.join('\n')) return;
+    e.notes = Object.freeze([...notes]);
+    if (notes.length === 0) return;
+    this.d.logger.warn({ query: e.key, notes }, 'DNS answer: records not used');
+    for (const n of notes) this.d.event(`${e.key}: ${n}`);
+  }
+
+  /** Ask what the name's kind needs; every part's failure is in the answer, nothing throws. */
+  private async find(e: Entry): Promise<RawAnswer> {
     const l = this.lookups!;
     const q = e.q;
     switch (q.kind) {
       case 'dns':
-        return l.addresses(q.name);
+        return { kind: 'dns', addresses: await l.addresses(q.name) };
       case 'lookup': {
         // the addresses a connect by name would use; the DNS says how long they hold, and is
         // not waited for: its TTL sets the lookup after next (a name from /etc/hosts alone has
         // none: looked up again after min_ttl)
-        void l.addresses(q.name).then(
-          (f) => (e.ttlHint = f.ttl),
+        l.addresses(q.name).then(
+          (f) => (e.ttlHint = ttlOf(f)),
           () => (e.ttlHint = null),
         );
-        const ips = await l.system(q.name);
-        return { targets: ips.map((ip) => ({ ip })), ttl: e.ttlHint };
+        const system = await l.system(q.name);
+        return { kind: 'lookup', system, ttl: e.ttlHint };
       }
       case 'srv': {
-        const records = await l.srv(q.name).catch((e: NodeJS.ErrnoException) => {
-          if (e.code !== undefined && NO_RECORDS.has(e.code)) return [];
-          throw e;
-        });
-        let lowest = Infinity;
-        for (const r of records) lowest = Math.min(lowest, r.priority);
-        // "." as the target: the service is decidedly not offered there (RFC 2782)
-        const used = records.filter((r) => r.priority === lowest && r.name !== '' && r.name !== '.');
-        const byTarget = new Map<string, Promise<Found>>();
-        for (const r of used) {
-          if (!byTarget.has(r.name)) byTarget.set(r.name, isIP(r.name) !== 0 ? Promise.resolve({ targets: [{ ip: r.name }], ttl: null }) : l.addresses(r.name));
-        }
-        const found = new Map<string, Found>();
-        for (const [name, p] of byTarget) found.set(name, await p);
-        let ttl: number | null = null;
-        for (const f of found.values()) if (f.ttl !== null) ttl = ttl === null ? f.ttl : Math.min(ttl, f.ttl);
-        const targets = used.flatMap((r) => found.get(r.name)!.targets.map((t) => ({ ip: t.ip, port: r.port, weight: r.weight, priority: r.priority })));
-        return { targets: sortTargets(targets), ttl };
+        const srv = await l.srv(q.name);
+        // the targets looked up are bounded before any is asked
+        const names = srvTargetNames(srv, this.settings!.maxEndpoints);
+        const replies = await Promise.all(names.map((n) => l.addresses(n)));
+        return { kind: 'srv', srv, targets: new Map(names.map((n, i) => [n, replies[i]!])) };
       }
     }
   }
@@ -282,7 +335,7 @@ export class DnsDiscovery {
   private schedule(e: Entry, ms: number): void {
     if (e.timer) clearTimeout(e.timer);
     e.dueAt = this.d.now() + ms;
-    e.timer = setTimeout(() => void this.lookup(e), ms);
+    e.timer = setTimeout(() => this.run(e), ms);
     e.timer.unref();
   }
 
@@ -303,42 +356,79 @@ function shownTarget(t: Target): string {
   return t.port === undefined ? t.ip : formatHostPort({ host: t.ip, port: t.port });
 }
 
-function sortTargets(list: Target[]): Target[] {
-  const k = (t: Target): string => `${t.ip}|${t.port ?? ''}|${t.weight ?? ''}`;
-  return list.sort((a, b) => (k(a) < k(b) ? -1 : k(a) > k(b) ? 1 : 0));
-}
-
 function sameTargets(a: readonly Target[], b: readonly Target[]): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) {
     const x = a[i]!;
     const y = b[i]!;
-    if (x.ip !== y.ip || x.port !== y.port || x.weight !== y.weight || x.priority !== y.priority) return false;
+    if (x.ip !== y.ip || x.port !== y.port || x.weight !== y.weight || x.priority !== y.priority || x.from !== y.from) return false;
   }
   return true;
 }
 
-/** node:dns: a Resolver on the [dns] servers (the system's when none) and getaddrinfo. */
+/** The balancer's own addresses: every listen address of the config and `bound` (as "ip:port"), port 0 left out. */
+export function ownAddressesOf(config: Config, bound: readonly string[]): HostPort[] {
+  const out: HostPort[] = [];
+  for (const svc of config.services) out.push(svc.listen);
+  if (config.admin.listen !== null) out.push(config.admin.listen);
+  for (const b of bound) {
+    const hp = b === '' ? null : parseHostPort(b, true);
+    if (hp !== null && typeof hp !== 'string') out.push(hp);
+  }
+  return out.filter((a) => a.port > 0);
+}
+
+/** The smallest TTL of a name's replies, seconds (null: none). */
+function ttlOf(r: AddressReplies): number | null {
+  let ttl: number | null = null;
+  for (const reply of [r.v4, r.v6]) {
+    if (reply === undefined || 'error' in reply) continue;
+    for (const a of reply.records) if (a.ttl !== undefined) ttl = ttl === null ? a.ttl : Math.min(ttl, a.ttl);
+  }
+  return ttl;
+}
+
+/** A promise as a reply: its records, or its error's code. Never rejects. */
+function settle<T>(p: Promise<readonly T[]>): Promise<Reply<T>> {
+  return p.then(
+    (records) => ({ records }),
+    (e: NodeJS.ErrnoException) => ({ error: e?.code ?? String(e?.message ?? e) }),
+  );
+}
+
+/**
+ * node:dns: a Resolver on the [dns] servers (the system's when none) and getaddrinfo. With both
+ * families asked, the one that answers first waits for the other at most one `timeout` more: a
+ * server that drops AAAA queries delays the A answer by that, not by every retry.
+ */
 function nodeLookups(s: DnsSettings): Lookups {
   const r = new dnsPromises.Resolver({ timeout: s.timeoutMs, tries: TRIES });
   if (s.servers.length > 0) r.setServers([...s.servers]);
-  const family = (p: Promise<{ address: string; ttl: number }[]>): Promise<{ address: string; ttl: number }[]> =>
-    p.catch((e: NodeJS.ErrnoException) => {
-      if (e.code !== undefined && NO_RECORDS.has(e.code)) return [];
-      throw e;
-    });
+  const family: Family = s.family;
+  const grace = s.timeoutMs;
   return {
     async addresses(name) {
-      const [v4, v6] = await Promise.all([family(r.resolve4(name, { ttl: true })), family(r.resolve6(name, { ttl: true }))]);
-      const all = [...v4, ...v6];
-      let ttl: number | null = null;
-      for (const a of all) ttl = ttl === null ? a.ttl : Math.min(ttl, a.ttl);
-      return { targets: sortTargets(all.map((a) => ({ ip: a.address }))), ttl };
+      const v4 = family === 'ipv6' ? null : settle(r.resolve4(name, { ttl: true }));
+      const v6 = family === 'ipv4' ? null : settle(r.resolve6(name, { ttl: true }));
+      if (v4 === null) return { v6: await v6! };
+      if (v6 === null) return { v4: await v4 };
+      const late: Reply<AddressRecord> = { error: 'ETIMEOUT' };
+      const first = await Promise.race([v4.then(() => 4), v6.then(() => 6)]);
+      let t: NodeJS.Timeout | undefined;
+      const bound = new Promise<Reply<AddressRecord>>((res) => {
+        t = setTimeout(() => res(late), grace);
+        t.unref();
+      });
+      const [a, b] = first === 4 ? [await v4, await Promise.race([v6, bound])] : [await Promise.race([v4, bound]), await v6];
+      clearTimeout(t);
+      return { v4: a, v6: b };
     },
-    srv: (name) => r.resolveSrv(name),
+    srv: (name) => settle(r.resolveSrv(name)),
     system: (name) =>
-      new Promise((resolve, reject) =>
-        lookup(name, { all: true }, (err, found) => (err ? reject(err) : resolve(found.map((a) => a.address)))),
+      new Promise((resolve) =>
+        lookup(name, { all: true, family: family === 'ipv4' ? 4 : family === 'ipv6' ? 6 : 0 }, (err, found) =>
+          resolve(err ? { error: err.code ?? err.message } : { records: found.map((a) => ({ address: a.address })) }),
+        ),
       ),
   };
 }

@@ -70,6 +70,11 @@ export class FastHistogram {
     return s;
   }
 
+  /** Drop one series (a backend that is gone). */
+  delete(labelValue: string): void {
+    this.series.delete(labelValue);
+  }
+
   /** every series by label value */
   entries(): IterableIterator<[string, HistogramSeries]> {
     return this.series.entries();

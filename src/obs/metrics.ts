@@ -151,6 +151,8 @@ export class TrafficFigures {
     const byName = new Map<string, HistogramData[]>();
     for (const x of list) for (const [name, d] of x.connect) (byName.get(name) ?? byName.set(name, []).get(name)!).push(d);
     for (const [name, ds] of byName) this.connect.for(name).assignSum(ds);
+    // a backend no report has any more is gone: its series too
+    for (const [name] of [...this.connect.entries()]) if (!byName.has(name)) this.connect.delete(name);
     this.lifetime.assignSum(list.map((x) => x.lifetimes));
     sumArrays(list.map((x) => x.terminations), this.terminations, TERMINATIONS.length);
     sumArrays(list.map((x) => x.latency), this.latency, LATENCY_BOUNDS_MS.length + 1);
@@ -404,7 +406,7 @@ export class Metrics {
     });
     this.dnsLookups = new Counter({
       name: 'lemonade_dns_lookups_total',
-      help: 'DNS lookups of backend names (resolve, srv, cached host names), by result (success|empty|failure)',
+      help: 'DNS lookups of backend names (resolve, srv, cached host names), by result (success|empty|partial|failure; partial: a part failed or records were left out, see /status dns notes)',
       labelNames: ['result'],
       registers,
     });
@@ -434,6 +436,21 @@ export class Metrics {
     });
     const info = new Gauge({ name: 'lemonade_build_info', help: 'Build information', labelNames: ['version'], registers });
     info.set({ version: src.version }, 1);
+  }
+
+  /**
+   * Backends gone for good (no snapshot has them, nothing drains): their series go, so the
+   * series follow the live backends (DNS endpoints come and go). `refs`: service/name.
+   */
+  forgetBackends(refs: readonly string[]): void {
+    for (const ref of refs) {
+      this.traffic.connect.delete(ref);
+      const l = backendLabels(ref);
+      for (const result of ['success', 'failure']) {
+        this.healthChecks.remove({ ...l, result });
+        this.agentChecks.remove({ ...l, result });
+      }
+    }
   }
 
   /** rejections so far, all reasons (of one service, when named) */

@@ -38,7 +38,9 @@ export class SummaryLog {
     const now = this.d.now();
     const secs = Math.max(0.001, (now - this.lastAt) / 1000);
     const backends: Record<string, unknown> = {};
+    const seen = new Set<string>();
     for (const b of this.d.snapshot().backends) {
+      seen.add(b.load.key);
       // a backend not summarised yet started from 0 (its figures are new with its key)
       const prev = this.lastTotal.get(b.load.key) ?? 0;
       backends[shownName(b.service, b.name)] = {
@@ -49,6 +51,8 @@ export class SummaryLog {
       };
       this.lastTotal.set(b.load.key, b.load.total);
     }
+    // only the backends there now: endpoints found by DNS come and go
+    for (const k of [...this.lastTotal.keys()]) if (!seen.has(k)) this.lastTotal.delete(k);
     this.lastAt = now;
     const t = this.d.traffic;
     this.d.logger.info({ active: t.open, total: t.accepted, rejected: this.d.rejected(), backends }, 'summary');

@@ -163,7 +163,12 @@ export class RawSession extends SessionBase {
     // a host name: its addresses are tried one after the other, within the one connect timeout;
     // the cached ones when there are (no lookup), else as the system's lookup gives them
     const cached = cachedAddresses(target.spec);
-    if (cached !== undefined && cached.length > 0) {
+    if (cached !== undefined && cached.length === 0) {
+      // every address the name gave was refused (discovery): never looked up here instead
+      process.nextTick(() => b === this.backend && !b.closing && this.connectFailed(b, new Error(`${host}: no usable address`)));
+      return;
+    }
+    if (cached !== undefined) {
       this.nextAddresses = cached.slice(1);
       this.connectTo(b, cached[0]!, port);
       return;

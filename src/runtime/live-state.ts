@@ -9,6 +9,19 @@ import type { AdminState } from '../core/backend';
 import { withEndpoints, type Answers } from '../core/endpoints';
 import { liveSnapshot, retire, type Snapshot, type SnapshotEnv } from '../core/snapshot';
 import type { BackendLoad, LoadTable } from '../core/stats';
+import { backendRef } from '../core/backend';
+
+/** 48 bits of FNV-1a over the text (two 32-bit passes with other offsets), as an integer. */
+function endpointHash(text: string): number {
+  let a = 0x811c9dc5;
+  let b = 0x01000193 ^ 0x5bd1e995;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    a = Math.imul(a ^ c, 0x01000193) >>> 0;
+    b = Math.imul(b ^ c, 0x01000193) >>> 0;
+  }
+  return a * 0x10000 + (b & 0xffff);
+}
 
 export interface LastReload {
   readonly at: string;
@@ -34,10 +47,11 @@ export class LiveState {
   readonly draining = new Map<string, { readonly service: string; readonly spec: BackendConfig }>();
   /** the last good DNS answers the snapshots' endpoints are made of (discovery/dns.ts) */
   answers: Answers = new Map();
-  /** endpoint ids by service and endpoint name: the same endpoint keeps its id, and so its figures */
+  /** the ids of the endpoints live or draining, by service/name, and the other way round */
   private readonly endpointIds = new Map<string, number>();
-  /** above every configured id (at most 2^31 - 1), so an endpoint's never collides with one */
-  private nextEndpointId = 2 ** 31;
+  private readonly idOwners = new Map<number, string>();
+  /** called with the backends (service/name) whose figures went: their metric series go too */
+  forget: (refs: readonly string[]) => void = () => {};
   /** listeners served from sockets systemd passed (listen addresses as the config writes them; the admin API): their addresses belong to the .socket unit */
   readonly passed = { proxy: new Set<string>(), admin: false };
 
@@ -70,17 +84,32 @@ export class LiveState {
     this.snapshot = next;
     const { live, draining } = retire(old, next);
     for (const [k, spec] of draining) this.draining.set(k, spec);
-    for (const k of this.draining.keys()) if (live.has(k)) this.draining.delete(k);
-    this.loads.sweep(new Set([...live, ...this.draining.keys()]));
+    for (const [k] of this.draining) if (live.has(k) || !(this.loads.peek(k)?.active ?? 0)) this.draining.delete(k);
+    // what is neither live nor draining is freed: figures, counters, metric series, endpoint ids
+    const gone = this.loads.sweep(new Set([...live, ...this.draining.keys()]));
+    const kept = new Set(next.backends.map((b) => b.ref));
+    for (const d of this.draining.values()) kept.add(backendRef(d.service, d.spec.name));
+    for (const [ref, id] of this.endpointIds) {
+      if (kept.has(ref)) continue;
+      this.endpointIds.delete(ref);
+      this.idOwners.delete(id);
+    }
+    if (gone.length > 0) this.forget(gone);
     return new Set(draining.keys());
   }
 
-  /** An endpoint gone and back gets the same id again; ids are never reused (one per endpoint name ever seen). */
+  /**
+   * An endpoint's id: made from its service/name, so the same endpoint has the same id whenever it
+   * is there (gone and back, after a restart), and so the same place in consistent hashing. Above
+   * every configured id (at most 2^31 - 1); another endpoint's id taken (a hash collision) moves on.
+   */
   private endpointId(ref: string): number {
     let id = this.endpointIds.get(ref);
     if (id === undefined) {
-      id = this.nextEndpointId++;
+      id = 2 ** 31 + endpointHash(ref);
+      while (this.idOwners.has(id)) id = id + 1 < Number.MAX_SAFE_INTEGER ? id + 1 : 2 ** 31;
       this.endpointIds.set(ref, id);
+      this.idOwners.set(id, ref);
     }
     return id;
   }

@@ -121,7 +121,8 @@ class Worker {
         const snap = this.build(m.config, m.generation, old);
         this.snapshot = snap; // the swap: one assignment, as in the single process
         const { live, draining } = retire(old, snap);
-        this.loads.sweep(live);
+        // a backend gone with no connection left: its counters and connect-time series go too
+        for (const ref of this.loads.sweep(live)) this.traffic.connect.delete(ref);
         this.plane.applied(snap, new Set(draining.keys()), m.config.runtime.drainTimeoutMs);
         return;
       }

@@ -340,9 +340,24 @@ export class WorkerPool implements DataPlane {
 
   private absorb(): void {
     const reports = this.members.map((m) => m.report).filter((r): r is WorkerReport => r !== null);
+    // what the ended workers counted stays only for the backends this process still has
+    const loads = this.deps.loads;
+    const r = this.retired;
+    if (r.loads.some(([k]) => !loads.peek(k)) || r.counters.some(([n]) => !loads.peekCounters(n)) || r.traffic.connect.some(([n]) => !loads.peekCounters(n))) {
+      this.retired = {
+        ...r,
+        loads: r.loads.filter(([k]) => loads.peek(k) !== undefined),
+        counters: r.counters.filter(([n]) => loads.peekCounters(n) !== undefined),
+        traffic: { ...r.traffic, connect: r.traffic.connect.filter(([n]) => loads.peekCounters(n) !== undefined) },
+      };
+    }
     this.merged = mergeReports([this.retired, ...reports]);
-    for (const [key, l] of this.merged.loads) this.deps.loads.peek(key)?.absorb(l);
-    for (const [name, c] of this.merged.counters) Object.assign(this.deps.loads.countersFor(name), c);
+    for (const [key, l] of this.merged.loads) loads.peek(key)?.absorb(l);
+    // a backend this process no longer has (gone while a report was on its way) makes no entry
+    for (const [name, c] of this.merged.counters) {
+      const mine = loads.peekCounters(name);
+      if (mine) Object.assign(mine, c);
+    }
     this.deps.traffic.absorb([this.merged.traffic]);
   }
 
