@@ -5,7 +5,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDir, waitFor, requireTool } from './helpers';
@@ -19,10 +19,9 @@ function rssKiB(pid: number): number {
   return Number(m![1]);
 }
 
-test('a destination that stops reading: the relay keeps its pace, lines are dropped and counted, memory stays bounded', { timeout: 180_000 }, async (t) => {
-  if (!requireTool(t, 'mkfifo (Debian package coreutils)', HAS_MKFIFO)) return;
-  const dir = tempDir();
-  const fifo = join(dir, 'access.fifo');
+/** A FIFO in a new directory, read by `cat` (which the test may SIGSTOP), counting the lines read. */
+function fifoReader(t: { after(f: () => unknown): void }): { fifo: string; reader: ChildProcess; read(): number } {
+  const fifo = join(tempDir(), 'access.fifo');
   assert.equal(spawnSync('mkfifo', [fifo]).status, 0);
   const reader = spawn('cat', [fifo], { stdio: ['ignore', 'pipe', 'inherit'] });
   t.after(() => {
@@ -33,6 +32,12 @@ test('a destination that stops reading: the relay keeps its pace, lines are drop
   reader.stdout!.on('data', (d: Buffer) => {
     for (let i = d.indexOf(10); i !== -1; i = d.indexOf(10, i + 1)) read++;
   });
+  return { fifo, reader, read: () => read };
+}
+
+test('a destination that stops reading: the relay keeps its pace, lines are dropped and counted, memory stays bounded', { timeout: 180_000 }, async (t) => {
+  if (!requireTool(t, 'mkfifo (Debian package coreutils)', HAS_MKFIFO)) return;
+  const { fifo, reader, read } = fifoReader(t);
   const { lb, port } = await echoBalancer(t, () => accessLogTable(fifo));
   const pid = lb.proc.pid!;
 
@@ -51,7 +56,7 @@ test('a destination that stops reading: the relay keeps its pace, lines are drop
 
   const A = 3000;
   const rateA = await burst(A);
-  await waitFor(() => read >= A, 20_000, `the reader to read ${A} lines`);
+  await waitFor(() => read() >= A, 20_000, `the reader to read ${A} lines`);
   assert.equal(await dropped(), 0, 'nothing dropped while the reader keeps up');
 
   reader.kill('SIGSTOP');
@@ -62,7 +67,7 @@ test('a destination that stops reading: the relay keeps its pace, lines are drop
   const d = await dropped();
   t.diagnostic(
     `reader running: ${A} connections at ${rateA.toFixed(0)}/s; reader stopped: ${B} connections at ${rateB.toFixed(0)}/s, ` +
-      `${d} lines dropped, ${read - A} read meanwhile; RSS ${(rss0 / 1024).toFixed(1)} MiB before, ${(rss1 / 1024).toFixed(1)} MiB after (queue bound ${MAX_QUEUED_LINES} lines)`,
+      `${d} lines dropped, ${read() - A} read meanwhile; RSS ${(rss0 / 1024).toFixed(1)} MiB before, ${(rss1 / 1024).toFixed(1)} MiB after (queue bound ${MAX_QUEUED_LINES} lines)`,
   );
   // the queue holds at most MAX_QUEUED_LINES, the FIFO and cat's buffers a few hundred more
   assert.ok(d >= B - MAX_QUEUED_LINES - 3000, `${d} dropped of ${B}`);
@@ -71,26 +76,15 @@ test('a destination that stops reading: the relay keeps its pace, lines are drop
 
   // the reader goes on: what was queued is written; every line is read or was dropped
   reader.kill('SIGCONT');
-  await waitFor(async () => read + (await dropped()) === A + B, 30_000, `every line read or dropped (read ${read})`);
+  await waitFor(async () => read() + (await dropped()) === A + B, 30_000, `every line read or dropped (read ${read()})`);
 });
 
 test('a FIFO whose reader stopped does not hold the process: SIGTERM exits at once', { timeout: 60_000 }, async (t) => {
   if (!requireTool(t, 'mkfifo (Debian package coreutils)', HAS_MKFIFO)) return;
-  const dir = tempDir();
-  const fifo = join(dir, 'access.fifo');
-  assert.equal(spawnSync('mkfifo', [fifo]).status, 0);
-  const reader = spawn('cat', [fifo], { stdio: ['ignore', 'pipe', 'inherit'] });
-  t.after(() => {
-    reader.kill('SIGCONT');
-    reader.kill('SIGKILL');
-  });
-  let read = 0;
-  reader.stdout!.on('data', (d: Buffer) => {
-    for (let i = d.indexOf(10); i !== -1; i = d.indexOf(10, i + 1)) read++;
-  });
+  const { fifo, reader, read } = fifoReader(t);
   const { lb, port } = await echoBalancer(t, () => accessLogTable(fifo));
   await exchange(port);
-  await waitFor(() => read === 1, 10_000, 'the first line read');
+  await waitFor(() => read() === 1, 10_000, 'the first line read');
   reader.kill('SIGSTOP');
   // far more than the FIFO holds: a write to it would wait for the reader
   for (let i = 0; i < 40; i++) await Promise.all(Array.from({ length: 50 }, () => exchange(port)));

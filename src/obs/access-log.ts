@@ -15,6 +15,7 @@
 // interleave with another process's. Shipping lines to the primary instead would put every
 // connection through IPC and the primary's one thread.
 
+import { IdleWaiters } from './idle-waiters';
 import { close, constants, fstat, open, write } from 'node:fs';
 import type { SessionEnd } from '../proxy/events';
 import { processStdout } from './stdout';
@@ -74,7 +75,7 @@ export class AccessLog {
   /** descriptors replaced while a write to them was under way: closed once it completes */
   private toClose: number[] = [];
   private warnedAt = 0;
-  private idle: (() => void)[] = [];
+  private readonly idle = new IdleWaiters();
 
   constructor(private readonly d: AccessLogDeps) {}
 
@@ -110,15 +111,7 @@ export class AccessLog {
 
   /** Resolves once the queue is written (or after `timeoutMs`): before the process exits. */
   flushed(timeoutMs: number): Promise<void> {
-    if (this.queue.length === 0 && !this.writing) return Promise.resolve();
-    return new Promise((resolve) => {
-      const t = setTimeout(resolve, timeoutMs);
-      t.unref();
-      this.idle.push(() => {
-        clearTimeout(t);
-        resolve();
-      });
-    });
+    return this.idle.wait(this.queue.length === 0 && !this.writing, timeoutMs);
   }
 
   /** `again`: a FIFO's reader is awaited (said once, not at each try) */
@@ -249,9 +242,7 @@ export class AccessLog {
       this.fd = -1;
       this.fdKey = null;
     }
-    const w = this.idle;
-    this.idle = [];
-    for (const f of w) f();
+    this.idle.wake();
   }
 
   private warn(what: string, err: Error): void {

@@ -7,6 +7,8 @@
 // Writes are whole lines of at most PIPE_BUF bytes (a longer line alone), which the kernel does
 // not interleave with another process's (worker processes share the descriptor).
 
+import { IdleWaiters } from './idle-waiters';
+
 export const MAX_LOG_LINES = 4096;
 export const MAX_LOG_BYTES = 1024 * 1024;
 /** PIPE_BUF: a write of at most this many bytes to a pipe is never split by another writer's */
@@ -31,7 +33,7 @@ export class StdoutSink {
   private batchTurn = false;
   /** standard output failed (EPIPE: the reader went away): every line from then on is dropped */
   private broken: Error | null = null;
-  private idle: (() => void)[] = [];
+  private readonly idle = new IdleWaiters();
 
   constructor(private readonly out: OutStream) {
     // without a listener, an EPIPE on standard output would be an uncaught exception
@@ -63,15 +65,7 @@ export class StdoutSink {
 
   /** Resolves once everything queued is written (or after `timeoutMs`): before the process exits. */
   flushed(timeoutMs: number): Promise<void> {
-    if (this.isIdle()) return Promise.resolve();
-    return new Promise((resolve) => {
-      const t = setTimeout(resolve, timeoutMs);
-      t.unref();
-      this.idle.push(() => {
-        clearTimeout(t);
-        resolve();
-      });
-    });
+    return this.idle.wait(this.isIdle(), timeoutMs);
   }
 
   private isIdle(): boolean {
@@ -113,9 +107,7 @@ export class StdoutSink {
       });
       return;
     }
-    const w = this.idle;
-    this.idle = [];
-    for (const f of w) f();
+    this.idle.wake();
   }
 
   /** Standard output is gone: what waits is dropped (counted), and so is every later line. */
@@ -129,9 +121,7 @@ export class StdoutSink {
     this.batchDone = null;
     if (done) process.nextTick(done, err);
     if (!this.writing) {
-      const w = this.idle;
-      this.idle = [];
-      for (const f of w) f();
+      this.idle.wake();
     }
   }
 }

@@ -13,10 +13,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmodSync, renameSync, writeFileSync } from 'node:fs';
-import * as http from 'node:http';
 import { join } from 'node:path';
 import { tempDir, waitFor } from '../helpers';
-import { IMAGE, httpProbe, inspect, must, podmanReady, run, runAsync, uidOf } from './podman';
+import { IMAGE, get, httpProbe, inspect, must, podmanReady, run, runAsync, uidOf } from './podman';
 
 const NAME = `lemonade-ct-${process.pid}`;
 
@@ -35,21 +34,6 @@ function config(backend: { name: string; port: number }): string {
     `address = "127.0.0.1:${backend.port}"`,
     '',
   ].join('\n');
-}
-
-/** One HTTP request on a fresh connection: status and body, or the connection's error (status 0). */
-function get(host: string, port: number, path = '/', timeoutMs = 5000): Promise<{ status: number; body: string; error?: string }> {
-  return new Promise((resolve) => {
-    const req = http.get({ host, port, path, agent: false, timeout: timeoutMs }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => (body += d));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-      res.on('error', (e) => resolve({ status: 0, body, error: e.message }));
-    });
-    req.on('timeout', () => req.destroy(new Error('timeout')));
-    req.on('error', (e: NodeJS.ErrnoException) => resolve({ status: 0, body: '', error: e.code ?? e.message }));
-  });
 }
 
 test('the image: non-root on a read-only root, serves, hot-reloads its mounted config, drains on podman stop', async (t) => {

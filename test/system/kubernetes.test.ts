@@ -23,27 +23,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmodSync, mkdirSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import * as http from 'node:http';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { tempDir, waitFor } from '../helpers';
 import { configKey, deploymentSpec, findKind, KUBE_DIR, probePort, readManifests, SEED_MANIFESTS, type Container, type Manifest } from '../kubernetes-helpers';
-import { VERSION, httpProbe, inspect, must, podmanReady, run, runAsync, tcpProbe, uidOf } from './podman';
-
-/** One HTTP request on a fresh connection: status and body; status 0 when the connection failed. */
-function get(host: string, port: number, path = '/', timeoutMs = 5000): Promise<{ status: number; body: string }> {
-  return new Promise((resolve) => {
-    const req = http.get({ host, port, path, agent: false, timeout: timeoutMs }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => (body += d));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-      res.on('error', () => resolve({ status: 0, body }));
-    });
-    req.on('timeout', () => req.destroy(new Error('timeout')));
-    req.on('error', () => resolve({ status: 0, body: '' }));
-  });
-}
+import { VERSION, get, httpProbe, inspect, must, podmanReady, run, runAsync, tcpProbe, uidOf } from './podman';
 
 /** The adaptations every play needs (see the top of the file): one replica, no published ports, our name. */
 function forPodman(deployment: Manifest, name: string): Manifest {

@@ -3,6 +3,7 @@
 // container, against the pod's own address).
 import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import * as http from 'node:http';
 import * as net from 'node:net';
 import { join } from 'node:path';
 import { ROOT, requireTool } from '../helpers';
@@ -90,4 +91,19 @@ export function tcpProbe(host: string, port: number, timeoutMs: number): Promise
 /** The effective uid of a process, from /proc. */
 export function uidOf(pid: number): number {
   return Number(/^Uid:\s+\d+\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? -1);
+}
+
+/** One HTTP request on a fresh connection: status and body, or the connection's error (status 0). */
+export function get(host: string, port: number, path = '/', timeoutMs = 5000): Promise<{ status: number; body: string; error?: string }> {
+  return new Promise((resolve) => {
+    const req = http.get({ host, port, path, agent: false, timeout: timeoutMs }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body += d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      res.on('error', (e) => resolve({ status: 0, body, error: e.message }));
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', (e: NodeJS.ErrnoException) => resolve({ status: 0, body: '', error: e.code ?? e.message }));
+  });
 }
