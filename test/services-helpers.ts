@@ -67,12 +67,18 @@ export async function ports(n: number): Promise<number[]> {
   return out;
 }
 
-/** Connect, read the greeting line of a named backend, hang up: the name, or the error/close. */
-export function greeting(port: number): Promise<string> {
+/**
+ * Connect, read the greeting line of a named backend, hang up: the name, the error, "closed", or
+ * "timeout" when nothing came for `timeoutMs` (told apart: a hang is no refusal).
+ */
+export function greeting(port: number, timeoutMs = 5000): Promise<string> {
   return new Promise((resolve) => {
     const s = net.connect({ host: '127.0.0.1', port });
     let got = '';
-    s.setTimeout(5000, () => s.destroy());
+    s.setTimeout(timeoutMs, () => {
+      got ||= 'timeout';
+      s.destroy();
+    });
     s.on('data', (d: Buffer) => {
       got += d.toString();
       if (got.includes('\n')) s.end();
