@@ -91,17 +91,26 @@ class Container {
     this.proc.stderr!.on('data', (d: Buffer) => (this.log += d.toString()));
   }
 
-  /** The container's init: the process whose PID inside its namespace is 1. */
+  /**
+   * The container's init: the process whose PID inside its namespace is 1, in the payload cgroup
+   * or a child of it (the container's systemd may move itself into `payload/init.scope`, as it
+   * does once podman's packages are on the host).
+   */
   findLeader(): number {
     for (const cg of this.cgroups) {
-      const procs = join(cg, 'payload', 'cgroup.procs');
-      if (!existsSync(procs)) continue;
-      for (const p of readFileSync(procs, 'utf8').split('\n').filter(Boolean)) {
-        try {
-          const ns = /NSpid:\s+(.*)/.exec(readFileSync(`/proc/${p}/status`, 'utf8'))?.[1]?.trim().split(/\s+/);
-          if (ns && ns.length > 1 && ns[ns.length - 1] === '1') return Number(p);
-        } catch {
-          /* gone */
+      const payload = join(cg, 'payload');
+      if (!existsSync(payload)) continue;
+      const dirs = [payload, ...readdirSync(payload, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => join(payload, d.name))];
+      for (const dir of dirs) {
+        const procs = join(dir, 'cgroup.procs');
+        if (!existsSync(procs)) continue;
+        for (const p of readFileSync(procs, 'utf8').split('\n').filter(Boolean)) {
+          try {
+            const ns = /NSpid:\s+(.*)/.exec(readFileSync(`/proc/${p}/status`, 'utf8'))?.[1]?.trim().split(/\s+/);
+            if (ns && ns.length > 1 && ns[ns.length - 1] === '1') return Number(p);
+          } catch {
+            /* gone */
+          }
         }
       }
     }
