@@ -93,8 +93,8 @@ class Container {
 
   /**
    * The container's init: the process whose PID inside its namespace is 1, in the payload cgroup
-   * or a child of it (the container's systemd may move itself into `payload/init.scope`, as it
-   * does once podman's packages are on the host).
+   * or a child of it (the container's systemd may move itself into `payload/init.scope`: seen
+   * once podman's packages were on the host, not before).
    */
   findLeader(): number {
     for (const cg of this.cgroups) {
