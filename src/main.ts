@@ -11,8 +11,7 @@ import { runStatus, runBackendAction, DEFAULT_ADMIN_URL } from './cli/admin-clie
 import { resolveConfigPath } from './config/load';
 import { LemonadeError } from './errors';
 import { VERSION } from './version';
-import { processStdout } from './obs/stdout';
-import { EXIT_FLUSH_MS } from './obs/logger';
+import { exitWhenFlushed } from './obs/logger';
 
 const out = (s: string): void => void process.stdout.write(s + '\n');
 
@@ -125,12 +124,8 @@ async function main(argv: string[]): Promise<number> {
 if (cluster.isWorker) runDataPlaneWorker();
 else main(process.argv.slice(2)).then(
   (code) => {
-    // the last log lines (the balancer's "stopped" line, the access log's last batch), waited
-    // for a bounded time; should nothing else hold the event loop meanwhile, it ends with `code`
-    process.exitCode = code;
-    void processStdout()
-      .flushed(EXIT_FLUSH_MS)
-      .then(() => process.exit(code));
+    // after the last log lines (the balancer's "stopped" line, the access log's last batch)
+    exitWhenFlushed(code);
   },
   (e: unknown) => {
     if (e instanceof UsageError) {

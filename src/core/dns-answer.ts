@@ -197,7 +197,6 @@ class Notes {
   }
 }
 
-/** A name's addresses from its replies; null when every family asked failed (then `failed` says why). */
 /**
  * A name's addresses from its replies; null when every family asked failed (then `failed` says
  * why). Of a reply with more than `limit` records, the first `limit` usable ones by address are
@@ -237,7 +236,7 @@ function addressesOf(replies: AddressReplies | undefined, family: Family, failed
         break;
       }
       const r = records[i]!;
-      const text = typeof r.address === 'string' ? r.address : String(r.address);
+      const text = String(r.address);
       const p = parseIp(text);
       // an A reply holds IPv4 addresses, an AAAA reply IPv6 ones (IPv4-mapped included)
       if (p === null || (v4 && (!p.v4 || text.includes(':'))) || (!v4 && !text.includes(':'))) {
@@ -254,6 +253,9 @@ function addressesOf(replies: AddressReplies | undefined, family: Family, failed
 }
 
 const familyOf = (ip: string): 'v4' | 'v6' => (ip.includes(':') ? 'v6' : 'v4');
+
+/** An address of a family whose query failed this time: the last answer's is kept for it. */
+const lostFamily = (a: { failedV4: boolean; failedV6: boolean }, ip: string): boolean => (familyOf(ip) === 'v4' ? a.failedV4 : a.failedV6);
 
 /** The targets of a lookup, with the failed parts kept from the last answer, bounded and checked. */
 export function takeAnswer(raw: RawAnswer, ctx: AnswerContext): Taken {
@@ -276,7 +278,7 @@ export function takeAnswer(raw: RawAnswer, ctx: AnswerContext): Taken {
       const a = addressesOf(raw.addresses, ctx.family, failed, bad, max, over);
       if (a === null) return failure(failed.join(', '));
       minTtl(a.ttl);
-      const kept = failed.length === 0 ? [] : (ctx.last ?? []).filter((t) => (a.failedV4 && familyOf(t.ip) === 'v4') || (a.failedV6 && familyOf(t.ip) === 'v6'));
+      const kept = failed.length === 0 ? [] : (ctx.last ?? []).filter((t) => lostFamily(a, t.ip));
       out.addAll(sortedUnique([...a.ips, ...kept.map((t) => t.ip)]), (ip) => ({ ip }));
       if (failed.length > 0) {
         partial = true;
@@ -290,7 +292,7 @@ export function takeAnswer(raw: RawAnswer, ctx: AnswerContext): Taken {
       // in the system's order: a connect by name tries them in it
       const ips: string[] = [];
       for (const r of raw.system.records) {
-        const text = typeof r.address === 'string' ? r.address : String(r.address);
+        const text = String(r.address);
         if (parseIp(text) === null) bad.add(text);
         else if (familyOf(text) === 'v4' ? w.v4 : w.v6) ips.push(text);
       }
@@ -334,7 +336,7 @@ export function takeAnswer(raw: RawAnswer, ctx: AnswerContext): Taken {
         if (failed.length > 0) {
           partial = true;
           for (const t of ctx.last ?? []) {
-            if (t.from === r.name && ((a.failedV4 && familyOf(t.ip) === 'v4') || (a.failedV6 && familyOf(t.ip) === 'v6')) && !ips.includes(t.ip)) ips.push(t.ip);
+            if (t.from === r.name && lostFamily(a, t.ip) && !ips.includes(t.ip)) ips.push(t.ip);
           }
           failedParts.push(...failed.map((f) => `${r.name} ${f}`));
         }

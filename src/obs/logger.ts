@@ -20,6 +20,17 @@ export interface LoggerOptions {
 /** How long an exit waits for the last lines to be written (standard output may be stopped). */
 export const EXIT_FLUSH_MS = 1000;
 
+/**
+ * Exit with `code` once the last lines are written, or EXIT_FLUSH_MS later. The wait holds
+ * nothing: should the event loop end first, the process still ends with `code`.
+ */
+export function exitWhenFlushed(code: number): void {
+  process.exitCode = code;
+  void processStdout()
+    .flushed(EXIT_FLUSH_MS)
+    .then(() => process.exit(code));
+}
+
 function prettyDestination(out: (line: string) => void): DestinationStream {
   return {
     write(line: string): void {

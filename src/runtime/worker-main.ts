@@ -9,7 +9,7 @@ import type { AdminState } from '../core/backend';
 import { liveSnapshot, retire, type Partition, type Snapshot } from '../core/snapshot';
 import { LoadTable } from '../core/stats';
 import { STRATEGIES } from '../strategy/index';
-import { createLogger, exitOnUncaught, EXIT_FLUSH_MS } from '../obs/logger';
+import { createLogger, exitOnUncaught, exitWhenFlushed } from '../obs/logger';
 import { processStdout } from '../obs/stdout';
 import { TrafficFigures } from '../obs/metrics';
 import { AccessLog } from '../obs/access-log';
@@ -21,14 +21,6 @@ import type { FromWorker, ListenSpec, ToWorker, WorkerReport } from './ipc';
 function send(m: FromWorker, then?: () => void): void {
   if (process.connected) process.send!(m, undefined, undefined, then);
   else then?.();
-}
-
-/** Exit once the last log lines are written (or EXIT_FLUSH_MS later: standard output may be stopped). */
-function exitFlushed(code: number): void {
-  process.exitCode = code;
-  void processStdout()
-    .flushed(EXIT_FLUSH_MS)
-    .then(() => process.exit(code));
 }
 
 /** Runs until the primary says drain (or goes away). */
@@ -103,7 +95,7 @@ class Worker {
         () => send({ t: 'listening', addresses: [...this.plane.listener.boundAddresses()] }),
         (e: unknown) => {
           const [address, reason] = e instanceof BindError ? [e.address, e.reason] : [this.init.listen.map(label).join(', '), String(e)];
-          send({ t: 'listen-failed', address, reason }, () => exitFlushed(1));
+          send({ t: 'listen-failed', address, reason }, () => exitWhenFlushed(1));
         },
       );
   }
@@ -182,7 +174,7 @@ class Worker {
         return;
       case 'drain':
         void this.plane.drain(m.timeoutMs).then((r) => {
-          send({ t: 'answer', id: m.id, drained: r.drained, cut: r.cut, report: this.report() }, () => exitFlushed(0));
+          send({ t: 'answer', id: m.id, drained: r.drained, cut: r.cut, report: this.report() }, () => exitWhenFlushed(0));
         });
         return;
       case 'reopen-log':
