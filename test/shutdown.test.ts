@@ -3,7 +3,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { startBalancer, startEcho, testConfig, waitFor, tcpExchange, httpRequest } from './helpers';
+import { spawn } from 'node:child_process';
+import { rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { BUNDLE, cleanEnv, connectOutcome, freePort, startBalancer, startEcho, tempDir, testConfig, waitFor, tcpExchange, httpRequest } from './helpers';
 
 /** Open a connection through the proxy and prove it flows (echo round trip). */
 async function openStream(port: number): Promise<net.Socket> {
@@ -123,4 +126,25 @@ test('SIGTERM with nothing open exits 0 at once', async (t) => {
   assert.equal(code, 0);
   assert.ok(Date.now() - t0 < 3000, `took ${Date.now() - t0} ms`);
   await waitFor(() => lb.logs.some((l) => l['msg'] === 'stopped: 0 connections drained, 0 cut'), 1000, 'final line');
+});
+
+test('SIGTERM the moment the admin API answers (the file watcher may not be up yet) still stops gracefully with 0', async (t) => {
+  const echo = await startEcho();
+  t.after(() => echo.close());
+  const dir = tempDir();
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  for (const workers of [1, 2]) {
+    for (let round = 0; round < 4; round++) {
+      const [port, adminPort] = [await freePort(), await freePort()];
+      const conf = join(dir, `config-${workers}-${round}.toml`);
+      writeFileSync(conf, testConfig([{ address: echo.address }], { runtime: `workers = ${workers}` }).replace('"127.0.0.1:0"', `"127.0.0.1:${port}"`).replace('"127.0.0.1:0"', `"127.0.0.1:${adminPort}"`));
+      const proc = spawn(process.execPath, [BUNDLE, 'lb', '--config', conf], { env: cleanEnv(), stdio: ['ignore', 'ignore', 'pipe'] });
+      t.after(() => proc.kill('SIGKILL'));
+      const exited = new Promise<number | null>((r) => proc.on('exit', (c) => r(c)));
+      // the first accepted connect to the admin port, polled without a pause
+      await waitFor(() => connectOutcome(adminPort).then((o) => o === 'connected'), 10_000, 'the admin port', 1);
+      proc.kill('SIGTERM');
+      assert.equal(await exited, 0, `workers = ${workers}, round ${round}: a signal that arrives once the balancer answers is a graceful stop`);
+    }
+  }
 });

@@ -12,6 +12,7 @@ export async function runBalancer(source: ConfigSource, env: Env): Promise<numbe
   exitOnUncaught(logger);
   const app = new App({ loaded, logger, version: VERSION, configPath: loaded.path === '(environment)' ? '' : source.path, env });
   const exited = app.exited();
-  await app.start();
+  // a second signal while starting ends the start's wait too
+  await Promise.race([app.start(), exited]);
   return exited;
 }

@@ -49,11 +49,29 @@ export interface LifecycleDeps {
 export class Lifecycle {
   private exitResolve: ((code: number) => void) | null = null;
   private readonly signalHandlers: [string, () => void][] = [];
+  /** a stop or reload signalled while start() runs: acted on once it is done */
+  private started = false;
+  private pendingStop: string | null = null;
+  private pendingReload = false;
 
   constructor(private readonly d: LifecycleDeps) {}
 
   /** Bind and start background tasks; exited() resolves with the exit code once stopped. */
   async start(): Promise<void> {
+    // first: from the moment anything answers, a signal is a graceful stop, never the default kill
+    if (this.d.signals) this.installSignals();
+    try {
+      await this.bind();
+    } catch (e) {
+      this.removeSignals();
+      throw e;
+    }
+    this.started = true;
+    if (this.pendingStop !== null) void this.shutdown(this.pendingStop);
+    else if (this.pendingReload) void this.d.reload('SIGHUP');
+  }
+
+  private async bind(): Promise<void> {
     const { state: s, plane, admin } = this.d;
     const c = s.config;
     // backend names first: the balancer comes up with the endpoints the DNS gives (each query
@@ -78,7 +96,6 @@ export class Lifecycle {
     this.d.checker.sync(s.snapshot);
     await this.d.trigger?.start();
     this.d.summary.schedule();
-    if (this.d.signals) this.installSignals();
     s.ready = true;
     const workers = this.d.workers;
     const only = c.services.length === 1 ? c.services[0]! : null;
@@ -115,12 +132,19 @@ export class Lifecycle {
     };
     on('SIGHUP', () => {
       this.d.logger.info('SIGHUP: reloading the configuration');
-      void this.d.reload('SIGHUP');
+      if (this.started) void this.d.reload('SIGHUP');
+      else this.pendingReload = true;
     });
     // logrotate's postrotate: the access log file is opened again by its name
     on('SIGUSR1', () => this.d.plane.reopenLog());
-    on('SIGTERM', () => void this.shutdown('SIGTERM'));
-    on('SIGINT', () => void this.shutdown('SIGINT'));
+    const stop = (sig: string): void => {
+      if (this.started) void this.shutdown(sig);
+      else if (this.pendingStop === null) this.pendingStop = sig;
+      // a second one while starting: exited() resolves now, as during a drain
+      else this.finish(130);
+    };
+    on('SIGTERM', () => stop('SIGTERM'));
+    on('SIGINT', () => stop('SIGINT'));
   }
 
   /** Graceful shutdown; a second call exits at once with 130. */
@@ -167,9 +191,13 @@ export class Lifecycle {
     return 0;
   }
 
-  private finish(code: number): void {
+  private removeSignals(): void {
     for (const [sig, f] of this.signalHandlers) process.off(sig, f);
     this.signalHandlers.length = 0;
+  }
+
+  private finish(code: number): void {
+    this.removeSignals();
     const r = this.exitResolve;
     this.exitResolve = null;
     if (r) r(code);
