@@ -1,8 +1,8 @@
-// host:port, IP and CIDR parsing and matching (src/core/address.ts).
+// host:port, IP and CIDR parsing and matching (src/config/address.ts).
 
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseHostPort, formatHostPort, parseIp, parseCidr, cidrContains, type Cidr } from '../src/core/address';
+import { parseHostPort, formatHostPort, parseIp, parseCidr, cidrContains, type Cidr } from '../src/config/address';
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 

@@ -11,7 +11,7 @@ import { App } from '../src/app';
 import { loadConfig } from '../src/config/load';
 import { createLogger } from '../src/obs/logger';
 import type { DataPlane, Pending } from '../src/runtime/plane';
-import type { HostPort } from '../src/core/address';
+import type { HostPort } from '../src/config/address';
 import { connectOutcome, freePort, startEcho, tempDir, testConfig, waitFor } from './helpers';
 
 

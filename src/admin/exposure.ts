@@ -3,7 +3,7 @@
 // a mutating request, then the token or, without one, a loopback peer. validate and the start log
 // share adminExposureWarnings().
 
-import { parseIp } from '../core/address';
+import { parseIp } from '../config/address';
 import type { Config } from '../config/schema';
 
 /** A refusal: the status to answer and the error message of its JSON body. */

@@ -4,8 +4,8 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { createHash, timingSafeEqual } from 'node:crypto';
-import type { HostPort } from '../core/address';
-import { formatHostPort } from '../core/address';
+import type { HostPort } from '../config/address';
+import { formatHostPort } from '../config/address';
 import { BindError } from '../errors';
 import { checkCrossSite, checkHost, checkTokenlessPeer, isLoopback, type Refusal } from './exposure';
 import { STATUS_PAGE, STATUS_PAGE_CSP } from './status-page';

@@ -6,7 +6,7 @@
 // (health: the status /health answers with from then on).
 
 import http from 'node:http';
-import { parseHostPort, formatHostPort } from '../core/address';
+import { parseHostPort, formatHostPort } from '../config/address';
 
 export interface WorkerOptions {
   readonly listen: string;

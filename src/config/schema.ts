@@ -4,7 +4,7 @@
 // reference rows (test/config-docs.test.ts) are all read. Pure: no fs, no net, no logger.
 
 import type { ConfigIssue } from '../errors';
-import { parseHostPort, parseCidr, parseIp, formatHostPort, type Cidr, type HostPort } from '../core/address';
+import { parseHostPort, parseCidr, parseIp, formatHostPort, type Cidr, type HostPort } from './address';
 import { compileRegex, MAX_STEPS, unescape, type StepText } from '../health/send-expect';
 
 export const ALGORITHMS = [

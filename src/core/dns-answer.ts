@@ -4,7 +4,7 @@
 // that cannot be used (port 0, a bad address, the balancer's own address, past max_endpoints) is
 // left out and said in a note. Pure: discovery/dns.ts asks the questions and reports the notes.
 
-import { formatHostPort, parseIp, type HostPort } from './address';
+import { formatHostPort, parseIp, type HostPort } from '../config/address';
 import type { Target } from './endpoints';
 
 export type Family = 'any' | 'ipv4' | 'ipv6';

@@ -5,7 +5,7 @@
 // answers come from discovery/dns.ts. Pure.
 
 import { DEFAULT_SERVICE, type BackendConfig, type Config, type ServiceConfig } from '../config/schema';
-import { formatHostPort, parseIp } from './address';
+import { formatHostPort, parseIp } from '../config/address';
 
 /** One address of an answer: where to connect and, for SRV, the record's port, weight and priority. */
 export interface Target {

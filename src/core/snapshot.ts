@@ -5,7 +5,7 @@
 // with one assignment.
 
 import { SCHEMA, type BackendConfig, type Config, type ServiceConfig } from '../config/schema';
-import { cidrContains, parseIp, type Cidr } from './address';
+import { cidrContains, parseIp, type Cidr } from '../config/address';
 import { backendKey, backendRef, type AdminState } from './backend';
 import { parentOf } from './endpoints';
 import type { BackendCounters, BackendLoad, LoadTable } from './stats';

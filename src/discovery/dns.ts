@@ -16,7 +16,7 @@
 import { lookup, promises as dnsPromises } from 'node:dns';
 import { networkInterfaces } from 'node:os';
 import type { Config } from '../config/schema';
-import { formatHostPort, parseHostPort, type HostPort } from '../core/address';
+import { formatHostPort, parseHostPort, type HostPort } from '../config/address';
 import { srvTargetNames, takeAnswer, type AddressRecord, type AddressReplies, type Family, type OwnAddresses, type RawAnswer, type Reply, type SrvRecord } from '../core/dns-answer';
 import { queryKey, queryOf, type Answers, type Query, type Target } from '../core/endpoints';
 import type { Logger } from '../obs/logger';

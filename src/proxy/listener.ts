@@ -16,8 +16,8 @@
 import net, { type Server, type Socket } from 'node:net';
 import type { ServiceSnapshot, Snapshot } from '../core/snapshot';
 import type { AddressRoutes } from '../core/sni-routes';
-import type { HostPort } from '../core/address';
-import { formatHostPort } from '../core/address';
+import type { HostPort } from '../config/address';
+import { formatHostPort } from '../config/address';
 import { BindError } from '../errors';
 import { ConnectionRegistry } from '../runtime/drain';
 import { ClientLimits } from './client-limits';

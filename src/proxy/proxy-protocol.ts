@@ -3,7 +3,7 @@
 // IPv4-mapped IPv6 addresses are sent as IPv4.
 
 import type { Socket } from 'node:net';
-import { parseIp, v6Text } from '../core/address';
+import { parseIp, v6Text } from '../config/address';
 
 export interface ProxyEndpoints {
   readonly srcAddress: string;

@@ -15,7 +15,7 @@
 //   complete; an error on either side, the idle timeout or destroy() closes both at once.
 
 import { isIP } from 'node:net';
-import { formatHostPort } from '../core/address';
+import { formatHostPort } from '../config/address';
 import { lookup } from 'node:dns';
 import type { ServiceSnapshot } from '../core/snapshot';
 import type { Lease } from '../core/stats';

@@ -3,7 +3,7 @@
 // a validated Config crosses as it is.
 
 import type { Config } from '../config/schema';
-import type { HostPort } from '../core/address';
+import type { HostPort } from '../config/address';
 import type { AdminState } from '../core/backend';
 import { mergeLoadReports, type LoadReport } from '../core/stats';
 import type { TrafficReport } from '../obs/metrics';

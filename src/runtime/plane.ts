@@ -3,7 +3,7 @@
 // (runtime/workers.ts) is the same surface over several worker processes. The App (control
 // plane) builds snapshots and tells the plane about them; it never reaches past this interface.
 
-import type { HostPort } from '../core/address';
+import type { HostPort } from '../config/address';
 import { shownName, type AdminState } from '../core/backend';
 import type { Snapshot } from '../core/snapshot';
 import type { Logger } from '../obs/logger';

@@ -6,7 +6,7 @@
 
 import { spawn } from 'node:child_process';
 import { readFileSync, readlinkSync } from 'node:fs';
-import { v6Text } from '../core/address';
+import { v6Text } from '../config/address';
 import { createRequire } from 'node:module';
 
 type Native = { sendState?: (s: string) => void; notify?: (s: string) => void; ready?: () => void };

@@ -14,8 +14,8 @@
 import cluster, { type Worker } from 'node:cluster';
 import net from 'node:net';
 import { availableParallelism } from 'node:os';
-import type { HostPort } from '../core/address';
-import { formatHostPort } from '../core/address';
+import type { HostPort } from '../config/address';
+import { formatHostPort } from '../config/address';
 import type { AdminState } from '../core/backend';
 import type { Snapshot } from '../core/snapshot';
 import type { LoadTable } from '../core/stats';
