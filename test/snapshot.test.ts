@@ -9,7 +9,7 @@ import { backendKey } from '../src/core/backend';
 import { STRATEGIES } from '../src/strategy/index';
 import { ALGORITHMS, type Config } from '../src/config/schema';
 import { parseAndValidate } from '../src/config/load';
-import type { Candidate, StrategyFactory } from '../src/strategy/types';
+import type { Candidate, StrategyFactory } from '../src/core/strategy';
 
 interface B {
   name: string;

@@ -9,7 +9,7 @@ import { cidrContains, parseIp, type Cidr } from '../config/address';
 import { backendKey, backendRef, type AdminState } from './backend';
 import { parentOf } from './endpoints';
 import type { BackendCounters, BackendLoad, LoadTable } from './stats';
-import type { Candidate, Strategy, StrategyFactory } from '../strategy/types';
+import type { Candidate, Strategy, StrategyFactory } from './strategy';
 import { routesByAddress, type AddressRoutes, type Routable } from './sni-routes';
 
 /** The largest weight a backend may have, also as scaled by an agent. */
