@@ -43,6 +43,8 @@ export class BackendLoad {
   agentDown = false;
   /** the agent's weight, a percentage of the configured one; null = never said */
   agentWeightPercent: number | null = null;
+  /** the weight the picker compares for this backend at the pick in progress (slow start applied); the picker's only */
+  pickWeight = 0;
   /** the agent's last admin word (`ready`, `drain`, `maint`), null = none yet; control plane only */
   agentAdmin: 'ready' | 'drain' | 'maint' | null = null;
   /** the last agent check: its line, or why there is none; control plane only */
