@@ -2,8 +2,9 @@
 // its backends with their load figures, its client ACL and its picker, and the route table of
 // every listen address (./sni-routes.ts). The data plane reads the current snapshot once per
 // accepted connection and keeps the service it routed to; a reload replaces the whole snapshot
-// with one assignment. A pick changes nothing in it: the snapshot, its services and backends are
-// frozen, and the figures a pick writes (the slow-start weight) are the load table's.
+// with one assignment. A pick writes none of it: the snapshot, its services and backends are
+// frozen; the figure a pick writes (the slow-start weight) is the load table's, and a strategy's
+// position is its own.
 
 import { SCHEMA, type BackendConfig, type Config, type ServiceConfig } from '../config/schema';
 import { cidrContains, parseIp, type Cidr } from '../config/address';
