@@ -59,7 +59,6 @@ export class App {
   private readonly transaction: ReloadTransaction;
   private readonly lifecycle: Lifecycle;
   private readonly state: LiveState;
-  private readonly checker: HealthChecker;
   private readonly discovery: DnsDiscovery;
   private readonly chart = new LiveChart();
   private readonly sampleChart: () => Promise<void>;
@@ -83,7 +82,6 @@ export class App {
       adminDropped: () => this.admin.dropped,
     }));
     metrics.generation.set(1);
-    s.forget = (refs) => metrics.forgetBackends(refs);
     const events = (this.events = new EventRing(now, () => s.config.runtime.healthCap));
     const workers = workerCount(s.config.runtime.workers);
     const plane = (this.plane =
@@ -97,10 +95,7 @@ export class App {
               config: s.snapshot.config, // with the endpoints found by DNS
               generation: s.generation,
               operator: [...s.operator],
-              health: s.snapshot.backends.map((b) => [
-                b.load.key,
-                { healthy: b.load.healthy, healthySince: b.load.healthySince, agentDown: b.load.agentDown, agentWeightPercent: b.load.agentWeightPercent },
-              ]),
+              health: s.snapshot.backends.map((b) => [b.load.key, b.load.health()]),
             }),
             event: (kind, message) => events.push(kind, message),
           })
@@ -110,13 +105,22 @@ export class App {
     this.views = new AdminViews({ state: s, plane, metrics, events, logger, now, startedAt, version: opts.version, configPath, workers, reload, dns: () => this.discovery.status(), chart: this.chart });
     this.sampleChart = () => plane.refresh().then(() => this.chart.sample(now(), metrics.traffic, s.snapshot.services.map((x) => x.name)));
     const admin = (this.admin = new AdminServer(this.views.api(), { now, warn: (message, fields) => logger.warn(fields, message) }));
-    const checker: HealthChecker = (this.checker = new HealthChecker({
+    const checker = new HealthChecker({
       current: () => s.snapshot,
       now,
       random,
       onResult: (e) => this.onHealth(e),
-      onAgent: (e) => applyAgentAnswer({ state: s, plane, logger, events, metrics, rebuilt: () => checker.sync(s.snapshot) }, e),
-    }));
+      onAgent: (e) => applyAgentAnswer({ state: s, plane, logger, events, metrics }, e),
+    });
+    // what follows every new snapshot, whoever published it (a reload, a DNS answer, an agent's weight)
+    s.follow({
+      published: (snap, gone) => {
+        plane.applied(snap, gone, s.config.runtime.drainTimeoutMs);
+        checker.sync(snap);
+        metrics.generation.set(snap.generation);
+      },
+      forgot: (refs) => metrics.forgetBackends(refs),
+    });
     const discovery = (this.discovery = new DnsDiscovery({
       now,
       logger,
@@ -192,17 +196,12 @@ export class App {
   }
 
   /**
-   * A DNS answer changed: a snapshot of the same config with the new endpoints, swapped in as a
+   * A DNS answer changed: a snapshot of the same config with the new endpoints, published as a
    * reload's is (the generation stays: the file did not change); vanished endpoints drain.
    */
   private onAnswers(): void {
-    const s = this.state;
-    if (s.stopping) return;
-    s.answers = this.discovery.answers();
-    const snap = s.build(s.config, s.generation, s.snapshot);
-    const gone = s.swap(snap);
-    this.plane.applied(snap, gone, s.config.runtime.drainTimeoutMs);
-    this.checker.sync(snap);
+    if (this.state.stopping) return;
+    this.state.answered(this.discovery.answers());
   }
 
   private onHealth(e: HealthEvent): void {

@@ -7,7 +7,7 @@ import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { BackendLoad } from '../src/core/stats';
-import type { Candidate, PoolMember, Strategy } from '../src/strategy/types';
+import type { Candidate, PoolMember, Strategy } from '../src/core/strategy';
 import { consistentHash, normaliseKey } from '../src/strategy/consistent-hash';
 import { buildMaglev, murmur3, TABLE_SIZE } from '../src/strategy/maglev';
 import { parseAndValidate } from '../src/config/load';

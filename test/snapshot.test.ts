@@ -9,7 +9,7 @@ import { backendKey } from '../src/core/backend';
 import { STRATEGIES } from '../src/strategy/index';
 import { ALGORITHMS, type Config } from '../src/config/schema';
 import { parseAndValidate } from '../src/config/load';
-import type { Candidate, StrategyFactory } from '../src/strategy/types';
+import type { Candidate, StrategyFactory } from '../src/core/strategy';
 
 interface B {
   name: string;
@@ -95,11 +95,11 @@ describe('pick() skips backends that cannot take a connection', () => {
   });
 
   const skips: { name: string; make: (w: World) => void }[] = [
-    { name: 'unhealthy', make: (w) => (w.b('b').load.healthy = false) },
+    { name: 'unhealthy', make: (w) => w.b('b').load.applyCheck(false, 0, false) },
     { name: 'draining (operator)', make: (w) => (w.b('b').load.admin = 'draining') },
     { name: 'disabled (operator)', make: (w) => (w.b('b').load.admin = 'disabled') },
     { name: 'removed by a reload (draining)', make: (w) => (w.b('b').load.removed = true) },
-    { name: 'passively ejected', make: (w) => (w.b('b').load.ejectedUntil = w.clock.now + 1) },
+    { name: 'passively ejected', make: (w) => w.b('b').load.recordFailure(1, w.clock.now + 1) },
   ];
   for (const s of skips) {
     test(`${s.name}: never picked`, () => {
@@ -113,7 +113,7 @@ describe('pick() skips backends that cannot take a connection', () => {
 
   test('an ejection ends when its time has passed', () => {
     const w = world(config(three));
-    w.b('b').load.ejectedUntil = w.clock.now + 100;
+    w.b('b').load.recordFailure(1, w.clock.now + 100);
     assert.equal(w.picks(6).includes('b'), false);
     w.clock.now += 100;
     assert.equal(w.picks(6).includes('b'), true);
@@ -149,7 +149,7 @@ describe('pick() skips backends that cannot take a connection', () => {
 
   test('no usable backend: undefined', () => {
     const w = world(config(three));
-    w.b('a').load.healthy = false;
+    w.b('a').load.applyCheck(false, 0, false);
     w.b('b').load.admin = 'disabled';
     w.b('c').load.admin = 'draining';
     assert.equal(w.snap.pick(), undefined);
@@ -159,7 +159,7 @@ describe('pick() skips backends that cannot take a connection', () => {
   test('the strategy is offered exactly the usable backends', () => {
     const rec = recorder();
     const w = world(config([{ name: 'a' }, { name: 'b', weight: 0 }, { name: 'c' }, { name: 'd' }, { name: 'e', max_connections: 1 }, { name: 'f' }]), rec.strategies);
-    w.b('c').load.healthy = false;
+    w.b('c').load.applyCheck(false, 0, false);
     w.b('e').load.acquire();
     w.snap.pick([w.b('f').load]);
     assert.deepEqual(rec.seen, [[['a', 1], ['d', 1]]]);
@@ -168,7 +168,7 @@ describe('pick() skips backends that cannot take a connection', () => {
   for (const algorithm of ALGORITHMS) {
     test(`${algorithm}: never returns an unusable backend`, () => {
       const w = world(config([{ name: 'a' }, { name: 'b', weight: 0 }, { name: 'c' }, { name: 'd', max_connections: 1 }, { name: 'e' }, { name: 'f', backup: true }], { algorithm }));
-      w.b('c').load.healthy = false;
+      w.b('c').load.applyCheck(false, 0, false);
       w.b('d').load.acquire();
       w.b('e').load.admin = 'draining';
       const got = w.picks(50);
@@ -183,13 +183,13 @@ describe('backups', () => {
   test('never used while a primary is usable', () => {
     const w = world(cfg());
     assert.deepEqual(count(w.picks(20)), { p1: 10, p2: 10 });
-    w.b('p1').load.healthy = false;
+    w.b('p1').load.applyCheck(false, 0, false);
     assert.deepEqual(count(w.picks(20)), { p2: 20 });
   });
 
   test('used when no primary is usable, and given up as soon as one is back', () => {
     const w = world(cfg());
-    w.b('p1').load.healthy = false;
+    w.b('p1').load.applyCheck(false, 0, false);
     w.b('p2').load.admin = 'disabled';
     assert.deepEqual(count(w.picks(20)), { k1: 10, k2: 10 });
     w.b('p2').load.admin = 'enabled';
@@ -210,9 +210,9 @@ describe('backups', () => {
 
   test('unusable backups are skipped like primaries; none left: undefined', () => {
     const w = world(cfg());
-    w.b('p1').load.healthy = false;
-    w.b('p2').load.healthy = false;
-    w.b('k1').load.healthy = false;
+    w.b('p1').load.applyCheck(false, 0, false);
+    w.b('p2').load.applyCheck(false, 0, false);
+    w.b('k1').load.applyCheck(false, 0, false);
     assert.deepEqual(w.picks(3), ['k2', 'k2', 'k2']);
     w.b('k2').load.admin = 'draining';
     assert.equal(w.snap.pick(), undefined);
@@ -233,7 +233,7 @@ describe('backups', () => {
   test('usableCount counts primaries and backups', () => {
     const w = world(cfg());
     assert.equal(w.snap.usableCount(), 4);
-    w.b('k1').load.healthy = false;
+    w.b('k1').load.applyCheck(false, 0, false);
     w.b('p2').load.admin = 'draining';
     assert.equal(w.snap.usableCount(), 2);
   });
@@ -294,7 +294,7 @@ describe('slow start', () => {
     test(`${r.name}: effective weight ${r.weight}`, () => {
       const rec = recorder();
       const w = world(slow(), rec.strategies);
-      w.b('a').load.healthySince = r.since(w.clock.now);
+      w.b('a').load.applyCheck(true, r.since(w.clock.now), true);
       w.snap.pick();
       assert.deepEqual(rec.seen[0], [['a', r.weight], ['b', 10]]);
     });
@@ -303,7 +303,7 @@ describe('slow start', () => {
   test('the ramp follows the clock', () => {
     const rec = recorder();
     const w = world(slow(), rec.strategies);
-    w.b('a').load.healthySince = w.clock.now;
+    w.b('a').load.applyCheck(true, w.clock.now, true);
     for (const dt of [0, 2000, 4000, 4000]) {
       w.clock.now += dt;
       w.snap.pick();
@@ -314,14 +314,14 @@ describe('slow start', () => {
   test('without slow_start the configured weight is used even right after coming back', () => {
     const rec = recorder();
     const w = world(config([{ name: 'a', weight: 10 }]), rec.strategies);
-    w.b('a').load.healthySince = w.clock.now;
+    w.b('a').load.applyCheck(true, w.clock.now, true);
     w.snap.pick();
     assert.deepEqual(rec.seen[0], [['a', 10]]);
   });
 
   test('weighted_round_robin shares traffic by the ramped weight', () => {
     const w = world(slow('weighted_round_robin'));
-    w.b('a').load.healthySince = w.clock.now - 5000; // weight 5 against 10
+    w.b('a').load.applyCheck(true, w.clock.now - 5000, true); // weight 5 against 10
     assert.deepEqual(count(w.picks(30)), { a: 10, b: 20 });
   });
 });
@@ -357,7 +357,7 @@ describe('snapshot and load table', () => {
     const table = new LoadTable(() => clock.now);
     const w1 = world(config([{ name: 'a' }, { name: 'b' }]), STRATEGIES, table, clock);
     const lease = w1.b('a').load.acquire();
-    w1.b('b').load.healthy = false;
+    w1.b('b').load.applyCheck(false, 0, false);
     // a reload that renames a and changes b's weight: same ids and addresses
     const w2 = world(config([{ name: 'a2' }, { name: 'b', weight: 5 }]), STRATEGIES, table, clock);
     assert.equal(w2.b('a2').load, w1.b('a').load);
@@ -429,14 +429,14 @@ describe('Lease', () => {
 describe('BackendLoad.state()', () => {
   const cases: { name: string; set: (l: BackendLoad) => void; state: string; usable: boolean }[] = [
     { name: 'fresh', set: () => {}, state: 'healthy', usable: true },
-    { name: 'unhealthy', set: (l) => (l.healthy = false), state: 'unhealthy', usable: false },
-    { name: 'ejected', set: (l) => (l.ejectedUntil = 101), state: 'unhealthy', usable: false },
-    { name: 'ejection over', set: (l) => (l.ejectedUntil = 100), state: 'healthy', usable: true },
+    { name: 'unhealthy', set: (l) => l.applyCheck(false, 0, false), state: 'unhealthy', usable: false },
+    { name: 'ejected', set: (l) => l.recordFailure(1, 101), state: 'unhealthy', usable: false },
+    { name: 'ejection over', set: (l) => l.recordFailure(1, 100), state: 'healthy', usable: true },
     { name: 'disabled', set: (l) => (l.admin = 'disabled'), state: 'disabled', usable: false },
     { name: 'draining', set: (l) => (l.admin = 'draining'), state: 'draining', usable: false },
     { name: 'removed', set: (l) => (l.removed = true), state: 'draining', usable: false },
-    { name: 'disabled and unhealthy', set: (l) => ((l.admin = 'disabled'), (l.healthy = false)), state: 'disabled', usable: false },
-    { name: 'draining and unhealthy', set: (l) => ((l.admin = 'draining'), (l.healthy = false)), state: 'draining', usable: false },
+    { name: 'disabled and unhealthy', set: (l) => ((l.admin = 'disabled'), l.applyCheck(false, 0, false)), state: 'disabled', usable: false },
+    { name: 'draining and unhealthy', set: (l) => ((l.admin = 'draining'), l.applyCheck(false, 0, false)), state: 'draining', usable: false },
   ];
   for (const c of cases) {
     test(c.name, () => {

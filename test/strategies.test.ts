@@ -6,7 +6,7 @@ import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { BackendLoad, FAILURE_HALF_LIFE_MS } from '../src/core/stats';
 import { STRATEGIES } from '../src/strategy/index';
-import type { Candidate, StrategyEnv } from '../src/strategy/types';
+import type { Candidate, StrategyEnv } from '../src/core/strategy';
 import { roundRobin } from '../src/strategy/round-robin';
 import { weightedRoundRobin } from '../src/strategy/weighted-round-robin';
 import { leastConnections } from '../src/strategy/least-connections';

@@ -2,14 +2,16 @@
 // its backends with their load figures, its client ACL and its picker, and the route table of
 // every listen address (./sni-routes.ts). The data plane reads the current snapshot once per
 // accepted connection and keeps the service it routed to; a reload replaces the whole snapshot
-// with one assignment.
+// with one assignment. A pick writes none of it: the snapshot, its services and backends are
+// frozen; the figure a pick writes (the slow-start weight) is the load table's, and a strategy's
+// position is its own.
 
 import { SCHEMA, type BackendConfig, type Config, type ServiceConfig } from '../config/schema';
 import { cidrContains, parseIp, type Cidr } from '../config/address';
 import { backendKey, backendRef, type AdminState } from './backend';
 import { parentOf } from './endpoints';
 import type { BackendCounters, BackendLoad, LoadTable } from './stats';
-import type { Candidate, Strategy, StrategyFactory } from '../strategy/types';
+import type { Candidate, Strategy, StrategyFactory } from './strategy';
 import { routesByAddress, type AddressRoutes, type Routable } from './sni-routes';
 
 /** The largest weight a backend may have, also as scaled by an agent. */
@@ -25,8 +27,6 @@ export class SnapshotBackend implements Candidate {
   readonly ref: string;
   /** an endpoint found by DNS: service/PARENT, whose operator state it follows (null: a configured backend) */
   readonly parentRef: string | null;
-  /** effective weight, set by the picker at each pick (slow start) */
-  weight: number;
   /** the configured weight scaled by the agent's percentage as this snapshot was built (SPEC §11) */
   readonly baseWeight: number;
   /** this process's share of the backend's max_connections (Infinity = unlimited) */
@@ -45,10 +45,24 @@ export class SnapshotBackend implements Candidate {
     this.parentRef = parent === undefined ? null : backendRef(service, parent);
     const pct = load.agentWeightPercent;
     this.baseWeight = pct === null ? spec.weight : Math.min(MAX_WEIGHT, (spec.weight * pct) / 100);
-    this.weight = this.baseWeight;
     this.cap = spec.maxConnections === 0 ? Infinity : shareOf(spec.maxConnections, part);
+    Object.freeze(this);
+  }
+
+  /**
+   * The weight the strategy compares at this pick: baseWeight with slow start's ramp applied. The
+   * picker writes it to the load figures (beside the snapshot), never to the snapshot itself.
+   */
+  get weight(): number {
+    return this.load.pickWeight;
   }
 }
+
+/**
+ * The usable backends of the pick in progress. Picks are synchronous and never nested, so one
+ * array serves every service of every snapshot, and no snapshot holds what a pick changes.
+ */
+const CANDIDATES: SnapshotBackend[] = [];
 
 /** Which of several data-plane processes this snapshot serves: index from 0, of count. */
 export interface Partition {
@@ -95,7 +109,6 @@ export class ServiceSnapshot implements Routable {
   private readonly backupStrategy: Strategy;
   /** the strategy wants the connection's key: the client's IP (the listener reads the peer address), or the server name (wantsServerName) */
   readonly keyed: boolean;
-  private readonly scratch: SnapshotBackend[] = [];
   /** this process's share of the service's max_connections (Infinity: only the global cap) */
   readonly maxConnections: number;
 
@@ -180,7 +193,7 @@ export class ServiceSnapshot implements Routable {
   }
 
   private pickFrom(list: readonly SnapshotBackend[], avoid: readonly BackendLoad[], strategy: Strategy, key: string | undefined): SnapshotBackend | undefined {
-    const c = this.scratch;
+    const c = CANDIDATES;
     c.length = 0;
     const slow = this.health.slowStartMs;
     const now = slow > 0 ? this.env.now() : 0;
@@ -188,9 +201,9 @@ export class ServiceSnapshot implements Routable {
       if (!this.usable(b, avoid)) continue;
       if (slow > 0 && b.load.healthySince > 0) {
         const f = Math.min(1, Math.max(SLOW_START_FLOOR, (now - b.load.healthySince) / slow));
-        b.weight = b.baseWeight * f;
+        b.load.pickWeight = b.baseWeight * f;
       } else {
-        b.weight = b.baseWeight;
+        b.load.pickWeight = b.baseWeight;
       }
       c.push(b);
     }

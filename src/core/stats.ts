@@ -22,31 +22,40 @@ export interface AgentLast {
   readonly error: string | null;
 }
 
+/** An agent's admin word. */
+export type AgentAdmin = 'ready' | 'drain' | 'maint';
+
+/** A backend's health as the control plane hands it to a new data-plane process. */
+export interface HealthFigures {
+  readonly healthy: boolean;
+  readonly healthySince: number;
+  readonly agentDown: boolean;
+  readonly agentWeightPercent: number | null;
+}
+
 export class BackendLoad {
   active = 0;
   /** connections established (failed connect attempts are not counted; see connectErrors) */
   total = 0;
   connectErrors = 0;
-  /** from the active health checker's threshold machine */
-  healthy = true;
   /** operator state, kept across reloads */
   admin: AdminState = 'enabled';
   /** set when a reload removed this backend: it only drains */
   removed = false;
-  /** passive health: not used before this time */
-  ejectedUntil = 0;
-  consecutiveFailures = 0;
-  /** when it last turned healthy (for slow start); 0 = since the start */
-  healthySince = 0;
-  lastCheck: LastCheck | null = null;
-  /** the agent check said down (SPEC §11): no new connections until it says up */
-  agentDown = false;
-  /** the agent's weight, a percentage of the configured one; null = never said */
-  agentWeightPercent: number | null = null;
-  /** the agent's last admin word (`ready`, `drain`, `maint`), null = none yet; control plane only */
-  agentAdmin: 'ready' | 'drain' | 'maint' | null = null;
-  /** the last agent check: its line, or why there is none; control plane only */
-  agentLast: AgentLast | null = null;
+  /** the weight the picker compares for this backend at the pick in progress (slow start applied); the picker's only */
+  pickWeight = 0;
+
+  // Health: this object is its one owner. Active checks (applyCheck), passive failures
+  // (recordFailure) and agents (applyAgent, noteAgent) report here; everyone else reads.
+  #healthy = true;
+  #healthySince = 0;
+  #ejectedUntil = 0;
+  #consecutiveFailures = 0;
+  #lastCheck: LastCheck | null = null;
+  #agentDown = false;
+  #agentWeightPercent: number | null = null;
+  #agentAdmin: AgentAdmin | null = null;
+  #agentLast: AgentLast | null = null;
 
   /** peak-sensitive moving average of latency (connect + time to first byte), ms */
   private peak = 0;
@@ -61,6 +70,41 @@ export class BackendLoad {
     readonly key: string,
     private readonly clock: Clock,
   ) {}
+
+  /** from the active health checker's threshold machine */
+  get healthy(): boolean {
+    return this.#healthy;
+  }
+  /** when it last turned healthy (for slow start); 0 = since the start */
+  get healthySince(): number {
+    return this.#healthySince;
+  }
+  /** passive health: not used before this time */
+  get ejectedUntil(): number {
+    return this.#ejectedUntil;
+  }
+  get consecutiveFailures(): number {
+    return this.#consecutiveFailures;
+  }
+  get lastCheck(): LastCheck | null {
+    return this.#lastCheck;
+  }
+  /** the agent check said down (SPEC §11): no new connections until it says up */
+  get agentDown(): boolean {
+    return this.#agentDown;
+  }
+  /** the agent's weight, a percentage of the configured one; null = never said */
+  get agentWeightPercent(): number | null {
+    return this.#agentWeightPercent;
+  }
+  /** the agent's last admin word (`ready`, `drain`, `maint`), null = none yet; control plane only */
+  get agentAdmin(): AgentAdmin | null {
+    return this.#agentAdmin;
+  }
+  /** the last agent check: its line, or why there is none; control plane only */
+  get agentLast(): AgentLast | null {
+    return this.#agentLast;
+  }
 
   /** Count one more connection in flight to this backend (from pick until its socket closes). */
   acquire(): Lease {
@@ -108,18 +152,23 @@ export class BackendLoad {
     return this.peak * w;
   }
 
-  recordFailure(): void {
+  /**
+   * A connect failed (passive health): counted, and once `ejectAfter` failed in a row, the backend
+   * takes no new connections before `ejectUntil`.
+   */
+  recordFailure(ejectAfter = Infinity, ejectUntil = 0): void {
     const now = this.clock();
     this.failScore = this.failureScore() + 1;
     this.failStamp = now;
-    this.consecutiveFailures++;
+    this.#consecutiveFailures++;
     this.connectErrors++;
+    if (this.#consecutiveFailures >= ejectAfter) this.#ejectedUntil = ejectUntil;
   }
 
   /** A connect succeeded: one more connection established (total), and the failure streak ends. */
   recordSuccess(): void {
     this.total++;
-    this.consecutiveFailures = 0;
+    this.#consecutiveFailures = 0;
   }
 
   /** Recent failures, decaying with FAILURE_HALF_LIFE_MS. */
@@ -134,8 +183,8 @@ export class BackendLoad {
       active: this.active,
       total: this.total,
       connectErrors: this.connectErrors,
-      ejectedUntil: this.ejectedUntil,
-      consecutiveFailures: this.consecutiveFailures,
+      ejectedUntil: this.#ejectedUntil,
+      consecutiveFailures: this.#consecutiveFailures,
       latencyMs: this.latencyMs(),
       samples: this.samples,
     };
@@ -150,8 +199,8 @@ export class BackendLoad {
     this.active = r.active;
     this.total = r.total;
     this.connectErrors = r.connectErrors;
-    this.ejectedUntil = r.ejectedUntil;
-    this.consecutiveFailures = r.consecutiveFailures;
+    this.#ejectedUntil = r.ejectedUntil;
+    this.#consecutiveFailures = r.consecutiveFailures;
     this.samples = r.samples;
     this.ewma = r.latencyMs;
     this.peak = r.latencyMs;
@@ -159,43 +208,69 @@ export class BackendLoad {
   }
 
   /**
-   * A data-plane process applies an active check's result made by the control plane: the same
-   * effects as the checker has on its own copy (an up transition or a passing check while
-   * passively ejected ends the ejection).
+   * An active check's result, through the threshold machine (health/state.ts): on the checker's
+   * copy with `last`, and in each data-plane process as the control plane sends it. An up
+   * transition, or a passing check while passively ejected, ends the ejection.
    */
-  applyCheck(healthy: boolean, healthySince: number, ok: boolean): void {
-    const wasHealthy = this.healthy;
-    this.healthy = healthy;
-    this.healthySince = healthySince;
-    if ((healthy && !wasHealthy) || (ok && this.isEjected() && this.consecutiveFailures > 0)) {
-      this.ejectedUntil = 0;
-      this.consecutiveFailures = 0;
+  applyCheck(healthy: boolean, healthySince: number, ok: boolean, last?: LastCheck): void {
+    if (last !== undefined) this.#lastCheck = last;
+    const wasHealthy = this.#healthy;
+    this.#healthy = healthy;
+    this.#healthySince = healthySince;
+    if ((healthy && !wasHealthy) || (ok && this.isEjected() && this.#consecutiveFailures > 0)) {
+      this.#ejectedUntil = 0;
+      this.#consecutiveFailures = 0;
     }
+  }
+
+  /** What an agent said that the data plane acts on: down, and its weight percentage. */
+  applyAgent(down: boolean, weightPercent: number | null): void {
+    this.#agentDown = down;
+    this.#agentWeightPercent = weightPercent;
+  }
+
+  /** The control plane's record of an agent check: its last answer, and its last admin word. */
+  noteAgent(last: AgentLast, admin: AgentAdmin | null = this.#agentAdmin): void {
+    this.#agentLast = last;
+    this.#agentAdmin = admin;
   }
 
   /** Agent checks are off: what the agent said no longer applies (a drain it asked for is the operator's). */
   forgetAgent(): void {
-    this.agentDown = false;
-    this.agentWeightPercent = null;
-    this.agentAdmin = null;
-    this.agentLast = null;
+    this.#agentDown = false;
+    this.#agentWeightPercent = null;
+    this.#agentAdmin = null;
+    this.#agentLast = null;
+  }
+
+  /** The health a new data-plane process starts from (the control plane's view). */
+  health(): HealthFigures {
+    return { healthy: this.#healthy, healthySince: this.#healthySince, agentDown: this.#agentDown, agentWeightPercent: this.#agentWeightPercent };
+  }
+
+  /** A new data-plane process takes the control plane's view of the health. */
+  restoreHealth(h: HealthFigures): void {
+    this.#healthy = h.healthy;
+    this.#healthySince = h.healthySince;
+    this.#agentDown = h.agentDown;
+    this.#agentWeightPercent = h.agentWeightPercent;
   }
 
   isEjected(): boolean {
     // checked per backend on every pick: read the clock only when an ejection was ever set
-    return this.ejectedUntil !== 0 && this.ejectedUntil > this.clock();
+    return this.#ejectedUntil !== 0 && this.#ejectedUntil > this.clock();
   }
 
   /** May this backend take new connections (ignoring caps and weight)? */
   isUsable(): boolean {
-    return this.healthy && !this.agentDown && this.admin === 'enabled' && !this.removed && !this.isEjected();
+    return this.#healthy && !this.#agentDown && this.admin === 'enabled' && !this.removed && !this.isEjected();
   }
 
   /** An agent's 0 % shows as draining, as HAProxy shows a zero weight as DRAIN. */
   state(): BackendState {
     if (this.admin === 'disabled') return 'disabled';
-    if (this.admin === 'draining' || this.removed || this.agentWeightPercent === 0) return 'draining';
-    return this.healthy && !this.agentDown && !this.isEjected() ? 'healthy' : 'unhealthy';
+    if (this.admin === 'draining' || this.removed || this.#agentWeightPercent === 0) return 'draining';
+    return this.#healthy && !this.#agentDown && !this.isEjected() ? 'healthy' : 'unhealthy';
   }
 }
 

@@ -198,29 +198,16 @@ export class HealthChecker {
     }, cachedLookup(p.backend.spec));
   }
 
+  /** A check's result goes through the threshold machine; the backend's figures own what follows. */
   private record(p: Probe, error: string | null): void {
     const ok = error === null;
     const load: BackendLoad = p.backend.load;
-    const before = p.state;
-    p.state = observe(before, ok, p.svc.health);
+    p.state = observe(p.state, ok, p.svc.health);
     const now = this.deps.now();
-    load.lastCheck = { at: now, ok, error };
     const wasHealthy = load.healthy;
-    load.healthy = isHealthy(p.state);
-    let transition: 'up' | 'down' | null = null;
-    if (load.healthy && !wasHealthy) {
-      transition = 'up';
-      load.healthySince = now;
-      load.ejectedUntil = 0;
-      load.consecutiveFailures = 0;
-    } else if (!load.healthy && wasHealthy) {
-      transition = 'down';
-    }
-    if (ok && load.isEjected() && load.consecutiveFailures > 0) {
-      // a passing active check ends a passive ejection early
-      load.ejectedUntil = 0;
-      load.consecutiveFailures = 0;
-    }
+    const healthy = isHealthy(p.state);
+    load.applyCheck(healthy, healthy && !wasHealthy ? now : load.healthySince, ok, { at: now, ok, error });
+    const transition = healthy === wasHealthy ? null : healthy ? 'up' : 'down';
     this.deps.onResult({ at: now, key: p.key, service: p.backend.service, backend: p.backend.name, address: p.backend.spec.address, ok, error, transition });
   }
 }

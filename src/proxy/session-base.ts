@@ -187,12 +187,10 @@ export abstract class SessionBase implements SessionEnd {
     this.connectCause = code === 'ETIMEDOUT' ? 'connect_timeout' : 'connect_failed';
     const t = this.target!;
     const load = t.load;
-    load.recordFailure();
-    t.counters.connectErrors++;
     const h = this.snap.health;
-    if (load.consecutiveFailures >= h.unhealthyThreshold) {
-      load.ejectedUntil = this.base.now() + Math.min(MAX_EJECT_MS, Math.max(MIN_EJECT_MS, h.intervalMs));
-    }
+    // passive health: the backend's figures eject it after unhealthy_threshold failures in a row
+    load.recordFailure(h.unhealthyThreshold, this.base.now() + Math.min(MAX_EJECT_MS, Math.max(MIN_EJECT_MS, h.intervalMs)));
+    t.counters.connectErrors++;
     (this.failed ??= []).push(load);
     const canRetry = !this.clientClosed && this.attempts <= this.snap.proxy.connectRetries;
     this.base.observer.connectFailed(t, err.message, canRetry);

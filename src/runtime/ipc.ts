@@ -5,7 +5,7 @@
 import type { Config } from '../config/schema';
 import type { HostPort } from '../config/address';
 import type { AdminState } from '../core/backend';
-import { mergeLoadReports, type LoadReport } from '../core/stats';
+import { mergeLoadReports, type HealthFigures, type LoadReport } from '../core/stats';
 import type { TrafficReport } from '../obs/metrics';
 import { TrafficFigures } from '../obs/metrics';
 import type { HistogramData } from '../obs/fast-histogram';
@@ -34,12 +34,8 @@ export interface WorkerReport {
   readonly traffic: TrafficReport;
 }
 
-export interface HealthView {
-  readonly healthy: boolean;
-  readonly healthySince: number;
-  readonly agentDown: boolean;
-  readonly agentWeightPercent: number | null;
-}
+/** A backend's health as a new worker starts from it: the figures' own view (core/stats.ts). */
+export type HealthView = HealthFigures;
 
 /** primary → worker */
 export type ToWorker =
@@ -57,7 +53,7 @@ export type ToWorker =
   /** `name`: a backend's reference, service/name (a DNS parent's: its endpoints follow it); `keys`: the load keys it applies to */
   | { readonly t: 'admin'; readonly name: string; readonly keys: readonly string[]; readonly state: AdminState; readonly cut: boolean }
   | { readonly t: 'check'; readonly key: string; readonly healthy: boolean; readonly healthySince: number; readonly ok: boolean }
-  /** an agent's down flag or weight percentage changed: a changed percentage rebuilds the snapshot */
+  /** an agent's down flag or weight percentage changed (a changed percentage: a 'snapshot' follows) */
   | { readonly t: 'agent'; readonly key: string; readonly down: boolean; readonly weightPercent: number | null }
   | { readonly t: 'prepare'; readonly id: number; readonly listen: ListenSpec }
   /** an address no service has any more stops accepting (its connections drain) */

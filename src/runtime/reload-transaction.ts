@@ -1,13 +1,13 @@
 // One reload, as a transaction: read → validate → diff → check the socket-owned addresses →
-// bind the new listen addresses → re-check for a stop → swap (the snapshot in one assignment) →
-// retire the removed backends → follow the new config's DNS names → log, metrics, events.
+// bind the new listen addresses → re-check for a stop → install the new addresses → publish (the
+// snapshot in one assignment, through LiveState; its followers retire the removed backends) →
+// follow the new config's DNS names → log, metrics, events.
 // Anything that fails before the swap leaves the running generation untouched. What starts a reload (watcher, poll, SIGHUP, POST /reload) is
 // runtime/reload.ts.
 
 import { DEFAULT_SERVICE, type Config } from '../config/schema';
 import { loadFromText, readConfigText, sha256, type Env, type Loaded } from '../config/load';
 import { diff, summarize } from '../config/diff';
-import type { HealthChecker } from '../health/checker';
 import type { DnsDiscovery } from '../discovery/dns';
 import type { AdminServer, ReloadOutcome } from '../admin/server';
 import type { EventRing } from '../obs/events';
@@ -29,7 +29,6 @@ export interface ReloadDeps {
   readonly logger: Logger;
   readonly plane: DataPlane;
   readonly admin: AdminServer;
-  readonly checker: HealthChecker;
   /** follows the names the new config needs */
   readonly discovery: DnsDiscovery;
   readonly metrics: Metrics;
@@ -62,7 +61,7 @@ export class ReloadTransaction {
       // the file served from must still exist (the environment alone does not replace it)
       const text = readConfigText({ path: this.d.path, explicit: true }, this.d.env);
       // remember what was attempted, so the watcher does not retry the same bytes
-      if (text !== null) s.attemptedHash = sha256(text);
+      if (text !== null) s.attempted(sha256(text));
       loaded = loadFromText(this.d.path, text, this.d.env);
     } catch (e) {
       return this.failed(trigger, e);
@@ -93,26 +92,17 @@ export class ReloadTransaction {
       return this.failed(trigger, new ShuttingDownError());
     }
     // ---- commit: from here on nothing can fail, and the swap is one assignment
-    const generation = s.generation + 1;
     const oldSnap = s.snapshot;
-    const snap = s.build(next, generation, oldSnap);
-    const gone = s.swap(snap);
-    s.config = next;
-    s.generation = generation;
-    s.shownHash = loaded.shownHash;
-    s.attemptedHash = loaded.hash;
     for (const p of pending) p.commit();
     // an address no service has any more stops accepting at once; its connections drain with their backends
     const kept = new Set(next.services.map((x) => x.listenAddress));
     for (const address of new Set(oldSnap.config.services.map((x) => x.listenAddress))) if (!kept.has(address)) plane.closeAddress(address);
     if (adminRemoved) void admin.close();
-    // backends gone from the new snapshot drain: no new connections, cut after drain_timeout
-    plane.applied(snap, gone, next.runtime.drainTimeoutMs);
-    this.d.checker.sync(snap);
+    // the new snapshot; backends gone from it drain: no new connections, cut after drain_timeout
+    s.reloaded(loaded, new Date(this.d.now()).toISOString());
+    const generation = s.generation;
     this.d.discovery.sync(next);
-    this.d.metrics.generation.set(generation);
     this.d.metrics.reloads.inc({ result: 'success' });
-    s.lastReload = { at: new Date(this.d.now()).toISOString(), result: 'success', error: null };
     let summary = summarize(changes);
     if (workerCount(next.runtime.workers) !== this.d.workers) {
       // the number of processes is set at start, as HAProxy's nbthread
@@ -152,7 +142,7 @@ export class ReloadTransaction {
     const s = this.d.state;
     const err = e instanceof LemonadeError ? e.message : `unexpected error: ${String((e as Error)?.stack ?? e)}`;
     this.d.metrics.reloads.inc({ result: 'failure' });
-    s.lastReload = { at: new Date(this.d.now()).toISOString(), result: 'failure', error: err };
+    s.reloadFailed(new Date(this.d.now()).toISOString(), err);
     this.d.events.push('reload', `reload failed (${trigger}); still serving generation ${s.generation}: ${err.split('\n')[0]}`);
     this.d.logger.error({ trigger, generation: s.generation, error: err }, 'config reload failed; the running configuration is unchanged');
     const errors = e instanceof ConfigInvalidError ? e.issues.map((i) => ({ ...i })) : undefined;

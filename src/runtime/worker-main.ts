@@ -49,13 +49,7 @@ class Worker {
     this.logger = createLogger().child({ worker: init.index });
     exitOnUncaught(this.logger);
     this.operator = new Map(init.operator);
-    for (const [key, h] of init.health) {
-      const l = this.loads.get(key);
-      l.healthy = h.healthy;
-      l.healthySince = h.healthySince;
-      l.agentDown = h.agentDown;
-      l.agentWeightPercent = h.agentWeightPercent;
-    }
+    for (const [key, h] of init.health) this.loads.get(key).restoreHealth(h);
     this.snapshot = this.build(init.config, init.generation);
     // this worker's own connections, appended to the same file as the others (access-log.ts)
     const accessLog = new AccessLog({
@@ -104,18 +98,27 @@ class Worker {
     return liveSnapshot(config, generation, this.loads, { now: Date.now, random: Math.random, strategies: STRATEGIES, part: this.part }, this.operator, prev);
   }
 
+  /**
+   * This process's one writer of its current snapshot: built from the config the primary
+   * published, with this process's figures, made current in one assignment; the backends it
+   * dropped drain here.
+   */
+  private publish(config: Config, generation: number): void {
+    const old = this.snapshot;
+    const snap = this.build(config, generation, old);
+    this.snapshot = snap;
+    const { live, draining } = retire(old, snap);
+    // a backend gone with no connection left: its counters and connect-time series go too
+    for (const ref of this.loads.sweep(live)) this.traffic.connect.delete(ref);
+    this.plane.applied(snap, new Set(draining.keys()), config.runtime.drainTimeoutMs);
+  }
+
   private onMessage(m: ToWorker): void {
     switch (m.t) {
       case 'snapshot': {
         this.operator.clear();
         for (const [n, s] of m.operator) this.operator.set(n, s);
-        const old = this.snapshot;
-        const snap = this.build(m.config, m.generation, old);
-        this.snapshot = snap; // the swap: one assignment, as in the single process
-        const { live, draining } = retire(old, snap);
-        // a backend gone with no connection left: its counters and connect-time series go too
-        for (const ref of this.loads.sweep(live)) this.traffic.connect.delete(ref);
-        this.plane.applied(snap, new Set(draining.keys()), m.config.runtime.drainTimeoutMs);
+        this.publish(m.config, m.generation);
         return;
       }
       case 'admin': {
@@ -133,17 +136,10 @@ class Worker {
       case 'check':
         this.loads.peek(m.key)?.applyCheck(m.healthy, m.healthySince, m.ok);
         return;
-      case 'agent': {
-        const l = this.loads.peek(m.key);
-        if (!l) return;
-        l.agentDown = m.down;
-        if (l.agentWeightPercent !== m.weightPercent) {
-          l.agentWeightPercent = m.weightPercent;
-          // the weight lives in the snapshot: rebuild it from the same config, one assignment
-          this.snapshot = this.build(this.snapshot.config, this.snapshot.generation, this.snapshot);
-        }
+      case 'agent':
+        // a changed weight percentage comes with the snapshot the primary published after it
+        this.loads.peek(m.key)?.applyAgent(m.down, m.weightPercent);
         return;
-      }
       case 'prepare': {
         const spec = m.listen;
         ('fd' in spec ? Promise.reject(new Error('a passed socket cannot be prepared')) : this.plane.prepare(spec.address, spec.addr)).then(

@@ -5,7 +5,7 @@
 // pessimistic default (twice the slowest known average). The latency average decays while
 // unused, so a backend that turned slow and recovered gets traffic back.
 
-import type { Candidate, Strategy, StrategyEnv } from './types';
+import type { Candidate, Strategy, StrategyEnv } from '../core/strategy';
 
 /** Latency assumed when no backend has a sample yet, ms. */
 export const DEFAULT_LATENCY_MS = 10;

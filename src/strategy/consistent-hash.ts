@@ -23,7 +23,7 @@
 // unusable or over the bound. No per-connection state: the pick is a function of the key, the table
 // and the candidates' loads.
 
-import type { Candidate, Strategy, StrategyEnv } from './types';
+import type { Candidate, Strategy, StrategyEnv } from '../core/strategy';
 import { buildMaglev, slotOf, TABLE_SIZE } from './maglev';
 
 /** `::ffff:10.1.2.3` (an IPv4 client on a dual-stack listener) hashes as `10.1.2.3`. */

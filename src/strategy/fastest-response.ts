@@ -5,7 +5,7 @@
 // traffic decays (core/stats.ts), so one that was slow is tried again later. Ties and the
 // all-unknown case rotate.
 
-import type { Candidate, Strategy } from './types';
+import type { Candidate, Strategy } from '../core/strategy';
 
 export function fastestResponse(): Strategy {
   let rotor = 0;

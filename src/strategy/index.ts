@@ -1,5 +1,5 @@
 import type { Algorithm } from '../config/schema';
-import type { StrategyFactory } from './types';
+import type { StrategyFactory } from '../core/strategy';
 import { roundRobin } from './round-robin';
 import { weightedRoundRobin } from './weighted-round-robin';
 import { leastConnections } from './least-connections';

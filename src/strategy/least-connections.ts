@@ -1,7 +1,7 @@
 // least_connections: the fewest active connections relative to weight, compared without
 // division (a.active * b.weight < b.active * a.weight). Ties rotate so they spread evenly.
 
-import type { Candidate, Strategy } from './types';
+import type { Candidate, Strategy } from '../core/strategy';
 
 export function leastConnections(): Strategy {
   let rotor = 0;

@@ -1,6 +1,6 @@
 // round_robin: cycles through the usable backends, ignoring weight.
 
-import type { Candidate, Strategy } from './types';
+import type { Candidate, Strategy } from '../core/strategy';
 
 export function roundRobin(): Strategy {
   let next = 0;

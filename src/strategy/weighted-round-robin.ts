@@ -1,7 +1,7 @@
 // weighted_round_robin: smooth weighted round robin (as nginx). Over any sum(weights)
 // consecutive picks from an unchanged set, each backend is picked exactly weight times, spread out.
 
-import type { Candidate, Strategy } from './types';
+import type { Candidate, Strategy } from '../core/strategy';
 
 export function weightedRoundRobin(): Strategy {
   const current = new Map<number, number>();

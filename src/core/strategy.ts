@@ -1,7 +1,8 @@
-// The one signature every strategy shares. A strategy sees only usable candidates (healthy,
-// enabled, not full, weight > 0, not already tried) and returns one of them.
+// The strategy contract: the one signature every strategy shares, in core because the snapshot
+// composes a picker from it. A strategy sees only usable candidates (healthy, enabled, not full,
+// weight > 0, not already tried) and returns one of them.
 
-import type { BackendLoad } from '../core/stats';
+import type { BackendLoad } from './stats';
 
 export interface Candidate {
   readonly id: number;
