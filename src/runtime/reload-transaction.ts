@@ -9,7 +9,7 @@ import { loadFromText, readConfigText, sha256, type Env, type Loaded } from '../
 import { diff, summarize } from '../config/diff';
 import type { HealthChecker } from '../health/checker';
 import type { DnsDiscovery } from '../discovery/dns';
-import type { AdminServer, ReloadOutcome } from '../admin/server';
+import type { AdminListener, ReloadOutcome } from './control';
 import type { EventRing } from '../obs/events';
 import type { Logger } from '../obs/logger';
 import type { Metrics } from '../obs/metrics';
@@ -28,7 +28,7 @@ export interface ReloadDeps {
   readonly now: () => number;
   readonly logger: Logger;
   readonly plane: DataPlane;
-  readonly admin: AdminServer;
+  readonly admin: AdminListener;
   readonly checker: HealthChecker;
   /** follows the names the new config needs */
   readonly discovery: DnsDiscovery;
