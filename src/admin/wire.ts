@@ -8,12 +8,22 @@ import type { AdminAction } from '../runtime/backend-admin';
 
 export type { AdminAction };
 
-/** A JSON value's declaration: `check` lists what in `value` departs from it. */
+/** What a check found: the departures from the declaration, and the object keys present. */
+export interface WireReport {
+  readonly problems: string[];
+  /** each key as a path with [] for any index and .* for any key of a map: "$.backends[].name" */
+  readonly seen: Set<string>;
+}
+
+/** A JSON value's declaration, checkable at run time; `T` is the TypeScript type it stands for. */
 export interface Field<T> {
-  /** absent keys allowed (in an object) */
+  /** may be absent (as a key of an object) */
   readonly optional?: true;
-  check(value: unknown, at: string, problems: string[]): void;
-  /** the TypeScript type it stands for (never set) */
+  /** `at` says where for a problem ("$.backends[2].name"), `path` the same as WireReport.seen */
+  check(value: unknown, at: string, path: string, r: WireReport): void;
+  /** the object keys declared at and under `path` */
+  keys(path: string): string[];
+  /** never set: carries T */
   readonly type?: T;
 }
 
@@ -26,86 +36,95 @@ type ObjectOf<S extends Shape> = Flat<
 >;
 
 const show = (v: unknown): string => (v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v);
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const none = (): string[] => [];
 
 function primitive<T>(kind: 'string' | 'number' | 'boolean'): Field<T> {
-  return { check: (v, at, p) => void (typeof v !== kind && p.push(`${at}: ${kind} expected, got ${show(v)}`)) };
+  return { check: (v, at, _path, r) => void (typeof v !== kind && r.problems.push(`${at}: ${kind} expected, got ${show(v)}`)), keys: none };
 }
 
 const str = primitive<string>('string');
 const num = primitive<number>('number');
 const bool = primitive<boolean>('boolean');
+/** an ISO 8601 time, as Date.toISOString() writes it */
+const time = str;
 
 function oneOf<const T extends readonly string[]>(...values: T): Field<T[number]> {
-  return { check: (v, at, p) => void (!values.includes(v as string) && p.push(`${at}: one of ${values.join(', ')} expected, got ${JSON.stringify(v)}`)) };
+  return {
+    check: (v, at, _path, r) => void (!values.includes(v as string) && r.problems.push(`${at}: one of ${values.join(', ')} expected, got ${JSON.stringify(v)}`)),
+    keys: none,
+  };
 }
 
 function nullable<T>(f: Field<T>): Field<T | null> {
-  return { check: (v, at, p) => v !== null && f.check(v, at, p) };
+  return { check: (v, at, path, r) => v !== null && f.check(v, at, path, r), keys: f.keys };
 }
 
 /** A key that an answer has only sometimes (said in its comment). */
 function optional<T>(f: Field<T>): Field<T> & { readonly optional: true } {
-  return { optional: true, check: f.check };
+  return { optional: true, check: f.check, keys: f.keys };
 }
 
 function arrayOf<T>(f: Field<T>): Field<readonly T[]> {
   return {
-    check: (v, at, p) => {
-      if (!Array.isArray(v)) return void p.push(`${at}: array expected, got ${show(v)}`);
-      v.forEach((x, i) => f.check(x, `${at}[${i}]`, p));
+    check: (v, at, path, r) => {
+      if (!Array.isArray(v)) return void r.problems.push(`${at}: array expected, got ${show(v)}`);
+      v.forEach((x, i) => f.check(x, `${at}[${i}]`, `${path}[]`, r));
     },
+    keys: (path) => f.keys(`${path}[]`),
   };
 }
 
 /** An object with any keys, each value a `f` (a map by name). */
 function recordOf<T>(f: Field<T>): Field<Readonly<Record<string, T>>> {
   return {
-    check: (v, at, p) => {
-      if (typeof v !== 'object' || v === null || Array.isArray(v)) return void p.push(`${at}: object expected, got ${show(v)}`);
-      for (const [k, x] of Object.entries(v)) f.check(x, `${at}.${k}`, p);
+    check: (v, at, path, r) => {
+      if (!isObject(v)) return void r.problems.push(`${at}: object expected, got ${show(v)}`);
+      for (const [k, x] of Object.entries(v)) f.check(x, `${at}.${k}`, `${path}.*`, r);
     },
+    keys: (path) => f.keys(`${path}.*`),
   };
 }
 
 function tuple<const F extends readonly Field<unknown>[]>(...fields: F): Field<{ readonly [I in keyof F]: Infer<F[I]> }> {
   return {
-    check: (v, at, p) => {
-      if (!Array.isArray(v) || v.length !== fields.length) return void p.push(`${at}: array of ${fields.length} expected, got ${JSON.stringify(v)}`);
-      fields.forEach((f, i) => f.check(v[i], `${at}[${i}]`, p));
+    check: (v, at, path, r) => {
+      if (!Array.isArray(v) || v.length !== fields.length) return void r.problems.push(`${at}: array of ${fields.length} expected, got ${JSON.stringify(v)}`);
+      fields.forEach((f, i) => f.check(v[i], `${at}[${i}]`, `${path}[${i}]`, r));
     },
+    keys: (path) => fields.flatMap((f, i) => f.keys(`${path}[${i}]`)),
   };
 }
 
-/** An object with exactly these keys: a missing required key, or one not declared, is a problem. */
-export interface ObjectField<S extends Shape> extends Field<ObjectOf<S>> {
-  readonly shape: S;
-}
-
-function object<const S extends Shape>(shape: S): ObjectField<S> {
+/** An object of exactly these keys: a required key missing, or a key not declared here, is a problem. */
+function object<const S extends Shape>(shape: S): Field<ObjectOf<S>> {
   return {
-    shape,
-    check: (v, at, p) => {
-      if (typeof v !== 'object' || v === null || Array.isArray(v)) return void p.push(`${at}: object expected, got ${show(v)}`);
-      const o = v as Record<string, unknown>;
+    check: (v, at, path, r) => {
+      if (!isObject(v)) return void r.problems.push(`${at}: object expected, got ${show(v)}`);
       for (const [k, f] of Object.entries(shape)) {
-        if (k in o) f.check(o[k], `${at}.${k}`, p);
-        else if (!f.optional) p.push(`${at}.${k}: missing`);
+        if (k in v) {
+          r.seen.add(`${path}.${k}`);
+          f.check(v[k], `${at}.${k}`, `${path}.${k}`, r);
+        } else if (!f.optional) r.problems.push(`${at}.${k}: missing`);
       }
-      for (const k of Object.keys(o)) if (!(k in shape)) p.push(`${at}.${k}: not declared in admin/wire.ts`);
+      for (const k of Object.keys(v)) if (!(k in shape)) r.problems.push(`${at}.${k}: not declared in admin/wire.ts`);
     },
+    keys: (path) => Object.entries(shape).flatMap(([k, f]) => [`${path}.${k}`, ...f.keys(`${path}.${k}`)]),
   };
 }
 
-/** What in `value` departs from `field` ("$" is the answer itself); [] when nothing. */
-export function wireProblems(field: Field<unknown>, value: unknown): string[] {
-  const problems: string[] = [];
-  field.check(value, '$', problems);
-  return problems;
+/** Check `value` against `field` ("$" is the answer itself), adding to `into`. */
+export function checkWire(field: Field<unknown>, value: unknown, into: WireReport = { problems: [], seen: new Set() }): WireReport {
+  field.check(value, '$', '$', into);
+  return into;
+}
+
+/** Every object key `field` declares, optional ones included, as paths like WireReport.seen's. */
+export function declaredKeys(field: Field<unknown>): string[] {
+  return field.keys('$');
 }
 
 // ---- the answers
-
-const ISO_TIME = str;
 
 export const HEALTH_STATUS = oneOf('healthy', 'degraded', 'unhealthy');
 export type HealthStatus = Infer<typeof HEALTH_STATUS>;
@@ -146,14 +165,14 @@ export const BACKEND_ROW = object({
   total: num,
   latency_ms: nullable(num),
   connect_errors: num,
-  last_check: nullable(object({ at: ISO_TIME, ok: bool, error: nullable(str) })),
+  last_check: nullable(object({ at: time, ok: bool, error: nullable(str) })),
   /** null when the service runs no agent check */
   agent: nullable(
     object({
       state: oneOf('up', 'down'),
       admin: nullable(oneOf('ready', 'drain', 'maint')),
       weight_percent: nullable(num),
-      last: nullable(object({ at: ISO_TIME, reply: nullable(str), error: nullable(str) })),
+      last: nullable(object({ at: time, reply: nullable(str), error: nullable(str) })),
     }),
   ),
   /** the backend's share of a consistent_hash service's table (only in such services) */
@@ -179,10 +198,10 @@ export type ServiceRow = Infer<typeof SERVICE_ROW>;
 export const DNS_ROW = object({
   query: str,
   addresses: nullable(arrayOf(str)),
-  last_success: nullable(ISO_TIME),
+  last_success: nullable(time),
   last_error: nullable(str),
   failures: num,
-  next_lookup: nullable(ISO_TIME),
+  next_lookup: nullable(time),
   notes: arrayOf(str),
 });
 export type DnsRow = Infer<typeof DNS_ROW>;
@@ -204,7 +223,7 @@ export const STATUS = object({
     path: str,
     generation: num,
     hash: str,
-    last_reload: nullable(object({ at: ISO_TIME, result: oneOf('success', 'failure'), error: nullable(str) })),
+    last_reload: nullable(object({ at: time, result: oneOf('success', 'failure'), error: nullable(str) })),
   }),
   connections: object({ active: num, total: num, rejected: num }),
   backends: arrayOf(BACKEND_ROW),
@@ -221,7 +240,7 @@ export const BACKENDS = arrayOf(BACKEND_ROW);
 export const SERVICES = arrayOf(SERVICE_ROW);
 
 /** GET /events, oldest first */
-export const EVENTS = arrayOf(object({ at: ISO_TIME, kind: oneOf('health', 'reload', 'admin', 'lifecycle', 'dns'), message: str }));
+export const EVENTS = arrayOf(object({ at: time, kind: oneOf('health', 'reload', 'admin', 'lifecycle', 'dns'), message: str }));
 export type EventRow = Infer<typeof EVENTS>[number];
 
 /** GET /traffic: the status page's charts and recent connections that did not end cleanly */
@@ -230,7 +249,7 @@ export const TRAFFIC = object({
   /** per service, one point a second: [at (ms), connections/s, not clean/s, p50 ms, p99 ms] */
   services: arrayOf(object({ name: str, points: arrayOf(tuple(num, num, num, nullable(num), nullable(num))) })),
   /** newest first */
-  terminations: arrayOf(object({ at: ISO_TIME, service: str, backend: nullable(str), client: nullable(str), termination: str, duration_ms: num })),
+  terminations: arrayOf(object({ at: time, service: str, backend: nullable(str), client: nullable(str), termination: str, duration_ms: num })),
 });
 export type TrafficAnswer = Infer<typeof TRAFFIC>;
 
