@@ -2,7 +2,7 @@
 // time) and its TypeScript type is inferred from that value. The server's handlers return these
 // types, the CLI reads its answers as them, the status page's script reads their fields, and a
 // test holds what a running balancer serves against these declarations, field by field. The
-// field names are a contract with scripts, keepalived and Prometheus: never rename one.
+// names are a contract with operators' scripts and monitoring: never rename one.
 
 import type { AdminAction } from '../runtime/backend-admin';
 
