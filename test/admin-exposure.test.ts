@@ -13,7 +13,8 @@ import { createHash } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { AdminServer, type AdminApi } from '../src/admin/server';
-import { adminExposureWarnings, checkCrossSite, checkHost, isLoopback } from '../src/admin/exposure';
+import type { BackendRow, StatusAnswer } from '../src/admin/wire';
+import { adminExposureWarnings, checkCrossSite, checkHost, isLoopback } from '../src/config/admin-exposure';
 import { validate } from '../src/config/schema';
 import { startBalancer, startEcho, testConfig, httpRequest, runCli, tempDir, requireTool, waitFor, type Balancer, type TestServer } from './helpers';
 
@@ -26,14 +27,15 @@ function fakeApi(o: { token?: string; allowedHosts?: string[] } = {}): AdminApi 
     health: () => ({ status: 'healthy' as const, usable: 1, total: 1 }),
     ready: () => true,
     refresh: async () => undefined,
-    status: () => ({ version: 'test' }),
-    backends: () => [{ name: 'b1', state: 'healthy' }],
+    // only the HTTP layer is under test: the answers carry a field or two of their shapes
+    status: () => ({ version: 'test' }) as StatusAnswer,
+    backends: () => [{ name: 'b1', state: 'healthy' }] as BackendRow[],
     events: () => [],
     traffic: () => ({ interval_ms: 1000, services: [], terminations: [] }),
     services: () => [],
     backendAction: (_service: string | undefined, name: string) => {
       api.mutations++;
-      return name === 'b1' ? { kind: 'ok' as const, service: 'default', state: 'draining' } : { kind: 'not_found' as const, what: `backend named "${name}"` };
+      return name === 'b1' ? { kind: 'ok' as const, service: 'default', state: 'draining' as const } : { kind: 'not_found' as const, what: `backend named "${name}"` };
     },
     reload: async () => {
       api.mutations++;

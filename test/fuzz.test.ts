@@ -14,6 +14,7 @@ import { parseAndValidate, type Env } from '../src/config/load';
 import { bagDistance, editDistance } from '../src/config/schema';
 import { encodeProxyHeader } from '../src/proxy/proxy-protocol';
 import { AdminServer, type AdminApi } from '../src/admin/server';
+import type { BackendRow, StatusAnswer } from '../src/admin/wire';
 
 const SEED = process.env['FUZZ_SEED'] ? Number(process.env['FUZZ_SEED']) : undefined;
 const params = (numRuns: number): fc.Parameters<unknown> => ({ numRuns, ...(SEED !== undefined ? { seed: SEED } : {}) });
@@ -332,14 +333,15 @@ const fakeApi = (): AdminApi & { actions: number; reloads: number } => {
     reloads: 0,
     health: () => ({ status: 'healthy' as const, usable: 1, total: 1 }),
     ready: () => true,
-    status: () => ({ version: 'x' }),
-    backends: () => [{ name: 'b1', state: 'healthy' }],
+    // only the HTTP layer is under test: the answers carry a field or two of their shapes
+    status: () => ({ version: 'x' }) as StatusAnswer,
+    backends: () => [{ name: 'b1', state: 'healthy' }] as BackendRow[],
     events: () => [],
     traffic: () => ({ interval_ms: 1000, services: [], terminations: [] }),
     services: () => [],
     backendAction: (_service: string | undefined, name: string) => {
       api.actions++;
-      return name === 'b1' ? { kind: 'ok' as const, service: 'default', state: 'draining' } : { kind: 'not_found' as const, what: `backend named "${name}"` };
+      return name === 'b1' ? { kind: 'ok' as const, service: 'default', state: 'draining' as const } : { kind: 'not_found' as const, what: `backend named "${name}"` };
     },
     reload: async () => {
       api.reloads++;

@@ -16,11 +16,38 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { STATUS_PAGE, STATUS_PAGE_CSP } from '../src/admin/status-page';
+import { PAGE_READS, STATUS_PAGE, STATUS_PAGE_CSP } from '../src/admin/status-page';
 import { startBalancer, startEcho, testConfig, tcpExchange, tempDir, requireTool, adminJson, stopProcess, waitFor, type TestServer, type Balancer } from './helpers';
 import { closed, open, roundTrip } from './access-log-helpers';
 
 const CHROMIUM = '/usr/bin/chromium';
+
+test("the page's script reads each answer key that PAGE_READS (typed by src/admin/wire.ts) lists", () => {
+  const script = /<script>([\s\S]*)<\/script>/.exec(STATUS_PAGE)![1]!;
+  // how the script names each answer (or its part) when it reads a key of it
+  const names: Record<keyof typeof PAGE_READS, string | readonly string[]> = {
+    status: 's',
+    config: 's.config',
+    connections: 's.connections',
+    backend: 'b',
+    lastCheck: 'b.last_check',
+    service: 'v',
+    health: 'health',
+    event: 'e',
+    traffic: 'traffic',
+    chart: ['chart', 'c'],
+    termination: 'r',
+    error: 'body',
+  };
+  const unread: string[] = [];
+  for (const [part, keys] of Object.entries(PAGE_READS) as [keyof typeof PAGE_READS, readonly string[]][]) {
+    for (const key of keys) {
+      const reads = [names[part]].flat().map((name) => `${name}.${key}`);
+      if (!reads.some((read) => new RegExp(`\\b${read.replace(/\./g, '\\.')}\\b`).test(script))) unread.push(reads.join(' or '));
+    }
+  }
+  assert.deepEqual(unread, []);
+});
 
 /** Start headless Chromium with a DevTools port chosen by the kernel; resolves with its ws:// URL. */
 function startChromium(userDataDir: string): Promise<{ proc: ChildProcess; ws: string }> {

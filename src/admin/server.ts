@@ -7,49 +7,32 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { HostPort } from '../config/address';
 import { formatHostPort } from '../config/address';
 import { BindError } from '../errors';
-import { checkCrossSite, checkHost, checkTokenlessPeer, isLoopback, type Refusal } from './exposure';
+import { checkCrossSite, checkHost, checkTokenlessPeer, isLoopback, type Refusal } from '../config/admin-exposure';
+import type { BackendState } from '../core/backend';
 import { STATUS_PAGE, STATUS_PAGE_CSP } from './status-page';
-
-export type AdminAction = 'drain' | 'enable' | 'disable';
-
-export type HealthStatus = 'healthy' | 'degraded' | 'unhealthy';
-
-export interface HealthReport {
-  readonly status: HealthStatus;
-  readonly usable: number;
-  readonly total: number;
-  /** each service's own status (the whole balancer's report) */
-  readonly services?: Readonly<Record<string, HealthStatus>>;
-  /** the service judged alone (GET /health?service=NAME) */
-  readonly service?: string;
-}
+import type { AdminAction, Answer, BackendRow, EventRow, HealthAnswer, ReloadAnswer, ServiceRow, StatusAnswer, TrafficAnswer } from './wire';
 
 /** What a backend action came to: done, nothing of that name, or the name in several services. */
-export type ActionResult = { readonly kind: 'ok'; readonly service: string; readonly state: string } | { readonly kind: 'not_found'; readonly what: string } | { readonly kind: 'ambiguous'; readonly services: readonly string[] };
-
-export interface ReloadOutcome {
-  readonly result: 'success' | 'failure';
-  readonly generation: number;
-  readonly changes?: string;
-  readonly error?: string;
-  readonly errors?: readonly { path: string; line?: number; message: string }[];
-}
+export type ActionResult =
+  | { readonly kind: 'ok'; readonly service: string; readonly state: BackendState }
+  | { readonly kind: 'not_found'; readonly what: string }
+  | { readonly kind: 'ambiguous'; readonly services: readonly string[] };
 
 export interface AdminApi {
   /** the whole balancer, or one service (null: no such service) */
-  health(service?: string): HealthReport | null;
+  health(service?: string): HealthAnswer | null;
   ready(): boolean;
   /** bring the data plane's figures up to date before they are read (several processes) */
   refresh(): Promise<void>;
-  status(): unknown;
-  backends(): unknown[];
-  services(): unknown[];
-  events(): unknown;
+  status(): StatusAnswer;
+  backends(): readonly BackendRow[];
+  services(): readonly ServiceRow[];
+  events(): readonly EventRow[];
   /** the status page's chart data and recent non-clean terminations */
-  traffic(): unknown;
+  traffic(): TrafficAnswer;
   /** `service` undefined: the backend of that name, if only one service has it */
   backendAction(service: string | undefined, name: string, action: AdminAction): ActionResult;
-  reload(trigger: string): Promise<ReloadOutcome>;
+  reload(trigger: string): Promise<ReloadAnswer>;
   metrics(): Promise<{ contentType: string; body: string }>;
   token(): string;
   /** [admin] allowed_hosts, read at each request like the token; absent = none */
@@ -371,7 +354,7 @@ function decodeName(segment: string): string | null {
   }
 }
 
-function send(res: ServerResponse, code: number, body: unknown): void {
+function send(res: ServerResponse, code: number, body: Answer): void {
   const text = JSON.stringify(body, null, 2) + '\n';
   res.writeHead(code, { 'content-type': JSON_TYPE, 'cache-control': 'no-store' });
   res.end(text);

@@ -8,6 +8,41 @@
 // other inline code runs (SPEC §6); both hashes are computed here from the exact text served.
 
 import { createHash } from 'node:crypto';
+import type { BackendRow, ErrorAnswer, EventRow, HealthAnswer, ServiceRow, StatusAnswer, TrafficAnswer } from './wire';
+
+type Keys<T> = readonly (keyof T)[];
+
+/**
+ * The keys of the admin API's answers that the script reads, by answer. Typed by admin/wire.ts:
+ * a key renamed or removed there fails the typecheck here, and a test holds the script to this list.
+ */
+export const PAGE_READS = {
+  status: ['version', 'strategy', 'uptime_seconds', 'admin_token_set', 'config', 'connections', 'backends', 'services'],
+  config: ['path', 'generation'],
+  connections: ['active', 'total', 'rejected'],
+  backend: ['service', 'name', 'address', 'state', 'weight', 'active', 'total', 'latency_ms', 'last_check'],
+  lastCheck: ['at', 'ok', 'error'],
+  service: ['name', 'listen_address', 'sni', 'algorithm', 'active', 'total', 'rejected', 'usable', 'backends'],
+  health: ['status'],
+  event: ['at', 'kind', 'message'],
+  traffic: ['services', 'terminations'],
+  chart: ['name', 'points'],
+  termination: ['at', 'service', 'backend', 'client', 'termination', 'duration_ms'],
+  error: ['error'],
+} as const satisfies {
+  status: Keys<StatusAnswer>;
+  config: Keys<StatusAnswer['config']>;
+  connections: Keys<StatusAnswer['connections']>;
+  backend: Keys<BackendRow>;
+  lastCheck: Keys<NonNullable<BackendRow['last_check']>>;
+  service: Keys<ServiceRow>;
+  health: Keys<HealthAnswer>;
+  event: Keys<EventRow>;
+  traffic: Keys<TrafficAnswer>;
+  chart: Keys<TrafficAnswer['services'][number]>;
+  termination: Keys<TrafficAnswer['terminations'][number]>;
+  error: Keys<ErrorAnswer>;
+};
 
 const STYLE = `
   :root { --ok: #1a7f37; --bad: #cf222e; --warn: #9a6700; --mute: #57606a; }
@@ -125,9 +160,9 @@ function chartSvg(points, cols, classes, unit) {
     '<text x="' + (W - P) + '" y="' + (H - P) + '" text-anchor="end">now</text></svg>';
 }
 function charts(name) {
-  const svc = traffic && Array.isArray(traffic.services) ? traffic.services.find((x) => x.name === name) : null;
-  if (!svc) return "";
-  const pts = svc.points;
+  const chart = traffic && Array.isArray(traffic.services) ? traffic.services.find((c) => c.name === name) : null;
+  if (!chart) return "";
+  const pts = chart.points;
   return '<div class="chart" data-chart="' + esc(name) + '" data-points="' + pts.length + '">' +
     '<figure><figcaption>connections per second: <span class="all">ended</span>, <span class="bad">not clean</span></figcaption>' + chartSvg(pts, [1, 2], ["all", "bad"], "/s") + "</figure>" +
     '<figure><figcaption>backend latency (connect + first byte): <span class="p50">p50</span>, <span class="p99">p99</span></figcaption>' + chartSvg(pts, [3, 4], ["p50", "p99"], "ms") + "</figure></div>";

@@ -15,7 +15,9 @@ import type { LiveChart } from '../obs/live-chart';
 import type { LiveState } from '../runtime/live-state';
 import type { DataPlane } from '../runtime/plane';
 import { setBackendAdmin } from '../runtime/backend-admin';
-import type { ActionResult, AdminAction, AdminApi, HealthReport, HealthStatus, ReloadOutcome } from './server';
+import type { ReloadOutcome } from '../runtime/control';
+import type { ActionResult, AdminApi } from './server';
+import type { AdminAction, BackendRow, HealthAnswer, HealthStatus, ServiceRow, StatusAnswer, TrafficAnswer } from './wire';
 
 export interface ViewDeps {
   readonly state: LiveState;
@@ -45,7 +47,7 @@ export class AdminViews {
    * stops), degraded when some service has none or some backend is unhealthy. With `service`:
    * that service alone (null when there is no such service).
    */
-  health(service?: string): HealthReport | null {
+  health(service?: string): HealthAnswer | null {
     const snap = this.d.state.snapshot;
     const down = this.d.state.stopping || !this.d.plane.listening;
     if (service !== undefined) {
@@ -67,7 +69,7 @@ export class AdminViews {
     return { status, usable, total, services };
   }
 
-  backends(): Record<string, unknown>[] {
+  backends(): BackendRow[] {
     const snap = this.d.state.snapshot;
     const rows = snap.backends.map((b) => {
       const svc = snap.service(b.service);
@@ -78,7 +80,7 @@ export class AdminViews {
   }
 
   /** GET /services: each service's listener, algorithm and figures. */
-  services(): Record<string, unknown>[] {
+  services(): ServiceRow[] {
     const { state: s, plane, metrics } = this.d;
     const addresses = plane.addresses();
     const open = plane.openByService();
@@ -99,7 +101,7 @@ export class AdminViews {
     });
   }
 
-  status(): Record<string, unknown> {
+  status(): StatusAnswer {
     const { state: s, plane } = this.d;
     return {
       version: this.d.version,
@@ -122,7 +124,8 @@ export class AdminViews {
       backends: this.backends(),
       services: this.services(),
       dns: this.d.dns(),
-      ...(this.d.workers > 1 ? { workers: plane.processes() } : {}),
+      // a WorkerPool's processes (a plane in this process has none)
+      ...(this.d.workers > 1 ? { workers: plane.processes() ?? [] } : {}),
     };
   }
 
@@ -153,7 +156,7 @@ export class AdminViews {
    * GET /traffic: each service's last 5 minutes, one point a second, and the most recent
    * connections that did not end cleanly, newest first.
    */
-  traffic(): Record<string, unknown> {
+  traffic(): TrafficAnswer {
     return {
       ...this.d.chart.view(),
       terminations: this.d.metrics.traffic.recent
@@ -194,7 +197,7 @@ function serviceStatus(svc: ServiceSnapshot, usable: number): HealthStatus {
  * `effective`: the weight the strategies use (scaled by an agent); `agent`: the service runs agent
  * checks; `hashShare`: the backend's share of its service's consistent_hash table (only for such services).
  */
-function backendRow(service: string, spec: BackendConfig, load: BackendLoad, effective: number, agent: boolean, hashShare?: number): Record<string, unknown> {
+function backendRow(service: string, spec: BackendConfig, load: BackendLoad, effective: number, agent: boolean, hashShare?: number): BackendRow {
   const lc = load.lastCheck;
   const al = load.agentLast;
   return {

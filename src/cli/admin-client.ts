@@ -4,37 +4,31 @@
 import { shownName } from '../core/backend';
 import { AdminRequestError, AdminUnreachableError } from '../errors';
 import { printableText } from '../health/send-expect';
+import type { ActionAnswer, AdminAction, AmbiguousAnswer, BackendRow, ErrorAnswer } from '../admin/wire';
 
 export const DEFAULT_ADMIN_URL = 'http://127.0.0.1:9090';
 
-export type BackendAction = 'drain' | 'enable' | 'disable';
-
-export interface BackendRow {
-  /** absent on a balancer older than services (SPEC §7) */
-  readonly service?: string;
-  readonly id: number;
-  readonly name: string;
-  readonly address: string;
-  readonly state: string;
-  readonly weight: number;
-  readonly active: number;
-  readonly total: number;
-  readonly latency_ms: number | null;
-  readonly last_check: { at: string; ok: boolean; error: string | null } | null;
-}
+/** The fields of a /backends row the table shows; `service` is absent on a balancer older than services. */
+export type ShownRow = Pick<BackendRow, 'id' | 'name' | 'address' | 'state' | 'weight' | 'active' | 'total' | 'latency_ms' | 'last_check'> & Partial<Pick<BackendRow, 'service'>>;
 
 function base(url: string): string {
   const u = /^https?:\/\//.test(url) ? url : `http://${url}`;
   return u.replace(/\/+$/, '');
 }
 
-/** Fetch and parse JSON; `onError` may turn an error answer into a clearer error than the default. */
-async function call(
+/** An error answer: its message, and the services a 409 names (read loosely: any server may answer). */
+type ErrorBody = Partial<ErrorAnswer & AmbiguousAnswer>;
+
+/**
+ * Fetch and parse JSON, read as the answer `T` the admin API declares (admin/wire.ts); `onError`
+ * may turn an error answer into a clearer error than the default.
+ */
+async function call<T>(
   url: string,
   method: string,
   token: string | undefined,
-  onError?: (status: number, body: unknown) => Error | undefined,
-): Promise<unknown> {
+  onError?: (status: number, body: ErrorBody | null) => Error | undefined,
+): Promise<T> {
   let res: Response;
   try {
     res = await fetch(url, { method, headers: token ? { authorization: `Bearer ${token}` } : {}, signal: AbortSignal.timeout(5000) });
@@ -44,19 +38,19 @@ async function call(
   }
   const text = await res.text();
   if (!res.ok) {
-    let body: unknown = null;
+    let body: ErrorBody | null = null;
     try {
-      body = JSON.parse(text);
+      body = JSON.parse(text) as ErrorBody;
     } catch {
       /* plain text */
     }
     const special = onError?.(res.status, body);
     if (special) throw special;
-    const msg = (body as { error?: unknown } | null)?.error;
+    const msg: unknown = body?.error;
     throw new AdminRequestError(url, res.status, typeof msg === 'string' ? msg : text);
   }
   try {
-    return JSON.parse(text);
+    return JSON.parse(text) as T;
   } catch {
     throw new AdminRequestError(url, res.status, 'the answer is not JSON: is this a lemonade admin API?');
   }
@@ -76,7 +70,7 @@ export function groupByService<T extends { readonly service?: string }>(rows: re
   return [...groups.values()].flat();
 }
 
-export function formatTable(rows: readonly BackendRow[], now = Date.now()): string {
+export function formatTable(rows: readonly ShownRow[], now = Date.now()): string {
   // the SERVICE column only when the balancer names services (every balancer since SPEC §7)
   const withService = rows.some((b) => typeof b.service === 'string');
   const head = [...(withService ? ['SERVICE'] : []), 'NAME', 'ADDRESS', 'STATE', 'WEIGHT', 'ACTIVE', 'TOTAL', 'LATENCY', 'LAST CHECK'];
@@ -85,7 +79,7 @@ export function formatTable(rows: readonly BackendRow[], now = Date.now()): stri
   return layout(head, body);
 }
 
-function cells(b: BackendRow, withService: boolean, now: number): string[] {
+function cells(b: ShownRow, withService: boolean, now: number): string[] {
   return [
     ...(withService ? [b.service ?? '-'] : []),
     b.name,
@@ -114,7 +108,7 @@ function layout(head: readonly string[], body: readonly string[][]): string {
 }
 
 export async function runStatus(admin: string, json: boolean, out: (s: string) => void): Promise<number> {
-  const rows = (await call(`${base(admin)}/backends`, 'GET', undefined)) as BackendRow[];
+  const rows = await call<ShownRow[]>(`${base(admin)}/backends`, 'GET', undefined);
   out(json ? JSON.stringify(rows, null, 2) : formatTable(rows));
   return 0;
 }
@@ -125,7 +119,7 @@ export async function runStatus(admin: string, json: boolean, out: (s: string) =
  */
 export async function runBackendAction(
   admin: string,
-  action: BackendAction,
+  action: AdminAction,
   name: string,
   opts: { service?: string | undefined; token?: string | undefined },
   out: (s: string) => void,
@@ -136,9 +130,9 @@ export async function runBackendAction(
       ? `/backends/${encodeURIComponent(name)}/${action}`
       : `/services/${encodeURIComponent(service)}/backends/${encodeURIComponent(name)}/${action}`;
   const url = `${base(admin)}${path}`;
-  const ambiguous = (status: number, body: unknown): Error | undefined => {
+  const ambiguous = (status: number, body: ErrorBody | null): Error | undefined => {
     if (status !== 409 || service !== undefined) return undefined;
-    const services = (body as { services?: unknown } | null)?.services;
+    const services: unknown = body?.services;
     const list = Array.isArray(services) ? services.map(String) : [];
     return new AdminRequestError(
       url,
@@ -147,7 +141,7 @@ export async function runBackendAction(
         `pass --service ${list.length > 0 ? list.join(' or --service ') : 'SVC'} to say which`,
     );
   };
-  const r = (await call(url, 'POST', token, ambiguous)) as { service?: unknown; state?: string };
+  const r = await call<Partial<ActionAnswer>>(url, 'POST', token, ambiguous);
   // the answer names the service the old path found (a balancer older than services does not)
   const svc = service ?? (typeof r.service === 'string' ? r.service : undefined);
   out(`${svc === undefined ? name : shownName(svc, name)}: ${r.state ?? action}`);

@@ -4,7 +4,7 @@ import net from 'node:net';
 import { loadConfig, type Env } from '../config/load';
 import type { Config } from '../config/schema';
 import { shownName } from '../core/backend';
-import { adminExposureWarnings } from '../admin/exposure';
+import { adminExposureWarnings } from '../config/admin-exposure';
 import { ConfigInvalidError, LemonadeError, formatIssue, type ConfigIssue } from '../errors';
 
 export interface ValidateOptions {

@@ -6,11 +6,13 @@
 
 import { backendRef, shownName, type AdminState, type BackendState } from '../core/backend';
 import type { SnapshotBackend } from '../core/snapshot';
-import type { AdminAction } from '../admin/server';
 import type { EventRing } from '../obs/events';
 import type { Logger } from '../obs/logger';
 import type { LiveState } from './live-state';
 import type { DataPlane } from './plane';
+
+/** What an operator (POST /backends/NAME/ACTION) or an agent asks of one backend. */
+export type AdminAction = 'drain' | 'enable' | 'disable';
 
 export interface BackendAdminDeps {
   readonly state: LiveState;

@@ -8,8 +8,8 @@ import type { Env } from '../config/load';
 import type { HealthChecker } from '../health/checker';
 import type { DnsDiscovery } from '../discovery/dns';
 import { chooseRelay, logRelay } from '../proxy/raw-self-test';
-import { adminExposureWarnings } from '../admin/exposure';
-import type { AdminServer, ReloadOutcome } from '../admin/server';
+import { adminExposureWarnings } from '../config/admin-exposure';
+import type { AdminListener, ReloadOutcome } from './control';
 import type { EventRing } from '../obs/events';
 import type { Logger } from '../obs/logger';
 import type { SummaryLog } from '../obs/summary';
@@ -28,7 +28,7 @@ export interface LifecycleDeps {
   readonly env: Env;
   readonly logger: Logger;
   readonly plane: DataPlane;
-  readonly admin: AdminServer;
+  readonly admin: AdminListener;
   readonly checker: HealthChecker;
   readonly discovery: DnsDiscovery;
   /** null: no file to watch */

@@ -63,9 +63,19 @@ export interface DataPlane {
   /** SIGUSR1: every process that writes the access log opens its file again (logrotate) */
   reopenLog(): void;
   /** per-process view for /status (null in one process) */
-  processes(): unknown[] | null;
+  processes(): WorkerProcess[] | null;
   /** data-plane processes up now, and unasked exits replaced so far */
   workerFigures(): { up: number; restarts: number };
+}
+
+/** One data-plane process as /status shows it: `pid` null while it is being replaced. */
+export interface WorkerProcess {
+  readonly index: number;
+  readonly pid: number | null;
+  readonly up: boolean;
+  readonly open: number;
+  readonly accepted: number;
+  readonly restarts: number;
 }
 
 export interface ObserverDeps {

@@ -9,7 +9,7 @@ import { DEFAULT_SERVICE, type Config } from '../config/schema';
 import { loadFromText, readConfigText, sha256, type Env, type Loaded } from '../config/load';
 import { diff, summarize } from '../config/diff';
 import type { DnsDiscovery } from '../discovery/dns';
-import type { AdminServer, ReloadOutcome } from '../admin/server';
+import type { AdminListener, ReloadOutcome } from './control';
 import type { EventRing } from '../obs/events';
 import type { Logger } from '../obs/logger';
 import type { Metrics } from '../obs/metrics';
@@ -28,7 +28,7 @@ export interface ReloadDeps {
   readonly now: () => number;
   readonly logger: Logger;
   readonly plane: DataPlane;
-  readonly admin: AdminServer;
+  readonly admin: AdminListener;
   /** follows the names the new config needs */
   readonly discovery: DnsDiscovery;
   readonly metrics: Metrics;

@@ -24,7 +24,7 @@ import type { Logger } from '../obs/logger';
 import type { TrafficFigures } from '../obs/metrics';
 import { BindError } from '../errors';
 import { reusePort } from '../proxy/listener';
-import type { DataPlane, Pending } from './plane';
+import type { DataPlane, Pending, WorkerProcess } from './plane';
 import type { DrainResult } from './drain';
 import { EMPTY_REPORT, mergeReports, retiredPart, type FromWorker, type HealthView, type ListenSpec, type ToWorker, type WorkerReport } from './ipc';
 
@@ -372,7 +372,7 @@ export class WorkerPool implements DataPlane {
     }
   }
 
-  processes(): unknown[] {
+  processes(): WorkerProcess[] {
     return this.members.map((m) => ({
       index: m.index,
       pid: m.worker ? m.pid : null,

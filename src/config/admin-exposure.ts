@@ -1,10 +1,10 @@
-// Who may use the admin API, and from where (SPEC §6). Pure: no node:net, no I/O. The server
-// applies these checks in order: the Host header (DNS rebinding), then the cross-site headers of
-// a mutating request, then the token or, without one, a loopback peer. validate and the start log
-// share adminExposureWarnings().
+// Who may use the admin API, and from where. Pure (a Config and addresses in, no node:net, no
+// I/O), so it sits in config/: admin/server.ts applies these checks in order (the Host header
+// against DNS rebinding, then the cross-site headers of a mutating request, then the token or,
+// without one, a loopback peer); validate and the start log share adminExposureWarnings().
 
-import { parseIp } from '../config/address';
-import type { Config } from '../config/schema';
+import { parseIp } from './address';
+import type { Config } from './schema';
 
 /** A refusal: the status to answer and the error message of its JSON body. */
 export interface Refusal {
