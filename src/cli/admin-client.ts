@@ -3,7 +3,7 @@
 
 import { shownName } from '../core/backend';
 import { AdminRequestError, AdminUnreachableError } from '../errors';
-import { printableText } from '../health/send-expect';
+import { printableText } from '../config/step-text';
 
 export const DEFAULT_ADMIN_URL = 'http://127.0.0.1:9090';
 

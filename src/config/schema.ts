@@ -5,7 +5,7 @@
 
 import type { ConfigIssue } from '../errors';
 import { parseHostPort, parseCidr, parseIp, formatHostPort, type Cidr, type HostPort } from './address';
-import { compileRegex, MAX_STEPS, unescape, type StepText } from '../health/send-expect';
+import { compileRegex, MAX_STEPS, unescape, type StepText } from './step-text';
 
 export const ALGORITHMS = [
   'round_robin',
@@ -58,7 +58,7 @@ type Row = {
   | { readonly kind: 'rate'; readonly def: string }
   | { readonly kind: 'bool'; readonly def: boolean }
   | { readonly kind: 'fraction'; readonly def: number }
-  /** bytes written with escapes (health/send-expect.ts) */
+  /** bytes written with escapes (./step-text.ts) */
   | { readonly kind: 'bytes'; readonly def: '' }
   | { readonly kind: 'regex'; readonly def: '' }
   /** send_expect steps: an array of tables of `send`, `expect`, `expect_regex` */
