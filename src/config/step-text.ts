@@ -5,6 +5,7 @@
 // in the reply's length whatever the pattern: a pattern cannot stall the process on a hostile reply.
 
 import { RE2JS } from 're2js';
+import { describe, didYouMean, isTable, type Raw } from './suggest';
 
 /** Steps one check may have. */
 export const MAX_STEPS = 16;
@@ -90,4 +91,77 @@ export function printable(bytes: Uint8Array, max = 60): string {
 /** Text with its control characters (C0, DEL, C1) as `\xNN`, the rest as is: safe to print. */
 export function printableText(text: string): string {
   return text.replace(/[\x00-\x1f\x7f-\x9f]/g, (c) => `\\x${c.charCodeAt(0) < 16 ? '0' : ''}${c.charCodeAt(0).toString(16)}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The send_expect keys checked: `send`, `expect` and `expect_regex` alone or as `steps`.
+
+/** A `send`/`expect` (bytes) or `expect_regex` (regex) value: the text as written, or what is wrong. */
+export function checkText(kind: 'bytes' | 'regex', v: unknown): string | { error: string } {
+  if (typeof v === 'bigint') v = Number(v);
+  if (typeof v !== 'string') return { error: `expected a string, got ${describe(v)}` };
+  const r = kind === 'bytes' ? unescape(v) : compileRegex(v);
+  return typeof r === 'string' ? { error: r } : v;
+}
+
+const STEP_KEYS = ['send', 'expect', 'expect_regex'];
+
+/** A `steps` array: each a table of `send`, `expect` or `expect_regex`, each value checked as its [health] key is. */
+export function checkSteps(v: unknown): StepText[] | { error: string } {
+  const err = (error: string): { error: string } => ({ error });
+  if (!Array.isArray(v)) return err(`expected an array of tables like [{ send = "PING\\r\\n", expect = "+PONG" }], got ${describe(v)}`);
+  if (v.length > MAX_STEPS) return err(`at most ${MAX_STEPS} steps, got ${v.length}`);
+  const out: StepText[] = [];
+  for (const [i, t] of v.entries()) {
+    const at = `step ${i + 1}`;
+    if (!isTable(t)) return err(`${at}: expected a table { send = "…", expect = "…" }, got ${describe(t)}`);
+    for (const k of Object.keys(t)) if (!STEP_KEYS.includes(k)) return err(`${at}: unknown key "${k}"${didYouMean(k, STEP_KEYS)} (a step has send, expect, expect_regex)`);
+    const text: Record<string, string> = {};
+    for (const k of STEP_KEYS) {
+      const r = t[k] === undefined ? '' : checkText(k === 'expect_regex' ? 'regex' : 'bytes', t[k]);
+      if (typeof r === 'object' && r !== null && 'error' in r) return err(`${at}: ${k}: ${(r as { error: string }).error}`);
+      text[k] = r as string;
+    }
+    const step = { send: text['send']!, expect: text['expect']!, expectRegex: text['expect_regex']! };
+    const problem = stepProblem(step);
+    if (problem !== null) return err(`${at}: ${problem}`);
+    out.push(step);
+  }
+  if (out.length > 0 && out.every((x) => x.expect === '' && x.expectRegex === '')) return err('no step has expect or expect_regex: the check would pass on any connection');
+  return out;
+}
+
+/** What a step (or the one step of `send`/`expect`/`expect_regex`) cannot be, or null. */
+function stepProblem(s: StepText): string | null {
+  if (s.expect !== '' && s.expectRegex !== '') return 'give expect or expect_regex, not both';
+  if (s.send === '' && s.expect === '' && s.expectRegex === '') return 'needs send, expect or expect_regex';
+  return null;
+}
+
+const SEND_EXPECT_KEYS = ['send', 'expect', 'expect_regex', 'steps'] as const;
+
+/**
+ * What the [health] rows cannot say alone, checked on a table's values with what it inherits:
+ * kind = "send_expect" needs its keys (one step, or `steps`, not both), and those keys are
+ * refused where they are written without it.
+ */
+export function checkHealth(table: Raw, values: Record<string, unknown>, prefix: string, report: (path: string, message: string) => void): void {
+  const written = SEND_EXPECT_KEYS.filter((k) => table[k] !== undefined);
+  if (values['kind'] !== 'send_expect') {
+    for (const k of written) report(`${prefix}${k}`, `only used by kind = "send_expect" (kind is "${String(values['kind'])}")`);
+    return;
+  }
+  // an inherited value was checked where it was written
+  if (table['kind'] === undefined && written.length === 0) return;
+  const steps = values['steps'] as readonly StepText[] | undefined;
+  const one = { send: values['send'] as string, expect: values['expect'] as string, expectRegex: values['expect_regex'] as string };
+  if (steps === undefined || one.send === undefined || one.expect === undefined || one.expectRegex === undefined) return; // reported already
+  if (steps.length > 0) {
+    const both = (['send', 'expect', 'expect_regex'] as const).filter((k) => values[k] !== '');
+    if (both.length > 0) report(`${prefix}${both[0]}`, 'give steps, or send/expect/expect_regex, not both');
+    return;
+  }
+  const at = `${prefix}${table['kind'] !== undefined || written.length === 0 ? 'kind' : written[0]}`;
+  if (one.expect === '' && one.expectRegex === '') report(at, 'kind = "send_expect" needs expect or expect_regex (after send), or steps');
+  else if (one.expect !== '' && one.expectRegex !== '') report(at, 'give expect or expect_regex, not both');
 }
