@@ -4,8 +4,9 @@
 import { shownName } from '../core/backend';
 import { AdminRequestError, AdminUnreachableError } from '../errors';
 import { printableText } from '../config/step-text';
+import { PROCESS_ENV } from '../config/environment';
 
-export const DEFAULT_ADMIN_URL = 'http://127.0.0.1:9090';
+export const DEFAULT_ADMIN_URL = PROCESS_ENV.adminUrl.def;
 
 export type BackendAction = 'drain' | 'enable' | 'disable';
 

@@ -4,9 +4,10 @@
 
 import type { ConfigIssue } from '../errors';
 import type { HostPort } from './address';
-import { DEFAULT_SERVICE, KEYS, OVERRIDABLE, SECTIONS, isFlat, isList, rows, type BackendConfig, type Config, type SectionName, type ServiceConfig } from './settings';
+import { DEFAULT_SERVICE, KEYS, SCHEMA, OVERRIDABLE, SECTIONS, isFlat, isList, rows, type BackendConfig, type Config, type SectionName, type ServiceConfig } from './settings';
 import { readFields, readRows, toValues } from './fields';
 import { checkHealth } from './step-text';
+import { PROCESS_ENV } from './environment';
 import { describe, didYouMean, isTable, type Raw } from './suggest';
 
 const SERVICE_NAME_RE = /^[A-Za-z0-9._-]{1,64}$/;
@@ -72,10 +73,10 @@ export function validate(raw: Raw, ctx: ValidateContext = {}): ValidateResult {
   const backends = hasDefault ? readBackends(rawBackends, 'backends', report) : [];
   const services = top['services'] === undefined ? [] : readServices(top['services'], checked, report);
   if (!hasDefault && top['services'] === undefined) {
-    report('backends', 'at least one [[backends]] entry is required (or set LEMONADE_LB_BACKEND_ADDRESSES), or a [[services]] entry with its own');
+    report('backends', `at least one [[backends]] entry is required (or set ${PROCESS_ENV.backendAddresses.name}), or a [[services]] entry with its own`);
   }
   if (hasDefault && checked.get('proxy')!['listen_address'] === null) {
-    report('proxy.listen_address', 'required with top-level [[backends]]: the address "host:port" to listen on, e.g. "0.0.0.0:8080" (or set LEMONADE_LB_LISTEN_ADDRESS)');
+    report('proxy.listen_address', `required with top-level [[backends]]: the address "host:port" to listen on, e.g. "0.0.0.0:8080" (or set ${SCHEMA.proxy.listen_address.env})`);
   }
 
   if (issues.length > 0) return { ok: false, issues };
