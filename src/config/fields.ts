@@ -7,7 +7,8 @@ import { ALGORITHMS, DEFAULT_SERVICE, KEYS, OVERRIDABLE, SECTIONS, isFlat, isLis
 import { checkSteps, checkText } from './step-text';
 import { describe, didYouMean, type Raw } from './suggest';
 
-const MAX_MS = 7 * 24 * 3600 * 1000;
+/** The longest duration a setting takes. */
+export const MAX_MS = 7 * 24 * 3600 * 1000;
 
 /**
  * Every setting of a Config outside [[backends]], in table order, named as the file spells it
