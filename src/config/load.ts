@@ -192,7 +192,7 @@ export function tooDeep(text: string): ConfigIssue | null {
 export const ENV_VARIABLES = [...ENV_SETTINGS.map((t) => t.name), PROCESS_ENV.backendAddresses.name, PROCESS_ENV.config.name];
 
 /**
- * The environment overrides the default service only (SPEC §7): a [[services]] entry that leaves
+ * The environment overrides the default service only: a [[services]] entry that leaves
  * an overridable key out keeps inheriting the file's value (or the key's default), so that value
  * is written into the entry before the override replaces the top-level one.
  */

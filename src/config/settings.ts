@@ -15,7 +15,7 @@ export const ALGORITHMS = [
 ] as const;
 export type Algorithm = (typeof ALGORITHMS)[number];
 
-/** What consistent_hash hashes: the client's IP, or the TLS server name read from the ClientHello (SPEC §8, §9). */
+/** What consistent_hash hashes: the client's IP, or the TLS server name read from the ClientHello. */
 export const HASH_KEYS = ['source_ip', 'sni'] as const;
 
 export interface RateLimit {
@@ -32,7 +32,7 @@ export interface RateLimit {
 //   doc          its line in the reference (docs/settings.md; `shown`: the default as the
 //                reference writes it, where the value alone does not say it)
 //   secret       never shown: logs, diffs, /status, the shown hash
-//   overridable  a [[services]] entry may set its own value, defaulting to this one (SPEC §7)
+//   overridable  a [[services]] entry may set its own value, defaulting to this one
 // Adding a key is one row here; `npm run docs:settings` writes its line in docs/settings.md.
 
 export type Row = {

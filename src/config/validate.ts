@@ -117,7 +117,7 @@ function serviceValues(
 }
 
 /**
- * Services on one listen address (SPEC §8): they are told apart by sni, so at most one leaves it
+ * Services on one listen address: they are told apart by sni, so at most one leaves it
  * empty (the default route) and a name belongs to one of them; and the socket reads the
  * ClientHello before it knows the service, so they share one inspect_timeout. `at(i, key)`: the
  * path of service i's key.
