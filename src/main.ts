@@ -9,6 +9,7 @@ import { runDemo, findDemoConfig } from './cli/demo';
 import { startWorker } from './cli/worker';
 import { runStatus, runBackendAction, DEFAULT_ADMIN_URL } from './cli/admin-client';
 import { resolveConfigPath } from './config/load';
+import { PROCESS_ENV } from './config/environment';
 import { LemonadeError } from './errors';
 import { VERSION } from './version';
 import { exitWhenFlushed } from './obs/logger';
@@ -20,7 +21,7 @@ class UsageError extends Error {}
 async function main(argv: string[]): Promise<number> {
   let code = 0;
   const set = (p: Promise<number>): Promise<void> => p.then((c) => void (code = c));
-  const adminUrl = process.env['LEMONADE_ADMIN_URL'] ?? DEFAULT_ADMIN_URL;
+  const adminUrl = process.env[PROCESS_ENV.adminUrl.name] ?? DEFAULT_ADMIN_URL;
   await yargs(argv)
     .scriptName('lemonade')
     .usage('$0 <command> [options]')
@@ -103,7 +104,7 @@ async function main(argv: string[]): Promise<number> {
           .option('token', { type: 'string', describe: 'admin token (default $LEMONADE_ADMIN_TOKEN)' }),
       (a) => {
         if (a.service === '') throw new UsageError('--service needs a service name');
-        return set(runBackendAction(a.admin, a.action, a.name, { service: a.service, token: a.token ?? process.env['LEMONADE_ADMIN_TOKEN'] }, out));
+        return set(runBackendAction(a.admin, a.action, a.name, { service: a.service, token: a.token ?? process.env[PROCESS_ENV.adminToken.name] }, out));
       },
     )
     .demandCommand(1, 'give a command (see --help)')

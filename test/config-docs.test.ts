@@ -1,71 +1,67 @@
-// The README's configuration reference is the schema's tables rendered (src/config/schema.ts):
-// a key added to a table without its README row, a row left behind by a removed key, or a
-// default changed in one place only fails here.
+// The configuration reference, docs/settings.md, is written from the settings tables
+// (scripts/settings-doc.ts): a key added, removed or changed in src/config/ without running
+// `npm run docs:settings` fails here. And no environment variable is read outside those tables.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { ENV_SETTINGS, LISTS, SCHEMA, SECTIONS } from '../src/config/schema';
-import { parseAndValidate } from '../src/config/load';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { ENV_SETTINGS } from '../src/config/schema';
+import { PROCESS_VARIABLES } from '../src/config/environment';
+import { ENV_VARIABLES, parseAndValidate } from '../src/config/load';
+import { REGENERATE, SETTINGS_DOC, renderSettingsDoc } from '../scripts/settings-doc';
 
-type AnyRow = { readonly kind: string; readonly def?: unknown; readonly shown?: string; readonly doc: string };
+const ROOT = join(__dirname, '..'); // no helpers: this needs no build
+const EXAMPLE = '**Worked example: PostgreSQL';
 
-/** A duration as the README writes it: the largest whole unit ("3s", "1h"). */
-function duration(ms: number): string {
-  if (ms === 0) return '0s';
-  for (const [unit, n] of [['h', 3600000], ['m', 60000], ['s', 1000]] as const) if (ms % n === 0) return `${ms / n}${unit}`;
-  return `${ms}ms`;
-}
-
-/** The default column: a row's `shown` text, or its default as a TOML value would be written. */
-function shownDefault(key: string, r: AnyRow): string {
-  if (r.shown !== undefined) return r.shown;
-  switch (r.kind) {
-    case 'int':
-    case 'bool':
-      return String(r.def);
-    case 'duration': // the runtime keys say their unit in their name and are written as integers
-      return key.endsWith('_millis') ? String(r.def) : `\`"${duration(r.def as number)}"\``;
-    case 'listen':
-    case 'address':
-      return r.def === null ? '(required)' : `\`"${String(r.def)}"\``;
-    case 'cidrs':
-    case 'hosts':
-      return '`[]`';
-    default:
-      return `\`"${String(r.def)}"\``;
+test('docs/settings.md is what scripts/settings-doc.ts writes from the settings tables', () => {
+  const committed = readFileSync(SETTINGS_DOC, 'utf8');
+  const written = renderSettingsDoc();
+  if (committed !== written) {
+    const a = committed.split('\n');
+    const b = written.split('\n');
+    const i = a.findIndex((line, n) => line !== b[n]);
+    assert.fail(`docs/settings.md is out of date with src/config/ (first difference at line ${i + 1}):\n  committed: ${a[i]}\n  written:   ${b[i]}\nrun: ${REGENERATE}`);
   }
-}
-
-function referenceRows(): string[] {
-  return SECTIONS.flatMap((s) =>
-    Object.entries(SCHEMA[s] as Record<string, AnyRow>).map(([key, r]) => `| \`${s}${(LISTS as readonly string[]).includes(s) ? '[]' : ''}.${key}\` | ${shownDefault(key, r)} | ${r.doc} |`),
-  );
-}
-
-const readme = readFileSync(join(__dirname, '..', 'README.md'), 'utf8'); // no helpers: this needs no build
-
-test("the README's configuration reference table is exactly the schema's rows, in order", () => {
-  const lines = readme.split('\n');
-  const start = lines.indexOf('| key | default | meaning |');
-  assert.ok(start > lines.indexOf('## Configuration') && lines.indexOf('## Configuration') >= 0, 'the reference table stands under ## Configuration');
-  let end = start;
-  while (end < lines.length && lines[end]!.startsWith('|')) end++;
-  assert.deepEqual(lines.slice(start + 2, end), referenceRows());
 });
 
-test('every LEMONADE_LB_* variable of the schema is named in the README (or as "…_SUFFIX" in a group)', () => {
-  const env = readme.slice(readme.indexOf('### Environment'));
-  const missing = ENV_SETTINGS.map((t) => t.name).filter((n) => !env.includes('`' + n + '`') && !env.includes('`…' + n.slice('LEMONADE_LB'.length) + '`'));
-  assert.deepEqual(missing, []);
+test('the reference names every environment variable, and a section per table', () => {
+  const doc = renderSettingsDoc();
+  const names = [...ENV_SETTINGS.map((t) => t.name), ...PROCESS_VARIABLES.map((v) => v.name)];
+  assert.ok(names.length >= 20, `${names.length} variables`);
+  assert.deepEqual(names.filter((n) => !doc.includes('`' + n + '`')), []);
+  assert.deepEqual(ENV_VARIABLES.filter((n) => !names.includes(n)), []);
+  for (const h of ['## `[runtime]`', '## `[[backends]]`', '## `[[services]]`', '## `[admin]`', '## Process environment']) assert.ok(doc.includes(h), h);
+  assert.match(doc, /\| `health\.interval` \| duration \| `"10s"` \| > 0, at most 7 days \| `LEMONADE_LB_HEALTH_INTERVAL_MS` \| yes \| /);
 });
 
-test("the README's services worked example is a valid configuration of three services", () => {
-  const at = readme.indexOf('**Worked example: PostgreSQL');
-  assert.ok(at > 0, 'the worked example is in the README');
-  const start = readme.indexOf('```toml\n', at) + '```toml\n'.length;
-  const r = parseAndValidate(readme.slice(start, readme.indexOf('```', start)), {});
+/** Every .ts file under a directory. */
+function files(dir: string): string[] {
+  return readdirSync(dir).flatMap((e) => {
+    const p = join(dir, e);
+    return statSync(p).isDirectory() ? files(p) : p.endsWith('.ts') ? [p] : [];
+  });
+}
+
+test('src/ reads no environment variable by a literal name but through the config tables', () => {
+  // systemd's own protocol (NOTIFY_SOCKET, WATCHDOG_*, LISTEN_*) is read where it is spoken
+  const allowed = new Set(['runtime/systemd.ts']);
+  const reads: string[] = [];
+  for (const f of files(join(ROOT, 'src'))) {
+    const name = relative(join(ROOT, 'src'), f);
+    if (allowed.has(name)) continue;
+    const text = readFileSync(f, 'utf8');
+    for (const m of text.matchAll(/\benv(?:\[\s*['"`]([A-Z_]+)['"`]\s*\]|\.([A-Z][A-Z_]+)\b)/g)) reads.push(`${name}: ${m[1] ?? m[2]}`);
+  }
+  assert.deepEqual(reads, []);
+});
+
+test('the services worked example (README or docs/) is a valid configuration of three services', () => {
+  const text = [readFileSync(join(ROOT, 'README.md'), 'utf8'), ...readdirSync(join(ROOT, 'docs')).filter((f) => f.endsWith('.md')).map((f) => readFileSync(join(ROOT, 'docs', f), 'utf8'))].find((t) => t.includes(EXAMPLE));
+  assert.ok(text !== undefined, 'the worked example is in the README or docs/');
+  const at = text.indexOf(EXAMPLE);
+  const start = text.indexOf('```toml\n', at) + '```toml\n'.length;
+  const r = parseAndValidate(text.slice(start, text.indexOf('```', start)), {});
   assert.ok(r.ok, JSON.stringify(!r.ok && r.issues));
   assert.deepEqual(
     r.config.services.map((s) => [s.name, s.listenAddress, s.algorithm, s.backends.length]),

@@ -1,4 +1,4 @@
-// Unit tests of configuration validation: src/config/schema.ts through parseAndValidate()
+// Unit tests of configuration validation: src/config/ (settings, fields, validate) through parseAndValidate()
 // (src/config/load.ts), with no environment. Every rule of SPEC §2, good and bad, with the key
 // path, the line and the key words of each message.
 
@@ -736,7 +736,7 @@ describe('all errors are collected', () => {
 
 // ---------------------------------------------------------------------------------------------
 
-describe('helpers of schema.ts', () => {
+describe('helpers of the config layer (suggest.ts, fields.ts)', () => {
   test('parseDuration', () => {
     const cases: [unknown, number][] = [
       [0, 0],

@@ -9,7 +9,8 @@ import assert from 'node:assert/strict';
 import { performance } from 'node:perf_hooks';
 import fc from 'fast-check';
 import { RE2JS } from 're2js';
-import { compileSteps, Conversation, MAX_REPLY_BYTES, printable, type StepText } from '../src/health/send-expect';
+import { compileSteps, Conversation, MAX_REPLY_BYTES } from '../src/health/send-expect';
+import { printable, type StepText } from '../src/config/step-text';
 import { AgentLine, MAX_AGENT_REPLY, parseAgentReply } from '../src/health/agent';
 
 const SEED = process.env['FUZZ_SEED'] ? Number(process.env['FUZZ_SEED']) : undefined;

@@ -3,10 +3,11 @@
 
 import { shownName } from '../core/backend';
 import { AdminRequestError, AdminUnreachableError } from '../errors';
-import { printableText } from '../health/send-expect';
+import { printableText } from '../config/step-text';
+import { PROCESS_ENV } from '../config/environment';
 import type { ActionAnswer, AdminAction, AmbiguousAnswer, BackendRow, ErrorAnswer } from '../admin/wire';
 
-export const DEFAULT_ADMIN_URL = 'http://127.0.0.1:9090';
+export const DEFAULT_ADMIN_URL = PROCESS_ENV.adminUrl.def;
 
 /** The fields of a /backends row the table shows; `service` is absent on a balancer older than services. */
 export type ShownRow = Pick<BackendRow, 'id' | 'name' | 'address' | 'state' | 'weight' | 'active' | 'total' | 'latency_ms' | 'last_check'> & Partial<Pick<BackendRow, 'service'>>;

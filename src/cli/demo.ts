@@ -5,6 +5,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { resolve, dirname } from 'node:path';
 import { loadConfig } from '../config/load';
+import { PROCESS_ENV } from '../config/environment';
 import { App } from '../app';
 import { createLogger } from '../obs/logger';
 import { VERSION } from '../version';
@@ -56,7 +57,7 @@ export async function runDemo(configPath: string, out: (s: string) => void): Pro
     for (const c of children) c.kill('SIGTERM');
     throw e;
   });
-  const logger = createLogger({ format: process.env['LEMONADE_LOG_FORMAT'] || 'pretty' });
+  const logger = createLogger({ format: process.env[PROCESS_ENV.logFormat.name] || 'pretty' });
   const app = new App({ loaded, logger, version: VERSION, configPath, env });
   const exited = app.exited();
   try {

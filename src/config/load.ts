@@ -4,9 +4,10 @@ import { readFileSync, statSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import TOML from '@iarna/toml';
 import { ENV_SETTINGS, SCHEMA, SECRET_PATHS, settingsOf, validate, type Config } from './schema';
+import { PROCESS_ENV } from './environment';
 import { ConfigInvalidError, ConfigMissingError, ConfigReadError, type ConfigIssue } from '../errors';
 
-export const DEFAULT_CONFIG_PATH = '/etc/lemonade/config.toml';
+export const DEFAULT_CONFIG_PATH = PROCESS_ENV.config.def;
 
 export interface Loaded {
   readonly config: Config;
@@ -33,7 +34,7 @@ export interface ConfigSource {
 
 /** The file to read: --config, then $LEMONADE_LB_CONFIG, then /etc/lemonade/config.toml. */
 export function resolveConfigPath(cli: string | undefined, env: Env): ConfigSource {
-  const named = cli ?? env['LEMONADE_LB_CONFIG'];
+  const named = cli ?? env[PROCESS_ENV.config.name];
   return named === undefined ? { path: DEFAULT_CONFIG_PATH, explicit: false } : { path: named, explicit: true };
 }
 
@@ -61,7 +62,7 @@ export function readConfigText(src: ConfigSource, env: Env): string | null {
   } catch (e) {
     if (e instanceof ConfigInvalidError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' && !src.explicit && env['LEMONADE_LB_BACKEND_ADDRESSES']) return null;
+    if (code === 'ENOENT' && !src.explicit && env[PROCESS_ENV.backendAddresses.name]) return null;
     if (code === 'ENOENT') throw new ConfigMissingError(path, src.explicit);
     throw new ConfigReadError(path, (e as Error).message);
   }
@@ -184,14 +185,14 @@ export function tooDeep(text: string): ConfigIssue | null {
 // Environment overrides
 
 // Each LEMONADE_LB_* variable that overrides one setting is the `env` column of its row in the
-// schema's tables (ENV_SETTINGS); the backend list and the file's path are the two others.
+// settings tables (ENV_SETTINGS); the backend list and the file's path are the two others, and the
+// process-level variables (./environment.ts) are checked here with the rest.
 
-const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
-
-export const ENV_VARIABLES = [...ENV_SETTINGS.map((t) => t.name), 'LEMONADE_LB_BACKEND_ADDRESSES', 'LEMONADE_LB_CONFIG'];
+/** The variables that configure the balancer: the settings' overrides, the backend list and the file. */
+export const ENV_VARIABLES = [...ENV_SETTINGS.map((t) => t.name), PROCESS_ENV.backendAddresses.name, PROCESS_ENV.config.name];
 
 /**
- * The environment overrides the default service only (SPEC §7): a [[services]] entry that leaves
+ * The environment overrides the default service only: a [[services]] entry that leaves
  * an overridable key out keeps inheriting the file's value (or the key's default), so that value
  * is written into the entry before the override replaces the top-level one.
  */
@@ -234,22 +235,20 @@ function applyEnv(raw: Record<string, unknown>, env: Env, origins: Map<string, s
     else continue; // the section itself is malformed: validate() reports it
     origins.set(`${t.section}.${t.key}`, name);
   }
-  const level = env['LEMONADE_LOG'];
-  if (level !== undefined && level !== '' && !LOG_LEVELS.includes(level.toLowerCase())) {
-    issues.push({ path: 'LEMONADE_LOG', message: `expected one of error, warn, info, debug, trace, got "${level}"` });
+  for (const { name, check } of [PROCESS_ENV.log, PROCESS_ENV.logFormat]) {
+    const v = env[name];
+    const problem = v === undefined || v === '' ? null : check(v);
+    if (problem !== null) issues.push({ path: name, message: problem });
   }
-  const format = env['LEMONADE_LOG_FORMAT'];
-  if (format !== undefined && format !== '' && format !== 'json' && format !== 'pretty') {
-    issues.push({ path: 'LEMONADE_LOG_FORMAT', message: `expected "json" or "pretty", got "${format}"` });
-  }
-  const list = env['LEMONADE_LB_BACKEND_ADDRESSES'];
+  const listName = PROCESS_ENV.backendAddresses.name;
+  const list = env[listName];
   if (list !== undefined) {
     const addresses = list.split(',').map((s) => s.trim()).filter((s) => s !== '');
     if (addresses.length === 0) {
-      issues.push({ path: 'LEMONADE_LB_BACKEND_ADDRESSES', message: 'expected a comma-separated list of host:port, got nothing' });
+      issues.push({ path: listName, message: 'expected a comma-separated list of host:port, got nothing' });
     } else {
       raw['backends'] = addresses.map((address, i) => ({ id: i, name: `backend-${i + 1}`, address }));
-      addresses.forEach((_, i) => origins.set(`backends[${i}].address`, 'LEMONADE_LB_BACKEND_ADDRESSES'));
+      addresses.forEach((_, i) => origins.set(`backends[${i}].address`, listName));
     }
   }
   return issues;

@@ -5,6 +5,7 @@
 
 import pino, { type Logger, type DestinationStream } from 'pino';
 import { processStdout } from './stdout';
+import { PROCESS_ENV } from '../config/environment';
 
 export type { Logger };
 
@@ -77,9 +78,9 @@ export function exitOnUncaught(logger: Logger, flushed: (timeoutMs: number) => P
 }
 
 export function createLogger(opts: LoggerOptions = {}): Logger {
-  const envLevel = (opts.level ?? process.env['LEMONADE_LOG'] ?? 'info').toLowerCase();
+  const envLevel = (opts.level ?? process.env[PROCESS_ENV.log.name] ?? PROCESS_ENV.log.def).toLowerCase();
   const level = (LEVELS as readonly string[]).includes(envLevel) ? envLevel : 'info';
-  const format = opts.format ?? process.env['LEMONADE_LOG_FORMAT'] ?? 'json';
+  const format = opts.format ?? process.env[PROCESS_ENV.logFormat.name] ?? PROCESS_ENV.logFormat.def;
   const dest = opts.destination ?? (format === 'pretty' ? prettyDestination(processStdout().write) : processStdout());
   return pino({ level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.epochTime }, dest);
 }

@@ -18,6 +18,7 @@ import type { ServiceSnapshot, Snapshot } from '../core/snapshot';
 import type { AddressRoutes } from '../core/sni-routes';
 import type { HostPort } from '../config/address';
 import { formatHostPort } from '../config/address';
+import { PROCESS_ENV } from '../config/environment';
 import { BindError } from '../errors';
 import { ConnectionRegistry } from '../runtime/drain';
 import { ClientLimits } from './client-limits';
@@ -489,7 +490,7 @@ export class ProxyListener {
 
 /** listen({ reusePort }): Node 22.12+ and 23.1+ (on Linux), unless LEMONADE_LB_REUSE_PORT=0. */
 export function reusePort(version: string = process.version, env: NodeJS.ProcessEnv = process.env): boolean {
-  if (env['LEMONADE_LB_REUSE_PORT'] === '0') return false;
+  if (env[PROCESS_ENV.reusePort.name] === '0') return false;
   const [major = 0, minor = 0] = version.slice(1).split('.').map(Number);
   return major > 23 || (major === 23 && minor >= 1) || (major === 22 && minor >= 12);
 }

@@ -6,6 +6,7 @@
 // (a tested Node major whose handles passed the self-test at start: ./raw-self-test.ts).
 
 import { getSystemErrorName } from 'node:util';
+import { PROCESS_ENV } from '../config/environment';
 
 /** A uv_tcp_t handle (tcp_wrap.TCP); return values are 0 or a negative libuv error code. */
 export interface TcpHandle {
@@ -131,7 +132,7 @@ export type RelayChoice = { readonly relay: 'raw' } | { readonly relay: 'net.Soc
  * diagnosing), when the major is not in RAW_RELAY_MAJORS, or when the handles are missing.
  */
 export function relayPlan(env: NodeJS.ProcessEnv = process.env, version: string = process.version, bindings: RawBindings | null = raw()): RelayChoice {
-  if (env['LEMONADE_LB_NET_SOCKETS'] === '1') return { relay: 'net.Socket', reason: 'LEMONADE_LB_NET_SOCKETS=1' };
+  if (env[PROCESS_ENV.netSockets.name] === '1') return { relay: 'net.Socket', reason: `${PROCESS_ENV.netSockets.name}=1` };
   const major = Number(/^v(\d+)\./.exec(version)?.[1]);
   if (!RAW_RELAY_MAJORS.includes(major)) {
     return { relay: 'net.Socket', reason: `Node.js ${version} (major ${major}) is not one the raw relay is tested on (${RAW_RELAY_MAJORS.join(', ')})` };
