@@ -19,7 +19,7 @@ import type { AddressRoutes } from '../core/sni-routes';
 import type { HostPort } from '../config/address';
 import { formatHostPort } from '../config/address';
 import { BindError } from '../errors';
-import { ConnectionRegistry } from '../runtime/drain';
+import { ConnectionRegistry } from './registry';
 import { ClientLimits } from './client-limits';
 import { Session } from './session';
 import { RawSession, peerAddress, peerEndpoint } from './raw-session';

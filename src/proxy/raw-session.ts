@@ -21,7 +21,7 @@ import type { ServiceSnapshot } from '../core/snapshot';
 import type { Lease } from '../core/stats';
 import { cachedAddresses } from '../core/endpoints';
 import { SessionBase, type SessionHost } from './session-base';
-import { encodeProxyHeader, type ProxyEndpoints } from './proxy-protocol';
+import { encodeProxyHeader, type ProxyEndpoints } from '../core/proxy-protocol';
 import { raw, uvError, type RawBindings, type ConnectReq, type ShutdownReq, type SockName, type TcpHandle, type WriteReq } from './raw';
 
 

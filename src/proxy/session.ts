@@ -8,14 +8,14 @@
 // `onread` callback (see "Reading" below) and write(), stopping the reader when write() returns
 // false with bytes still queued and resuming it on the writer's 'drain'. There is no timer per
 // connection: the connect timeout and the idle timeout are checked by the registry's one coarse
-// sweep (ConnectionRegistry, runtime/drain.ts), and a read only sets a flag.
+// sweep (ConnectionRegistry, ./registry.ts), and a read only sets a flag.
 
 import { Socket, type OnReadOpts, type SocketConstructorOpts } from 'node:net';
 import type { ServiceSnapshot } from '../core/snapshot';
 import type { Lease } from '../core/stats';
 import { SessionBase, type SessionHost } from './session-base';
-import { proxyHeader } from './proxy-protocol';
-import { cachedLookup } from '../discovery/cached-lookup';
+import { proxyHeader } from '../core/proxy-protocol';
+import { cachedLookup } from '../core/cached-lookup';
 
 
 const SESSION = Symbol('lemonade.session');

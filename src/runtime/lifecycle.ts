@@ -7,7 +7,7 @@
 import type { Env } from '../config/load';
 import type { HealthChecker } from '../health/checker';
 import type { DnsDiscovery } from '../discovery/dns';
-import { chooseRelay, logRelay } from '../proxy/raw-self-test';
+import { chooseRelay, logRelay } from './raw-self-test';
 import { adminExposureWarnings } from '../admin/exposure';
 import type { AdminServer, ReloadOutcome } from '../admin/server';
 import type { EventRing } from '../obs/events';

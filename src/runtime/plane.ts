@@ -15,7 +15,7 @@ import type { RawSession } from '../proxy/raw-session';
 import type { Inspection } from '../proxy/inspection';
 import { rejectionTermination, type ProxyObserver, type SessionEnd } from '../proxy/events';
 import type { AccessLog } from '../obs/access-log';
-import type { DrainResult } from './drain';
+import type { DrainResult } from '../proxy/registry';
 
 export type { Pending };
 

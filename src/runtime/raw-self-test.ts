@@ -12,10 +12,10 @@ import { DEFAULT_SERVICE } from '../config/schema';
 import { liveSnapshot } from '../core/snapshot';
 import { LoadTable } from '../core/stats';
 import { STRATEGIES } from '../strategy/index';
-import { ProxyListener } from './listener';
-import { raw, relayPlan, setRelay, type RawBindings, type RelayChoice } from './raw';
-import { useBindings } from './raw-session';
-import type { ProxyObserver } from './events';
+import { ProxyListener } from '../proxy/listener';
+import { raw, relayPlan, setRelay, type RawBindings, type RelayChoice } from '../proxy/raw';
+import { useBindings } from '../proxy/raw-session';
+import type { ProxyObserver } from '../proxy/events';
 import type { Logger } from '../obs/logger';
 
 /** The self-test's bound: it takes a few milliseconds on an idle machine. */
