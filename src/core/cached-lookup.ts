@@ -11,7 +11,7 @@ import { cachedAddresses } from './endpoints';
 export type LookupFunction = (hostname: string, options: LookupOptions, callback: (err: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void) => void;
 
 /** 4 or 6 for an IP address in text (0: not one), as net.isIP answers. */
-function family(address: string): number {
+export function ipFamily(address: string): number {
   const ip = parseIp(address);
   return ip === null ? 0 : address.includes(':') ? 6 : 4;
 }
@@ -31,7 +31,7 @@ export function cachedLookup(spec: BackendConfig): LookupFunction | undefined {
   if (addresses.length === 0) return noAddress;
   let f = made.get(addresses);
   if (f === undefined) {
-    const list: LookupAddress[] = addresses.map((address) => ({ address, family: family(address) }));
+    const list: LookupAddress[] = addresses.map((address) => ({ address, family: ipFamily(address) }));
     const first = list[0]!;
     // as dns.lookup: the callback is never called synchronously
     f = ((_host: string, opts: LookupOptions, cb: (err: Error | null, address: string | LookupAddress[], family?: number) => void): void => {
