@@ -11,7 +11,7 @@ import { randomBytes, randomInt, createHash } from 'node:crypto';
 import { startBalancer, startEcho, startTcpServer, testConfig, waitFor } from './helpers';
 import { clientOnreadAvailable } from '../src/proxy/transport-net';
 
-// The client side's fast path uses Node internals (session.ts, "An accepted socket ..."): when
+// The client side's fast path uses Node internals (transport-net.ts, "An accepted socket ..."): when
 // a Node upgrade renames them the relay silently falls back to 'data' events. Say so loudly.
 test(`this Node (${process.version}) lets accepted sockets read with onread`, () => {
   assert.equal(clientOnreadAvailable(), true, 'net.Socket has no kBuffer/kBufferCb/kBufferGen symbols: the client side falls back to the slower data events');
