@@ -9,11 +9,10 @@
 // A connection that ends before it is routed is counted and logged as any other. Then it becomes
 // a session of the listener's transport (./transport.ts): the raw libuv handles when the start
 // chose them (./raw.ts), else net.Socket; accept, routing and admission are one path whatever
-// the transport. A listening socket is always a net.Server (bind, systemd's socket, the cluster's
-// shared handle), made by the transport. Every session shares one registry: [proxy]
+// the transport. A listening socket is made by the transport (a net.Server for both today: bind,
+// systemd's socket, the cluster's shared handle). Every session shares one registry: [proxy]
 // max_connections caps them all.
 
-import type { Server } from 'node:net';
 import type { ServiceSnapshot, Snapshot } from '../core/snapshot';
 import type { AddressRoutes } from '../core/sni-routes';
 import type { HostPort } from '../config/address';
@@ -25,7 +24,7 @@ import type { Accepted, Relay, SessionHost } from './relay';
 import { rawAvailable } from './raw';
 import type { ProxyObserver, RejectReason } from './events';
 import type { Inspection, InspectionHost } from './inspection';
-import type { Transport } from './transport';
+import type { Listening, Transport } from './transport';
 import { RAW_TRANSPORT } from './transport-raw';
 import { NET_TRANSPORT } from './transport-net';
 
@@ -53,7 +52,7 @@ export interface Pending {
 interface SocketEntry {
   /** the listen address as the config writes it: the key of its route table in the snapshot */
   readonly key: string;
-  server: Server | null;
+  server: Listening | null;
   /** the address actually bound, "host:port" */
   address: string;
   /** the service and entry the last connection went to: an address with one service skips the lookup */
@@ -245,7 +244,7 @@ export class ProxyListener {
     return e;
   }
 
-  private install(entry: SocketEntry, server: Server): void {
+  private install(entry: SocketEntry, server: Listening): void {
     const old = entry.server;
     entry.server = server;
     const a = server.address();
@@ -253,13 +252,13 @@ export class ProxyListener {
     if (old) old.close();
   }
 
-  private bind(entry: SocketEntry, start: (s: Server) => void, label: string): Promise<Server> {
+  private bind(entry: SocketEntry, start: (s: Listening) => void, label: string): Promise<Listening> {
     const t = this.transport;
     const server = t.server(
       (c) => this.onAccept(entry, t, c),
       (err) => this.deps.observer.acceptError(err),
     );
-    return new Promise<Server>((resolve, reject) => {
+    return new Promise<Listening>((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException): void => {
         server.close();
         reject(new BindError('proxy', label, err.code ?? err.message));
