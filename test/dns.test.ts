@@ -402,3 +402,40 @@ dns.lookup = function (host, ...rest) { if (host === 'localhost') fs.appendFileS
     [['local', `localhost:${port}`, undefined]],
   );
 });
+
+test('a host name without resolve: a connection tries its addresses one after the other, on either relay', { timeout: 60_000 }, async (t) => {
+  const dir = tempDir('lemonade-dns-');
+  const port = await freePort();
+  const parts = cleanedUp(t);
+  parts.servers.push(await named('127.77.0.20', port, 'second'));
+  // "two.test" gives two addresses: nothing listens on the first (refused at once), the backend on the second
+  const hook = join(dir, 'two-addresses.js');
+  writeFileSync(
+    hook,
+    `const dns = require('node:dns'); const orig = dns.lookup;
+const all = [{ address: '127.0.0.2', family: 4 }, { address: '127.77.0.20', family: 4 }];
+dns.lookup = function (host, opts, cb) {
+  if (host !== 'two.test') return orig.apply(this, arguments);
+  if (typeof opts === 'function') { cb = opts; opts = {}; }
+  process.nextTick(() => (opts && opts.all ? cb(null, all) : cb(null, all[0].address, 4)));
+};\n`,
+  );
+  const config = dnsConfig('127.0.0.1:53', `name = "two"\naddress = "two.test:${port}"`, { dns: 'min_ttl = "1m"\nmax_ttl = "1m"' })
+    .replace('servers = ["127.0.0.1:53"]', '')
+    .replace('interval = "1s"', 'interval = "1m"');
+  for (const relay of ['raw', 'net.Socket'] as const) {
+    const lb = (parts.lb = await startBalancer(config, { env: { NODE_OPTIONS: `--require ${hook}`, LEMONADE_LB_NET_SOCKETS: relay === 'net.Socket' ? '1' : undefined } }));
+    const started = await lb.waitForLog((l) => l['msg'] === 'lemonade-lb started');
+    if (process.env['LEMONADE_TEST_NET_SOCKETS'] !== '1') assert.equal(started['relay'], relay);
+    await waitFor(async () => {
+      const st = await adminJson<{ dns: { query: string; addresses: string[] | null }[] }>(lb, '/status');
+      return st.dns.find((d) => d.query === 'lookup:two.test')?.addresses?.length === 2;
+    });
+    assert.deepEqual(await names(lb.port, 10), Array(10).fill('second'), relay);
+    // the refused first address is not the backend failing: it stays up, with no connect error
+    const [row] = await rows(lb);
+    assert.equal(row?.state, 'healthy', `${relay}: ${JSON.stringify(row)}`);
+    await lb.stop();
+    parts.lb = undefined;
+  }
+});

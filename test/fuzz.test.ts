@@ -12,7 +12,7 @@ import { performance } from 'node:perf_hooks';
 import fc from 'fast-check';
 import { parseAndValidate, type Env } from '../src/config/load';
 import { bagDistance, editDistance } from '../src/config/schema';
-import { encodeProxyHeader } from '../src/proxy/proxy-protocol';
+import { encodeProxyHeader } from '../src/core/proxy-protocol';
 import { AdminServer, type AdminApi } from '../src/admin/server';
 import type { BackendRow, StatusAnswer } from '../src/admin/wire';
 

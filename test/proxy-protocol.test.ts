@@ -1,10 +1,10 @@
-// PROXY protocol headers (src/proxy/proxy-protocol.ts), byte for byte against HAProxy's
+// PROXY protocol headers (src/core/proxy-protocol.ts), byte for byte against HAProxy's
 // proxy-protocol.txt. Every expected value below is written out by hand from that document.
 
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Socket } from 'node:net';
-import { encodeProxyHeader, proxyHeader, type ProxyEndpoints } from '../src/proxy/proxy-protocol';
+import { encodeProxyHeader, proxyHeader, type ProxyEndpoints } from '../src/core/proxy-protocol';
 
 /** "0d 0a ..." → bytes */
 const bytes = (h: string): Buffer => Buffer.from(h.replace(/\s+/g, ''), 'hex');

@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import assert from 'node:assert/strict';
 import { raw, relayPlan, rawAvailable, RAW_RELAY_MAJORS, type RawBindings, type TcpHandle } from '../src/proxy/raw';
-import { chooseRelay, rawSelfTest } from '../src/proxy/raw-self-test';
+import { chooseRelay, rawSelfTest } from '../src/runtime/raw-self-test';
 import { startBalancer, startWorker, testConfig } from './helpers';
 
 const real = raw();

@@ -1,4 +1,4 @@
-// The relay's read buffers (src/proxy/session.ts, "Reading"): each socket reads into a buffer the
+// The relay's read buffers (src/proxy/read-buffer.ts, and "Reading" in src/proxy/transport-net.ts): each socket reads into a buffer the
 // balancer gives it and reuses it only when the write of what was read into it completed at once.
 // These tests make writes queue (slow readers, random chunk sizes that move a socket between the
 // shared buffer and its own) and check every byte by SHA-256, plus half-close in each direction
@@ -9,9 +9,9 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { randomBytes, randomInt, createHash } from 'node:crypto';
 import { startBalancer, startEcho, startTcpServer, testConfig, waitFor } from './helpers';
-import { clientOnreadAvailable } from '../src/proxy/session';
+import { clientOnreadAvailable } from '../src/proxy/transport-net';
 
-// The client side's fast path uses Node internals (session.ts, "An accepted socket ..."): when
+// The client side's fast path uses Node internals (transport-net.ts, "An accepted socket ..."): when
 // a Node upgrade renames them the relay silently falls back to 'data' events. Say so loudly.
 test(`this Node (${process.version}) lets accepted sockets read with onread`, () => {
   assert.equal(clientOnreadAvailable(), true, 'net.Socket has no kBuffer/kBufferCb/kBufferGen symbols: the client side falls back to the slower data events');

@@ -11,10 +11,10 @@ import { performance } from 'node:perf_hooks';
 import http from 'node:http';
 import type { ProxyProtocol } from '../config/schema';
 import type { ServiceSnapshot, Snapshot, SnapshotBackend } from '../core/snapshot';
-import { checkProxyHeader } from '../proxy/proxy-protocol';
+import { checkProxyHeader } from '../core/proxy-protocol';
 import type { BackendLoad } from '../core/stats';
 import { INITIAL_HEALTH, isHealthy, observe, type HealthState } from './state';
-import { cachedLookup } from '../discovery/cached-lookup';
+import { cachedLookup } from '../core/cached-lookup';
 import { Conversation, stepsOf, type Step, type Turn } from './send-expect';
 import { AgentLine, type AgentAnswer } from './agent';
 

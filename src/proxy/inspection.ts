@@ -2,25 +2,23 @@
 // until they are a whole ClientHello (./client-hello.ts), or not one, or 16 KiB, or the address's
 // inspect_timeout passed (checked by the registry's sweep, as the connect timeout is: no timer of
 // its own). Then reading stops and the listener routes the connection with the server name found
-// (null: none) and the bytes read, which the session sends to the backend first. On the raw
-// relay it reads the libuv handle; otherwise the net.Socket, through 'data' events. A client
+// (null: none) and the bytes read, which the session sends to the backend first. Each transport
+// (./transport.ts) reads its own connection and hands the bytes to received(). A client
 // that goes away first (or a drain's deadline) ends it here: it is a connection that ended like
 // any other, so the inspection is its SessionEnd (no backend, no bytes relayed) for the counts
 // and the access log.
 
-import type { Socket } from 'node:net';
 import type { SnapshotBackend } from '../core/snapshot';
 import type { SessionEnd, Termination } from './events';
 import type { ClientLimits } from './client-limits';
 import { MAX_HELLO_BYTES, readClientHello, type HelloCursor } from './client-hello';
-import { raw, type RawBindings, type TcpHandle } from './raw';
 
 /** Where an inspection ends: the listener. */
 export interface InspectionHost {
   /** read: route it with this server name (null: none), the bytes read first, and whether the client already sent its end of file */
-  inspected(i: Inspection, serverName: string | null, bytes: Buffer, clientEnded: boolean): void;
+  inspected(i: Inspection<unknown>, serverName: string | null, bytes: Buffer, clientEnded: boolean): void;
   /** the client went away before it was routed, or a drain cut it (its `termination` says which) */
-  gone(i: Inspection): void;
+  gone(i: Inspection<unknown>): void;
   readonly now: () => number;
 }
 
@@ -28,7 +26,8 @@ const EMPTY = Buffer.alloc(0);
 /** a first read this size or smaller gets a buffer this size: most ClientHellos fit */
 const FIRST_SIZE = 2048;
 
-export abstract class Inspection implements SessionEnd, HelloCursor {
+/** The ClientHello's reading on a connection `C` of a transport. */
+export abstract class Inspection<C> implements SessionEnd, HelloCursor {
   /** not attached to a backend (the registry's drain and cuts look at this) */
   readonly backendKey = null;
   private buf = EMPTY;
@@ -50,6 +49,8 @@ export abstract class Inspection implements SessionEnd, HelloCursor {
   limits: ClientLimits | null = null;
 
   constructor(
+    /** the client's connection */
+    readonly conn: C,
     /** the listen address, as the config writes it */
     readonly address: string,
     /** when the connection was accepted (its duration runs from here, routed or not) */
@@ -60,6 +61,8 @@ export abstract class Inspection implements SessionEnd, HelloCursor {
     this.deadline = acceptedAt + timeoutMs;
   }
 
+  /** start reading; false: the connection would not read (the caller ends it as a reset) */
+  abstract start(): boolean;
   protected abstract stopReading(): void;
   protected abstract close(): void;
 
@@ -141,102 +144,4 @@ export abstract class Inspection implements SessionEnd, HelloCursor {
     this.stopReading();
     this.host.inspected(this, serverName, this.buf.subarray(0, this.len), clientEnded);
   }
-}
-
-/** Looked up by the first RawInspection, made only when the raw relay is on. */
-let R: RawBindings;
-const READ = Buffer.allocUnsafeSlow(MAX_HELLO_BYTES);
-
-interface InspectedHandle extends TcpHandle {
-  inspection: RawInspection;
-}
-
-/** An inspection on a raw libuv handle (the listener's raw path). */
-export class RawInspection extends Inspection {
-  constructor(readonly handle: TcpHandle, address: string, acceptedAt: number, timeoutMs: number, host: InspectionHost) {
-    super(address, acceptedAt, timeoutMs, host);
-    R ??= raw()!;
-  }
-
-  /** false: the handle would not read (the caller closes it) */
-  start(): boolean {
-    const h = this.handle as InspectedHandle;
-    h.inspection = this;
-    h.onread = onRawRead;
-    h.useUserBuffer(READ);
-    return h.readStart() === 0;
-  }
-
-  protected close(): void {
-    this.handle.close();
-  }
-
-  protected stopReading(): void {
-    this.handle.readStop();
-  }
-
-  /** @internal */ onRead(n: number): void {
-    if (n > 0) this.received(READ, n);
-    else if (n === R.UV_EOF) this.ended();
-    else if (n < 0) this.destroy('client_reset');
-  }
-}
-
-function onRawRead(this: TcpHandle): undefined {
-  (this as InspectedHandle).inspection.onRead(R.state[R.kReadBytesOrError]!);
-  return undefined;
-}
-
-const INSPECTION = Symbol('lemonade.inspection');
-interface InspectedSocket extends Socket {
-  [INSPECTION]: SocketInspection;
-}
-
-/** An inspection on a net.Socket (the relay without raw handles). */
-export class SocketInspection extends Inspection {
-  constructor(readonly socket: Socket, address: string, acceptedAt: number, timeoutMs: number, host: InspectionHost) {
-    super(address, acceptedAt, timeoutMs, host);
-  }
-
-  start(): void {
-    const c = this.socket as InspectedSocket;
-    c[INSPECTION] = this;
-    c.on('data', onSocketData);
-    c.on('end', onSocketEnd);
-    c.on('close', onSocketClose);
-    c.resume();
-  }
-
-  protected close(): void {
-    this.socket.destroy();
-  }
-
-  /** Paused with what it holds kept for the session, which takes the socket over. */
-  protected stopReading(): void {
-    const c = this.socket;
-    c.pause();
-    c.off('data', onSocketData);
-    c.off('end', onSocketEnd);
-    c.off('close', onSocketClose);
-  }
-
-  /** @internal */ onData(chunk: Buffer): void {
-    this.received(chunk, chunk.length);
-  }
-  /** @internal */ onEnd(): void {
-    this.ended();
-  }
-  /** @internal */ onClose(hadError: boolean): void {
-    this.destroy(hadError ? 'client_reset' : 'client_closed');
-  }
-}
-
-function onSocketData(this: InspectedSocket, chunk: Buffer): void {
-  this[INSPECTION].onData(chunk);
-}
-function onSocketEnd(this: InspectedSocket): void {
-  this[INSPECTION].onEnd();
-}
-function onSocketClose(this: InspectedSocket, hadError: boolean): void {
-  this[INSPECTION].onClose(hadError);
 }

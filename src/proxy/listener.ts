@@ -7,27 +7,27 @@
 // open), and so are a client every service of the address denies and a client with too many
 // ClientHellos pending; the service's cap, its ACL and its per-client limits once it is routed.
 // A connection that ends before it is routed is counted and logged as any other. Then it becomes
-// a session: a RawSession on libuv's handles when this Node has them (./raw.ts), else a Session
-// on net.Socket. A listening socket is always a net.Server (bind, systemd's socket, the cluster's
-// shared handle); on the raw path its handle's onconnection is replaced, so accepted connections
-// never become net.Socket objects. Every session shares one registry: [proxy] max_connections
-// caps them all.
+// a session of the listener's transport (./transport.ts): the raw libuv handles when the start
+// chose them (./raw.ts), else net.Socket; accept, routing and admission are one path whatever
+// the transport. A listening socket is made by the transport (a net.Server for both today: bind,
+// systemd's socket, the cluster's shared handle). Every session shares one registry: [proxy]
+// max_connections caps them all.
 
-import net, { type Server, type Socket } from 'node:net';
 import type { ServiceSnapshot, Snapshot } from '../core/snapshot';
 import type { AddressRoutes } from '../core/sni-routes';
 import type { HostPort } from '../config/address';
 import { formatHostPort } from '../config/address';
 import { PROCESS_ENV } from '../config/environment';
 import { BindError } from '../errors';
-import { ConnectionRegistry } from '../runtime/drain';
+import { ConnectionRegistry } from './registry';
 import { ClientLimits } from './client-limits';
-import { Session } from './session';
-import { RawSession, peerAddress, peerEndpoint } from './raw-session';
-import type { SessionBase, SessionHost } from './session-base';
-import { rawAvailable, uvError, type TcpHandle } from './raw';
+import type { Accepted, Relay, SessionHost } from './relay';
+import { rawAvailable } from './raw';
 import type { ProxyObserver, RejectReason } from './events';
-import { RawInspection, SocketInspection, type Inspection, type InspectionHost } from './inspection';
+import type { Inspection, InspectionHost } from './inspection';
+import type { Listening, Transport } from './transport';
+import { RAW_TRANSPORT } from './transport-raw';
+import { NET_TRANSPORT } from './transport-net';
 
 export interface ListenerDeps {
   readonly current: () => Snapshot;
@@ -53,7 +53,7 @@ export interface Pending {
 interface SocketEntry {
   /** the listen address as the config writes it: the key of its route table in the snapshot */
   readonly key: string;
-  server: Server | null;
+  server: Listening | null;
   /** the address actually bound, "host:port" */
   address: string;
   /** the service and entry the last connection went to: an address with one service skips the lookup */
@@ -72,13 +72,15 @@ interface ServiceEntry {
   readonly host: SessionHost;
 }
 
-type Open = Session | RawSession | Inspection;
+/** An open client connection: relayed, or its ClientHello being read. */
+export type Open = Relay | Inspection<unknown>;
 
 export class ProxyListener {
   readonly registry: ConnectionRegistry<Open>;
-  /** relaying on raw handles (else net.Socket): chosen at start, before the first bind */
-  get raw(): boolean {
-    return this.deps.raw ?? rawAvailable();
+  /** the transport of every connection: chosen at start, fixed at the first bind */
+  private chosen: Transport<unknown> | null = null;
+  private get transport(): Transport<unknown> {
+    return (this.chosen ??= ((this.deps.raw ?? rawAvailable()) ? RAW_TRANSPORT : NET_TRANSPORT) as Transport<unknown>);
   }
   /** by listen address as the config writes it */
   private readonly sockets = new Map<string, SocketEntry>();
@@ -86,8 +88,8 @@ export class ProxyListener {
   private readonly services = new Map<string, ServiceEntry>();
   /** client connections accepted and handed to a session */
   accepted = 0;
-  /** what admission() decided for the connection just routed (reused: no object per accept) */
-  private readonly verdict = { admitted: false, remote: '' };
+  /** what admission() decided for the connection just routed, and what its session is built from (reused: no object per accept) */
+  private readonly verdict: Accepted = { startedAt: -1, admitted: false, remote: '', logClient: null, hashKey: undefined, initial: null, clientEnded: false };
   private readonly inspections: InspectionHost = {
     inspected: (i, serverName, bytes, clientEnded) => this.onInspected(i, serverName, bytes, clientEnded),
     gone: (i) => this.onGone(i),
@@ -219,8 +221,8 @@ export class ProxyListener {
         observer: this.deps.observer,
         now: this.deps.now,
         registry: {
-          delete: (s: SessionBase) => {
-            this.registry.delete(s as Session | RawSession);
+          delete: (s: Relay) => {
+            this.registry.delete(s);
             entry.open--;
           },
         },
@@ -243,7 +245,7 @@ export class ProxyListener {
     return e;
   }
 
-  private install(entry: SocketEntry, server: Server): void {
+  private install(entry: SocketEntry, server: Listening): void {
     const old = entry.server;
     entry.server = server;
     const a = server.address();
@@ -251,9 +253,13 @@ export class ProxyListener {
     if (old) old.close();
   }
 
-  private bind(entry: SocketEntry, start: (s: Server) => void, label: string): Promise<Server> {
-    const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (c: Socket) => this.onConnection(entry, c));
-    return new Promise<Server>((resolve, reject) => {
+  private bind(entry: SocketEntry, start: (s: Listening) => void, label: string): Promise<Listening> {
+    const t = this.transport;
+    const server = t.server(
+      (c) => this.onAccept(entry, t, c),
+      (err) => this.deps.observer.acceptError(err),
+    );
+    return new Promise<Listening>((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException): void => {
         server.close();
         reject(new BindError('proxy', label, err.code ?? err.message));
@@ -262,10 +268,6 @@ export class ProxyListener {
       server.once('listening', () => {
         server.off('error', onError);
         server.on('error', (err) => this.deps.observer.acceptError(err));
-        if (this.raw) {
-          const handle = (server as unknown as { _handle: TcpHandle | null })._handle;
-          if (handle) handle.onconnection = (status: number, c: TcpHandle | undefined) => this.onRawConnection(entry, status, c);
-        }
         resolve(server);
       });
       start(server);
@@ -293,23 +295,23 @@ export class ProxyListener {
    * needs it. A connection whose ClientHello was read (`from`) holds its place under the global
    * cap since its accept, and brings the peer address if it was read then.
    */
-  private admission<C>(snap: Snapshot, svc: ServiceSnapshot, entry: ServiceEntry, c: C, peerOf: (c: C) => string, from: Inspection | null): RejectReason | null {
+  private admission<C>(snap: Snapshot, svc: ServiceSnapshot, entry: ServiceEntry, c: C, t: Transport<C>, from: Inspection<C> | null): RejectReason | null {
     const v = this.verdict;
     v.admitted = false;
     v.remote = from !== null ? from.remote : '';
     const p = svc.proxy;
     if ((from === null && this.registry.size >= snap.maxConnections) || entry.open >= svc.maxConnections) return 'max_connections';
     if (p.allow.length > 0 || p.deny.length > 0) {
-      if (v.remote === '') v.remote = peerOf(c);
+      if (v.remote === '') v.remote = t.remoteAddress(c) ?? '';
       if (!svc.allows(v.remote)) return 'acl';
     }
     if (p.clientRateLimit !== null || p.clientMaxConnections > 0) {
-      if (v.remote === '') v.remote = peerOf(c);
+      if (v.remote === '') v.remote = t.remoteAddress(c) ?? '';
       if (!entry.limits.admit(v.remote, p.clientRateLimit, p.clientMaxConnections)) return entry.limits.refusal;
       v.admitted = true;
     }
     // consistent_hash on the client's IP: read only for a service whose strategy is keyed by it
-    if (svc.keyed && !svc.wantsServerName && v.remote === '') v.remote = peerOf(c);
+    if (svc.keyed && !svc.wantsServerName && v.remote === '') v.remote = t.remoteAddress(c) ?? '';
     return null;
   }
 
@@ -327,23 +329,23 @@ export class ProxyListener {
    * (counted until it is routed). Null: read its ClientHello (`verdict.remote`: the peer address
    * when it was read).
    */
-  private screen<C>(sock: SocketEntry, snap: Snapshot, routes: AddressRoutes<ServiceSnapshot>, c: C, peerOf: (c: C) => string): RejectReason | null {
+  private screen<C>(sock: SocketEntry, snap: Snapshot, routes: AddressRoutes<ServiceSnapshot>, c: C, t: Transport<C>): RejectReason | null {
     const v = this.verdict;
     v.remote = '';
     if (this.registry.size >= snap.maxConnections) return 'max_connections';
     if (routes.screened) {
-      v.remote = peerOf(c);
+      v.remote = t.remoteAddress(c) ?? '';
       if (routes.deniedByAll(v.remote)) return 'acl';
     }
     if (routes.clientMaxConnections > 0) {
-      if (v.remote === '') v.remote = peerOf(c);
+      if (v.remote === '') v.remote = t.remoteAddress(c) ?? '';
       if (!sock.pending.admit(v.remote, null, routes.clientMaxConnections)) return 'client_limit';
     }
     return null;
   }
 
   /** An inspection admitted by screen(): open from now on. */
-  private pending(i: Inspection, sock: SocketEntry, routes: AddressRoutes<ServiceSnapshot>, logClient: string | null): void {
+  private pending(i: Inspection<unknown>, sock: SocketEntry, routes: AddressRoutes<ServiceSnapshot>, logClient: string | null): void {
     i.service = routes.fallback?.name ?? '';
     i.logClient = logClient;
     i.remote = this.verdict.remote;
@@ -352,7 +354,7 @@ export class ProxyListener {
   }
 
   /** The client went away (or a drain cut it) before it was routed: counted and logged like any connection that ends. */
-  private onGone(i: Inspection): void {
+  private onGone(i: Inspection<unknown>): void {
     i.limits?.release(i.remote, null);
     this.accepted++;
     this.deps.observer.closed(i);
@@ -364,125 +366,65 @@ export class ProxyListener {
    * inspection leaves the registry last, once its session is in: a drain waiting for the last
    * connection never sees none open in between.
    */
-  private onInspected(i: Inspection, serverName: string | null, bytes: Buffer, clientEnded: boolean): void {
+  private onInspected(i: Inspection<unknown>, serverName: string | null, bytes: Buffer, clientEnded: boolean): void {
     i.limits?.release(i.remote, null);
     const snap = this.deps.current();
     const svc = snap.routes(i.address)?.route(serverName) ?? null;
     const sock = this.sockets.get(i.address);
-    if (i instanceof SocketInspection) {
-      const c = i.socket;
-      if (!svc || !sock) {
-        this.deps.observer.rejected('no_route', c.remoteAddress, '', i.logClient, i.durationMs);
-        c.destroy();
-      } else {
-        this.startSession(snap, svc, this.serviceOf(sock, svc), c, i.logClient, i, bytes, serverName);
-      }
+    const t = this.transport;
+    if (!svc || !sock) {
+      this.deps.observer.rejected('no_route', i.remote || t.remoteAddress(i.conn), '', i.logClient, i.durationMs);
+      t.close(i.conn);
     } else {
-      const c = (i as RawInspection).handle;
-      if (!svc || !sock) {
-        this.deps.observer.rejected('no_route', i.remote || peerAddress(c), '', i.logClient, i.durationMs);
-        c.close();
-      } else {
-        this.startRawSession(snap, svc, this.serviceOf(sock, svc), c, i.logClient, i, bytes, serverName, clientEnded);
-      }
+      this.startSession(snap, svc, this.serviceOf(sock, svc), t, i.conn, i.logClient, i, bytes, serverName, clientEnded);
     }
     this.registry.delete(i);
   }
 
-  private onConnection(sock: SocketEntry, c: Socket): void {
-    c.on('error', ignore);
+  /** A connection accepted on `sock`: read its ClientHello first, or route it at once. */
+  private onAccept<C>(sock: SocketEntry, t: Transport<C>, c: C): void {
     const snap = this.deps.current();
     const routes = snap.routes(sock.key);
-    const logClient = this.logged() ? socketEndpoint(c) : null;
+    const logClient = this.logged() ? t.remoteEndpoint(c) : null;
     if (routes?.inspect) {
-      const refused = this.screen(sock, snap, routes, c, socketPeer);
+      const refused = this.screen(sock, snap, routes, c, t);
       if (refused !== null) {
-        this.deps.observer.rejected(refused, c.remoteAddress, routes.fallback?.name ?? '', logClient);
-        c.destroy();
+        this.deps.observer.rejected(refused, this.verdict.remote || t.remoteAddress(c), routes.fallback?.name ?? '', logClient);
+        t.close(c);
         return;
       }
-      const i = new SocketInspection(c, sock.key, this.deps.now(), routes.inspectTimeoutMs, this.inspections);
-      this.pending(i, sock, routes, logClient);
-      i.start();
-      return;
-    }
-    const svc = routes?.fallback;
-    if (!svc) {
-      this.deps.observer.rejected('no_route', c.remoteAddress, '', logClient);
-      c.destroy();
-      return;
-    }
-    this.startSession(snap, svc, this.serviceOf(sock, svc), c, logClient, null, null, null);
-  }
-
-  /** `from`: the inspection that read its first bytes (`initial`), else null. */
-  private startSession(snap: Snapshot, svc: ServiceSnapshot, entry: ServiceEntry, c: Socket, logClient: string | null, from: Inspection | null, initial: Buffer | null, serverName: string | null): void {
-    const refused = this.admission(snap, svc, entry, c, socketPeer, from);
-    if (refused) {
-      this.deps.observer.rejected(refused, c.remoteAddress, svc.name, logClient, from !== null ? from.durationMs : 0);
-      c.destroy();
-      return;
-    }
-    this.accepted++;
-    entry.open++;
-    const s = new Session(c, svc, entry.host);
-    if (from !== null) s.startedAt = from.acceptedAt;
-    s.admitted = this.verdict.admitted;
-    s.initial = initial;
-    s.logClient = logClient;
-    if (svc.keyed) s.hashKey = svc.wantsServerName ? (serverName ?? '') : this.verdict.remote;
-    this.registry.add(s);
-    s.start();
-  }
-
-  /** The raw path's accept: the same routing and admission, on the handle itself. */
-  private onRawConnection(sock: SocketEntry, status: number, c: TcpHandle | undefined): void {
-    if (status < 0 || !c) {
-      this.deps.observer.acceptError(uvError(status, 'accept'));
-      return;
-    }
-    const snap = this.deps.current();
-    const routes = snap.routes(sock.key);
-    const logClient = this.logged() ? peerEndpoint(c) : null;
-    if (routes?.inspect) {
-      const refused = this.screen(sock, snap, routes, c, peerAddress);
-      if (refused !== null) {
-        this.deps.observer.rejected(refused, this.verdict.remote || peerAddress(c), routes.fallback?.name ?? '', logClient);
-        c.close();
-        return;
-      }
-      const i = new RawInspection(c, sock.key, this.deps.now(), routes.inspectTimeoutMs, this.inspections);
+      const i = t.inspection(c, sock.key, this.deps.now(), routes.inspectTimeoutMs, this.inspections);
       this.pending(i, sock, routes, logClient);
       if (!i.start()) i.destroy('client_reset');
       return;
     }
     const svc = routes?.fallback;
     if (!svc) {
-      this.deps.observer.rejected('no_route', peerAddress(c), '', logClient);
-      c.close();
+      this.deps.observer.rejected('no_route', t.remoteAddress(c), '', logClient);
+      t.close(c);
       return;
     }
-    this.startRawSession(snap, svc, this.serviceOf(sock, svc), c, logClient, null, null, null, false);
+    this.startSession(snap, svc, this.serviceOf(sock, svc), t, c, logClient, null, null, null, false);
   }
 
-  private startRawSession(snap: Snapshot, svc: ServiceSnapshot, entry: ServiceEntry, c: TcpHandle, logClient: string | null, from: Inspection | null, initial: Buffer | null, serverName: string | null, clientEnded: boolean): void {
-    const refused = this.admission(snap, svc, entry, c, peerAddress, from);
+  /** Admit it, then relay it. `from`: the inspection that read its first bytes (`initial`), else null. */
+  private startSession<C>(snap: Snapshot, svc: ServiceSnapshot, entry: ServiceEntry, t: Transport<C>, c: C, logClient: string | null, from: Inspection<C> | null, initial: Buffer | null, serverName: string | null, clientEnded: boolean): void {
+    const refused = this.admission(snap, svc, entry, c, t, from);
     if (refused) {
-      this.deps.observer.rejected(refused, this.verdict.remote || peerAddress(c), svc.name, logClient, from !== null ? from.durationMs : 0);
-      c.close();
+      this.deps.observer.rejected(refused, this.verdict.remote || t.remoteAddress(c), svc.name, logClient, from !== null ? from.durationMs : 0);
+      t.close(c);
       return;
     }
-    c.setNoDelay(true);
     this.accepted++;
     entry.open++;
-    const s = new RawSession(c, svc, entry.host);
-    if (from !== null) s.startedAt = from.acceptedAt;
-    s.admitted = this.verdict.admitted;
-    s.logClient = logClient;
-    s.remoteAddress = this.verdict.remote;
-    s.initial = initial;
-    s.clientEnded = clientEnded;
-    if (svc.keyed) s.hashKey = svc.wantsServerName ? (serverName ?? '') : this.verdict.remote;
+    const a = this.verdict;
+    a.startedAt = from !== null ? from.acceptedAt : -1;
+    a.logClient = logClient;
+    a.initial = initial;
+    a.clientEnded = clientEnded;
+    a.hashKey = svc.keyed ? (svc.wantsServerName ? (serverName ?? '') : a.remote) : undefined;
+    const s = t.session(c, svc, entry.host, a);
+    a.initial = null;
     this.registry.add(s);
     s.start();
   }
@@ -494,14 +436,3 @@ export function reusePort(version: string = process.version, env: NodeJS.Process
   const [major = 0, minor = 0] = version.slice(1).split('.').map(Number);
   return major > 23 || (major === 23 && minor >= 1) || (major === 22 && minor >= 12);
 }
-
-function socketPeer(c: Socket): string {
-  return c.remoteAddress ?? '';
-}
-
-/** The client's "ip:port", as the access log writes it. */
-function socketEndpoint(c: Socket): string {
-  return formatHostPort({ host: c.remoteAddress ?? '', port: c.remotePort ?? 0 });
-}
-
-function ignore(): void {}

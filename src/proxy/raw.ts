@@ -3,7 +3,7 @@
 // net.Socket objects, which add a Duplex stream, an event emitter and their bookkeeping to every
 // connect, read, write and close (`npm run bench`, W2 and the node-raw reference). Everything
 // the relay needs from them is typed here; rawAvailable() says whether the relay uses them
-// (a tested Node major whose handles passed the self-test at start: ./raw-self-test.ts).
+// (a tested Node major whose handles passed the self-test at start: runtime/raw-self-test.ts).
 
 import { getSystemErrorName } from 'node:util';
 import { PROCESS_ENV } from '../config/environment';
@@ -127,7 +127,7 @@ export const RAW_RELAY_MAJORS: readonly number[] = [20, 22, 24, 26];
 export type RelayChoice = { readonly relay: 'raw' } | { readonly relay: 'net.Socket'; readonly reason: string };
 
 /**
- * The relay this Node may use before the self-test (./raw-self-test.ts): net.Socket when
+ * The relay this Node may use before the self-test (runtime/raw-self-test.ts): net.Socket when
  * LEMONADE_LB_NET_SOCKETS=1 asks for it (slower; there to rule the raw relay in or out when
  * diagnosing), when the major is not in RAW_RELAY_MAJORS, or when the handles are missing.
  */
@@ -141,7 +141,7 @@ export function relayPlan(env: NodeJS.ProcessEnv = process.env, version: string 
   return { relay: 'raw' };
 }
 
-/** The relay chosen at start (chooseRelay() in ./raw-self-test.ts); undefined before. */
+/** The relay chosen at start (chooseRelay() in runtime/raw-self-test.ts); undefined before. */
 let chosen: RelayChoice | undefined;
 
 export function setRelay(choice: RelayChoice): void {

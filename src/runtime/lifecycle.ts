@@ -7,7 +7,7 @@
 import type { Env } from '../config/load';
 import type { HealthChecker } from '../health/checker';
 import type { DnsDiscovery } from '../discovery/dns';
-import { chooseRelay, logRelay } from '../proxy/raw-self-test';
+import { chooseRelay, logRelay } from './raw-self-test';
 import { adminExposureWarnings } from '../config/admin-exposure';
 import type { AdminListener, ReloadOutcome } from './control';
 import type { EventRing } from '../obs/events';

@@ -8,14 +8,11 @@ import { shownName, type AdminState } from '../core/backend';
 import type { Snapshot } from '../core/snapshot';
 import type { Logger } from '../obs/logger';
 import type { TrafficFigures } from '../obs/metrics';
-import { ProxyListener, type Pending } from '../proxy/listener';
+import { ProxyListener, type Open, type Pending } from '../proxy/listener';
 import type { ListenSpec } from './ipc';
-import type { Session } from '../proxy/session';
-import type { RawSession } from '../proxy/raw-session';
-import type { Inspection } from '../proxy/inspection';
 import { rejectionTermination, type ProxyObserver, type SessionEnd } from '../proxy/events';
 import type { AccessLog } from '../obs/access-log';
-import type { DrainResult } from './drain';
+import type { DrainResult } from '../proxy/registry';
 
 export type { Pending };
 
@@ -165,7 +162,7 @@ export interface LocalPlaneDeps {
 export class LocalPlane implements DataPlane {
   readonly listener: ProxyListener;
   /** connections of removed backends, each set cut when its timer fires */
-  private readonly drains = new Map<NodeJS.Timeout, Set<Session | RawSession | Inspection>>();
+  private readonly drains = new Map<NodeJS.Timeout, Set<Open>>();
 
   constructor(private readonly deps: LocalPlaneDeps) {
     this.listener = new ProxyListener({ current: deps.current, observer: deps.observer, now: deps.now, shared: deps.shared === true });

@@ -15,7 +15,7 @@ import { TrafficFigures } from '../obs/metrics';
 import { AccessLog } from '../obs/access-log';
 import { BindError } from '../errors';
 import { LocalPlane, trafficObserver, type Pending } from './plane';
-import { chooseRelay, logRelay } from '../proxy/raw-self-test';
+import { chooseRelay, logRelay } from './raw-self-test';
 import type { FromWorker, ListenSpec, ToWorker, WorkerReport } from './ipc';
 
 function send(m: FromWorker, then?: () => void): void {

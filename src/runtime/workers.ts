@@ -25,7 +25,7 @@ import type { TrafficFigures } from '../obs/metrics';
 import { BindError } from '../errors';
 import { reusePort } from '../proxy/listener';
 import type { DataPlane, Pending, WorkerProcess } from './plane';
-import type { DrainResult } from './drain';
+import type { DrainResult } from '../proxy/registry';
 import { EMPTY_REPORT, mergeReports, retiredPart, type FromWorker, type HealthView, type ListenSpec, type ToWorker, type WorkerReport } from './ipc';
 
 /** How often the control plane pulls the workers' figures (status, metrics, /health, summary). */

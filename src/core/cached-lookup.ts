@@ -3,9 +3,18 @@
 // by name makes no DNS query and does not queue on libuv's thread pool.
 
 import type { LookupAddress, LookupOptions } from 'node:dns';
-import { isIP, type LookupFunction } from 'node:net';
+import { parseIp } from '../config/address';
 import type { BackendConfig } from '../config/schema';
-import { cachedAddresses } from '../core/endpoints';
+import { cachedAddresses } from './endpoints';
+
+/** net.connect's `lookup` option (node:net's LookupFunction, declared here: core imports no node:net). */
+export type LookupFunction = (hostname: string, options: LookupOptions, callback: (err: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void) => void;
+
+/** 4 or 6 for an IP address in text (0: not one), as net.isIP answers. */
+export function ipFamily(address: string): number {
+  const ip = parseIp(address);
+  return ip === null ? 0 : address.includes(':') ? 6 : 4;
+}
 
 const made = new WeakMap<readonly string[], LookupFunction>();
 
@@ -22,7 +31,7 @@ export function cachedLookup(spec: BackendConfig): LookupFunction | undefined {
   if (addresses.length === 0) return noAddress;
   let f = made.get(addresses);
   if (f === undefined) {
-    const list: LookupAddress[] = addresses.map((address) => ({ address, family: isIP(address) }));
+    const list: LookupAddress[] = addresses.map((address) => ({ address, family: ipFamily(address) }));
     const first = list[0]!;
     // as dns.lookup: the callback is never called synchronously
     f = ((_host: string, opts: LookupOptions, cb: (err: Error | null, address: string | LookupAddress[], family?: number) => void): void => {

@@ -2,8 +2,15 @@
 // to the backend before the client's bytes (and first on each health check's own connection).
 // IPv4-mapped IPv6 addresses are sent as IPv4.
 
-import type { Socket } from 'node:net';
 import { parseIp, v6Text } from '../config/address';
+
+/** The addresses of a connection as a net.Socket shows them (any object with these fields will do). */
+export interface SocketAddresses {
+  readonly remoteAddress?: string | undefined;
+  readonly remotePort?: number | undefined;
+  readonly localAddress?: string | undefined;
+  readonly localPort?: number | undefined;
+}
 
 export interface ProxyEndpoints {
   readonly srcAddress: string;
@@ -53,7 +60,7 @@ export function encodeProxyHeader(version: 'v1' | 'v2', e: ProxyEndpoints): Buff
   return out;
 }
 
-export function proxyHeader(version: 'v1' | 'v2', client: Socket): Buffer {
+export function proxyHeader(version: 'v1' | 'v2', client: SocketAddresses): Buffer {
   return encodeProxyHeader(version, {
     srcAddress: client.remoteAddress ?? '',
     srcPort: client.remotePort ?? 0,
@@ -68,7 +75,7 @@ export function proxyHeader(version: 'v1' | 'v2', client: Socket): Buffer {
  * spec advises against UNKNOWN on a connection that is meant to be accepted, so the line carries
  * the check connection's real addresses, the balancer as the source, as HAProxy's checks do.
  */
-export function checkProxyHeader(version: 'v1' | 'v2', conn: Socket): Buffer {
+export function checkProxyHeader(version: 'v1' | 'v2', conn: SocketAddresses): Buffer {
   if (version === 'v2') return V2_LOCAL;
   return encodeProxyHeader('v1', {
     srcAddress: conn.localAddress ?? '',

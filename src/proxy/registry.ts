@@ -1,8 +1,9 @@
-// The registry of open connections, and drain(deadline): wait for them to end, then cut the rest.
+// The proxy's registry of open connections, and drain(deadline): wait for them to end, then cut
+// the rest (the runtime's shutdown and reload call it).
 // It also runs the one coarse sweep that replaces a timer per connection: while any connection is
 // open, every periodMs() each one's sweep(now) checks its own timeouts (connect, idle).
 
-import type { Termination } from '../proxy/events';
+import type { Termination } from './events';
 
 export interface Drainable {
   /** the backend key this connection is attached to, if any */

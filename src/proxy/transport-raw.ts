@@ -1,12 +1,9 @@
-// One proxied client connection on raw libuv handles (./raw.ts): the same life as Session
-// (./session.ts) — pick → connect with a timeout → on failure before any byte, retry on a
-// backend not yet tried → relay both ways with backpressure and half-close → idle timeout →
-// release the backend's lease exactly once, when the backend handle is closed — without a
-// net.Socket on either side.
+// The raw transport: libuv's TCP handles (./raw.ts) on both sides, never a net.Socket. The
+// listening socket is a net.Server whose handle's onconnection is replaced, so an accepted
+// connection stays a bare handle; RawSession relays it, RawInspection reads its ClientHello.
 //
-// - Reading: each handle reads into a buffer we give it (useUserBuffer), chosen as Session does:
-//   SHARED for small reads (copied out before the write), a buffer of its own while reads are
-//   big (see "Reading" in session.ts). The onread function returns the buffer of the next read.
+// - Reading: each handle reads into a buffer we give it (useUserBuffer), chosen by the one
+//   read-buffer policy (./read-buffer.ts). The onread function returns the buffer of the next read.
 // - Writing: writeBuffer() tries the write at once; when the kernel did not take it all, libuv
 //   keeps the rest (we keep its buffer alive on the request) and the reading side stops until
 //   every queued write to its peer is done: the kernel's own flow control, end to end.
@@ -14,28 +11,25 @@
 //   queued to it. A handle is closed once it has both read end of file and had its shutdown
 //   complete; an error on either side, the idle timeout or destroy() closes both at once.
 
-import { isIP } from 'node:net';
+import net, { type Server } from 'node:net';
 import { formatHostPort } from '../config/address';
-import { lookup } from 'node:dns';
+import type { ProxyEndpoints } from '../core/proxy-protocol';
 import type { ServiceSnapshot } from '../core/snapshot';
 import type { Lease } from '../core/stats';
-import { cachedAddresses } from '../core/endpoints';
-import { SessionBase, type SessionHost } from './session-base';
-import { encodeProxyHeader, type ProxyEndpoints } from './proxy-protocol';
+import { Inspection, type InspectionHost } from './inspection';
+import { MAX_HELLO_BYTES } from './client-hello';
+import { Relay, type Accepted, type SessionHost } from './relay';
+import { SHARED, bytesOf, nextRead, takeRead } from './read-buffer';
+import type { Transport } from './transport';
 import { raw, uvError, type RawBindings, type ConnectReq, type ShutdownReq, type SockName, type TcpHandle, type WriteReq } from './raw';
 
-
-/** Looked up by the first RawSession, made only when they exist (ProxyListener.raw). */
+/** Looked up by the first RawSession or RawInspection, made only when they exist. */
 let R: RawBindings;
 
 /** Relay on these handles from now on (the start's self-test passes the ones it checks). */
 export function useBindings(bindings: RawBindings): void {
   R = bindings;
 }
-
-const READ_SIZE = 64 * 1024;
-const SMALL_READ = Buffer.poolSize >>> 1;
-const SHARED = Buffer.allocUnsafeSlow(READ_SIZE);
 
 /** What the relay keeps on each handle (a handle is a plain JS object, as net.js uses it too). */
 interface Side extends TcpHandle {
@@ -74,26 +68,14 @@ function asSide(h: TcpHandle, session: RawSession, lease: Lease | null): Side {
   return s;
 }
 
-/** net.isIP() (a regular expression) once per backend host, not once per connection. */
-const ipVersions = new Map<string, number>();
-function ipVersion(host: string): number {
-  let v = ipVersions.get(host);
-  if (v === undefined) {
-    v = isIP(host);
-    if (ipVersions.size >= 4096) ipVersions.clear(); // hosts come from the config: a bound, never reached in practice
-    ipVersions.set(host, v);
-  }
-  return v;
-}
-
 /** Peer address of a client handle ("" when the connection is already gone). */
-export function peerAddress(h: TcpHandle): string {
+function peerAddress(h: TcpHandle): string {
   const out: SockName = {};
   return h.getpeername(out) === 0 ? (out.address ?? '') : '';
 }
 
 /** "ip:port" of a client handle's peer ("[v6]:port"; ":0" when the connection is already gone). */
-export function peerEndpoint(h: TcpHandle): string {
+function peerEndpoint(h: TcpHandle): string {
   const out: SockName = {};
   h.getpeername(out);
   return formatHostPort({ host: out.address ?? '', port: out.port ?? 0 });
@@ -108,28 +90,44 @@ function endpoints(h: TcpHandle): ProxyEndpoints {
   return { srcAddress: peer.address ?? '', srcPort: peer.port ?? 0, dstAddress: local.address ?? '', dstPort: local.port ?? 0 };
 }
 
-export class RawSession extends SessionBase {
-  /** the client's address, when the listener read it (the ACL or the client limits) */
-  remoteAddress = '';
-  /** the client sent its end of file while the listener read its first bytes */
-  clientEnded = false;
+function closeHandle(h: TcpHandle): void {
+  h.close();
+}
+
+/** The listener's side of the raw transport. */
+export const RAW_TRANSPORT: Transport<TcpHandle> = {
+  name: 'raw',
+  server(accept, acceptError): Server {
+    const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true });
+    server.once('listening', () => {
+      const handle = (server as unknown as { _handle: TcpHandle | null })._handle;
+      if (handle) {
+        handle.onconnection = (status: number, c: TcpHandle | undefined) => {
+          if (status < 0 || !c) acceptError(uvError(status, 'accept'));
+          else accept(c);
+        };
+      }
+    });
+    return server;
+  },
+  remoteAddress: peerAddress,
+  remoteEndpoint: peerEndpoint,
+  close: closeHandle,
+  inspection: (c, address, acceptedAt, timeoutMs, host) => new RawInspection(c, address, acceptedAt, timeoutMs, host),
+  session(c, snap, host, a) {
+    c.setNoDelay(true);
+    return new RawSession(c, snap, host, a);
+  },
+};
+
+export class RawSession extends Relay {
   private backend: Side | null = null;
-  /** a host name's addresses not tried yet, in the resolver's order */
-  private nextAddresses: string[] | null = null;
   private readonly client: Side;
 
-  constructor(
-    client: TcpHandle,
-    snap: ServiceSnapshot,
-    host: SessionHost,
-  ) {
-    super(snap, host);
+  constructor(client: TcpHandle, snap: ServiceSnapshot, host: SessionHost, a: Readonly<Accepted>) {
+    super(snap, host, a);
     R ??= raw()!;
     this.client = asSide(client, this, null);
-  }
-
-  start(): void {
-    this.attempt();
   }
 
   destroy(): void {
@@ -137,71 +135,68 @@ export class RawSession extends SessionBase {
     if (this.backend) close(this.backend);
   }
 
-  protected connectTimedOut(error: Error): void {
-    if (this.backend) this.connectFailed(this.backend, error);
+  protected closeClient(): void {
+    close(this.client);
   }
 
-  protected clientAddress(): string {
-    return this.remoteAddress || peerAddress(this.client);
+  protected peerAddress(): string {
+    return peerAddress(this.client);
   }
 
-  private attempt(): void {
-    const target = this.pickTarget();
-    if (!target) {
-      close(this.client);
-      return;
-    }
-    const b = asSide(new R.TCP(R.SOCKET), this, target.load.acquire());
+  protected endpoints(): ProxyEndpoints {
+    return endpoints(this.client);
+  }
+
+  protected openBackend(lease: Lease): void {
+    const b = asSide(new R.TCP(R.SOCKET), this, lease);
     this.backend = b;
     b.setNoDelay(true); // kept by libuv and applied when the connect makes the socket
-    const { host, port } = target.spec;
-    this.nextAddresses = null;
-    if (ipVersion(host) !== 0) {
-      this.connectTo(b, host, port);
-      return;
-    }
-    // a host name: its addresses are tried one after the other, within the one connect timeout;
-    // the cached ones when there are (no lookup), else as the system's lookup gives them
-    const cached = cachedAddresses(target.spec);
-    if (cached !== undefined && cached.length === 0) {
-      // every address the name gave was refused (discovery): never looked up here instead
-      process.nextTick(() => b === this.backend && !b.closing && this.connectFailed(b, new Error(`${host}: no usable address`)));
-      return;
-    }
-    if (cached !== undefined) {
-      this.nextAddresses = cached.slice(1);
-      this.connectTo(b, cached[0]!, port);
-      return;
-    }
-    lookup(host, { all: true }, (err, found) => {
-      if (b !== this.backend || b.closing) return; // timed out, or the session is gone
-      if (err || found.length === 0) {
-        this.connectFailed(b, err ?? new Error(`getaddrinfo found no address for ${host}`));
-        return;
-      }
-      this.nextAddresses = found.slice(1).map((a) => a.address);
-      this.connectTo(b, found[0]!.address, port);
-    });
   }
 
-  private connectTo(b: Side, address: string, port: number): void {
+  protected replaceBackend(): void {
+    const b = this.backend!;
+    const next = asSide(new R.TCP(R.SOCKET), this, b.lease);
+    b.lease = null;
+    this.backend = next;
+    close(b);
+    next.setNoDelay(true);
+  }
+
+  protected dropBackend(): void {
+    const b = this.backend;
+    this.backend = null;
+    this.backendClosed = true;
+    if (b) close(b); // its close releases its lease
+  }
+
+  protected awaitingDial(): boolean {
+    const b = this.backend;
+    return b !== null && !b.closing;
+  }
+
+  protected dial(address: string, family: number, port: number): void {
+    const b = this.backend!;
     const req = new R.TCPConnectWrap();
     req.oncomplete = afterConnect;
     req.address = address;
     req.port = port;
-    const err = ipVersion(address) === 6 ? b.connect6(req, address, port) : b.connect(req, address, port);
+    const err = family === 6 ? b.connect6(req, address, port) : b.connect(req, address, port);
     if (err !== 0) {
       const e = uvError(err, 'connect', address, port);
       process.nextTick(() => {
-        if (b === this.backend && !b.closing) this.connectFailed(b, e);
+        if (b === this.backend && !b.closing) this.backendFailed(e);
       });
     }
+  }
+
+  protected send(bytes: Buffer): void {
+    write(this.backend!, bytes, null);
   }
 
   /** @internal */ onConnect(b: Side, status: number, req: ConnectReq): void {
     if (b !== this.backend || b.closing) return;
     if (status < 0) {
-      this.connectFailed(b, uvError(status, 'connect', req.address, req.port));
+      this.backendFailed(uvError(status, 'connect', req.address, req.port));
       return;
     }
     const c = this.client;
@@ -212,61 +207,21 @@ export class RawSession extends SessionBase {
     }
     c.peer = b;
     b.peer = c;
-    const mode = this.snap.proxy.proxyProtocol;
-    if (mode !== 'off') write(b, encodeProxyHeader(mode, endpoints(c)), null);
-    const first = this.initial;
-    if (first !== null && first.length > 0) {
-      this.initial = null;
-      this.countIn(first.length);
-      write(b, first, null);
-    }
+    this.sendFirst();
     if (!startReading(b)) {
       this.destroy();
       return;
     }
-    if (this.clientEnded) this.onEnd(c); // passed on as the backend's shutdown, after the bytes above
+    if (this.clientEnded) this.onEnd(c); // passed on as the backend's shutdown, after the bytes sent first
     else if (!startReading(c)) this.destroy();
   }
 
-  /** The backend handle failed before it connected (error, timeout or name lookup). */
-  private connectFailed(b: Side, err: NodeJS.ErrnoException | Error): void {
-    const more = this.nextAddresses;
-    if (more && more.length > 0 && this.deadline > 0 && !this.clientClosed) {
-      // the host name's next address, on a new handle that takes over the lease
-        const next = asSide(new R.TCP(R.SOCKET), this, b.lease);
-      b.lease = null;
-      this.backend = next;
-      close(b);
-      next.setNoDelay(true);
-      this.connectTo(next, more.shift()!, this.target!.spec.port);
-      return;
-    }
-    this.backend = null;
-    this.backendClosed = true;
-    close(b); // its close releases its lease
-    if (this.connectFailure(err) === 'retry') this.attempt();
-    else close(this.client);
-  }
-
   /** @internal */ onData(from: Side, n: number): Uint8Array | undefined {
-    const to = from.peer!;
     if (from === this.client) this.countIn(n);
     else this.countOut(n);
-    let buf = from.readBuf;
-    if (buf === SHARED) {
-      if (n < SMALL_READ) {
-        // SHARED is read into by every handle: what libuv may still hold must be a copy
-        const copy = Buffer.allocUnsafe(n);
-        SHARED.copy(copy, 0, 0, n);
-        write(to, copy, from);
-        return undefined; // the next read goes into SHARED again
-      }
-      const own = Buffer.allocUnsafeSlow(READ_SIZE);
-      SHARED.copy(own, 0, 0, n);
-      buf = own;
-    }
-    const queued = write(to, n === buf.length ? buf : buf.subarray(0, n), from);
-    const next = n < SMALL_READ ? SHARED : queued ? Buffer.allocUnsafeSlow(READ_SIZE) : buf;
+    const taken = takeRead(from.readBuf, n);
+    const queued = write(from.peer!, bytesOf(taken, n), from);
+    const next = nextRead(taken, n, queued);
     if (next === from.readBuf) return undefined;
     from.readBuf = next;
     return next;
@@ -416,4 +371,45 @@ function close(h: Side): void {
 /** HandleWrap calls the close callback with the handle as `this`. */
 function onHandleClose(this: Side): void {
   this.session.onClosed(this);
+}
+
+const READ = Buffer.allocUnsafeSlow(MAX_HELLO_BYTES);
+
+interface InspectedHandle extends TcpHandle {
+  inspection: RawInspection;
+}
+
+/** An inspection on a raw libuv handle. */
+class RawInspection extends Inspection<TcpHandle> {
+  constructor(handle: TcpHandle, address: string, acceptedAt: number, timeoutMs: number, host: InspectionHost) {
+    super(handle, address, acceptedAt, timeoutMs, host);
+    R ??= raw()!;
+  }
+
+  start(): boolean {
+    const h = this.conn as InspectedHandle;
+    h.inspection = this;
+    h.onread = onRawRead;
+    h.useUserBuffer(READ);
+    return h.readStart() === 0;
+  }
+
+  protected close(): void {
+    this.conn.close();
+  }
+
+  protected stopReading(): void {
+    this.conn.readStop();
+  }
+
+  /** @internal */ onRead(n: number): void {
+    if (n > 0) this.received(READ, n);
+    else if (n === R.UV_EOF) this.ended();
+    else if (n < 0) this.destroy('client_reset');
+  }
+}
+
+function onRawRead(this: TcpHandle): undefined {
+  (this as InspectedHandle).inspection.onRead(R.state[R.kReadBytesOrError]!);
+  return undefined;
 }

@@ -1,6 +1,8 @@
-// One proxied client connection: pick → connect with a timeout → on failure before any byte,
-// retry on a backend not yet tried → relay both ways with backpressure and half-close → idle
-// timeout → release the backend's lease exactly once, when the backend socket closes.
+// The net.Socket transport: every connection a net.Socket, as Node's own net module makes it
+// (the relay when this Node's raw handles are not used, see ./raw.ts). Session relays a client
+// socket to a backend socket (the relay core, ./relay.ts, does the rest); SocketInspection reads
+// its ClientHello through 'data' events. The backend socket releases its lease exactly once,
+// when it closes.
 //
 // Hot path (see `npm run bench`): no closure is made per connection. Every event listener is
 // one module-level function shared by all connections; it finds its session through a symbol
@@ -8,15 +10,17 @@
 // `onread` callback (see "Reading" below) and write(), stopping the reader when write() returns
 // false with bytes still queued and resuming it on the writer's 'drain'. There is no timer per
 // connection: the connect timeout and the idle timeout are checked by the registry's one coarse
-// sweep (ConnectionRegistry, runtime/drain.ts), and a read only sets a flag.
+// sweep (ConnectionRegistry, ./registry.ts), and a read only sets a flag.
 
-import { Socket, type OnReadOpts, type SocketConstructorOpts } from 'node:net';
+import net, { Socket, type OnReadOpts, type Server, type SocketConstructorOpts } from 'node:net';
+import { formatHostPort } from '../config/address';
+import type { ProxyEndpoints } from '../core/proxy-protocol';
 import type { ServiceSnapshot } from '../core/snapshot';
 import type { Lease } from '../core/stats';
-import { SessionBase, type SessionHost } from './session-base';
-import { proxyHeader } from './proxy-protocol';
-import { cachedLookup } from '../discovery/cached-lookup';
-
+import { Inspection } from './inspection';
+import { Relay, type Accepted, type SessionHost } from './relay';
+import { SHARED, bytesOf, nextRead, takeRead } from './read-buffer';
+import type { Transport } from './transport';
 
 const SESSION = Symbol('lemonade.session');
 const LEASE = Symbol('lemonade.lease');
@@ -26,38 +30,24 @@ interface ClientSocket extends Socket {
 }
 interface BackendSocket extends Socket {
   [SESSION]: Session;
-  [LEASE]: Lease;
+  /** null once a socket for the name's next address took it over */
+  [LEASE]: Lease | null;
 }
 
 // Reading. With `onread`, Node reads into a buffer we give it and calls one function with the
 // byte count: no 64 KiB allocation per read (and no shrink of it to the bytes read), no Readable
-// push, no 'data' emit. The catch is that write() keeps a reference to what it is given while it
-// is queued (in the Writable's buffer, or in libuv when the kernel took only part of it), so the
-// buffer read into must not be read into again until that write is done. Which buffer the next
-// read uses is decided right after each read by the `buffer` generator (Node calls it right after
-// the callback, synchronously), from what the callback left in `nextRead`:
-// - every socket starts on SHARED, one buffer for all: a read into it is always copied out before
-//   the write, so nothing ever references it and any socket may read into it at any time. A small
-//   read's copy comes from Buffer's pool (cheap), and an idle connection holds no buffer at all.
-// - a big read (one that a copy could not take from the pool) suggests more are coming: the
-//   socket moves to a buffer of its own (the copy is made into it), written from without a copy.
-//   After each write, writableLength === 0 means the write completed synchronously and nothing
-//   references the buffer any more: it is read into again. Otherwise it stays with the queued
-//   write (and is collected after it) and the socket gets a fresh one: copying instead would
-//   cost a memcpy per read even when the kernel takes everything at once, the usual case.
-// - a small read sends the socket back to SHARED, so a connection holds its own 64 KiB only
-//   while its reads are big (a copy of a small read costs little).
+// push, no 'data' emit. Which buffer the next read uses (./read-buffer.ts) is decided right after
+// each read by the `buffer` generator (Node calls it right after the callback, synchronously),
+// from what the callback left in `nextBuffer`. After each write, writableLength === 0 means the
+// write completed synchronously and nothing references the buffer any more.
 // Returning false from the callback stops reading (the handle's readStop()); Socket.resume()
 // restarts it in this mode (Node 20's net.js: resume() calls tryReadStart() when kBuffer is set).
-const READ_SIZE = 64 * 1024;
-const SMALL_READ = Buffer.poolSize >>> 1; // Buffer.allocUnsafe takes smaller sizes from its pool
-const SHARED = Buffer.allocUnsafeSlow(READ_SIZE);
 /** the buffer the next read of the socket that just read goes into (set by relay()) */
-let nextRead: Buffer | null = null;
+let nextBuffer: Buffer | null = null;
 
 function nextReadBuffer(): Buffer {
-  const b = nextRead ?? SHARED;
-  nextRead = null;
+  const b = nextBuffer ?? SHARED;
+  nextBuffer = null;
   return b;
 }
 
@@ -71,20 +61,10 @@ function nextReadBuffer(): Buffer {
  * (below the highWaterMark, as with a plain 'data' relay).
  */
 function relay(buf: Buffer, n: number, dst: Socket): boolean {
-  if (buf === SHARED) {
-    if (n < SMALL_READ) {
-      const copy = Buffer.allocUnsafe(n);
-      SHARED.copy(copy, 0, 0, n);
-      nextRead = SHARED;
-      return dst.write(copy) || dst.writableLength === 0;
-    }
-    const own = Buffer.allocUnsafeSlow(READ_SIZE);
-    SHARED.copy(own, 0, 0, n);
-    buf = own;
-  }
-  const ok = dst.write(n === buf.length ? buf : buf.subarray(0, n));
+  const taken = takeRead(buf, n);
+  const ok = dst.write(bytesOf(taken, n));
   const queued = dst.writableLength > 0;
-  nextRead = n < SMALL_READ ? SHARED : queued ? Buffer.allocUnsafeSlow(READ_SIZE) : buf;
+  nextBuffer = nextRead(taken, n, queued);
   return ok || !queued;
 }
 
@@ -137,26 +117,17 @@ function useOnread(c: ClientSocket): boolean {
   return true;
 }
 
-export class Session extends SessionBase {
+export class Session extends Relay {
   private backend: BackendSocket | null = null;
   private readonly client: ClientSocket;
 
-  constructor(
-    client: Socket,
-    snap: ServiceSnapshot,
-    host: SessionHost,
-  ) {
-    super(snap, host);
-    this.client = client as ClientSocket;
-    this.client[SESSION] = this;
-  }
-
-  /** Start: the client socket is paused (pauseOnConnect) and already counted as active. */
-  start(): void {
-    const c = this.client;
+  constructor(client: Socket, snap: ServiceSnapshot, host: SessionHost, a: Readonly<Accepted>) {
+    super(snap, host, a);
+    const c = client as ClientSocket;
+    this.client = c;
+    c[SESSION] = this;
     c.on('error', onClientError);
     c.on('close', onClientClose);
-    this.attempt();
   }
 
   destroy(): void {
@@ -164,31 +135,56 @@ export class Session extends SessionBase {
     this.backend?.destroy();
   }
 
-  protected connectTimedOut(error: Error): void {
-    this.backend?.destroy(error);
+  protected closeClient(): void {
+    this.client.destroy();
   }
 
-  protected clientAddress(): string | undefined {
+  protected peerAddress(): string | undefined {
     return this.client.remoteAddress;
   }
 
-  private attempt(): void {
-    const target = this.pickTarget();
-    if (!target) {
-      this.client.destroy();
-      return;
-    }
+  protected endpoints(): ProxyEndpoints {
+    const c = this.client;
+    return { srcAddress: c.remoteAddress ?? '', srcPort: c.remotePort ?? 0, dstAddress: c.localAddress ?? '', dstPort: c.localPort ?? 0 };
+  }
+
+  protected openBackend(lease: Lease): void {
     const s = new Socket(BACKEND_OPTIONS) as BackendSocket;
     s[SESSION] = this;
-    s[LEASE] = target.load.acquire();
+    s[LEASE] = lease;
     this.backend = s;
     s.setNoDelay(true); // before connect: applied when the handle is made, no system call now
     s.on('connect', onBackendConnect);
     s.on('error', onBackendError);
     s.on('close', onBackendClose);
-    const lookup = cachedLookup(target.spec);
-    if (lookup === undefined) s.connect(target.spec.port, target.spec.host);
-    else s.connect({ port: target.spec.port, host: target.spec.host, lookup }); // a cached host name
+  }
+
+  protected replaceBackend(): void {
+    const old = this.backend!;
+    const lease = old[LEASE];
+    old[LEASE] = null;
+    old.destroy();
+    this.openBackend(lease!);
+  }
+
+  protected dropBackend(): void {
+    const s = this.backend;
+    this.backend = null;
+    this.backendClosed = true;
+    s?.destroy(); // its 'close' releases its lease
+  }
+
+  protected awaitingDial(): boolean {
+    const s = this.backend;
+    return s !== null && !s.destroyed;
+  }
+
+  protected dial(address: string, family: number, port: number): void {
+    this.backend!.connect({ port, host: address, family });
+  }
+
+  protected send(bytes: Buffer): void {
+    this.backend!.write(bytes);
   }
 
   /** @internal */ onConnect(s: BackendSocket): void {
@@ -199,14 +195,7 @@ export class Session extends SessionBase {
       s.destroy();
       return;
     }
-    const mode = this.snap.proxy.proxyProtocol;
-    if (mode !== 'off') s.write(proxyHeader(mode, c));
-    const first = this.initial;
-    if (first !== null && first.length > 0) {
-      this.initial = null;
-      this.countIn(first.length);
-      s.write(first);
-    }
+    this.sendFirst();
     // a client whose first bytes the listener read is no longer in its first state: 'data' events
     if (!useOnread(c)) c.on('data', onClientData);
     if (c.readableEnded) this.onClientEnd(); // its end of file came while the listener read it
@@ -257,11 +246,7 @@ export class Session extends SessionBase {
       this.client.destroy();
       return;
     }
-    // the failed socket's 'close' releases its lease; detach it from this session now
-    this.backend = null;
-    this.backendClosed = true;
-    if (this.connectFailure(err) === 'retry') this.attempt();
-    else this.client.destroy();
+    this.backendFailed(err);
   }
 
   /** @internal */ onClientError(): void {
@@ -320,7 +305,7 @@ function onBackendError(this: BackendSocket, err: Error): void {
 }
 function onBackendClose(this: BackendSocket): void {
   // every backend socket releases its own lease, exactly once, on its own 'close'
-  this[LEASE].release();
+  this[LEASE]?.release();
   this[SESSION].onBackendClose(this);
 }
 function onBackendRead(this: BackendSocket, n: number, buf: Buffer): boolean {
@@ -339,4 +324,73 @@ function endThenDestroy(s: Socket): void {
 }
 function destroyAfterEnd(this: Socket): void {
   this.destroy();
+}
+
+/** The listener's side of the net.Socket transport. */
+export const NET_TRANSPORT: Transport<Socket> = {
+  name: 'net.Socket',
+  server(accept): Server {
+    return net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (c: Socket) => {
+      c.on('error', ignore);
+      accept(c);
+    });
+  },
+  remoteAddress: (c) => c.remoteAddress,
+  remoteEndpoint: (c) => formatHostPort({ host: c.remoteAddress ?? '', port: c.remotePort ?? 0 }),
+  close: (c) => c.destroy(),
+  inspection: (c, address, acceptedAt, timeoutMs, host) => new SocketInspection(c, address, acceptedAt, timeoutMs, host),
+  session: (c, snap, host, a) => new Session(c, snap, host, a),
+};
+
+function ignore(): void {}
+
+const INSPECTION = Symbol('lemonade.inspection');
+interface InspectedSocket extends Socket {
+  [INSPECTION]: SocketInspection;
+}
+
+/** An inspection on a net.Socket. */
+class SocketInspection extends Inspection<Socket> {
+  start(): boolean {
+    const c = this.conn as InspectedSocket;
+    c[INSPECTION] = this;
+    c.on('data', onSocketData);
+    c.on('end', onSocketEnd);
+    c.on('close', onSocketClose);
+    c.resume();
+    return true;
+  }
+
+  protected close(): void {
+    this.conn.destroy();
+  }
+
+  /** Paused with what it holds kept for the session, which takes the socket over. */
+  protected stopReading(): void {
+    const c = this.conn;
+    c.pause();
+    c.off('data', onSocketData);
+    c.off('end', onSocketEnd);
+    c.off('close', onSocketClose);
+  }
+
+  /** @internal */ onData(chunk: Buffer): void {
+    this.received(chunk, chunk.length);
+  }
+  /** @internal */ onEnd(): void {
+    this.ended();
+  }
+  /** @internal */ onClose(hadError: boolean): void {
+    this.destroy(hadError ? 'client_reset' : 'client_closed');
+  }
+}
+
+function onSocketData(this: InspectedSocket, chunk: Buffer): void {
+  this[INSPECTION].onData(chunk);
+}
+function onSocketEnd(this: InspectedSocket): void {
+  this[INSPECTION].onEnd();
+}
+function onSocketClose(this: InspectedSocket, hadError: boolean): void {
+  this[INSPECTION].onClose(hadError);
 }

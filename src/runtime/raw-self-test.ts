@@ -1,7 +1,7 @@
 // Before serving, the raw relay proves itself on this Node: the checks in ./raw.ts only see that
 // the internal functions exist, not that they still behave as the relay expects (what onread
 // returns, the streamBaseState slots, the end-of-file status, shutdown after queued writes). So a
-// real listener and RawSession relay over loopback, to a backend of our own, a payload each way
+// real listener and the raw transport relay over loopback, to a backend of our own, a payload each way
 // and the end of file each way, byte-exact, within a short bound; on any failure the process
 // relays on net.Socket and the start log says why.
 
@@ -12,10 +12,10 @@ import { DEFAULT_SERVICE } from '../config/schema';
 import { liveSnapshot } from '../core/snapshot';
 import { LoadTable } from '../core/stats';
 import { STRATEGIES } from '../strategy/index';
-import { ProxyListener } from './listener';
-import { raw, relayPlan, setRelay, type RawBindings, type RelayChoice } from './raw';
-import { useBindings } from './raw-session';
-import type { ProxyObserver } from './events';
+import { ProxyListener } from '../proxy/listener';
+import { raw, relayPlan, setRelay, type RawBindings, type RelayChoice } from '../proxy/raw';
+import { useBindings } from '../proxy/transport-raw';
+import type { ProxyObserver } from '../proxy/events';
 import type { Logger } from '../obs/logger';
 
 /** The self-test's bound: it takes a few milliseconds on an idle machine. */
