@@ -1,4 +1,4 @@
-// The access log (SPEC §10) against a running balancer, on both relays (raw handles and
+// The access log against a running balancer, on both relays (raw handles and
 // net.Socket): every termination cause this build can provoke for real, each seen in the JSON
 // line of that very connection (found by the client's own port) with its fields exact, and
 // counted in lemonade_connection_terminations_total; the text format; sampling; the hot reload

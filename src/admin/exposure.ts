@@ -1,4 +1,4 @@
-// Who may use the admin API, and from where (SPEC §6). Pure: no node:net, no I/O. The server
+// Who may use the admin API, and from where. Pure: no node:net, no I/O. The server
 // applies these checks in order: the Host header (DNS rebinding), then the cross-site headers of
 // a mutating request, then the token or, without one, a loopback peer. validate and the start log
 // share adminExposureWarnings().

@@ -191,7 +191,7 @@ const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'
 export const ENV_VARIABLES = [...ENV_SETTINGS.map((t) => t.name), 'LEMONADE_LB_BACKEND_ADDRESSES', 'LEMONADE_LB_CONFIG'];
 
 /**
- * The environment overrides the default service only (SPEC §7): a [[services]] entry that leaves
+ * The environment overrides the default service only: a [[services]] entry that leaves
  * an overridable key out keeps inheriting the file's value (or the key's default), so that value
  * is written into the entry before the override replaces the top-level one.
  */

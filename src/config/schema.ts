@@ -17,7 +17,7 @@ export const ALGORITHMS = [
 ] as const;
 export type Algorithm = (typeof ALGORITHMS)[number];
 
-/** What consistent_hash hashes: the client's IP, or the TLS server name read from the ClientHello (SPEC §8, §9). */
+/** What consistent_hash hashes: the client's IP, or the TLS server name read from the ClientHello (hash_key = "sni"). */
 export const HASH_KEYS = ['source_ip', 'sni'] as const;
 
 export interface RateLimit {
@@ -34,7 +34,7 @@ export interface RateLimit {
 //   doc          its line in the README's reference table (`shown`: the default as the README
 //                writes it, where the value alone does not say it)
 //   secret       never shown: logs, diffs, /status, the shown hash
-//   overridable  a [[services]] entry may set its own value, defaulting to this one (SPEC §7)
+//   overridable  a [[services]] entry may set its own value, defaulting to this one
 // Adding a key is one row here and its README row (test/config-docs.test.ts demands it).
 
 type Row = {
@@ -558,7 +558,7 @@ function serviceValues(
 }
 
 /**
- * Services on one listen address (SPEC §8): they are told apart by sni, so at most one leaves it
+ * Services on one listen address: they are told apart by sni, so at most one leaves it
  * empty (the default route) and a name belongs to one of them; and the socket reads the
  * ClientHello before it knows the service, so they share one inspect_timeout. `at(i, key)`: the
  * path of service i's key.

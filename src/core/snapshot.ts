@@ -27,7 +27,7 @@ export class SnapshotBackend implements Candidate {
   readonly parentRef: string | null;
   /** effective weight, set by the picker at each pick (slow start) */
   weight: number;
-  /** the configured weight scaled by the agent's percentage as this snapshot was built (SPEC §11) */
+  /** the configured weight scaled by the agent's percentage as this snapshot was built (`NN%`) */
   readonly baseWeight: number;
   /** this process's share of the backend's max_connections (Infinity = unlimited) */
   readonly cap: number;

@@ -39,7 +39,7 @@ export class BackendLoad {
   /** when it last turned healthy (for slow start); 0 = since the start */
   healthySince = 0;
   lastCheck: LastCheck | null = null;
-  /** the agent check said down (SPEC §11): no new connections until it says up */
+  /** the agent check said down: no new connections until it says up */
   agentDown = false;
   /** the agent's weight, a percentage of the configured one; null = never said */
   agentWeightPercent: number | null = null;

@@ -1,4 +1,4 @@
-// send_expect health checks (SPEC §11): the escapes of `send` and `expect`, the steps of a check
+// send_expect health checks: the escapes of `send` and `expect`, the steps of a check
 // as bytes and matchers, and the conversation they make, bytes in and bytes out. Pure: the socket
 // is health/checker.ts's. Validation (config/schema.ts) uses the same parsers, so a file that
 // loads compiles here. `expect_regex` runs on RE2 (re2js, pure JS): linear in the reply's
