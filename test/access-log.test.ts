@@ -312,7 +312,7 @@ test('text format, sampling, and the hot reload: off, on again, a new path, with
   await one();
   await waitLines(a, 1);
 
-  // text: one line, its fields in the README's order
+  // text: one line, its fields in the documented order (docs/operations.md)
   await reload(accessLogTable(a, ['format = "text"']));
   const p = await one();
   const line = await waitFor(() => readFileSync(a, 'utf8').split('\n').find((l) => l.includes(`127.0.0.1:${p} `)), 10_000, 'the text line');

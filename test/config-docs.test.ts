@@ -1,6 +1,6 @@
-// The README's configuration reference is the schema's tables rendered (src/config/schema.ts):
-// a key added to a table without its README row, a row left behind by a removed key, or a
-// default changed in one place only fails here.
+// The configuration reference in docs/configuration.md is the schema's tables rendered
+// (src/config/schema.ts): a key added to a table without its row, a row left behind by a removed
+// key, or a default changed in one place only fails here.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -11,7 +11,7 @@ import { parseAndValidate } from '../src/config/load';
 
 type AnyRow = { readonly kind: string; readonly def?: unknown; readonly shown?: string; readonly doc: string };
 
-/** A duration as the README writes it: the largest whole unit ("3s", "1h"). */
+/** A duration as the reference writes it: the largest whole unit ("3s", "1h"). */
 function duration(ms: number): string {
   if (ms === 0) return '0s';
   for (const [unit, n] of [['h', 3600000], ['m', 60000], ['s', 1000]] as const) if (ms % n === 0) return `${ms / n}${unit}`;
@@ -44,28 +44,30 @@ function referenceRows(): string[] {
   );
 }
 
-const readme = readFileSync(join(__dirname, '..', 'README.md'), 'utf8'); // no helpers: this needs no build
+const doc = readFileSync(join(__dirname, '..', 'docs', 'configuration.md'), 'utf8'); // no helpers: this needs no build
 
-test("the README's configuration reference table is exactly the schema's rows, in order", () => {
-  const lines = readme.split('\n');
+test("docs/configuration.md's reference table is exactly the schema's rows, in order", () => {
+  const lines = doc.split('\n');
   const start = lines.indexOf('| key | default | meaning |');
-  assert.ok(start > lines.indexOf('## Configuration') && lines.indexOf('## Configuration') >= 0, 'the reference table stands under ## Configuration');
+  const heading = lines.indexOf('## Reference (hand-written)');
+  assert.ok(heading >= 0 && start > heading, 'the reference table stands under ## Reference (hand-written)');
   let end = start;
   while (end < lines.length && lines[end]!.startsWith('|')) end++;
   assert.deepEqual(lines.slice(start + 2, end), referenceRows());
 });
 
-test('every LEMONADE_LB_* variable of the schema is named in the README (or as "…_SUFFIX" in a group)', () => {
-  const env = readme.slice(readme.indexOf('### Environment'));
+test('every LEMONADE_LB_* variable of the schema is named in docs/configuration.md (or as "…_SUFFIX" in a group)', () => {
+  assert.ok(doc.includes('## Environment overrides\n'), 'the section is there');
+  const env = doc.slice(doc.indexOf('## Environment overrides\n'), doc.indexOf('## Reference (hand-written)'));
   const missing = ENV_SETTINGS.map((t) => t.name).filter((n) => !env.includes('`' + n + '`') && !env.includes('`…' + n.slice('LEMONADE_LB'.length) + '`'));
   assert.deepEqual(missing, []);
 });
 
-test("the README's services worked example is a valid configuration of three services", () => {
-  const at = readme.indexOf('**Worked example: PostgreSQL');
-  assert.ok(at > 0, 'the worked example is in the README');
-  const start = readme.indexOf('```toml\n', at) + '```toml\n'.length;
-  const r = parseAndValidate(readme.slice(start, readme.indexOf('```', start)), {});
+test("docs/configuration.md's services worked example is a valid configuration of three services", () => {
+  const at = doc.indexOf('**Worked example: PostgreSQL');
+  assert.ok(at > 0, 'the worked example is in docs/configuration.md');
+  const start = doc.indexOf('```toml\n', at) + '```toml\n'.length;
+  const r = parseAndValidate(doc.slice(start, doc.indexOf('```', start)), {});
   assert.ok(r.ok, JSON.stringify(!r.ok && r.issues));
   assert.deepEqual(
     r.config.services.map((s) => [s.name, s.listenAddress, s.algorithm, s.backends.length]),
