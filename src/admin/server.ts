@@ -58,7 +58,7 @@ export interface AdminApi {
 
 const JSON_TYPE = 'application/json; charset=utf-8';
 
-// Connection limits, fixed like a stats frontend's (README, Admin API): a client that opens
+// Connection limits, fixed like a stats frontend's (docs/admin-api.md): a client that opens
 // connections and sends nothing, or its headers a byte at a time, must not hold descriptors the
 // proxy needs, nor keep keepalived and Prometheus out.
 /** Open admin connections at most; past it the oldest one without a request under way is closed. */

@@ -61,7 +61,7 @@ export const WHOLE: Partition = Object.freeze({ index: 0, count: 1 });
 /**
  * A cap split between data-plane processes so that the shares add up to the cap exactly:
  * floor(cap / count), one more for the first cap % count processes. The cap is never exceeded;
- * the cost is that a process may refuse while another still has room (see README, workers).
+ * the cost is that a process may refuse while another still has room (see docs/behaviour.md, workers).
  */
 export function shareOf(cap: number, part: Partition): number {
   if (part.count <= 1) return cap;

@@ -268,7 +268,7 @@ export function jsonLine(e: SessionEnd, at: number): string {
 
 /**
  * The text line: `TIME CLIENT SERVICE/BACKEND BACKEND_ADDRESS CONNECT_MS/DURATION_MS BYTES_IN
- * BYTES_OUT RETRIES TERMINATION`, "-" for what there is none of (README, Access log).
+ * BYTES_OUT RETRIES TERMINATION`, "-" for what there is none of (docs/operations.md, Access log).
  */
 export function textLine(e: SessionEnd, at: number): string {
   const b = e.pickedBackend;
