@@ -1,6 +1,6 @@
 // `npm run bench:balance`: how the strategies cope with backends of different speed.
 //
-// Three real `lemonade worker` processes: two fast (2-4 ms) and one slow (60-80 ms). For every
+// Three real `lemonade demo-backend` processes: two fast (2-4 ms) and one slow (60-80 ms). For every
 // strategy in turn a real balancer (dist/lemonade.js) is started in front of them (a fresh one
 // per strategy, so no strategy inherits another's load figures), closed-loop clients run at
 // concurrency 6, and after a warm-up:

@@ -55,6 +55,8 @@ const doc = 'usr/share/doc/lemonade-lb';
 put(join(deb, 'copyright'), `${doc}/copyright`);
 write(`${doc}/changelog.gz`, gz(join(deb, 'changelog')));
 put(join(root, 'README.md'), `${doc}/README.md`);
+// the README's map links into docs/: ship them beside it so the links hold
+for (const f of readdirSync(join(root, 'docs')).filter((n) => n.endsWith('.md'))) put(join(root, 'docs', f), `${doc}/docs/${f}`);
 for (const f of ['keepalived-master.conf', 'keepalived-backup.conf', 'check_lemonade.sh']) {
   const src = join(root, 'packaging', 'keepalived', f);
   if (existsSync(src)) put(src, `${doc}/examples/keepalived/${f}`, 0o644);

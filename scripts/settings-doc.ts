@@ -14,8 +14,6 @@ import { PROCESS_VARIABLES } from '../src/config/environment';
 export const SETTINGS_DOC = join(__dirname, '..', 'docs', 'settings.md');
 export const REGENERATE = 'npm run docs:settings';
 
-/** Where the doc lines' `(#anchor)` links point: the sections they name are in the README. */
-const LINKS_TO = '../README.md';
 
 /** A duration as a file would write it: the largest whole unit ("3s", "1h"). */
 function duration(ms: number): string {
@@ -91,7 +89,7 @@ function range(r: Row): string {
   }
 }
 
-const cell = (s: string): string => s.replace(/\|/g, '\\|').replace(/\]\(#/g, `](${LINKS_TO}#`);
+const cell = (s: string): string => s.replace(/\|/g, '\\|');
 
 /** The reference, as docs/settings.md holds it. */
 export function renderSettingsDoc(): string {

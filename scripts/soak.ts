@@ -36,7 +36,7 @@ interface Worker {
 }
 
 async function startWorkerOn(name: string, port: number): Promise<Worker> {
-  const proc = spawn(process.execPath, [BUNDLE, 'worker', '--listen', `127.0.0.1:${port}`, '--name', name, '--delay', '2', '--jitter', '8'], {
+  const proc = spawn(process.execPath, [BUNDLE, 'demo-backend', '--listen', `127.0.0.1:${port}`, '--name', name, '--delay', '2', '--jitter', '8'], {
     env: cleanEnv(),
     stdio: ['ignore', 'pipe', 'inherit'],
   });

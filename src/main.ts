@@ -6,7 +6,7 @@ import { runDataPlaneWorker } from './runtime/worker-main';
 import { runBalancer } from './cli/load-balancer';
 import { runValidate } from './cli/validate';
 import { runDemo, findDemoConfig } from './cli/demo';
-import { startWorker } from './cli/worker';
+import { startDemoBackend } from './cli/demo-backend';
 import { runStatus, runBackendAction, DEFAULT_ADMIN_URL } from './cli/admin-client';
 import { resolveConfigPath } from './config/load';
 import { PROCESS_ENV } from './config/environment';
@@ -41,12 +41,13 @@ async function main(argv: string[]): Promise<number> {
       },
     )
     .command(
-      'worker',
-      'run a demo/test HTTP backend',
+      // `worker` was its name; it stays as an alias, though it is no data-plane worker process
+      ['demo-backend', 'worker'],
+      'run a demo/test HTTP backend (alias: worker)',
       (y) =>
         y
           .option('listen', { alias: 'a', type: 'string', demandOption: true, describe: 'address: host:port, :port or port' })
-          .option('name', { alias: 'n', type: 'string', default: 'worker', describe: 'name answered in every body' })
+          .option('name', { alias: 'n', type: 'string', default: 'demo-backend', describe: 'name answered in every body' })
           .option('delay', { alias: 'd', type: 'number', default: 0, describe: 'delay before each answer, ms' })
           .option('jitter', { type: 'number', default: 0, describe: 'random extra delay up to this many ms' })
           .option('fail-rate', { type: 'number', default: 0, describe: 'share of requests answered 500 (0 to 1)' }),
@@ -56,16 +57,16 @@ async function main(argv: string[]): Promise<number> {
         }
         if (a['fail-rate'] > 1) throw new UsageError('--fail-rate must be from 0 to 1');
         return set(
-          startWorker({ listen: a.listen, name: a.name, delayMs: a.delay, jitterMs: a.jitter, failRate: a['fail-rate'] }).then(
+          startDemoBackend({ listen: a.listen, name: a.name, delayMs: a.delay, jitterMs: a.jitter, failRate: a['fail-rate'] }).then(
             (w) =>
               new Promise<number>((resolve) => {
-                out(`worker ${a.name} listening on ${w.address}`);
+                out(`demo-backend ${a.name} listening on ${w.address}`);
                 const stop = (): void => void w.close().then(() => resolve(0));
                 process.once('SIGTERM', stop);
                 process.once('SIGINT', stop);
               }),
             (e: Error) => {
-              process.stderr.write(`lemonade worker: ${e.message}\n`);
+              process.stderr.write(`lemonade demo-backend: ${e.message}\n`);
               return 1;
             },
           ),
@@ -74,7 +75,7 @@ async function main(argv: string[]): Promise<number> {
     )
     .command(
       'demo',
-      'three workers (one slow) behind a balancer from config/demo.toml; Ctrl-C stops',
+      'three demo backends (one slow) behind a balancer from config/demo.toml; Ctrl-C stops',
       (y) => y.option('config', { alias: 'c', type: 'string', describe: 'demo configuration (default config/demo.toml)' }),
       (a) => set(runDemo(a.config ?? findDemoConfig(), out)),
     )

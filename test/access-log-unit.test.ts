@@ -64,11 +64,11 @@ test('the JSON line and the text line of a connection, and of a rejection (nulls
   const rejected = end({ pickedBackend: null, connected: false, durationMs: 0, bytesIn: 0, bytesOut: 0, termination: 'rejected_acl' });
   assert.deepEqual(JSON.parse(jsonLine(rejected, at)), { time: '2026-12-02T12:40:01.532Z', client: '203.0.113.7:51234', service: 'web', backend: null, backend_address: null, connect_ms: null, duration_ms: 0, bytes_in: 0, bytes_out: 0, retries: 0, termination: 'rejected_acl' });
   assert.equal(textLine(rejected, at), '2026-12-02T12:40:01.532Z 203.0.113.7:51234 web/- - -/0 0 0 0 rejected_acl\n');
-  // the README's examples are these lines
-  const readme = readFileSync(join(__dirname, '..', 'README.md'), 'utf8');
-  assert.ok(readme.includes(jsonLine(end({}), at).trim()), 'the README shows the JSON example');
-  assert.ok(readme.includes(textLine(end({}), at).trim()), 'the README shows the text example');
-  assert.ok(readme.includes('web/- - -/0 0 0 0 rejected_acl'), 'the README shows the rejected text example');
+  // docs/operations.md's examples are these lines
+  const ops = readFileSync(join(__dirname, '..', 'docs', 'operations.md'), 'utf8');
+  assert.ok(ops.includes(jsonLine(end({}), at).trim()), 'docs/operations.md shows the JSON example');
+  assert.ok(ops.includes(textLine(end({}), at).trim()), 'docs/operations.md shows the text example');
+  assert.ok(ops.includes('web/- - -/0 0 0 0 rejected_acl'), 'docs/operations.md shows the rejected text example');
 });
 
 test('a destination that refuses every write (/dev/full): every line is dropped and counted, the failure said', async () => {

@@ -1,4 +1,4 @@
-// The access log (SPEC §10) against a running balancer, on both relays (raw handles and
+// The access log against a running balancer, on both relays (raw handles and
 // net.Socket): every termination cause this build can provoke for real, each seen in the JSON
 // line of that very connection (found by the client's own port) with its fields exact, and
 // counted in lemonade_connection_terminations_total; the text format; sampling; the hot reload
@@ -312,7 +312,7 @@ test('text format, sampling, and the hot reload: off, on again, a new path, with
   await one();
   await waitLines(a, 1);
 
-  // text: one line, its fields in the README's order
+  // text: one line, its fields in the documented order (docs/operations.md)
   await reload(accessLogTable(a, ['format = "text"']));
   const p = await one();
   const line = await waitFor(() => readFileSync(a, 'utf8').split('\n').find((l) => l.includes(`127.0.0.1:${p} `)), 10_000, 'the text line');

@@ -1,4 +1,4 @@
-// The admin API's exposure (SPEC §6): 421 for a Host a DNS-rebinding page could send, 403 for a
+// The admin API's exposure: 421 for a Host a DNS-rebinding page could send, 403 for a
 // cross-site mutation and for a tokenless mutation from another host, the security headers on
 // every answer and the status page's CSP, and the --validate warning for a non-loopback admin
 // address without a token. The "other host" is real: a network namespace this test creates (a

@@ -1,4 +1,4 @@
-// The admin API (SPEC §4) and the metrics (SPEC §5) against the real balancer process: every
+// The admin API and the metrics against the real balancer process: every
 // endpoint with its fields and status codes, runtime backend control and its survival across
 // reloads, the token, routing errors, the summary log line, and the API turned off.
 

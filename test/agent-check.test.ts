@@ -1,4 +1,4 @@
-// Agent checks (SPEC §11) end to end: the real balancer, two backends on their own loopback
+// Agent checks (health.agent_port) end to end: the real balancer, two backends on their own loopback
 // addresses (127.77.0.1 and 127.77.0.2), each with a small agent on the same agent_port that
 // answers whatever line the test sets. Each word is observed in /backends and in where
 // connections go: down and up, drain, ready, maint, NN% (the weights' ratio), 0 %, an agent that

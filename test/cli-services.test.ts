@@ -1,5 +1,5 @@
 // `lemonade status` and `lemonade backend … [--service SVC]` against a balancer with several
-// services (SPEC §7), played by a small fake admin API in this file that answers canned JSON of the
+// services ([[services]]), played by a small fake admin API in this file that answers canned JSON of the
 // contract and records every request: the SERVICE column and grouping, the POST path with and
 // without --service (percent-encoded), the 409 on an ambiguous name, and an older balancer whose
 // rows carry no service.

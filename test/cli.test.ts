@@ -159,7 +159,7 @@ test('wrong usage exits 2; --version and --help exit 0 on every command', async 
   assert.equal(v.code, 0);
   const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
   assert.equal(v.stdout.trim(), `lemonade ${pkg.version} (Node.js ${process.version})`, 'the version and the Node inside');
-  for (const cmd of [[], ['load-balancer'], ['worker'], ['demo'], ['status'], ['backend']]) {
+  for (const cmd of [[], ['load-balancer'], ['demo-backend'], ['worker'], ['demo'], ['status'], ['backend']]) {
     const h = await runCli([...cmd, '--help']);
     assert.equal(h.code, 0, `${cmd.join(' ')} --help: ${h.stderr}`);
     assert.match(h.stdout, /lemonade/);
@@ -229,7 +229,7 @@ test('status and backend commands talk to the admin API; unreachable is exit 1 w
   const st = await runCli(['status', '--admin', admin]);
   assert.equal(st.code, 0, st.stderr);
   const lines = st.stdout.trim().split('\n');
-  // a SERVICE column first once the balancer names services (SPEC §7: this file's is "default")
+  // a SERVICE column first once the balancer names services (this file's is "default")
   assert.match(lines[0]!, /^(SERVICE\s+)?NAME\s+ADDRESS\s+STATE\s+WEIGHT\s+ACTIVE\s+TOTAL\s+LATENCY\s+LAST CHECK$/);
   assert.ok(lines.some((l) => /^(default\s+)?alpha\s+127\.0\.0\.1:\d+\s+healthy/.test(l)), st.stdout);
   const js = await runCli(['status', '--admin', admin, '--json']);
@@ -251,9 +251,28 @@ test('status and backend commands talk to the admin API; unreachable is exit 1 w
   assert.match(un.stderr, /cannot reach the admin API at http:\/\/127\.0\.0\.1:\d+\/backends: ECONNREFUSED/);
 });
 
-test('worker answers its name after the delay; /health at once; bad flags exit 2', async (t) => {
+test('`demo-backend` and its former name `worker` (an alias) both start a backend that answers over HTTP', async (t) => {
+  for (const command of ['demo-backend', 'worker']) {
+    const child = spawn(process.execPath, [BUNDLE, command, '--listen', '127.0.0.1:0', '--name', `by-${command}`], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+    t.after(() => child.kill('SIGKILL'));
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    await waitFor(() => /listening on \S+\n/.test(out), 10_000, `${command} to listen`);
+    assert.match(out, new RegExp(`^demo-backend by-${command} listening on 127\\.0\\.0\\.1:\\d+\n$`));
+    const port = portOf(/listening on (\S+)/.exec(out)![1]!);
+    const r = await httpRequest(port, '/');
+    assert.equal(r.status, 200);
+    assert.equal(r.body, `by-${command}\n`);
+    child.kill('SIGTERM');
+    assert.equal(await new Promise<number | null>((res) => child.once('exit', (c) => res(c))), 0, `${command} stops cleanly on SIGTERM`);
+  }
+  const help = await runCli(['--help']);
+  assert.match(help.stdout, /demo-backend/, 'the help names the new command');
+});
+
+test('demo-backend answers its name after the delay; /health at once; bad flags exit 2', async (t) => {
   const port = await freePort();
-  const child = spawn(process.execPath, [BUNDLE, 'worker', '-a', `127.0.0.1:${port}`, '-n', 'slowpoke', '-d', '150'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [BUNDLE, 'demo-backend', '-a', `127.0.0.1:${port}`, '-n', 'slowpoke', '-d', '150'], { stdio: ['ignore', 'pipe', 'pipe'] });
   t.after(() => child.kill('SIGKILL'));
   await new Promise<void>((res) => child.stdout.once('data', () => res()));
   const t0 = Date.now();
@@ -264,7 +283,7 @@ test('worker answers its name after the delay; /health at once; bad flags exit 2
   const h = await httpRequest(port, '/health');
   assert.equal(h.status, 200);
   assert.ok(Date.now() - t1 < 140, '/health answers at once');
-  const bad = await runCli(['worker', '-a', '127.0.0.1:1', '--delay', '-5']);
+  const bad = await runCli(['demo-backend', '-a', '127.0.0.1:1', '--delay', '-5']);
   assert.equal(bad.code, 2);
   assert.equal(portOf(`127.0.0.1:${port}`), port);
 });

@@ -1,4 +1,4 @@
-// Environment overrides of SPEC §2 through parseAndValidate(text, env), and loadConfig() on real
+// Environment overrides (LEMONADE_LB_*) through parseAndValidate(text, env), and loadConfig() on real
 // files in a temporary directory.
 
 import { test, describe, after } from 'node:test';
@@ -144,7 +144,7 @@ describe('each LEMONADE_LB_* variable overrides the file', () => {
     assert.deepEqual(ok(FILE, { LEMONADE_LB_CONFIG: '/somewhere/else.toml' }), ok(FILE, {}));
   });
 
-  test('ENV_VARIABLES lists every variable of SPEC §2, and LEMONADE_LB_WORKERS (an extension)', () => {
+  test('ENV_VARIABLES lists every documented variable, and LEMONADE_LB_WORKERS (an extension)', () => {
     const spec = [
       'LEMONADE_LB_LISTEN_ADDRESS',
       'LEMONADE_LB_STRATEGY',
@@ -357,7 +357,7 @@ describe('loadConfig and resolveConfigPath', () => {
   });
 });
 
-describe('the environment overrides the default service only (SPEC §7)', () => {
+describe('the environment overrides the default service only', () => {
   const text = [
     '[proxy]',
     'listen_address = "127.0.0.1:8080"',

@@ -1,5 +1,5 @@
 // Unit tests of configuration validation: src/config/ (settings, fields, validate) through parseAndValidate()
-// (src/config/load.ts), with no environment. Every rule of SPEC §2, good and bad, with the key
+// (src/config/load.ts), with no environment. Every rule of the file's validation, good and bad, with the key
 // path, the line and the key words of each message.
 
 import { test, describe } from 'node:test';
@@ -72,7 +72,7 @@ function hasWords(message: string, words: readonly string[]): void {
 
 // ---------------------------------------------------------------------------------------------
 
-describe('defaults (SPEC §2)', () => {
+describe('defaults', () => {
   test('an almost empty file (listen_address and one backend) gives every documented default', () => {
     const c = ok('[proxy]\nlisten_address = "0.0.0.0:8080"\n\n[[backends]]\naddress = "10.0.1.10:8080"\n');
     assert.deepEqual(c, {
@@ -127,7 +127,7 @@ describe('defaults (SPEC §2)', () => {
     });
   });
 
-  test('the seed layout of SPEC §2, written out in full, is valid and read as written', () => {
+  test('the seed layout ([proxy], [strategy], [[backends]], [health], …), written out in full, is valid and read as written', () => {
     const text = `
 [runtime]
 metrics_cap = 500
@@ -728,7 +728,7 @@ describe('all errors are collected', () => {
     );
   });
 
-  test('an empty file: no service at all is reported (listen_address is required only with top-level backends, SPEC §7)', () => {
+  test('an empty file: no service at all is reported (listen_address is required only with top-level backends)', () => {
     const issues = bad('');
     assert.deepEqual(issues.map((i) => i.path).sort(), ['backends']);
   });

@@ -1,4 +1,4 @@
-// consistent_hash end to end (SPEC §9): the real bundle over 3 named backends, clients bound to
+// consistent_hash end to end: the real bundle over 3 named backends, clients bound to
 // many 127.x.y.z source addresses. Each address gets the same backend on every connection; a
 // second balancer process with the same backends, served by two worker processes, maps them the
 // same way; /backends shows each backend's hash_share; disabling a backend moves only the

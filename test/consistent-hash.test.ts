@@ -1,4 +1,4 @@
-// consistent_hash (SPEC §9) on the pure strategy: the figures of §9 with 5 equal backends and
+// consistent_hash on the pure strategy: the documented figures with 5 equal backends and
 // 1,000 client addresses drawn from an injected (seeded) random source, weights 3:1, the
 // determinism across independently built tables and another process, the preference-order
 // fallback, hash_balance_factor, and the config keys.
@@ -93,7 +93,7 @@ describe('Maglev table', () => {
   });
 });
 
-describe('SPEC §9 figures: 5 equal backends, 1,000 client addresses', () => {
+describe('the documented figures: 5 equal backends, 1,000 client addresses', () => {
   const first = mapping(strat(FIVE), cands(FIVE), KEYS);
 
   test('every share within 20 % ± 4 points', () => {

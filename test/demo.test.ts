@@ -1,5 +1,5 @@
 // `lemonade demo` (npm start) as a new user meets it: it prints where to point curl, serves
-// through three workers (the last one slow), and Ctrl-C stops everything it started.
+// through three demo backends (the last one slow), and Ctrl-C stops everything it started.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -30,7 +30,7 @@ test('demo: three workers behind the balancer, a curl line, and a clean stop on 
   child.stderr.on('data', (d: Buffer) => (out += d.toString()));
   await waitFor(() => /try:\s+curl http:\/\/127\.0\.0\.1:(\d+)\//.test(out), 15_000, 'the curl line');
   const port = Number(/try:\s+curl http:\/\/127\.0\.0\.1:(\d+)\//.exec(out)![1]);
-  assert.match(out, /3 workers \(worker-3-slow answers after 50 ms\)/);
+  assert.match(out, /3 backends \(worker-3-slow answers after 50 ms\)/);
   const seen = new Map<string, number>();
   for (let i = 0; i < 30; i++) {
     const r = await httpRequest(port, '/');

@@ -1,4 +1,4 @@
-// DNS answers that fail, in part or whole, and answers that must not be taken (SPEC §11): an
+// DNS answers that fail, in part or whole, and answers that must not be taken: an
 // SRV backend whose targets' AAAA queries are REFUSED (stock dnsmasq for a name with only an A
 // record) at start, at a reload and at runtime (the server turned to REFUSED, then stopped); a
 // resolver that never answers AAAA; [dns] family; the balancer's own admin address in an answer;

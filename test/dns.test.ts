@@ -1,4 +1,4 @@
-// Backends found by DNS (SPEC §11): `resolve = "dns"` and `srv` against a real DNS server
+// Backends found by DNS: `resolve = "dns"` and `srv` against a real DNS server
 // (dnsmasq, test/dnsmasq.ts), records added, removed and the server stopped, SRV ports and
 // weights, an operator's action on a parent, worker processes; and a host name without `resolve`
 // looked up off the connect path. Backends listen on 127.77.0.x, dnsmasq on 127.77.0.53.

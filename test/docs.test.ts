@@ -1,4 +1,5 @@
-// Every error code and every exported metric is documented in the README; error classes carry
+// Every error code and every exported metric is documented in docs/operations.md, and every
+// termination cause in docs/behaviour.md's table with its clean column; error classes carry
 // literal codes.
 
 import { test } from 'node:test';
@@ -6,11 +7,23 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as errors from '../src/errors';
+import { TERMINATIONS, CLEAN_TERMINATIONS } from '../src/proxy/events';
 import { ROOT, startBalancer, startEcho, testConfig, tcpExchange } from './helpers';
 
-test('every error code is documented in the README', () => {
-  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
-  for (const code of errors.ERROR_CODES) assert.match(readme, new RegExp('`' + code + '`'), `${code} is not in README.md`);
+const doc = (name: string): string => readFileSync(join(ROOT, 'docs', name), 'utf8');
+
+test('every error code is documented in docs/operations.md', () => {
+  const ops = doc('operations.md');
+  for (const code of errors.ERROR_CODES) assert.match(ops, new RegExp('`' + code + '`'), `${code} is not in docs/operations.md`);
+});
+
+test("every termination cause is a row of docs/behaviour.md's table, clean or not as the code says", () => {
+  const beh = doc('behaviour.md');
+  const section = beh.slice(beh.indexOf('## How a connection ends'));
+  assert.ok(beh.includes('## How a connection ends'), 'the section is there');
+  const rows = new Map([...section.matchAll(/^\| `(\w+)` \| .+ \| (yes|no) \|$/gm)].map((m) => [m[1]!, m[2]!]));
+  assert.deepEqual([...rows.keys()], [...TERMINATIONS], 'one row per cause, in the code\'s order');
+  for (const t of TERMINATIONS) assert.equal(rows.get(t), CLEAN_TERMINATIONS.has(t) ? 'yes' : 'no', `${t}: clean column`);
 });
 
 test('every error class carries a listed literal code and exit code 1', () => {
@@ -29,7 +42,7 @@ test('every error class carries a listed literal code and exit code 1', () => {
   assert.equal(instances[0]!.message, 'f.toml: 1 error\n  proxy.x (line 3): bad');
 });
 
-test('every lemonade_* metric a running balancer exports is documented in the README', async (t) => {
+test('every lemonade_* metric a running balancer exports is documented in docs/operations.md', async (t) => {
   const echo = await startEcho();
   const lb = await startBalancer(testConfig([{ address: echo.address }]));
   t.after(async () => {
@@ -40,7 +53,7 @@ test('every lemonade_* metric a running balancer exports is documented in the RE
   const text = (await lb.admin('/metrics')).body;
   const names = new Set([...text.matchAll(/^(lemonade_\w+?)(?:_bucket|_sum|_count)?[{ ]/gm)].map((m) => m[1]!));
   assert.ok(names.size >= 15, `${names.size} metrics`);
-  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
-  const missing = [...names].filter((n) => !readme.includes('`' + n));
+  const metrics = doc('operations.md');
+  const missing = [...names].filter((n) => !metrics.includes('`' + n));
   assert.deepEqual(missing, []);
 });

@@ -1,4 +1,4 @@
-// SPEC §2 access features end to end through the real balancer: the PROXY header a backend
+// The access features end to end through the real balancer: the PROXY header a backend
 // receives (v1 and v2, IPv4 and IPv6, byte for byte), per-client rate and connection limits, and
 // the allow/deny CIDR lists.
 

@@ -310,7 +310,7 @@ const svc = (name: string, sni: string[]): Routable => ({
   allows: () => true,
 });
 
-/** The lookup as SPEC §8 says it, the slow obvious way: exact name, then the longest wildcard suffix with a label before it. */
+/** The lookup as docs/behaviour.md says it, the slow obvious way: exact name, then the longest wildcard suffix with a label before it. */
 function reference(services: readonly Routable[], name: string | null): string | null {
   const fallback = services.find((s) => s.sni.length === 0)?.name ?? null;
   if (name === null || name === '' || name.length > MAX_SERVER_NAME) return fallback;

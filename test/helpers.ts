@@ -443,9 +443,9 @@ export interface WorkerProc {
   stop(): Promise<void>;
 }
 
-/** Start `lemonade worker` on an ephemeral port. */
+/** Start `lemonade demo-backend` on an ephemeral port. */
 export async function startWorker(name: string, extra: string[] = []): Promise<WorkerProc> {
-  const proc = spawn(process.execPath, [BUNDLE, 'worker', '--listen', '127.0.0.1:0', '--name', name, ...extra], {
+  const proc = spawn(process.execPath, [BUNDLE, 'demo-backend', '--listen', '127.0.0.1:0', '--name', name, ...extra], {
     env: cleanEnv(),
     stdio: ['ignore', 'pipe', 'pipe'],
   });

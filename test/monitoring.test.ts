@@ -1,7 +1,7 @@
 // packaging/monitoring against real tools: promtool checks and unit-tests the alert rules, a real
 // Prometheus scrapes a running balancer and loads the rules, and every metric the rules and the
 // Grafana dashboard use is exported by a balancer that has proxied traffic. Since a balancer
-// fronts several services (SPEC §7), the dashboard filters every per-service query on its
+// fronts several services, the dashboard filters every per-service query on its
 // `service` variable and every alert over a backend keeps the service apart.
 
 import { test } from 'node:test';
@@ -39,7 +39,7 @@ const SYNTHETIC = new Set(['up']);
 const PROPOSED = new Set<string>([]);
 
 /**
- * The families that carry `backend` (SPEC §5) and so, since services (SPEC §7), `service` too:
+ * The families that carry `backend` and so, since [[services]], `service` too:
  * backend names are unique only within a service.
  */
 const BACKEND_SCOPED = new Set([
@@ -389,7 +389,7 @@ test('Prometheus scrapes the balancer and loads the rules; the rules and dashboa
   for (let i = 0; i < 2; i++) backends.push(await startEcho());
   // a third backend nobody listens on: connect errors and failed health checks
   const dead = await freePort();
-  // two services (SPEC §7): the file's own one ("default") and pg, whose backend is named alpha too
+  // two services: the file's own one ("default") and pg, whose backend is named alpha too
   const pgPort = await freePort();
   lb = await startBalancer(
     testConfig([

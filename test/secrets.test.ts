@@ -1,4 +1,4 @@
-// No secret is ever shown (SPEC §6): a reload that changes [admin] token says so without either
+// No secret is ever shown (admin.token): a reload that changes [admin] token says so without either
 // value in every place an operator or a page could read it; config.hash does not let a guess be
 // checked; --help prints no token; a file over 1 MiB and a missing explicit --config are refused.
 

@@ -1,7 +1,7 @@
 // send_expect checks and agent answers, first without sockets: the escapes, the steps'
 // conversation (src/health/send-expect.ts), the agent's words (src/health/agent.ts), what the
 // config validation says about a wrong check (the key, the line and what was expected) and the
-// README's examples; then the checker against a small server: the PROXY header before the
+// docs/behaviour.md's examples; then the checker against a small server: the PROXY header before the
 // steps, the timeout's message, and health.port.
 
 import { describe, test, type TestContext } from 'node:test';
@@ -262,13 +262,13 @@ describe('validation names the key and what was expected', () => {
   });
 });
 
-describe("the README's examples load as they are written", () => {
-  const readme = readFileSync(join(__dirname, '..', 'README.md'), 'utf8');
+describe("docs/behaviour.md's examples load as they are written", () => {
+  const doc = readFileSync(join(__dirname, '..', 'docs', 'behaviour.md'), 'utf8');
   const block = (marker: string): string => {
-    const at = readme.indexOf(marker);
-    assert.ok(at > 0, `the README has ${marker}`);
-    const start = readme.indexOf('```toml\n', at) + '```toml\n'.length;
-    return readme.slice(start, readme.indexOf('```', start)).replace(/^ {2}/gm, '');
+    const at = doc.indexOf(marker);
+    assert.ok(at > 0, `docs/behaviour.md has ${marker}`);
+    const start = doc.indexOf('```toml\n', at) + '```toml\n'.length;
+    return doc.slice(start, doc.indexOf('```', start)).replace(/^ {2}/gm, '');
   };
 
   test('the Redis master check: INFO replication, expecting role:master', () => {

@@ -1,4 +1,4 @@
-// SPEC §7 from outside, part 2: reloads that add, change, move and remove services (the reload
+// [[services]] from outside, part 2: reloads that add, change, move and remove services (the reload
 // line naming each service, a removed service draining, a bind failure failing the whole
 // reload), reload under load across three services, `[runtime] workers = 2` with several
 // services, and socket activation with one passed socket per service. Real processes and sockets.

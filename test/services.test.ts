@@ -1,4 +1,4 @@
-// SPEC §7 from outside, part 1: the [[services]] file (valid forms and every validation error
+// [[services]] from outside, part 1: the [[services]] file (valid forms and every validation error
 // with its key path and line), per-service settings and what they inherit, the caps (global and
 // per service) with rejections counted per service, the admin API (/services, /backends rows,
 // per-service actions and the 409, /health with its services map and ?service=), the metrics'

@@ -1,4 +1,4 @@
-// An address that reads the TLS ClientHello before routing (SPEC §8), from outside, through the
+// An address that reads the TLS ClientHello before routing, from outside, through the
 // real balancer, on both relays (raw handles and net.Socket):
 // 1. a connection that ends while its ClientHello is read (FIN, reset, a silent client at the
 //    drain deadline) has its access log line, its termination counted and its place in

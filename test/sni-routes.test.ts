@@ -1,6 +1,6 @@
 // SNI routing's pure parts: the route table of one address (exact names, wildcards by longest
 // suffix, the default route, when an address inspects at all), the table built into the snapshot,
-// and the validation of services sharing an address (SPEC §8), with the paths and messages a user
+// and the validation of services sharing an address (told apart by sni), with the paths and messages a user
 // reads.
 
 import { test, describe } from 'node:test';

@@ -1,4 +1,4 @@
-// SNI routing (SPEC §8) from outside, through the real balancer:
+// SNI routing (TLS passthrough) from outside, through the real balancer:
 // 1. Debian's nginx serving TLS for three names (certificates from a test CA made here with
 //    openssl) behind one balancer port, reached by curl --resolve (HTTP/1.1 and HTTP/2 by ALPN)
 //    and openssl s_client -servername -alpn: each name reaches its own service, verified against

@@ -4,7 +4,7 @@
 // terminations, the drain button of one changes its state to "draining" in the page, the page's
 // Content-Security-Policy blocks none of its own code, and a screenshot is kept for a human to
 // look at. A second test serves the page as the admin server does, beside canned JSON for two
-// services (SPEC §7), and checks the grouping by service and the per-service action path.
+// services ([[services]]), and checks the grouping by service and the per-service action path.
 // Chromium is started here (so each test owns its process and kills it)
 // and driven over the DevTools protocol with playwright-core, which downloads no browser.
 
@@ -231,7 +231,7 @@ test('status page lists the backends and drains one with its button (headless Ch
   // the balancer agrees
   const view = await adminJson<{ service?: string; name: string; state: string }[]>(lb, '/backends');
   assert.equal(view.find((b) => b.name === 'beta')?.state, 'draining');
-  // through its service's path when the balancer names services (SPEC §7: this file's is "default")
+  // through its service's path when the balancer names services (this file's is "default")
   const named = view[0]!.service;
   assert.deepEqual(posts, [named === undefined ? '/backends/beta/drain' : `/services/${named}/backends/beta/drain`]);
   if (named !== undefined) assert.equal(await page.locator(`#backends section[data-service="${named}"] h2 .name`).innerText(), named);
@@ -250,7 +250,7 @@ test('status page lists the backends and drains one with its button (headless Ch
   assert.deepEqual(cspConsole, [], 'CSP messages on the console');
 });
 
-/** A backend row of GET /backends as SPEC §7 has it. */
+/** A backend row of GET /backends, with `service` as balancers since [[services]] have it. */
 function backendRow(service: string | undefined, id: number, name: string, state: string, active: number, total: number) {
   return {
     ...(service === undefined ? {} : { service }),

@@ -1,4 +1,4 @@
-// The HTTP admin API (SPEC §4) and the status page. It reads the app through one interface and
+// The HTTP admin API and the status page. It reads the app through one interface and
 // never touches the data plane directly.
 
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
@@ -41,7 +41,7 @@ export interface AdminApi {
 
 const JSON_TYPE = 'application/json; charset=utf-8';
 
-// Connection limits, fixed like a stats frontend's (README, Admin API): a client that opens
+// Connection limits, fixed like a stats frontend's (docs/admin-api.md): a client that opens
 // connections and sends nothing, or its headers a byte at a time, must not hold descriptors the
 // proxy needs, nor keep keepalived and Prometheus out.
 /** Open admin connections at most; past it the oldest one without a request under way is closed. */
@@ -68,7 +68,7 @@ export interface AdminServerOptions {
 export class AdminServer {
   private server: http.Server | null = null;
   private bound = '';
-  /** every request's Host is checked while the API listens on loopback only (SPEC §6) */
+  /** every request's Host is checked while the API listens on loopback only (against DNS rebinding) */
   private loopbackOnly = true;
   /** open connections, oldest first, each with its request's answer (null: none yet, or between requests) */
   private readonly conns = new Map<Socket, ServerResponse | null>();

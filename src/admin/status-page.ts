@@ -1,11 +1,11 @@
 // The live status page served at GET /: one self-contained HTML document (no external assets)
-// that polls /status, /events and /traffic, shows the backends grouped by service (SPEC §7), one
+// that polls /status, /events and /traffic, shows the backends grouped by service, one
 // section per service with its figures and a live chart of its last 5 minutes (connections per
 // second, p50/p99 backend latency: inline SVG drawn by the page from /traffic), the most recent
 // connections that did not end cleanly, and offers drain/enable/disable buttons when no token is set. It also
 // reads a balancer older than services: rows without `service` make one table without a heading.
 // Its inline style and script are allowed by their SHA-256 in the Content-Security-Policy, so no
-// other inline code runs (SPEC §6); both hashes are computed here from the exact text served.
+// other inline code runs; both hashes are computed here from the exact text served.
 
 import { createHash } from 'node:crypto';
 import type { BackendRow, ErrorAnswer, EventRow, HealthAnswer, ServiceRow, StatusAnswer, TrafficAnswer } from './wire';
@@ -99,7 +99,7 @@ let actionError = "";
 const $ = (id) => document.getElementById(id);
 function esc(s) { return String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]); }
 function ago(t) { if (!t) return "–"; const s = Math.max(0, Math.round((Date.now() - Date.parse(t)) / 1000)); return s + " s ago"; }
-// a backend of a named service is acted on through its service (SPEC §7); a row without one
+// a backend of a named service is acted on through its service's path; a row without one
 // (a balancer older than services) through the old path
 async function act(service, name, action) {
   const path = (service == null ? "" : "/services/" + encodeURIComponent(service)) + "/backends/" + encodeURIComponent(name) + "/" + action;

@@ -1,5 +1,5 @@
 // `lemonade status` and `lemonade backend drain|enable|disable NAME [--service SVC]`: clients of
-// the admin API (SPEC §4, §7).
+// the admin API (/backends and the per-service action paths).
 
 import { shownName } from '../core/backend';
 import { AdminRequestError, AdminUnreachableError } from '../errors';
@@ -72,7 +72,7 @@ export function groupByService<T extends { readonly service?: string }>(rows: re
 }
 
 export function formatTable(rows: readonly ShownRow[], now = Date.now()): string {
-  // the SERVICE column only when the balancer names services (every balancer since SPEC §7)
+  // the SERVICE column only when the balancer names services (every balancer since [[services]] came)
   const withService = rows.some((b) => typeof b.service === 'string');
   const head = [...(withService ? ['SERVICE'] : []), 'NAME', 'ADDRESS', 'STATE', 'WEIGHT', 'ACTIVE', 'TOTAL', 'LATENCY', 'LAST CHECK'];
   // every cell is the balancer's text: its control characters are escaped, not sent to the terminal

@@ -1,4 +1,4 @@
-// `lemonade demo` (npm start): three workers on loopback, one of them slow, behind a balancer
+// `lemonade demo` (npm start): three demo backends on loopback, one of them slow, behind a balancer
 // run from config/demo.toml. Ctrl-C stops everything.
 
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -17,7 +17,7 @@ export function findDemoConfig(): string {
   return candidates.find((p) => existsSync(p)) ?? candidates[1]!;
 }
 
-export const SLOW_WORKER_DELAY_MS = 50;
+export const SLOW_BACKEND_DELAY_MS = 50;
 
 export async function runDemo(configPath: string, out: (s: string) => void): Promise<number> {
   const env = { ...process.env };
@@ -25,17 +25,17 @@ export async function runDemo(configPath: string, out: (s: string) => void): Pro
   const children: ChildProcess[] = [];
   const script = process.argv[1]!;
   const backends = loaded.config.backends;
-  // one worker per configured backend; the last one is slow
+  // one `lemonade demo-backend` per configured backend; the last one is slow
   await Promise.all(
     backends.map(
       (b, i) =>
         new Promise<void>((ok, fail) => {
-          const delay = i === backends.length - 1 ? SLOW_WORKER_DELAY_MS : 0;
-          const child = spawn(process.execPath, [script, 'worker', '--listen', b.address, '--name', b.name, '--delay', String(delay)], {
+          const delay = i === backends.length - 1 ? SLOW_BACKEND_DELAY_MS : 0;
+          const child = spawn(process.execPath, [script, 'demo-backend', '--listen', b.address, '--name', b.name, '--delay', String(delay)], {
             stdio: ['ignore', 'pipe', 'pipe'],
           });
           children.push(child);
-          // the worker's errors until it listens make the demo's one-line error; then they pass through
+          // the backend's errors until it listens make the demo's one-line error; then they pass through
           let said = '';
           const collect = (d: Buffer): void => {
             if (said.length < 4096) said += d.toString('utf8');
@@ -46,10 +46,10 @@ export async function runDemo(configPath: string, out: (s: string) => void): Pro
             child.stderr!.pipe(process.stderr);
             ok();
           });
-          child.once('error', (e) => fail(new BindError(`demo worker ${b.name}`, b.address, e.message)));
+          child.once('error', (e) => fail(new BindError(`demo backend ${b.name}`, b.address, e.message)));
           child.once('exit', (code) => {
-            const reason = /cannot listen on \S+: (.+)/.exec(said)?.[1] ?? `the worker exited with code ${code}`;
-            fail(new BindError(`demo worker ${b.name}`, b.address, reason.trim()));
+            const reason = /cannot listen on \S+: (.+)/.exec(said)?.[1] ?? `the demo backend exited with code ${code}`;
+            fail(new BindError(`demo backend ${b.name}`, b.address, reason.trim()));
           });
         }),
     ),
@@ -68,7 +68,7 @@ export async function runDemo(configPath: string, out: (s: string) => void): Pro
   }
   const [host, port] = [loaded.config.services[0]!.listen.host, loaded.config.services[0]!.listen.port];
   out('');
-  out(`lemonade demo: ${backends.length} workers (${backends[backends.length - 1]!.name} answers after ${SLOW_WORKER_DELAY_MS} ms) behind ${loaded.config.strategy}`);
+  out(`lemonade demo: ${backends.length} backends (${backends[backends.length - 1]!.name} answers after ${SLOW_BACKEND_DELAY_MS} ms) behind ${loaded.config.strategy}`);
   out(`  try:        curl http://${host}:${port}/        (or: for i in $(seq 10); do curl -s http://${host}:${port}/; done)`);
   if (app.adminAddress) {
     out(`  status:     http://${app.adminAddress}/   (or: node ${script} status --admin http://${app.adminAddress})`);

@@ -84,7 +84,7 @@ export const SCHEMA = {
     deny: { prop: 'deny', kind: 'cidrs', overridable: true, doc: 'client CIDRs refused, checked after `allow`' },
     client_rate_limit: { prop: 'clientRateLimit', kind: 'rate', def: '', overridable: true, doc: 'new connections per client address, `"100/s"`, `"600/m"`, `"1000/h"`; `""` = off' },
     client_max_connections: { prop: 'clientMaxConnections', kind: 'int', def: 0, min: 0, overridable: true, doc: 'concurrent connections per client address; 0 = off' },
-    inspect_timeout: { prop: 'inspectTimeoutMs', kind: 'duration', def: 5000, overridable: true, doc: 'on an address that reads the TLS ClientHello (see [SNI routing](#sni-routing-tls-passthrough)): a client that has not sent a whole one in this time (or within 16 KiB) is routed as having no server name. Services sharing an address must agree on it' },
+    inspect_timeout: { prop: 'inspectTimeoutMs', kind: 'duration', def: 5000, overridable: true, doc: 'on an address that reads the TLS ClientHello (see [SNI routing](behaviour.md#sni-routing-tls-passthrough)): a client that has not sent a whole one in this time (or within 16 KiB) is routed as having no server name. Services sharing an address must agree on it' },
   },
   strategy: {
     algorithm: { prop: 'algorithm', kind: 'enum', def: 'adaptive', values: ALGORITHMS, env: 'LEMONADE_LB_STRATEGY', overridable: true, doc: '`round_robin`, `weighted_round_robin`, `least_connections`, `fastest_response`, `adaptive`, `consistent_hash` (hyphenated spellings and `fastest_response_time` accepted; so is a top-level `strategy = "…"` key as older lemonade files have it)' },
@@ -94,7 +94,7 @@ export const SCHEMA = {
   backends: {
     id: { prop: 'id', kind: 'int', def: -1, min: 0, max: 2 ** 31 - 1, shown: 'its index', doc: 'integer, unique: the identity kept across reloads' },
     name: { prop: 'name', kind: 'string', def: '', shown: '`backend-<id+1>`', doc: 'unique; shown in metrics, logs and the admin API' },
-    address: { prop: 'address', kind: 'address', def: null, shown: '(required, or `srv`)', doc: '`host:port`; a host name is looked up off the connect path and cached for its TTL (see [DNS discovery](#dns-discovery))' },
+    address: { prop: 'address', kind: 'address', def: null, shown: '(required, or `srv`)', doc: '`host:port`; a host name is looked up off the connect path and cached for its TTL (see [DNS discovery](behaviour.md#dns-discovery))' },
     resolve: { prop: 'resolve', kind: 'enum', def: 'none', values: ['none', 'dns'], doc: '`"dns"`: the host name of `address` becomes one endpoint per A/AAAA record, `PARENT/IP:PORT`, followed as its records change; `"none"`: one backend, connected to at the name\'s cached addresses (tried in order)' },
     srv: { prop: 'srv', kind: 'string', def: '', doc: 'an SRV name (`"_pg._tcp.db.internal"`) instead of `address`: one endpoint per address of the lowest-priority targets, with their ports and weights' },
     weight: { prop: 'weight', kind: 'int', def: 1, min: 0, max: 1_000_000, doc: 'integer >= 0; 0 takes no new connections' },
@@ -109,7 +109,7 @@ export const SCHEMA = {
     path: { prop: 'path', kind: 'string', def: '/health', overridable: true, doc: 'path of the http check' },
     send: { prop: 'send', kind: 'bytes', def: '', overridable: true, doc: 'send_expect: bytes sent once connected; escapes `\\r \\n \\t \\\\ \\xNN` (write them in a literal string `\'…\'`, or let a TOML basic string `"…\\r\\n"` make the characters)' },
     expect: { prop: 'expect', kind: 'bytes', def: '', overridable: true, doc: 'send_expect: the reply must contain these bytes (same escapes); read within `timeout`, at most 64 KiB' },
-    expect_regex: { prop: 'expectRegex', kind: 'regex', def: '', overridable: true, doc: 'send_expect: instead of `expect`, a regular expression in RE2 syntax (no backreferences or lookaround; see [Behaviour](#behaviour)) the reply (as UTF-8 text) must match; checked at load' },
+    expect_regex: { prop: 'expectRegex', kind: 'regex', def: '', overridable: true, doc: 'send_expect: instead of `expect`, a regular expression in RE2 syntax (no backreferences or lookaround; see [send_expect](behaviour.md#checks-that-speak-the-protocol-kind--send_expect)) the reply (as UTF-8 text) must match; checked at load' },
     steps: { prop: 'steps', kind: 'steps', shown: '`[]`', overridable: true, doc: 'send_expect: several exchanges in order, `[{ send = "…", expect = "…" }, …]` (each with `send`, `expect` or `expect_regex`; at most 16), instead of the three keys above; the whole check within `timeout`' },
     healthy_threshold: { prop: 'healthyThreshold', kind: 'int', def: 2, min: 1, max: 1000, overridable: true, doc: 'consecutive successes to come back' },
     unhealthy_threshold: { prop: 'unhealthyThreshold', kind: 'int', def: 3, min: 1, max: 1000, overridable: true, doc: 'consecutive failures to go down (also: consecutive failed connects on live traffic before a passive ejection)' },
@@ -128,14 +128,14 @@ export const SCHEMA = {
   services: {
     name: { prop: 'name', kind: 'string', def: '', shown: '(required)', doc: 'unique, 1-64 of `[A-Za-z0-9._-]`; `default` is the service the top-level `[proxy]` and `[[backends]]` make' },
     listen_address: { prop: 'listenAddress', parsed: 'listen', kind: 'listen', def: null, emptyOk: false, doc: '`host:port` this service listens on; services may share one when told apart by `sni`' },
-    sni: { prop: 'sni', kind: 'hosts', wildcard: true, doc: 'TLS server names this service takes on its address, `["api.example.com", "*.example.org"]` (a wildcard matches one or more labels before); `[]` = the address\'s default route. See [SNI routing](#sni-routing-tls-passthrough)' },
+    sni: { prop: 'sni', kind: 'hosts', wildcard: true, doc: 'TLS server names this service takes on its address, `["api.example.com", "*.example.org"]` (a wildcard matches one or more labels before); `[]` = the address\'s default route. See [SNI routing](behaviour.md#sni-routing-tls-passthrough)' },
     max_connections: { prop: 'maxConnections', kind: 'int', def: 0, min: 0, doc: "this service's concurrent client connections; 0 = only `proxy.max_connections`, the cap over all services" },
   },
   metrics: {
     interval: { prop: 'intervalMs', kind: 'duration', def: 30000, env: 'LEMONADE_LB_METRICS_INTERVAL_MS', doc: 'period of the summary log line' },
   },
   access_log: {
-    enabled: { prop: 'enabled', kind: 'bool', def: false, doc: 'one line per client connection when it ends, rejected ones included (see [Access log](#access-log)); turning it on or off applies at once on a reload' },
+    enabled: { prop: 'enabled', kind: 'bool', def: false, doc: 'one line per client connection when it ends, rejected ones included (see [Access log](operations.md#access-log)); turning it on or off applies at once on a reload' },
     path: { prop: 'path', kind: 'string', def: '', doc: '`""` = standard output (journald); else a file, appended to and reopened on `SIGUSR1` (logrotate); a new path applies at once on a reload' },
     format: { prop: 'format', kind: 'enum', def: 'json', values: ['json', 'text'], doc: '`"json"` (one object per line) or `"text"` (one human line in the spirit of HAProxy\'s tcplog)' },
     sample: { prop: 'sample', kind: 'fraction', def: 1, shown: '1.0', doc: 'fraction of connections logged, 0 < sample <= 1 (the termination counts always count every connection)' },
@@ -144,7 +144,7 @@ export const SCHEMA = {
     listen_address: { prop: 'listenAddress', parsed: 'listen', kind: 'listen', def: '127.0.0.1:9090', emptyOk: true, env: 'LEMONADE_LB_ADMIN_ADDRESS', doc: 'the admin API; `""` disables it' },
     token: { prop: 'token', kind: 'string', def: '', secret: true, doc: 'if set, mutating endpoints require `Authorization: Bearer TOKEN`; if empty, they are accepted from loopback peers only' },
     // read lower case, without a trailing dot
-    allowed_hosts: { prop: 'allowedHosts', kind: 'hosts', doc: 'host names the admin API answers to besides IP addresses and `localhost` (the `Host` header\'s name, case-insensitive, port ignored), e.g. `["lb1.example.com"]`; see [Admin API](#admin-api)' },
+    allowed_hosts: { prop: 'allowedHosts', kind: 'hosts', doc: 'host names the admin API answers to besides IP addresses and `localhost` (the `Host` header\'s name, case-insensitive, port ignored), e.g. `["lb1.example.com"]`; see [Admin API](admin-api.md)' },
   },
 } as const satisfies Record<string, Record<string, Row>>;
 

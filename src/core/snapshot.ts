@@ -27,7 +27,7 @@ export class SnapshotBackend implements Candidate {
   readonly ref: string;
   /** an endpoint found by DNS: service/PARENT, whose operator state it follows (null: a configured backend) */
   readonly parentRef: string | null;
-  /** the configured weight scaled by the agent's percentage as this snapshot was built (SPEC §11) */
+  /** the configured weight scaled by the agent's percentage as this snapshot was built (`NN%`) */
   readonly baseWeight: number;
   /** this process's share of the backend's max_connections (Infinity = unlimited) */
   readonly cap: number;

@@ -1,4 +1,4 @@
-// The route table of one listen address (SPEC §8): the services that share it, told apart by the
+// The route table of one listen address: the services that share it, told apart by the
 // server name of the client's TLS ClientHello. Exact names first, then wildcards, the longest
 // suffix first; a name nothing matches (or no name) takes the default route, the one service
 // without `sni`. Built with the snapshot, read once per connection. Pure.

@@ -89,7 +89,7 @@ export class BackendLoad {
   get lastCheck(): LastCheck | null {
     return this.#lastCheck;
   }
-  /** the agent check said down (SPEC §11): no new connections until it says up */
+  /** the agent check said down (`down` in its reply): no new connections until it says up */
   get agentDown(): boolean {
     return this.#agentDown;
   }

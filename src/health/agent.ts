@@ -1,4 +1,4 @@
-// Agent checks (SPEC §11), as HAProxy's agent-check: the backend's agent answers one line of
+// Agent checks, as HAProxy's agent-check: the backend's agent answers one line of
 // words, and each word changes one thing. Pure: what a reply says and what it changes; the
 // socket is health/checker.ts's, the effects runtime/agent-effects.ts's.
 //

@@ -1,4 +1,4 @@
-// The access log (SPEC §10): one line per client connection when it ends, JSON or a text line
+// The access log ([access_log]): one line per client connection when it ends, JSON or a text line
 // in the spirit of HAProxy's tcplog, to standard output or a file (appended to, reopened on
 // SIGUSR1 for logrotate). It never blocks the relay: a line goes to a bounded in-memory queue
 // (lines and bytes bounded) that asynchronous writes empty, one at a time, in batches; when the
@@ -255,7 +255,7 @@ export class AccessLog {
 
 function ignore(): void {}
 
-/** The JSON line (SPEC §10's fields, in that order). */
+/** The JSON line: its fields always in this order (time, client, service, backend, …, termination). */
 export function jsonLine(e: SessionEnd, at: number): string {
   const b = e.pickedBackend;
   return (
@@ -268,7 +268,7 @@ export function jsonLine(e: SessionEnd, at: number): string {
 
 /**
  * The text line: `TIME CLIENT SERVICE/BACKEND BACKEND_ADDRESS CONNECT_MS/DURATION_MS BYTES_IN
- * BYTES_OUT RETRIES TERMINATION`, "-" for what there is none of (README, Access log).
+ * BYTES_OUT RETRIES TERMINATION`, "-" for what there is none of (docs/operations.md, Access log).
  */
 export function textLine(e: SessionEnd, at: number): string {
   const b = e.pickedBackend;

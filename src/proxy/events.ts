@@ -9,7 +9,7 @@ import type { SnapshotBackend } from '../core/snapshot';
  */
 export type RejectReason = 'max_connections' | 'no_backend' | 'acl' | 'rate_limit' | 'client_limit' | 'no_route';
 
-/** Why a client connection ended (SPEC §10), decided where it happened; the first cause seen wins. */
+/** Why a client connection ended (the access log's `termination`), decided where it happened; the first cause seen wins. */
 export const TERMINATIONS = [
   'client_closed',
   'backend_closed',

@@ -1,4 +1,4 @@
-// The first bytes of a connection on an address that routes by TLS server name (SPEC §8): read
+// The first bytes of a connection on an address that routes by TLS server name: read
 // until they are a whole ClientHello (./client-hello.ts), or not one, or 16 KiB, or the address's
 // inspect_timeout passed (checked by the registry's sweep, as the connect timeout is: no timer of
 // its own). Then reading stops and the listener routes the connection with the server name found

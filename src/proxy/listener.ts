@@ -1,5 +1,5 @@
 // The proxy's listening sockets, one per listen address: the services sharing an address share
-// its socket (SPEC §8). Each accepted connection reads the current snapshot once and takes the
+// its socket (told apart by sni). Each accepted connection reads the current snapshot once and takes the
 // address's route table from it. An address with one plain service routes at once, as it always
 // did: no byte is read first. An address that routes by TLS server name (several services, a
 // service with `sni`, or one hashing by name) reads the ClientHello first (./inspection.ts),

@@ -1,4 +1,4 @@
-// What an agent check's answer does (SPEC §11; the words: health/agent.ts). `drain`, `ready` and
+// What an agent check's answer does (the words are read in health/agent.ts). `drain`, `ready` and
 // `maint` are operator actions (runtime/backend-admin.ts), applied when the agent's word changes;
 // `down`/`up` set the backend's agent-down flag; `NN%` scales its weight, which reaches the
 // strategies through a new snapshot (same config and generation, published by LiveState), never

@@ -73,7 +73,7 @@ export class ReloadTransaction {
     try {
       this.checkSocketOwner(next);
       // a new listen address is bound before anything switches; an address kept keeps its
-      // socket, whichever services it serves (sharing it by sni, SPEC §8)
+      // socket, whichever services it serves (services may share one, told apart by sni)
       const had = new Set(s.config.services.map((x) => x.listenAddress));
       for (const [address, addr] of new Map(next.services.map((x) => [x.listenAddress, x.listen] as const))) {
         if (!had.has(address)) pending.push(await plane.prepare(address, addr));

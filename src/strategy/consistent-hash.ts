@@ -1,4 +1,4 @@
-// consistent_hash (SPEC §9): the key (the client's IP) picks a slot of a weighted Maglev table
+// consistent_hash: the key (the client's IP) picks a slot of a weighted Maglev table
 // (./maglev.ts), built once with the strategy, i.e. when the snapshot is built, never on the
 // pick path. The slot's backend takes the connection when it is among the candidates (usable:
 // healthy, enabled, not draining, not full, not already tried).

@@ -51,8 +51,8 @@ test('the image: non-root on a read-only root, serves, hot-reloads its mounted c
     IMAGE,
   ]);
   // the backends: the image's own worker, on the container's loopback (w2 answers after 1.5 s)
-  must('podman', ['exec', '-d', NAME, 'lemonade', 'worker', '--listen', '127.0.0.1:8081', '--name', 'w1']);
-  must('podman', ['exec', '-d', NAME, 'lemonade', 'worker', '--listen', '127.0.0.1:8082', '--name', 'w2', '--delay', '1500']);
+  must('podman', ['exec', '-d', NAME, 'lemonade', 'demo-backend', '--listen', '127.0.0.1:8081', '--name', 'w1']);
+  must('podman', ['exec', '-d', NAME, 'lemonade', 'demo-backend', '--listen', '127.0.0.1:8082', '--name', 'w2', '--delay', '1500']);
   const ip = inspect(NAME, '{{.NetworkSettings.IPAddress}}');
   assert.match(ip, /^\d+\.\d+\.\d+\.\d+$/, 'the container has an address on podman’s network');
   const pid = Number(inspect(NAME, '{{.State.Pid}}'));

@@ -227,7 +227,7 @@ test('keepalived pair: 5 rounds of failover on /health 503 and on a clean stop, 
   // the two balancer hosts: two workers and a balancer each
   const lbs: Record<'m' | 'b', Proc> = {} as Record<'m' | 'b', Proc>;
   for (const host of ['m', 'b'] as const) {
-    for (const i of [1, 2]) startIn(NS[host], `worker-${host}${i}`, [process.execPath, BUNDLE, 'worker', '--listen', `127.0.0.1:900${i}`, '--name', `${host}${i}`]);
+    for (const i of [1, 2]) startIn(NS[host], `worker-${host}${i}`, [process.execPath, BUNDLE, 'demo-backend', '--listen', `127.0.0.1:900${i}`, '--name', `${host}${i}`]);
     lbs[host] = startIn(NS[host], `lb-${host}`, [process.execPath, BUNDLE, 'lb', '--config', join(DIR, 'lb.toml')]);
   }
   for (const host of ['m', 'b'] as const) {

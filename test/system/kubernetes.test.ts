@@ -85,7 +85,7 @@ function worker(name: string, port: number, lb: Container, extra: string[] = [])
   return {
     name,
     image: lb.image,
-    command: ['lemonade', 'worker', '--listen', `127.0.0.1:${port}`, '--name', name, ...extra],
+    command: ['lemonade', 'demo-backend', '--listen', `127.0.0.1:${port}`, '--name', name, ...extra],
     ...(lb.securityContext ? { securityContext: lb.securityContext } : {}),
   };
 }

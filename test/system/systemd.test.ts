@@ -286,7 +286,7 @@ test('systemd: package, units and a real systemd in a disposable container', { t
 
   // two backends inside the container, started as transient units
   for (const [name, port, extra] of [['be1', 9001, []], ['be2', 9002, []], ['slow', 9003, ['--delay', '3000']]] as const) {
-    c.ok(['systemd-run', `--unit=lemonade-backend-${name}`, '/usr/bin/lemonade', 'worker', '--listen', `127.0.0.1:${port}`, '--name', name, ...extra]);
+    c.ok(['systemd-run', `--unit=lemonade-backend-${name}`, '/usr/bin/lemonade', 'demo-backend', '--listen', `127.0.0.1:${port}`, '--name', name, ...extra]);
   }
   await waitFor(() => [9001, 9002, 9003].every((p) => c.exec(['curl', '-sf', '--max-time', '2', `http://127.0.0.1:${p}/health`], { timeoutSec: 5 }).code === 0), 20_000, 'the backends', 200);
   c.write('/etc/lemonade/config.toml', lbConfig([{ name: 'be1', port: 9001 }]));

@@ -1,14 +1,15 @@
-// `lemonade worker`: a demo/test backend. An HTTP/1.1 server (keep-alive) that answers every
+// `lemonade demo-backend` (alias `worker`, its former name): a demo/test backend, not one of the
+// balancer's data-plane worker processes. An HTTP/1.1 server (keep-alive) that answers every
 // request with 200 and the body "NAME\n" after --delay ms (plus up to --jitter ms); a share
 // --fail-rate of requests get 500 instead. GET /health answers 200 at once.
 //
-// Tests and benchmarks steer a running worker through POST /_control?delay=MS&jitter=MS&health=CODE
+// Tests and benchmarks steer a running backend through POST /_control?delay=MS&jitter=MS&health=CODE
 // (health: the status /health answers with from then on).
 
 import http from 'node:http';
 import { parseHostPort, formatHostPort } from '../config/address';
 
-export interface WorkerOptions {
+export interface DemoBackendOptions {
   readonly listen: string;
   readonly name: string;
   readonly delayMs: number;
@@ -16,20 +17,20 @@ export interface WorkerOptions {
   readonly failRate: number;
 }
 
-export interface RunningWorker {
+export interface RunningDemoBackend {
   readonly address: string;
   close(): Promise<void>;
 }
 
 /** "host:port", ":port" or "port" (loopback); port 0 picks a free one. Returns an error message on bad input. */
-export function parseWorkerListen(s: string): { host: string; port: number } | string {
+export function parseListen(s: string): { host: string; port: number } | string {
   if (/^\d+$/.test(s)) return parseHostPort(`127.0.0.1:${s}`, true);
   if (s.startsWith(':')) return parseHostPort(`127.0.0.1${s}`, true);
   return parseHostPort(s, true);
 }
 
-export function startWorker(o: WorkerOptions): Promise<RunningWorker> {
-  const addr = parseWorkerListen(o.listen);
+export function startDemoBackend(o: DemoBackendOptions): Promise<RunningDemoBackend> {
+  const addr = parseListen(o.listen);
   if (typeof addr === 'string') return Promise.reject(new Error(`--listen: ${addr}`));
   let delay = o.delayMs;
   let jitter = o.jitterMs;
