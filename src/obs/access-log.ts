@@ -1,7 +1,9 @@
 // The access log ([access_log]): one line per client connection when it ends, JSON or a text line
 // in the spirit of HAProxy's tcplog, to standard output or a file (appended to, reopened on
 // SIGUSR1 for logrotate). It never blocks the relay: a line goes to a bounded in-memory queue
-// (lines and bytes bounded) that asynchronous writes empty, one at a time, in batches; when the
+// (lines and bytes bounded) that asynchronous writes empty, one at a time, in batches; the queue is
+// one buffer of MAX_QUEUED_BYTES, written into as a ring, so that what it holds is the bytes it
+// counts (a line kept as a string held several times its length on the heap); when the
 // destination cannot keep up (a stopped reader, a slow disk) the queue fills and the next lines
 // are dropped and counted (lemonade_access_log_dropped_total), never buffered without bound.
 // Standard output is shared with the ordinary log through the process's stdout sink (a
@@ -23,7 +25,7 @@ import type { Config } from '../config/schema';
 
 export type AccessLogSettings = Config['access_log'];
 
-/** Queue bounds: past either, lines are dropped (and counted). */
+/** Queue bounds: past either, lines are dropped (and counted). The bytes are one buffer, allocated with the first line. */
 export const MAX_QUEUED_LINES = 8192;
 export const MAX_QUEUED_BYTES = 2 * 1024 * 1024;
 /** Bytes per write() to a regular file. */
@@ -67,7 +69,16 @@ export class AccessLog {
   private batchLimit = STREAM_BATCH;
   /** a newer open() supersedes one still under way */
   private openGen = 0;
-  private readonly queue: string[] = [];
+  /** the queue: lines encoded into `ring`, the i-th queued at starts[(first + i) % MAX_QUEUED_LINES] */
+  private ring: Buffer | null = null;
+  private readonly starts = new Int32Array(MAX_QUEUED_LINES);
+  private readonly lengths = new Int32Array(MAX_QUEUED_LINES);
+  private first = 0;
+  /** lines queued, those of a write under way included (their bytes are free once it is done) */
+  private count = 0;
+  /** where the oldest queued line starts, and where the next one goes */
+  private head = 0;
+  private tail = 0;
   private queuedBytes = 0;
   private writing = false;
   private scheduled = false;
@@ -100,18 +111,43 @@ export class AccessLog {
   write(e: SessionEnd, at: number): void {
     if (this.sampleRate === 0) return; // turned off since the connection was accepted
     const line = this.format === 'json' ? jsonLine(e, at) : textLine(e, at);
-    if (this.queue.length >= MAX_QUEUED_LINES || this.queuedBytes + line.length > MAX_QUEUED_BYTES) {
+    const at0 = this.count < MAX_QUEUED_LINES ? this.place(Buffer.byteLength(line)) : -1;
+    if (at0 < 0) {
       this.d.dropped(1);
       return;
     }
-    this.queue.push(line);
-    this.queuedBytes += line.length;
+    const n = this.ring!.write(line, at0);
+    const i = (this.first + this.count) % MAX_QUEUED_LINES;
+    this.starts[i] = at0;
+    this.lengths[i] = n;
+    this.count++;
+    this.tail = at0 + n;
+    this.queuedBytes += n;
     this.kick();
+  }
+
+  /**
+   * Where a line of `n` bytes goes in the ring, -1 if it does not fit: after the last line, or at
+   * the start when the end is too short (a line is never split, so a batch is whole lines).
+   */
+  private place(n: number): number {
+    if (this.ring === null) this.ring = Buffer.allocUnsafeSlow(MAX_QUEUED_BYTES);
+    if (this.count === 0) {
+      this.head = this.tail = 0;
+      return n <= MAX_QUEUED_BYTES ? 0 : -1;
+    }
+    // not wrapped: free from tail to the end, and before head
+    if (this.tail > this.head) {
+      if (this.tail + n <= MAX_QUEUED_BYTES) return this.tail;
+      return n <= this.head ? 0 : -1;
+    }
+    // wrapped: free from tail to head
+    return this.tail + n <= this.head ? this.tail : -1;
   }
 
   /** Resolves once the queue is written (or after `timeoutMs`): before the process exits. */
   flushed(timeoutMs: number): Promise<void> {
-    return this.idle.wait(this.queue.length === 0 && !this.writing, timeoutMs);
+    return this.idle.wait(this.count === 0 && !this.writing, timeoutMs);
   }
 
   /** `again`: a FIFO's reader is awaited (said once, not at each try) */
@@ -166,7 +202,7 @@ export class AccessLog {
 
   /** Write soon, unless a write (or its retry) is under way: its completion goes on with the queue. */
   private kick(): void {
-    if (!this.writing && !this.scheduled && this.retry === null && this.queue.length > 0) {
+    if (!this.writing && !this.scheduled && this.retry === null && this.count > 0) {
       this.scheduled = true;
       setTimeout(this.flush, GATHER_MS);
     }
@@ -175,19 +211,35 @@ export class AccessLog {
   private readonly flush = (): void => {
     this.scheduled = false;
     if (this.writing || this.fd < 0) return;
-    if (this.queue.length === 0) {
+    if (this.count === 0) {
       this.settle();
       return;
     }
-    // whole lines up to the batch size (at least one line)
+    // whole lines that lie one after the other in the ring, up to the batch size (at least one line)
+    const start = this.starts[this.first]!;
+    let end = start;
     let n = 0;
-    let bytes = 0;
-    while (n < this.queue.length && (n === 0 || bytes + this.queue[n]!.length <= this.batchLimit)) bytes += this.queue[n++]!.length;
-    const lines = this.queue.splice(0, n);
-    this.queuedBytes -= bytes;
+    while (n < this.count) {
+      const i = (this.first + n) % MAX_QUEUED_LINES;
+      if (this.starts[i] !== end || (n > 0 && end + this.lengths[i]! - start > this.batchLimit)) break;
+      end += this.lengths[i]!;
+      n++;
+    }
     this.writing = true;
-    this.writeOut(this.fd, Buffer.from(lines.join(''), 'utf8'), n);
+    // the bytes stay queued (not overwritten) until the write is done
+    this.writeOut(this.fd, this.ring!.subarray(start, end), n);
   };
+
+  /** The first `lines` queued lines (one after the other in the ring) are written or dropped: their room is free. */
+  private dequeue(lines: number): void {
+    if (lines === 0) return;
+    const last = (this.first + lines - 1) % MAX_QUEUED_LINES;
+    this.queuedBytes -= this.starts[last]! + this.lengths[last]! - this.starts[this.first]!;
+    this.first = (last + 1) % MAX_QUEUED_LINES;
+    this.count -= lines;
+    if (this.count === 0) this.head = this.tail = this.queuedBytes = 0;
+    else this.head = this.starts[this.first]!;
+  }
 
   private writeOut(fd: number, buf: Buffer, lines: number): void {
     if (fd === STDOUT && this.fdKey === '') {
@@ -206,9 +258,8 @@ export class AccessLog {
       // the destination fails (a full disk, a closed pipe): what is queued is dropped with the
       // batch, and writing is tried again a little later with the lines that come by then
       this.warn(`cannot write the access log ${this.fdKey === '' ? '(standard output)' : this.fdKey}`, err);
-      this.d.dropped(lines + this.queue.length);
-      this.queue.length = 0;
-      this.queuedBytes = 0;
+      this.d.dropped(this.count);
+      this.count = this.head = this.tail = this.queuedBytes = 0;
       this.writing = false;
       this.later(this.flush);
       return;
@@ -218,11 +269,12 @@ export class AccessLog {
       return;
     }
     this.writing = false;
+    this.dequeue(lines);
     for (const old of this.toClose) close(old, ignore);
     this.toClose = [];
     // a full batch goes at once; fewer lines wait to be gathered with the next ones
     if (this.queuedBytes >= this.batchLimit) this.flush();
-    else if (this.queue.length > 0) this.kick();
+    else if (this.count > 0) this.kick();
     else this.settle();
   }
 
@@ -236,7 +288,7 @@ export class AccessLog {
 
   /** Nothing queued: close a file the log no longer wants, and wake flushed(). */
   private settle(): void {
-    if (this.writing || this.queue.length > 0) return;
+    if (this.writing || this.count > 0) return;
     if (this.wanted === null && this.fd >= 0) {
       if (this.fd > 2) close(this.fd, ignore);
       this.fd = -1;

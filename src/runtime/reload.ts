@@ -1,8 +1,9 @@
 // Reload triggers, all funnelled into one path: chokidar watching the config file's directory
 // (rename-saves and Kubernetes-style symlink swaps are both seen), a poll comparing the file's
 // content every config_watch_interval_millis, SIGHUP and POST /reload (through request()).
-// File events are settled (the file must be still for SETTLE_MS) and coalesced; a reload running
-// when another is requested is followed by exactly one more.
+// File events are settled (no event for SETTLE_MS), a change the poll finds is settled by content
+// (the same bytes read SETTLE_MS apart), so neither reads a file mid-write; reloads are coalesced:
+// one running when another is requested is followed by exactly one more.
 
 import { readFile } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
@@ -79,20 +80,42 @@ export class ReloadTrigger {
   private schedulePoll(): void {
     if (this.stopped) return;
     this.poll = setTimeout(() => {
-      void this.ifChanged('poll').finally(() => this.schedulePoll());
+      void this.pollOnce().finally(() => this.schedulePoll());
     }, this.deps.pollMs());
     this.poll.unref();
   }
 
+  /**
+   * No event says when a writer is done with a file the poll finds changed (the poll is there for
+   * the events that are missed): the change is reloaded once the same bytes are read SETTLE_MS apart.
+   */
+  private async pollOnce(): Promise<void> {
+    let text = await this.read();
+    if (text === null || sha256(text) === this.deps.lastHash()) return;
+    for (;;) {
+      await new Promise<void>((resolve) => setTimeout(resolve, SETTLE_MS).unref());
+      if (this.stopped) return;
+      const again = await this.read();
+      if (again === null) return; // missing for a moment during a swap: the next event or poll sees it
+      if (again === text) break;
+      text = again;
+    }
+    if (sha256(text) !== this.deps.lastHash()) await this.request('poll');
+  }
+
   /** Reload if the file's content differs from what was last applied or attempted. */
   private async ifChanged(trigger: string): Promise<void> {
-    let text: string;
+    const text = await this.read();
+    // missing for a moment during a swap: the next event or poll sees it
+    if (text !== null && sha256(text) !== this.deps.lastHash()) await this.request(trigger);
+  }
+
+  private async read(): Promise<string | null> {
     try {
-      text = await readFile(this.deps.path, 'utf8');
+      return await readFile(this.deps.path, 'utf8');
     } catch {
-      return; // missing for a moment during a swap: the next event or poll sees it
+      return null;
     }
-    if (sha256(text) !== this.deps.lastHash()) await this.request(trigger);
   }
 
   /** Reload now (coalesced): resolves with the result of a reload that started after this call. */
