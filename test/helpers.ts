@@ -91,7 +91,7 @@ export function cleanEnv(extra: Record<string, string | undefined> = {}): NodeJS
   for (const [k, v] of Object.entries(process.env)) {
     if (!k.startsWith('LEMONADE_') && !k.startsWith('NOTIFY_SOCKET') && !k.startsWith('LISTEN_')) env[k] = v;
   }
-  // test/net-sockets.test.ts runs suites again with the net.Socket relay
+  // test/e2e/net-sockets.test.ts runs suites again with the net.Socket relay
   if (process.env['LEMONADE_TEST_NET_SOCKETS'] === '1') env['LEMONADE_LB_NET_SOCKETS'] = '1';
   for (const [k, v] of Object.entries(extra)) {
     if (v === undefined) delete env[k];
