@@ -78,8 +78,7 @@ for (const relay of RELAYS) {
           { name: 'climit', port: port.climit, lines: ['client_max_connections = 1'], backends: to('echo-cl', echo.address) },
         ],
       }) + accessLogTable(log);
-    const lb = await startBalancer(text, { env: relay.env });
-    t.after(() => lb.stop());
+    const lb = await startBalancer(t, text, { env: relay.env });
     assert.equal(await relayOf(lb), relay.name);
     await waitFor(async () => (await adminJson<{ service: string; last_check: { ok: boolean } | null }[]>(lb, '/backends')).filter((b) => b.service === 'refused' && b.last_check?.ok).length === 2, 10_000, 'the first checks of gone-1 and gone-2');
     for (const g of gone) await g.close();
@@ -240,12 +239,8 @@ for (const relay of RELAYS) {
   });
 
   test(`${relay.name} relay: drain_timeout (a removed backend), disabled (an operator's disable), shutdown (the drain's deadline)`, { timeout: 60_000 }, async (t) => {
-    const echo = await startEcho();
-    const echo2 = await startEcho();
-    t.after(async () => {
-      await echo.close();
-      await echo2.close();
-    });
+    const echo = await startEcho(t);
+    const echo2 = await startEcho(t);
     const [pDrain, pDis, pDown] = [await freePort(), await freePort(), await freePort()];
     const dir = tempDir();
     const log = join(dir, 'access.log');
@@ -258,8 +253,7 @@ for (const relay of RELAYS) {
           { name: 'down', port: pDown, backends: [{ name: 's1', address: echo.address }] },
         ],
       }) + accessLogTable(log);
-    const lb = await startBalancer(file([{ name: 'd1', address: echo.address }]), { env: relay.env });
-    t.after(() => lb.stop());
+    const lb = await startBalancer(t, file([{ name: 'd1', address: echo.address }]), { env: relay.env });
     assert.equal(await relayOf(lb), relay.name);
 
     // drain_timeout: d1 leaves the file; its connection is cut 500 ms later

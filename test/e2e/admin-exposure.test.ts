@@ -237,12 +237,8 @@ test('every admin answer carries X-Content-Type-Options: nosniff; the status pag
 });
 
 test('a real balancer: 421 on a foreign Host, 403 on a cross-site POST, headers on its answers, allowed_hosts from the file', async (t) => {
-  const alpha = await startEcho();
-  const lb = await startBalancer(testConfig([{ address: alpha.address, name: 'alpha' }], { admin: 'listen_address = "127.0.0.1:0"\nallowed_hosts = ["lb.example"]' }));
-  t.after(async () => {
-    await lb.stop();
-    await alpha.close();
-  });
+  const alpha = await startEcho(t);
+  const lb = await startBalancer(t, testConfig([{ address: alpha.address, name: 'alpha' }], { admin: 'listen_address = "127.0.0.1:0"\nallowed_hosts = ["lb.example"]' }));
   const foreign = await lb.admin('/status', 'GET', { host: `evil.example:${lb.adminPort}` });
   assert.equal(foreign.status, 421);
   assert.match(errorOf(foreign.body), /add "evil\.example" to \[admin\] allowed_hosts/);

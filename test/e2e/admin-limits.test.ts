@@ -39,10 +39,8 @@ function slowloris(port: number): Promise<Slow> {
 }
 
 test(`${SLOW} slowloris connections to the admin API: capped at ${ADMIN_MAX_CONNECTIONS}, the oldest closed to let GET /health in, each closed after the headers timeout; the proxy relays`, { timeout: 120_000 }, async (t) => {
-  const echo = await startEcho();
-  t.after(() => echo.close());
-  const lb = await startBalancer(testConfig([{ address: echo.address, name: 'e' }]));
-  t.after(() => lb.stop());
+  const echo = await startEcho(t);
+  const lb = await startBalancer(t, testConfig([{ address: echo.address, name: 'e' }]));
   const fds = (): number => readdirSync(`/proc/${lb.proc.pid!}/fd`).length;
   const fds0 = fds();
 

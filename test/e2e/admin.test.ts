@@ -20,6 +20,7 @@ import {
   ROOT,
   type Balancer,
   type TestServer,
+  type Ends,
 } from '../helpers';
 
 // -------------------------------------------------------------------------------------------
@@ -65,8 +66,8 @@ const row = async (lb: Balancer, name: string): Promise<Row> => (await backends(
 const bearer = (t: string): Record<string, string> => ({ authorization: `Bearer ${t}` });
 
 /** A backend that greets with `name\n`, then echoes what it reads (and ends when the client does). */
-function tagged(name: string): Promise<TestServer> {
-  return startTcpServer((s) => {
+function tagged(t: Ends, name: string): Promise<TestServer> {
+  return startTcpServer(t, (s) => {
     s.write(`${name}\n`);
     s.pipe(s);
   });
@@ -190,8 +191,8 @@ function listeningPorts(pid: number): number[] {
 // GET /health, /ready, /status, /backends, /events
 
 test('GET /health, /ready, /status, /backends and /events answer every documented field', async (t) => {
-  const alpha = await tagged('alpha');
-  const lb = await startBalancer(
+  const alpha = await tagged(t, 'alpha');
+  const lb = await startBalancer(t,
     testConfig(
       [
         { address: alpha.address, name: 'alpha', id: 7, weight: 3 },
@@ -200,10 +201,6 @@ test('GET /health, /ready, /status, /backends and /events answer every documente
       { health: FAST_HEALTH },
     ),
   );
-  t.after(async () => {
-    await lb.stop();
-    await alpha.close();
-  });
 
   // beta refuses connections: one failed check takes it down
   await waitFor(async () => (await row(lb, 'beta')).state === 'unhealthy', 5000, 'beta unhealthy');
@@ -316,12 +313,8 @@ test('GET /health, /ready, /status, /backends and /events answer every documente
 });
 
 test('while shutting down, /health and /ready answer 503 until the drain ends', async (t) => {
-  const alpha = await tagged('alpha');
-  const lb = await startBalancer(testConfig([{ address: alpha.address, name: 'alpha' }], { runtime: 'drain_timeout_millis = 4000' }));
-  t.after(async () => {
-    await lb.stop('SIGKILL');
-    await alpha.close();
-  });
+  const alpha = await tagged(t, 'alpha');
+  const lb = await startBalancer(t, testConfig([{ address: alpha.address, name: 'alpha' }], { runtime: 'drain_timeout_millis = 4000' }), { stopSignal: 'SIGKILL' });
   const c = hold(lb.port);
   t.after(() => c.sock.destroy());
   assert.equal(await c.name, 'alpha');
@@ -350,12 +343,8 @@ test('while shutting down, /health and /ready answer 503 until the drain ends', 
 // POST /backends/NAME/drain|enable|disable
 
 test('drain keeps existing connections and takes no new ones; disable cuts them; enable restores; 404 for an unknown name', async (t) => {
-  const servers = await Promise.all(['s1', 's2', 's3'].map(tagged));
-  const lb = await startBalancer(testConfig(servers.map((s, i) => ({ address: s.address, name: `s${i + 1}` }))));
-  t.after(async () => {
-    await lb.stop();
-    await Promise.all(servers.map((s) => s.close()));
-  });
+  const servers = await Promise.all(['s1', 's2', 's3'].map((n) => tagged(t, n)));
+  const lb = await startBalancer(t, testConfig(servers.map((s, i) => ({ address: s.address, name: `s${i + 1}` }))));
   const c = hold(lb.port);
   t.after(() => c.sock.destroy());
   const x = await c.name;
@@ -405,17 +394,13 @@ test('drain keeps existing connections and takes no new ones; disable cuts them;
 });
 
 test('a drained or disabled backend stays so across reloads until it is enabled', async (t) => {
-  const servers = await Promise.all(['s1', 's2', 's3'].map(tagged));
+  const servers = await Promise.all(['s1', 's2', 's3'].map((n) => tagged(t, n)));
   const cfg = (w3: number): string =>
     testConfig(
       servers.map((s, i) => ({ address: s.address, name: `s${i + 1}`, weight: i === 2 ? w3 : 1 })),
       { runtime: 'config_watch_interval_millis = 500' },
     );
-  const lb = await startBalancer(cfg(1));
-  t.after(async () => {
-    await lb.stop();
-    await Promise.all(servers.map((s) => s.close()));
-  });
+  const lb = await startBalancer(t, cfg(1));
   assert.equal((await lb.admin('/backends/s1/drain', 'POST')).status, 200);
   assert.equal((await lb.admin('/backends/s2/disable', 'POST')).status, 200);
 
@@ -454,13 +439,9 @@ test('a drained or disabled backend stays so across reloads until it is enabled'
 // POST /reload
 
 test('POST /reload reloads now and answers with the result; a failure is 422 and changes nothing', async (t) => {
-  const alpha = await tagged('alpha');
+  const alpha = await tagged(t, 'alpha');
   const cfg = (w: number): string => testConfig([{ address: alpha.address, name: 'alpha', weight: w }], { runtime: 'config_watch_interval_millis = 60000' });
-  const lb = await startBalancer(cfg(1));
-  t.after(async () => {
-    await lb.stop();
-    await alpha.close();
-  });
+  const lb = await startBalancer(t, cfg(1));
 
   const same = await lb.admin('/reload', 'POST');
   assert.equal(same.status, 200);
@@ -527,10 +508,10 @@ const SPEC_METRICS: Record<string, string> = {
 };
 
 test('GET /metrics is Prometheus text whose figures match the connections made, and scraping changes nothing', async (t) => {
-  const a = await startEcho();
-  const b = await startEcho();
+  const a = await startEcho(t);
+  const b = await startEcho(t);
   const gone = await startEcho();
-  const lb = await startBalancer(
+  const lb = await startBalancer(t,
     testConfig(
       [
         { address: a.address, name: 'a' },
@@ -540,11 +521,6 @@ test('GET /metrics is Prometheus text whose figures match the connections made, 
       { proxy: 'max_connections = 3', health: 'interval = "60s"\ntimeout = "300ms"' },
     ),
   );
-  t.after(async () => {
-    await lb.stop();
-    await a.close();
-    await b.close();
-  });
   // "gone" passes its first check, then stops: the next check is a minute away, so only live
   // traffic finds out (failed connects, retried on another backend)
   await waitFor(async () => (await row(lb, 'gone')).last_check?.ok, 5000, 'the first check of gone');
@@ -647,8 +623,8 @@ test('GET /metrics is Prometheus text whose figures match the connections made, 
 });
 
 test('health checks are counted by backend and result', async (t) => {
-  const a = await startEcho();
-  const lb = await startBalancer(
+  const a = await startEcho(t);
+  const lb = await startBalancer(t,
     testConfig(
       [
         { address: a.address, name: 'a' },
@@ -657,10 +633,6 @@ test('health checks are counted by backend and result', async (t) => {
       { health: FAST_HEALTH },
     ),
   );
-  t.after(async () => {
-    await lb.stop();
-    await a.close();
-  });
   const m = await waitFor(async () => {
     const s = await scrape(lb);
     return (metric(s, 'lemonade_health_checks_total', { backend: 'a', result: 'success' }) ?? 0) >= 1 &&
@@ -678,12 +650,8 @@ test('health checks are counted by backend and result', async (t) => {
 // GET /, routing errors
 
 test('GET / is a self-contained HTML page; unknown paths are 404; wrong methods are 405 with Allow', async (t) => {
-  const alpha = await tagged('alpha');
-  const lb = await startBalancer(testConfig([{ address: alpha.address, name: 'alpha' }], { admin: ADMIN_WITH_TOKEN }));
-  t.after(async () => {
-    await lb.stop();
-    await alpha.close();
-  });
+  const alpha = await tagged(t, 'alpha');
+  const lb = await startBalancer(t, testConfig([{ address: alpha.address, name: 'alpha' }], { admin: ADMIN_WITH_TOKEN }));
 
   const page = await lb.admin('/');
   assert.equal(page.status, 200);
@@ -736,12 +704,8 @@ test('GET / is a self-contained HTML page; unknown paths are 404; wrong methods 
 // Token
 
 test('with [admin] token: mutating endpoints need the bearer token (401 without, 403 wrong), read-only ones do not', async (t) => {
-  const alpha = await tagged('alpha');
-  const lb = await startBalancer(testConfig([{ address: alpha.address, name: 'alpha' }], { admin: ADMIN_WITH_TOKEN, runtime: 'health_cap = 4' }));
-  t.after(async () => {
-    await lb.stop();
-    await alpha.close();
-  });
+  const alpha = await tagged(t, 'alpha');
+  const lb = await startBalancer(t, testConfig([{ address: alpha.address, name: 'alpha' }], { admin: ADMIN_WITH_TOKEN, runtime: 'health_cap = 4' }));
 
   for (const [path, state] of [
     ['/backends/alpha/drain', 'draining'],
@@ -794,8 +758,8 @@ test('with [admin] token: mutating endpoints need the bearer token (401 without,
 // Summary log
 
 test('the summary log line comes every [metrics] interval with totals and per-backend figures', async (t) => {
-  const a = await startEcho();
-  const lb = await startBalancer(
+  const a = await startEcho(t);
+  const lb = await startBalancer(t,
     testConfig(
       [
         { address: a.address, name: 'a' },
@@ -804,10 +768,6 @@ test('the summary log line comes every [metrics] interval with totals and per-ba
       { admin: 'listen_address = "127.0.0.1:0"\n[metrics]\ninterval = "500ms"', health: FAST_HEALTH },
     ),
   );
-  t.after(async () => {
-    await lb.stop();
-    await a.close();
-  });
   await waitFor(async () => (await row(lb, 'dead')).state === 'unhealthy', 5000, 'dead to be down');
   const isSummary = (l: Record<string, unknown>): boolean => l['msg'] === 'summary';
   await lb.waitForLog(isSummary, 3000, 'the first summary');
@@ -839,12 +799,8 @@ test('the summary log line comes every [metrics] interval with totals and per-ba
 test(
   'connections made before the first summary count in its rate',
   async (t) => {
-    const a = await startEcho();
-    const lb = await startBalancer(testConfig([{ address: a.address, name: 'a' }], { admin: 'listen_address = "127.0.0.1:0"\n[metrics]\ninterval = "500ms"' }));
-    t.after(async () => {
-      await lb.stop();
-      await a.close();
-    });
+    const a = await startEcho(t);
+    const lb = await startBalancer(t, testConfig([{ address: a.address, name: 'a' }], { admin: 'listen_address = "127.0.0.1:0"\n[metrics]\ninterval = "500ms"' }));
     for (let i = 0; i < 3; i++) assert.equal((await tcpExchange(lb.port, 'hi')).data.toString(), 'hi');
     const first = (await lb.waitForLog((l) => l['msg'] === 'summary', 3000, 'the first summary')) as { total: number; backends: Record<string, { rate: number }> };
     assert.equal(first.total, 3, 'the traffic came before the first summary');
@@ -856,12 +812,8 @@ test(
 // Admin API off
 
 test('listen_address = "" turns the admin API off: nothing else listens', async (t) => {
-  const alpha = await tagged('alpha');
-  const lb = await startBalancer(testConfig([{ address: alpha.address, name: 'alpha' }], { admin: 'listen_address = ""' }), { noAdmin: true });
-  t.after(async () => {
-    await lb.stop();
-    await alpha.close();
-  });
+  const alpha = await tagged(t, 'alpha');
+  const lb = await startBalancer(t, testConfig([{ address: alpha.address, name: 'alpha' }], { admin: 'listen_address = ""' }), { noAdmin: true });
   const started = await lb.waitForLog((l) => l['msg'] === 'lemonade-lb started');
   assert.equal(started['admin'], null);
   assert.equal(lb.adminPort, 0);

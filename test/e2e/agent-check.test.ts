@@ -142,8 +142,7 @@ async function setup(t: TestContext, runtime = ''): Promise<Setup> {
       NAMES.map((name, i) => ({ name, address: `${HOSTS[i]}:${ports[i]}`, weight: weights[i]! })),
       { strategy: 'weighted_round_robin', health: `interval = "1s"\ntimeout = "2s"\n${agent ? `agent_port = ${agents.port}\nagent_interval = "100ms"` : ''}`, runtime },
     );
-  const lb = await startBalancer(config([4, 4], true));
-  t.after(() => lb.stop());
+  const lb = await startBalancer(t, config([4, 4], true));
   await applied(lb, 'b1', 'up');
   return { lb, agents, config };
 }

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import net from 'node:net';
 import { spawn } from 'node:child_process';
 import {
+  atEnd,
   runCli,
   tempDir,
   startEcho,
@@ -169,7 +170,7 @@ test('wrong usage exits 2; --version and --help exit 0 on every command', async 
 test('LEMONADE_LB_BACKEND_ADDRESSES and LEMONADE_LB_LISTEN_ADDRESS run it from the environment alone', async (t) => {
   // only the default path may be absent (a path named by --config must exist: test/e2e/secrets.test.ts)
   assert.ok(!existsSync('/etc/lemonade/config.toml'), 'this test needs no /etc/lemonade/config.toml on the machine');
-  const [a, b] = await Promise.all([startNamed('A'), startNamed('B')]);
+  const [a, b] = await Promise.all([startNamed(t, 'A'), startNamed(t, 'B')]);
   const port = await freePort();
   const admin = await freePort();
   const child = spawn(process.execPath, [BUNDLE, 'lb'], {
@@ -181,10 +182,7 @@ test('LEMONADE_LB_BACKEND_ADDRESSES and LEMONADE_LB_LISTEN_ADDRESS run it from t
     }),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  t.after(async () => {
-    child.kill('SIGKILL');
-    await Promise.all([a.close(), b.close()]);
-  });
+  atEnd(t, () => child.kill('SIGKILL'));
   let out = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
   await waitFor(() => out.includes('lemonade-lb started'), 10_000, 'start');
@@ -202,10 +200,8 @@ test('LEMONADE_LB_BACKEND_ADDRESSES and LEMONADE_LB_LISTEN_ADDRESS run it from t
 });
 
 test('an environment override wins over the file; an invalid one names the variable', async (t) => {
-  const echo = await startEcho();
-  t.after(() => echo.close());
-  const lb = await startBalancer(testConfig([{ address: echo.address }]), { env: { LEMONADE_LB_STRATEGY: 'least_connections' } });
-  t.after(() => lb.stop());
+  const echo = await startEcho(t);
+  const lb = await startBalancer(t, testConfig([{ address: echo.address }]), { env: { LEMONADE_LB_STRATEGY: 'least_connections' } });
   const status = JSON.parse((await lb.admin('/status')).body) as { strategy: string };
   assert.equal(status.strategy, 'least_connections');
   const r = await runCli(['lb', '--config', file(VALID), '--validate'], { env: { LEMONADE_LB_MAX_CONNECTIONS: 'lots' } });
@@ -219,12 +215,8 @@ test('LEMONADE_LB_CONFIG names the file when --config is absent', async () => {
 });
 
 test('status and backend commands talk to the admin API; unreachable is exit 1 with a message', async (t) => {
-  const echo = await startEcho();
-  const lb = await startBalancer(testConfig([{ address: echo.address, name: 'alpha' }, { address: '127.0.0.1:1', name: 'beta' }]));
-  t.after(async () => {
-    await lb.stop();
-    await echo.close();
-  });
+  const echo = await startEcho(t);
+  const lb = await startBalancer(t, testConfig([{ address: echo.address, name: 'alpha' }, { address: '127.0.0.1:1', name: 'beta' }]));
   const admin = `http://127.0.0.1:${lb.adminPort}`;
   const st = await runCli(['status', '--admin', admin]);
   assert.equal(st.code, 0, st.stderr);

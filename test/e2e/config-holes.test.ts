@@ -130,9 +130,8 @@ test('demo: a taken port is one line naming it, exit 1, no stack trace', async (
 });
 
 test('a file of [[services]] only: /status strategy is null, the start log names none; each service has its own', async (t) => {
-  const echo = await startEcho();
-  t.after(() => echo.close());
-  const lb = await startBalancer(
+  const echo = await startEcho(t);
+  const lb = await startBalancer(t,
     [
       '[admin]',
       'listen_address = "127.0.0.1:0"',
@@ -145,7 +144,6 @@ test('a file of [[services]] only: /status strategy is null, the start log names
       '',
     ].join('\n'),
   );
-  t.after(() => lb.stop());
   const status = await adminJson<{ strategy: unknown; services: { name: string; algorithm: string }[] }>(lb, '/status');
   assert.equal(status.strategy, null);
   assert.deepEqual(status.services.map((s) => [s.name, s.algorithm]), [['web', 'least_connections']]);
@@ -153,10 +151,9 @@ test('a file of [[services]] only: /status strategy is null, the start log names
   assert.ok(started, 'the start log line');
   assert.ok(!('strategy' in started), JSON.stringify(started));
   // with a default service, /status names its algorithm as before
-  const withDefault = await startBalancer(
+  const withDefault = await startBalancer(t,
     ['[proxy]', 'listen_address = "127.0.0.1:0"', '[strategy]', 'algorithm = "round_robin"', '[admin]', 'listen_address = "127.0.0.1:0"', '[[backends]]', `address = "${echo.address}"`, ''].join('\n'),
   );
-  t.after(() => withDefault.stop());
   assert.equal((await adminJson<{ strategy: unknown }>(withDefault, '/status')).strategy, 'round_robin');
   assert.equal(withDefault.logs.find((l) => l['msg'] === 'lemonade-lb started')!['strategy'], 'round_robin');
 });

@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { adminJson, startBalancer, startNamed, testConfig, type Balancer, type TestServer } from '../helpers';
+import { adminJson, startBalancer, startNamed, testConfig, type TestServer } from '../helpers';
 
 /** Connect from `localAddress`, read the backend's name line, close. */
 function whoFrom(port: number, localAddress: string): Promise<string> {
@@ -39,18 +39,12 @@ async function mapAll(port: number): Promise<Map<string, string>> {
 
 test('consistent_hash pins every source address, the same in a second balancer process; disabling a backend moves only its addresses', async (t) => {
   const servers: TestServer[] = [];
-  for (const name of ['alpha', 'beta', 'gamma']) servers.push(await startNamed(name));
+  for (const name of ['alpha', 'beta', 'gamma']) servers.push(await startNamed(t, name));
   const config = testConfig(
     servers.map((s, i) => ({ address: s.address, name: ['alpha', 'beta', 'gamma'][i]! })),
     { strategy: 'consistent_hash' },
   );
-  const balancers: Balancer[] = [];
-  t.after(async () => {
-    for (const b of balancers) await b.stop();
-    for (const s of servers) await s.close();
-  });
-  const lb1 = await startBalancer(config);
-  balancers.push(lb1);
+  const lb1 = await startBalancer(t, config);
 
   const first = await mapAll(lb1.port);
   const again = await mapAll(lb1.port);
@@ -66,12 +60,12 @@ test('consistent_hash pins every source address, the same in a second balancer p
   // a second balancer with the same backends, its connections spread over two worker processes
   // (each builds its own table): the same mapping
   const lb2 = await startBalancer(
+    t,
     testConfig(
       servers.map((s, i) => ({ address: s.address, name: ['alpha', 'beta', 'gamma'][i]! })),
       { strategy: 'consistent_hash', runtime: 'workers = 2' },
     ),
   );
-  balancers.push(lb2);
   assert.deepEqual(await mapAll(lb2.port), first, 'a second balancer (two worker processes) maps every address the same way');
 
   const r = await lb1.admin('/backends/beta/disable', 'POST');

@@ -30,12 +30,8 @@ test('every error class carries a listed literal code and exit code 1', () => {
 });
 
 test('every lemonade_* metric a running balancer exports is documented in the README', async (t) => {
-  const echo = await startEcho();
-  const lb = await startBalancer(testConfig([{ address: echo.address }]));
-  t.after(async () => {
-    await lb.stop();
-    await echo.close();
-  });
+  const echo = await startEcho(t);
+  const lb = await startBalancer(t, testConfig([{ address: echo.address }]));
   await tcpExchange(lb.port, 'x');
   const text = (await lb.admin('/metrics')).body;
   const names = new Set([...text.matchAll(/^(lemonade_\w+?)(?:_bucket|_sum|_count)?[{ ]/gm)].map((m) => m[1]!));

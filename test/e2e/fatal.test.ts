@@ -12,8 +12,7 @@ import { BUNDLE, cleanEnv, startEcho, tempDir, testConfig, freePort, requireTool
 
 for (const kind of ['throw', 'reject'] as const) {
   test(`an uncaught ${kind === 'throw' ? 'exception' : 'promise rejection'} is logged as one JSON line at fatal, then exit 1`, { timeout: 20_000 }, async (t) => {
-    const echo = await startEcho();
-    t.after(() => echo.close());
+    const echo = await startEcho(t);
     const dir = tempDir();
     const preload = join(dir, 'boom.mjs');
     // fires when the test signals it, once the balancer's start line is on stdout
@@ -52,8 +51,7 @@ for (const kind of ['throw', 'reject'] as const) {
 
 test('a fatal error while standard output is not read still ends the process, within a bound', { timeout: 60_000 }, async (t) => {
   if (!requireTool(t, 'mkfifo (Debian package coreutils)', spawnSync('sh', ['-c', 'command -v mkfifo']).status === 0)) return;
-  const echo = await startEcho();
-  t.after(() => echo.close());
+  const echo = await startEcho(t);
   const dir = tempDir();
   const preload = join(dir, 'boom.mjs');
   writeFileSync(preload, "process.on('SIGUSR2', () => { throw new Error('boom in a callback'); });\n");

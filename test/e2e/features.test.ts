@@ -5,12 +5,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { startBalancer, startTcpServer, startEcho, startNamed, testConfig, waitFor, type Balancer, type TestServer } from '../helpers';
+import { atEnd, startBalancer, startTcpServer, startEcho, startNamed, testConfig, waitFor, type Balancer, type TestServer, type Ends } from '../helpers';
 
 /** A backend that records everything each connection sends it, and answers "ok\n" once the client's "hello\n" has arrived. */
-async function recorder(): Promise<TestServer & { received: Buffer[] }> {
+async function recorder(t: Ends): Promise<TestServer & { received: Buffer[] }> {
   const received: Buffer[] = [];
-  const srv = await startTcpServer((s) => {
+  const srv = await startTcpServer(t, (s) => {
     const chunks: Buffer[] = [];
     const i = received.push(Buffer.alloc(0)) - 1;
     s.on('data', (d: Buffer) => {
@@ -63,14 +63,10 @@ function freePort6(): Promise<number> {
 }
 
 async function proxyProtocolCase(t: { after(f: () => Promise<void>): void }, version: 'v1' | 'v2', family: 4 | 6): Promise<{ got: Buffer; client: { localAddress: string; localPort: number }; lbPort: number }> {
-  const rec = await recorder();
+  const rec = await recorder(t);
   let cfg = testConfig([{ address: rec.address }], { proxy: `proxy_protocol = "${version}"` });
   if (family === 6) cfg = cfg.replace('listen_address = "127.0.0.1:0"', `listen_address = "[::1]:${await freePort6()}"`);
-  const lb = await startBalancer(cfg);
-  t.after(async () => {
-    await lb.stop();
-    await rec.close();
-  });
+  const lb = await startBalancer(t, cfg);
   const client = await sendLine(lb.port, 'hello\n', family === 6 ? '::1' : '127.0.0.1');
   // the health checker's connections record nothing: take the one that carried the client's line
   return { got: rec.received.find((b) => b.includes('hello'))!, client, lbPort: lb.port };
@@ -106,12 +102,8 @@ test('proxy_protocol over IPv6 ([::1]): v1 "PROXY TCP6 …" and v2 with 36 addre
 });
 
 test('proxy_protocol = "off" (the default) sends the client\'s bytes only', async (t) => {
-  const rec = await recorder();
-  const lb = await startBalancer(testConfig([{ address: rec.address }]));
-  t.after(async () => {
-    await lb.stop();
-    await rec.close();
-  });
+  const rec = await recorder(t);
+  const lb = await startBalancer(t, testConfig([{ address: rec.address }]));
   await sendLine(lb.port, 'hello\n');
   assert.deepEqual(rec.received.filter((b) => b.length > 0).map(String), ['hello\n']);
 });
@@ -139,13 +131,11 @@ function knock(port: number, localAddress?: string, host = '127.0.0.1'): Promise
 }
 
 test('client_rate_limit = "5/s": a burst of 20 from one address gets 5 through, the rest closed at once and counted as rate_limit', async (t) => {
-  const named = await startNamed('n');
-  const lb = await startBalancer(testConfig([{ address: named.address }], { proxy: 'client_rate_limit = "5/s"' }));
+  const named = await startNamed(t, 'n');
+  const lb = await startBalancer(t, testConfig([{ address: named.address }], { proxy: 'client_rate_limit = "5/s"' }));
   const socks: net.Socket[] = [];
-  t.after(async () => {
+  atEnd(t, () => {
     for (const s of socks) s.destroy();
-    await lb.stop();
-    await named.close();
   });
   const results = await Promise.all(Array.from({ length: 20 }, () => knock(lb.port)));
   socks.push(...results.map((r) => r.socket));
@@ -168,13 +158,11 @@ test('client_rate_limit = "5/s": a burst of 20 from one address gets 5 through, 
 });
 
 test('client_max_connections = 3: a fourth concurrent connection from one address is refused at once; closing one makes room', async (t) => {
-  const named = await startNamed('n');
-  const lb = await startBalancer(testConfig([{ address: named.address }], { proxy: 'client_max_connections = 3' }));
+  const named = await startNamed(t, 'n');
+  const lb = await startBalancer(t, testConfig([{ address: named.address }], { proxy: 'client_max_connections = 3' }));
   const socks: net.Socket[] = [];
-  t.after(async () => {
+  atEnd(t, () => {
     for (const s of socks) s.destroy();
-    await lb.stop();
-    await named.close();
   });
   const held = [];
   for (let i = 0; i < 3; i++) held.push(await knock(lb.port));
@@ -198,12 +186,8 @@ test('client_max_connections = 3: a fourth concurrent connection from one addres
 });
 
 test('many client addresses with limits on: 200 addresses each get their own bucket (none refused)', async (t) => {
-  const echo = await startEcho();
-  const lb = await startBalancer(testConfig([{ address: echo.address }], { proxy: 'client_rate_limit = "1/s"\nclient_max_connections = 1' }));
-  t.after(async () => {
-    await lb.stop();
-    await echo.close();
-  });
+  const echo = await startEcho(t);
+  const lb = await startBalancer(t, testConfig([{ address: echo.address }], { proxy: 'client_rate_limit = "1/s"\nclient_max_connections = 1' }));
   // 200 distinct loopback addresses, one connection each, closed after the echo
   let ok = 0;
   for (let i = 0; i < 200; i++) {
@@ -222,13 +206,11 @@ test('many client addresses with limits on: 200 addresses each get their own buc
 });
 
 test('allow/deny: allow = ["127.0.0.0/8"] with deny = ["127.0.0.2/32"] admits 127.0.0.1, refuses 127.0.0.2 at once (reason acl)', async (t) => {
-  const named = await startNamed('n');
-  const lb = await startBalancer(testConfig([{ address: named.address }], { proxy: 'allow = ["127.0.0.0/8"]\ndeny = ["127.0.0.2/32"]' }));
+  const named = await startNamed(t, 'n');
+  const lb = await startBalancer(t, testConfig([{ address: named.address }], { proxy: 'allow = ["127.0.0.0/8"]\ndeny = ["127.0.0.2/32"]' }));
   const socks: net.Socket[] = [];
-  t.after(async () => {
+  atEnd(t, () => {
     for (const s of socks) s.destroy();
-    await lb.stop();
-    await named.close();
   });
   const a = await knock(lb.port, '127.0.0.1');
   const d = await knock(lb.port, '127.0.0.2');
@@ -240,15 +222,12 @@ test('allow/deny: allow = ["127.0.0.0/8"] with deny = ["127.0.0.2/32"] admits 12
 });
 
 test('allow = ["10.0.0.0/8"]: a loopback client is outside it and refused; an IPv6 deny list leaves IPv4 clients alone', async (t) => {
-  const named = await startNamed('n');
-  const lb = await startBalancer(testConfig([{ address: named.address }], { proxy: 'allow = ["10.0.0.0/8"]' }));
-  const lb6 = await startBalancer(testConfig([{ address: named.address }], { proxy: 'deny = ["::1/128", "2001:db8::/32"]' }));
+  const named = await startNamed(t, 'n');
+  const lb = await startBalancer(t, testConfig([{ address: named.address }], { proxy: 'allow = ["10.0.0.0/8"]' }));
+  const lb6 = await startBalancer(t, testConfig([{ address: named.address }], { proxy: 'deny = ["::1/128", "2001:db8::/32"]' }));
   const socks: net.Socket[] = [];
-  t.after(async () => {
+  atEnd(t, () => {
     for (const s of socks) s.destroy();
-    await lb.stop();
-    await lb6.stop();
-    await named.close();
   });
   const r = await knock(lb.port);
   const r6 = await knock(lb6.port);
@@ -261,14 +240,12 @@ test('allow = ["10.0.0.0/8"]: a loopback client is outside it and refused; an IP
 
 test('deny = ["::1/128"] refuses an IPv6 loopback client', async (t) => {
   if (!(await hasIpv6Loopback())) return t.skip('this machine has no IPv6 loopback');
-  const named = await startNamed('n');
+  const named = await startNamed(t, 'n');
   const cfg = testConfig([{ address: named.address }], { proxy: 'deny = ["::1/128"]' }).replace('listen_address = "127.0.0.1:0"', `listen_address = "[::1]:${await freePort6()}"`);
-  const lb = await startBalancer(cfg);
+  const lb = await startBalancer(t, cfg);
   const socks: net.Socket[] = [];
-  t.after(async () => {
+  atEnd(t, () => {
     for (const s of socks) s.destroy();
-    await lb.stop();
-    await named.close();
   });
   const r = await knock(lb.port, undefined, '::1');
   socks.push(r.socket);

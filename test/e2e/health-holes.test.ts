@@ -106,14 +106,13 @@ describe('expect_regex runs in linear time', () => {
 
   test('end to end: while a backend answers a pathological pattern, the balancer serves clients and /health within a bound', async (t) => {
     let answered = 0;
-    const hostile = await startTcpServer((s) => {
+    const hostile = await startTcpServer(t, (s) => {
       s.on('data', () => {
         answered++;
         s.end(`${'a'.repeat(30)}!`);
       });
     });
-    const echo = await startEcho();
-    t.after(() => Promise.all([hostile.close(), echo.close()]));
+    const echo = await startEcho(t);
     const config = [
       '[admin]',
       'listen_address = "127.0.0.1:0"',
@@ -137,8 +136,7 @@ describe('expect_regex runs in linear time', () => {
       `address = "${hostile.address}"`,
       '',
     ].join('\n');
-    const lb = await startBalancer(config);
-    t.after(() => lb.stop());
+    const lb = await startBalancer(t, config);
     const services = await adminJson<{ services: { name: string; listen_address: string }[] }>(lb, '/status');
     const echoPort = Number(services.services.find((s) => s.name === 'echo')!.listen_address.split(':').pop());
     const worst = { health: 0, echo: 0 };
@@ -199,10 +197,9 @@ describe("an agent's answer is bounded, whatever it sends", () => {
   });
 
   test('against a socket: an agent that sends a long line in one write is answered with a bounded error, not its text', async (t: TestContext) => {
-    const agent = await startTcpServer((s) => {
+    const agent = await startTcpServer(t, (s) => {
       s.end(`${'z'.repeat(5000)}\nup\n`);
     });
-    t.after(() => agent.close());
     const text = `[proxy]\nlisten_address = "127.0.0.1:1"\n[health]\ninterval = "1h"\ntimeout = "2s"\nagent_port = ${agent.port}\n[admin]\nlisten_address = ""\n[[backends]]\nname = "b"\naddress = "127.0.0.1:1"\n`;
     const parsed = parseAndValidate(text, {});
     assert.ok(parsed.ok);
@@ -219,10 +216,9 @@ describe("an agent's answer is bounded, whatever it sends", () => {
 
 describe('lemonade status prints a failed check printable, escaped once', () => {
   test('a backend answering NUL bytes and a backslash: \\x00 and \\\\ in the table, no raw control byte, no doubled escapes', async (t) => {
-    const backend = await startTcpServer((s) => {
+    const backend = await startTcpServer(t, (s) => {
       s.on('data', () => s.end(Buffer.from('\x00\x00-ERR a\\b\x1b[2J\r\n', 'latin1')));
     });
-    t.after(() => backend.close());
     const config = [
       '[proxy]',
       'listen_address = "127.0.0.1:0"',
@@ -239,8 +235,7 @@ describe('lemonade status prints a failed check printable, escaped once', () => 
       `address = "${backend.address}"`,
       '',
     ].join('\n');
-    const lb = await startBalancer(config);
-    t.after(() => lb.stop());
+    const lb = await startBalancer(t, config);
     await waitFor(async () => (await adminJson<{ last_check: unknown }[]>(lb, '/backends'))[0]!.last_check !== null, 5000, 'a check');
     const r = await runCli(['status', '--admin', `http://127.0.0.1:${lb.adminPort}`]);
     assert.equal(r.code, 0, r.stderr);

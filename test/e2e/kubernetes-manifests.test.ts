@@ -163,8 +163,7 @@ test('the probes, asked of a balancer whose only backend is down: ready and aliv
     .replace(/^address = .*$/m, `address = "127.0.0.1:${dead}"\nresolve = "none"`)
     .replace(/^resolve = "dns"$/m, '')
     .replace(/^interval = .*$/m, 'interval = "200ms"');
-  const lb = await startBalancer(cfg);
-  t.after(() => lb.stop());
+  const lb = await startBalancer(t, cfg);
   await waitFor(async () => (await lb.admin('/health')).status === 503, 10_000, '/health to say no backend is usable');
   // what the kubelet does: GET the probe's path; 200-399 passes
   for (const probe of [container.readinessProbe!, container.livenessProbe!]) {

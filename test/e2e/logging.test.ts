@@ -9,17 +9,14 @@ import { join } from 'node:path';
 import { startBalancer, startEcho, testConfig, tcpExchange, waitFor, tempDir, freePort, BUNDLE, cleanEnv } from '../helpers';
 
 test('info (the default) logs JSON lines and no per-connection line; debug adds them', async (t) => {
-  const echo = await startEcho();
-  t.after(() => echo.close());
-  const info = await startBalancer(testConfig([{ address: echo.address, name: 'e' }]));
-  t.after(() => info.stop());
+  const echo = await startEcho(t);
+  const info = await startBalancer(t, testConfig([{ address: echo.address, name: 'e' }]));
   for (let i = 0; i < 3; i++) await tcpExchange(info.port, 'x');
   assert.ok(info.logs.every((l) => !l['raw']), 'every stdout line is JSON');
   assert.ok(info.logs.every((l) => typeof l['level'] === 'number' && typeof l['time'] === 'number' && typeof l['msg'] === 'string'));
   assert.equal(info.logs.filter((l) => /^connection /.test(String(l['msg']))).length, 0, 'no per-connection line at info');
 
-  const debug = await startBalancer(testConfig([{ address: echo.address, name: 'e' }]), { env: { LEMONADE_LOG: 'debug' } });
-  t.after(() => debug.stop());
+  const debug = await startBalancer(t, testConfig([{ address: echo.address, name: 'e' }]), { env: { LEMONADE_LOG: 'debug' } });
   await tcpExchange(debug.port, 'x');
   const closed = await debug.waitForLog((l) => l['msg'] === 'connection closed', 3000, 'the debug line of the connection');
   assert.equal(closed['backend'], 'e');
@@ -28,8 +25,7 @@ test('info (the default) logs JSON lines and no per-connection line; debug adds 
 });
 
 test('LEMONADE_LOG_FORMAT=pretty prints readable lines from the bundle', async (t) => {
-  const echo = await startEcho();
-  t.after(() => echo.close());
+  const echo = await startEcho(t);
   const dir = tempDir();
   const port = await freePort();
   const config = join(dir, 'c.toml');

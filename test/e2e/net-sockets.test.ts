@@ -13,8 +13,7 @@ const SUITES = ['proxy.test.ts', 'features.test.ts', 'shutdown.test.ts', 'relay.
 const BOUND_MS = 240_000;
 
 test('on this Node the balancer relays on raw handles, and says so at start; LEMONADE_LB_NET_SOCKETS=1 picks net.Socket', async (t) => {
-  const w = await startWorker('a');
-  t.after(() => w.stop());
+  const w = await startWorker(t, 'a');
   for (const [env, relay] of [[undefined, process.env['LEMONADE_TEST_NET_SOCKETS'] === '1' ? 'net.Socket' : 'raw'], ['1', 'net.Socket']] as const) {
     const lb = await startBalancer(testConfig([{ address: w.address }]), { env: { LEMONADE_LB_NET_SOCKETS: env } });
     try {

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { randomBytes, createHash } from 'node:crypto';
 import {
+  atEnd,
   startBalancer,
   startEcho,
   startNamed,
@@ -29,38 +30,28 @@ async function countNames(port: number, n: number): Promise<Map<string, number>>
 }
 
 test('round robin over three real backends splits 30 requests 10/10/10', async (t) => {
-  const servers = await Promise.all(['a', 'b', 'c'].map((n) => startNamed(n)));
-  const lb = await startBalancer(testConfig(servers.map((s, i) => ({ address: s.address, name: ['a', 'b', 'c'][i] }))));
-  t.after(async () => {
-    await lb.stop();
-    await Promise.all(servers.map((s) => s.close()));
-  });
+  const servers = await Promise.all(['a', 'b', 'c'].map((n) => startNamed(t, n)));
+  const lb = await startBalancer(t, testConfig(servers.map((s, i) => ({ address: s.address, name: ['a', 'b', 'c'][i] }))));
   const counts = await countNames(lb.port, 30);
   assert.deepEqual(Object.fromEntries([...counts].sort()), { a: 10, b: 10, c: 10 });
 });
 
 test('weighted round robin with weights 5/3/2 gives exactly 25/15/10 of 50 connections', async (t) => {
   const names = ['a', 'b', 'c'];
-  const servers = await Promise.all(names.map((n) => startNamed(n)));
+  const servers = await Promise.all(names.map((n) => startNamed(t, n)));
   const weights = [5, 3, 2];
-  const lb = await startBalancer(testConfig(servers.map((s, i) => ({ address: s.address, name: names[i], weight: weights[i] })), { strategy: 'weighted_round_robin' }));
-  t.after(async () => {
-    await lb.stop();
-    await Promise.all(servers.map((s) => s.close()));
-  });
+  const lb = await startBalancer(t, testConfig(servers.map((s, i) => ({ address: s.address, name: names[i], weight: weights[i] })), { strategy: 'weighted_round_robin' }));
   const counts = await countNames(lb.port, 50);
   assert.deepEqual(Object.fromEntries([...counts].sort()), { a: 25, b: 15, c: 10 });
 });
 
 test('least connections sends short requests away from a backend holding a long connection', async (t) => {
   const names = ['a', 'b'];
-  const servers = await Promise.all(names.map((n) => startNamed(n)));
-  const lb = await startBalancer(testConfig(servers.map((s, i) => ({ address: s.address, name: names[i] })), { strategy: 'least_connections' }));
+  const servers = await Promise.all(names.map((n) => startNamed(t, n)));
+  const lb = await startBalancer(t, testConfig(servers.map((s, i) => ({ address: s.address, name: names[i] })), { strategy: 'least_connections' }));
   const long = net.connect({ host: '127.0.0.1', port: lb.port });
-  t.after(async () => {
+  atEnd(t, () => {
     long.destroy();
-    await lb.stop();
-    await Promise.all(servers.map((s) => s.close()));
   });
   const first = await new Promise<string>((res) => long.once('data', (d: Buffer) => res(d.toString().trim())));
   const other = first === 'a' ? 'b' : 'a';
@@ -69,13 +60,11 @@ test('least connections sends short requests away from a backend holding a long 
 });
 
 test('max_connections = 3 with six clients leaves three open and closes three at once', async (t) => {
-  const echo = await startEcho();
-  const lb = await startBalancer(testConfig([{ address: echo.address }], { proxy: 'max_connections = 3' }));
+  const echo = await startEcho(t);
+  const lb = await startBalancer(t, testConfig([{ address: echo.address }], { proxy: 'max_connections = 3' }));
   const clients: net.Socket[] = [];
-  t.after(async () => {
+  atEnd(t, () => {
     for (const c of clients) c.destroy();
-    await lb.stop();
-    await echo.close();
   });
   // open three that stay open and are proven proxied (echo answers)
   for (let i = 0; i < 3; i++) {
@@ -105,18 +94,14 @@ test('max_connections = 3 with six clients leaves three open and closes three at
 });
 
 test('backends named by host name: "localhost" is resolved and reached; a name that does not resolve is unhealthy and gets nothing', async (t) => {
-  const echo = await startEcho();
+  const echo = await startEcho(t);
   const port = Number(echo.address.split(':')[1]);
-  const lb = await startBalancer(
+  const lb = await startBalancer(t,
     testConfig([{ address: 'nowhere.invalid:80', name: 'unresolvable' }, { address: `localhost:${port}`, name: 'by-name' }], {
       health: 'interval = "1h"\ntimeout = "1s"',
       proxy: 'connect_retries = 1',
     }),
   );
-  t.after(async () => {
-    await lb.stop();
-    await echo.close();
-  });
   let ok = 0;
   for (let i = 0; i < 6; i++) {
     const r = await tcpExchange(lb.port, `name ${i}`);
@@ -132,20 +117,16 @@ test('backends named by host name: "localhost" is resolved and reached; a name t
 });
 
 test('a refused backend is retried on another one: 20 of 20 requests succeed', async (t) => {
-  const echo = await startEcho();
+  const echo = await startEcho(t);
   // a backend that passes its first health check, then goes away (checks are an hour apart, so
   // only passive health and retries act here)
   const doomed = await startEcho();
-  const lb = await startBalancer(
+  const lb = await startBalancer(t,
     testConfig([{ address: doomed.address, name: 'dead' }, { address: echo.address, name: 'live' }], {
       health: 'interval = "1h"\ntimeout = "1s"',
       proxy: 'connect_retries = 1',
     }),
   );
-  t.after(async () => {
-    await lb.stop();
-    await echo.close();
-  });
   await waitFor(async () => (await adminJson<{ last_check: unknown }[]>(lb, '/backends')).every((b) => b.last_check), 5000, 'first health checks');
   await doomed.close();
   let ok = 0;
@@ -167,8 +148,7 @@ test('with no usable backend the client is closed well under a second', async (t
   const dead = await startEcho();
   const deadAddress = dead.address;
   await dead.close();
-  const lb = await startBalancer(testConfig([{ address: deadAddress }], { health: 'interval = "200ms"\ntimeout = "100ms"' }));
-  t.after(() => lb.stop());
+  const lb = await startBalancer(t, testConfig([{ address: deadAddress }], { health: 'interval = "200ms"\ntimeout = "100ms"' }));
   // the first health check marks it down
   await waitFor(async () => (await adminJson<{ state: string }[]>(lb, '/backends'))[0]!.state === 'unhealthy', 5000, 'backend marked unhealthy');
   const r = await tcpExchange(lb.port, 'x', { end: false });
@@ -178,12 +158,8 @@ test('with no usable backend the client is closed well under a second', async (t
 });
 
 test('a half-closed client still gets its echo', async (t) => {
-  const echo = await startEcho();
-  const lb = await startBalancer(testConfig([{ address: echo.address }]));
-  t.after(async () => {
-    await lb.stop();
-    await echo.close();
-  });
+  const echo = await startEcho(t);
+  const lb = await startBalancer(t, testConfig([{ address: echo.address }]));
   // tcpExchange writes then ends its side at once (half-close) and reads until the server closes
   const r = await tcpExchange(lb.port, 'half-closed but still listening', { end: true });
   assert.equal(r.data.toString(), 'half-closed but still listening');
@@ -191,12 +167,8 @@ test('a half-closed client still gets its echo', async (t) => {
 });
 
 test('32 MiB through an echo backend arrives byte-exact', async (t) => {
-  const echo = await startEcho();
-  const lb = await startBalancer(testConfig([{ address: echo.address }]));
-  t.after(async () => {
-    await lb.stop();
-    await echo.close();
-  });
+  const echo = await startEcho(t);
+  const lb = await startBalancer(t, testConfig([{ address: echo.address }]));
   const payload = randomBytes(32 * 1024 * 1024);
   const r = await tcpExchange(lb.port, payload, { timeoutMs: 60_000 });
   assert.equal(r.data.length, payload.length);
@@ -205,7 +177,7 @@ test('32 MiB through an echo backend arrives byte-exact', async (t) => {
 
 test('a slow reader applies backpressure: the balancer does not buffer without bound', async (t) => {
   // backend writes as fast as it can; the client reads nothing for a while
-  const firehose = await startTcpServer((s) => {
+  const firehose = await startTcpServer(t, (s) => {
     const chunk = Buffer.alloc(64 * 1024, 7);
     const pump = (): void => {
       while (s.write(chunk)) {
@@ -215,13 +187,11 @@ test('a slow reader applies backpressure: the balancer does not buffer without b
     s.on('drain', pump);
     pump();
   });
-  const lb = await startBalancer(testConfig([{ address: firehose.address }]));
+  const lb = await startBalancer(t, testConfig([{ address: firehose.address }]));
   const c = net.connect({ host: '127.0.0.1', port: lb.port });
   c.on('error', () => {});
-  t.after(async () => {
+  atEnd(t, () => {
     c.destroy();
-    await lb.stop();
-    await firehose.close();
   });
   await new Promise<void>((res) => c.once('connect', () => res()));
   c.pause();
@@ -248,12 +218,8 @@ test('a slow reader applies backpressure: the balancer does not buffer without b
 });
 
 test('idle_timeout closes a connection with no bytes either way', async (t) => {
-  const echo = await startEcho();
-  const lb = await startBalancer(testConfig([{ address: echo.address }], { proxy: 'idle_timeout = "300ms"' }));
-  t.after(async () => {
-    await lb.stop();
-    await echo.close();
-  });
+  const echo = await startEcho(t);
+  const lb = await startBalancer(t, testConfig([{ address: echo.address }], { proxy: 'idle_timeout = "300ms"' }));
   const r = await tcpExchange(lb.port, 'x', { end: false, timeoutMs: 5000 });
   assert.equal(r.data.toString(), 'x');
   assert.ok(r.closedMs >= 250 && r.closedMs < 3000, `closed after ${r.closedMs} ms`);
@@ -261,12 +227,8 @@ test('idle_timeout closes a connection with no bytes either way', async (t) => {
 });
 
 test('client ACL: a denied address is closed at once and counted', async (t) => {
-  const echo = await startEcho();
-  const lb = await startBalancer(testConfig([{ address: echo.address }], { proxy: 'deny = ["127.0.0.0/8"]' }));
-  t.after(async () => {
-    await lb.stop();
-    await echo.close();
-  });
+  const echo = await startEcho(t);
+  const lb = await startBalancer(t, testConfig([{ address: echo.address }], { proxy: 'deny = ["127.0.0.0/8"]' }));
   // the first (tcp) health check connects to the backend; after it, count what the client causes
   await waitFor(async () => (await adminJson<{ last_check: unknown }[]>(lb, '/backends'))[0]!.last_check, 5000, 'first health check');
   const before = echo.accepted;
@@ -278,18 +240,16 @@ test('client ACL: a denied address is closed at once and counted', async (t) => 
 
 test('per-backend max_connections: a full backend is skipped', async (t) => {
   const names = ['a', 'b'];
-  const servers = await Promise.all(names.map((n) => startNamed(n)));
-  const lb = await startBalancer(
+  const servers = await Promise.all(names.map((n) => startNamed(t, n)));
+  const lb = await startBalancer(t,
     testConfig(
       servers.map((s, i) => ({ address: s.address, name: names[i], max_connections: i === 0 ? 1 : 0 })),
       { strategy: 'round_robin' },
     ),
   );
   const holders: net.Socket[] = [];
-  t.after(async () => {
+  atEnd(t, () => {
     for (const h of holders) h.destroy();
-    await lb.stop();
-    await Promise.all(servers.map((s) => s.close()));
   });
   // hold one connection on "a"
   for (;;) {
@@ -306,23 +266,18 @@ test('per-backend max_connections: a full backend is skipped', async (t) => {
 });
 
 test('HTTP through the proxy to lemonade workers, keep-alive', async (t) => {
-  const w = await startWorker('w1');
-  const lb = await startBalancer(testConfig([{ address: w.address, name: 'w1' }]));
-  t.after(async () => {
-    await lb.stop();
-    await w.stop();
-  });
+  const w = await startWorker(t, 'w1');
+  const lb = await startBalancer(t, testConfig([{ address: w.address, name: 'w1' }]));
   const r = await httpRequest(lb.port, '/work');
   assert.equal(r.status, 200);
   assert.equal(r.body, 'w1\n');
 });
 
 test('connection metrics count per backend; active returns to 0', async (t) => {
-  const echo = await startEcho();
+  const echo = await startEcho(t);
   const lb: Balancer = await startBalancer(testConfig([{ address: echo.address, name: 'only' }]));
-  t.after(async () => {
+  atEnd(t, async () => {
     await lb.stop();
-    await echo.close();
   });
   for (let i = 0; i < 5; i++) await tcpExchange(lb.port, 'abc');
   await waitFor(async () => /lemonade_connections_active\{service="default",backend="only"\} 0/.test((await lb.admin('/metrics')).body), 3000, 'active 0');

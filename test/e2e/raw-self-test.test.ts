@@ -78,10 +78,8 @@ test('a major not in RAW_RELAY_MAJORS relays on net.Socket, and the reason names
 });
 
 test('the balancer says in its start log why it relays on net.Socket', async (t) => {
-  const w = await startWorker('a');
-  t.after(() => w.stop());
-  const lb = await startBalancer(testConfig([{ address: w.address }]), { env: { LEMONADE_LB_NET_SOCKETS: '1' } });
-  t.after(() => lb.stop());
+  const w = await startWorker(t, 'a');
+  const lb = await startBalancer(t, testConfig([{ address: w.address }]), { env: { LEMONADE_LB_NET_SOCKETS: '1' } });
   const why = await lb.waitForLog((l) => typeof l['msg'] === 'string' && l['msg'].startsWith('relaying on net.Socket'));
   assert.equal(why['reason'], 'LEMONADE_LB_NET_SOCKETS=1');
   const started = await lb.waitForLog((l) => l['msg'] === 'lemonade-lb started');
@@ -99,10 +97,8 @@ test('RAW_RELAY_MAJORS are the Node lines the matrix runs (.ci/node-matrix) and 
 });
 
 test('workers = 3: each worker runs its own self-test at once, and each passes (no fallback line)', { skip: !tested && `major ${major} is not in RAW_RELAY_MAJORS` }, async (t) => {
-  const w = await startWorker('a');
-  t.after(() => w.stop());
-  const lb = await startBalancer(testConfig([{ address: w.address }], { runtime: 'workers = 3' }));
-  t.after(() => lb.stop());
+  const w = await startWorker(t, 'a');
+  const lb = await startBalancer(t, testConfig([{ address: w.address }], { runtime: 'workers = 3' }));
   const started = await lb.waitForLog((l) => l['msg'] === 'lemonade-lb started', 20_000);
   assert.equal(started['relay'], 'raw');
   for (let i = 0; i < 6; i++) assert.equal(await (await fetch(`http://127.0.0.1:${lb.port}/`)).text(), 'a\n');

@@ -67,7 +67,7 @@ test('send_expect INFO replication → role:master: writes go to the master only
     `send = 'INFO replication\\r\\n'`,
     'expect = "role:master"',
   ].join('\n');
-  const lb = await startBalancer(
+  const lb = await startBalancer(t,
     testConfig(
       [
         { name: 'redis-a', address: `127.0.0.1:${a.port}` },
@@ -76,7 +76,6 @@ test('send_expect INFO replication → role:master: writes go to the master only
       { health },
     ),
   );
-  t.after(() => lb.stop());
 
   // the replica fails its check at once (the first check decides), with what it answered
   await waitFor(async () => JSON.stringify(await states(lb)) === JSON.stringify({ 'redis-a': 'healthy', 'redis-b': 'unhealthy' }), 10_000, 'redis-a healthy, redis-b unhealthy');

@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { randomBytes, randomInt, createHash } from 'node:crypto';
-import { startBalancer, startEcho, startTcpServer, testConfig, waitFor } from '../helpers';
+import { atEnd, type Ends, startBalancer, startEcho, startTcpServer, testConfig, waitFor } from '../helpers';
 import { clientOnreadAvailable } from '../../src/proxy/session';
 
 // The client side's fast path uses Node internals (session.ts, "An accepted socket ..."): when
@@ -26,8 +26,8 @@ const HELLO = 'relay-test-hello';
  * balancer's health checks connect too, and they never send HELLO. The socket is paused when
  * `onConn` gets it.
  */
-function startProxiedBackend(onConn: (s: net.Socket) => void): ReturnType<typeof startTcpServer> {
-  return startTcpServer((s) => {
+function startProxiedBackend(t: Ends, onConn: (s: net.Socket) => void): ReturnType<typeof startTcpServer> {
+  return startTcpServer(t, (s) => {
     s.once('data', (d: Buffer) => {
       s.pause();
       if (d.toString() === HELLO) onConn(s);
@@ -59,14 +59,10 @@ async function throughBalancer(
   onBackend: (s: net.Socket) => void,
   o: { ack?: boolean; collect?: boolean } = {},
 ): Promise<{ c: net.Socket; answer: Buffer[]; ended: Promise<void> }> {
-  const be = await startProxiedBackend(onBackend);
-  const lb = await startBalancer(testConfig([{ address: be.address }]));
+  const be = await startProxiedBackend(t, onBackend);
+  const lb = await startBalancer(t, testConfig([{ address: be.address }]));
   const c = await connectThrough(lb.port, o.ack ?? true);
-  t.after(async () => {
-    c.destroy();
-    await lb.stop();
-    await be.close();
-  });
+  atEnd(t, () => c.destroy());
   const answer: Buffer[] = [];
   if (o.collect ?? true) {
     c.on('data', (d: Buffer) => answer.push(d));
@@ -253,13 +249,11 @@ test('backend half-close while its bytes are queued: the client gets every byte,
 });
 
 test('40 concurrent connections exchanging messages of random sizes through an echo backend get each byte back', async (t) => {
-  const echo = await startEcho();
-  const lb = await startBalancer(testConfig([{ address: echo.address }]));
+  const echo = await startEcho(t);
+  const lb = await startBalancer(t, testConfig([{ address: echo.address }]));
   const conns: net.Socket[] = [];
-  t.after(async () => {
+  atEnd(t, () => {
     for (const c of conns) c.destroy();
-    await lb.stop();
-    await echo.close();
   });
   const one = async (): Promise<void> => {
     const c = net.connect({ host: '127.0.0.1', port: lb.port });

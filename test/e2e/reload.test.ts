@@ -8,6 +8,8 @@ import net from 'node:net';
 import { writeFileSync, renameSync, symlinkSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import {
+  atEnd,
+  type Ends,
   startBalancer,
   startNamed,
   startTcpServer,
@@ -38,9 +40,9 @@ async function generationAtLeast(lb: Balancer, g: number, timeoutMs = 8000): Pro
   }, timeoutMs, `config generation ${g}`);
 }
 
-async function setup(n = 2): Promise<{ servers: TestServer[]; names: string[] }> {
+async function setup(t: Ends, n = 2): Promise<{ servers: TestServer[]; names: string[] }> {
   const names = Array.from({ length: n }, (_, i) => `s${i + 1}`);
-  const servers = await Promise.all(names.map((x) => startNamed(x)));
+  const servers = await Promise.all(names.map((x) => startNamed(t, x)));
   return { servers, names };
 }
 
@@ -52,12 +54,8 @@ function cfg(servers: TestServer[], weights: number[], extra: Parameters<typeof 
 }
 
 test('an in-place write applies once, with the diff logged and the generation bumped', async (t) => {
-  const { servers } = await setup();
-  const lb = await startBalancer(cfg(servers, [1, 1]));
-  t.after(async () => {
-    await lb.stop();
-    await Promise.all(servers.map((s) => s.close()));
-  });
+  const { servers } = await setup(t);
+  const lb = await startBalancer(t, cfg(servers, [1, 1]));
   const saved = Date.now();
   lb.writeConfig(cfg(servers, [5, 1]));
   const s = await generationAtLeast(lb, 2);
@@ -78,12 +76,8 @@ test('an in-place write applies once, with the diff logged and the generation bu
 });
 
 test('rename-save twice in a row applies the last content', async (t) => {
-  const { servers } = await setup();
-  const lb = await startBalancer(cfg(servers, [1, 1]));
-  t.after(async () => {
-    await lb.stop();
-    await Promise.all(servers.map((s) => s.close()));
-  });
+  const { servers } = await setup(t);
+  const lb = await startBalancer(t, cfg(servers, [1, 1]));
   const current = require('node:fs').readFileSync(lb.configPath, 'utf8') as string;
   for (const w of [3, 7]) {
     // as vim and most editors do: write a temp file, rename it over the original
@@ -98,12 +92,8 @@ test('rename-save twice in a row applies the last content', async (t) => {
 });
 
 test('a Kubernetes-style symlink swap of a ConfigMap directory is seen', async (t) => {
-  const { servers } = await setup();
-  const lb = await startBalancer(cfg(servers, [1, 1]));
-  t.after(async () => {
-    await lb.stop();
-    await Promise.all(servers.map((s) => s.close()));
-  });
+  const { servers } = await setup(t);
+  const lb = await startBalancer(t, cfg(servers, [1, 1]));
   const fs = require('node:fs') as typeof import('node:fs');
   const current = fs.readFileSync(lb.configPath, 'utf8');
   // config.toml -> ..data/config.toml, ..data -> ..v1
@@ -121,12 +111,8 @@ test('a Kubernetes-style symlink swap of a ConfigMap directory is seen', async (
 });
 
 test('a truncated write followed by the full write applies the full one', async (t) => {
-  const { servers } = await setup();
-  const lb = await startBalancer(cfg(servers, [1, 1]));
-  t.after(async () => {
-    await lb.stop();
-    await Promise.all(servers.map((s) => s.close()));
-  });
+  const { servers } = await setup(t);
+  const lb = await startBalancer(t, cfg(servers, [1, 1]));
   lb.writeConfig(cfg(servers, [6, 1]));
   const full = require('node:fs').readFileSync(lb.configPath, 'utf8') as string;
   // first the truncated half (invalid TOML or missing backends), then after a pause the rest
@@ -140,12 +126,8 @@ test('a truncated write followed by the full write applies the full one', async 
 });
 
 test('an invalid edit keeps serving the old config and is reported', async (t) => {
-  const { servers } = await setup();
-  const lb = await startBalancer(cfg(servers, [1, 1]));
-  t.after(async () => {
-    await lb.stop();
-    await Promise.all(servers.map((s) => s.close()));
-  });
+  const { servers } = await setup(t);
+  const lb = await startBalancer(t, cfg(servers, [1, 1]));
   const before = await status(lb);
   lb.writeConfig(cfg(servers, [1, 1]).replace('[proxy]', '[proxy]\nmax_connections = -1'));
   const s = await waitFor(async () => {
@@ -169,12 +151,8 @@ test('an invalid edit keeps serving the old config and is reported', async (t) =
 });
 
 test('SIGHUP reloads and never kills; POST /reload answers with the result', async (t) => {
-  const { servers } = await setup();
-  const lb = await startBalancer(cfg(servers, [1, 1], { runtime: 'config_watch_interval_millis = 600000' }));
-  t.after(async () => {
-    await lb.stop();
-    await Promise.all(servers.map((s) => s.close()));
-  });
+  const { servers } = await setup(t);
+  const lb = await startBalancer(t, cfg(servers, [1, 1], { runtime: 'config_watch_interval_millis = 600000' }));
   lb.proc.kill('SIGHUP');
   await generationAtLeast(lb, 2);
   lb.proc.kill('SIGHUP');
@@ -189,12 +167,8 @@ test('SIGHUP reloads and never kills; POST /reload answers with the result', asy
 });
 
 test('a weight change keeps the backend in service with its figures and health', async (t) => {
-  const { servers } = await setup();
-  const lb = await startBalancer(cfg(servers, [1, 1]));
-  t.after(async () => {
-    await lb.stop();
-    await Promise.all(servers.map((s) => s.close()));
-  });
+  const { servers } = await setup(t);
+  const lb = await startBalancer(t, cfg(servers, [1, 1]));
   for (let i = 0; i < 4; i++) await tcpExchange(lb.port, '');
   await waitFor(async () => (await adminJson<{ last_check: unknown }[]>(lb, '/backends')).every((b) => b.last_check), 5000, 'health checks ran');
   const before = (await status(lb)).backends.find((b) => b.name === 's1')!;
@@ -207,26 +181,22 @@ test('a weight change keeps the backend in service with its figures and health',
 });
 
 /** An echo server that first writes its name: a client knows where it landed (health checks connect too). */
-function greeter(name: string): Promise<TestServer> {
-  return startTcpServer((s) => {
+function greeter(t: Ends, name: string): Promise<TestServer> {
+  return startTcpServer(t, (s) => {
     s.write(`${name}\n`);
     s.pipe(s);
   });
 }
 
 test('a removed backend drains: its long connection keeps flowing, then is closed after drain_timeout', async (t) => {
-  const echoA = await greeter('a');
-  const echoB = await greeter('b');
+  const echoA = await greeter(t, 'a');
+  const echoB = await greeter(t, 'b');
   const config = (both: boolean): string =>
     testConfig(
       [{ address: echoA.address, name: 'a', id: 0 }, ...(both ? [{ address: echoB.address, name: 'b', id: 1 }] : [])],
       { strategy: 'round_robin', runtime: 'drain_timeout_millis = 1500\nconfig_watch_interval_millis = 60000' },
     );
-  const lb = await startBalancer(config(true));
-  t.after(async () => {
-    await lb.stop();
-    await Promise.all([echoA.close(), echoB.close()]);
-  });
+  const lb = await startBalancer(t, config(true));
   // open connections until one lands on b (round robin: within two)
   let onB: net.Socket | null = null;
   const others: net.Socket[] = [];
@@ -266,13 +236,11 @@ test('a removed backend drains: its long connection keeps flowing, then is close
 });
 
 test('a new listen_address is bound before the old one closes; a bind failure fails the whole reload', async (t) => {
-  const { servers } = await setup(1);
-  const lb = await startBalancer(cfg(servers, [1]));
+  const { servers } = await setup(t, 1);
+  const lb = await startBalancer(t, cfg(servers, [1]));
   const blocker = net.createServer();
-  t.after(async () => {
+  atEnd(t, () => {
     blocker.close();
-    await lb.stop();
-    await Promise.all(servers.map((s) => s.close()));
   });
   const fs = require('node:fs') as typeof import('node:fs');
   const text = fs.readFileSync(lb.configPath, 'utf8');
@@ -298,18 +266,14 @@ test('a new listen_address is bound before the old one closes; a bind failure fa
 });
 
 test('reload under load: six clients, >= 1500 requests, the file rewritten every 150 ms, 0 failures', async (t) => {
-  const workers = await Promise.all(['w1', 'w2', 'w3'].map((n) => startWorker(n)));
+  const workers = await Promise.all(['w1', 'w2', 'w3'].map((n) => startWorker(t, n)));
   const strategies = ['round_robin', 'weighted_round_robin', 'least_connections', 'fastest_response', 'adaptive'];
   const config = (i: number): string =>
     testConfig(
       workers.map((w, k) => ({ address: w.address, name: w.address === workers[k]!.address ? `w${k + 1}` : '', weight: 1 + ((i + k) % 4) })),
       { strategy: strategies[i % strategies.length]!, runtime: 'config_watch_interval_millis = 1000' },
     );
-  const lb = await startBalancer(config(0));
-  t.after(async () => {
-    await lb.stop();
-    await Promise.all(workers.map((w) => w.stop()));
-  });
+  const lb = await startBalancer(t, config(0));
   const writer = rewriteEvery(lb, config, 150);
   const started = Date.now();
   const { ok, failures } = await requestsUnderLoad(lb.port, { clients: 6, more: (n) => n < 1600 || writer.count() < 25, accept: (b) => /^w[123]\n$/.test(b) });
@@ -324,7 +288,7 @@ test('reload under load: six clients, >= 1500 requests, the file rewritten every
 test('a backend removed and re-added with the same id and address takes its draining connections back; draining ones stay in lemonade_connections_active', async (t) => {
   // each greets with its name, then echoes (health checks connect too: the greeting, not a count
   // of accepted connections, tells where a client landed)
-  const echoes = await Promise.all(['a', 'b', 'c'].map(greeter));
+  const echoes = await Promise.all(['a', 'b', 'c'].map((n) => greeter(t, n)));
   const [echoA, echoB, echoC] = echoes as [TestServer, TestServer, TestServer];
   const config = (names: string[]): string =>
     testConfig(
@@ -335,12 +299,10 @@ test('a backend removed and re-added with the same id and address takes its drai
       ],
       { strategy: 'round_robin', runtime: 'drain_timeout_millis = 1500\nconfig_watch_interval_millis = 60000' },
     );
-  const lb = await startBalancer(config(['b', 'c']));
+  const lb = await startBalancer(t, config(['b', 'c']));
   const clients: net.Socket[] = [];
-  t.after(async () => {
+  atEnd(t, () => {
     for (const c of clients) c.destroy();
-    await lb.stop();
-    await Promise.all(echoes.map((e) => e.close()));
   });
   // round robin over three: one connection each within three connects
   const landed = new Map<string, net.Socket>();
@@ -381,18 +343,14 @@ test('a backend removed and re-added with the same id and address takes its drai
 });
 
 test('round robin carries on across reloads that keep the backends (no restart at the first backend)', async (t) => {
-  const { servers } = await setup(3);
+  const { servers } = await setup(t, 3);
   const config = (max: number): string =>
     testConfig(servers.map((s, i) => ({ address: s.address, name: `s${i + 1}`, id: i })), {
       strategy: 'round_robin',
       proxy: `max_connections = ${max}`,
       runtime: 'config_watch_interval_millis = 60000',
     });
-  const lb = await startBalancer(config(1000));
-  t.after(async () => {
-    await lb.stop();
-    await Promise.all(servers.map((s) => s.close()));
-  });
+  const lb = await startBalancer(t, config(1000));
   const seen: string[] = [];
   for (let g = 1; g <= 4; g++) {
     seen.push((await tcpExchange(lb.port, '')).data.toString().trim());

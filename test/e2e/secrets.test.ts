@@ -13,13 +13,9 @@ const OLD = 'old-S3cret-4f1e9a';
 const NEW = 'new-S3cret-77c2d0';
 
 test('a reload that changes admin.token shows neither value: log, /events, /status, /reload answer, status page', async (t) => {
-  const srv = await startNamed('s1');
+  const srv = await startNamed(t, 's1');
   const config = (token: string): string => testConfig([{ address: srv.address, name: 's1' }], { admin: `listen_address = "127.0.0.1:0"\ntoken = "${token}"`, runtime: 'config_watch_interval_millis = 60000' });
-  const lb = await startBalancer(config(OLD));
-  t.after(async () => {
-    await lb.stop();
-    await srv.close();
-  });
+  const lb = await startBalancer(t, config(OLD));
   const fileHash = (): string => createHash('sha256').update(readFileSync(lb.configPath)).digest('hex');
   const hashBefore = ((await lb.admin('/status')).body.match(/"hash": "([0-9a-f]+)"/) ?? [])[1];
   assert.ok(hashBefore, 'config.hash is shown');
@@ -69,12 +65,8 @@ test('a configuration file over 1 MiB is refused before it is parsed, at start a
   assert.equal(j.code, 1);
   assert.equal((JSON.parse(j.stdout) as { valid: boolean }).valid, false);
 
-  const srv = await startNamed('s1');
-  const lb = await startBalancer(testConfig([{ address: srv.address, name: 's1' }], { runtime: 'config_watch_interval_millis = 60000' }));
-  t.after(async () => {
-    await lb.stop();
-    await srv.close();
-  });
+  const srv = await startNamed(t, 's1');
+  const lb = await startBalancer(t, testConfig([{ address: srv.address, name: 's1' }], { runtime: 'config_watch_interval_millis = 60000' }));
   writeFileSync(lb.configPath, readFileSync(lb.configPath, 'utf8') + '#'.repeat(1024 * 1024) + '\n');
   const answer = await lb.admin('/reload', 'POST');
   assert.equal(answer.status, 422);

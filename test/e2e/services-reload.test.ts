@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { adminJson, connectOutcome, httpRequest, requestsUnderLoad, requireTool, rewriteEvery, SOCKET_ACTIVATE, socketActivated, startBalancer, startNamed, startTcpServer, startWorker, tempDir, waitFor, type Balancer, type TestServer } from '../helpers';
+import { adminJson, connectOutcome, httpRequest, requestsUnderLoad, requireTool, rewriteEvery, SOCKET_ACTIVATE, socketActivated, startBalancer, startNamed, startTcpServer, startWorker, tempDir, waitFor, type Balancer, type TestServer, type Ends } from '../helpers';
 import { backends, greeting, services, servicesFile, ports, type FileSpec, type SvcSpec } from '../services-helpers';
 
 /** A connection to `port` held open once its backend greeted it with `name`; closedAt() is 0 until it closes. */
@@ -38,8 +38,8 @@ async function generation(lb: Balancer, g: number, timeoutMs = 8000): Promise<St
 
 
 /** Greets with its name, then echoes. */
-function greeter(name: string): Promise<TestServer> {
-  return startTcpServer((s) => {
+function greeter(t: Ends, name: string): Promise<TestServer> {
+  return startTcpServer(t, (s) => {
     s.write(`${name}\n`);
     s.pipe(s);
   });
@@ -51,16 +51,12 @@ const svc = (name: string, port: number, list: SvcSpec['backends'], more: Partia
 // 4. Reload
 
 test('a reload adding a service binds its listener and names it; a changed backend in a service is named with its service', async (t) => {
-  const servers = await Promise.all([startNamed('a1'), startNamed('b1')]);
+  const servers = await Promise.all([startNamed(t, 'a1'), startNamed(t, 'b1')]);
   const [a1, b1] = servers as [TestServer, TestServer];
   const [pa, pb] = await ports(2);
   const file = (withB: boolean, weight = 1, lines: string[] = []): string =>
     servicesFile({ services: [svc('a', pa!, [{ name: 'a1', address: a1.address }]), ...(withB ? [svc('b', pb!, [{ name: 'b1', address: b1.address, weight }], { lines })] : [])] });
-  const lb = await startBalancer(file(false));
-  t.after(async () => {
-    await lb.stop();
-    await Promise.all(servers.map((s) => s.close()));
-  });
+  const lb = await startBalancer(t, file(false));
   assert.equal(await connectOutcome(pb!), 'ECONNREFUSED');
   lb.writeConfig(file(true));
   await generation(lb, 2);
@@ -88,7 +84,7 @@ test('a reload adding a service binds its listener and names it; a changed backe
 });
 
 test('a removed service stops accepting at once; its open connection keeps flowing and is cut after drain_timeout', async (t) => {
-  const servers = await Promise.all([greeter('a1'), greeter('b1')]);
+  const servers = await Promise.all([greeter(t, 'a1'), greeter(t, 'b1')]);
   const [a1, b1] = servers as [TestServer, TestServer];
   const [pa, pb] = await ports(2);
   const file = (withB: boolean): string =>
@@ -96,11 +92,7 @@ test('a removed service stops accepting at once; its open connection keeps flowi
       runtime: ['drain_timeout_millis = 1500', 'config_watch_interval_millis = 60000'],
       services: [svc('a', pa!, [{ name: 'a1', address: a1.address }]), ...(withB ? [svc('b', pb!, [{ name: 'b1', address: b1.address }])] : [])],
     });
-  const lb = await startBalancer(file(true));
-  t.after(async () => {
-    await lb.stop();
-    await Promise.all(servers.map((s) => s.close()));
-  });
+  const lb = await startBalancer(t, file(true));
   const { conn, closedAt } = await heldOn(t, pb!, 'b1');
 
   lb.writeConfig(file(false));
@@ -124,9 +116,9 @@ test('a removed service stops accepting at once; its open connection keeps flowi
 });
 
 test("a bind failure of a new service's address fails the whole reload; a changed listen_address binds the new one and frees the old", async (t) => {
-  const servers = await Promise.all([startNamed('a1'), startNamed('b1'), startNamed('c1')]);
+  const servers = await Promise.all([startNamed(t, 'a1'), startNamed(t, 'b1'), startNamed(t, 'c1')]);
   const [a1, b1, c1] = servers as [TestServer, TestServer, TestServer];
-  const holder = await startTcpServer(() => {}); // holds the port the new service wants
+  const holder = await startTcpServer(t, () => {}); // holds the port the new service wants
   const [pa, pb, pc, pd] = await ports(4);
   const file = (o: { aWeight?: number; bPort?: number; cPort?: number }): string =>
     servicesFile({
@@ -136,11 +128,7 @@ test("a bind failure of a new service's address fails the whole reload; a change
         ...(o.cPort ? [svc('c', o.cPort, [{ name: 'c1', address: c1.address }])] : []),
       ],
     });
-  const lb = await startBalancer(file({}));
-  t.after(async () => {
-    await lb.stop();
-    await Promise.all([...servers, holder].map((s) => s.close()));
-  });
+  const lb = await startBalancer(t, file({}));
   // a new service on a held port, with a weight change elsewhere: nothing applies
   lb.writeConfig(file({ aWeight: 3, cPort: holder.port }));
   const failed = await waitFor(async () => {
@@ -164,7 +152,7 @@ test("a bind failure of a new service's address fails the whole reload; a change
 });
 
 test('reload under load across three services: two clients each, the file rewritten every 150 ms, 0 failures', async (t) => {
-  const w = await Promise.all(['w1', 'w2', 'w3'].map((n) => startWorker(n)));
+  const w = await Promise.all(['w1', 'w2', 'w3'].map((n) => startWorker(t, n)));
   const [pa, pb, pc, pd] = await ports(4);
   const algorithms = ['round_robin', 'weighted_round_robin', 'least_connections', 'fastest_response', 'adaptive'];
   const pool = (i: number, k: number): SvcSpec['backends'] => w.map((x, j) => ({ name: `w${j + 1}`, address: x.address, weight: 1 + ((i + j + k) % 4) }));
@@ -181,11 +169,7 @@ test('reload under load across three services: two clients each, the file rewrit
     };
     return servicesFile(f);
   };
-  const lb = await startBalancer(file(0));
-  t.after(async () => {
-    await lb.stop();
-    await Promise.all(w.map((x) => x.stop()));
-  });
+  const lb = await startBalancer(t, file(0));
   const writer = rewriteEvery(lb, file, 150);
   const started = Date.now();
   const results = await Promise.all(
@@ -212,7 +196,7 @@ function burst(port: number, n: number): Promise<string[]> {
 }
 
 test('workers = 2 with three services: each served, /services figures add up, a reload adding a service reaches every worker', async (t) => {
-  const servers = await Promise.all(['a1', 'b1', 'c1', 'd1'].map((n) => startNamed(n)));
+  const servers = await Promise.all(['a1', 'b1', 'c1', 'd1'].map((n) => startNamed(t, n)));
   const [pa, pb, pc, pd] = await ports(4);
   const file = (withD: boolean): string =>
     servicesFile({
@@ -224,11 +208,7 @@ test('workers = 2 with three services: each served, /services figures add up, a 
         ...(withD ? [svc('d', pd!, [{ name: 'd1', address: servers[3]!.address }])] : []),
       ],
     });
-  const lb = await startBalancer(file(false));
-  t.after(async () => {
-    await lb.stop('SIGKILL');
-    await Promise.all(servers.map((s) => s.close()));
-  });
+  const lb = await startBalancer(t, file(false), { stopSignal: 'SIGKILL' });
   const seen: Record<string, number> = { a: 0, b: 0, c: 0 };
   // bursts until both workers accepted (the kernel spreads concurrent connections)
   for (let round = 0; round < 20; round++) {
@@ -264,8 +244,7 @@ test('workers = 2 with three services: each served, /services figures add up, a 
 
 test('socket activation: two passed sockets, each serving the service with its address; a reload moving one fails whole and keeps the socket', async (t) => {
   if (!requireTool(t, 'systemd-socket-activate (package systemd)', SOCKET_ACTIVATE !== '')) return;
-  const servers = await Promise.all([startNamed('a1'), startNamed('b1')]);
-  t.after(() => Promise.all(servers.map((s) => s.close())));
+  const servers = await Promise.all([startNamed(t, 'a1'), startNamed(t, 'b1')]);
   const [pa, pb, adminPort, elsewhere] = await ports(4);
   const conf = join(tempDir(), 'config.toml');
   const file = (bPort: number, aWeight = 1): string =>
@@ -302,18 +281,14 @@ test('socket activation: two passed sockets, each serving the service with its a
 });
 
 test('workers = 2: a removed service stops accepting in every worker, its open connection drains until drain_timeout; a moved one serves on its new address', async (t) => {
-  const servers = await Promise.all([greeter('a1'), greeter('b1')]);
+  const servers = await Promise.all([greeter(t, 'a1'), greeter(t, 'b1')]);
   const [pa, pb, pa2] = await ports(3);
   const file = (aPort: number, withB: boolean): string =>
     servicesFile({
       runtime: ['workers = 2', 'drain_timeout_millis = 1500', 'config_watch_interval_millis = 60000'],
       services: [svc('a', aPort, [{ name: 'a1', address: servers[0]!.address }]), ...(withB ? [svc('b', pb!, [{ name: 'b1', address: servers[1]!.address }])] : [])],
     });
-  const lb = await startBalancer(file(pa!, true));
-  t.after(async () => {
-    await lb.stop('SIGKILL');
-    await Promise.all(servers.map((s) => s.close()));
-  });
+  const lb = await startBalancer(t, file(pa!, true), { stopSignal: 'SIGKILL' });
   const { conn, closedAt } = await heldOn(t, pb!, 'b1');
   lb.writeConfig(file(pa2!, false));
   const removedAt = Date.now();

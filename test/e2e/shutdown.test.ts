@@ -26,12 +26,8 @@ async function roundTrip(s: net.Socket, text: string): Promise<string> {
 }
 
 test('SIGTERM: /ready 503, new connections refused, the open one keeps flowing, exit 0 once it ends', async (t) => {
-  const echo = await startEcho();
-  const lb = await startBalancer(testConfig([{ address: echo.address }], { runtime: 'drain_timeout_millis = 20000' }));
-  t.after(async () => {
-    await lb.stop('SIGKILL');
-    await echo.close();
-  });
+  const echo = await startEcho(t);
+  const lb = await startBalancer(t, testConfig([{ address: echo.address }], { runtime: 'drain_timeout_millis = 20000' }), { stopSignal: 'SIGKILL' });
   const stream = await openStream(lb.port);
   let exitCode: number | null | undefined;
   void lb.exited.then((c) => (exitCode = c));
@@ -60,12 +56,8 @@ test('SIGTERM: /ready 503, new connections refused, the open one keeps flowing, 
 });
 
 test('SIGTERM: connections still open at drain_timeout are cut, and the exit code is still 0', async (t) => {
-  const echo = await startEcho();
-  const lb = await startBalancer(testConfig([{ address: echo.address }], { runtime: 'drain_timeout_millis = 800' }));
-  t.after(async () => {
-    await lb.stop('SIGKILL');
-    await echo.close();
-  });
+  const echo = await startEcho(t);
+  const lb = await startBalancer(t, testConfig([{ address: echo.address }], { runtime: 'drain_timeout_millis = 800' }), { stopSignal: 'SIGKILL' });
   const streams = [await openStream(lb.port), await openStream(lb.port)];
   const closed = streams.map((s) => new Promise<void>((r) => s.once('close', () => r())));
   const t0 = Date.now();
@@ -81,12 +73,8 @@ test('SIGTERM: connections still open at drain_timeout are cut, and the exit cod
 });
 
 test('a second signal during the drain exits at once with code 130', async (t) => {
-  const echo = await startEcho();
-  const lb = await startBalancer(testConfig([{ address: echo.address }], { runtime: 'drain_timeout_millis = 30000' }));
-  t.after(async () => {
-    await lb.stop('SIGKILL');
-    await echo.close();
-  });
+  const echo = await startEcho(t);
+  const lb = await startBalancer(t, testConfig([{ address: echo.address }], { runtime: 'drain_timeout_millis = 30000' }), { stopSignal: 'SIGKILL' });
   const stream = await openStream(lb.port);
   t.after(() => stream.destroy());
   lb.proc.kill('SIGINT');
@@ -99,14 +87,12 @@ test('a second signal during the drain exits at once with code 130', async (t) =
 });
 
 test('accept_timeout_millis bounds the whole shutdown: past it the process exits 1', async (t) => {
-  const echo = await startEcho();
+  const echo = await startEcho(t);
   const lb = await startBalancer(
+    t,
     testConfig([{ address: echo.address }], { runtime: 'drain_timeout_millis = 30000\naccept_timeout_millis = 700' }),
+    { stopSignal: 'SIGKILL' },
   );
-  t.after(async () => {
-    await lb.stop('SIGKILL');
-    await echo.close();
-  });
   const stream = await openStream(lb.port);
   t.after(() => stream.destroy());
   const t0 = Date.now();
@@ -118,9 +104,8 @@ test('accept_timeout_millis bounds the whole shutdown: past it the process exits
 });
 
 test('SIGTERM with nothing open exits 0 at once', async (t) => {
-  const echo = await startEcho();
+  const echo = await startEcho(t);
   const lb = await startBalancer(testConfig([{ address: echo.address }]));
-  t.after(() => echo.close());
   const t0 = Date.now();
   const code = await lb.stop('SIGTERM');
   assert.equal(code, 0);
@@ -129,8 +114,7 @@ test('SIGTERM with nothing open exits 0 at once', async (t) => {
 });
 
 test('SIGTERM the moment the admin API answers (the file watcher may not be up yet) still stops gracefully with 0', async (t) => {
-  const echo = await startEcho();
-  t.after(() => echo.close());
+  const echo = await startEcho(t);
   const dir = tempDir();
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   for (const workers of [1, 2]) {

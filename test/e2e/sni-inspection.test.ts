@@ -13,7 +13,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { join } from 'node:path';
 import { rmSync } from 'node:fs';
-import { adminJson, startBalancer, startTcpServer, tempDir, waitFor, type Balancer, type TestServer } from '../helpers';
+import { adminJson, startBalancer, startTcpServer, tempDir, waitFor, type Balancer, type TestServer, type Ends } from '../helpers';
 import { metric, ports, servicesFile, type SvcSpec } from '../services-helpers';
 import { accessLogTable, jsonLines, terminations, waitLine, type Line } from '../access-log-helpers';
 import { clientHello, handshake, records, sniExt } from '../tls-helpers';
@@ -26,8 +26,8 @@ const RELAYS = [
 const svc = (name: string, port: number, address: string, lines: string[] = []): SvcSpec => ({ name, port, backends: [{ name: `${name}-1`, address }], lines });
 
 /** A backend that greets with its name at once, then echoes what follows the ClientHello (a TLS record). */
-function greeter(name: string): Promise<TestServer> {
-  return startTcpServer((s) => {
+function greeter(t: Ends, name: string): Promise<TestServer> {
+  return startTcpServer(t, (s) => {
     s.write(`${name}\n`);
     let skipped = false;
     s.on('data', (d: Buffer) => {
@@ -73,9 +73,13 @@ function connect(port: number, localAddress?: string): Promise<Client> {
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 async function withBalancer(t: TestContext, text: string, env: Record<string, string | undefined>): Promise<Balancer> {
-  const lb = await startBalancer(text, { env });
-  t.after(() => lb.stop());
+  const lb = await startBalancer(t, text, { env });
   return lb;
+}
+
+/** Wait until the balancer holds `n` connections (one being inspected counts from its accept). */
+async function holding(lb: Balancer, n: number): Promise<void> {
+  await waitFor(async () => (await adminJson<{ connections: { active: number } }>(lb, '/status')).connections.active === n, 5000, `${n} open connection(s) on the balancer`);
 }
 
 async function total(lb: Balancer): Promise<number> {
@@ -87,8 +91,7 @@ async function total(lb: Balancer): Promise<number> {
 
 for (const relay of RELAYS) {
   test(`${relay.name} relay: a connection that ends while its ClientHello is read is logged and counted; duration runs from accept`, async (t) => {
-    const [api, web] = await Promise.all([greeter('api'), greeter('web')]);
-    t.after(() => Promise.all([api.close(), web.close()]));
+    const [api, web] = await Promise.all([greeter(t, 'api'), greeter(t, 'web')]);
     const [a, c] = await ports(2);
     const dir = tempDir();
     t.after(() => rmSync(dir, { recursive: true, force: true }));
@@ -123,7 +126,7 @@ for (const relay of RELAYS) {
     const rst = await connect(a!);
     const hello = clientHello('api.example.com');
     rst.s.write(hello.subarray(0, 20));
-    await sleep(100);
+    await holding(lb, 1);
     rst.s.resetAndDestroy();
     const rstLine = await line(rst, 'a client that reset mid-ClientHello');
     assert.deepEqual([rstLine['service'], rstLine['backend'], rstLine['termination']], ['web', null, 'client_reset']);
@@ -177,8 +180,7 @@ for (const relay of RELAYS) {
 
 for (const relay of RELAYS) {
   test(`${relay.name} relay: a client every service denies, and a client's pending ClientHellos past its cap, are refused at accept; the global cap stays free`, async (t) => {
-    const [api, web, plain] = await Promise.all([greeter('api'), greeter('web'), greeter('plain')]);
-    t.after(() => Promise.all([api.close(), web.close(), plain.close()]));
+    const [api, web, plain] = await Promise.all([greeter(t, 'api'), greeter(t, 'web'), greeter(t, 'plain')]);
     const [a, b, d] = await ports(3);
     const lb = await withBalancer(
       t,
@@ -238,8 +240,7 @@ for (const relay of RELAYS) {
 // 3. A 16 KiB server name costs no other client anything
 
 test('ClientHellos with a 16 KiB name of 8000 labels go to the default route without holding up a concurrent client', async (t) => {
-  const [org, web, echo] = await Promise.all([greeter('org'), greeter('web'), greeter('echo')]);
-  t.after(() => Promise.all([org.close(), web.close(), echo.close()]));
+  const [org, web, echo] = await Promise.all([greeter(t, 'org'), greeter(t, 'web'), greeter(t, 'echo')]);
   const [a, b] = await ports(2);
   const lb = await withBalancer(
     t,
@@ -295,8 +296,7 @@ test('ClientHellos with a 16 KiB name of 8000 labels go to the default route wit
 
 for (const relay of RELAYS) {
   test(`${relay.name} relay: a ClientHello that arrives during a drain is routed and served; one still awaited at the deadline is cut and logged`, async (t) => {
-    const [api, web] = await Promise.all([greeter('api'), greeter('web')]);
-    t.after(() => Promise.all([api.close(), web.close()]));
+    const [api, web] = await Promise.all([greeter(t, 'api'), greeter(t, 'web')]);
     const [a] = await ports(1);
     const dir = tempDir();
     t.after(() => rmSync(dir, { recursive: true, force: true }));
@@ -312,7 +312,7 @@ for (const relay of RELAYS) {
     // the only open connection is still being read when SIGTERM comes
     const lb = await withBalancer(t, file(20_000), relay.env);
     const cl = await connect(a!);
-    await sleep(100);
+    await holding(lb, 1);
     lb.proc.kill('SIGTERM');
     await lb.waitForLog((l) => l['msg'] === 'shutting down: no new connections, draining open ones', 5000, 'the shutdown line');
     cl.s.write(clientHello('api.example.com'));
@@ -330,7 +330,7 @@ for (const relay of RELAYS) {
     // a client that never sends its ClientHello is cut at the drain's deadline: logged as shutdown
     const lb2 = await withBalancer(t, file(600), relay.env);
     const mute = await connect(a!);
-    await sleep(100);
+    await holding(lb2, 1);
     lb2.proc.kill('SIGTERM');
     assert.equal(await lb2.exited, 0);
     const cut = await waitLine(log, (l) => l['client'] === `127.0.0.1:${mute.port}`, 'the connection cut at the deadline');

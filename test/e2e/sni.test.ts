@@ -18,7 +18,7 @@ import net from 'node:net';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { adminJson, httpRequest, nginxConf, requireTool, SOCKET_ACTIVATE, socketActivated, startBalancer, startTcpServer, stopProcess, tempDir, waitFor, type TestServer } from '../helpers';
+import { adminJson, httpRequest, nginxConf, requireTool, SOCKET_ACTIVATE, socketActivated, startBalancer, startTcpServer, stopProcess, tempDir, waitFor, type TestServer, type Ends } from '../helpers';
 import { metric, ports, servicesFile, services, type SvcSpec } from '../services-helpers';
 import { clientHello, handshake, records, sniExt, supportedVersions } from '../tls-helpers';
 
@@ -116,7 +116,7 @@ test('three TLS services behind one port: curl and openssl s_client reach each b
   makeCerts(dir, names);
   const [api, org, web] = await startTlsNginx(t, dir, ['api', 'org', 'web']);
   const [port] = await ports(1);
-  const lb = await startBalancer(
+  const lb = await startBalancer(t,
     servicesFile({
       services: [
         svc('api', port!, [{ name: 'api-1', address: `127.0.0.1:${api}` }], ['sni = ["api.example.com"]']),
@@ -125,7 +125,6 @@ test('three TLS services behind one port: curl and openssl s_client reach each b
       ],
     }),
   );
-  t.after(() => lb.stop());
   const ca = join(dir, 'ca.pem');
   const curl = (name: string, ...more: string[]): Promise<{ code: number | null; out: string }> =>
     runTool('curl', ['-sS', '--max-time', '10', '--cacert', ca, '--resolve', `${name}:${port}:127.0.0.1`, ...more, `https://${name}:${port}/`]);
@@ -186,9 +185,9 @@ interface Recorder extends TestServer {
   readonly got: { data: Buffer; ended: boolean }[];
 }
 
-async function recorder(reply = ''): Promise<Recorder> {
+async function recorder(t: Ends, reply = ''): Promise<Recorder> {
   const got: { data: Buffer; ended: boolean }[] = [];
-  const srv = await startTcpServer((s) => {
+  const srv = await startTcpServer(t, (s) => {
     const rec = { data: Buffer.alloc(0), ended: false };
     s.on('data', (d: Buffer) => {
       if (rec.data.length === 0) {
@@ -206,8 +205,8 @@ async function recorder(reply = ''): Promise<Recorder> {
 }
 
 /** A backend that greets with its name at once (a server-first protocol), then echoes. */
-function greeter(name: string): Promise<TestServer> {
-  return startTcpServer((s) => {
+function greeter(t: Ends, name: string): Promise<TestServer> {
+  return startTcpServer(t, (s) => {
     s.write(`${name}\n`);
     s.pipe(s);
   });
@@ -249,9 +248,9 @@ async function oneByteAtATime(s: net.Socket, bytes: Buffer): Promise<void> {
 
 for (const relay of ['raw', 'net.Socket'] as const) {
   test(`the bytes on the ${relay} relay: one byte at a time, PROXY header first, end of file, silence, a banner at once, no route`, async (t) => {
-    const [api, web, pp, plain] = await Promise.all([recorder('api\n'), recorder('web\n'), recorder('pp\n'), greeter('banner')]);
+    const [api, web, pp, plain] = await Promise.all([recorder(t, 'api\n'), recorder(t, 'web\n'), recorder(t, 'pp\n'), greeter(t, 'banner')]);
     const [a, b, c] = await ports(3);
-    const lb = await startBalancer(
+    const lb = await startBalancer(t,
       servicesFile({
         proxy: ['inspect_timeout = "1500ms"'],
         // one round of health checks at start: afterwards every connection a backend accepts is a proxied one
@@ -270,10 +269,6 @@ for (const relay of ['raw', 'net.Socket'] as const) {
       }),
       { env: { LEMONADE_LB_NET_SOCKETS: relay === 'net.Socket' ? '1' : undefined } },
     );
-    t.after(async () => {
-      await lb.stop();
-      await Promise.all([api, web, pp, plain].map((s) => s.close()));
-    });
     const started = await lb.waitForLog((l) => l['msg'] === 'lemonade-lb started');
     assert.equal(started['relay'], relay);
 
@@ -348,19 +343,15 @@ for (const relay of ['raw', 'net.Socket'] as const) {
 }
 
 test('a client that sends nothing takes the default route once inspect_timeout passes', async (t) => {
-  const web = await greeter('web');
-  const api = await greeter('api');
+  const web = await greeter(t, 'web');
+  const api = await greeter(t, 'api');
   const [a] = await ports(1);
-  const lb = await startBalancer(
+  await startBalancer(t,
     servicesFile({
       proxy: ['inspect_timeout = "500ms"'],
       services: [svc('api', a!, [{ name: 'api-1', address: api.address }], ['sni = ["api.example.com"]']), svc('web', a!, [{ name: 'web-1', address: web.address }])],
     }),
   );
-  t.after(async () => {
-    await lb.stop();
-    await Promise.all([web.close(), api.close()]);
-  });
   // the default's backend greets once the balancer connects it: after the timeout, not before
   const r = await exchange(a!, () => {}, { untilText: 'web\n' });
   assert.equal(r.text, 'web\n');
@@ -377,17 +368,13 @@ function reachedWith(port: number, name: string): Promise<string> {
 }
 
 test('consistent_hash with hash_key = "sni" sends each name to one backend', async (t) => {
-  const servers = await Promise.all(['b1', 'b2', 'b3'].map(greeter));
+  const servers = await Promise.all(['b1', 'b2', 'b3'].map((n) => greeter(t, n)));
   const [p] = await ports(1);
-  const lb = await startBalancer(
+  await startBalancer(t,
     servicesFile({
       services: [svc('tls', p!, servers.map((s, i) => ({ name: `b${i + 1}`, address: s.address })), ['algorithm = "consistent_hash"', 'hash_key = "sni"'])],
     }),
   );
-  t.after(async () => {
-    await lb.stop();
-    await Promise.all(servers.map((s) => s.close()));
-  });
   const names = Array.from({ length: 12 }, (_, i) => `tenant${i}.example.com`);
   const first = new Map<string, string>();
   for (const n of names) first.set(n, await reachedWith(p!, n));
@@ -398,7 +385,7 @@ test('consistent_hash with hash_key = "sni" sends each name to one backend', asy
 });
 
 test('a reload adding a name to a shared address keeps its socket and an open connection flowing', async (t) => {
-  const [api, web, neu] = await Promise.all([greeter('api'), greeter('web'), greeter('new')]);
+  const [api, web, neu] = await Promise.all([greeter(t, 'api'), greeter(t, 'web'), greeter(t, 'new')]);
   const [p] = await ports(1);
   const file = (withNew: boolean): string =>
     servicesFile({
@@ -408,11 +395,7 @@ test('a reload adding a name to a shared address keeps its socket and an open co
         ...(withNew ? [svc('new', p!, [{ name: 'new-1', address: neu.address }], ['sni = ["new.example.com"]'])] : []),
       ],
     });
-  const lb = await startBalancer(file(false));
-  t.after(async () => {
-    await lb.stop();
-    await Promise.all([api, web, neu].map((s) => s.close()));
-  });
+  const lb = await startBalancer(t, file(false));
   assert.equal(await reachedWith(p!, 'new.example.com'), 'web');
 
   // a connection to api, open across the reload: greeted, then echoing
@@ -448,7 +431,7 @@ test('a reload adding a name to a shared address keeps its socket and an open co
 // 4. Worker processes and socket activation: one socket per address, whoever holds it
 
 test('with [runtime] workers = 2, the shared socket routes by name in every worker, and a reload adds a name', async (t) => {
-  const [api, web, neu] = await Promise.all([greeter('api'), greeter('web'), greeter('new')]);
+  const [api, web, neu] = await Promise.all([greeter(t, 'api'), greeter(t, 'web'), greeter(t, 'new')]);
   const [p] = await ports(1);
   const file = (withNew: boolean): string =>
     servicesFile({
@@ -459,11 +442,7 @@ test('with [runtime] workers = 2, the shared socket routes by name in every work
         ...(withNew ? [svc('new', p!, [{ name: 'new-1', address: neu.address }], ['sni = ["*.new.example"]'])] : []),
       ],
     });
-  const lb = await startBalancer(file(false));
-  t.after(async () => {
-    await lb.stop();
-    await Promise.all([api, web, neu].map((s) => s.close()));
-  });
+  const lb = await startBalancer(t, file(false));
   // enough connections that both workers take some (the kernel spreads them)
   for (let i = 0; i < 10; i++) {
     assert.equal(await reachedWith(p!, 'api.example.com'), 'api');
@@ -485,8 +464,7 @@ test('with [runtime] workers = 2, the shared socket routes by name in every work
 
 test('socket activation: the passed socket serves every service of its address; a reload may drop one of them, not the last', async (t) => {
   if (!requireTool(t, 'systemd-socket-activate (package systemd)', SOCKET_ACTIVATE !== '')) return;
-  const [api, web, plain] = await Promise.all([greeter('api'), greeter('web'), greeter('plain')]);
-  t.after(() => Promise.all([api, web, plain].map((s) => s.close())));
+  const [api, web, plain] = await Promise.all([greeter(t, 'api'), greeter(t, 'web'), greeter(t, 'plain')]);
   const [shared, other, adminPort] = await ports(3);
   const dir = tempDir();
   t.after(() => rmSync(dir, { recursive: true, force: true }));

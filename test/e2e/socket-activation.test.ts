@@ -12,8 +12,7 @@ import { freePort, httpRequest, requireTool, SOCKET_ACTIVATE, socketActivated, s
 
 test('a reload changing listen_address under socket activation fails whole: the socket unit owns the address, the socket is kept', async (t) => {
   if (!requireTool(t, 'systemd-socket-activate (package systemd)', SOCKET_ACTIVATE !== '')) return;
-  const srv = await startNamed('n1');
-  t.after(() => srv.close());
+  const srv = await startNamed(t, 'n1');
   const [port, adminPort, other] = [await freePort(), await freePort(), await freePort()];
   const dir = tempDir();
   const conf = join(dir, 'config.toml');
@@ -43,8 +42,7 @@ test('a reload changing listen_address under socket activation fails whole: the 
 
 test('a passed socket that matches no service is a start error naming its address', async (t) => {
   if (!requireTool(t, 'systemd-socket-activate (package systemd)', SOCKET_ACTIVATE !== '')) return;
-  const srv = await startNamed('n1');
-  t.after(() => srv.close());
+  const srv = await startNamed(t, 'n1');
   const [p1, p2, adminPort] = [await freePort(), await freePort(), await freePort()];
   const conf = join(tempDir(), 'config.toml');
   writeFileSync(conf, testConfig([{ address: srv.address, name: 'n1' }]).replace('"127.0.0.1:0"', `"127.0.0.1:${p1}"`).replace('"127.0.0.1:0"', `"127.0.0.1:${adminPort}"`));

@@ -108,8 +108,7 @@ for (const c of CASES) {
       }
     });
 
-    const echo = await startEcho();
-    t.after(() => echo.close());
+    const echo = await startEcho(t);
     const port = await freePort();
     const adminPort = await freePort();
     const config = join(dir, 'config.toml');

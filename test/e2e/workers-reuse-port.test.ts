@@ -67,10 +67,8 @@ test(`workers = ${WORKERS} with reusePort: each worker accepts its share of ${CO
 });
 
 test('with reusePort a second balancer on the same address is refused, as a single process would be', { skip }, async (t) => {
-  const be = await startNamed('n1');
-  t.after(() => be.close());
-  const first = await startBalancer(testConfig([{ address: be.address, name: 'n1' }], { runtime: `workers = ${WORKERS}` }));
-  t.after(() => first.stop());
+  const be = await startNamed(t, 'n1');
+  const first = await startBalancer(t, testConfig([{ address: be.address, name: 'n1' }], { runtime: `workers = ${WORKERS}` }));
   const config = testConfig([{ address: be.address, name: 'n1' }], { runtime: `workers = ${WORKERS}` }).replace('listen_address = "127.0.0.1:0"', `listen_address = "127.0.0.1:${first.port}"`);
   await assert.rejects(startBalancer(config), /exited \(1\)[\s\S]*EADDRINUSE/);
   assert.equal(await once(first.port), 'n1\n');

@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
-import { adminJson, connectOutcome, freePort, requireTool, httpRequest, requestsUnderLoad, rewriteEvery, runCli, SOCKET_ACTIVATE, socketActivated, startBalancer, startEcho, startNamed, startWorker, testConfig, waitFor } from '../helpers';
+import { atEnd, adminJson, connectOutcome, freePort, requireTool, httpRequest, requestsUnderLoad, rewriteEvery, runCli, SOCKET_ACTIVATE, socketActivated, startBalancer, startEcho, startNamed, startWorker, testConfig, waitFor } from '../helpers';
 
 interface WorkerRow {
   index: number;
@@ -83,12 +83,8 @@ function metric(text: string, name: string, labels = ''): number {
 }
 
 test('workers = 2: two data-plane processes serve one address; status and metrics add up', async (t) => {
-  const backends = await Promise.all(['n1', 'n2'].map((n) => startNamed(n)));
-  const lb = await startBalancer(testConfig(backends.map((b, i) => ({ address: b.address, name: `n${i + 1}` })), { runtime: 'workers = 2' }));
-  t.after(async () => {
-    await lb.stop('SIGKILL');
-    await Promise.all(backends.map((b) => b.close()));
-  });
+  const backends = await Promise.all(['n1', 'n2'].map((n) => startNamed(t, n)));
+  const lb = await startBalancer(t, testConfig(backends.map((b, i) => ({ address: b.address, name: `n${i + 1}` })), { runtime: 'workers = 2' }), { stopSignal: 'SIGKILL' });
   const st = await adminJson<Status>(lb, '/status');
   assert.equal(st.workers?.length, 2);
   const pids = st.workers!.map((w) => w.pid!);
@@ -118,14 +114,10 @@ test('workers = 2: two data-plane processes serve one address; status and metric
 });
 
 test('workers = 2: a reload reaches every worker', async (t) => {
-  const backends = await Promise.all(['n1', 'n2'].map((n) => startNamed(n)));
+  const backends = await Promise.all(['n1', 'n2'].map((n) => startNamed(t, n)));
   const cfg = (list: number[]): string =>
     testConfig(list.map((i) => ({ address: backends[i]!.address, name: `n${i + 1}`, id: i })), { runtime: 'workers = 2' });
-  const lb = await startBalancer(cfg([0]));
-  t.after(async () => {
-    await lb.stop('SIGKILL');
-    await Promise.all(backends.map((b) => b.close()));
-  });
+  const lb = await startBalancer(t, cfg([0]), { stopSignal: 'SIGKILL' });
   assert.deepEqual([...new Set(await burst(lb.port, 30))], ['n1']);
   lb.writeConfig(cfg([1]));
   await waitFor(async () => (await adminJson<Status>(lb, '/status')).config.generation === 2, 10_000, 'generation 2');
@@ -136,18 +128,14 @@ test('workers = 2: a reload reaches every worker', async (t) => {
 });
 
 test('workers = 2: reload under load: four clients, >= 1200 requests, the file rewritten every 150 ms, 0 failures', async (t) => {
-  const w = await Promise.all(['w1', 'w2', 'w3'].map((n) => startWorker(n)));
+  const w = await Promise.all(['w1', 'w2', 'w3'].map((n) => startWorker(t, n)));
   const strategies = ['round_robin', 'weighted_round_robin', 'least_connections', 'fastest_response', 'adaptive'];
   const config = (i: number): string =>
     testConfig(
       w.map((x, k) => ({ address: x.address, name: `w${k + 1}`, weight: 1 + ((i + k) % 4) })),
       { strategy: strategies[i % strategies.length]!, runtime: 'workers = 2\nconfig_watch_interval_millis = 1000' },
     );
-  const lb = await startBalancer(config(0));
-  t.after(async () => {
-    await lb.stop('SIGKILL');
-    await Promise.all(w.map((x) => x.stop()));
-  });
+  const lb = await startBalancer(t, config(0), { stopSignal: 'SIGKILL' });
   const writer = rewriteEvery(lb, config, 150);
   // new connections land on either worker, keep-alive ones stay on theirs
   const { ok, failures } = await requestsUnderLoad(lb.port, { clients: 4, more: (n) => n < 1200 || writer.count() < 20, accept: (b) => /^w[123]\n$/.test(b) });
@@ -161,12 +149,8 @@ test('workers = 2: reload under load: four clients, >= 1200 requests, the file r
 });
 
 test('workers = 2: a reload that changes runtime.workers applies the rest and keeps the running number', async (t) => {
-  const backends = await Promise.all(['n1'].map((n) => startNamed(n)));
-  const lb = await startBalancer(testConfig([{ address: backends[0]!.address, name: 'n1' }], { runtime: 'workers = 2' }));
-  t.after(async () => {
-    await lb.stop('SIGKILL');
-    await Promise.all(backends.map((b) => b.close()));
-  });
+  const backends = await Promise.all(['n1'].map((n) => startNamed(t, n)));
+  const lb = await startBalancer(t, testConfig([{ address: backends[0]!.address, name: 'n1' }], { runtime: 'workers = 2' }), { stopSignal: 'SIGKILL' });
   const r = await lb.admin('/reload', 'POST');
   assert.equal(JSON.parse(r.body).result, 'success');
   writeFileSync(lb.configPath, readFileSync(lb.configPath, 'utf8').replace('workers = 2', 'workers = 3').replace('name = "n1"', 'name = "n1"\nweight = 4'));
@@ -180,13 +164,11 @@ test('workers = 2: a reload that changes runtime.workers applies the rest and ke
 });
 
 test('workers = 2: a new listen_address is bound by all workers before the old one closes; a busy one fails the whole reload', async (t) => {
-  const backends = await Promise.all(['n1'].map((n) => startNamed(n)));
-  const lb = await startBalancer(testConfig([{ address: backends[0]!.address, name: 'n1' }], { runtime: 'workers = 2' }));
+  const backends = await Promise.all(['n1'].map((n) => startNamed(t, n)));
+  const lb = await startBalancer(t, testConfig([{ address: backends[0]!.address, name: 'n1' }], { runtime: 'workers = 2' }), { stopSignal: 'SIGKILL' });
   const blocker = net.createServer();
-  t.after(async () => {
+  atEnd(t, () => {
     blocker.close();
-    await lb.stop('SIGKILL');
-    await Promise.all(backends.map((b) => b.close()));
   });
   const text = readFileSync(lb.configPath, 'utf8');
   const taken = await freePort();
@@ -208,12 +190,8 @@ test('workers = 2: a new listen_address is bound by all workers before the old o
 });
 
 test('workers = 2: max_connections and a backend max_connections hold across workers', async (t) => {
-  const echo = await startEcho();
-  const lb = await startBalancer(testConfig([{ address: echo.address, name: 'e', max_connections: 3 }], { runtime: 'workers = 2', proxy: 'max_connections = 5' }));
-  t.after(async () => {
-    await lb.stop('SIGKILL');
-    await echo.close();
-  });
+  const echo = await startEcho(t);
+  const lb = await startBalancer(t, testConfig([{ address: echo.address, name: 'e', max_connections: 3 }], { runtime: 'workers = 2', proxy: 'max_connections = 5' }), { stopSignal: 'SIGKILL' });
   const { flowing, closed } = await hold(lb.port, 16);
   t.after(() => flowing.forEach((s) => s.destroy()));
   // shares: the global cap 5 splits 3 + 2, the backend's 3 splits 2 + 1; the backend's cap binds
@@ -226,14 +204,10 @@ test('workers = 2: max_connections and a backend max_connections hold across wor
 });
 
 test('workers = 2: health, drain and disable reach every worker', async (t) => {
-  const w = await Promise.all(['w1', 'w2'].map((n) => startWorker(n)));
-  const lb = await startBalancer(
-    testConfig(w.map((x, i) => ({ address: x.address, name: `w${i + 1}` })), { runtime: 'workers = 2', health: 'interval = "200ms"\ntimeout = "150ms"\nunhealthy_threshold = 2' }),
+  const w = await Promise.all(['w1', 'w2'].map((n) => startWorker(t, n)));
+  const lb = await startBalancer(t,
+    testConfig(w.map((x, i) => ({ address: x.address, name: `w${i + 1}` })), { runtime: 'workers = 2', health: 'interval = "200ms"\ntimeout = "150ms"\nunhealthy_threshold = 2' }), { stopSignal: 'SIGKILL' }
   );
-  t.after(async () => {
-    await lb.stop('SIGKILL');
-    await Promise.all(w.map((x) => x.stop()));
-  });
   const names = async (n: number): Promise<Set<string>> => {
     const got = new Set<string>();
     const agent = false;
@@ -253,12 +227,8 @@ test('workers = 2: health, drain and disable reach every worker', async (t) => {
 });
 
 test('workers = 2: a killed worker is replaced, traffic goes on, counters never go back', async (t) => {
-  const backends = await Promise.all(['n1'].map((n) => startNamed(n)));
-  const lb = await startBalancer(testConfig([{ address: backends[0]!.address, name: 'n1' }], { runtime: 'workers = 2' }));
-  t.after(async () => {
-    await lb.stop('SIGKILL');
-    await Promise.all(backends.map((b) => b.close()));
-  });
+  const backends = await Promise.all(['n1'].map((n) => startNamed(t, n)));
+  const lb = await startBalancer(t, testConfig([{ address: backends[0]!.address, name: 'n1' }], { runtime: 'workers = 2' }), { stopSignal: 'SIGKILL' });
   for (let i = 0; i < 10; i++) await burst(lb.port, 10);
   const before = await adminJson<Status>(lb, '/status');
   assert.equal(before.connections.total, 100);
@@ -295,12 +265,8 @@ test('workers = 2: a killed worker is replaced, traffic goes on, counters never 
 });
 
 test('workers = 2: SIGTERM drains the connections open in every worker, then nothing is left running', async (t) => {
-  const echo = await startEcho();
-  const lb = await startBalancer(testConfig([{ address: echo.address }], { runtime: 'workers = 2\ndrain_timeout_millis = 20000' }));
-  t.after(async () => {
-    await lb.stop('SIGKILL');
-    await echo.close();
-  });
+  const echo = await startEcho(t);
+  const lb = await startBalancer(t, testConfig([{ address: echo.address }], { runtime: 'workers = 2\ndrain_timeout_millis = 20000' }), { stopSignal: 'SIGKILL' });
   const { flowing } = await hold(lb.port, 12);
   assert.equal(flowing.length, 12);
   const st = await adminJson<Status>(lb, '/status');
@@ -333,12 +299,8 @@ test('workers = 2: SIGTERM drains the connections open in every worker, then not
 });
 
 test('workers = 2: when the control plane is killed, the workers exit too', async (t) => {
-  const echo = await startEcho();
-  const lb = await startBalancer(testConfig([{ address: echo.address }], { runtime: 'workers = 2' }));
-  t.after(async () => {
-    await lb.stop('SIGKILL');
-    await echo.close();
-  });
+  const echo = await startEcho(t);
+  const lb = await startBalancer(t, testConfig([{ address: echo.address }], { runtime: 'workers = 2' }), { stopSignal: 'SIGKILL' });
   const pids = (await adminJson<Status>(lb, '/status')).workers!.map((w) => w.pid!);
   assert.ok(pids.every(alive));
   lb.proc.kill('SIGKILL');
@@ -348,8 +310,7 @@ test('workers = 2: when the control plane is killed, the workers exit too', asyn
 
 test('workers = 2 under socket activation: the workers accept from the socket systemd passed', async (t) => {
   if (!requireTool(t, 'systemd-socket-activate (package systemd)', SOCKET_ACTIVATE !== '')) return;
-  const backends = await Promise.all(['n1'].map((n) => startNamed(n)));
-  t.after(() => Promise.all(backends.map((b) => b.close())));
+  const backends = await Promise.all(['n1'].map((n) => startNamed(t, n)));
   const [port, adminPort, unused] = [await freePort(), await freePort(), await freePort()];
   const dir = mkdtempSync(join(tmpdir(), 'lemonade-sa-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
@@ -375,12 +336,8 @@ test('workers = 2 under socket activation: the workers accept from the socket sy
 });
 
 test('workers = 0 runs one worker per CPU; a port in use fails the start with exit 1 and the bind error', async (t) => {
-  const echo = await startEcho();
-  const lb = await startBalancer(testConfig([{ address: echo.address }], { runtime: 'workers = 0' }));
-  t.after(async () => {
-    await lb.stop('SIGKILL');
-    await echo.close();
-  });
+  const echo = await startEcho(t);
+  const lb = await startBalancer(t, testConfig([{ address: echo.address }], { runtime: 'workers = 0' }), { stopSignal: 'SIGKILL' });
   const st = await adminJson<Status>(lb, '/status');
   const cpus = availableParallelism();
   if (cpus > 1) assert.equal(st.workers?.length, cpus);
@@ -406,12 +363,8 @@ test('workers = 0 runs one worker per CPU; a port in use fails the start with ex
 });
 
 test('/health is 503 while no worker listens (all killed), and healthy again once they are back', async (t) => {
-  const echo = await startEcho();
-  const lb = await startBalancer(testConfig([{ address: echo.address }], { runtime: 'workers = 2' }));
-  t.after(async () => {
-    await lb.stop('SIGKILL');
-    await echo.close();
-  });
+  const echo = await startEcho(t);
+  const lb = await startBalancer(t, testConfig([{ address: echo.address }], { runtime: 'workers = 2' }), { stopSignal: 'SIGKILL' });
   const health = async (): Promise<number> => (await lb.admin('/health')).status;
   await waitFor(async () => (await health()) === 200, 5000, '/health 200 at start');
   const pids = (await adminJson<Status>(lb, '/status')).workers!.map((w) => w.pid!);
