@@ -192,7 +192,8 @@ function listeningPorts(pid: number): number[] {
 
 test('GET /health, /ready, /status, /backends and /events answer every documented field', async (t) => {
   const alpha = await tagged(t, 'alpha');
-  const lb = await startBalancer(t,
+  const lb = await startBalancer(
+    t,
     testConfig(
       [
         { address: alpha.address, name: 'alpha', id: 7, weight: 3 },
@@ -511,7 +512,8 @@ test('GET /metrics is Prometheus text whose figures match the connections made, 
   const a = await startEcho(t);
   const b = await startEcho(t);
   const gone = await startEcho();
-  const lb = await startBalancer(t,
+  const lb = await startBalancer(
+    t,
     testConfig(
       [
         { address: a.address, name: 'a' },
@@ -624,7 +626,8 @@ test('GET /metrics is Prometheus text whose figures match the connections made, 
 
 test('health checks are counted by backend and result', async (t) => {
   const a = await startEcho(t);
-  const lb = await startBalancer(t,
+  const lb = await startBalancer(
+    t,
     testConfig(
       [
         { address: a.address, name: 'a' },
@@ -759,7 +762,8 @@ test('with [admin] token: mutating endpoints need the bearer token (401 without,
 
 test('the summary log line comes every [metrics] interval with totals and per-backend figures', async (t) => {
   const a = await startEcho(t);
-  const lb = await startBalancer(t,
+  const lb = await startBalancer(
+    t,
     testConfig(
       [
         { address: a.address, name: 'a' },

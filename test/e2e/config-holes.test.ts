@@ -131,7 +131,8 @@ test('demo: a taken port is one line naming it, exit 1, no stack trace', async (
 
 test('a file of [[services]] only: /status strategy is null, the start log names none; each service has its own', async (t) => {
   const echo = await startEcho(t);
-  const lb = await startBalancer(t,
+  const lb = await startBalancer(
+    t,
     [
       '[admin]',
       'listen_address = "127.0.0.1:0"',
@@ -151,7 +152,8 @@ test('a file of [[services]] only: /status strategy is null, the start log names
   assert.ok(started, 'the start log line');
   assert.ok(!('strategy' in started), JSON.stringify(started));
   // with a default service, /status names its algorithm as before
-  const withDefault = await startBalancer(t,
+  const withDefault = await startBalancer(
+    t,
     ['[proxy]', 'listen_address = "127.0.0.1:0"', '[strategy]', 'algorithm = "round_robin"', '[admin]', 'listen_address = "127.0.0.1:0"', '[[backends]]', `address = "${echo.address}"`, ''].join('\n'),
   );
   assert.equal((await adminJson<{ strategy: unknown }>(withDefault, '/status')).strategy, 'round_robin');

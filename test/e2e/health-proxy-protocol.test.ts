@@ -283,7 +283,8 @@ describe("Debian's nginx listening with proxy_protocol", () => {
       test(`${version}, ${kind} check: healthy, the client's address reaches nginx, a clean error log`, async (t) => {
         if (!requireTool(t, 'nginx', cmd !== null)) return;
         const ngx = await startNginx(t, cmd!);
-        const lb = await startBalancer(t,
+        const lb = await startBalancer(
+          t,
           testConfig([{ address: `127.0.0.1:${ngx.port}`, name: 'nginx' }], {
             proxy: `proxy_protocol = "${version}"`,
             health: `interval = "200ms"\ntimeout = "1s"\nkind = "${kind}"\npath = "/health"`,

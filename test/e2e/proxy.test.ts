@@ -96,7 +96,8 @@ test('max_connections = 3 with six clients leaves three open and closes three at
 test('backends named by host name: "localhost" is resolved and reached; a name that does not resolve is unhealthy and gets nothing', async (t) => {
   const echo = await startEcho(t);
   const port = Number(echo.address.split(':')[1]);
-  const lb = await startBalancer(t,
+  const lb = await startBalancer(
+    t,
     testConfig([{ address: 'nowhere.invalid:80', name: 'unresolvable' }, { address: `localhost:${port}`, name: 'by-name' }], {
       health: 'interval = "1h"\ntimeout = "1s"',
       proxy: 'connect_retries = 1',
@@ -121,7 +122,8 @@ test('a refused backend is retried on another one: 20 of 20 requests succeed', a
   // a backend that passes its first health check, then goes away (checks are an hour apart, so
   // only passive health and retries act here)
   const doomed = await startEcho();
-  const lb = await startBalancer(t,
+  const lb = await startBalancer(
+    t,
     testConfig([{ address: doomed.address, name: 'dead' }, { address: echo.address, name: 'live' }], {
       health: 'interval = "1h"\ntimeout = "1s"',
       proxy: 'connect_retries = 1',
@@ -241,7 +243,8 @@ test('client ACL: a denied address is closed at once and counted', async (t) => 
 test('per-backend max_connections: a full backend is skipped', async (t) => {
   const names = ['a', 'b'];
   const servers = await Promise.all(names.map((n) => startNamed(t, n)));
-  const lb = await startBalancer(t,
+  const lb = await startBalancer(
+    t,
     testConfig(
       servers.map((s, i) => ({ address: s.address, name: names[i], max_connections: i === 0 ? 1 : 0 })),
       { strategy: 'round_robin' },

@@ -67,7 +67,8 @@ test('send_expect INFO replication → role:master: writes go to the master only
     `send = 'INFO replication\\r\\n'`,
     'expect = "role:master"',
   ].join('\n');
-  const lb = await startBalancer(t,
+  const lb = await startBalancer(
+    t,
     testConfig(
       [
         { name: 'redis-a', address: `127.0.0.1:${a.port}` },

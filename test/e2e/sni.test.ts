@@ -116,7 +116,8 @@ test('three TLS services behind one port: curl and openssl s_client reach each b
   makeCerts(dir, names);
   const [api, org, web] = await startTlsNginx(t, dir, ['api', 'org', 'web']);
   const [port] = await ports(1);
-  const lb = await startBalancer(t,
+  const lb = await startBalancer(
+    t,
     servicesFile({
       services: [
         svc('api', port!, [{ name: 'api-1', address: `127.0.0.1:${api}` }], ['sni = ["api.example.com"]']),
@@ -250,7 +251,8 @@ for (const relay of ['raw', 'net.Socket'] as const) {
   test(`the bytes on the ${relay} relay: one byte at a time, PROXY header first, end of file, silence, a banner at once, no route`, async (t) => {
     const [api, web, pp, plain] = await Promise.all([recorder(t, 'api\n'), recorder(t, 'web\n'), recorder(t, 'pp\n'), greeter(t, 'banner')]);
     const [a, b, c] = await ports(3);
-    const lb = await startBalancer(t,
+    const lb = await startBalancer(
+      t,
       servicesFile({
         proxy: ['inspect_timeout = "1500ms"'],
         // one round of health checks at start: afterwards every connection a backend accepts is a proxied one
@@ -346,7 +348,8 @@ test('a client that sends nothing takes the default route once inspect_timeout p
   const web = await greeter(t, 'web');
   const api = await greeter(t, 'api');
   const [a] = await ports(1);
-  await startBalancer(t,
+  await startBalancer(
+    t,
     servicesFile({
       proxy: ['inspect_timeout = "500ms"'],
       services: [svc('api', a!, [{ name: 'api-1', address: api.address }], ['sni = ["api.example.com"]']), svc('web', a!, [{ name: 'web-1', address: web.address }])],
@@ -370,7 +373,8 @@ function reachedWith(port: number, name: string): Promise<string> {
 test('consistent_hash with hash_key = "sni" sends each name to one backend', async (t) => {
   const servers = await Promise.all(['b1', 'b2', 'b3'].map((n) => greeter(t, n)));
   const [p] = await ports(1);
-  await startBalancer(t,
+  await startBalancer(
+    t,
     servicesFile({
       services: [svc('tls', p!, servers.map((s, i) => ({ name: `b${i + 1}`, address: s.address })), ['algorithm = "consistent_hash"', 'hash_key = "sni"'])],
     }),

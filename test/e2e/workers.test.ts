@@ -205,7 +205,8 @@ test('workers = 2: max_connections and a backend max_connections hold across wor
 
 test('workers = 2: health, drain and disable reach every worker', async (t) => {
   const w = await Promise.all(['w1', 'w2'].map((n) => startWorker(t, n)));
-  const lb = await startBalancer(t,
+  const lb = await startBalancer(
+    t,
     testConfig(w.map((x, i) => ({ address: x.address, name: `w${i + 1}` })), { runtime: 'workers = 2', health: 'interval = "200ms"\ntimeout = "150ms"\nunhealthy_threshold = 2' }), { stopSignal: 'SIGKILL' }
   );
   const names = async (n: number): Promise<Set<string>> => {
