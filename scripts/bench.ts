@@ -20,7 +20,7 @@
 // (the lemonade contender's port shared by three services told apart by sni, the measured one
 // its default route: every connection is read before it is routed; wrk's plain HTTP is not a
 // ClientHello, so it is routed on its first bytes; the ClientHello parse itself is measured by
-// test/client-hello.test.ts's figures, not here) and lemonade-chash (algorithm consistent_hash
+// test/unit/client-hello.test.ts's figures, not here) and lemonade-chash (algorithm consistent_hash
 // on the client's IP); these two also take part in W2 only, each next to lemonade's round robin;
 // lemonade-alog and lemonade-alog1 (the access log on, JSON to a file in the run's directory,
 // every connection or sample = 0.01): W2 only, next to lemonade with the log off.
@@ -45,7 +45,7 @@
 // unless --no-install; what is still missing is left out and said so (without wrk no W1/W2,
 // without iperf3 no W3, without haproxy no ratios, without nginx a small Node HTTP backend
 // stands in, without dnsmasq, which .ci/run installs, no lemonade-dns row). --quick is a short smoke run (1 round, 1 s per measurement, 1,000 idle
-// connections, never installs anything) used by test/bench-smoke.test.ts.
+// connections, never installs anything) used by test/e2e/bench-smoke.test.ts.
 //
 // Flags: --quick, --rounds N (3), --duration S (3), --idle N (10000), --no-install,
 //        --baseline-bundle PATH (another build of dist/lemonade.js, run as "lemonade-base"),

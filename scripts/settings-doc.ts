@@ -1,6 +1,6 @@
 // Writes docs/settings.md, the configuration reference, from the settings tables
 // (src/config/settings.ts) and the process-level environment variables (src/config/environment.ts).
-// test/config-docs.test.ts fails when the committed file differs from what this writes.
+// test/unit/config-docs.test.ts fails when the committed file differs from what this writes.
 //
 //   npm run docs:settings            (node --import tsx scripts/settings-doc.ts)
 

@@ -1,5 +1,5 @@
 // One error class per user-visible condition, each with a literal code. docs/operations.md's
-// "Errors" table lists every code; test/docs.test.ts checks that it does.
+// "Errors" table lists every code; test/e2e/docs.test.ts checks that it does.
 
 export interface ConfigIssue {
   /** key path, e.g. "proxy.max_connections" or "backends[1].address" */

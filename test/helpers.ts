@@ -1,6 +1,8 @@
 // Shared helpers for tests that run the real bundle (dist/lemonade.js) against real sockets on
 // 127.0.0.1. Every wait is bounded; nothing sleeps for a fixed time where a condition can be
-// awaited. Every process a test starts is killed when the test ends (t.after / cleanup()).
+// awaited. Every process a test starts is killed when the test ends: the fixtures (startBalancer,
+// startEcho, startNamed, startTcpServer, startWorker given the test's context first) stop what they
+// started when the test ends, last started first stopped.
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync, renameSync, rmSync, existsSync } from 'node:fs';
@@ -12,7 +14,11 @@ import http from 'node:http';
 export const ROOT = resolve(__dirname, '..');
 export const BUNDLE = join(ROOT, 'dist', 'lemonade.js');
 
-if (!existsSync(BUNDLE)) throw new Error(`${BUNDLE} is missing: run "npm run build" first (npm test does)`);
+/** The bundle's path, once it is known to exist: test/unit/ imports these helpers and needs no build. */
+function bundle(): string {
+  if (!existsSync(BUNDLE)) throw new Error(`${BUNDLE} is missing: run "npm run build" first (npm test does)`);
+  return BUNDLE;
+}
 
 export function tempDir(prefix = 'lemonade-test-'): string {
   return mkdtempSync(join(tmpdir(), prefix));
@@ -65,7 +71,7 @@ export interface RunResult {
 /** Run the CLI to completion (bounded). */
 export function runCli(args: string[], opts: { env?: Record<string, string | undefined>; timeoutMs?: number; cwd?: string } = {}): Promise<RunResult> {
   return new Promise((resolveRun, reject) => {
-    const child = spawn(process.execPath, [BUNDLE, ...args], {
+    const child = spawn(process.execPath, [bundle(), ...args], {
       env: cleanEnv(opts.env),
       cwd: opts.cwd ?? ROOT,
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -91,7 +97,7 @@ export function cleanEnv(extra: Record<string, string | undefined> = {}): NodeJS
   for (const [k, v] of Object.entries(process.env)) {
     if (!k.startsWith('LEMONADE_') && !k.startsWith('NOTIFY_SOCKET') && !k.startsWith('LISTEN_')) env[k] = v;
   }
-  // test/net-sockets.test.ts runs suites again with the net.Socket relay
+  // test/e2e/net-sockets.test.ts runs suites again with the net.Socket relay
   if (process.env['LEMONADE_TEST_NET_SOCKETS'] === '1') env['LEMONADE_LB_NET_SOCKETS'] = '1';
   for (const [k, v] of Object.entries(extra)) {
     if (v === undefined) delete env[k];
@@ -129,6 +135,34 @@ export interface BalancerOptions {
   readonly args?: string[];
   /** do not wait for the admin API (e.g. it is disabled) */
   readonly noAdmin?: boolean;
+  /** the signal the fixture stops it with when the test ends (SIGTERM) */
+  readonly stopSignal?: NodeJS.Signals;
+}
+
+/** A test's context as the fixtures need it. */
+export interface Ends {
+  after(f: () => unknown): void;
+}
+
+const atEnds = new WeakMap<Ends, (() => unknown)[]>();
+
+/**
+ * Run `stop` when the test `t` ends, before whatever was registered earlier the same way (a
+ * balancer stops before the backends started ahead of it). Every stop runs; the first error is thrown.
+ */
+export function atEnd(t: Ends, stop: () => unknown): void {
+  let stops = atEnds.get(t);
+  if (!stops) {
+    const list: (() => unknown)[] = [];
+    atEnds.set(t, list);
+    t.after(async () => {
+      const errors: unknown[] = [];
+      for (const f of list.reverse()) await Promise.resolve().then(f).catch((e: unknown) => errors.push(e));
+      if (errors.length > 0) throw errors[0];
+    });
+    stops = list;
+  }
+  stops.push(stop);
 }
 
 const running = new Set<ChildProcess>();
@@ -141,7 +175,14 @@ process.on('exit', () => {
  * log line is seen (proxy and admin listening). Write "127.0.0.1:0" for listen addresses: each
  * becomes a free port (also in writeConfig, so a rewritten file keeps the same ports).
  */
-export async function startBalancer(config: string, opts: BalancerOptions = {}): Promise<Balancer> {
+export function startBalancer(config: string, opts?: BalancerOptions): Promise<Balancer>;
+/** The fixture: the same, stopped when the test `t` ends (opts.stopSignal, SIGTERM by default), started or not. */
+export function startBalancer(t: Ends, config: string, opts?: BalancerOptions): Promise<Balancer>;
+export function startBalancer(...a: [string, BalancerOptions?] | [Ends, string, BalancerOptions?]): Promise<Balancer> {
+  return typeof a[0] === 'string' ? launchBalancer(undefined, a[0], a[1] as BalancerOptions | undefined) : launchBalancer(a[0], a[1] as string, a[2]);
+}
+
+async function launchBalancer(t: Ends | undefined, config: string, opts: BalancerOptions = {}): Promise<Balancer> {
   const dir = tempDir();
   const configPath = join(dir, 'config.toml');
   // configs need real ports (1-65535): each "127.0.0.1:0" becomes a free port, in order
@@ -154,7 +195,7 @@ export async function startBalancer(config: string, opts: BalancerOptions = {}):
     return text.replace(/"127\.0\.0\.1:0"/g, () => `"127.0.0.1:${ports[i++] ?? 0}"`);
   };
   writeFileSync(configPath, fill(config));
-  const proc = spawn(process.execPath, [BUNDLE, 'lb', '--config', configPath, ...(opts.args ?? [])], {
+  const proc = spawn(process.execPath, [bundle(), 'lb', '--config', configPath, ...(opts.args ?? [])], {
     env: cleanEnv({ LEMONADE_LOG: 'info', ...opts.env }),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -238,6 +279,7 @@ export async function startBalancer(config: string, opts: BalancerOptions = {}):
       return code;
     },
   };
+  if (t) atEnd(t, () => b.stop(opts.stopSignal));
   const started = await waitForLog((l) => l['msg'] === 'lemonade-lb started', 15_000, 'the balancer to start');
   if (process.env['LEMONADE_TEST_NET_SOCKETS'] === '1' && opts.env?.['LEMONADE_LB_NET_SOCKETS'] === undefined && started['relay'] !== 'net.Socket') {
     throw new Error(`asked for the net.Socket relay, the balancer says relay=${String(started['relay'])}`);
@@ -389,7 +431,18 @@ export interface TestServer {
 }
 
 /** A TCP server on 127.0.0.1 with the given connection handler (allowHalfOpen). */
-export function startTcpServer(onConn: (s: net.Socket) => void, port = 0): Promise<TestServer> {
+export function startTcpServer(onConn: (s: net.Socket) => void, port?: number): Promise<TestServer>;
+/** The fixture: the same, closed when the test `t` ends. */
+export function startTcpServer(t: Ends, onConn: (s: net.Socket) => void, port?: number): Promise<TestServer>;
+export async function startTcpServer(...a: [(s: net.Socket) => void, number?] | [Ends, (s: net.Socket) => void, number?]): Promise<TestServer> {
+  if (typeof a[0] === 'function') return tcpServer(a[0], a[1] as number | undefined);
+  const t = a[0];
+  const ts = await tcpServer(a[1] as (s: net.Socket) => void, a[2]);
+  atEnd(t, () => ts.close());
+  return ts;
+}
+
+function tcpServer(onConn: (s: net.Socket) => void, port = 0): Promise<TestServer> {
   const sockets = new Set<net.Socket>();
   const srv = net.createServer({ allowHalfOpen: true }, (s) => {
     ts.accepted++;
@@ -421,19 +474,28 @@ export function startTcpServer(onConn: (s: net.Socket) => void, port = 0): Promi
 }
 
 /** Echo server: writes back what it reads; ends its side when the client ends (half-close). */
-export function startEcho(port = 0): Promise<TestServer> {
-  return startTcpServer((s) => {
+export function startEcho(port?: number): Promise<TestServer>;
+/** The fixture: the same, closed when the test `t` ends. */
+export function startEcho(t: Ends, port?: number): Promise<TestServer>;
+export function startEcho(...a: [number?] | [Ends, number?]): Promise<TestServer> {
+  const echo = (s: net.Socket): void => {
     s.pipe(s);
-  }, port);
+  };
+  return typeof a[0] === 'object' ? startTcpServer(a[0], echo, a[1]) : startTcpServer(echo, a[0]);
 }
 
 /** Server that writes `name\n` to each connection, then keeps reading until the client ends. */
-export function startNamed(name: string, port = 0): Promise<TestServer> {
-  return startTcpServer((s) => {
+export function startNamed(name: string, port?: number): Promise<TestServer>;
+/** The fixture: the same, closed when the test `t` ends. */
+export function startNamed(t: Ends, name: string, port?: number): Promise<TestServer>;
+export function startNamed(...a: [string, number?] | [Ends, string, number?]): Promise<TestServer> {
+  const [t, name, port] = typeof a[0] === 'string' ? [undefined, a[0], a[1] as number | undefined] : [a[0], a[1] as string, a[2]];
+  const named = (s: net.Socket): void => {
     s.write(`${name}\n`);
     s.on('data', () => {});
     s.on('end', () => s.end());
-  }, port);
+  };
+  return t ? startTcpServer(t, named, port) : startTcpServer(named, port);
 }
 
 export interface WorkerProc {
@@ -444,8 +506,19 @@ export interface WorkerProc {
 }
 
 /** Start `lemonade demo-backend` on an ephemeral port. */
-export async function startWorker(name: string, extra: string[] = []): Promise<WorkerProc> {
-  const proc = spawn(process.execPath, [BUNDLE, 'demo-backend', '--listen', '127.0.0.1:0', '--name', name, ...extra], {
+export function startWorker(name: string, extra?: string[]): Promise<WorkerProc>;
+/** The fixture: the same, stopped when the test `t` ends. */
+export function startWorker(t: Ends, name: string, extra?: string[]): Promise<WorkerProc>;
+export async function startWorker(...a: [string, string[]?] | [Ends, string, string[]?]): Promise<WorkerProc> {
+  if (typeof a[0] === 'string') return launchWorker(a[0], a[1] as string[] | undefined);
+  const t = a[0];
+  const w = await launchWorker(a[1] as string, a[2]);
+  atEnd(t, () => w.stop());
+  return w;
+}
+
+async function launchWorker(name: string, extra: string[] = []): Promise<WorkerProc> {
+  const proc = spawn(process.execPath, [bundle(), 'demo-backend', '--listen', '127.0.0.1:0', '--name', name, ...extra], {
     env: cleanEnv(),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -595,7 +668,7 @@ export interface Activated {
  * sockets in this order. Killed when the test ends.
  */
 export async function socketActivated(t: { after(f: () => unknown): void }, ports: readonly number[], configPath: string): Promise<Activated> {
-  const proc = spawn(SOCKET_ACTIVATE, [...ports.flatMap((p) => ['-l', `127.0.0.1:${p}`]), process.execPath, BUNDLE, 'lb', '--config', configPath], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(SOCKET_ACTIVATE, [...ports.flatMap((p) => ['-l', `127.0.0.1:${p}`]), process.execPath, bundle(), 'lb', '--config', configPath], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
   let err = '';
   proc.stderr!.on('data', (d: Buffer) => (err += d.toString()));
   const exited = new Promise<number | null>((r) => proc.on('exit', (c) => r(c)));

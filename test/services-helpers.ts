@@ -1,4 +1,4 @@
-// Helpers of the services tests (test/services.test.ts, test/services-reload.test.ts): a
+// Helpers of the services tests (test/e2e/services.test.ts, test/e2e/services-reload.test.ts): a
 // [[services]] file with explicit ports, a named backend's greeting through a port, a connection
 // held through the proxy, a metric sample sum, and the /services and /backends rows.
 

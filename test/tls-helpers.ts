@@ -1,4 +1,4 @@
-// ClientHellos built field by field for the SNI tests (test/client-hello.test.ts, test/sni.test.ts):
+// ClientHellos built field by field for the SNI tests (test/unit/client-hello.test.ts, test/e2e/sni.test.ts):
 // a handshake message with the extensions asked for, cut into TLS records of a chosen size.
 
 export const u16 = (n: number): number[] => [(n >> 8) & 0xff, n & 0xff];
