@@ -6,9 +6,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import https from 'node:https';
+import net from 'node:net';
+import { readdirSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { ADMIN_HEADERS_TIMEOUT_MS, ADMIN_MAX_CONNECTIONS } from '../../src/admin/server';
 import { requireTool, runCli, startBalancer, startNamed, tempDir, testConfig, waitFor, type Balancer, type Ends } from '../helpers';
 
 const has = (tool: string): boolean => spawnSync('sh', ['-c', `command -v ${tool}`], { encoding: 'utf8' }).stdout.trim() !== '';
@@ -230,4 +233,45 @@ test('a reload that sets tls_cert and tls_key switches the admin API from HTTP t
   const reloads = lb.logs.filter((l) => String(l['msg']).startsWith('config reloaded'));
   assert.equal(reloads.length, 2, JSON.stringify(reloads));
   assert.match(String(reloads[0]!['changes']), /admin\.tls_cert/);
+});
+
+test(`over TLS, connections that never finish their handshake are capped at ${ADMIN_MAX_CONNECTIONS} (curl still gets in) and closed after the headers timeout`, { timeout: 60_000 }, async (t) => {
+  if (!need(t)) return;
+  const p = makeCert(tempDir(), 'admin');
+  const { lb } = await tlsBalancer(t, p);
+  const fds = (): number => readdirSync(`/proc/${lb.proc.pid!}/fd`).length;
+  const fds0 = fds();
+  const silent: { socket: net.Socket; closedAt: number }[] = [];
+  t.after(() => {
+    for (const s of silent) s.socket.destroy();
+  });
+  const started = Date.now();
+  const N = ADMIN_MAX_CONNECTIONS + 64;
+  for (let i = 0; i < N; i += 32) {
+    silent.push(
+      ...(await Promise.all(
+        Array.from({ length: 32 }, () =>
+          new Promise<{ socket: net.Socket; closedAt: number }>((resolve, reject) => {
+            const socket = net.connect({ host: '127.0.0.1', port: lb.adminPort }, () => {
+              const s = { socket, closedAt: 0 };
+              socket.on('error', () => {});
+              socket.on('close', () => (s.closedAt = Date.now()));
+              resolve(s);
+            });
+            socket.once('error', reject);
+          }),
+        ),
+      )),
+    );
+  }
+  // the oldest were closed as the new ones came
+  await waitFor(() => silent.filter((s) => s.closedAt !== 0).length >= N - ADMIN_MAX_CONNECTIONS, 5000, 'the cap to close the oldest');
+  assert.ok(fds() - fds0 <= ADMIN_MAX_CONNECTIONS + 8, `${fds() - fds0} more descriptors than at start`);
+  const ok = curl(['--cacert', p.cert, `https://127.0.0.1:${lb.adminPort}/health`]);
+  assert.equal(ok.code, 0, ok.err);
+  assert.match(ok.out, /"status"/);
+  // a handshake gets as long as a request's headers
+  await waitFor(() => silent.every((s) => s.closedAt !== 0), ADMIN_HEADERS_TIMEOUT_MS + 5000, 'the silent connections to be closed');
+  const last = Math.max(...silent.map((s) => s.closedAt)) - started;
+  assert.ok(last >= ADMIN_HEADERS_TIMEOUT_MS - 1000, `closed after ${last} ms`);
 });
