@@ -105,7 +105,7 @@ export class App {
     const reload = (t: string): Promise<ReloadOutcome> => this.requestReload(t);
     this.views = new AdminViews({ state: s, plane, metrics, events, logger, now, startedAt, version: opts.version, configPath, workers, reload, dns: () => this.discovery.status(), chart: this.chart });
     this.sampleChart = () => plane.refresh().then(() => this.chart.sample(now(), metrics.traffic, s.snapshot.services.map((x) => x.name)));
-    const admin = (this.admin = new AdminServer(this.views.api(), { now, warn: (message, fields) => logger.warn(fields, message) }));
+    const admin = (this.admin = new AdminServer(this.views.api(), { now, warn: (message, fields) => logger.warn(fields, message), tls: opts.loaded.adminTls }));
     const checker = new HealthChecker({
       current: () => s.snapshot,
       now,
@@ -139,6 +139,7 @@ export class App {
             pollMs: () => s.config.runtime.configWatchIntervalMs,
             reload: (t) => this.reload(t),
             lastHash: () => s.attemptedHash,
+            files: () => [s.config.admin.tlsCert, s.config.admin.tlsKey].filter((f) => f !== ''),
             onWatchError: (e) => logger.warn({ err: e.message }, 'config watcher error'),
           });
     const systemd = new SystemdNotifier(env);

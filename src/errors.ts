@@ -70,6 +70,14 @@ export class AdminUnreachableError extends LemonadeError {
   }
 }
 
+/** The admin API's certificate could not be verified (or the CA to verify it against not read). */
+export class AdminTlsError extends LemonadeError {
+  readonly code = 'LEMONADE_ADMIN_TLS_UNVERIFIED' as const;
+  constructor(readonly url: string, reason: string) {
+    super(`cannot trust the admin API at ${url}: ${reason}`);
+  }
+}
+
 /** The admin API answered with an error status. */
 export class AdminRequestError extends LemonadeError {
   readonly code = 'LEMONADE_ADMIN_REQUEST_FAILED' as const;
@@ -90,5 +98,6 @@ export const ERROR_CODES = [
   'LEMONADE_BIND_FAILED',
   'LEMONADE_SHUTTING_DOWN',
   'LEMONADE_ADMIN_UNREACHABLE',
+  'LEMONADE_ADMIN_TLS_UNVERIFIED',
   'LEMONADE_ADMIN_REQUEST_FAILED',
 ] as const;

@@ -85,8 +85,9 @@ async function main(argv: string[]): Promise<number> {
       (y) =>
         y
           .option('admin', { type: 'string', default: adminUrl, describe: 'admin API URL ($LEMONADE_ADMIN_URL)' })
-          .option('json', { type: 'boolean', default: false, describe: 'print JSON' }),
-      (a) => set(runStatus(a.admin, a.json, out)),
+          .option('json', { type: 'boolean', default: false, describe: 'print JSON' })
+          .option('cacert', { type: 'string', describe: 'PEM file of CAs to verify an https:// admin API against ($LEMONADE_ADMIN_CACERT)' }),
+      (a) => set(runStatus(a.admin, a.json, out, { cacert: a.cacert ?? process.env[PROCESS_ENV.adminCacert.name] })),
     )
     .command(
       'backend <action> <name>',
@@ -102,10 +103,11 @@ async function main(argv: string[]): Promise<number> {
           })
           .option('admin', { type: 'string', default: adminUrl, describe: 'admin API URL ($LEMONADE_ADMIN_URL)' })
           // no default: --help would print the token's value
-          .option('token', { type: 'string', describe: 'admin token (default $LEMONADE_ADMIN_TOKEN)' }),
+          .option('token', { type: 'string', describe: 'admin token (default $LEMONADE_ADMIN_TOKEN)' })
+          .option('cacert', { type: 'string', describe: 'PEM file of CAs to verify an https:// admin API against ($LEMONADE_ADMIN_CACERT)' }),
       (a) => {
         if (a.service === '') throw new UsageError('--service needs a service name');
-        return set(runBackendAction(a.admin, a.action, a.name, { service: a.service, token: a.token ?? process.env[PROCESS_ENV.adminToken.name] }, out));
+        return set(runBackendAction(a.admin, a.action, a.name, { service: a.service, token: a.token ?? process.env[PROCESS_ENV.adminToken.name], cacert: a.cacert ?? process.env[PROCESS_ENV.adminCacert.name] }, out));
       },
     )
     .demandCommand(1, 'give a command (see --help)')

@@ -2,9 +2,12 @@
 // never touches the data plane directly.
 
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import https from 'node:https';
+import { createSecureContext } from 'node:tls';
 import type { Socket } from 'node:net';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { HostPort } from '../config/address';
+import type { AdminTls } from '../config/admin-tls';
 import { formatHostPort } from '../config/address';
 import { BindError } from '../errors';
 import { checkCrossSite, checkHost, checkTokenlessPeer, isLoopback, type Refusal } from '../config/admin-exposure';
@@ -63,10 +66,25 @@ export interface AdminServerOptions {
   /** the connection cap closed connections (said at most once every 10 s, with the counts) */
   readonly warn?: (message: string, fields: Record<string, unknown>) => void;
   readonly now?: () => number;
+  /** [admin] tls_cert and tls_key as loaded at start: set, the API speaks HTTPS only */
+  readonly tls?: AdminTls | null;
+}
+
+/** Bound but not serving yet: commit() serves it in place of the old listener, abort() lets it go. */
+export interface PendingListener {
+  commit(): void;
+  abort(): void;
+}
+
+/** The TCP socket under a request's socket: a TLS socket's own (Node keeps it as `_parent`), else itself. */
+function rawSocket(s: Socket): Socket {
+  return (s as Socket & { _parent?: Socket | null })._parent ?? s;
 }
 
 export class AdminServer {
   private server: http.Server | null = null;
+  /** what the server in use serves: null = plain HTTP */
+  private tls: AdminTls | null;
   private bound = '';
   /** every request's Host is checked while the API listens on loopback only (against DNS rebinding) */
   private loopbackOnly = true;
@@ -79,16 +97,23 @@ export class AdminServer {
   constructor(
     private readonly api: AdminApi,
     private readonly opts: AdminServerOptions = {},
-  ) {}
+  ) {
+    this.tls = opts.tls ?? null;
+  }
 
   get address(): string {
     return this.bound;
   }
 
-  /** Bind without serving yet (see ProxyListener.prepare). */
-  async prepare(addr: HostPort): Promise<{ commit(): void; abort(): void }> {
-    const server = await this.bind((s) => s.listen({ host: addr.host, port: addr.port }), formatHostPort(addr));
-    return { commit: () => this.install(server), abort: () => server.close() };
+  /** The listener in use speaks HTTPS. */
+  get secure(): boolean {
+    return this.tls !== null;
+  }
+
+  /** Bind without serving yet (see ProxyListener.prepare); `tls` null = plain HTTP. */
+  async prepare(addr: HostPort, tls: AdminTls | null = this.tls): Promise<PendingListener> {
+    const server = await this.bind((s) => s.listen({ host: addr.host, port: addr.port }), formatHostPort(addr), tls);
+    return { commit: () => this.install(server, tls), abort: () => server.close() };
   }
 
   async listen(addr: HostPort): Promise<void> {
@@ -96,10 +121,65 @@ export class AdminServer {
   }
 
   async adopt(fd: number): Promise<void> {
-    this.install(await this.bind((s) => s.listen({ fd }), `fd ${fd}`));
+    this.install(await this.bind((s) => s.listen({ fd }), `fd ${fd}`, this.tls), this.tls);
   }
 
-  private install(server: http.Server): void {
+  /**
+   * New certificate and key for the HTTPS listener in use: checked now (a bad pair throws before
+   * anything changes), applied by commit() to the next handshakes; open connections keep theirs.
+   */
+  renew(tls: AdminTls): PendingListener & { readonly changed: boolean } {
+    createSecureContext({ cert: tls.cert, key: tls.key });
+    const was = this.tls;
+    return {
+      changed: was === null || !was.cert.equals(tls.cert) || !was.key.equals(tls.key),
+      commit: () => {
+        const s = this.server;
+        if (s instanceof https.Server) s.setSecureContext({ cert: tls.cert, key: tls.key });
+        this.tls = tls;
+      },
+      abort: () => {},
+    };
+  }
+
+  /**
+   * Between HTTP and HTTPS on the same address: one port cannot hold two listeners, so the old one
+   * stops accepting (its open connections go on), the new one is bound in its place, and abort()
+   * (or a failed bind) binds the old kind again. Connections tried in between are refused.
+   */
+  async prepareSwitch(tls: AdminTls | null): Promise<PendingListener> {
+    const old = this.server;
+    const a = old?.address();
+    if (!old || !a || typeof a !== 'object') throw new BindError('admin', this.bound || '""', 'the admin listener has no address of its own to bind again');
+    const addr = { host: a.address, port: a.port };
+    const was = this.tls;
+    const rebindOld = async (): Promise<void> => {
+      try {
+        this.install(await this.bind((s) => s.listen(addr), formatHostPort(addr), was), was);
+      } catch (e) {
+        this.opts.warn?.('admin API: could not listen again after a failed switch between HTTP and HTTPS', { error: (e as Error).message });
+      }
+    };
+    old.close();
+    let server: http.Server;
+    try {
+      server = await this.bind((s) => s.listen(addr), formatHostPort(addr), tls);
+    } catch (e) {
+      await rebindOld();
+      throw e;
+    }
+    return {
+      commit: () => this.install(server, tls),
+      abort: () => {
+        server.close();
+        server.closeAllConnections();
+        void rebindOld();
+      },
+    };
+  }
+
+  private install(server: http.Server, tls: AdminTls | null): void {
+    this.tls = tls;
     const a = server.address();
     this.bound = a && typeof a === 'object' ? formatHostPort({ host: a.address, port: a.port }) : String(a);
     // a Unix socket (string address) is local only, like loopback
@@ -112,15 +192,22 @@ export class AdminServer {
     }
   }
 
-  private bind(listen: (s: http.Server) => void, label: string): Promise<http.Server> {
+  private bind(listen: (s: http.Server) => void, label: string, tls: AdminTls | null): Promise<http.Server> {
     // HTTP/1.1 without Host is refused in handle(), with a JSON answer and the usual headers
-    const server = http.createServer({ requireHostHeader: false, connectionsCheckingInterval: TIMEOUT_CHECK_MS }, (req, res) => {
-      if (this.conns.has(req.socket)) this.conns.set(req.socket, res);
+    const options = { requireHostHeader: false, connectionsCheckingInterval: TIMEOUT_CHECK_MS };
+    const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
+      const sock = rawSocket(req.socket);
+      if (this.conns.has(sock)) this.conns.set(sock, res);
       this.handle(req, res).catch((e: unknown) => {
         if (!res.headersSent) send(res, 500, { error: String((e as Error)?.message ?? e) });
         else res.destroy();
       });
-    });
+    };
+    // the same server either way; a TLS handshake gets as long as a request's headers
+    const server: http.Server =
+      tls === null
+        ? http.createServer(options, onRequest)
+        : https.createServer({ ...options, cert: tls.cert, key: tls.key, handshakeTimeout: ADMIN_HEADERS_TIMEOUT_MS }, onRequest);
     server.keepAliveTimeout = ADMIN_KEEP_ALIVE_TIMEOUT_MS;
     server.headersTimeout = ADMIN_HEADERS_TIMEOUT_MS;
     server.requestTimeout = ADMIN_REQUEST_TIMEOUT_MS;

@@ -1,8 +1,11 @@
 // `lemonade status` and `lemonade backend drain|enable|disable NAME [--service SVC]`: clients of
 // the admin API (/backends and the per-service action paths).
 
+import http from 'node:http';
+import https from 'node:https';
+import { readFileSync } from 'node:fs';
 import { shownName } from '../core/backend';
-import { AdminRequestError, AdminUnreachableError } from '../errors';
+import { AdminRequestError, AdminTlsError, AdminUnreachableError } from '../errors';
 import { printableText } from '../config/step-text';
 import { PROCESS_ENV } from '../config/environment';
 import type { ActionAnswer, AdminAction, AmbiguousAnswer, BackendRow, ErrorAnswer } from '../admin/wire';
@@ -20,25 +23,78 @@ function base(url: string): string {
 /** An error answer: its message, and the services a 409 names (read loosely: any server may answer). */
 type ErrorBody = Partial<ErrorAnswer & AmbiguousAnswer>;
 
+/** How the CLI reaches the admin API: its token, and for https:// the CA file to verify it against. */
+export interface AdminClientOptions {
+  readonly token?: string | undefined;
+  /** a PEM file of CAs; unset = Node's bundled roots (plus NODE_EXTRA_CA_CERTS) */
+  readonly cacert?: string | undefined;
+}
+
+const TIMEOUT_MS = 5000;
+
+/** OpenSSL's codes for a certificate the client could not verify (Node passes them on as `code`). */
+const VERIFY_CODES = new Set([
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_UNTRUSTED',
+  'CERT_SIGNATURE_FAILURE',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+/** One request: the status and the body's text, or AdminUnreachableError / AdminTlsError. */
+function request(url: string, method: string, opts: AdminClientOptions): Promise<{ status: number; text: string }> {
+  const u = new URL(url);
+  let ca: Buffer | undefined;
+  if (opts.cacert !== undefined && opts.cacert !== '') {
+    if (u.protocol !== 'https:') return Promise.reject(new AdminTlsError(url, `--cacert ${opts.cacert} is given, but the URL is not https://`));
+    try {
+      ca = readFileSync(opts.cacert);
+    } catch (e) {
+      return Promise.reject(new AdminTlsError(url, `cannot read the CA file ${opts.cacert} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`));
+    }
+  }
+  const headers: Record<string, string> = opts.token ? { authorization: `Bearer ${opts.token}` } : {};
+  return new Promise((resolve, reject) => {
+    const done = (res: http.IncomingMessage): void => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+      res.on('error', (e) => reject(new AdminUnreachableError(url, e.message)));
+    };
+    const req =
+      u.protocol === 'https:'
+        ? https.request(u, { method, headers, timeout: TIMEOUT_MS, ...(ca ? { ca } : {}), agent: false }, done)
+        : http.request(u, { method, headers, timeout: TIMEOUT_MS, agent: false }, done);
+    req.on('timeout', () => req.destroy(Object.assign(new Error(`no answer within ${TIMEOUT_MS} ms`), { code: 'ETIMEDOUT' })));
+    req.on('error', (e: NodeJS.ErrnoException) => {
+      const code = e.code ?? '';
+      if (VERIFY_CODES.has(code)) {
+        const hint = ca ? `is it signed by the CA in ${opts.cacert}?` : 'pass --cacert FILE (or set $LEMONADE_ADMIN_CACERT) with the CA that signed it';
+        reject(new AdminTlsError(url, `the server's certificate was not verified (${code}: ${e.message}); ${hint}`));
+      } else reject(new AdminUnreachableError(url, code || e.message));
+    });
+    req.end();
+  });
+}
+
 /**
- * Fetch and parse JSON, read as the answer `T` the admin API declares (admin/wire.ts); `onError`
- * may turn an error answer into a clearer error than the default.
+ * Request and parse JSON, read as the answer `T` the admin API declares (admin/wire.ts);
+ * `onError` may turn an error answer into a clearer error than the default.
  */
 async function call<T>(
   url: string,
   method: string,
-  token: string | undefined,
+  opts: AdminClientOptions,
   onError?: (status: number, body: ErrorBody | null) => Error | undefined,
 ): Promise<T> {
-  let res: Response;
-  try {
-    res = await fetch(url, { method, headers: token ? { authorization: `Bearer ${token}` } : {}, signal: AbortSignal.timeout(5000) });
-  } catch (e) {
-    const cause = (e as { cause?: { code?: string; message?: string } }).cause;
-    throw new AdminUnreachableError(url, cause?.code ?? cause?.message ?? (e as Error).message);
-  }
-  const text = await res.text();
-  if (!res.ok) {
+  const res = await request(url, method, opts);
+  const text = res.text;
+  if (res.status < 200 || res.status > 299) {
     let body: ErrorBody | null = null;
     try {
       body = JSON.parse(text) as ErrorBody;
@@ -108,8 +164,8 @@ function layout(head: readonly string[], body: readonly string[][]): string {
     .join('\n');
 }
 
-export async function runStatus(admin: string, json: boolean, out: (s: string) => void): Promise<number> {
-  const rows = await call<ShownRow[]>(`${base(admin)}/backends`, 'GET', undefined);
+export async function runStatus(admin: string, json: boolean, out: (s: string) => void, client: AdminClientOptions = {}): Promise<number> {
+  const rows = await call<ShownRow[]>(`${base(admin)}/backends`, 'GET', { cacert: client.cacert });
   out(json ? JSON.stringify(rows, null, 2) : formatTable(rows));
   return 0;
 }
@@ -122,10 +178,10 @@ export async function runBackendAction(
   admin: string,
   action: AdminAction,
   name: string,
-  opts: { service?: string | undefined; token?: string | undefined },
+  opts: { service?: string | undefined } & AdminClientOptions,
   out: (s: string) => void,
 ): Promise<number> {
-  const { service, token } = opts;
+  const { service } = opts;
   const path =
     service === undefined
       ? `/backends/${encodeURIComponent(name)}/${action}`
@@ -142,7 +198,7 @@ export async function runBackendAction(
         `pass --service ${list.length > 0 ? list.join(' or --service ') : 'SVC'} to say which`,
     );
   };
-  const r = await call<Partial<ActionAnswer>>(url, 'POST', token, ambiguous);
+  const r = await call<Partial<ActionAnswer>>(url, 'POST', { token: opts.token, cacert: opts.cacert }, ambiguous);
   // the answer names the service the old path found (a balancer older than services does not)
   const svc = service ?? (typeof r.service === 'string' ? r.service : undefined);
   out(`${svc === undefined ? name : shownName(svc, name)}: ${r.state ?? action}`);

@@ -54,6 +54,11 @@ export const PROCESS_ENV = {
     def: `http://${SCHEMA.admin.listen_address.def}`,
     doc: 'the admin API `lemonade status` and `lemonade backend` talk to (`--admin` overrides it)',
   },
+  adminCacert: {
+    name: 'LEMONADE_ADMIN_CACERT',
+    def: '',
+    doc: 'a PEM file of CAs that `lemonade status` and `lemonade backend` verify an `https://` admin API against (`--cacert` overrides it); unset = Node\'s bundled roots and `NODE_EXTRA_CA_CERTS`',
+  },
   adminToken: {
     name: 'LEMONADE_ADMIN_TOKEN',
     def: '',

@@ -5,6 +5,7 @@ import { createHash } from 'node:crypto';
 import TOML from '@iarna/toml';
 import { ENV_SETTINGS, SCHEMA, SECRET_PATHS, settingsOf, validate, type Config } from './schema';
 import { PROCESS_ENV } from './environment';
+import { readAdminTls, type AdminTls } from './admin-tls';
 import { ConfigInvalidError, ConfigMissingError, ConfigReadError, type ConfigIssue } from '../errors';
 
 export const DEFAULT_CONFIG_PATH = PROCESS_ENV.config.def;
@@ -19,6 +20,8 @@ export interface Loaded {
   readonly shownHash: string;
   /** the file's text, "" without a file */
   readonly text: string;
+  /** [admin] tls_cert and tls_key as read and checked; null = plain HTTP */
+  readonly adminTls: AdminTls | null;
 }
 
 export type Env = Readonly<Record<string, string | undefined>>;
@@ -77,12 +80,16 @@ export function loadFromText(path: string, text: string | null, env: Env): Loade
   const shown = text === null ? '(environment)' : path;
   if (!result.ok) throw new ConfigInvalidError(shown, result.issues);
   const config = result.config;
+  const fileIssues: ConfigIssue[] = [];
+  const adminTls = readAdminTls(config, fileIssues, (f) => readFileSync(f));
+  if (fileIssues.length > 0) throw new ConfigInvalidError(shown, fileIssues);
   return {
     config,
     path: shown,
     hash: text === null ? '' : sha256(text),
     shownHash: text === null ? '' : sha256(blankSecrets(text, config)),
     text: text ?? '',
+    adminTls,
   };
 }
 

@@ -145,6 +145,8 @@ export const SCHEMA = {
     token: { prop: 'token', kind: 'string', def: '', secret: true, doc: 'if set, mutating endpoints require `Authorization: Bearer TOKEN`; if empty, they are accepted from loopback peers only' },
     // read lower case, without a trailing dot
     allowed_hosts: { prop: 'allowedHosts', kind: 'hosts', doc: 'host names the admin API answers to besides IP addresses and `localhost` (the `Host` header\'s name, case-insensitive, port ignored), e.g. `["lb1.example.com"]`; see [Admin API](admin-api.md)' },
+    tls_cert: { prop: 'tlsCert', kind: 'string', def: '', doc: 'a PEM certificate file (the chain after it): set with `tls_key`, the admin API speaks HTTPS only; both files are read at load and on every reload, watched like the file itself (see [Over TLS](admin-api.md#over-tls))' },
+    tls_key: { prop: 'tlsKey', kind: 'string', def: '', doc: 'the PEM private key file of `tls_cert` (unencrypted; it must match the certificate). A secret: its contents appear nowhere, its path may' },
   },
 } as const satisfies Record<string, Record<string, Row>>;
 

@@ -62,6 +62,11 @@ export function validate(raw: Raw, ctx: ValidateContext = {}): ValidateResult {
   }
   checkStrategy(isTable(top['strategy']) ? top['strategy'] : {}, checked.get('strategy')!, 'strategy.', report);
   checkHealth(isTable(top['health']) ? top['health'] : {}, checked.get('health')!, 'health.', report);
+  const admin = checked.get('admin')!;
+  if ((admin['tls_cert'] === '') !== (admin['tls_key'] === '') && typeof admin['tls_cert'] === 'string' && typeof admin['tls_key'] === 'string') {
+    const [set, unset] = admin['tls_cert'] === '' ? ['tls_key', 'tls_cert'] : ['tls_cert', 'tls_key'];
+    report(`admin.${unset}`, `admin.tls_cert and admin.tls_key go together: ${set} is set, so ${unset} must name its ${unset === 'tls_key' ? 'private key' : 'certificate'} file (or leave both "" for plain HTTP)`);
+  }
   const dns = checked.get('dns')!;
   if (typeof dns['min_ttl'] === 'number' && typeof dns['max_ttl'] === 'number' && dns['max_ttl'] < dns['min_ttl']) {
     report('dns.max_ttl', `must be at least min_ttl (${dns['min_ttl']} ms), got ${dns['max_ttl']} ms`);

@@ -3,6 +3,7 @@
 // or adopts and closes, and that a reload moves (admin/server.ts's AdminServer is one).
 
 import type { HostPort } from '../config/address';
+import type { AdminTls } from '../config/admin-tls';
 import type { Pending } from './plane';
 
 export interface ReloadOutcome {
@@ -20,6 +21,12 @@ export interface AdminListener {
   /** serve a socket systemd passed */
   adopt(fd: number): Promise<void>;
   /** bind a reload's new address: commit() serves it in place of the old one, abort() lets it go */
-  prepare(addr: HostPort): Promise<Pending>;
+  prepare(addr: HostPort, tls: AdminTls | null): Promise<Pending>;
+  /** the listener in use speaks HTTPS */
+  readonly secure: boolean;
+  /** between HTTP and HTTPS on the address in use: the old listener stops, the new one binds there */
+  prepareSwitch(tls: AdminTls | null): Promise<Pending>;
+  /** a new certificate and key for the next handshakes (throws on a bad pair, before commit) */
+  renew(tls: AdminTls): Pending & { readonly changed: boolean };
   close(): Promise<void>;
 }

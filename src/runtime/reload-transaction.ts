@@ -70,6 +70,8 @@ export class ReloadTransaction {
     const changes = diff(s.config, next);
     const adminRemoved = next.admin.listenAddress === '' && s.config.admin.listenAddress !== '';
     const pending: Pending[] = [];
+    /** the admin API's certificate or key file changed under the same paths (no setting says so) */
+    let renewed = false;
     try {
       this.checkSocketOwner(next);
       // a new listen address is bound before anything switches; an address kept keeps its
@@ -78,8 +80,18 @@ export class ReloadTransaction {
       for (const [address, addr] of new Map(next.services.map((x) => [x.listenAddress, x.listen] as const))) {
         if (!had.has(address)) pending.push(await plane.prepare(address, addr));
       }
+      // the admin listener: a new address is bound beside the old one; a switch between HTTP and
+      // HTTPS on the same one binds it again; the same kind takes new certificates in place
+      const tls = loaded.adminTls;
       if (next.admin.listenAddress !== s.config.admin.listenAddress && next.admin.listen) {
-        pending.push(await admin.prepare(next.admin.listen));
+        pending.push(await admin.prepare(next.admin.listen, tls));
+      } else if (next.admin.listen && admin.address !== '') {
+        if ((tls !== null) !== admin.secure) pending.push(await admin.prepareSwitch(tls));
+        else if (tls !== null) {
+          const r = admin.renew(tls);
+          renewed = r.changed;
+          pending.push(r);
+        }
       }
     } catch (e) {
       for (const p of pending) p.abort();
@@ -104,6 +116,7 @@ export class ReloadTransaction {
     this.d.discovery.sync(next);
     this.d.metrics.reloads.inc({ result: 'success' });
     let summary = summarize(changes);
+    if (renewed) summary = changes.length === 0 ? 'admin certificate renewed' : `${summary}, admin certificate renewed`;
     if (workerCount(next.runtime.workers) !== this.d.workers) {
       // the number of processes is set at start, as HAProxy's nbthread
       summary += `; runtime.workers stays ${this.d.workers} until a restart`;
@@ -136,6 +149,9 @@ export class ReloadTransaction {
       }
     }
     if (s.passed.admin && next.admin.listenAddress !== s.config.admin.listenAddress) throw owned('admin', admin.address, next.admin.listenAddress);
+    if (s.passed.admin && (next.admin.tlsCert !== '') !== admin.secure) {
+      throw new BindError('admin', admin.address, 'the admin listener serves the socket systemd passed: switching it between HTTP and HTTPS needs a restart; the socket is kept');
+    }
   }
 
   private failed(trigger: string, e: unknown): ReloadOutcome {

@@ -34,6 +34,7 @@ test('every error class carries a listed literal code and exit code 1', () => {
     new errors.BindError('proxy', '127.0.0.1:1', 'EACCES'),
     new errors.ShuttingDownError(),
     new errors.AdminUnreachableError('http://x', 'ECONNREFUSED'),
+    new errors.AdminTlsError('https://x', 'DEPTH_ZERO_SELF_SIGNED_CERT'),
     new errors.AdminRequestError('http://x', 404, 'no'),
   ];
   const codes = instances.map((e) => e.code);

@@ -123,7 +123,7 @@ describe('defaults', () => {
       ],
       metrics: { intervalMs: 30000 },
       access_log: { enabled: false, path: '', format: 'json', sample: 1 },
-      admin: { listenAddress: '127.0.0.1:9090', listen: { host: '127.0.0.1', port: 9090 }, token: '', allowedHosts: [] },
+      admin: { listenAddress: '127.0.0.1:9090', listen: { host: '127.0.0.1', port: 9090 }, token: '', allowedHosts: [], tlsCert: '', tlsKey: '' },
     });
   });
 
@@ -204,7 +204,7 @@ token = "s3cret"
     ]);
     assert.deepEqual(c.health, { intervalMs: 10000, timeoutMs: 3000, kind: 'http', port: 0, path: '/ping', send: '', expect: '', expectRegex: '', steps: [], healthyThreshold: 4, unhealthyThreshold: 5, slowStartMs: 3600000, agentPort: 0, agentIntervalMs: 0 });
     assert.equal(c.metrics.intervalMs, 15000);
-    assert.deepEqual(c.admin, { listenAddress: '', listen: null, token: 's3cret', allowedHosts: [] });
+    assert.deepEqual(c.admin, { listenAddress: '', listen: null, token: 's3cret', allowedHosts: [], tlsCert: '', tlsKey: '' });
   });
 
   test('the returned config is deeply frozen', () => {
