@@ -28,6 +28,7 @@ import type { Inspection, InspectionHost } from './inspection';
 import type { Listening, Transport } from './transport';
 import { RAW_TRANSPORT } from './transport-raw';
 import { NET_TRANSPORT } from './transport-net';
+import { tlsSession } from './transport-tls';
 
 export interface ListenerDeps {
   readonly current: () => Snapshot;
@@ -104,7 +105,7 @@ export class ProxyListener {
       periodMs: () => {
         let shortest = 10_000;
         const snap = deps.current();
-        for (const s of snap.services) shortest = Math.min(shortest, s.proxy.connectTimeoutMs, s.proxy.idleTimeoutMs);
+        for (const s of snap.services) shortest = Math.min(shortest, s.proxy.connectTimeoutMs, s.proxy.idleTimeoutMs, s.tls?.handshakeTimeoutMs ?? Infinity);
         for (const a of snap.listenAddresses()) {
           const r = snap.routes(a)!;
           if (r.inspect) shortest = Math.min(shortest, r.inspectTimeoutMs);
@@ -423,7 +424,10 @@ export class ProxyListener {
     a.initial = initial;
     a.clientEnded = clientEnded;
     a.hashKey = svc.keyed ? (svc.wantsServerName ? (serverName ?? '') : a.remote) : undefined;
-    const s = t.session(c, svc, entry.host, a);
+    // a service that terminates TLS: the bytes read to route it go under the TLS layer
+    const tls = svc.tls;
+    if (tls !== null) a.initial = null;
+    const s = tls === null ? t.session(c, svc, entry.host, a) : tlsSession(c, initial, svc, tls, entry.host, a);
     a.initial = null;
     this.registry.add(s);
     s.start();

@@ -8,7 +8,7 @@
 import { readFile } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import chokidar, { type FSWatcher } from 'chokidar';
-import { sha256 } from '../config/load';
+import { hashWithFiles } from '../config/load';
 
 export const SETTLE_MS = 100;
 /** Longest wait for the watcher's initial scan at start. */
@@ -22,6 +22,8 @@ export interface ReloadTriggerDeps {
   readonly reload: (trigger: string) => Promise<unknown>;
   /** hash of the content last applied or attempted */
   readonly lastHash: () => string;
+  /** the other files whose change is a change of the configuration (the tls tables' certificates and keys) */
+  readonly files?: () => readonly string[];
   readonly onWatchError?: (e: Error) => void;
 }
 
@@ -32,6 +34,9 @@ export class ReloadTrigger {
   private running: Promise<unknown> | null = null;
   private queued: { trigger: string; promise: Promise<unknown> } | null = null;
   private stopped = false;
+  /** the directories watched, and the names of the tls files in them (a renamed-over file ends in an event for its name) */
+  private readonly dirs = new Set<string>();
+  private readonly names = new Set<string>();
 
   constructor(private readonly deps: ReloadTriggerDeps) {}
 
@@ -41,19 +46,21 @@ export class ReloadTrigger {
    */
   async start(): Promise<void> {
     const name = basename(this.deps.path);
+    this.dirs.add(dirname(this.deps.path));
     const w = chokidar.watch(dirname(this.deps.path), {
       depth: 0,
       ignoreInitial: true,
       persistent: true,
-      // only the file itself (a rename-save ends in an event for its name) and a ConfigMap's
-      // `..data` links: any other file in the directory (an access log written beside the
-      // config, an editor's swap file) is neither stat'ed nor a reason to read the config again
-      ignored: (p: string) => p !== dirname(this.deps.path) && basename(p) !== name && !basename(p).startsWith('..'),
+      // only the file itself (a rename-save ends in an event for its name), the tls files and a
+      // ConfigMap's `..data` links: any other file in the directory (an access log written beside
+      // the config, an editor's swap file) is neither stat'ed nor a reason to read the config again
+      ignored: (p: string) => !this.dirs.has(p) && basename(p) !== name && !this.names.has(basename(p)) && !basename(p).startsWith('..'),
     });
     this.watcher = w;
     // Any change in the directory (the file, a temp file renamed over it, a ConfigMap's ..data
     // link) leads to a content check once the directory has been still for SETTLE_MS.
     w.on('all', () => this.onFsEvent());
+    this.watchFiles();
     w.on('error', (e: unknown) => this.deps.onWatchError?.(e as Error));
     await new Promise<void>((resolve) => {
       const t = setTimeout(resolve, READY_WAIT_MS);
@@ -65,6 +72,25 @@ export class ReloadTrigger {
     });
     this.schedulePoll();
     this.onFsEvent();
+  }
+
+  /** Watch the directories of the files the configuration names besides itself (called after each check). */
+  private watchFiles(): void {
+    const w = this.watcher;
+    if (w === null || this.deps.files === undefined) return;
+    for (const f of this.deps.files()) {
+      this.names.add(basename(f));
+      const d = dirname(f);
+      if (!this.dirs.has(d)) {
+        this.dirs.add(d);
+        w.add(d);
+      }
+    }
+  }
+
+  /** The hash the last applied or attempted content is compared with. */
+  private hash(text: string): string {
+    return hashWithFiles(text, this.deps.files?.() ?? []);
   }
 
   private onFsEvent(): void {
@@ -91,23 +117,28 @@ export class ReloadTrigger {
    */
   private async pollOnce(): Promise<void> {
     let text = await this.read();
-    if (text === null || sha256(text) === this.deps.lastHash()) return;
+    this.watchFiles();
+    if (text === null || this.hash(text) === this.deps.lastHash()) return;
+    let hash = this.hash(text);
     for (;;) {
       await new Promise<void>((resolve) => setTimeout(resolve, SETTLE_MS).unref());
       if (this.stopped) return;
       const again = await this.read();
       if (again === null) return; // missing for a moment during a swap: the next event or poll sees it
-      if (again === text) break;
+      const h = this.hash(again);
+      if (h === hash) break;
       text = again;
+      hash = h;
     }
-    if (sha256(text) !== this.deps.lastHash()) await this.request('poll');
+    if (hash !== this.deps.lastHash()) await this.request('poll');
   }
 
   /** Reload if the file's content differs from what was last applied or attempted. */
   private async ifChanged(trigger: string): Promise<void> {
     const text = await this.read();
+    this.watchFiles();
     // missing for a moment during a swap: the next event or poll sees it
-    if (text !== null && sha256(text) !== this.deps.lastHash()) await this.request(trigger);
+    if (text !== null && this.hash(text) !== this.deps.lastHash()) await this.request(trigger);
   }
 
   private async read(): Promise<string | null> {
