@@ -95,7 +95,9 @@ export class TlsSession extends Session {
   /** @internal */ onSecure(): void {
     const s = this.sock;
     if (this.timedOut || s.destroyed) return;
-    if (this.term.requireClientCert && !s.authorized) {
+    // the client certificate's verification (a tls.Server does this for its own sockets)
+    const verified = s.getPeerX509Certificate() !== undefined && !verifyError(s);
+    if (this.term.requireClientCert && !verified) {
       this.ended('tls_handshake_failed');
       this.destroy();
       return;
@@ -108,7 +110,7 @@ export class TlsSession extends Session {
       cipher: s.getCipher()?.name ?? null,
       sni: this.serverName(),
       alpn: typeof alpn === 'string' ? alpn : null,
-      clientCertSubject: subjectOf(s),
+      clientCertSubject: verified ? subjectOf(s) : null,
       handshakeMs: this.clock.now() - this.handshakeFrom,
       resumed: s.isSessionReused(),
     };
@@ -125,6 +127,13 @@ function subjectOf(s: TLSSocket): string | null {
   const x = s.getPeerX509Certificate();
   if (x === undefined) return null;
   return x.subject.split('\n').reverse().join(',');
+}
+
+/** The handshake's verification error of the client certificate, null when it chained to client_ca. */
+function verifyError(s: TLSSocket): Error | null {
+  const h = (s as unknown as { _handle: { verifyError?: () => Error | null } | null })._handle;
+  if (!h || typeof h.verifyError !== 'function') return new Error('no TLS handle');
+  return h.verifyError();
 }
 
 function ignore(): void {}
