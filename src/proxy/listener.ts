@@ -8,8 +8,9 @@
 // ClientHellos pending; the service's cap, its ACL and its per-client limits once it is routed.
 // A connection that ends before it is routed is counted and logged as any other. Then it becomes
 // a session of the listener's transport (./transport.ts): the raw libuv handles when the start
-// chose them (./raw.ts), else net.Socket; accept, routing and admission are one path whatever
-// the transport. A listening socket is made by the transport (a net.Server for both today: bind,
+// chose them (./raw.ts), else net.Socket; a service that terminates TLS relays through
+// ./transport-tls.ts over the connection accepted. Accept, routing and admission are one path
+// whatever the transport. A listening socket is made by the transport (a net.Server for both today: bind,
 // systemd's socket, the cluster's shared handle). Every session shares one registry: [proxy]
 // max_connections caps them all.
 

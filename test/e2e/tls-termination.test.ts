@@ -105,7 +105,7 @@ function tlsExchange(port: number, o: { ca: Buffer; servername: string; line: st
         clearTimeout(t);
         const cn = s.getPeerCertificate().subject.CN;
         s.end();
-        resolve({ cn: Array.isArray(cn) ? cn[0]! : cn, echoed: true });
+        resolve({ cn: String(Array.isArray(cn) ? cn[0] : cn), echoed: true });
       }
     });
     s.on('error', (e) => {
