@@ -58,8 +58,8 @@ export interface TrafficReport {
   readonly stdoutDropped: number;
   readonly recent: readonly RecentTermination[];
   /** by service: TLS handshakes in HANDSHAKE_RESULTS order */
-  readonly handshakes?: readonly (readonly [string, readonly number[]])[];
-  readonly handshakeTimes?: readonly (readonly [string, HistogramData])[];
+  readonly handshakes: readonly (readonly [string, readonly number[]])[];
+  readonly handshakeTimes: readonly (readonly [string, HistogramData])[];
 }
 
 /** Per-key arrays added up, key by key. */
@@ -178,9 +178,9 @@ export class TrafficFigures {
     this.logDropped = list.reduce((n, x) => n + x.logDropped, 0);
     this.stdoutDropped = list.reduce((n, x) => n + x.stdoutDropped, 0);
     this.recent = mergeRecent(list.map((x) => x.recent));
-    sumArrays(list.map((x) => x.handshakes ?? []), this.handshakes, HANDSHAKE_RESULTS.length);
+    sumArrays(list.map((x) => x.handshakes), this.handshakes, HANDSHAKE_RESULTS.length);
     const times = new Map<string, HistogramData[]>();
-    for (const x of list) for (const [name, d] of x.handshakeTimes ?? []) (times.get(name) ?? times.set(name, []).get(name)!).push(d);
+    for (const x of list) for (const [name, d] of x.handshakeTimes) (times.get(name) ?? times.set(name, []).get(name)!).push(d);
     for (const [name, ds] of times) this.handshakeTimes.for(name).assignSum(ds);
   }
 }

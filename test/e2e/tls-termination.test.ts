@@ -375,3 +375,38 @@ test('a certificate renewed by write-then-rename serves new handshakes with no f
   const status = (await b.admin('/status')).body;
   assert.ok(!status.includes('PRIVATE KEY'));
 });
+
+test('a session resumes (counted resumed, logged resumed: true); worker processes terminate too', async (t) => {
+  if (!requireTool(t, 'openssl', OPENSSL)) return;
+  const dir = tempDir();
+  makeSelfSigned(dir, 'a', 'a.test', 'DNS:a.test');
+  const echo = await startEcho(t);
+  const table = `certificates = [{ cert = "${dir}/a.pem", key = "${dir}/a.key" }]`;
+  const b = await startBalancer(t, config('', table, `127.0.0.1:${echo.port}`));
+  const sess = join(dir, 'session.pem');
+  const first = await sClient(b.port, ['-servername', 'a.test', '-sess_out', sess], 'first-full');
+  assert.ok(first.echoed, first.out);
+  await waitFor(() => readFileSync(sess, 'utf8').includes('SSL SESSION'), 5000, 's_client to write the session');
+  const again = await sClient(b.port, ['-servername', 'a.test', '-sess_in', sess], 'second-resumed');
+  assert.ok(again.echoed, again.out);
+  assert.match(again.out, /^Reused, TLSv1\.3/m);
+  const line = await b.waitForLog((l) => l['resumed'] === true, 5000, 'a resumed line');
+  assert.equal(line['tls_version'], 'TLSv1.3');
+  const m = await waitFor(async () => {
+    const text = await metrics(b);
+    return metric(text, 'lemonade_tls_handshakes_total', ['result="resumed"']) >= 1 ? text : null;
+  });
+  assert.equal(metric(m, 'lemonade_tls_handshakes_total', ['result="ok"']), 1);
+
+  const w = await startBalancer(t, config('', table, `127.0.0.1:${echo.port}`, '').replace('[runtime]', '[runtime]\nworkers = 2'));
+  for (let i = 0; i < 6; i++) {
+    const r = await sClient(w.port, ['-servername', 'a.test'], `worker-line-${i}`);
+    assert.equal(r.cn, 'a.test');
+    assert.ok(r.echoed, r.out);
+  }
+  const wm = await waitFor(async () => {
+    const text = await metrics(w);
+    return metric(text, 'lemonade_tls_handshakes_total', ['result="ok"']) >= 6 ? text : null;
+  }, 10_000, 'the workers\' handshakes summed');
+  assert.equal(metric(wm, 'lemonade_tls_handshake_duration_seconds_count', ['service="default"']), 6);
+});
