@@ -39,6 +39,8 @@ function shownDefault(key: string, r: Row): string {
     case 'hosts':
     case 'servers':
     case 'steps':
+    case 'certificates':
+    case 'strings':
       return '`[]`';
     default:
       return `\`"${String(r.def)}"\``;
@@ -61,6 +63,8 @@ const TYPES: Record<Row['kind'], string> = {
   bytes: 'string with escapes',
   regex: 'regular expression (RE2)',
   steps: 'array of tables',
+  certificates: 'array of tables',
+  strings: 'array of strings',
 };
 
 /** What values a row takes beyond its type. */

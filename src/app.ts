@@ -10,7 +10,7 @@
 //   admin/views.ts                 what the admin API answers
 //   obs/events.ts, obs/summary.ts  the /events list and the summary log line
 
-import type { Env, Loaded } from './config/load';
+import { tlsFiles, type Env, type Loaded } from './config/load';
 import { LoadTable } from './core/stats';
 import { shownName } from './core/backend';
 import { STRATEGIES } from './strategy/index';
@@ -29,6 +29,7 @@ import { EventRing } from './obs/events';
 import { SummaryLog } from './obs/summary';
 import type { Logger } from './obs/logger';
 import { ReloadTrigger } from './runtime/reload';
+import { TlsTerminators } from './runtime/tls-terminators';
 import { ReloadTransaction } from './runtime/reload-transaction';
 import { Lifecycle } from './runtime/lifecycle';
 import { LiveState } from './runtime/live-state';
@@ -71,7 +72,8 @@ export class App {
     const random = opts.random ?? Math.random;
     const startedAt = now();
     const loads = (this.loads = new LoadTable(now));
-    const s = (this.state = new LiveState(opts.loaded, loads, { now, random, strategies: STRATEGIES }));
+    const tls = new TlsTerminators((service, problem) => logger.warn({ service }, `tls: ${problem}`));
+    const s = (this.state = new LiveState(opts.loaded, loads, { now, random, strategies: STRATEGIES, tls: tls.build }));
     const metrics = (this.metrics = new Metrics({
       loads,
       snapshot: () => s.snapshot,
@@ -139,7 +141,7 @@ export class App {
             pollMs: () => s.config.runtime.configWatchIntervalMs,
             reload: (t) => this.reload(t),
             lastHash: () => s.attemptedHash,
-            files: () => [s.config.admin.tlsCert, s.config.admin.tlsKey].filter((f) => f !== ''),
+            files: () => tlsFiles(s.config),
             onWatchError: (e) => logger.warn({ err: e.message }, 'config watcher error'),
           });
     const systemd = new SystemdNotifier(env);

@@ -42,6 +42,7 @@ export function serviceSettingsOf(svc: ServiceConfig): { readonly path: string; 
     ...OVERRIDABLE.strategy.map(([k, r]) => ({ path: k, value: own[r.prop] })),
     ...OVERRIDABLE.proxy.map(([k, r]) => ({ path: k, value: (svc.proxy as Record<string, unknown>)[r.prop] })),
     ...OVERRIDABLE.health.map(([k, r]) => ({ path: `health.${k}`, value: (svc.health as Record<string, unknown>)[r.prop] })),
+    ...rows('tls').map(([k, r]) => ({ path: `tls.${k}`, value: svc.tls === null ? null : (svc.tls as Record<string, unknown>)[r.prop] })),
   ];
 }
 
@@ -145,6 +146,8 @@ export function defaultOf(f: Row): unknown {
     case 'hosts':
     case 'servers':
     case 'steps':
+    case 'certificates':
+    case 'strings':
       return [];
     case 'rate':
       return null;
@@ -265,6 +268,28 @@ function checkValue(f: Row, v: unknown): Checked {
       return checkText(f.kind, v);
     case 'steps':
       return checkSteps(v);
+    case 'certificates': {
+      const shape = 'an array of tables like [{ cert = "/etc/lemonade/tls/a.pem", key = "/etc/lemonade/tls/a.key" }]';
+      if (!Array.isArray(v)) return err(`expected ${shape}, got ${describe(v)}`);
+      const out: { cert: string; key: string }[] = [];
+      for (const [i, item] of v.entries()) {
+        if (typeof item !== 'object' || item === null || Array.isArray(item)) return err(`expected ${shape}, got ${describe(item)} at [${i}]`);
+        const t = item as Record<string, unknown>;
+        for (const k of Object.keys(t)) if (k !== 'cert' && k !== 'key') return err(`unknown key "${k}" in certificate [${i}] (expected cert and key)`);
+        for (const k of ['cert', 'key'] as const) {
+          if (typeof t[k] !== 'string' || (t[k] as string).trim() === '') return err(`certificate [${i}] needs ${k}, the path of a PEM file, got ${describe(t[k])}`);
+        }
+        out.push({ cert: t['cert'] as string, key: t['key'] as string });
+      }
+      return out;
+    }
+    case 'strings': {
+      if (!Array.isArray(v)) return err(`expected an array of strings like ["h2", "http/1.1"], got ${describe(v)}`);
+      for (const item of v) {
+        if (typeof item !== 'string' || item === '' || Buffer.byteLength(item) > 255) return err(`expected non-empty strings of at most 255 bytes, got ${describe(item)}`);
+      }
+      return v as string[];
+    }
   }
 }
 

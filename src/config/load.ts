@@ -1,9 +1,9 @@
 // Read + TOML parse + environment overrides + validate → frozen Config, or every problem.
 
 import { readFileSync, statSync } from 'node:fs';
-import { createHash } from 'node:crypto';
+import { createHash, createPrivateKey, X509Certificate, type KeyObject } from 'node:crypto';
 import TOML from '@iarna/toml';
-import { ENV_SETTINGS, SCHEMA, SECRET_PATHS, settingsOf, validate, type Config } from './schema';
+import { DEFAULT_SERVICE, ENV_SETTINGS, SCHEMA, SECRET_PATHS, settingsOf, validate, type Config } from './schema';
 import { PROCESS_ENV } from './environment';
 import { readAdminTls, type AdminTls } from './admin-tls';
 import { ConfigInvalidError, ConfigMissingError, ConfigReadError, type ConfigIssue } from '../errors';
@@ -80,13 +80,19 @@ export function loadFromText(path: string, text: string | null, env: Env): Loade
   const shown = text === null ? '(environment)' : path;
   if (!result.ok) throw new ConfigInvalidError(shown, result.issues);
   const config = result.config;
-  const fileIssues: ConfigIssue[] = [];
-  const adminTls = readAdminTls(config, fileIssues, (f) => readFileSync(f));
+  // the files the tls tables and [admin] name are part of the load: a bad one fails it whole
+  const files = new Map<string, Buffer | null>();
+  const fileIssues = checkTlsFiles(config, files);
+  const adminTls = readAdminTls(config, fileIssues, (f) => {
+    const bytes = readFileSync(f);
+    files.set(f, bytes);
+    return bytes;
+  });
   if (fileIssues.length > 0) throw new ConfigInvalidError(shown, fileIssues);
   return {
     config,
     path: shown,
-    hash: text === null ? '' : sha256(text),
+    hash: text === null ? '' : contentHash(text, [...files]),
     shownHash: text === null ? '' : sha256(blankSecrets(text, config)),
     text: text ?? '',
     adminTls,
@@ -95,6 +101,115 @@ export function loadFromText(path: string, text: string | null, env: Env): Loade
 
 export function sha256(text: string): string {
   return createHash('sha256').update(text).digest('hex');
+}
+
+/**
+ * What the watcher compares: the file's text and the contents of the files its tls tables and
+ * [admin] name (null: unreadable), so that a certificate renewed in place is a change. Without tls files, the
+ * text's hash alone.
+ */
+export function contentHash(text: string, files: readonly (readonly [string, Buffer | null])[]): string {
+  if (files.length === 0) return sha256(text);
+  const h = createHash('sha256').update(text);
+  for (const [path, bytes] of files) {
+    h.update(`\0${path}\0`);
+    if (bytes === null) h.update('(unreadable)');
+    else h.update(createHash('sha256').update(bytes).digest());
+  }
+  return h.digest('hex');
+}
+
+/** contentHash() of the text and the files named, read now (the watcher's and a reload's view). */
+export function hashWithFiles(text: string, paths: readonly string[]): string {
+  return contentHash(
+    text,
+    paths.map((p) => {
+      try {
+        return [p, readFileSync(p)] as const;
+      } catch {
+        return [p, null] as const;
+      }
+    }),
+  );
+}
+
+/** Every file the tls tables and [admin] name (certificates, keys, client CAs), each once, in table order. */
+export function tlsFiles(config: Config): string[] {
+  const out = new Set<string>();
+  for (const f of [config.admin.tlsCert, config.admin.tlsKey]) if (f !== '') out.add(f);
+  for (const svc of config.services) {
+    if (svc.tls === null) continue;
+    for (const c of svc.tls.certificates) {
+      out.add(c.cert);
+      out.add(c.key);
+    }
+    if (svc.tls.clientCa !== '') out.add(svc.tls.clientCa);
+  }
+  return [...out];
+}
+
+/** The key path of each service's tls table as the file writes it: `tls` (the default service) or `services[i].tls`. */
+function tlsTablePath(config: Config, i: number): string {
+  const hasDefault = config.services[0]?.name === DEFAULT_SERVICE;
+  return config.services[i]!.name === DEFAULT_SERVICE ? 'tls' : `services[${hasDefault ? i - 1 : i}].tls`;
+}
+
+const PEM_CERT = '-----BEGIN CERTIFICATE-----';
+
+/**
+ * Each file a tls table names, read and checked: readable, PEM, a certificate that parses, a
+ * private key that matches its certificate. `read` gets every file's bytes (null: unreadable).
+ * The issues name the key path and the file, never a key's contents.
+ */
+function checkTlsFiles(config: Config, read: Map<string, Buffer | null>): ConfigIssue[] {
+  const issues: ConfigIssue[] = [];
+  const load = (path: string, at: string): Buffer | null => {
+    if (!read.has(path)) {
+      try {
+        read.set(path, readFileSync(path));
+      } catch (e) {
+        read.set(path, null);
+        issues.push({ path: at, message: `cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}` });
+        return null;
+      }
+    }
+    return read.get(path)!;
+  };
+  const certificate = (path: string, at: string): X509Certificate | null => {
+    const bytes = load(path, at);
+    if (bytes === null) return null;
+    if (!bytes.includes(PEM_CERT)) {
+      issues.push({ path: at, message: `${path} is not a PEM certificate (no "${PEM_CERT}" line)` });
+      return null;
+    }
+    try {
+      return new X509Certificate(bytes);
+    } catch (e) {
+      issues.push({ path: at, message: `${path}: the certificate does not parse (${(e as Error).message})` });
+      return null;
+    }
+  };
+  config.services.forEach((svc, i) => {
+    if (svc.tls === null) return;
+    const at = tlsTablePath(config, i);
+    svc.tls.certificates.forEach((c, j) => {
+      const cert = certificate(c.cert, `${at}.certificates[${j}].cert`);
+      const keyAt = `${at}.certificates[${j}].key`;
+      const bytes = load(c.key, keyAt);
+      if (bytes === null) return;
+      let key: KeyObject;
+      try {
+        key = createPrivateKey(bytes);
+      } catch {
+        // the parser's message is not shown: it could quote what it read
+        issues.push({ path: keyAt, message: `${c.key} is not a PEM private key` });
+        return;
+      }
+      if (cert !== null && !cert.checkPrivateKey(key)) issues.push({ path: keyAt, message: `the key in ${c.key} does not match the certificate in ${c.cert}` });
+    });
+    if (svc.tls.clientCa !== '') certificate(svc.tls.clientCa, `${at}.client_ca`);
+  });
+  return issues;
 }
 
 /**

@@ -18,6 +18,12 @@ export type Algorithm = (typeof ALGORITHMS)[number];
 /** What consistent_hash hashes: the client's IP, or the TLS server name read from the ClientHello. */
 export const HASH_KEYS = ['source_ip', 'sni'] as const;
 
+/** One certificate of a [tls] table: the PEM files of the certificate (and its chain) and its key. */
+export interface CertificateFiles {
+  readonly cert: string;
+  readonly key: string;
+}
+
 export interface RateLimit {
   readonly count: number;
   readonly perMs: number;
@@ -61,6 +67,10 @@ export type Row = {
   | { readonly kind: 'regex'; readonly def: '' }
   /** send_expect steps: an array of tables of `send`, `expect`, `expect_regex` */
   | { readonly kind: 'steps' }
+  /** TLS certificates: an array of tables `{ cert, key }`, each a file path */
+  | { readonly kind: 'certificates' }
+  /** an array of non-empty strings (ALPN protocol names) */
+  | { readonly kind: 'strings' }
 );
 
 export const SCHEMA = {
@@ -131,6 +141,14 @@ export const SCHEMA = {
     sni: { prop: 'sni', kind: 'hosts', wildcard: true, doc: 'TLS server names this service takes on its address, `["api.example.com", "*.example.org"]` (a wildcard matches one or more labels before); `[]` = the address\'s default route. See [SNI routing](behaviour.md#sni-routing-tls-passthrough)' },
     max_connections: { prop: 'maxConnections', kind: 'int', def: 0, min: 0, doc: "this service's concurrent client connections; 0 = only `proxy.max_connections`, the cap over all services" },
   },
+  tls: {
+    certificates: { prop: 'certificates', kind: 'certificates', shown: '`[]`', doc: 'terminate TLS: `[{ cert = "/etc/lemonade/tls/a.pem", key = "/etc/lemonade/tls/a.key" }, …]`, PEM files (a chain after the certificate may follow in `cert`); the client\'s server name chooses the certificate whose names (DNS SANs, else CN) match it, exactly then by wildcard; the first is the default. Top-level `[tls]` is the `default` service\'s, `[services.tls]` a service\'s own (not inherited). The files are read at every load and reload and watched. See [TLS termination](behaviour.md#tls-termination)' },
+    min_version: { prop: 'minVersion', kind: 'enum', def: 'TLSv1.2', values: ['TLSv1.2', 'TLSv1.3'], doc: 'the oldest TLS version accepted from clients' },
+    alpn: { prop: 'alpn', kind: 'strings', shown: '`[]`', doc: 'ALPN protocols offered, in order of preference, e.g. `["h2", "http/1.1"]`; `[]` = none' },
+    client_ca: { prop: 'clientCa', kind: 'string', def: '', doc: 'PEM file of the CAs client certificates must chain to; set = client certificates are asked for' },
+    client_auth: { prop: 'clientAuth', kind: 'enum', def: 'none', values: ['none', 'optional', 'required'], doc: '`"required"` refuses a handshake without a certificate chaining to `client_ca`; `"optional"` asks and accepts none; both need `client_ca`' },
+    handshake_timeout: { prop: 'handshakeTimeoutMs', kind: 'duration', def: 10000, doc: 'a client that has not completed its TLS handshake in this time is cut (`tls_handshake_timeout`)' },
+  },
   metrics: {
     interval: { prop: 'intervalMs', kind: 'duration', def: 30000, env: 'LEMONADE_LB_METRICS_INTERVAL_MS', doc: 'period of the summary log line' },
   },
@@ -176,7 +194,11 @@ type ValueOf<R> = R extends { kind: 'int' | 'duration' }
                 ? string
                 : R extends { kind: 'steps' }
                   ? readonly StepText[]
-                  : never;
+                  : R extends { kind: 'certificates' }
+                    ? readonly CertificateFiles[]
+                    : R extends { kind: 'strings' }
+                      ? readonly string[]
+                      : never;
 
 type Flat<T> = { [K in keyof T]: T[K] } & {};
 
@@ -197,11 +219,16 @@ export const isFlat = (s: SectionName): boolean => (FLAT as readonly string[]).i
 type Schema = typeof SCHEMA;
 export type BackendConfig = Values<Schema['backends']>;
 
+/** A service's TLS termination: its [services.tls] table (the default service's: top-level [tls]). */
+export type TlsConfig = Values<Schema['tls']>;
+
 /** One service: a listener address and a pool, with its [proxy] and [health] settings resolved. */
 export type ServiceConfig = Values<Schema['services']> &
   Values<Overridable<Schema['strategy']>> & {
     readonly proxy: Values<Overridable<Schema['proxy']>>;
     readonly health: Values<Schema['health']>;
+    /** null: the service does not terminate TLS (it relays bytes as they come) */
+    readonly tls: TlsConfig | null;
     readonly backends: readonly BackendConfig[];
   };
 

@@ -80,6 +80,10 @@ export function validate(raw: Raw, ctx: ValidateContext = {}): ValidateResult {
   if (!hasDefault && top['services'] === undefined) {
     report('backends', `at least one [[backends]] entry is required (or set ${PROCESS_ENV.backendAddresses.name}), or a [[services]] entry with its own`);
   }
+  if (top['tls'] !== undefined) {
+    if (!hasDefault) report('tls', 'top-level [tls] is the default service\'s (top-level [[backends]]), and there is none: write a [services.tls] table in the [[services]] entry that terminates TLS');
+    else checkTls(checked.get('tls')!, 'tls', report);
+  }
   if (hasDefault && checked.get('proxy')!['listen_address'] === null) {
     report('proxy.listen_address', `required with top-level [[backends]]: the address "host:port" to listen on, e.g. "0.0.0.0:8080" (or set ${SCHEMA.proxy.listen_address.env})`);
   }
@@ -100,6 +104,7 @@ export function validate(raw: Raw, ctx: ValidateContext = {}): ValidateResult {
         toValues(OVERRIDABLE.strategy, checked.get('strategy')!),
         toValues(OVERRIDABLE.proxy, checked.get('proxy')!),
         config['health'] as Record<string, unknown>,
+        top['tls'] !== undefined ? (config['tls'] as Record<string, unknown>) : null,
         backends,
       ),
     );
@@ -109,16 +114,26 @@ export function validate(raw: Raw, ctx: ValidateContext = {}): ValidateResult {
   return { ok: true, config: deepFreeze(config as Config) };
 }
 
-const SERVICE_KEYS = [...KEYS.get('services')!, ...[...OVERRIDABLE.proxy, ...OVERRIDABLE.strategy].map(([k]) => k), 'health', 'backends'];
+const SERVICE_KEYS = [...KEYS.get('services')!, ...[...OVERRIDABLE.proxy, ...OVERRIDABLE.strategy].map(([k]) => k), 'health', 'tls', 'backends'];
 
 function serviceValues(
   own: Record<string, unknown>,
   strategy: Record<string, unknown>,
   proxy: Record<string, unknown>,
   health: Record<string, unknown>,
+  tls: Record<string, unknown> | null,
   backends: readonly BackendConfig[],
 ): ServiceConfig {
-  return { ...own, ...strategy, proxy, health, backends } as unknown as ServiceConfig;
+  return { ...own, ...strategy, proxy, health, tls, backends } as unknown as ServiceConfig;
+}
+
+/** What the [tls] rows cannot say alone: a table that terminates names a certificate, and client_auth needs client_ca. */
+function checkTls(values: Record<string, unknown>, at: string, report: (path: string, message: string) => void): void {
+  const certs = values['certificates'];
+  if (Array.isArray(certs) && certs.length === 0) report(`${at}.certificates`, 'a [tls] table terminates TLS and needs at least one certificate: certificates = [{ cert = "….pem", key = "….key" }]');
+  if (values['client_auth'] !== undefined && values['client_auth'] !== 'none' && values['client_ca'] === '') {
+    report(`${at}.client_auth`, `"${String(values['client_auth'])}" needs client_ca, the PEM file of the CAs client certificates must chain to`);
+  }
 }
 
 /**
@@ -265,10 +280,18 @@ function readServices(raw: unknown, top: ReadonlyMap<SectionName, Record<string,
     }
     const health = readRows(OVERRIDABLE.health, healthTable, `${p}.health`, report, top.get('health'));
     checkHealth(healthTable, health, `${p}.health.`, report);
+    let tls: Record<string, unknown> | null = null;
+    if (t['tls'] !== undefined) {
+      if (!isTable(t['tls'])) report(`${p}.tls`, `expected a table [services.tls], got ${describe(t['tls'])}`);
+      else {
+        tls = readFields('tls', t['tls'], `${p}.tls`, report);
+        checkTls(tls, `${p}.tls`, report);
+      }
+    }
     const backends = t['backends'] === undefined ? [] : readBackends(t['backends'], `${p}.backends`, report);
     if (backends.length === 0) report(`${p}.backends`, 'a service needs at least one [[services.backends]] entry');
     if (t['name'] === undefined || t['listen_address'] === undefined || own['listen_address'] == null) return;
-    out.push(serviceValues(toValues(rows('services'), own), toValues(OVERRIDABLE.strategy, strategy), toValues(OVERRIDABLE.proxy, proxy), toValues(OVERRIDABLE.health, health), backends));
+    out.push(serviceValues(toValues(rows('services'), own), toValues(OVERRIDABLE.strategy, strategy), toValues(OVERRIDABLE.proxy, proxy), toValues(OVERRIDABLE.health, health), tls === null ? null : toValues('tls', tls), backends));
   });
   return out;
 }

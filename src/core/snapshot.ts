@@ -13,6 +13,7 @@ import { parentOf } from './endpoints';
 import type { BackendCounters, BackendLoad, LoadTable } from './stats';
 import type { Candidate, Strategy, StrategyFactory } from './strategy';
 import { routesByAddress, type AddressRoutes, type Routable } from './sni-routes';
+import type { TlsTerminator } from './tls';
 
 /** The largest weight a backend may have, also as scaled by an agent. */
 const MAX_WEIGHT = SCHEMA.backends.weight.max;
@@ -88,6 +89,8 @@ export interface SnapshotEnv {
   readonly strategies: Readonly<Record<string, StrategyFactory>>;
   /** the data-plane process this snapshot is for (default: the only one) */
   readonly part?: Partition;
+  /** a service's TLS termination, built from its tls table (absent: no service terminates) */
+  readonly tls?: (svc: ServiceConfig) => TlsTerminator | null;
 }
 
 /** One service of a snapshot: its settings, backends and picker. */
@@ -99,6 +102,8 @@ export class ServiceSnapshot implements Routable {
   /** consistent_hash keyed by the TLS server name: the listener reads the ClientHello for it */
   readonly wantsServerName: boolean;
   readonly inspectTimeoutMs: number;
+  /** its TLS termination; null: the bytes are relayed as they come */
+  readonly tls: TlsTerminator | null;
   readonly proxy: ServiceConfig['proxy'];
   readonly health: ServiceConfig['health'];
   readonly backends: readonly SnapshotBackend[];
@@ -130,6 +135,7 @@ export class ServiceSnapshot implements Routable {
     this.listenAddress = svc.listenAddress;
     this.sni = svc.sni;
     this.inspectTimeoutMs = svc.proxy.inspectTimeoutMs;
+    this.tls = svc.tls !== null && env.tls !== undefined ? env.tls(svc) : null;
     this.proxy = svc.proxy;
     this.health = svc.health;
     this.maxConnections = svc.maxConnections === 0 ? Infinity : shareOf(svc.maxConnections, part);

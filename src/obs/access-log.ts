@@ -19,7 +19,7 @@
 
 import { IdleWaiters } from './idle-waiters';
 import { close, constants, fstat, open, write } from 'node:fs';
-import type { SessionEnd } from '../proxy/events';
+import type { SessionEnd, TlsFacts } from '../proxy/events';
 import { processStdout } from './stdout';
 import type { Config } from '../config/schema';
 
@@ -314,7 +314,17 @@ export function jsonLine(e: SessionEnd, at: number): string {
     `{"time":"${new Date(at).toISOString()}","client":${e.logClient === null ? 'null' : JSON.stringify(e.logClient)},"service":${JSON.stringify(e.service)},` +
     `"backend":${b ? JSON.stringify(b.name) : 'null'},"backend_address":${b ? JSON.stringify(b.spec.address) : 'null'},` +
     `"connect_ms":${e.connected ? e.connectMs : 'null'},"duration_ms":${e.durationMs},"bytes_in":${e.bytesIn},"bytes_out":${e.bytesOut},` +
-    `"retries":${e.retries},"termination":"${e.termination}"}\n`
+    `"retries":${e.retries},"termination":"${e.termination}"${e.tls != null ? tlsFields(e.tls) : ''}}\n`
+  );
+}
+
+const str = (v: string | null): string => (v === null ? 'null' : JSON.stringify(v));
+
+/** A terminated connection's handshake, after the termination (absent for a plain connection). */
+function tlsFields(t: TlsFacts): string {
+  return (
+    `,"tls_version":${str(t.version)},"tls_cipher":${str(t.cipher)},"sni":${str(t.sni)},"alpn":${str(t.alpn)},` +
+    `"client_cert_subject":${str(t.clientCertSubject)},"handshake_ms":${t.handshakeMs >= 0 ? t.handshakeMs : 'null'},"resumed":${t.secure ? t.resumed : 'null'}`
   );
 }
 

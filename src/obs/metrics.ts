@@ -32,6 +32,9 @@ export interface RecentTermination {
 }
 
 const CONNECT_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
+const HANDSHAKE_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+/** The results of a TLS handshake, as lemonade_tls_handshakes_total labels them. */
+export const HANDSHAKE_RESULTS = ['ok', 'resumed', 'failed', 'timeout'] as const;
 const LIFETIME_BUCKETS = [0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800, 3600];
 
 /** The labels of a series kept by backend reference (service/name). */
@@ -54,6 +57,9 @@ export interface TrafficReport {
   /** the ordinary log's lines dropped (standard output could not keep up) */
   readonly stdoutDropped: number;
   readonly recent: readonly RecentTermination[];
+  /** by service: TLS handshakes in HANDSHAKE_RESULTS order */
+  readonly handshakes: readonly (readonly [string, readonly number[]])[];
+  readonly handshakeTimes: readonly (readonly [string, HistogramData])[];
 }
 
 /** Per-key arrays added up, key by key. */
@@ -94,6 +100,17 @@ export class TrafficFigures {
   stdoutDropped = 0;
   /** the most recent non-clean terminations, oldest first, at most RECENT_CAP */
   recent: RecentTermination[] = [];
+  /** by service: TLS handshakes by HANDSHAKE_RESULTS index */
+  readonly handshakes = new Map<string, Float64Array>();
+  readonly handshakeTimes = new FastHistogram('lemonade_tls_handshake_duration_seconds', 'Time from accept (or from the end of the ClientHello\'s reading) to a completed TLS handshake, by service', HANDSHAKE_BUCKETS, (service) => ({ service }));
+
+  /** A terminating service's handshake ended: `result` indexes HANDSHAKE_RESULTS; `ms` when it completed. */
+  handshake(service: string, result: number, ms: number): void {
+    let a = this.handshakes.get(service);
+    if (!a) this.handshakes.set(service, (a = new Float64Array(HANDSHAKE_RESULTS.length)));
+    a[result]!++;
+    if (ms >= 0) this.handshakeTimes.for(service).observe(ms / 1000);
+  }
 
   reject(reason: RejectReason, service: string): void {
     const k = `${service}/${reason}`;
@@ -141,6 +158,8 @@ export class TrafficFigures {
       logDropped: this.logDropped,
       stdoutDropped: this.stdoutDropped,
       recent: this.recent.slice(),
+      handshakes: [...this.handshakes].map(([k, a]) => [k, Array.from(a)] as const),
+      handshakeTimes: [...this.handshakeTimes.entries()].map(([name, h]) => [name, h.data()] as const),
     };
   }
 
@@ -159,6 +178,10 @@ export class TrafficFigures {
     this.logDropped = list.reduce((n, x) => n + x.logDropped, 0);
     this.stdoutDropped = list.reduce((n, x) => n + x.stdoutDropped, 0);
     this.recent = mergeRecent(list.map((x) => x.recent));
+    sumArrays(list.map((x) => x.handshakes), this.handshakes, HANDSHAKE_RESULTS.length);
+    const times = new Map<string, HistogramData[]>();
+    for (const x of list) for (const [name, d] of x.handshakeTimes) (times.get(name) ?? times.set(name, []).get(name)!).push(d);
+    for (const [name, ds] of times) this.handshakeTimes.for(name).assignSum(ds);
   }
 }
 
@@ -369,6 +392,19 @@ export class Metrics {
     // the two per-connection histograms are plain arrays read at scrape time (fast-histogram.ts)
     this.registry.registerMetric(traffic.connect.asMetric());
     this.registry.registerMetric(traffic.lifetimes.asMetric());
+    this.registry.registerMetric(traffic.handshakeTimes.asMetric());
+    new Counter({
+      name: 'lemonade_tls_handshakes_total',
+      help: 'TLS handshakes of services that terminate TLS, by service and result (ok, resumed, failed, timeout)',
+      labelNames: ['service', 'result'],
+      registers,
+      collect() {
+        this.reset();
+        // every result of every terminating service from 0, so a rate() sees the first one
+        for (const s of src.snapshot().services) if (s.tls !== null) for (const r of HANDSHAKE_RESULTS) this.inc({ service: s.name, result: r }, 0);
+        for (const [service, a] of traffic.handshakes) HANDSHAKE_RESULTS.forEach((r, i) => this.inc({ service, result: r }, a[i]!));
+      },
+    });
     this.healthChecks = new Counter({
       name: 'lemonade_health_checks_total',
       help: 'Active health checks, by service, backend and result (success|failure)',

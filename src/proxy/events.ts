@@ -27,6 +27,8 @@ export const TERMINATIONS = [
   'drain_timeout',
   'disabled',
   'shutdown',
+  'tls_handshake_failed',
+  'tls_handshake_timeout',
 ] as const;
 export type Termination = (typeof TERMINATIONS)[number];
 
@@ -69,6 +71,26 @@ export interface SessionEnd {
   readonly latencyMs: number;
   /** "ip:port" of the client when this connection is to be logged, else null */
   readonly logClient: string | null;
+  /** what the TLS handshake of a terminating service learned; absent or null for the others */
+  readonly tls?: TlsFacts | null;
+}
+
+/** A terminated connection's handshake, as the access log and the metrics read it. */
+export interface TlsFacts {
+  /** the handshake completed (then the fields below are set) */
+  readonly secure: boolean;
+  /** as OpenSSL names it: "TLSv1.3" */
+  readonly version: string | null;
+  readonly cipher: string | null;
+  /** the server name the client sent */
+  readonly sni: string | null;
+  /** the ALPN protocol agreed */
+  readonly alpn: string | null;
+  /** "CN=alice,O=example", null without a client certificate */
+  readonly clientCertSubject: string | null;
+  /** accept (or the end of the ClientHello's reading) to the handshake's end; -1 when it did not end */
+  readonly handshakeMs: number;
+  readonly resumed: boolean;
 }
 
 export interface ProxyObserver {

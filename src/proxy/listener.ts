@@ -8,8 +8,9 @@
 // ClientHellos pending; the service's cap, its ACL and its per-client limits once it is routed.
 // A connection that ends before it is routed is counted and logged as any other. Then it becomes
 // a session of the listener's transport (./transport.ts): the raw libuv handles when the start
-// chose them (./raw.ts), else net.Socket; accept, routing and admission are one path whatever
-// the transport. A listening socket is made by the transport (a net.Server for both today: bind,
+// chose them (./raw.ts), else net.Socket; a service that terminates TLS relays through
+// ./transport-tls.ts over the connection accepted. Accept, routing and admission are one path
+// whatever the transport. A listening socket is made by the transport (a net.Server for both today: bind,
 // systemd's socket, the cluster's shared handle). Every session shares one registry: [proxy]
 // max_connections caps them all.
 
@@ -28,6 +29,7 @@ import type { Inspection, InspectionHost } from './inspection';
 import type { Listening, Transport } from './transport';
 import { RAW_TRANSPORT } from './transport-raw';
 import { NET_TRANSPORT } from './transport-net';
+import { tlsSession } from './transport-tls';
 
 export interface ListenerDeps {
   readonly current: () => Snapshot;
@@ -104,7 +106,7 @@ export class ProxyListener {
       periodMs: () => {
         let shortest = 10_000;
         const snap = deps.current();
-        for (const s of snap.services) shortest = Math.min(shortest, s.proxy.connectTimeoutMs, s.proxy.idleTimeoutMs);
+        for (const s of snap.services) shortest = Math.min(shortest, s.proxy.connectTimeoutMs, s.proxy.idleTimeoutMs, s.tls?.handshakeTimeoutMs ?? Infinity);
         for (const a of snap.listenAddresses()) {
           const r = snap.routes(a)!;
           if (r.inspect) shortest = Math.min(shortest, r.inspectTimeoutMs);
@@ -423,7 +425,10 @@ export class ProxyListener {
     a.initial = initial;
     a.clientEnded = clientEnded;
     a.hashKey = svc.keyed ? (svc.wantsServerName ? (serverName ?? '') : a.remote) : undefined;
-    const s = t.session(c, svc, entry.host, a);
+    // a service that terminates TLS: the bytes read to route it go under the TLS layer
+    const tls = svc.tls;
+    if (tls !== null) a.initial = null;
+    const s = tls === null ? t.session(c, svc, entry.host, a) : tlsSession(c, initial, svc, tls, entry.host, a);
     a.initial = null;
     this.registry.add(s);
     s.start();

@@ -135,6 +135,11 @@ export class Session extends Relay {
     this.backend?.destroy();
   }
 
+  /** Switch the client to onread mode (false: it reads with 'data' events); a TLS socket stays as it is. */
+  protected readsOnread(c: Socket): boolean {
+    return useOnread(c as ClientSocket);
+  }
+
   protected closeClient(): void {
     this.client.destroy();
   }
@@ -197,7 +202,7 @@ export class Session extends Relay {
     }
     this.sendFirst();
     // a client whose first bytes the listener read is no longer in its first state: 'data' events
-    if (!useOnread(c)) c.on('data', onClientData);
+    if (!this.readsOnread(c)) c.on('data', onClientData);
     if (c.readableEnded) this.onClientEnd(); // its end of file came while the listener read it
     else c.on('end', onClientEnd);
     c.on('drain', onClientDrain);

@@ -119,14 +119,14 @@ export function mergeReports(list: readonly WorkerReport[]): WorkerReport {
   // the arrays, the dropped lines and the recent list merge as the control plane absorbs them
   const t = new TrafficFigures();
   t.absorb(list.map((r) => r.traffic));
-  const { terminations, latency, logDropped, stdoutDropped, recent } = t.report();
+  const { terminations, latency, logDropped, stdoutDropped, recent, handshakes, handshakeTimes } = t.report();
   return {
     open: list.reduce((n, r) => n + r.open, 0),
     serviceOpen,
     accepted: list.reduce((n, r) => n + r.accepted, 0),
     loads,
     counters,
-    traffic: { rejected, connect, lifetimes: sumHist(list.map((r) => r.traffic.lifetimes)), terminations, latency, logDropped, stdoutDropped, recent },
+    traffic: { rejected, connect, lifetimes: sumHist(list.map((r) => r.traffic.lifetimes)), terminations, latency, logDropped, stdoutDropped, recent, handshakes, handshakeTimes },
   };
 }
 

@@ -126,6 +126,8 @@ export function trafficObserver(d: ObserverDeps): ProxyObserver {
       if (e.termination === 'no_backend') t.reject('no_backend', e.service);
       t.ended(e.service, e.termination, b?.name ?? null, e.logClient, ms, now);
       if (e.latencyMs >= 0) t.observeLatency(e.service, e.latencyMs);
+      const tls = e.tls;
+      if (tls != null) t.handshake(e.service, tls.secure ? (tls.resumed ? 1 : 0) : e.termination === 'tls_handshake_timeout' ? 3 : 2, tls.handshakeMs);
       if (e.logClient !== null) access.write(e, now);
       if (!e.connected) return;
       t.lifetime.observe(ms / 1000);

@@ -6,7 +6,7 @@
 // runtime/reload.ts.
 
 import { DEFAULT_SERVICE, type Config } from '../config/schema';
-import { loadFromText, readConfigText, sha256, type Env, type Loaded } from '../config/load';
+import { hashWithFiles, loadFromText, readConfigText, tlsFiles, type Env, type Loaded } from '../config/load';
 import { diff, summarize } from '../config/diff';
 import type { DnsDiscovery } from '../discovery/dns';
 import type { AdminListener, ReloadOutcome } from './control';
@@ -61,7 +61,7 @@ export class ReloadTransaction {
       // the file served from must still exist (the environment alone does not replace it)
       const text = readConfigText({ path: this.d.path, explicit: true }, this.d.env);
       // remember what was attempted, so the watcher does not retry the same bytes
-      if (text !== null) s.attempted(sha256(text));
+      if (text !== null) s.attempted(hashWithFiles(text, tlsFiles(s.config)));
       loaded = loadFromText(this.d.path, text, this.d.env);
     } catch (e) {
       return this.failed(trigger, e);

@@ -3,14 +3,12 @@
 // content every config_watch_interval_millis, SIGHUP and POST /reload (through request()).
 // File events are settled (no event for SETTLE_MS), a change the poll finds is settled by content
 // (the same bytes read SETTLE_MS apart), so neither reads a file mid-write; reloads are coalesced:
-// one running when another is requested is followed by exactly one more. Files the configuration
-// names (the admin API's certificate and key) are watched the same way: their directories, by
-// event and by poll; a change of their bytes reloads.
+// one running when another is requested is followed by exactly one more.
 
 import { readFile } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import chokidar, { type FSWatcher } from 'chokidar';
-import { sha256 } from '../config/load';
+import { hashWithFiles } from '../config/load';
 
 export const SETTLE_MS = 100;
 /** Longest wait for the watcher's initial scan at start. */
@@ -24,9 +22,9 @@ export interface ReloadTriggerDeps {
   readonly reload: (trigger: string) => Promise<unknown>;
   /** hash of the content last applied or attempted */
   readonly lastHash: () => string;
-  readonly onWatchError?: (e: Error) => void;
-  /** other files the running configuration names, whose change is a reload too (re-read after each reload) */
+  /** the other files whose change is a change of the configuration (the tls tables' certificates and keys) */
   readonly files?: () => readonly string[];
+  readonly onWatchError?: (e: Error) => void;
 }
 
 export class ReloadTrigger {
@@ -36,9 +34,9 @@ export class ReloadTrigger {
   private running: Promise<unknown> | null = null;
   private queued: { trigger: string; promise: Promise<unknown> } | null = null;
   private stopped = false;
-  /** the named files watched, and the hash of their bytes as read before the last reload began */
-  private watched: readonly string[] = [];
-  private filesHash = '';
+  /** the directories watched, and the names of the tls files in them (a renamed-over file ends in an event for its name) */
+  private readonly dirs = new Set<string>();
+  private readonly names = new Set<string>();
 
   constructor(private readonly deps: ReloadTriggerDeps) {}
 
@@ -48,25 +46,21 @@ export class ReloadTrigger {
    */
   async start(): Promise<void> {
     const name = basename(this.deps.path);
-    this.watched = this.deps.files?.() ?? [];
-    this.filesHash = await this.hashFiles(this.watched);
-    const w = chokidar.watch([dirname(this.deps.path), ...this.watched.map((f) => dirname(f))], {
+    this.dirs.add(dirname(this.deps.path));
+    const w = chokidar.watch(dirname(this.deps.path), {
       depth: 0,
       ignoreInitial: true,
       persistent: true,
-      // only the file itself (a rename-save ends in an event for its name) and a ConfigMap's
-      // `..data` links: any other file in the directory (an access log written beside the
-      // config, an editor's swap file) is neither stat'ed nor a reason to read the config again
-      ignored: (p: string) =>
-        p !== dirname(this.deps.path) &&
-        basename(p) !== name &&
-        !basename(p).startsWith('..') &&
-        !this.watched.some((f) => p === dirname(f) || basename(p) === basename(f)),
+      // only the file itself (a rename-save ends in an event for its name), the tls files and a
+      // ConfigMap's `..data` links: any other file in the directory (an access log written beside
+      // the config, an editor's swap file) is neither stat'ed nor a reason to read the config again
+      ignored: (p: string) => !this.dirs.has(p) && basename(p) !== name && !this.names.has(basename(p)) && !basename(p).startsWith('..'),
     });
     this.watcher = w;
     // Any change in the directory (the file, a temp file renamed over it, a ConfigMap's ..data
     // link) leads to a content check once the directory has been still for SETTLE_MS.
     w.on('all', () => this.onFsEvent());
+    this.watchFiles();
     w.on('error', (e: unknown) => this.deps.onWatchError?.(e as Error));
     await new Promise<void>((resolve) => {
       const t = setTimeout(resolve, READY_WAIT_MS);
@@ -78,6 +72,25 @@ export class ReloadTrigger {
     });
     this.schedulePoll();
     this.onFsEvent();
+  }
+
+  /** Watch the directories of the files the configuration names besides itself (called after each check). */
+  private watchFiles(): void {
+    const w = this.watcher;
+    if (w === null || this.deps.files === undefined) return;
+    for (const f of this.deps.files()) {
+      this.names.add(basename(f));
+      const d = dirname(f);
+      if (!this.dirs.has(d)) {
+        this.dirs.add(d);
+        w.add(d);
+      }
+    }
+  }
+
+  /** The hash the last applied or attempted content is compared with. */
+  private hash(text: string): string {
+    return hashWithFiles(text, this.deps.files?.() ?? []);
   }
 
   private onFsEvent(): void {
@@ -103,49 +116,29 @@ export class ReloadTrigger {
    * the events that are missed): the change is reloaded once the same bytes are read SETTLE_MS apart.
    */
   private async pollOnce(): Promise<void> {
-    await this.ifFilesChanged('poll');
     let text = await this.read();
-    if (text === null || sha256(text) === this.deps.lastHash()) return;
+    this.watchFiles();
+    if (text === null || this.hash(text) === this.deps.lastHash()) return;
+    let hash = this.hash(text);
     for (;;) {
       await new Promise<void>((resolve) => setTimeout(resolve, SETTLE_MS).unref());
       if (this.stopped) return;
       const again = await this.read();
       if (again === null) return; // missing for a moment during a swap: the next event or poll sees it
-      if (again === text) break;
+      const h = this.hash(again);
+      if (h === hash) break;
       text = again;
+      hash = h;
     }
-    if (sha256(text) !== this.deps.lastHash()) await this.request('poll');
+    if (hash !== this.deps.lastHash()) await this.request('poll');
   }
 
   /** Reload if the file's content differs from what was last applied or attempted. */
   private async ifChanged(trigger: string): Promise<void> {
-    await this.ifFilesChanged(trigger);
     const text = await this.read();
+    this.watchFiles();
     // missing for a moment during a swap: the next event or poll sees it
-    if (text !== null && sha256(text) !== this.deps.lastHash()) await this.request(trigger);
-  }
-
-  /** A named file whose bytes differ from those read before the last reload: reload. */
-  private async ifFilesChanged(trigger: string): Promise<void> {
-    if (this.watched.length === 0) return;
-    let hash = await this.hashFiles(this.watched);
-    if (hash === this.filesHash) return;
-    // settled like the poll's: the same bytes read SETTLE_MS apart (a key written after its certificate)
-    for (;;) {
-      await new Promise<void>((resolve) => setTimeout(resolve, SETTLE_MS).unref());
-      if (this.stopped) return;
-      const again = await this.hashFiles(this.watched);
-      if (again === hash) break;
-      hash = again;
-    }
-    if (hash !== this.filesHash) await this.request(trigger);
-  }
-
-  /** One hash of the files' paths and bytes (a missing file counts as such, and is a change). */
-  private async hashFiles(files: readonly string[]): Promise<string> {
-    if (files.length === 0) return '';
-    const parts = await Promise.all(files.map((f) => readFile(f, 'latin1').catch(() => '\u0000missing')));
-    return sha256(files.map((f, i) => `${f}\u0000${parts[i]!}`).join('\u0000'));
+    if (text !== null && this.hash(text) !== this.deps.lastHash()) await this.request(trigger);
   }
 
   private async read(): Promise<string | null> {
@@ -173,27 +166,11 @@ export class ReloadTrigger {
   }
 
   private runOne(trigger: string): Promise<unknown> {
-    // the named files' bytes before the reload reads them: a change during it is a change after
-    const before = this.deps.files === undefined ? Promise.resolve() : this.hashFiles(this.watched).then((h) => void (this.filesHash = h));
-    const p = before
-      .then(() => this.deps.reload(trigger))
-      .finally(() => {
-        if (this.running === p) this.running = null;
-        this.follow();
-      });
+    const p = this.deps.reload(trigger).finally(() => {
+      if (this.running === p) this.running = null;
+    });
     this.running = p;
     return p;
-  }
-
-  /** After a reload: the files the configuration names now, their directories watched. */
-  private follow(): void {
-    if (this.stopped || this.deps.files === undefined) return;
-    const now = this.deps.files();
-    if (now.length === this.watched.length && now.every((f, i) => f === this.watched[i])) return;
-    const added = now.filter((f) => !this.watched.includes(f));
-    this.watched = now;
-    void this.hashFiles(now).then((h) => void (this.filesHash = h));
-    if (added.length > 0) this.watcher?.add(added.map((f) => dirname(f)));
   }
 
   async stop(): Promise<void> {

@@ -1,0 +1,11 @@
+// What a service that terminates TLS hands the data plane: built by runtime/ (which reads the
+// files and makes node:tls's secure contexts) once per configuration, kept in the snapshot. Opaque
+// here: core/ stays free of I/O.
+
+export interface TlsTerminator {
+  /** the server-side TLSSocket's options: secureContext, SNICallback, ALPNProtocols, requestCert, rejectUnauthorized */
+  readonly socketOptions: Readonly<Record<string, unknown>>;
+  /** a client certificate that does not chain to client_ca fails the handshake */
+  readonly requireClientCert: boolean;
+  readonly handshakeTimeoutMs: number;
+}
