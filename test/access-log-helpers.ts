@@ -60,6 +60,19 @@ export function closed(s: net.Socket): Promise<void> {
 }
 
 /**
+ * The host's connection tracking, for a failure's message: a full table drops new SYNs, so that
+ * connects time out and health checks fail ('' where the kernel tracks nothing).
+ */
+function conntrack(): string {
+  try {
+    const read = (f: string): string => readFileSync(`/proc/sys/net/netfilter/${f}`, 'utf8').trim();
+    return `; nf_conntrack holds ${read('nf_conntrack_count')} of ${read('nf_conntrack_max')} entries`;
+  } catch {
+    return '';
+  }
+}
+
+/**
  * Send `data`, read until the peer echoed `data.length` bytes back. A connection that ends first
  * fails at once, naming the client's port (its access log line says why the proxy closed it).
  */
@@ -75,12 +88,12 @@ export async function roundTrip(s: net.Socket, data: Buffer): Promise<void> {
       if (err) reject(err);
       else resolve();
     };
-    const t = setTimeout(() => done(new Error(`echo: ${got} of ${data.length} bytes after 10 s (client port ${port})`)), 10_000);
+    const t = setTimeout(() => done(new Error(`echo: ${got} of ${data.length} bytes after 10 s (client port ${port}${conntrack()})`)), 10_000);
     const onData = (d: Buffer): void => {
       got += d.length;
       if (got >= data.length) done();
     };
-    const onEnd = (): void => done(new Error(`echo: ${got} of ${data.length} bytes, then the connection was closed (client port ${port})`));
+    const onEnd = (): void => done(new Error(`echo: ${got} of ${data.length} bytes, then the connection was closed (client port ${port}${conntrack()})`));
     s.on('data', onData);
     s.once('end', onEnd);
     s.once('close', onEnd);
