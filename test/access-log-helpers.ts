@@ -59,18 +59,44 @@ export function closed(s: net.Socket): Promise<void> {
   });
 }
 
-/** Send `data`, read until the peer echoed `data.length` bytes back. */
+/**
+ * The host's connection tracking, for a failure's message: a full table drops new SYNs, so that
+ * connects time out and health checks fail ('' where the kernel tracks nothing).
+ */
+function conntrack(): string {
+  try {
+    const read = (f: string): string => readFileSync(`/proc/sys/net/netfilter/${f}`, 'utf8').trim();
+    return `; nf_conntrack holds ${read('nf_conntrack_count')} of ${read('nf_conntrack_max')} entries`;
+  } catch {
+    return '';
+  }
+}
+
+/**
+ * Send `data`, read until the peer echoed `data.length` bytes back. A connection that ends first
+ * fails at once, naming the client's port (its access log line says why the proxy closed it).
+ */
 export async function roundTrip(s: net.Socket, data: Buffer): Promise<void> {
   let got = 0;
+  const port = s.localPort;
   await new Promise<void>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`echo: ${got} of ${data.length} bytes`)), 10_000);
-    s.on('data', (d: Buffer) => {
+    const done = (err?: Error): void => {
+      clearTimeout(t);
+      s.off('data', onData);
+      s.off('end', onEnd);
+      s.off('close', onEnd);
+      if (err) reject(err);
+      else resolve();
+    };
+    const t = setTimeout(() => done(new Error(`echo: ${got} of ${data.length} bytes after 10 s (client port ${port}${conntrack()})`)), 10_000);
+    const onData = (d: Buffer): void => {
       got += d.length;
-      if (got >= data.length) {
-        clearTimeout(t);
-        resolve();
-      }
-    });
+      if (got >= data.length) done();
+    };
+    const onEnd = (): void => done(new Error(`echo: ${got} of ${data.length} bytes, then the connection was closed (client port ${port}${conntrack()})`));
+    s.on('data', onData);
+    s.once('end', onEnd);
+    s.once('close', onEnd);
     s.write(data);
   });
 }

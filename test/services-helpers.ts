@@ -39,7 +39,8 @@ export function servicesFile(f: FileSpec): string {
     ...(f.runtime ?? ['drain_timeout_millis = 5000', 'config_watch_interval_millis = 60000']),
     '[proxy]',
     ...(f.default ? [`listen_address = "127.0.0.1:${f.default.port}"`] : []),
-    'connect_timeout = "1s"',
+    // past the kernel's SYN retransmissions (1 s, then 2 s more): a SYN dropped on a loaded host does not end the connection
+    'connect_timeout = "5s"',
     ...(f.proxy ?? []),
     '[strategy]',
     `algorithm = "${f.algorithm ?? 'round_robin'}"`,

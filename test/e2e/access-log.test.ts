@@ -42,12 +42,13 @@ for (const relay of RELAYS) {
     const resetter = await startResetter();
     const silent = await startSilent();
     const hole = await startBlackHole();
-    t.after(async () => {
-      for (const s of [echo, greeter, resetter, silent]) await s.close();
-      hole.close();
-    });
     // two backends that pass their first health check, then stop listening: connects are refused
     const gone = [await startSilent(), await startSilent()];
+    // closed however the test ends: one left listening would keep this file's process alive
+    t.after(async () => {
+      for (const s of [echo, greeter, resetter, silent, ...gone]) await s.close();
+      hole.close();
+    });
     const names = ['echo', 'greet', 'reset', 'idle', 'hole', 'refused', 'none', 'acl', 'maxconn', 'rate', 'climit'] as const;
     const port: Record<(typeof names)[number], number> = Object.fromEntries(await Promise.all(names.map(async (n) => [n, await freePort()]))) as never;
     const to = (name: string, address: string, weight?: number): SvcSpec['backends'] => [{ name, address, ...(weight !== undefined ? { weight } : {}) }];
