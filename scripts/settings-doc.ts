@@ -7,7 +7,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { LISTS, SCHEMA, SECTIONS, type Row } from '../src/config/schema';
-import { MAX_MS } from '../src/config/fields';
+import { defaultOf, MAX_MS } from '../src/config/fields';
 import { MAX_REGEX_PROGRAM, MAX_STEPS } from '../src/config/step-text';
 import { PROCESS_VARIABLES } from '../src/config/environment';
 
@@ -25,6 +25,8 @@ function duration(ms: number): string {
 /** The default column: a row's `shown` text, or its default as a TOML value would be written. */
 function shownDefault(key: string, r: Row): string {
   if (r.shown !== undefined) return r.shown;
+  // every list kind defaults to empty (config/fields.ts's defaultOf says which they are)
+  if (Array.isArray(defaultOf(r))) return '`[]`';
   switch (r.kind) {
     case 'int':
     case 'bool':
@@ -35,15 +37,8 @@ function shownDefault(key: string, r: Row): string {
     case 'listen':
     case 'address':
       return r.def === null ? '(required)' : `\`"${String(r.def)}"\``;
-    case 'cidrs':
-    case 'hosts':
-    case 'servers':
-    case 'steps':
-    case 'certificates':
-    case 'strings':
-      return '`[]`';
-    default:
-      return `\`"${String(r.def)}"\``;
+    default: // a string, an enum or a regex (the list kinds returned above)
+      return `\`"${String('def' in r ? r.def : '')}"\``;
   }
 }
 

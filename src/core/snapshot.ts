@@ -10,6 +10,7 @@ import { SCHEMA, type BackendConfig, type Config, type ServiceConfig } from '../
 import { cidrContains, parseIp, type Cidr } from '../config/address';
 import { backendKey, backendRef, type AdminState } from './backend';
 import { parentOf } from './endpoints';
+import { ipFamily } from './cached-lookup';
 import type { BackendCounters, BackendLoad, LoadTable } from './stats';
 import type { Candidate, Strategy, StrategyFactory } from './strategy';
 import { routesByAddress, type AddressRoutes, type Routable } from './sni-routes';
@@ -32,6 +33,8 @@ export class SnapshotBackend implements Candidate {
   readonly baseWeight: number;
   /** this process's share of the backend's max_connections (Infinity = unlimited) */
   readonly cap: number;
+  /** the IP family of the configured host (4 or 6), 0 for a host name: read at every connect */
+  readonly family: number;
   constructor(
     readonly service: string,
     readonly spec: BackendConfig,
@@ -47,6 +50,7 @@ export class SnapshotBackend implements Candidate {
     const pct = load.agentWeightPercent;
     this.baseWeight = pct === null ? spec.weight : Math.min(MAX_WEIGHT, (spec.weight * pct) / 100);
     this.cap = spec.maxConnections === 0 ? Infinity : shareOf(spec.maxConnections, part);
+    this.family = ipFamily(spec.host);
     Object.freeze(this);
   }
 

@@ -22,7 +22,7 @@ const MIN_EJECT_MS = 1_000;
 
 const NO_BACKENDS: readonly BackendLoad[] = Object.freeze([]);
 
-/** The IP family of a backend host (0: a name), once per host rather than once per connection. */
+/** The IP family of an address a host name gave (its configured host's is the snapshot's). */
 const families = new Map<string, number>();
 function familyOf(host: string): number {
   let v = families.get(host);
@@ -206,7 +206,7 @@ export abstract class Relay implements SessionEnd {
       return;
     }
     this.openBackend(target.load.acquire());
-    this.connectTo(target.spec);
+    this.connectTo(target.spec, target.family);
   }
 
   /**
@@ -214,10 +214,9 @@ export abstract class Relay implements SessionEnd {
    * the one connect timeout, the cached ones when there are (no lookup), else as the system's
    * lookup gives them.
    */
-  private connectTo(spec: BackendConfig): void {
+  private connectTo(spec: BackendConfig, family: number): void {
     const { host, port } = spec;
     this.nextAddresses = null;
-    const family = familyOf(host);
     if (family !== 0) {
       this.dial(host, family, port);
       return;

@@ -22,7 +22,7 @@ export interface ReloadTriggerDeps {
   readonly reload: (trigger: string) => Promise<unknown>;
   /** hash of the content last applied or attempted */
   readonly lastHash: () => string;
-  /** the other files whose change is a change of the configuration (the tls tables' certificates and keys) */
+  /** the other files whose change is a change of the configuration (the certificates and keys of the tls tables and [admin]) */
   readonly files?: () => readonly string[];
   readonly onWatchError?: (e: Error) => void;
 }
