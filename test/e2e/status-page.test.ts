@@ -205,7 +205,9 @@ test('status page lists the backends and drains one with its button (headless Ch
     return pts !== null && pts.split(' ').some((p) => Number(p.split(',')[1]) < 100);
   };
   await waitFor(chartDrawn, 20_000, 'the chart to draw the connections per second', 200);
-  await page.locator(`[data-chart="${service}"] polyline.p99`).waitFor({ timeout: 10_000 });
+  // a steady p99 draws a flat line, which has an empty bounding box that Playwright calls hidden:
+  // wait for a line of two points or more instead
+  await page.waitForFunction((s) => (document.querySelector(`[data-chart="${s}"] polyline.p99`)?.getAttribute('points') ?? '').trim().split(/\s+/).length >= 2, service, { timeout: 10_000 });
   const traffic = await adminJson<{ services: { name: string; points: [number, number, number, number | null, number | null][] }[] }>(lb, '/traffic');
   const mine = traffic.services.find((x) => x.name === service)!;
   assert.ok(mine.points.some((p) => p[1] > 0 && p[3] !== null && p[4] !== null && p[4] >= p[3]), JSON.stringify(mine.points.slice(-5)));
