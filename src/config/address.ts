@@ -41,17 +41,24 @@ export interface Ip {
   readonly bytes: Uint8Array;
 }
 
+/** Dotted-quad IPv4, each part 1-3 digits and at most 255; read by char codes (DNS answers pass thousands through here). */
 function parseV4(s: string): number[] | null {
-  const parts = s.split('.');
-  if (parts.length !== 4) return null;
   const out: number[] = [];
-  for (const p of parts) {
-    if (!/^\d{1,3}$/.test(p)) return null;
-    const n = Number(p);
-    if (n > 255) return null;
-    out.push(n);
+  let n = 0;
+  let digits = 0;
+  for (let i = 0; i <= s.length; i++) {
+    const c = i < s.length ? s.charCodeAt(i) : 46;
+    if (c >= 48 && c <= 57) {
+      if (++digits > 3) return null;
+      n = n * 10 + (c - 48);
+    } else if (c === 46) {
+      if (digits === 0 || n > 255 || out.length === 4) return null;
+      out.push(n);
+      n = 0;
+      digits = 0;
+    } else return null;
   }
-  return out;
+  return out.length === 4 ? out : null;
 }
 
 export function parseIp(input: string): Ip | null {

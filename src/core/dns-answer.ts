@@ -237,9 +237,10 @@ function addressesOf(replies: AddressReplies | undefined, family: Family, failed
       }
       const r = records[i]!;
       const text = String(r.address);
-      const p = parseIp(text);
-      // an A reply holds IPv4 addresses, an AAAA reply IPv6 ones (IPv4-mapped included)
-      if (p === null || (v4 && (!p.v4 || text.includes(':'))) || (!v4 && !text.includes(':'))) {
+      // an A reply holds IPv4 addresses, an AAAA reply IPv6 ones (IPv4-mapped included): the
+      // family is told by a colon before anything is parsed
+      const p = v4 === text.includes(':') ? null : parseIp(text);
+      if (p === null || (v4 && !p.v4)) {
         bad.add(text);
         continue;
       }
