@@ -24,7 +24,31 @@
 // and the candidates' loads.
 
 import type { Candidate, Strategy, StrategyEnv } from '../core/strategy';
-import { buildMaglev, slotOf, TABLE_SIZE } from './maglev';
+import { buildMaglev, identity, slotOf, TABLE_SIZE, type MaglevMember, type MaglevTable } from './maglev';
+
+// The tables some snapshot still uses, by their members: a reload, a DNS answer or an agent's word
+// that leaves a pool as it was reuses its table instead of filling 65,537 slots again, so a
+// reload costs what it changed. Held weakly: a table no snapshot uses is collected and forgotten.
+const tables = new Map<string, WeakRef<MaglevTable>>();
+const forget = new FinalizationRegistry<string>((key) => {
+  if (tables.get(key)?.deref() === undefined) tables.delete(key);
+});
+
+/** The pool's Maglev table, built once for as long as a snapshot holds it. */
+export function maglevOf(pool: readonly MaglevMember[]): MaglevTable {
+  // buildMaglev depends on the set of (id, address, weight > 0), not on the pool's order
+  const key = pool
+    .filter((m) => m.weight > 0)
+    .map((m) => `${identity(m)}*${m.weight}`)
+    .sort()
+    .join(' ');
+  const known = tables.get(key)?.deref();
+  if (known !== undefined) return known;
+  const table = buildMaglev(pool);
+  tables.set(key, new WeakRef(table));
+  forget.register(table, key);
+  return table;
+}
 
 /** `::ffff:10.1.2.3` (an IPv4 client on a dual-stack listener) hashes as `10.1.2.3`. */
 export function normaliseKey(key: string): string {
@@ -32,15 +56,21 @@ export function normaliseKey(key: string): string {
 }
 
 export function consistentHash(env: StrategyEnv): Strategy {
-  const table = buildMaglev(env.pool ?? []);
+  const table = maglevOf(env.pool ?? []);
   const { members, slots } = table;
   const size = slots.length;
   const factor = env.hashBalanceFactor ?? 0;
   const indexOf = new Map<number, number>(members.map((m, i) => [m.id, i]));
   // where each member stands in the candidates when every member is one (the snapshot passes
   // them in pool order): the common case needs no pass over the candidates
-  const inPool = (env.pool ?? []).filter((m) => m.weight > 0).map((m) => m.id);
-  const position = Int32Array.from(members, (m) => inPool.indexOf(m.id));
+  const inPool = new Map<number, number>();
+  let at = 0;
+  for (const m of env.pool ?? []) {
+    if (m.weight <= 0) continue;
+    if (!inPool.has(m.id)) inPool.set(m.id, at);
+    at++;
+  }
+  const position = Int32Array.from(members, (m) => inPool.get(m.id) ?? -1);
   const shares = new Map<number, number>(members.map((m, i) => [m.id, table.counts[i]! / TABLE_SIZE]));
   // per pick: which members are candidates (stamp), and the candidate for each member
   const mark = new Int32Array(members.length);

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { BackendLoad } from '../../src/core/stats';
 import type { Candidate, PoolMember, Strategy } from '../../src/core/strategy';
-import { consistentHash, normaliseKey } from '../../src/strategy/consistent-hash';
+import { consistentHash, maglevOf, normaliseKey } from '../../src/strategy/consistent-hash';
 import { buildMaglev, murmur3, TABLE_SIZE } from '../../src/strategy/maglev';
 import { parseAndValidate } from '../../src/config/load';
 import { Snapshot } from '../../src/core/snapshot';
@@ -295,4 +295,19 @@ describe('ServiceSnapshot with consistent_hash', () => {
     assert.equal(s.keyed, false);
     assert.equal(s.hashShare(0), undefined);
   });
+});
+
+test('a pool whose members, addresses and weights are unchanged reuses its table, whatever their order; any change builds a new one', () => {
+  const pool = Array.from({ length: 50 }, (_, i) => ({ id: i, address: `10.0.0.${i + 1}:80`, weight: 1 + (i % 3) }));
+  const table = maglevOf(pool);
+  assert.equal(maglevOf([...pool].reverse()), table, 'the same set in another order');
+  assert.equal(maglevOf([...pool, { id: 99, address: '10.0.1.1:80', weight: 0 }]), table, 'a member of weight 0 takes no slot');
+  assert.deepEqual(table.slots, buildMaglev(pool).slots, 'the table reused is the one buildMaglev fills');
+  const moved = pool.map((m, i) => (i === 7 ? { ...m, address: '10.0.0.200:80' } : m));
+  const heavier = pool.map((m, i) => (i === 7 ? { ...m, weight: m.weight + 1 } : m));
+  for (const changed of [moved, heavier, pool.slice(1)]) {
+    const other = maglevOf(changed);
+    assert.notEqual(other, table);
+    assert.deepEqual(other.slots, buildMaglev(changed).slots);
+  }
 });
