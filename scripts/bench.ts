@@ -43,7 +43,7 @@
 //   T2 the same with an RSA 2048 certificate
 //   T3 bulk over TLS: `iperf3` through a `socat` TLS client (ECDSA P-256); Gbit/s, proxy CPU
 //      ms per GB
-// Each measurement gets a fresh proxy process (W1-W3 after a 1 s warm-up), the contenders'
+// Each measurement gets a fresh proxy process (W1-W3 and T1-T3 after a 1 s warm-up), the contenders'
 // order rotates every round, and rounds interleave the contenders so that the noise of a
 // shared machine hits them alike. Costs are reported as medians, min-max and as ratios to
 // HAProxy measured in the same round (the median of the per-round ratios).
