@@ -24,6 +24,9 @@
 // on the client's IP); these two also take part in W2 only, each next to lemonade's round robin;
 // lemonade-alog and lemonade-alog1 (the access log on, JSON to a file in the run's directory,
 // every connection or sample = 0.01): W2 only, next to lemonade with the log off.
+// nginx-stream (nginx's `stream` module, one process, `ssl` on its listener) takes part in the
+// TLS workloads only, beside haproxy (`bind … ssl crt`) and lemonade (a `[tls]` table); the
+// others have no TLS and stay out of them.
 // Workloads:
 //   W1 keep-alive HTTP through the proxy: `wrk -c64`; req/s, p50/p99, proxy CPU µs per request
 //   W2 one new connection per request (`Connection: close`): conn/s, proxy CPU µs per connection
@@ -32,7 +35,15 @@
 //   W5 scaling: conn/s of W2's load through lemonade with 1 worker and with one per CPU, the
 //      proxy and the load both spread over every CPU (not pinned apart: on a 2-CPU machine the
 //      load generator cannot have a core of its own, and the report says so)
-// Each measurement gets a fresh proxy process (W1-W3 after a 1 s warm-up), the contenders'
+// TLS workloads (named with --workloads; not in the default run): the proxy terminates TLS 1.3
+// and relays plaintext to the same backends, with certificates the run makes with openssl.
+//   T1 a full TLS 1.3 handshake per connection, ECDSA P-256 certificate: `openssl s_time -new
+//      -www /` (--tls-clients processes at once; never resumes a session, which wrk does every
+//      other connection); handshakes/s, proxy CPU µs per handshake
+//   T2 the same with an RSA 2048 certificate
+//   T3 bulk over TLS: `iperf3` through a `socat` TLS client (ECDSA P-256); Gbit/s, proxy CPU
+//      ms per GB
+// Each measurement gets a fresh proxy process (W1-W3 and T1-T3 after a 1 s warm-up), the contenders'
 // order rotates every round, and rounds interleave the contenders so that the noise of a
 // shared machine hits them alike. Costs are reported as medians, min-max and as ratios to
 // HAProxy measured in the same round (the median of the per-round ratios).
@@ -44,7 +55,9 @@
 // Missing tools (haproxy, nginx, wrk, iperf3) are installed with apt-get when running as root,
 // unless --no-install; what is still missing is left out and said so (without wrk no W1/W2,
 // without iperf3 no W3, without haproxy no ratios, without nginx a small Node HTTP backend
-// stands in, without dnsmasq, which .ci/run installs, no lemonade-dns row). --quick is a short smoke run (1 round, 1 s per measurement, 1,000 idle
+// stands in, without dnsmasq, which .ci/run installs, no lemonade-dns row; without openssl no
+// T1-T3, without socat no T3, without nginx's stream module, libnginx-mod-stream, no
+// nginx-stream row). --quick is a short smoke run (1 round, 1 s per measurement, 1,000 idle
 // connections, never installs anything) used by test/e2e/bench-smoke.test.ts.
 //
 // Flags: --quick, --rounds N (3), --duration S (3), --idle N (10000), --no-install,
@@ -53,7 +66,8 @@
 //        lemonade-dns here adds its W1 row), --workloads W1,W2 (subset), --lemonade-exe PATH (run
 //        lemonade as this executable, e.g. the single executable dist/lemonade), --lemonade-env
 //        NAME=VALUE (e.g. LEMONADE_LB_REUSE_PORT=0; repeatable), --lemonade-node-args "…" (e.g.
-//        "--cpu-prof --cpu-prof-dir=/tmp/prof"), --json (one JSON line with every figure last).
+//        "--cpu-prof --cpu-prof-dir=/tmp/prof"), --tls-clients N (T1/T2: s_time processes at
+//        once, 4), --json (one JSON line with every figure last).
 // Exit code: 0 when every target is met (always 0 with --quick unless the run broke), 1 when a
 // target was missed, 2 when the run itself failed. The run is bounded (--budget S, default 540):
 // rounds that would not fit are left out. Every process started is stopped by its PID.
@@ -73,7 +87,7 @@ const RAW_PROXY = join(ROOT, 'scripts', 'bench', 'raw-proxy.mjs');
 const HTTP_BACKEND = join(ROOT, 'scripts', 'bench', 'http-backend.mjs');
 const TICK_US = 1e6 / (Number(spawnSync('getconf', ['CLK_TCK']).stdout?.toString().trim()) || 100);
 
-const CONTENDERS = ['direct', 'haproxy', 'pipe', 'node-raw', 'lemonade', 'lemonade-20svc', 'lemonade-sni', 'lemonade-chash', 'lemonade-dns', 'lemonade-alog', 'lemonade-alog1', 'lemonade-workers', 'lemonade-base'] as const;
+const CONTENDERS = ['direct', 'haproxy', 'nginx-stream', 'pipe', 'node-raw', 'lemonade', 'lemonade-20svc', 'lemonade-sni', 'lemonade-chash', 'lemonade-dns', 'lemonade-alog', 'lemonade-alog1', 'lemonade-workers', 'lemonade-base'] as const;
 type ContenderName = (typeof CONTENDERS)[number];
 /** lemonade with one thing changed, measured in W2 (a new connection each) next to lemonade, same round */
 const VARIANTS = {
@@ -86,11 +100,19 @@ const VARIANTS = {
 } as const satisfies Partial<Record<ContenderName, string>>;
 type Variant = keyof typeof VARIANTS;
 const isVariant = (c: ContenderName): c is Variant => c in VARIANTS;
-const WORKLOADS = ['W1', 'W2', 'W3', 'W4', 'W5'] as const;
+const WORKLOADS = ['W1', 'W2', 'W3', 'W4', 'W5', 'T1', 'T2', 'T3'] as const;
 type Workload = (typeof WORKLOADS)[number];
+/** the run without --workloads: the plain relay's */
+const DEFAULT_WORKLOADS: readonly Workload[] = ['W1', 'W2', 'W3', 'W4', 'W5'];
+const TLS_WORKLOADS: readonly Workload[] = ['T1', 'T2', 'T3'];
+const isTls = (w: Workload): boolean => TLS_WORKLOADS.includes(w);
+/** the contenders that terminate TLS (the others have no TLS and stay out of T1-T3) */
+const TLS_CONTENDERS: readonly ContenderName[] = ['haproxy', 'nginx-stream', 'lemonade', 'lemonade-base'];
+/** the certificate each TLS workload's proxies present */
+const TLS_KEY_OF = { T1: 'ec', T2: 'rsa', T3: 'ec' } as const;
 
 /** Targets: lemonade's cost over HAProxy's, same run. */
-const TARGETS: Record<Exclude<Workload, 'W5'>, number> = { W1: 1.2, W2: 1.5, W3: 1.5, W4: 3 };
+const TARGETS: Record<Exclude<Workload, 'W5'>, number> = { W1: 1.2, W2: 1.5, W3: 1.5, W4: 3, T1: 1.2, T2: 1.2, T3: 1.2 };
 /** W5: conn/s with every CPU's worker over conn/s with one, at least. */
 const SCALING_TARGET = 1.6;
 const CPUS = Math.max(1, availableParallelism());
@@ -124,6 +146,8 @@ interface Args {
   budgetS: number;
   proxyCpu: number;
   loadCpu: number;
+  /** T1/T2: openssl s_time processes at once */
+  tlsClients: number;
 }
 
 function parseArgs(argv: readonly string[]): Args {
@@ -138,12 +162,13 @@ function parseArgs(argv: readonly string[]): Args {
     baselineBundle: null,
     lemonadeExe: null,
     lemonadeEnv: {},
-    workloads: [...WORKLOADS],
+    workloads: [...DEFAULT_WORKLOADS],
     lemonadeNodeArgs: [],
     json: false,
     budgetS: 540,
     proxyCpu: 1,
     loadCpu: 0,
+    tlsClients: 4,
   };
   let roundsSet = false;
   let durationSet = false;
@@ -169,6 +194,7 @@ function parseArgs(argv: readonly string[]): Args {
     else if (k === '--budget') a.budgetS = int(10, 3600);
     else if (k === '--proxy-cpu') a.proxyCpu = int(0, 1023);
     else if (k === '--load-cpu') a.loadCpu = int(0, 1023);
+    else if (k === '--tls-clients') a.tlsClients = int(1, 64);
     else if (k === '--baseline-bundle') a.baselineBundle = resolve(val());
     else if (k === '--lemonade-exe') a.lemonadeExe = resolve(val());
     else if (k === '--lemonade-env') {
@@ -343,6 +369,16 @@ async function waitListening(port: number, proc: Proc | null, what: string, time
 
 /** Established TCP connections whose local port is `port` (IPv4, from /proc/net/tcp). */
 function establishedOn(port: number): number {
+  return socketsOn(port, '01');
+}
+
+/** A socket listens on 127.0.0.1:port (from /proc/net/tcp, without connecting to it). */
+function listeningOn(port: number): boolean {
+  return socketsOn(port, '0A') > 0;
+}
+
+/** TCP sockets whose local port is `port` in state `st` (IPv4, from /proc/net/tcp). */
+function socketsOn(port: number, st: string): number {
   const hex = ':' + port.toString(16).toUpperCase().padStart(4, '0');
   let n = 0;
   const text = readFileSync('/proc/net/tcp', 'utf8');
@@ -352,7 +388,7 @@ function establishedOn(port: number): number {
     const line = text.slice(i, j < 0 ? text.length : j);
     // "  sl  local_address rem_address   st ..."
     const parts = line.trim().split(/\s+/);
-    if (parts[1]?.endsWith(hex) && parts[3] === '01') n++;
+    if (parts[1]?.endsWith(hex) && parts[3] === st) n++;
     i = j + 1;
     if (j < 0) break;
   }
@@ -362,8 +398,12 @@ function establishedOn(port: number): number {
 // -------------------------------------------------------------------------------------------
 // Tools
 
-const TOOLS = ['haproxy', 'nginx', 'wrk', 'iperf3'] as const;
+const TOOLS = ['haproxy', 'nginx', 'wrk', 'iperf3', 'openssl', 'socat', 'ngx_stream_module'] as const;
 type Tool = (typeof TOOLS)[number];
+/** what the TLS workloads need beyond the others: openssl (certificates, s_time), socat (T3), nginx's stream module */
+const TLS_TOOLS: readonly Tool[] = ['openssl', 'socat', 'ngx_stream_module'];
+/** the Debian package of each tool */
+const PACKAGE: Record<Tool, string> = { haproxy: 'haproxy', nginx: 'nginx', wrk: 'wrk', iperf3: 'iperf3', openssl: 'openssl', socat: 'socat', ngx_stream_module: 'libnginx-mod-stream' };
 
 function which(tool: string): string | null {
   for (const dir of (process.env['PATH'] ?? '').split(':').concat(['/usr/sbin', '/usr/bin', '/sbin'])) {
@@ -372,10 +412,18 @@ function which(tool: string): string | null {
   return null;
 }
 
-function findTools(install: boolean, log: (s: string) => void): Record<Tool, string | null> {
-  const find = (): Record<Tool, string | null> => Object.fromEntries(TOOLS.map((t) => [t, which(t)])) as Record<Tool, string | null>;
+/** nginx's dynamic stream module (Debian's libnginx-mod-stream), where nginx looks for modules */
+function streamModule(): string | null {
+  for (const dir of ['/usr/lib/nginx/modules', '/usr/share/nginx/modules']) if (existsSync(join(dir, 'ngx_stream_module.so'))) return join(dir, 'ngx_stream_module.so');
+  return null;
+}
+
+/** The tools found; the TLS workloads' own only when `tls` (a run without them installs none of them). */
+function findTools(install: boolean, tls: boolean, log: (s: string) => void): Record<Tool, string | null> {
+  const wanted = TOOLS.filter((t) => tls || !TLS_TOOLS.includes(t));
+  const find = (): Record<Tool, string | null> => Object.fromEntries(TOOLS.map((t) => [t, !wanted.includes(t) ? null : t === 'ngx_stream_module' ? streamModule() : which(t)])) as Record<Tool, string | null>;
   let found = find();
-  const missing = TOOLS.filter((t) => !found[t]);
+  const missing = wanted.filter((t) => !found[t]).map((t) => PACKAGE[t]);
   if (missing.length > 0 && install) {
     if (process.getuid?.() === 0 && which('apt-get')) {
       log(`installing ${missing.join(' ')} with apt-get …`);
@@ -457,11 +505,58 @@ interface Running {
   readonly proc: Proc | null;
 }
 
-async function startContender(name: ContenderName, backendPort: number, args: Args, tools: Record<Tool, string | null>, dir: string, cpu: number | string = args.proxyCpu): Promise<Running> {
+/** A certificate the TLS workloads' proxies present: PEM files in the run's directory. */
+interface TlsCert {
+  readonly cert: string;
+  readonly key: string;
+  /** the certificate then its key, one file (HAProxy's `crt`) */
+  readonly both: string;
+}
+
+/** Make the run's certificates (self-signed, CN and SAN bench.test) with openssl. */
+function makeCerts(openssl: string, dir: string): Record<'ec' | 'rsa', TlsCert> {
+  const make = (kind: 'ec' | 'rsa'): TlsCert => {
+    const cert = join(dir, `${kind}.pem`);
+    const key = join(dir, `${kind}.key`);
+    const alg = kind === 'ec' ? ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1'] : ['-newkey', 'rsa:2048'];
+    const r = spawnSync(openssl, ['req', '-x509', ...alg, '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=bench.test', '-addext', 'subjectAltName=DNS:bench.test'], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`openssl req (${kind}) failed: ${r.stderr}`);
+    const both = join(dir, `${kind}-both.pem`);
+    writeFileSync(both, readFileSync(cert, 'utf8') + readFileSync(key, 'utf8'));
+    return { cert, key, both };
+  };
+  return { ec: make('ec'), rsa: make('rsa') };
+}
+
+async function startContender(name: ContenderName, backendPort: number, args: Args, tools: Record<Tool, string | null>, dir: string, cpu: number | string = args.proxyCpu, tls: TlsCert | null = null): Promise<Running> {
   if (name === 'direct') return { port: backendPort, proc: null };
   const port = await freePort();
   let proc: Proc;
-  if (name === 'haproxy') {
+  if (name === 'nginx-stream') {
+    // one process, no master (as the HTTP backend): one worker, like HAProxy's one thread
+    const conf = join(dir, `nginx-stream-${port}.conf`);
+    writeFileSync(
+      conf,
+      [
+        `load_module ${tools.ngx_stream_module};`,
+        'daemon off;',
+        'master_process off;',
+        'worker_processes 1;',
+        `pid ${join(dir, `nginx-stream-${port}.pid`)};`,
+        `error_log ${join(dir, `nginx-stream-${port}.log`)} error;`,
+        'events { worker_connections 4096; }',
+        'stream {',
+        '  server {',
+        `    listen 127.0.0.1:${port}${tls ? ' ssl' : ''} backlog=4096;`,
+        ...(tls ? [`    ssl_certificate ${tls.cert};`, `    ssl_certificate_key ${tls.key};`, '    ssl_protocols TLSv1.3;'] : []),
+        `    proxy_pass 127.0.0.1:${backendPort};`,
+        '  }',
+        '}',
+        '',
+      ].join('\n'),
+    );
+    proc = startPinned(cpu, tools.nginx!, ['-p', dir, '-c', conf, '-e', join(dir, `nginx-stream-${port}.log`)]);
+  } else if (name === 'haproxy') {
     const conf = join(dir, `haproxy-${port}.cfg`);
     writeFileSync(
       conf,
@@ -475,7 +570,7 @@ async function startContender(name: ContenderName, backendPort: number, args: Ar
         '  timeout client 1h',
         '  timeout server 1h',
         'frontend f',
-        `  bind 127.0.0.1:${port}`,
+        `  bind 127.0.0.1:${port}${tls ? ` ssl crt ${tls.both} ssl-min-ver TLSv1.3` : ''}`,
         '  default_backend b',
         'backend b',
         `  server s1 127.0.0.1:${backendPort}`,
@@ -526,6 +621,8 @@ async function startContender(name: ContenderName, backendPort: number, args: Ar
         'id = 0',
         'name = "bench"',
         ...(name === 'lemonade-dns' ? [`address = "${DNS_NAME}:${backendPort}"`, 'resolve = "dns"'] : [`address = "127.0.0.1:${backendPort}"`]),
+        // the default service's TLS table (after its backends: a table ends the top-level keys)
+        ...(tls ? ['[tls]', `certificates = [{ cert = "${tls.cert}", key = "${tls.key}" }]`, 'min_version = "TLSv1.3"'] : []),
         ...extra,
         '',
       ].join('\n'),
@@ -617,10 +714,10 @@ async function iperf(args: Args, tools: Record<Tool, string | null>, port: numbe
   return { bytes: j.end.sum_sent?.bytes ?? j.end.sum_received.bytes, gbps: j.end.sum_received.bits_per_second / 1e9 };
 }
 
-async function runBulk(args: Args, tools: Record<Tool, string | null>, c: Running): Promise<Sample> {
+async function runBulk(args: Args, tools: Record<Tool, string | null>, c: Running, warm = true): Promise<Sample> {
   // the readiness probe's connection reached `iperf3 -s` as a control connection that never
   // spoke; the server refuses others until it has dropped it: retry the first test briefly
-  for (let i = 0; ; i++) {
+  for (let i = 0; warm; i++) {
     try {
       await iperf(args, tools, c.port, 1);
       break;
@@ -633,6 +730,64 @@ async function runBulk(args: Args, tools: Record<Tool, string | null>, c: Runnin
   const r = await iperf(args, tools, c.port, args.durationS);
   const cost = c.proc ? ((cpuTicks(c.proc.pid) - before) * TICK_US) / 1000 / (r.bytes / 1e9) : NaN;
   return { throughput: r.gbps, cost, errors: 0 };
+}
+
+/** openssl s_time's figures: "N connections in Xs; … bytes read B" */
+async function sTime(args: Args, tools: Record<Tool, string | null>, port: number, seconds: number): Promise<{ conns: number; bytes: number; wallS: number }> {
+  const t = process.hrtime.bigint();
+  // -new: a full handshake every connection; -www: each sends a GET and reads the answer to the close
+  const runs = await Promise.all(
+    Array.from({ length: args.tlsClients }, () =>
+      runPinned(args.loadCpu, tools.openssl!, ['s_time', '-connect', `127.0.0.1:${port}`, '-new', '-time', String(seconds), '-www', '/'], (seconds + 20) * 1000),
+    ),
+  );
+  const wallS = Number(process.hrtime.bigint() - t) / 1e9;
+  let conns = 0;
+  let bytes = 0;
+  for (const r of runs) {
+    // one failed connection ends s_time without its figures
+    const m = /(\d+) connections in [\d.]+s;.*bytes read (\d+)/.exec(r.out);
+    if (r.code !== 0 || !m) throw new Error(`openssl s_time exited ${r.code}: ${r.err.slice(0, 500)}${r.out.slice(-500)}`);
+    conns += Number(m[1]);
+    bytes += Number(m[2]);
+  }
+  return { conns, bytes, wallS };
+}
+
+/** What a handshake with the proxy negotiates, as `openssl s_client -brief` tells it: "TLSv1.3 TLS_AES_256_GCM_SHA384 ECDSA X25519". */
+async function negotiated(args: Args, tools: Record<Tool, string | null>, port: number): Promise<string> {
+  const r = await runPinned(args.loadCpu, tools.openssl!, ['s_client', '-connect', `127.0.0.1:${port}`, '-brief'], 10_000);
+  const f = (k: string): string => new RegExp(`^${k}: *(.*)$`, 'm').exec(r.err)?.[1]?.trim() ?? '?';
+  return `${f('Protocol version')} ${f('Ciphersuite')} ${f('Signature type')} ${f('Server Temp Key').split(',')[0]}`;
+}
+
+/** T1/T2: a full TLS handshake per connection; proxy CPU µs per handshake. */
+async function runHandshakes(args: Args, tools: Record<Tool, string | null>, c: Running): Promise<Sample> {
+  if (!args.quick) await sTime(args, tools, c.port, 1); // warm-up
+  const before = cpuTicks(c.proc!.pid);
+  const r = await sTime(args, tools, c.port, args.durationS);
+  const cost = ((cpuTicks(c.proc!.pid) - before) * TICK_US) / r.conns;
+  // every connection read the backend's answer through the proxy
+  const short = r.bytes < r.conns * 20 ? 1 : 0;
+  return { throughput: r.conns / r.wallS, cost, errors: short };
+}
+
+/** T3: iperf3 through a socat TLS client on the load CPU, to the proxy, to `iperf3 -s` in plaintext. */
+async function runTlsBulk(args: Args, tools: Record<Tool, string | null>, c: Running): Promise<Sample> {
+  const port = await freePort();
+  const socat = startPinned(args.loadCpu, tools.socat!, ['-b', '131072', `TCP-LISTEN:${port},bind=127.0.0.1,reuseaddr,fork`, `OPENSSL-CONNECT:127.0.0.1:${c.port},verify=0`]);
+  try {
+    // not a probe connection: socat would carry it through the proxy to iperf3 -s
+    const end = Date.now() + 10_000;
+    while (!listeningOn(port)) {
+      if (socat.child.exitCode !== null || Date.now() > end) throw new Error(`socat is not listening on ${port}: ${socat.stderr()}`);
+      await sleep(20);
+    }
+    // no probe reached iperf3 -s: a quick run can do without the warm-up
+    return await runBulk(args, tools, { port, proc: c.proc }, !args.quick);
+  } finally {
+    await stop(socat);
+  }
 }
 
 /** Open n connections through the proxy and hold them idle (no byte either way). */
@@ -721,6 +876,9 @@ const UNITS: Record<Workload, { thr: string; cost: string; thrDigits: number; co
   W3: { thr: 'Gbit/s', cost: 'ms/GB', thrDigits: 2, costDigits: 0, what: 'bulk, iperf3 one stream' },
   W4: { thr: 'conns', cost: 'KiB/conn', thrDigits: 0, costDigits: 2, what: 'idle connections, proxy RSS growth' },
   W5: { thr: 'conn/s', cost: 'µs/conn', thrDigits: 0, costDigits: 1, what: `scaling: W2's load (wrk -t${CPUS} -c64) through lemonade with 1 worker and with ${CPUS}, proxy and load over CPUs ${ALL_CPUS}` },
+  T1: { thr: 'hs/s', cost: 'µs/hs', thrDigits: 0, costDigits: 1, what: 'a full TLS 1.3 handshake per connection, ECDSA P-256, openssl s_time -new -www' },
+  T2: { thr: 'hs/s', cost: 'µs/hs', thrDigits: 0, costDigits: 1, what: 'the same with RSA 2048' },
+  T3: { thr: 'Gbit/s', cost: 'ms/GB', thrDigits: 2, costDigits: 0, what: 'bulk over TLS 1.3, iperf3 one stream through a socat TLS client' },
 };
 
 interface Row {
@@ -742,9 +900,17 @@ async function main(): Promise<number> {
   // this script (the idle-connection client) runs on the load CPU too
   spawnSync('taskset', ['-apc', String(args.loadCpu), String(process.pid)], { stdio: 'ignore' });
 
-  const tools = findTools(args.install, log);
+  const tools = findTools(args.install, args.workloads.some(isTls), log);
   const notes: string[] = [];
   let workloads = args.workloads;
+  if (!tools.openssl && workloads.some(isTls)) {
+    notes.push('openssl is missing: T1, T2 and T3 left out');
+    workloads = workloads.filter((w) => !isTls(w));
+  }
+  if (!tools.socat && workloads.includes('T3')) {
+    notes.push('socat is missing: T3 left out');
+    workloads = workloads.filter((w) => w !== 'T3');
+  }
   if (!tools.wrk && workloads.some((w) => w === 'W1' || w === 'W2' || w === 'W5')) {
     notes.push('wrk is missing: W1, W2 and W5 left out');
     workloads = workloads.filter((w) => w !== 'W1' && w !== 'W2' && w !== 'W5');
@@ -759,6 +925,9 @@ async function main(): Promise<number> {
     contenders = contenders.filter((c) => c !== 'haproxy');
   }
   if (!tools.nginx) notes.push('nginx is missing: a Node HTTP backend (scripts/bench/http-backend.mjs) stands in');
+  // nginx-stream takes part in the TLS workloads only
+  if (contenders.includes('nginx-stream') && workloads.some(isTls) && (!tools.nginx || !tools.ngx_stream_module)) notes.push("nginx's stream module (libnginx-mod-stream) is missing: no nginx-stream row");
+  if (contenders.includes('nginx-stream') && (!workloads.some(isTls) || !tools.nginx || !tools.ngx_stream_module)) contenders = contenders.filter((c) => c !== 'nginx-stream');
   if (DNSMASQ === '' && contenders.includes('lemonade-dns')) {
     notes.push('dnsmasq is missing: no lemonade-dns row');
     contenders = contenders.filter((c) => c !== 'lemonade-dns');
@@ -770,7 +939,7 @@ async function main(): Promise<number> {
   const fit = Math.floor((nofile - 400) / 2);
   haproxyMaxconn = Math.floor((nofile - 200) / 2);
   if (idle > fit) {
-    notes.push(`W4 holds ${fit} idle connections, not ${idle}: the file-descriptor limit is ${nofile} (two per connection in the proxy)`);
+    if (workloads.includes('W4')) notes.push(`W4 holds ${fit} idle connections, not ${idle}: the file-descriptor limit is ${nofile} (two per connection in the proxy)`);
     idle = fit;
   }
   for (const n of notes) log(n);
@@ -792,7 +961,10 @@ async function main(): Promise<number> {
   };
   let roundsDone = 0;
   let failure: Error | null = null;
+  /** per TLS workload and contender: what its handshake negotiated (checked once) */
+  const negotiation = new Map<string, string>();
   try {
+    const certs = workloads.some(isTls) ? makeCerts(tools.openssl!, dir) : null;
     const be = await startBackends(tools, args.loadCpu, dir, idle);
     if (contenders.includes('lemonade-dns')) benchDns = await startDnsmasq(dir, '127.0.0.1', [`127.0.0.1 ${DNS_NAME}`]);
     let roundMs = 0;
@@ -810,18 +982,28 @@ async function main(): Promise<number> {
         const got = new Map<ContenderName, Sample>();
         for (const c of order) {
           if (w === 'W4' && c === 'direct') continue;
+          // TLS: the contenders that terminate it, and only those
+          if (isTls(w) ? !TLS_CONTENDERS.includes(c) : c === 'nginx-stream') continue;
           // W5 compares lemonade with itself: one worker, one per CPU
           if (w === 'W5' && c !== 'lemonade' && c !== 'lemonade-workers') continue;
           // the variants: W2 (a new connection, routed at accept), W1 when asked (header)
           if (isVariant(c) && w !== 'W2' && !(w === 'W1' && args.onlyGiven)) continue;
-          const backendPort = w === 'W3' ? be.iperfPort! : be.httpPort;
+          const backendPort = w === 'W3' || w === 'T3' ? be.iperfPort! : be.httpPort;
           const spread: Spread | undefined = w === 'W5' ? { cpu: ALL_CPUS, threads: CPUS, conns: 64 } : undefined;
-          const run = await startContender(c, backendPort, args, tools, dir, spread?.cpu);
+          const tls = isTls(w) ? certs![TLS_KEY_OF[w as keyof typeof TLS_KEY_OF]] : null;
+          const run = await startContender(c, backendPort, args, tools, dir, spread?.cpu, tls);
           try {
+            if (tls && !negotiation.has(`${w}/${c}`)) {
+              const n = await negotiated(args, tools, run.port);
+              negotiation.set(`${w}/${c}`, n);
+              if (!n.startsWith('TLSv1.3 ')) throw new Error(`${w} ${c}: the handshake negotiated "${n}", not TLS 1.3`);
+            }
             const s =
               w === 'W1' ? await runHttp(args, tools, run, false)
               : w === 'W2' || w === 'W5' ? await runHttp(args, tools, run, true, spread)
               : w === 'W3' ? await runBulk(args, tools, run)
+              : w === 'T1' || w === 'T2' ? await runHandshakes(args, tools, run)
+              : w === 'T3' ? await runTlsBulk(args, tools, run)
               : await runIdle(run, backendPort, idle);
             got.set(c, s);
             rowOf(w, c).samples.push(s);
@@ -895,6 +1077,19 @@ async function main(): Promise<number> {
   }
   out.push('');
   out.push('Workloads: ' + workloads.map((w) => `${w} ${UNITS[w].what}`).join('; '));
+  // what each TLS contender's handshake negotiated, and lemonade next to nginx's stream module
+  for (const w of workloads.filter(isTls)) {
+    const n = contenders.filter((c) => negotiation.has(`${w}/${c}`)).map((c) => `${c} ${negotiation.get(`${w}/${c}`)}`);
+    if (n.length > 0) out.push(`${w} negotiated: ${n.join('; ')}`);
+    const lem = rows.get(`${w}/lemonade`);
+    const ngx = rows.get(`${w}/nginx-stream`);
+    if (lem && ngx && lem.samples.length > 0 && ngx.samples.length > 0) {
+      const u = UNITS[w];
+      const l = median(lem.samples.map((s) => s.cost));
+      const g = median(ngx.samples.map((s) => s.cost));
+      out.push(`${w}: lemonade / nginx-stream ${fmt(l / g, 2)} (${fmt(l, u.costDigits)} vs ${fmt(g, u.costDigits)} ${u.cost}, medians)`);
+    }
+  }
   if (targets.length > 0) {
     out.push('');
     out.push('| target | lemonade / haproxy | wanted | lemonade / pipe | met | lemonade / node-raw (for reference) |');
@@ -954,6 +1149,7 @@ async function main(): Promise<number> {
       scaling,
       services20: svc20,
       variants,
+      negotiated: Object.fromEntries(negotiation),
       cpus: CPUS,
     };
     process.stdout.write(JSON.stringify(j) + '\n');

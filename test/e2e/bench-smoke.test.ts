@@ -6,10 +6,14 @@
 // dnsmasq with its backend found by DNS),
 // W3 iperf3, the HAProxy column haproxy (each left out, with a note, when missing). Figures of
 // so short a run on a shared machine mean little: completion and the rows are asserted.
+// A second run prices TLS termination (T2, a handshake per connection with RSA 2048, and T3, bulk
+// over TLS, with ECDSA P-256: both certificates) through haproxy, nginx-stream and lemonade
+// (about 16 s): it needs openssl, socat for T3 and nginx's stream module for nginx-stream.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { runScriptBounded } from '../helpers';
 
 // about 30 s on a quiet 2-core machine; the bound leaves room for a loaded one
@@ -69,4 +73,36 @@ test('bench --quick completes and prints a row per contender and workload it can
     // W2 with the backend found by DNS next to a literal address, and the line that compares them
     if (tools.dnsmasq) assert.match(out, /^W2 DNS-resolved backend: lemonade-dns \/ lemonade [\d.]+ \(per round [\d.]+-[\d.]+;/m);
   }
+});
+
+test('bench --quick --workloads T2,T3 prices TLS termination against haproxy and nginx stream', { timeout: BOUND_MS + 10_000 }, async (t) => {
+  for (const tool of ['taskset', 'openssl']) {
+    if (!has(tool)) {
+      t.skip(`${tool} is not installed`);
+      return;
+    }
+  }
+  const stream = ['/usr/lib/nginx/modules', '/usr/share/nginx/modules'].some((d) => existsSync(`${d}/ngx_stream_module.so`));
+  const contenders = ['lemonade', ...(has('haproxy') ? ['haproxy'] : []), ...(has('nginx') && stream ? ['nginx-stream'] : [])];
+  const workloads = ['T2', ...(has('socat') && has('iperf3') ? ['T3'] : [])];
+  const { code, out, err } = await runScriptBounded('bench.ts', ['--quick', '--json', '--only', 'haproxy,nginx-stream,lemonade', '--workloads', 'T2,T3'], BOUND_MS);
+  const ctx = `exit ${code}\nstdout:\n${out}\nstderr:\n${err}`;
+  assert.equal(code, 0, ctx);
+  const last = out.trim().split('\n').filter((l) => l.startsWith('{')).pop();
+  assert.ok(last, ctx);
+  const j = JSON.parse(last) as { failed: string | null; negotiated: Record<string, string>; rows: { workload: string; contender: string; throughput: number; cost: number | null; samples: { errors: number }[] }[] };
+  assert.equal(j.failed, null, ctx);
+  for (const w of workloads) {
+    for (const c of contenders) {
+      assert.ok(out.split('\n').some((l) => l.startsWith(`| ${w} | ${c} |`)), `no table row for ${w} ${c}\n${ctx}`);
+      const r = j.rows.find((x) => x.workload === w && x.contender === c);
+      assert.ok(r && r.throughput > 0 && r.cost !== null && r.cost > 0, `${w} ${c}: no figures\n${ctx}`);
+      assert.equal(r.samples.reduce((a, s) => a + s.errors, 0), 0, `${w} ${c}: errors\n${ctx}`);
+      // each proxy presented the workload's certificate over TLS 1.3
+      assert.match(j.negotiated[`${w}/${c}`] ?? '', new RegExp(`^TLSv1\\.3 \\S+ ${w === 'T2' ? 'RSA-PSS' : 'ECDSA'} `), ctx);
+    }
+  }
+  // no contender without TLS in a TLS workload
+  assert.ok(!j.rows.some((r) => ['direct', 'pipe', 'node-raw', 'lemonade-workers'].includes(r.contender)), ctx);
+  if (contenders.includes('nginx-stream')) assert.match(out, /^T2: lemonade \/ nginx-stream [\d.]+ \(/m, ctx);
 });
