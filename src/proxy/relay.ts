@@ -318,15 +318,18 @@ export abstract class Relay implements SessionEnd {
     return target;
   }
 
-  /** The backend connected: counts and the connect time. */
-  protected markConnected(): void {
+  /**
+   * The backend connected: counts and the connect time. `success`: the connect tells the backend
+   * is up (a UDP flow's does not: its first datagram back does).
+   */
+  protected markConnected(success = true): void {
     const t = this.target!;
     const now = this.base.now();
     this.connected = true;
     this.deadline = 0;
     this.connectMillis = now - this.connectStartedAt;
     this.lastMoved = now;
-    t.load.recordSuccess();
+    if (success) t.load.recordSuccess();
     t.counters.connections++;
     this.base.observer.connected(t, this.connectMillis);
   }
@@ -357,7 +360,7 @@ export abstract class Relay implements SessionEnd {
   }
 
   /** Passive health: a connect to this backend failed (ejected after repeated failures). */
-  private passiveFailure(load: BackendLoad): void {
+  protected passiveFailure(load: BackendLoad): void {
     const h = this.snap.health;
     // the backend's figures eject it after unhealthy_threshold failures in a row
     load.recordFailure(h.unhealthyThreshold, this.base.now() + Math.min(MAX_EJECT_MS, Math.max(MIN_EJECT_MS, h.intervalMs)));
