@@ -37,8 +37,8 @@ export type Termination = (typeof TERMINATIONS)[number];
 /** Index of each termination in TERMINATIONS (counters are arrays indexed by it). */
 export const TERMINATION_INDEX: Readonly<Record<Termination, number>> = Object.fromEntries(TERMINATIONS.map((t, i) => [t, i])) as Record<Termination, number>;
 
-/** The ends that say nothing went wrong: either side closed its side first. */
-export const CLEAN_TERMINATIONS: ReadonlySet<Termination> = new Set<Termination>(['client_closed', 'backend_closed']);
+/** The ends that say nothing went wrong: either side closed its side first, or a UDP flow ended as it should (idle, or its replies all came). */
+export const CLEAN_TERMINATIONS: ReadonlySet<Termination> = new Set<Termination>(['client_closed', 'backend_closed', 'udp_idle', 'udp_responses']);
 
 /** The termination a rejection is logged and counted as. */
 export function rejectionTermination(reason: RejectReason): Termination {

@@ -99,14 +99,23 @@ export class UdpSocket extends EventEmitter implements Listening {
       f.fromClient(msg);
       return;
     }
-    if (!this.accepting || this.table.isRefused(key, this.now())) return;
+    if (!this.accepting) return;
+    if (this.table.isRefused(key, this.now())) {
+      // refused while it keeps sending: dropped unlogged until it has been quiet for a while
+      this.refuseKey(key);
+      return;
+    }
     this.accept({ owner: this, key, address: r.address, port: r.port, first: msg });
   };
 
   /** The listener refused this client's flow: its next datagrams are dropped unlogged while it keeps sending. */
   refuse(p: UdpPeer): void {
+    this.refuseKey(p.key);
+  }
+
+  private refuseKey(key: string): void {
     const now = this.now();
-    this.table.refuse(p.key, now + this.refuseMs(), now);
+    this.table.refuse(key, now + this.refuseMs(), now);
   }
 
   /** A reply to the client; false when it cannot be sent now (dropped). */
@@ -344,6 +353,8 @@ export class UdpFlow extends Relay implements UdpFacts {
       this.pending = null;
       this.figures.flows--;
       this.peer.owner.gone(this);
+      // no backend took it (none usable, or every connect failed): logged once, as a refusal is
+      if (!this.connected) this.peer.owner.refuse(this.peer);
     }
     super.maybeFinish();
   }
