@@ -10,7 +10,7 @@ import dgram from 'node:dgram';
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { adminJson, requireTool, runCli, startBalancer, tempDir, waitFor, type Balancer } from '../helpers';
+import { adminJson, freePort, requireTool, runCli, startBalancer, tempDir, waitFor, type Balancer } from '../helpers';
 import { DNSMASQ, startDnsmasq, type Dnsmasq } from '../dnsmasq';
 
 const DIG = spawnSync('sh', ['-c', 'command -v dig'], { encoding: 'utf8' }).stdout.trim();
@@ -26,7 +26,8 @@ async function backends(t: { after(f: () => unknown): void }): Promise<Dnsmasq[]
   return out;
 }
 
-function config(dns: readonly Dnsmasq[], proxy: string, health = 'interval = "10s"'): string {
+/** The balancer's file: a UDP default service over the backends `only` (by index, each with its id) of `dns`. */
+function config(dns: readonly Dnsmasq[], proxy: string, health = 'interval = "10s"', only: readonly number[] = [0, 1], runtime = ''): string {
   return `[proxy]
 listen_address = "127.0.0.1:0"
 protocol = "udp"
@@ -39,19 +40,21 @@ ${health}
 listen_address = "127.0.0.1:0"
 [access_log]
 enabled = true
-${dns.map((d, i) => `[[backends]]\nname = "dns${i + 1}"\naddress = "${d.server}"\n`).join('')}`;
+[runtime]
+${runtime}
+${only.map((i) => `[[backends]]\nid = ${i}\nname = "dns${i + 1}"\naddress = "${dns[i]!.server}"\n`).join('')}`;
 }
 
-/** One query with dig through the balancer: the answer's address, or null when none came back. */
-function dig(port: number, timeoutS = 2): string | null {
-  const r = spawnSync(DIG, ['@127.0.0.1', '-p', String(port), NAME, 'A', '+short', '+tries=1', `+time=${timeoutS}`], { encoding: 'utf8' });
+/** One query with dig through the balancer: the answer's address, or null when none came back. `from`: dig's source port (0: any). */
+function dig(port: number, timeoutS = 2, from = 0): string | null {
+  const r = spawnSync(DIG, ['@127.0.0.1', '-p', String(port), ...(from > 0 ? ['-b', `127.0.0.1#${from}`] : []), NAME, 'A', '+short', '+tries=1', `+time=${timeoutS}`], { encoding: 'utf8' });
   const line = r.stdout.trim();
   return /^\d+\.\d+\.\d+\.\d+$/.test(line) ? line : null;
 }
 
 /** dig, off the event loop's thread (the balancer's output must keep being read meanwhile). */
-function digAsync(port: number, timeoutS = 2): Promise<string | null> {
-  return new Promise((resolve) => setImmediate(() => resolve(dig(port, timeoutS))));
+function digAsync(port: number, timeoutS = 2, from = 0): Promise<string | null> {
+  return new Promise((resolve) => setImmediate(() => resolve(dig(port, timeoutS, from))));
 }
 
 const accessLines = (lb: Balancer): Record<string, unknown>[] => lb.logs.filter((l) => typeof l['termination'] === 'string' && 'bytes_in' in l);
@@ -134,6 +137,40 @@ test('a flow sent to a dead backend ends on its ICMP error (backend_reset), coun
   assert.equal(line['datagrams_out'], 0);
   const rows = await adminJson<{ name: string; connect_errors: number }[]>(lb, '/backends');
   assert.equal(rows.find((b) => b.name === 'dns1')?.connect_errors, 1);
+});
+
+test('a reload that removes a backend: its open flow goes on (the same client port still reaches it) until the drain deadline; new flows go to the others', { timeout: 60_000 }, async (t) => {
+  if (!requireTool(t, 'dig (bind9-dnsutils)', DIG !== '')) return;
+  if (!requireTool(t, 'dnsmasq', DNSMASQ !== '')) return;
+  const dns = await backends(t);
+  const lb = await startBalancer(t, config(dns, '', undefined, [0]));
+  const from = await freePort();
+  assert.equal(await digAsync(lb.port, 2, from), ANSWER[0]);
+  lb.writeConfig(config(dns, '', undefined, [1], 'drain_timeout_millis = 2000'));
+  const r = await lb.admin('/reload', 'POST');
+  assert.equal(r.status, 200, r.body);
+  const reloadedAt = Date.now();
+  // the flow of `from` is still dns1's; another client's is dns2's
+  assert.equal(await digAsync(lb.port, 2, from), ANSWER[0]);
+  assert.equal(await digAsync(lb.port), ANSWER[1]);
+  const line = await lb.waitForLog((l) => l['termination'] === 'drain_timeout', 6000, 'the drained flow cut');
+  assert.ok(Date.now() - reloadedAt >= 1900);
+  assert.equal(line['backend'], 'dns1');
+  assert.equal(line['client'], `127.0.0.1:${from}`);
+  assert.equal(line['datagrams_in'], 2);
+  assert.equal(line['datagrams_out'], 2);
+});
+
+test('consistent_hash keeps a client on one backend across its flows', { timeout: 60_000 }, async (t) => {
+  if (!requireTool(t, 'dig (bind9-dnsutils)', DIG !== '')) return;
+  if (!requireTool(t, 'dnsmasq', DNSMASQ !== '')) return;
+  const dns = await backends(t);
+  const lb = await startBalancer(t, config(dns, 'udp_responses = 1').replace('algorithm = "round_robin"', 'algorithm = "consistent_hash"'));
+  const answers = new Set<string | null>();
+  for (let i = 0; i < 6; i++) answers.add(await digAsync(lb.port));
+  assert.equal(answers.size, 1, [...answers].join(', '));
+  assert.ok(ANSWER.includes([...answers][0]!));
+  await waitFor(() => accessLines(lb).length === 6, 5000, 'six flows');
 });
 
 test('allow/deny refuses a flow: no answer, one access log line however many datagrams it sends', { timeout: 60_000 }, async (t) => {
