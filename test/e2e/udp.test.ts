@@ -108,19 +108,33 @@ test('udp_idle_timeout ends a flow with no datagram either way; while open it co
   assert.deepEqual(await metric(lb, 'lemonade_udp_flows_active'), ['lemonade_udp_flows_active{service="default"} 0']);
 });
 
-test('a killed backend: its flows end on the ICMP error, and every query goes to the other once its health check marks it down', { timeout: 60_000 }, async (t) => {
-  if (!requireTool(t, 'dig (bind9-dnsutils)', DIG !== '')) return;
-  if (!requireTool(t, 'dnsmasq', DNSMASQ !== '')) return;
-  const dns = await backends(t);
-  // kind tcp: dnsmasq answers DNS over TCP on the same port
-  const lb = await startBalancer(t, config(dns, 'udp_responses = 1', 'kind = "tcp"\ninterval = "200ms"\ntimeout = "500ms"\nunhealthy_threshold = 2'));
-  await waitFor(async () => (await adminJson<{ state: string }[]>(lb, '/backends')).every((b) => b.state === 'healthy'), 10_000, 'both backends healthy');
-  await dns[0]!.stop();
-  await waitFor(async () => (await adminJson<{ name: string; state: string }[]>(lb, '/backends')).find((b) => b.name === 'dns1')?.state === 'unhealthy', 10_000, 'dns1 marked down');
-  const answers: (string | null)[] = [];
-  for (let i = 0; i < 6; i++) answers.push(await digAsync(lb.port));
-  assert.deepEqual(answers, Array(6).fill(ANSWER[1]));
-});
+/** A DNS query for NAME, type A, id 0x1234, as send_expect's escapes write it. */
+const QUERY = String.raw`\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x03who\x04ldns\x04test\x00\x00\x01\x00\x01`;
+
+const KILLED_HEALTH: readonly (readonly [string, string])[] = [
+  // dnsmasq answers DNS over TCP on the same port
+  ['kind = "tcp"', 'a TCP connect to the port'],
+  // the query as one datagram; the answer must echo its id
+  [`kind = "send_expect"\nsend = '${QUERY}'\nexpect = '${String.raw`\x12\x34`}'`, 'send_expect over UDP (a real DNS query)'],
+];
+
+for (const [kind, what] of KILLED_HEALTH) {
+  test(`a killed backend: every query goes to the other once its health check (${what}) marks it down`, { timeout: 60_000 }, async (t) => {
+    if (!requireTool(t, 'dig (bind9-dnsutils)', DIG !== '')) return;
+    if (!requireTool(t, 'dnsmasq', DNSMASQ !== '')) return;
+    const dns = await backends(t);
+    const lb = await startBalancer(t, config(dns, 'udp_responses = 1', `${kind}\ninterval = "200ms"\ntimeout = "500ms"\nunhealthy_threshold = 2`));
+    type Row = { name: string; state: string; last_check: { ok: boolean; error: string | null } | null };
+    await waitFor(async () => (await adminJson<Row[]>(lb, '/backends')).every((b) => b.state === 'healthy' && b.last_check?.ok === true), 10_000, 'both backends checked healthy');
+    await dns[0]!.stop();
+    const down = await waitFor(async () => (await adminJson<Row[]>(lb, '/backends')).find((b) => b.name === 'dns1' && b.state === 'unhealthy'), 10_000, 'dns1 marked down');
+    assert.equal(down.last_check?.ok, false);
+    const answers: (string | null)[] = [];
+    for (let i = 0; i < 6; i++) answers.push(await digAsync(lb.port));
+    assert.deepEqual(answers, Array(6).fill(ANSWER[1]));
+    assert.equal((await adminJson<Row[]>(lb, '/backends')).find((b) => b.name === 'dns2')?.state, 'healthy');
+  });
+}
 
 test('a flow sent to a dead backend ends on its ICMP error (backend_reset), counted against the backend', { timeout: 60_000 }, async (t) => {
   if (!requireTool(t, 'dig (bind9-dnsutils)', DIG !== '')) return;
