@@ -10,8 +10,9 @@
 // a session of the listener's transport (./transport.ts): the raw libuv handles when the start
 // chose them (./raw.ts), else net.Socket; a service that terminates TLS relays through
 // ./transport-tls.ts over the connection accepted. Accept, routing and admission are one path
-// whatever the transport. A listening socket is made by the transport (a net.Server for both today: bind,
-// systemd's socket, the cluster's shared handle). Every session shares one registry: [proxy]
+// whatever the transport. A listening socket is made by the transport (a net.Server for TCP: bind,
+// systemd's socket, the cluster's shared handle; a dgram socket for an address whose service has
+// protocol = "udp", whose "connections" are flows: ./transport-udp.ts). Every session shares one registry: [proxy]
 // max_connections caps them all.
 
 import type { ServiceSnapshot, Snapshot } from '../core/snapshot';

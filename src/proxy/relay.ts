@@ -5,7 +5,8 @@
 // passive health on a failed connect, what is sent first (PROXY header, bytes read to route),
 // the counters and the latency sample, the termination cause (the first one seen, set where it
 // happens), and the end of the session once both sides are closed. A transport subclasses it and
-// implements its legs (the abstract members below): ./transport-raw.ts, ./transport-net.ts.
+// implements its legs (the abstract members below): ./transport-raw.ts, ./transport-net.ts,
+// ./transport-udp.ts (a UDP flow).
 
 import { lookup, type LookupAddress } from 'node:dns';
 import type { BackendConfig } from '../config/schema';

@@ -172,7 +172,6 @@ export class UdpFlow extends Relay implements UdpFacts {
     a: Readonly<Accepted>,
   ) {
     super(snap, host, a);
-    this.clientClosed = false;
     this.responses = snap.proxy.udpResponses;
     this.figures = udpFigures(snap.name);
     this.figures.flows++;
