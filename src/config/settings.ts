@@ -95,6 +95,10 @@ export const SCHEMA = {
     client_rate_limit: { prop: 'clientRateLimit', kind: 'rate', def: '', overridable: true, doc: 'new connections per client address, `"100/s"`, `"600/m"`, `"1000/h"`; `""` = off' },
     client_max_connections: { prop: 'clientMaxConnections', kind: 'int', def: 0, min: 0, overridable: true, doc: 'concurrent connections per client address; 0 = off' },
     inspect_timeout: { prop: 'inspectTimeoutMs', kind: 'duration', def: 5000, overridable: true, doc: 'on an address that reads the TLS ClientHello (see [SNI routing](behaviour.md#sni-routing-tls-passthrough)): a client that has not sent a whole one in this time (or within 16 KiB) is routed as having no server name. Services sharing an address must agree on it' },
+    protocol: { prop: 'protocol', kind: 'enum', def: 'tcp', values: ['tcp', 'udp'], overridable: true, doc: '`"tcp"` or `"udp"`: a UDP service relays datagrams, one flow per client address and port (see [UDP services](behaviour.md#udp-services)); it has its listen address to itself and runs with `workers = 1`' },
+    udp_idle_timeout: { prop: 'udpIdleTimeoutMs', kind: 'duration', def: 30000, overridable: true, doc: 'UDP only: a flow with no datagram either way for this long ends (`udp_idle`)' },
+    udp_responses: { prop: 'udpResponses', kind: 'int', def: 0, min: 0, max: 1_000_000, overridable: true, doc: 'UDP only: a flow ends after this many datagrams back to the client (`udp_responses`); 0 = no bound (DNS: 1)' },
+    udp_affinity: { prop: 'udpAffinity', kind: 'enum', def: 'flow', values: ['flow'], overridable: true, doc: 'UDP only: what keeps datagrams on one backend: `"flow"` (the client\'s address and port). Routing QUIC by connection ID (`"quic"`) comes next' },
   },
   strategy: {
     algorithm: { prop: 'algorithm', kind: 'enum', def: 'adaptive', values: ALGORITHMS, env: 'LEMONADE_LB_STRATEGY', overridable: true, doc: '`round_robin`, `weighted_round_robin`, `least_connections`, `fastest_response`, `adaptive`, `consistent_hash` (hyphenated spellings and `fastest_response_time` accepted; so is a top-level `strategy = "…"` key as older lemonade files have it)' },

@@ -84,6 +84,7 @@ export function validate(raw: Raw, ctx: ValidateContext = {}): ValidateResult {
     if (!hasDefault) report('tls', 'top-level [tls] is the default service\'s (top-level [[backends]]), and there is none: write a [services.tls] table in the [[services]] entry that terminates TLS');
     else checkTls(checked.get('tls')!, 'tls', report);
   }
+  if (hasDefault) checkUdp(isTable(top['proxy']) ? top['proxy'] : {}, checked.get('proxy')!, 'proxy.', top['tls'] !== undefined ? 'tls' : null, report);
   if (hasDefault && checked.get('proxy')!['listen_address'] === null) {
     report('proxy.listen_address', `required with top-level [[backends]]: the address "host:port" to listen on, e.g. "0.0.0.0:8080" (or set ${SCHEMA.proxy.listen_address.env})`);
   }
@@ -108,6 +109,10 @@ export function validate(raw: Raw, ctx: ValidateContext = {}): ValidateResult {
         backends,
       ),
     );
+  }
+  const udp = services.findIndex((x) => x.proxy.protocol === 'udp');
+  if (udp >= 0 && (config['runtime'] as Config['runtime']).workers !== 1) {
+    report('runtime.workers', `service "${services[udp]!.name}" has protocol = "udp", which runs in one process for now: set workers = 1 (got ${(config['runtime'] as Config['runtime']).workers})`);
   }
   checkSharedAddresses(services, (i, key) => (services[i]!.name === DEFAULT_SERVICE ? `proxy.${key}` : `services[${backends.length > 0 ? i - 1 : i}].${key}`), report);
   if (issues.length > 0) return { ok: false, issues };
@@ -151,6 +156,12 @@ function checkSharedAddresses(services: readonly ServiceConfig[], at: (i: number
   });
   for (const [address, list] of byAddress) {
     if (list.length < 2) continue;
+    const udp = list.find((i) => services[i]!.proxy.protocol === 'udp');
+    if (udp !== undefined) {
+      const other = services[list.find((i) => i !== udp)!]!;
+      report(at(udp, 'listen_address'), `${address} is also the listen address of service "${other.name}": a protocol = "udp" service has its listen address to itself (one UDP socket, no sni to tell services apart)`);
+      continue;
+    }
     let fallback: number | undefined;
     const owner = new Map<string, number>();
     const first = services[list[0]!]!;
@@ -177,6 +188,26 @@ function checkSharedAddresses(services: readonly ServiceConfig[], at: (i: number
       }
     }
   }
+}
+
+const UDP_KEYS = OVERRIDABLE.proxy.map(([k]) => k).filter((k) => k.startsWith('udp_'));
+
+/**
+ * protocol = "udp" and the udp_* keys, checked where they are written (`table`, the values read
+ * from it with their defaults in `values`): a udp_* key on a TCP service is a mistake, and a UDP
+ * service carries neither TLS, the PROXY protocol nor a server name.
+ */
+function checkUdp(table: Raw, values: Record<string, unknown>, prefix: string, tlsPath: string | null, report: (path: string, message: string) => void, strategy: Record<string, unknown> = {}): void {
+  if (values['protocol'] !== 'udp') {
+    for (const k of UDP_KEYS) {
+      if (table[k] !== undefined) report(`${prefix}${k}`, `${k} applies to UDP services only, and this service's protocol is "${String(values['protocol'])}": set protocol = "udp" or remove ${k}`);
+    }
+    return;
+  }
+  if (tlsPath !== null) report(tlsPath, 'a protocol = "udp" service relays datagrams as they come and cannot terminate TLS: remove the tls table or set protocol = "tcp"');
+  if (values['proxy_protocol'] !== 'off') report(`${prefix}proxy_protocol`, `a protocol = "udp" service sends no PROXY protocol header: expected "off", got "${String(values['proxy_protocol'])}"`);
+  if (Array.isArray(table['sni']) && table['sni'].length > 0) report(`${prefix}sni`, 'a protocol = "udp" service has no TLS server name to route by: expected sni = [] or no sni');
+  if (strategy['hash_key'] === 'sni') report(`${prefix}hash_key`, 'a protocol = "udp" service has no TLS server name to hash: expected "source_ip"');
 }
 
 /**
@@ -267,6 +298,7 @@ function readServices(raw: unknown, top: ReadonlyMap<SectionName, Record<string,
     const proxy = readRows(OVERRIDABLE.proxy, t, p, report, top.get('proxy'));
     const strategy = readRows(OVERRIDABLE.strategy, t, p, report, top.get('strategy'));
     checkStrategy(t, strategy, `${p}.`, report);
+    checkUdp(t, proxy, `${p}.`, t['tls'] !== undefined ? `${p}.tls` : null, report, strategy);
     let healthTable: Raw = {};
     if (t['health'] !== undefined) {
       if (!isTable(t['health'])) report(`${p}.health`, `expected a table [services.health], got ${describe(t['health'])}`);

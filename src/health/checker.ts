@@ -17,6 +17,7 @@ import { INITIAL_HEALTH, isHealthy, observe, type HealthState } from './state';
 import { cachedLookup } from '../core/cached-lookup';
 import { Conversation, stepsOf, type Step, type Turn } from './send-expect';
 import { AgentLine, type AgentAnswer } from './agent';
+import { udpSendExpectProbe } from './udp-probe';
 
 export interface HealthEvent {
   readonly at: number;
@@ -182,7 +183,9 @@ export class HealthChecker {
       h.kind === 'http'
         ? httpProbe(host, port, h.path, h.timeoutMs, pp, done, lookup)
         : h.kind === 'send_expect'
-          ? sendExpectProbe(host, port, stepsOf(h), h.timeoutMs, pp, done, lookup)
+          ? proxy.protocol === 'udp'
+            ? udpSendExpectProbe(host, port, stepsOf(h), h.timeoutMs, done)
+            : sendExpectProbe(host, port, stepsOf(h), h.timeoutMs, pp, done, lookup)
           : tcpProbe(host, port, h.timeoutMs, pp, done, lookup);
   }
 

@@ -19,7 +19,7 @@
 
 import { IdleWaiters } from './idle-waiters';
 import { close, constants, fstat, open, write } from 'node:fs';
-import type { SessionEnd, TlsFacts } from '../proxy/events';
+import type { SessionEnd, TlsFacts, UdpFacts } from '../proxy/events';
 import { processStdout } from './stdout';
 import type { Config } from '../config/schema';
 
@@ -313,8 +313,8 @@ export function jsonLine(e: SessionEnd, at: number): string {
   return (
     `{"time":"${new Date(at).toISOString()}","client":${e.logClient === null ? 'null' : JSON.stringify(e.logClient)},"service":${JSON.stringify(e.service)},` +
     `"backend":${b ? JSON.stringify(b.name) : 'null'},"backend_address":${b ? JSON.stringify(b.spec.address) : 'null'},` +
-    `"connect_ms":${e.connected ? e.connectMs : 'null'},"duration_ms":${e.durationMs},"bytes_in":${e.bytesIn},"bytes_out":${e.bytesOut},` +
-    `"retries":${e.retries},"termination":"${e.termination}"${e.tls != null ? tlsFields(e.tls) : ''}}\n`
+    `"connect_ms":${e.connected && e.udp == null ? e.connectMs : 'null'},"duration_ms":${e.durationMs},"bytes_in":${e.bytesIn},"bytes_out":${e.bytesOut},` +
+    `"retries":${e.retries},"termination":"${e.termination}"${e.tls != null ? tlsFields(e.tls) : ''}${e.udp != null ? udpFields(e.udp) : ''}}\n`
   );
 }
 
@@ -328,11 +328,16 @@ function tlsFields(t: TlsFacts): string {
   );
 }
 
+/** A UDP flow's datagrams, after the termination (absent for a connection). */
+function udpFields(u: UdpFacts): string {
+  return `,"datagrams_in":${u.datagramsIn},"datagrams_out":${u.datagramsOut},"datagrams_dropped":${u.datagramsDropped}`;
+}
+
 /**
  * The text line: `TIME CLIENT SERVICE/BACKEND BACKEND_ADDRESS CONNECT_MS/DURATION_MS BYTES_IN
  * BYTES_OUT RETRIES TERMINATION`, "-" for what there is none of (docs/operations.md, Access log).
  */
 export function textLine(e: SessionEnd, at: number): string {
   const b = e.pickedBackend;
-  return `${new Date(at).toISOString()} ${e.logClient ?? '-'} ${e.service}/${b ? b.name : '-'} ${b ? b.spec.address : '-'} ${e.connected ? e.connectMs : '-'}/${e.durationMs} ${e.bytesIn} ${e.bytesOut} ${e.retries} ${e.termination}\n`;
+  return `${new Date(at).toISOString()} ${e.logClient ?? '-'} ${e.service}/${b ? b.name : '-'} ${b ? b.spec.address : '-'} ${e.connected && e.udp == null ? e.connectMs : '-'}/${e.durationMs} ${e.bytesIn} ${e.bytesOut} ${e.retries} ${e.termination}\n`;
 }

@@ -10,6 +10,7 @@ import { splitRef, type BackendState } from '../core/backend';
 
 const BACKEND_STATES: readonly BackendState[] = ['healthy', 'unhealthy', 'draining', 'disabled'];
 
+import { allUdpFigures } from '../proxy/udp-flows';
 import { CLEAN_TERMINATIONS, TERMINATIONS, TERMINATION_INDEX, type RejectReason, type Termination } from '../proxy/events';
 export type { RejectReason };
 /** the reasons a service's connection is refused for (no_route has no service: counted with service="") */
@@ -248,6 +249,30 @@ export class Metrics {
         this.reset();
         for (const s of src.snapshot().services) this.set({ service: s.name }, 0);
         for (const [service, n] of src.serviceOpen?.() ?? []) this.set({ service }, n);
+      },
+    });
+    new Counter({
+      name: 'lemonade_udp_datagrams_total',
+      help: 'Datagrams a UDP service relayed, by direction: in (client to backend) and out (backend to client)',
+      labelNames: ['service', 'direction'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [service, f] of allUdpFigures()) {
+          this.inc({ service, direction: 'in' }, f.in);
+          this.inc({ service, direction: 'out' }, f.out);
+        }
+      },
+    });
+    new Gauge({
+      name: 'lemonade_udp_flows_active',
+      help: 'Open UDP flows (a client address and port to one service), by service',
+      labelNames: ['service'],
+      registers,
+      collect() {
+        this.reset();
+        for (const s of src.snapshot().services) if (s.proxy.protocol === 'udp') this.set({ service: s.name }, 0);
+        for (const [service, f] of allUdpFigures()) if (f.flows > 0) this.set({ service }, f.flows);
       },
     });
     new Gauge({

@@ -29,14 +29,16 @@ export const TERMINATIONS = [
   'shutdown',
   'tls_handshake_failed',
   'tls_handshake_timeout',
+  'udp_idle',
+  'udp_responses',
 ] as const;
 export type Termination = (typeof TERMINATIONS)[number];
 
 /** Index of each termination in TERMINATIONS (counters are arrays indexed by it). */
 export const TERMINATION_INDEX: Readonly<Record<Termination, number>> = Object.fromEntries(TERMINATIONS.map((t, i) => [t, i])) as Record<Termination, number>;
 
-/** The ends that say nothing went wrong: either side closed its side first. */
-export const CLEAN_TERMINATIONS: ReadonlySet<Termination> = new Set<Termination>(['client_closed', 'backend_closed']);
+/** The ends that say nothing went wrong: either side closed its side first, or a UDP flow ended as it should (idle, or its replies all came). */
+export const CLEAN_TERMINATIONS: ReadonlySet<Termination> = new Set<Termination>(['client_closed', 'backend_closed', 'udp_idle', 'udp_responses']);
 
 /** The termination a rejection is logged and counted as. */
 export function rejectionTermination(reason: RejectReason): Termination {
@@ -73,6 +75,18 @@ export interface SessionEnd {
   readonly logClient: string | null;
   /** what the TLS handshake of a terminating service learned; absent or null for the others */
   readonly tls?: TlsFacts | null;
+  /** the datagrams of a UDP flow; absent or null for a connection */
+  readonly udp?: UdpFacts | null;
+}
+
+/** A UDP flow's datagrams (bytesIn and bytesOut count their payloads). */
+export interface UdpFacts {
+  /** relayed client to backend */
+  readonly datagramsIn: number;
+  /** relayed backend to client */
+  readonly datagramsOut: number;
+  /** not relayed: a send queue was full, or the backend was not connected yet and the few held were enough */
+  readonly datagramsDropped: number;
 }
 
 /** A terminated connection's handshake, as the access log and the metrics read it. */

@@ -10,8 +10,9 @@
 // a session of the listener's transport (./transport.ts): the raw libuv handles when the start
 // chose them (./raw.ts), else net.Socket; a service that terminates TLS relays through
 // ./transport-tls.ts over the connection accepted. Accept, routing and admission are one path
-// whatever the transport. A listening socket is made by the transport (a net.Server for both today: bind,
-// systemd's socket, the cluster's shared handle). Every session shares one registry: [proxy]
+// whatever the transport. A listening socket is made by the transport (a net.Server for TCP: bind,
+// systemd's socket, the cluster's shared handle; a dgram socket for an address whose service has
+// protocol = "udp", whose "connections" are flows: ./transport-udp.ts). Every session shares one registry: [proxy]
 // max_connections caps them all.
 
 import type { ServiceSnapshot, Snapshot } from '../core/snapshot';
@@ -30,6 +31,7 @@ import type { Listening, Transport } from './transport';
 import { RAW_TRANSPORT } from './transport-raw';
 import { NET_TRANSPORT } from './transport-net';
 import { tlsSession } from './transport-tls';
+import { udpTransport } from './transport-udp';
 
 export interface ListenerDeps {
   readonly current: () => Snapshot;
@@ -106,7 +108,7 @@ export class ProxyListener {
       periodMs: () => {
         let shortest = 10_000;
         const snap = deps.current();
-        for (const s of snap.services) shortest = Math.min(shortest, s.proxy.connectTimeoutMs, s.proxy.idleTimeoutMs, s.tls?.handshakeTimeoutMs ?? Infinity);
+        for (const s of snap.services) shortest = Math.min(shortest, s.proxy.connectTimeoutMs, s.proxy.idleTimeoutMs, s.proxy.udpIdleTimeoutMs, s.tls?.handshakeTimeoutMs ?? Infinity);
         for (const a of snap.listenAddresses()) {
           const r = snap.routes(a)!;
           if (r.inspect) shortest = Math.min(shortest, r.inspectTimeoutMs);
@@ -162,13 +164,15 @@ export class ProxyListener {
   /**
    * Bind `addr` for the listen address `key` without serving from it yet: commit() makes it the
    * address's socket (closing an old one), abort() closes it. A reload binds every new address
-   * first, so a failure changes nothing.
+   * first, so a failure changes nothing. `udp`: the address's service has protocol = "udp" (a
+   * dgram socket of ./transport-udp.ts, in this process only).
    */
-  async prepare(key: string, addr: HostPort): Promise<Pending> {
+  async prepare(key: string, addr: HostPort, udp = false): Promise<Pending> {
     const entry = this.socket(key);
     const own = this.deps.shared === true && reusePort();
     const options = { host: addr.host, port: addr.port, backlog: 4096, exclusive: this.deps.shared !== true || own, ...(own ? { reusePort: true } : {}) };
-    const server = await this.bind(entry, (s) => s.listen(options), formatHostPort(addr));
+    const t = udp ? (udpTransport(key, this.deps.current, this.deps.now) as Transport<unknown>) : this.transport;
+    const server = await this.bind(entry, (s) => s.listen(options), formatHostPort(addr), t);
     return {
       commit: () => this.install(entry, server),
       abort: () => {
@@ -179,8 +183,8 @@ export class ProxyListener {
     };
   }
 
-  async listen(key: string, addr: HostPort): Promise<void> {
-    (await this.prepare(key, addr)).commit();
+  async listen(key: string, addr: HostPort, udp = false): Promise<void> {
+    (await this.prepare(key, addr, udp)).commit();
   }
 
   /** Serve an already listening socket passed by the service manager (socket activation). */
@@ -255,8 +259,7 @@ export class ProxyListener {
     if (old) old.close();
   }
 
-  private bind(entry: SocketEntry, start: (s: Listening) => void, label: string): Promise<Listening> {
-    const t = this.transport;
+  private bind(entry: SocketEntry, start: (s: Listening) => void, label: string, t: Transport<unknown> = this.transport): Promise<Listening> {
     const server = t.server(
       (c) => this.onAccept(entry, t, c),
       (err) => this.deps.observer.acceptError(err),

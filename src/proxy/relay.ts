@@ -5,7 +5,8 @@
 // passive health on a failed connect, what is sent first (PROXY header, bytes read to route),
 // the counters and the latency sample, the termination cause (the first one seen, set where it
 // happens), and the end of the session once both sides are closed. A transport subclasses it and
-// implements its legs (the abstract members below): ./transport-raw.ts, ./transport-net.ts.
+// implements its legs (the abstract members below): ./transport-raw.ts, ./transport-net.ts,
+// ./transport-udp.ts (a UDP flow).
 
 import { lookup, type LookupAddress } from 'node:dns';
 import type { BackendConfig } from '../config/schema';
@@ -318,15 +319,18 @@ export abstract class Relay implements SessionEnd {
     return target;
   }
 
-  /** The backend connected: counts and the connect time. */
-  protected markConnected(): void {
+  /**
+   * The backend connected: counts and the connect time. `success`: the connect tells the backend
+   * is up (a UDP flow's does not: its first datagram back does).
+   */
+  protected markConnected(success = true): void {
     const t = this.target!;
     const now = this.base.now();
     this.connected = true;
     this.deadline = 0;
     this.connectMillis = now - this.connectStartedAt;
     this.lastMoved = now;
-    t.load.recordSuccess();
+    if (success) t.load.recordSuccess();
     t.counters.connections++;
     this.base.observer.connected(t, this.connectMillis);
   }
@@ -357,7 +361,7 @@ export abstract class Relay implements SessionEnd {
   }
 
   /** Passive health: a connect to this backend failed (ejected after repeated failures). */
-  private passiveFailure(load: BackendLoad): void {
+  protected passiveFailure(load: BackendLoad): void {
     const h = this.snap.health;
     // the backend's figures eject it after unhealthy_threshold failures in a row
     load.recordFailure(h.unhealthyThreshold, this.base.now() + Math.min(MAX_EJECT_MS, Math.max(MIN_EJECT_MS, h.intervalMs)));

@@ -5,7 +5,8 @@
 // retries, resolve, timeouts, accounting, passive health, the access log's facts) and the
 // listener (routing, admission) know nothing else of it. Today: ./transport-raw.ts (libuv's TCP
 // handles) and ./transport-net.ts (net.Socket); runtime/raw-self-test.ts chooses between them.
-// A service that terminates TLS relays through ./transport-tls.ts, whichever accepted it.
+// A service that terminates TLS relays through ./transport-tls.ts, whichever accepted it; an
+// address whose service has protocol = "udp" is ./transport-udp.ts's (its connections are flows).
 
 import type { AddressInfo, ListenOptions } from 'node:net';
 import type { ServiceSnapshot } from '../core/snapshot';

@@ -14,7 +14,8 @@ import type { HistogramData } from '../obs/fast-histogram';
  * One listening socket: the listen address as the config writes it (every service with it is
  * served there), and the address to bind or the socket systemd passed.
  */
-export type ListenSpec = { readonly address: string } & ({ readonly addr: HostPort } | { readonly fd: number });
+/** `udp`: the address's service has protocol = "udp" (bound by the one process, never passed by systemd) */
+export type ListenSpec = { readonly address: string } & ({ readonly addr: HostPort; readonly udp?: boolean } | { readonly fd: number });
 
 export interface CountersReport {
   readonly connections: number;

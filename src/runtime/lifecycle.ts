@@ -213,8 +213,9 @@ export class Lifecycle {
  */
 export function listenSpecs(config: Config, fds: readonly number[]): ListenSpec[] {
   const services = config.services;
+  const udp = new Set(services.filter((svc) => svc.proxy.protocol === 'udp').map((svc) => svc.listenAddress));
   const addresses = new Map(services.map((svc) => [svc.listenAddress, svc.listen] as const));
-  if (fds.length === 1 && addresses.size === 1) return [{ address: [...addresses.keys()][0]!, fd: fds[0]! }];
+  if (fds.length === 1 && addresses.size === 1 && udp.size === 0) return [{ address: [...addresses.keys()][0]!, fd: fds[0]! }];
   const byFd = new Map<string, number>();
   for (const fd of fds) {
     const address = passedAddress(fd);
@@ -225,6 +226,7 @@ export function listenSpecs(config: Config, fds: readonly number[]): ListenSpec[
   }
   return [...addresses].map(([address, addr]) => {
     const fd = byFd.get(address);
+    if (udp.has(address)) return { address, addr, udp: true };
     return fd === undefined ? { address, addr } : { address, fd };
   });
 }

@@ -31,7 +31,7 @@ export interface DataPlane {
   /** bind (or adopt the socket systemd passed) every listen address's socket; one failure fails all */
   listen(specs: readonly ListenSpec[]): Promise<void>;
   /** bind a new listen address (as the config writes it) for a reload: commit() serves it, abort() lets it go */
-  prepare(address: string, addr: HostPort): Promise<Pending>;
+  prepare(address: string, addr: HostPort, udp?: boolean): Promise<Pending>;
   /** an address no service has any more stops accepting; its open connections drain with their backends */
   closeAddress(address: string): void;
   /**
@@ -196,7 +196,7 @@ export class LocalPlane implements DataPlane {
     try {
       for (const s of specs) {
         if ('fd' in s) await this.listener.adopt(s.address, s.fd);
-        else pending.push(await this.listener.prepare(s.address, s.addr));
+        else pending.push(await this.listener.prepare(s.address, s.addr, s.udp === true));
       }
     } catch (e) {
       for (const p of pending) p.abort();
@@ -205,8 +205,8 @@ export class LocalPlane implements DataPlane {
     }
     for (const p of pending) p.commit();
   }
-  prepare(address: string, addr: HostPort): Promise<Pending> {
-    return this.listener.prepare(address, addr);
+  prepare(address: string, addr: HostPort, udp = false): Promise<Pending> {
+    return this.listener.prepare(address, addr, udp);
   }
   closeAddress(address: string): void {
     this.listener.closeAddress(address);

@@ -76,9 +76,10 @@ export class ReloadTransaction {
       this.checkSocketOwner(next);
       // a new listen address is bound before anything switches; an address kept keeps its
       // socket, whichever services it serves (services may share one, told apart by sni)
-      const had = new Set(s.config.services.map((x) => x.listenAddress));
-      for (const [address, addr] of new Map(next.services.map((x) => [x.listenAddress, x.listen] as const))) {
-        if (!had.has(address)) pending.push(await plane.prepare(address, addr));
+      // (an address whose protocol changed is bound anew: a dgram socket for udp)
+      const had = new Map(s.config.services.map((x) => [x.listenAddress, x.proxy.protocol]));
+      for (const [address, x] of new Map(next.services.map((x) => [x.listenAddress, x] as const))) {
+        if (had.get(address) !== x.proxy.protocol) pending.push(await plane.prepare(address, x.listen, x.proxy.protocol === 'udp'));
       }
       // the admin listener: a new address is bound beside the old one; a switch between HTTP and
       // HTTPS on the same one binds it again; the same kind takes new certificates in place
