@@ -122,7 +122,7 @@ let system: string[] | undefined | null = null;
 
 /**
  * The system's trust store, read once per process: Node's own reading of it where it has one
- * (tls.getCACertificates('system')), else $SSL_CERT_FILE or the first of SYSTEM_CA_FILES; undefined
+ * (tls.getCACertificates('system')), else the first of SYSTEM_CA_FILES; undefined
  * when none is found (then Node's bundled roots).
  */
 function systemCertificates(): string[] | undefined {
@@ -136,8 +136,7 @@ function systemCertificates(): string[] | undefined {
       // an older shape of the API: read the files below
     }
   }
-  for (const f of [process.env['SSL_CERT_FILE'], ...SYSTEM_CA_FILES]) {
-    if (f === undefined || f === '') continue;
+  for (const f of SYSTEM_CA_FILES) {
     try {
       const text = readFileSync(f, 'utf8');
       const list = text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g);
