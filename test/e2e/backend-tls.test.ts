@@ -8,11 +8,12 @@
 // wrong one fails); a backend that requires a client certificate gets the balancer's cert/key
 // and refuses without; an http health check through TLS marks a backend up and down with its page;
 // a key that does not match its certificate fails --validate naming the key path and the file,
-// and a reload with it keeps the old configuration serving.
+// and a reload with it keeps the old configuration serving; a service terminates and originates at once.
 
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import tls from 'node:tls';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -291,4 +292,23 @@ test('a key that does not match its certificate fails --validate naming the key 
   writeFileSync(join(k.dir, 'client.key'), readFileSync(join(k.dir, 'other.key')));
   await waitFor(() => b.logs.filter((l) => l['msg'] === 'config reload failed; the running configuration is unchanged').length > n, 10_000, 'the reload the key file started to fail');
   assert.match((await get(b.port) as { body: string }).body, /client=CN=lemonade balancer/);
+});
+
+test('a service may terminate TLS from its clients and originate TLS to its backends at once', async (t) => {
+  if (!ready(t)) return;
+  const k = await startBackends(t);
+  makeCert(k.dir, 'ca', 'front', '/CN=front.test', 'DNS:front.test');
+  const text = config(`enabled = true\nca = "${k.dir}/ca.pem"\nserver_name = "backend.test"`, [`127.0.0.1:${k.good}`]).replace('[backend_tls]', `[tls]\ncertificates = [{ cert = "${k.dir}/front.pem", key = "${k.dir}/front.key" }]\n[backend_tls]`);
+  const b = await startBalancer(t, text);
+  const answer = await new Promise<string>((resolve, reject) => {
+    const s = tls.connect({ host: '127.0.0.1', port: b.port, ca: readFileSync(join(k.dir, 'ca.pem')), servername: 'front.test' }, () => s.write('GET / HTTP/1.1\r\nHost: front.test\r\nConnection: close\r\n\r\n'));
+    let got = '';
+    s.on('data', (d: Buffer) => (got += d.toString()));
+    s.on('end', () => resolve(got));
+    s.on('error', reject);
+  });
+  assert.match(answer, /^HTTP\/1\.1 200/);
+  assert.ok(answer.endsWith('GOOD sni=backend.test client=\n'), answer);
+  const line = await waitFor(() => accessLines(b).find((l) => l['tls_version'] !== undefined), 5000, 'the access log line');
+  assert.equal(line['sni'], 'front.test');
 });
