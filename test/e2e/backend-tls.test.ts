@@ -180,6 +180,7 @@ test('a backend whose certificate is not from ca fails verification: connect_fai
   for (let i = 0; i < 4; i++) assert.deepEqual(await get(b.port), { status: 200, body: 'GOOD sni= client=\n' });
   const failed = await waitFor(() => b.logs.find((l) => l['msg'] === 'backend connect failed' && l['backend'] === 'b1'), 5000, 'the failed connect to b1');
   assert.match(String(failed['error']), /certificate/i, 'the failure says why: the certificate');
+  await waitFor(() => accessLines(b).length >= 4, 5000, 'the four access log lines');
   const retried = accessLines(b).filter((l) => l['retries'] === 1);
   assert.ok(retried.length > 0, JSON.stringify(accessLines(b)));
   assert.ok(retried.every((l) => l['backend'] === 'b2'));
