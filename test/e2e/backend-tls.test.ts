@@ -6,7 +6,8 @@
 // client is served by the next backend; verify = false connects to a self-signed backend and
 // --validate and the start log warn; server_name is the SNI nginx sees and the name verified (a
 // wrong one fails); a backend that requires a client certificate gets the balancer's cert/key
-// and refuses without; an http health check through TLS marks a backend up and down with its page;
+// and refuses without; an http health check through TLS marks a backend up and down with its page
+// (send_expect speaks inside the TLS too);
 // a key that does not match its certificate fails --validate naming the key path and the file,
 // and a reload with it keeps the old configuration serving; a service terminates and originates at once.
 
@@ -151,11 +152,11 @@ async function get(port: number, path = '/'): Promise<{ status: number; body: st
 
 const ready = (t: TestContext): boolean => requireTool(t, 'nginx (package nginx-light)', NGINX !== null) && requireTool(t, 'openssl', OPENSSL);
 
-for (const relay of ['raw', 'net.Socket'] as const) {
-  test(`bytes reach a TLS backend verified with ca (its IP address in the certificate) and come back; connect_ms is logged (${relay} relay)`, async (t) => {
+for (const relay of ['raw', 'net.Socket', 'two workers'] as const) {
+  test(`bytes reach a TLS backend verified with ca (its IP address in the certificate) and come back; connect_ms is logged (${relay})`, async (t) => {
     if (!ready(t)) return;
     const k = await startBackends(t);
-    const env = relay === 'net.Socket' ? { LEMONADE_LB_NET_SOCKETS: '1' } : {};
+    const env = relay === 'net.Socket' ? { LEMONADE_LB_NET_SOCKETS: '1' } : relay === 'two workers' ? { LEMONADE_LB_WORKERS: '2' } : {};
     const b = await startBalancer(t, config(`enabled = true\nca = "${k.dir}/ca.pem"`, [`127.0.0.1:${k.good}`]), { env });
     for (let i = 0; i < 3; i++) {
       const r = await get(b.port);
@@ -264,6 +265,13 @@ test('an http health check speaks inside the TLS: the backend goes up while its 
   const p = await adminJson<{ state: string; last_check: { error: string | null } }[]>(plain, '/backends');
   assert.equal(p[0]!.state, 'unhealthy');
   assert.equal(p[0]!.last_check.error, 'HTTP 400');
+
+  // send_expect speaks inside the TLS too
+  const se = await startBalancer(t, config(`enabled = true\nca = "${k.dir}/ca.pem"`, [`127.0.0.1:${k.good}`], { health: `kind = "send_expect"\nsend = 'GET /health HTTP/1.0\\r\\n\\r\\n'\nexpect = "200 OK"\ninterval = "200ms"\ntimeout = "1s"\nhealthy_threshold = 1\nunhealthy_threshold = 1` }));
+  const last = async (): Promise<{ state: string; last_check: { ok: boolean } | null }> => (await adminJson<{ state: string; last_check: { ok: boolean } | null }[]>(se, '/backends'))[0]!;
+  await waitFor(async () => (await last()).last_check?.ok === true, 5000, 'a send_expect check that passed over TLS');
+  rmSync(join(k.dir, 'www1', 'healthy'));
+  await waitFor(async () => (await last()).state === 'unhealthy', 5000, 'the send_expect check failing (503)');
 });
 
 test('a key that does not match its certificate fails --validate naming the key path and the file; a reload with it keeps the old config serving', async (t) => {
