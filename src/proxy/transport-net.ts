@@ -11,6 +11,11 @@
 // false with bytes still queued and resuming it on the writer's 'drain'. There is no timer per
 // connection: the connect timeout and the idle timeout are checked by the registry's one coarse
 // sweep (ConnectionRegistry, ./registry.ts), and a read only sets a flag.
+//
+// A service with backend_tls (core/tls.ts's TlsOriginator) connects its backend leg as TCP, then
+// puts a TLS client over it (onTcpConnect): the leg counts as connected once the handshake is done
+// and the backend verified, and it is read with 'data' events. Whatever the listener's transport,
+// such a service's sessions are this one (netSession()); a plain service's never meet the branch.
 
 import net, { Socket, type OnReadOpts, type Server, type SocketConstructorOpts } from 'node:net';
 import { connect as connectTls } from 'node:tls';
