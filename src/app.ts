@@ -30,6 +30,7 @@ import { SummaryLog } from './obs/summary';
 import type { Logger } from './obs/logger';
 import { ReloadTrigger } from './runtime/reload';
 import { TlsTerminators } from './runtime/tls-terminators';
+import { TlsOriginators } from './runtime/tls-originators';
 import { ReloadTransaction } from './runtime/reload-transaction';
 import { Lifecycle } from './runtime/lifecycle';
 import { LiveState } from './runtime/live-state';
@@ -73,7 +74,8 @@ export class App {
     const startedAt = now();
     const loads = (this.loads = new LoadTable(now));
     const tls = new TlsTerminators((service, problem) => logger.warn({ service }, `tls: ${problem}`));
-    const s = (this.state = new LiveState(opts.loaded, loads, { now, random, strategies: STRATEGIES, tls: tls.build }));
+    const backendTls = new TlsOriginators((service, problem) => logger.warn({ service }, `backend_tls: ${problem}`));
+    const s = (this.state = new LiveState(opts.loaded, loads, { now, random, strategies: STRATEGIES, tls: tls.build, backendTls: backendTls.build }));
     const metrics = (this.metrics = new Metrics({
       loads,
       snapshot: () => s.snapshot,

@@ -2,7 +2,7 @@
 
 import net from 'node:net';
 import { loadConfig, type Env } from '../config/load';
-import type { Config } from '../config/schema';
+import { backendTlsWarnings, type Config } from '../config/schema';
 import { shownName } from '../core/backend';
 import { adminExposureWarnings } from '../config/admin-exposure';
 import { ConfigInvalidError, LemonadeError, formatIssue, type ConfigIssue } from '../errors';
@@ -40,7 +40,7 @@ export async function runValidate(o: ValidateOptions): Promise<number> {
   }
   const warnings = config && o.checkBackends ? await checkBackends(config) : [];
   // the same text the start log carries; the file stays valid (exit 0)
-  const exposure = config ? adminExposureWarnings(config).map((message) => ({ path: 'admin.listen_address', message })) : [];
+  const exposure = config ? [...adminExposureWarnings(config).map((message) => ({ path: 'admin.listen_address', message })), ...backendTlsWarnings(config)] : [];
   if (o.json) {
     const body: Record<string, unknown> = { valid: config !== null, file: shown, errors: issues };
     if (o.checkBackends || exposure.length > 0) body['warnings'] = [...exposure, ...warnings];

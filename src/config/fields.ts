@@ -43,6 +43,7 @@ export function serviceSettingsOf(svc: ServiceConfig): { readonly path: string; 
     ...OVERRIDABLE.proxy.map(([k, r]) => ({ path: k, value: (svc.proxy as Record<string, unknown>)[r.prop] })),
     ...OVERRIDABLE.health.map(([k, r]) => ({ path: `health.${k}`, value: (svc.health as Record<string, unknown>)[r.prop] })),
     ...rows('tls').map(([k, r]) => ({ path: `tls.${k}`, value: svc.tls === null ? null : (svc.tls as Record<string, unknown>)[r.prop] })),
+    ...rows('backend_tls').map(([k, r]) => ({ path: `backend_tls.${k}`, value: svc.backendTls === null ? null : (svc.backendTls as Record<string, unknown>)[r.prop] })),
   ];
 }
 

@@ -3,7 +3,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import { createHash, createPrivateKey, X509Certificate, type KeyObject } from 'node:crypto';
 import TOML from '@iarna/toml';
-import { DEFAULT_SERVICE, ENV_SETTINGS, SCHEMA, SECRET_PATHS, settingsOf, validate, type Config } from './schema';
+import { DEFAULT_SERVICE, ENV_SETTINGS, SCHEMA, SECRET_PATHS, settingsOf, validate, type CertificateFiles, type Config } from './schema';
 import { PROCESS_ENV } from './environment';
 import { readAdminTls, type AdminTls } from './admin-tls';
 import { ConfigInvalidError, ConfigMissingError, ConfigReadError, type ConfigIssue } from '../errors';
@@ -145,13 +145,18 @@ export function tlsFiles(config: Config): string[] {
     }
     if (svc.tls.clientCa !== '') out.add(svc.tls.clientCa);
   }
+  for (const svc of config.services) {
+    const o = svc.backendTls;
+    if (o === null) continue;
+    for (const f of [o.ca, o.cert, o.key]) if (f !== '') out.add(f);
+  }
   return [...out];
 }
 
 /** The key path of each service's tls table as the file writes it: `tls` (the default service) or `services[i].tls`. */
-function tlsTablePath(config: Config, i: number): string {
+function tlsTablePath(config: Config, i: number, table: 'tls' | 'backend_tls' = 'tls'): string {
   const hasDefault = config.services[0]?.name === DEFAULT_SERVICE;
-  return config.services[i]!.name === DEFAULT_SERVICE ? 'tls' : `services[${hasDefault ? i - 1 : i}].tls`;
+  return config.services[i]!.name === DEFAULT_SERVICE ? table : `services[${hasDefault ? i - 1 : i}].${table}`;
 }
 
 const PEM_CERT = '-----BEGIN CERTIFICATE-----';
@@ -189,25 +194,32 @@ function checkTlsFiles(config: Config, read: Map<string, Buffer | null>): Config
       return null;
     }
   };
+  const pair = (c: CertificateFiles, certAt: string, keyAt: string): void => {
+    const cert = certificate(c.cert, certAt);
+    const bytes = load(c.key, keyAt);
+    if (bytes === null) return;
+    let key: KeyObject;
+    try {
+      key = createPrivateKey(bytes);
+    } catch {
+      // the parser's message is not shown: it could quote what it read
+      issues.push({ path: keyAt, message: `${c.key} is not a PEM private key` });
+      return;
+    }
+    if (cert !== null && !cert.checkPrivateKey(key)) issues.push({ path: keyAt, message: `the key in ${c.key} does not match the certificate in ${c.cert}` });
+  };
   config.services.forEach((svc, i) => {
     if (svc.tls === null) return;
     const at = tlsTablePath(config, i);
-    svc.tls.certificates.forEach((c, j) => {
-      const cert = certificate(c.cert, `${at}.certificates[${j}].cert`);
-      const keyAt = `${at}.certificates[${j}].key`;
-      const bytes = load(c.key, keyAt);
-      if (bytes === null) return;
-      let key: KeyObject;
-      try {
-        key = createPrivateKey(bytes);
-      } catch {
-        // the parser's message is not shown: it could quote what it read
-        issues.push({ path: keyAt, message: `${c.key} is not a PEM private key` });
-        return;
-      }
-      if (cert !== null && !cert.checkPrivateKey(key)) issues.push({ path: keyAt, message: `the key in ${c.key} does not match the certificate in ${c.cert}` });
-    });
+    svc.tls.certificates.forEach((c, j) => pair(c, `${at}.certificates[${j}].cert`, `${at}.certificates[${j}].key`));
     if (svc.tls.clientCa !== '') certificate(svc.tls.clientCa, `${at}.client_ca`);
+  });
+  config.services.forEach((svc, i) => {
+    const o = svc.backendTls;
+    if (o === null) return;
+    const at = tlsTablePath(config, i, 'backend_tls');
+    if (o.ca !== '') certificate(o.ca, `${at}.ca`);
+    if (o.cert !== '') pair(o, `${at}.cert`, `${at}.key`);
   });
   return issues;
 }

@@ -4,5 +4,5 @@
 
 export * from './settings';
 export { normaliseAlgorithm, parseDuration, parseRate, serviceSettingsOf, settingsOf } from './fields';
-export { validate, type ValidateContext, type ValidateResult } from './validate';
+export { backendTlsWarnings, validate, type ValidateContext, type ValidateResult } from './validate';
 export { bagDistance, didYouMean, editDistance } from './suggest';

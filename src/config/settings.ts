@@ -153,6 +153,14 @@ export const SCHEMA = {
     client_auth: { prop: 'clientAuth', kind: 'enum', def: 'none', values: ['none', 'optional', 'required'], doc: '`"required"` refuses a handshake without a certificate chaining to `client_ca`; `"optional"` asks and accepts none; both need `client_ca`' },
     handshake_timeout: { prop: 'handshakeTimeoutMs', kind: 'duration', def: 10000, doc: 'a client that has not completed its TLS handshake in this time is cut (`tls_handshake_timeout`)' },
   },
+  backend_tls: {
+    enabled: { prop: 'enabled', kind: 'bool', def: false, doc: 'originate TLS: the balancer speaks TLS to the backends (connections and health checks). Top-level `[backend_tls]` is the `default` service\'s, `[services.backend_tls]` a service\'s own (not inherited). The files are read at every load and reload and watched. See [TLS to backends](behaviour.md#tls-to-backends)' },
+    ca: { prop: 'ca', kind: 'string', def: '', doc: 'PEM file of the CAs a backend\'s certificate must chain to; `""` = the system\'s trust store' },
+    verify: { prop: 'verify', kind: 'bool', def: true, doc: 'verify the backend\'s certificate (its chain and its name); `false` accepts any, with a warning in `--validate` and the start log' },
+    server_name: { prop: 'serverName', kind: 'string', def: '', doc: 'the name sent in SNI and verified in the certificate; `""` = the backend address\'s host when it is a name (an IP address is sent no SNI and is verified against the certificate\'s IP addresses)' },
+    cert: { prop: 'cert', kind: 'string', def: '', doc: 'a PEM client certificate file (the chain after it), for backends that ask; set with `key`' },
+    key: { prop: 'key', kind: 'string', def: '', doc: 'the PEM private key file of `cert` (unencrypted; it must match the certificate). A secret: its contents appear nowhere, its path may' },
+  },
   metrics: {
     interval: { prop: 'intervalMs', kind: 'duration', def: 30000, env: 'LEMONADE_LB_METRICS_INTERVAL_MS', doc: 'period of the summary log line' },
   },
@@ -226,6 +234,9 @@ export type BackendConfig = Values<Schema['backends']>;
 /** A service's TLS termination: its [services.tls] table (the default service's: top-level [tls]). */
 export type TlsConfig = Values<Schema['tls']>;
 
+/** A service's TLS to its backends: its [services.backend_tls] table (the default service's: top-level [backend_tls]). */
+export type BackendTlsConfig = Values<Schema['backend_tls']>;
+
 /** One service: a listener address and a pool, with its [proxy] and [health] settings resolved. */
 export type ServiceConfig = Values<Schema['services']> &
   Values<Overridable<Schema['strategy']>> & {
@@ -233,6 +244,8 @@ export type ServiceConfig = Values<Schema['services']> &
     readonly health: Values<Schema['health']>;
     /** null: the service does not terminate TLS (it relays bytes as they come) */
     readonly tls: TlsConfig | null;
+    /** null: the service speaks plaintext to its backends (no table, or enabled = false) */
+    readonly backendTls: BackendTlsConfig | null;
     readonly backends: readonly BackendConfig[];
   };
 

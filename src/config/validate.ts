@@ -84,7 +84,11 @@ export function validate(raw: Raw, ctx: ValidateContext = {}): ValidateResult {
     if (!hasDefault) report('tls', 'top-level [tls] is the default service\'s (top-level [[backends]]), and there is none: write a [services.tls] table in the [[services]] entry that terminates TLS');
     else checkTls(checked.get('tls')!, 'tls', report);
   }
-  if (hasDefault) checkUdp(isTable(top['proxy']) ? top['proxy'] : {}, checked.get('proxy')!, 'proxy.', top['tls'] !== undefined ? 'tls' : null, report);
+  if (hasDefault) checkUdp(isTable(top['proxy']) ? top['proxy'] : {}, checked.get('proxy')!, 'proxy.', top['tls'] !== undefined ? 'tls' : top['backend_tls'] !== undefined ? 'backend_tls' : null, report);
+  if (top['backend_tls'] !== undefined) {
+    if (!hasDefault) report('backend_tls', 'top-level [backend_tls] is the default service\'s (top-level [[backends]]), and there is none: write a [services.backend_tls] table in the [[services]] entry whose backends speak TLS');
+    else checkBackendTls(checked.get('backend_tls')!, checked.get('proxy')!, 'backend_tls', report);
+  }
   if (hasDefault && checked.get('proxy')!['listen_address'] === null) {
     report('proxy.listen_address', `required with top-level [[backends]]: the address "host:port" to listen on, e.g. "0.0.0.0:8080" (or set ${SCHEMA.proxy.listen_address.env})`);
   }
@@ -107,6 +111,7 @@ export function validate(raw: Raw, ctx: ValidateContext = {}): ValidateResult {
         config['health'] as Record<string, unknown>,
         top['tls'] !== undefined ? (config['tls'] as Record<string, unknown>) : null,
         backends,
+        originates(checked.get('backend_tls')!) ? (config['backend_tls'] as Record<string, unknown>) : null,
       ),
     );
   }
@@ -119,7 +124,7 @@ export function validate(raw: Raw, ctx: ValidateContext = {}): ValidateResult {
   return { ok: true, config: deepFreeze(config as Config) };
 }
 
-const SERVICE_KEYS = [...KEYS.get('services')!, ...[...OVERRIDABLE.proxy, ...OVERRIDABLE.strategy].map(([k]) => k), 'health', 'tls', 'backends'];
+const SERVICE_KEYS = [...KEYS.get('services')!, ...[...OVERRIDABLE.proxy, ...OVERRIDABLE.strategy].map(([k]) => k), 'health', 'tls', 'backend_tls', 'backends'];
 
 function serviceValues(
   own: Record<string, unknown>,
@@ -128,8 +133,39 @@ function serviceValues(
   health: Record<string, unknown>,
   tls: Record<string, unknown> | null,
   backends: readonly BackendConfig[],
+  backendTls: Record<string, unknown> | null = null,
 ): ServiceConfig {
-  return { ...own, ...strategy, proxy, health, tls, backends } as unknown as ServiceConfig;
+  return { ...own, ...strategy, proxy, health, tls, backendTls, backends } as unknown as ServiceConfig;
+}
+
+/** A [backend_tls] table that is on (`enabled = true`): the service speaks TLS to its backends. */
+const originates = (values: Record<string, unknown>): boolean => values['enabled'] === true;
+
+/**
+ * What the [backend_tls] rows cannot say alone: cert and key go together, and the PROXY header
+ * (sent before any byte of the connection) is not sent to backends that speak TLS.
+ */
+function checkBackendTls(values: Record<string, unknown>, proxy: Record<string, unknown>, at: string, report: (path: string, message: string) => void): void {
+  if (typeof values['cert'] === 'string' && typeof values['key'] === 'string' && (values['cert'] === '') !== (values['key'] === '')) {
+    const [set, unset] = values['cert'] === '' ? ['key', 'cert'] : ['cert', 'key'];
+    report(`${at}.${unset}`, `cert and key go together: ${set} is set, so ${unset} must name its ${unset === 'key' ? 'private key' : 'certificate'} file (or leave both "" to send no client certificate)`);
+  }
+  if (originates(values) && typeof proxy['proxy_protocol'] === 'string' && proxy['proxy_protocol'] !== 'off') {
+    report(`${at}.enabled`, `proxy_protocol "${proxy['proxy_protocol']}" and backend_tls together are not supported: turn one of them off for this service`);
+  }
+}
+
+/**
+ * The services that speak TLS to their backends without verifying them (verify = false): one
+ * warning each, for --validate and the start log, naming the service and the key.
+ */
+export function backendTlsWarnings(config: Config): { readonly path: string; readonly message: string }[] {
+  const hasDefault = config.services[0]?.name === DEFAULT_SERVICE;
+  return config.services.flatMap((svc, i) => {
+    if (svc.backendTls === null || svc.backendTls.verify) return [];
+    const path = svc.name === DEFAULT_SERVICE ? 'backend_tls.verify' : `services[${hasDefault ? i - 1 : i}].backend_tls.verify`;
+    return [{ path, message: `${path} = false: service ${svc.name} speaks TLS to its backends without verifying their certificates (anyone on the path can pose as a backend)` }];
+  });
 }
 
 /** What the [tls] rows cannot say alone: a table that terminates names a certificate, and client_auth needs client_ca. */
@@ -204,7 +240,7 @@ function checkUdp(table: Raw, values: Record<string, unknown>, prefix: string, t
     }
     return;
   }
-  if (tlsPath !== null) report(tlsPath, 'a protocol = "udp" service relays datagrams as they come and cannot terminate TLS: remove the tls table or set protocol = "tcp"');
+  if (tlsPath !== null) report(tlsPath, `a protocol = "udp" service relays datagrams as they come, with no TLS either way: remove the ${tlsPath.split('.').pop()} table or set protocol = "tcp"`);
   if (values['proxy_protocol'] !== 'off') report(`${prefix}proxy_protocol`, `a protocol = "udp" service sends no PROXY protocol header: expected "off", got "${String(values['proxy_protocol'])}"`);
   if (Array.isArray(table['sni']) && table['sni'].length > 0) report(`${prefix}sni`, 'a protocol = "udp" service has no TLS server name to route by: expected sni = [] or no sni');
   if (strategy['hash_key'] === 'sni') report(`${prefix}hash_key`, 'a protocol = "udp" service has no TLS server name to hash: expected "source_ip"');
@@ -298,7 +334,7 @@ function readServices(raw: unknown, top: ReadonlyMap<SectionName, Record<string,
     const proxy = readRows(OVERRIDABLE.proxy, t, p, report, top.get('proxy'));
     const strategy = readRows(OVERRIDABLE.strategy, t, p, report, top.get('strategy'));
     checkStrategy(t, strategy, `${p}.`, report);
-    checkUdp(t, proxy, `${p}.`, t['tls'] !== undefined ? `${p}.tls` : null, report, strategy);
+    checkUdp(t, proxy, `${p}.`, t['tls'] !== undefined ? `${p}.tls` : t['backend_tls'] !== undefined ? `${p}.backend_tls` : null, report, strategy);
     let healthTable: Raw = {};
     if (t['health'] !== undefined) {
       if (!isTable(t['health'])) report(`${p}.health`, `expected a table [services.health], got ${describe(t['health'])}`);
@@ -320,10 +356,18 @@ function readServices(raw: unknown, top: ReadonlyMap<SectionName, Record<string,
         checkTls(tls, `${p}.tls`, report);
       }
     }
+    let backendTls: Record<string, unknown> | null = null;
+    if (t['backend_tls'] !== undefined) {
+      if (!isTable(t['backend_tls'])) report(`${p}.backend_tls`, `expected a table [services.backend_tls], got ${describe(t['backend_tls'])}`);
+      else {
+        backendTls = readFields('backend_tls', t['backend_tls'], `${p}.backend_tls`, report);
+        checkBackendTls(backendTls, proxy, `${p}.backend_tls`, report);
+      }
+    }
     const backends = t['backends'] === undefined ? [] : readBackends(t['backends'], `${p}.backends`, report);
     if (backends.length === 0) report(`${p}.backends`, 'a service needs at least one [[services.backends]] entry');
     if (t['name'] === undefined || t['listen_address'] === undefined || own['listen_address'] == null) return;
-    out.push(serviceValues(toValues(rows('services'), own), toValues(OVERRIDABLE.strategy, strategy), toValues(OVERRIDABLE.proxy, proxy), toValues(OVERRIDABLE.health, health), tls === null ? null : toValues('tls', tls), backends));
+    out.push(serviceValues(toValues(rows('services'), own), toValues(OVERRIDABLE.strategy, strategy), toValues(OVERRIDABLE.proxy, proxy), toValues(OVERRIDABLE.health, health), tls === null ? null : toValues('tls', tls), backends, backendTls !== null && originates(backendTls) ? toValues('backend_tls', backendTls) : null));
   });
   return out;
 }

@@ -14,7 +14,7 @@ import { ipFamily } from './cached-lookup';
 import type { BackendCounters, BackendLoad, LoadTable } from './stats';
 import type { Candidate, Strategy, StrategyFactory } from './strategy';
 import { routesByAddress, type AddressRoutes, type Routable } from './sni-routes';
-import type { TlsTerminator } from './tls';
+import type { TlsOriginator, TlsTerminator } from './tls';
 
 /** The largest weight a backend may have, also as scaled by an agent. */
 const MAX_WEIGHT = SCHEMA.backends.weight.max;
@@ -95,6 +95,8 @@ export interface SnapshotEnv {
   readonly part?: Partition;
   /** a service's TLS termination, built from its tls table (absent: no service terminates) */
   readonly tls?: (svc: ServiceConfig) => TlsTerminator | null;
+  /** a service's TLS to its backends, built from its backend_tls table (absent: no service originates) */
+  readonly backendTls?: (svc: ServiceConfig) => TlsOriginator | null;
 }
 
 /** One service of a snapshot: its settings, backends and picker. */
@@ -108,6 +110,10 @@ export class ServiceSnapshot implements Routable {
   readonly inspectTimeoutMs: number;
   /** its TLS termination; null: the bytes are relayed as they come */
   readonly tls: TlsTerminator | null;
+  /** its TLS to its backends; null: plaintext */
+  readonly backendTls: TlsOriginator | null;
+  /** neither terminates nor originates TLS: the listener's own transport relays it (the one field read per connection) */
+  readonly plain: boolean;
   readonly proxy: ServiceConfig['proxy'];
   readonly health: ServiceConfig['health'];
   readonly backends: readonly SnapshotBackend[];
@@ -140,6 +146,8 @@ export class ServiceSnapshot implements Routable {
     this.sni = svc.sni;
     this.inspectTimeoutMs = svc.proxy.inspectTimeoutMs;
     this.tls = svc.tls !== null && env.tls !== undefined ? env.tls(svc) : null;
+    this.backendTls = svc.backendTls !== null && env.backendTls !== undefined ? env.backendTls(svc) : null;
+    this.plain = this.tls === null && this.backendTls === null;
     this.proxy = svc.proxy;
     this.health = svc.health;
     this.maxConnections = svc.maxConnections === 0 ? Infinity : shareOf(svc.maxConnections, part);

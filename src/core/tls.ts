@@ -9,3 +9,16 @@ export interface TlsTerminator {
   readonly requireClientCert: boolean;
   readonly handshakeTimeoutMs: number;
 }
+
+/**
+ * What a service that speaks TLS to its backends hands the data plane and the health checks:
+ * built by runtime/ (the client secure context: ca, cert and key) once per configuration, kept in
+ * the snapshot. Opaque here as well.
+ */
+export interface TlsOriginator {
+  /**
+   * tls.connect()'s options for a backend whose configured host is `host` (secureContext,
+   * servername, rejectUnauthorized, checkServerIdentity), the same object for the same host
+   */
+  readonly optionsFor: (host: string) => Readonly<Record<string, unknown>>;
+}

@@ -5,8 +5,11 @@
 // reported to a listener; agent answers are reported as they come. With
 // [proxy] proxy_protocol on, every check connection starts with a PROXY header, as the proxied
 // ones do: a backend that requires it resets a check without one (nginx `listen … proxy_protocol`).
+// A service with backend_tls checks over TLS, verified as its connections are: a tcp check passes
+// once the handshake is done, http and send_expect speak inside the TLS.
 
 import net from 'node:net';
+import tls from 'node:tls';
 import { performance } from 'node:perf_hooks';
 import http from 'node:http';
 import type { ProxyProtocol } from '../config/schema';
@@ -179,14 +182,15 @@ export class HealthChecker {
     const port = h.port > 0 ? h.port : p.backend.spec.port;
     const pp = proxy.proxyProtocol;
     const lookup = cachedLookup(p.backend.spec); // a host name's cached addresses: no lookup
+    const secure = p.svc.backendTls?.optionsFor(host) ?? null;
     p.check.inflight =
       h.kind === 'http'
-        ? httpProbe(host, port, h.path, h.timeoutMs, pp, done, lookup)
+        ? httpProbe(host, port, h.path, h.timeoutMs, pp, done, lookup, secure)
         : h.kind === 'send_expect'
           ? proxy.protocol === 'udp'
             ? udpSendExpectProbe(host, port, stepsOf(h), h.timeoutMs, done)
-            : sendExpectProbe(host, port, stepsOf(h), h.timeoutMs, pp, done, lookup)
-          : tcpProbe(host, port, h.timeoutMs, pp, done, lookup);
+            : sendExpectProbe(host, port, stepsOf(h), h.timeoutMs, pp, done, lookup, secure)
+          : tcpProbe(host, port, h.timeoutMs, pp, done, lookup, secure);
   }
 
   private runAgent(p: Probe): void {
@@ -224,6 +228,9 @@ function stopLane(l: Lane): void {
 
 type Done = (error: string | null) => void;
 
+/** tls.connect()'s options for a check of a service with backend_tls (core/tls.ts's TlsOriginator), else null */
+type Secure = Readonly<Record<string, unknown>> | null;
+
 /**
  * A check's own connection, ended exactly once: by `finish` with the check's result, by the
  * timeout (`late()` says what was still pending), by a socket error, or by `abort`, which a probe
@@ -236,10 +243,14 @@ function checkConnection<R>(
   late: () => R,
   failed: (error: string) => R,
   done: (r: R) => void,
-  opts: { readonly allowHalfOpen?: boolean; readonly lookup?: net.LookupFunction | undefined } = {},
-): { readonly s: net.Socket; readonly finish: (r: R) => void; readonly abort: () => void; readonly over: () => boolean } {
+  opts: { readonly allowHalfOpen?: boolean; readonly lookup?: net.LookupFunction | undefined; readonly secure?: Secure } = {},
+): { readonly s: net.Socket; readonly ready: 'connect' | 'secureConnect'; readonly finish: (r: R) => void; readonly abort: () => void; readonly over: () => boolean } {
   let finished = false;
-  const s = net.connect({ host, port, allowHalfOpen: opts.allowHalfOpen === true, ...(opts.lookup ? { lookup: opts.lookup } : {}) });
+  const to = { host, port, allowHalfOpen: opts.allowHalfOpen === true, ...(opts.lookup ? { lookup: opts.lookup } : {}) };
+  const secure = opts.secure ?? null;
+  // over TLS the check is connected once the handshake is done and the backend verified
+  const s = secure === null ? net.connect(to) : tls.connect({ ...to, ...secure });
+  const ready = secure === null ? ('connect' as const) : ('secureConnect' as const);
   const abort = (): void => {
     finished = true;
     clearTimeout(t);
@@ -253,7 +264,7 @@ function checkConnection<R>(
   const t = setTimeout(() => finish(late()), timeoutMs);
   t.unref();
   s.once('error', (e: NodeJS.ErrnoException) => finish(failed(e.code ?? e.message)));
-  return { s, finish, abort, over: () => finished };
+  return { s, ready, finish, abort, over: () => finished };
 }
 
 const asError = (error: string): string | null => error;
@@ -263,9 +274,9 @@ const asError = (error: string): string | null => error;
  * side and passes once that is done: the backend reads a complete header, then a clean end of
  * stream. A bare connect and close is, to such a backend, a client that broke off mid-header.
  */
-function tcpProbe(host: string, port: number, timeoutMs: number, pp: ProxyProtocol, done: Done, lookup?: net.LookupFunction): () => void {
-  const { s, finish, abort } = checkConnection<string | null>(host, port, timeoutMs, () => `timeout after ${timeoutMs} ms`, asError, done, { lookup });
-  s.once('connect', () => {
+function tcpProbe(host: string, port: number, timeoutMs: number, pp: ProxyProtocol, done: Done, lookup?: net.LookupFunction, secure: Secure = null): () => void {
+  const { s, ready, finish, abort } = checkConnection<string | null>(host, port, timeoutMs, () => `timeout after ${timeoutMs} ms`, asError, done, { lookup, secure });
+  s.once(ready, () => {
     if (pp === 'off') return finish(null);
     s.end(checkProxyHeader(pp, s));
     s.once('finish', () => finish(null));
@@ -273,7 +284,7 @@ function tcpProbe(host: string, port: number, timeoutMs: number, pp: ProxyProtoc
   return abort;
 }
 
-function httpProbe(host: string, port: number, path: string, timeoutMs: number, pp: ProxyProtocol, done: Done, lookup?: net.LookupFunction): () => void {
+function httpProbe(host: string, port: number, path: string, timeoutMs: number, pp: ProxyProtocol, done: Done, lookup?: net.LookupFunction, secure: Secure = null): () => void {
   let finished = false;
   // the connection until it carries the request (the request owns it from then on)
   let pending: net.Socket | null = null;
@@ -310,7 +321,8 @@ function httpProbe(host: string, port: number, path: string, timeoutMs: number, 
       ...(lookup ? { lookup } : {}),
       headers: { 'user-agent': 'lemonade-lb health check', connection: 'close' },
       // no agent: with `agent: false` node makes one, and it ignores createConnection
-      ...(pp === 'off' ? { agent: false } : { createConnection: headerFirst(pp) }),
+      // over TLS: the request goes inside a TLS connection verified as the service's connections are
+      ...(secure !== null ? { createConnection: () => tls.connect({ host, port, ...(lookup ? { lookup } : {}), ...secure }) } : pp === 'off' ? { agent: false } : { createConnection: headerFirst(pp) }),
     },
     (res) => {
       const code = res.statusCode ?? 0;
@@ -335,11 +347,11 @@ function httpProbe(host: string, port: number, path: string, timeoutMs: number, 
  * it passes once the last step matched and the check's side is closed. The whole check, connect
  * included, is bounded by timeoutMs.
  */
-function sendExpectProbe(host: string, port: number, steps: readonly Step[], timeoutMs: number, pp: ProxyProtocol, done: Done, lookup?: net.LookupFunction): () => void {
+function sendExpectProbe(host: string, port: number, steps: readonly Step[], timeoutMs: number, pp: ProxyProtocol, done: Done, lookup?: net.LookupFunction, secure: Secure = null): () => void {
   const conv = new Conversation(steps);
   // a reply waiting for its regex test is tested again when due (health/send-expect.ts)
   let recheck: NodeJS.Timeout | null = null;
-  const { s, finish, abort, over } = checkConnection<string | null>(host, port, timeoutMs, () => `timeout after ${timeoutMs} ms: ${conv.waiting()}`, asError, done, { allowHalfOpen: true, lookup });
+  const { s, ready, finish, abort, over } = checkConnection<string | null>(host, port, timeoutMs, () => `timeout after ${timeoutMs} ms: ${conv.waiting()}`, asError, done, { allowHalfOpen: true, lookup, secure });
   const act = (turn: Turn): void => {
     if (over()) return;
     if (turn.write) s.write(turn.write);
@@ -356,7 +368,7 @@ function sendExpectProbe(host: string, port: number, steps: readonly Step[], tim
     s.end();
     s.once('finish', () => finish(null));
   };
-  s.once('connect', () => {
+  s.once(ready, () => {
     if (pp !== 'off') s.write(checkProxyHeader(pp, s));
     act(conv.start());
   });

@@ -29,7 +29,7 @@ import type { ProxyObserver, RejectReason } from './events';
 import type { Inspection, InspectionHost } from './inspection';
 import type { Listening, Transport } from './transport';
 import { RAW_TRANSPORT } from './transport-raw';
-import { NET_TRANSPORT } from './transport-net';
+import { NET_TRANSPORT, netSession } from './transport-net';
 import { tlsSession } from './transport-tls';
 import { udpTransport } from './transport-udp';
 
@@ -428,14 +428,23 @@ export class ProxyListener {
     a.initial = initial;
     a.clientEnded = clientEnded;
     a.hashKey = svc.keyed ? (svc.wantsServerName ? (serverName ?? '') : a.remote) : undefined;
-    // a service that terminates TLS: the bytes read to route it go under the TLS layer
-    const tls = svc.tls;
-    if (tls !== null) a.initial = null;
-    const s = tls === null ? t.session(c, svc, entry.host, a) : tlsSession(c, initial, svc, tls, entry.host, a);
+    const s = svc.plain ? t.session(c, svc, entry.host, a) : secureSession(c, initial, svc, entry.host, a);
     a.initial = null;
     this.registry.add(s);
     s.start();
   }
+}
+
+/**
+ * The session of a service that speaks TLS, on net.Socket whatever accepted it: one that
+ * terminates (./transport-tls.ts; the bytes read to route it go under the TLS layer), else one
+ * that only speaks TLS to its backends (./transport-net.ts).
+ */
+function secureSession(c: unknown, initial: Buffer | null, svc: ServiceSnapshot, host: SessionHost, a: Accepted): Relay {
+  const tls = svc.tls;
+  if (tls === null) return netSession(c, svc, host, a);
+  a.initial = null;
+  return tlsSession(c, initial, svc, tls, host, a);
 }
 
 /** listen({ reusePort }): Node 22.12+ and 23.1+ (on Linux), unless LEMONADE_LB_REUSE_PORT=0. */

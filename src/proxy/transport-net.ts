@@ -11,12 +11,21 @@
 // false with bytes still queued and resuming it on the writer's 'drain'. There is no timer per
 // connection: the connect timeout and the idle timeout are checked by the registry's one coarse
 // sweep (ConnectionRegistry, ./registry.ts), and a read only sets a flag.
+//
+// A service with backend_tls (core/tls.ts's TlsOriginator) connects its backend leg as TCP, then
+// puts a TLS client over it (onTcpConnect): the leg counts as connected once the handshake is done
+// and the backend verified, and it is read with 'data' events. Whatever the listener's transport,
+// such a service's sessions are this one (netSession()); a plain one on this relay pays one field
+// read per attempt (openBackend), and the raw relay none.
 
 import net, { Socket, type OnReadOpts, type Server, type SocketConstructorOpts } from 'node:net';
+import { connect as connectTls } from 'node:tls';
 import { formatHostPort } from '../config/address';
 import type { ProxyEndpoints } from '../core/proxy-protocol';
 import type { ServiceSnapshot } from '../core/snapshot';
 import type { Lease } from '../core/stats';
+import type { TlsOriginator } from '../core/tls';
+import type { TcpHandle } from './raw';
 import { Inspection } from './inspection';
 import { Relay, type Accepted, type SessionHost } from './relay';
 import { SHARED, bytesOf, nextRead, takeRead } from './read-buffer';
@@ -72,6 +81,9 @@ const BACKEND_OPTIONS = {
   allowHalfOpen: true,
   onread: { buffer: nextReadBuffer, callback: onBackendRead as unknown as OnReadOpts['callback'] },
 } as SocketConstructorOpts;
+
+/** The TCP leg under a TLS socket to a backend: read by the TLS layer, not with onread. */
+const TLS_TCP_OPTIONS: SocketConstructorOpts = { allowHalfOpen: true };
 
 // An accepted socket is made by the server (net.js onconnection) without an `onread` option. It
 // gets the same mode after accept by doing what the Socket constructor and initSocketHandle()
@@ -154,6 +166,10 @@ export class Session extends Relay {
   }
 
   protected openBackend(lease: Lease): void {
+    if (this.snap.backendTls !== null) {
+      this.openTlsBackend(lease);
+      return;
+    }
     const s = new Socket(BACKEND_OPTIONS) as BackendSocket;
     s[SESSION] = this;
     s[LEASE] = lease;
@@ -162,6 +178,54 @@ export class Session extends Relay {
     s.on('connect', onBackendConnect);
     s.on('error', onBackendError);
     s.on('close', onBackendClose);
+  }
+
+  /**
+   * A backend leg that will speak TLS: a TCP socket connected as any other, under a TLS socket
+   * once connected (onTcpConnect). The connect deadline runs on until the handshake is done.
+   */
+  private openTlsBackend(lease: Lease): void {
+    const s = new Socket(TLS_TCP_OPTIONS) as BackendSocket;
+    s[SESSION] = this;
+    s[LEASE] = lease;
+    this.backend = s;
+    s.setNoDelay(true);
+    s.on('connect', onBackendTcpConnect);
+    s.on('error', onBackendError);
+    s.on('close', onBackendClose);
+  }
+
+  /**
+   * The TCP leg connected: a TLS client over it, verified as the backend_tls table says, takes
+   * its place (and its lease: its close closes the TCP leg). A failed handshake or verification
+   * is the leg's error, a failed connect (retried on another backend).
+   */
+  /** @internal */ onTcpConnect(s: BackendSocket): void {
+    if (s !== this.backend) return;
+    const o: TlsOriginator = this.snap.backendTls!;
+    if (this.clientClosed) {
+      s.destroy();
+      return;
+    }
+    const t = connectTls({ socket: s, ...o.optionsFor(this.target!.spec.host) }) as unknown as BackendSocket;
+    t[SESSION] = this;
+    t[LEASE] = s[LEASE];
+    s[LEASE] = null;
+    this.backend = t;
+    t.on('secureConnect', onBackendSecure);
+    t.on('error', onBackendError);
+    t.on('close', onBackendClose);
+  }
+
+  /** @internal */ onSecureConnect(t: BackendSocket): void {
+    if (t !== this.backend) return;
+    t.on('data', onBackendData); // a TLS socket over a socket reads with 'data' events
+    this.onConnect(t);
+  }
+
+  /** @internal */ onBackendData(chunk: Buffer): void {
+    this.countOut(chunk.length);
+    if (!this.client.write(chunk)) this.backend!.pause();
   }
 
   protected replaceBackend(): void {
@@ -305,6 +369,15 @@ function onClientDrain(this: ClientSocket): void {
 function onBackendConnect(this: BackendSocket): void {
   this[SESSION].onConnect(this);
 }
+function onBackendTcpConnect(this: BackendSocket): void {
+  this[SESSION].onTcpConnect(this);
+}
+function onBackendSecure(this: BackendSocket): void {
+  this[SESSION].onSecureConnect(this);
+}
+function onBackendData(this: BackendSocket, chunk: Buffer): void {
+  this[SESSION].onBackendData(chunk);
+}
 function onBackendError(this: BackendSocket, err: Error): void {
   this[SESSION].onBackendError(this, err);
 }
@@ -348,6 +421,16 @@ export const NET_TRANSPORT: Transport<Socket> = {
 };
 
 function ignore(): void {}
+
+/**
+ * A net.Socket session over an accepted connection whatever the listener's transport accepted it
+ * as (a raw handle is wrapped as net.js wraps an accepted one): for a service that speaks TLS to
+ * its backends, which the raw relay cannot.
+ */
+export function netSession(conn: unknown, snap: ServiceSnapshot, host: SessionHost, a: Readonly<Accepted>): Session {
+  const c = conn instanceof Socket ? conn : new Socket({ handle: conn as TcpHandle, allowHalfOpen: true, pauseOnCreate: true } as SocketConstructorOpts);
+  return new Session(c, snap, host, a);
+}
 
 const INSPECTION = Symbol('lemonade.inspection');
 interface InspectedSocket extends Socket {

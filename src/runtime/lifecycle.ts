@@ -19,7 +19,7 @@ import type { DataPlane } from './plane';
 import type { ReloadTrigger } from './reload';
 import { passedAddress, passedSockets, type SystemdNotifier } from './systemd';
 import type { ListenSpec } from './ipc';
-import { defaultAlgorithm, type Config } from '../config/schema';
+import { backendTlsWarnings, defaultAlgorithm, type Config } from '../config/schema';
 import { shownName } from '../core/backend';
 import { WorkerPool } from './workers';
 
@@ -116,6 +116,7 @@ export class Lifecycle {
       'lemonade-lb started',
     );
     for (const w of adminExposureWarnings(c)) this.d.logger.warn(w);
+    for (const w of backendTlsWarnings(c)) this.d.logger.warn(w.message);
     this.d.systemd.ready(`listening on ${plane.address}`);
     this.d.systemd.startWatchdog();
   }

@@ -11,6 +11,7 @@ import { LoadTable } from '../core/stats';
 import { STRATEGIES } from '../strategy/index';
 import { createLogger, exitOnUncaught, exitWhenFlushed } from '../obs/logger';
 import { TlsTerminators } from './tls-terminators';
+import { TlsOriginators } from './tls-originators';
 import { processStdout } from '../obs/stdout';
 import { TrafficFigures } from '../obs/metrics';
 import { AccessLog } from '../obs/access-log';
@@ -45,11 +46,13 @@ class Worker {
   private readonly pending = new Map<number, Pending>();
   private readonly logger;
   private readonly tls: TlsTerminators;
+  private readonly backendTls: TlsOriginators;
 
   constructor(private readonly init: Extract<ToWorker, { t: 'init' }>) {
     this.part = { index: init.index, count: init.count };
     this.logger = createLogger().child({ worker: init.index });
     this.tls = new TlsTerminators((service, problem) => this.logger.warn({ service }, `tls: ${problem}`));
+    this.backendTls = new TlsOriginators((service, problem) => this.logger.warn({ service }, `backend_tls: ${problem}`));
     exitOnUncaught(this.logger);
     this.operator = new Map(init.operator);
     for (const [key, h] of init.health) this.loads.get(key).restoreHealth(h);
@@ -98,7 +101,7 @@ class Worker {
   }
 
   private build(config: Config, generation: number, prev?: Snapshot): Snapshot {
-    return liveSnapshot(config, generation, this.loads, { now: Date.now, random: Math.random, strategies: STRATEGIES, part: this.part, tls: this.tls.build }, this.operator, prev);
+    return liveSnapshot(config, generation, this.loads, { now: Date.now, random: Math.random, strategies: STRATEGIES, part: this.part, tls: this.tls.build, backendTls: this.backendTls.build }, this.operator, prev);
   }
 
   /**

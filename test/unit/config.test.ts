@@ -124,10 +124,13 @@ describe('defaults', () => {
           health: { intervalMs: 10000, timeoutMs: 3000, kind: 'tcp', port: 0, path: '/health', send: '', expect: '', expectRegex: '', steps: [], healthyThreshold: 2, unhealthyThreshold: 3, slowStartMs: 0, agentPort: 0, agentIntervalMs: 0 },
           // no [tls] table: the service relays bytes as they come
           tls: null,
+          // no [backend_tls] table: plaintext to the backends
+          backendTls: null,
           backends: [{ id: 0, name: 'backend-1', address: '10.0.1.10:8080', host: '10.0.1.10', port: 8080, weight: 1, maxConnections: 0, backup: false, resolve: 'none', srv: '' }],
         },
       ],
       tls: { certificates: [], minVersion: 'TLSv1.2', alpn: [], clientCa: '', clientAuth: 'none', handshakeTimeoutMs: 10000 },
+      backend_tls: { enabled: false, ca: '', verify: true, serverName: '', cert: '', key: '' },
       metrics: { intervalMs: 30000 },
       access_log: { enabled: false, path: '', format: 'json', sample: 1 },
       admin: { listenAddress: '127.0.0.1:9090', listen: { host: '127.0.0.1', port: 9090 }, token: '', allowedHosts: [], tlsCert: '', tlsKey: '' },
