@@ -149,6 +149,9 @@ export const SCHEMA = {
     client_auth: { prop: 'clientAuth', kind: 'enum', def: 'none', values: ['none', 'optional', 'required'], doc: '`"required"` refuses a handshake without a certificate chaining to `client_ca`; `"optional"` asks and accepts none; both need `client_ca`' },
     handshake_timeout: { prop: 'handshakeTimeoutMs', kind: 'duration', def: 10000, doc: 'a client that has not completed its TLS handshake in this time is cut (`tls_handshake_timeout`)' },
   },
+  tls_tickets: {
+    key_file: { prop: 'keyFile', kind: 'string', def: '', doc: 'the session ticket key every terminating service uses, shared by the balancers that read the same file (a keepalived pair, an ECMP fleet), so a session resumes on whichever node the client reaches: base64 keys of 48 bytes one per line as HAProxy\'s `tls-ticket-keys` (`openssl rand -base64 48`; `#` comments; of several, the next-to-last is used), or 48 raw bytes as nginx\'s `ssl_session_ticket_key`; read at every load and reload and watched; `""` = a random key made at start, shared by the worker processes and replaced every 12 hours. A secret: its contents appear nowhere, its path may. See [Session resumption](behaviour.md#session-resumption)' },
+  },
   metrics: {
     interval: { prop: 'intervalMs', kind: 'duration', def: 30000, env: 'LEMONADE_LB_METRICS_INTERVAL_MS', doc: 'period of the summary log line' },
   },
