@@ -139,6 +139,7 @@ test('workers = 2 without key_file: a ticket one worker issued resumes on the ot
     const issuer = after.findIndex((n, i) => n === before[i]! + 1);
     assert.ok(issuer >= 0 && after.reduce((a, n) => a + n, 0) === before.reduce((a, n) => a + n, 0) + 1, `one worker took the first connection: ${before} -> ${after}`);
     resumed += await resumeOnOtherWorker(b, file, v, 1 - issuer);
+    t.diagnostic(`${v}: worker ${issuer} issued the ticket; accepted per worker now ${(await acceptedPerWorker(b)).join('/')}`);
   }
   // the workers' counts, summed by the control plane: two full handshakes, every resumption once
   const m = await waitFor(async () => {
