@@ -124,6 +124,7 @@ describe('defaults', () => {
         },
       ],
       tls: { certificates: [], minVersion: 'TLSv1.2', alpn: [], clientCa: '', clientAuth: 'none', handshakeTimeoutMs: 10000 },
+      tls_tickets: { keyFile: '' },
       metrics: { intervalMs: 30000 },
       access_log: { enabled: false, path: '', format: 'json', sample: 1 },
       admin: { listenAddress: '127.0.0.1:9090', listen: { host: '127.0.0.1', port: 9090 }, token: '', allowedHosts: [], tlsCert: '', tlsKey: '' },
