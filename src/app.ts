@@ -31,6 +31,7 @@ import type { Logger } from './obs/logger';
 import { ReloadTrigger } from './runtime/reload';
 import { TlsTerminators } from './runtime/tls-terminators';
 import { TlsOriginators } from './runtime/tls-originators';
+import { TicketKeys } from './runtime/ticket-keys';
 import { ReloadTransaction } from './runtime/reload-transaction';
 import { Lifecycle } from './runtime/lifecycle';
 import { LiveState } from './runtime/live-state';
@@ -75,6 +76,14 @@ export class App {
     const loads = (this.loads = new LoadTable(now));
     const tls = new TlsTerminators((service, problem) => logger.warn({ service }, `tls: ${problem}`));
     const backendTls = new TlsOriginators((service, problem) => logger.warn({ service }, `backend_tls: ${problem}`));
+    // one session ticket key for every context of every process, set before the first snapshot builds them
+    const tickets = new TicketKeys(opts.loaded.ticketKey, {
+      apply: (key) => {
+        tls.setTicketKey(key);
+        this.plane.setTicketKey(key);
+      },
+    });
+    tls.setTicketKey(tickets.current);
     const s = (this.state = new LiveState(opts.loaded, loads, { now, random, strategies: STRATEGIES, tls: tls.build, backendTls: backendTls.build }));
     const metrics = (this.metrics = new Metrics({
       loads,
@@ -101,6 +110,7 @@ export class App {
               generation: s.generation,
               operator: [...s.operator],
               health: s.snapshot.backends.map((b) => [b.load.key, b.load.health()]),
+              ticketKey: tickets.current,
             }),
             event: (kind, message) => events.push(kind, message),
           })
@@ -156,7 +166,7 @@ export class App {
       intervalMs: () => s.config.metrics.intervalMs,
     });
     const common = { state: s, logger, plane, admin, checker, discovery, events, summary, systemd, workers };
-    this.transaction = new ReloadTransaction({ ...common, path: opts.configPath, env, now, metrics });
+    this.transaction = new ReloadTransaction({ ...common, path: opts.configPath, env, now, metrics, tickets });
     this.lifecycle = new Lifecycle({ ...common, env, trigger: this.trigger, configPath, signals: opts.signals !== false, reload });
   }
 

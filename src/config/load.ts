@@ -6,6 +6,7 @@ import TOML from '@iarna/toml';
 import { DEFAULT_SERVICE, ENV_SETTINGS, SCHEMA, SECRET_PATHS, settingsOf, validate, type CertificateFiles, type Config } from './schema';
 import { PROCESS_ENV } from './environment';
 import { readAdminTls, type AdminTls } from './admin-tls';
+import { readTicketKey } from './ticket-keys';
 import { ConfigInvalidError, ConfigMissingError, ConfigReadError, type ConfigIssue } from '../errors';
 
 export const DEFAULT_CONFIG_PATH = PROCESS_ENV.config.def;
@@ -22,6 +23,8 @@ export interface Loaded {
   readonly text: string;
   /** [admin] tls_cert and tls_key as read and checked; null = plain HTTP */
   readonly adminTls: AdminTls | null;
+  /** [tls_tickets] key_file's key as read and checked (a secret); null = none named */
+  readonly ticketKey: Buffer | null;
 }
 
 export type Env = Readonly<Record<string, string | undefined>>;
@@ -88,14 +91,21 @@ export function loadFromText(path: string, text: string | null, env: Env): Loade
     files.set(f, bytes);
     return bytes;
   });
+  const ticketKey = readTicketKey(config, fileIssues, (f) => {
+    const bytes = readFileSync(f);
+    files.set(f, bytes);
+    return bytes;
+  });
   if (fileIssues.length > 0) throw new ConfigInvalidError(shown, fileIssues);
   return {
     config,
     path: shown,
-    hash: text === null ? '' : contentHash(text, [...files]),
+    // in tlsFiles' order, the watcher's: the same files hash the same whatever read them first
+    hash: text === null ? '' : contentHash(text, tlsFiles(config).map((f) => [f, files.has(f) ? files.get(f)! : readOrNull(f)] as const)),
     shownHash: text === null ? '' : sha256(blankSecrets(text, config)),
     text: text ?? '',
     adminTls,
+    ticketKey,
   };
 }
 
@@ -123,17 +133,19 @@ export function contentHash(text: string, files: readonly (readonly [string, Buf
 export function hashWithFiles(text: string, paths: readonly string[]): string {
   return contentHash(
     text,
-    paths.map((p) => {
-      try {
-        return [p, readFileSync(p)] as const;
-      } catch {
-        return [p, null] as const;
-      }
-    }),
+    paths.map((p) => [p, readOrNull(p)] as const),
   );
 }
 
-/** Every file the tls tables and [admin] name (certificates, keys, client CAs), each once, in table order. */
+function readOrNull(path: string): Buffer | null {
+  try {
+    return readFileSync(path);
+  } catch {
+    return null;
+  }
+}
+
+/** Every file the tls tables, [admin] and [tls_tickets] name (certificates, keys, client CAs, the ticket key), each once, in table order. */
 export function tlsFiles(config: Config): string[] {
   const out = new Set<string>();
   for (const f of [config.admin.tlsCert, config.admin.tlsKey]) if (f !== '') out.add(f);
@@ -150,6 +162,7 @@ export function tlsFiles(config: Config): string[] {
     if (o === null) continue;
     for (const f of [o.ca, o.cert, o.key]) if (f !== '') out.add(f);
   }
+  if (config.tls_tickets.keyFile !== '') out.add(config.tls_tickets.keyFile);
   return [...out];
 }
 

@@ -161,6 +161,9 @@ export const SCHEMA = {
     cert: { prop: 'cert', kind: 'string', def: '', doc: 'a PEM client certificate file (the chain after it), for backends that ask; set with `key`' },
     key: { prop: 'key', kind: 'string', def: '', doc: 'the PEM private key file of `cert` (unencrypted; it must match the certificate). A secret: its contents appear nowhere, its path may' },
   },
+  tls_tickets: {
+    key_file: { prop: 'keyFile', kind: 'string', def: '', doc: 'the session ticket key every terminating service uses, shared by the balancers that read the same file (a keepalived pair, an ECMP fleet), so a session resumes on whichever node the client reaches: base64 keys of 48 bytes one per line as HAProxy\'s `tls-ticket-keys` (`openssl rand -base64 48`; `#` comments; of several, the next-to-last is used), or 48 raw bytes as nginx\'s `ssl_session_ticket_key`; read at every load and reload and watched; `""` = a random key made at start, shared by the worker processes and replaced every 12 hours. The file is a secret: its contents appear nowhere, its path may. See [Session resumption](behaviour.md#session-resumption)' },
+  },
   metrics: {
     interval: { prop: 'intervalMs', kind: 'duration', def: 30000, env: 'LEMONADE_LB_METRICS_INTERVAL_MS', doc: 'period of the summary log line' },
   },

@@ -49,6 +49,8 @@ export type ToWorker =
       readonly operator: readonly (readonly [string, AdminState])[];
       readonly health: readonly (readonly [string, HealthView])[];
       readonly listen: readonly ListenSpec[];
+      /** the session ticket key of every TLS context (a secret) */
+      readonly ticketKey: Uint8Array;
     }
   | { readonly t: 'snapshot'; readonly config: Config; readonly generation: number; readonly operator: readonly (readonly [string, AdminState])[] }
   /** `name`: a backend's reference, service/name (a DNS parent's: its endpoints follow it); `keys`: the load keys it applies to */
@@ -63,6 +65,8 @@ export type ToWorker =
   | { readonly t: 'abort'; readonly id: number }
   | { readonly t: 'report'; readonly id: number }
   | { readonly t: 'close'; readonly id: number }
+  /** the session ticket key changed (a rotation, a reload's key_file): new handshakes use it */
+  | { readonly t: 'ticket-key'; readonly key: Uint8Array }
   /** SIGUSR1 reached the primary: open the access log file again */
   | { readonly t: 'reopen-log' }
   | { readonly t: 'drain'; readonly id: number; readonly timeoutMs: number };

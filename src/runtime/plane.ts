@@ -59,6 +59,8 @@ export interface DataPlane {
   refresh(): Promise<void>;
   /** SIGUSR1: every process that writes the access log opens its file again (logrotate) */
   reopenLog(): void;
+  /** the session ticket key changed: every worker process's TLS contexts take it (one process: the App's own terminators are the plane's) */
+  setTicketKey(key: Buffer): void;
   /** per-process view for /status (null in one process) */
   processes(): WorkerProcess[] | null;
   /** data-plane processes up now, and unasked exits replaced so far */
@@ -273,6 +275,8 @@ export class LocalPlane implements DataPlane {
   reopenLog(): void {
     this.deps.accessLog.reopen();
   }
+
+  setTicketKey(): void {}
 
   processes(): null {
     return null;

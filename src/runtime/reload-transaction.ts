@@ -19,6 +19,7 @@ import type { LiveState } from './live-state';
 import type { DataPlane, Pending } from './plane';
 import type { SystemdNotifier } from './systemd';
 import { workerCount } from './workers';
+import type { TicketKeys } from './ticket-keys';
 
 export interface ReloadDeps {
   readonly state: LiveState;
@@ -37,6 +38,8 @@ export interface ReloadDeps {
   readonly systemd: SystemdNotifier;
   /** data-plane processes, fixed at start */
   readonly workers: number;
+  /** the session ticket key: a reload's key_file replaces it */
+  readonly tickets: TicketKeys;
 }
 
 export class ReloadTransaction {
@@ -111,6 +114,8 @@ export class ReloadTransaction {
     const kept = new Set(next.services.map((x) => x.listenAddress));
     for (const address of new Set(oldSnap.config.services.map((x) => x.listenAddress))) if (!kept.has(address)) plane.closeAddress(address);
     if (adminRemoved) void admin.close();
+    // new handshakes use the new ticket key (the workers get it before the snapshot that follows)
+    const rekeyed = this.d.tickets.reloaded(loaded.ticketKey);
     // the new snapshot; backends gone from it drain: no new connections, cut after drain_timeout
     s.reloaded(loaded, new Date(this.d.now()).toISOString());
     const generation = s.generation;
@@ -118,6 +123,7 @@ export class ReloadTransaction {
     this.d.metrics.reloads.inc({ result: 'success' });
     let summary = summarize(changes);
     if (renewed) summary = changes.length === 0 ? 'admin certificate renewed' : `${summary}, admin certificate renewed`;
+    if (rekeyed) summary = changes.length === 0 && !renewed ? 'tls ticket keys replaced' : `${summary}, tls ticket keys replaced`;
     if (workerCount(next.runtime.workers) !== this.d.workers) {
       // the number of processes is set at start, as HAProxy's nbthread
       summary += `; runtime.workers stays ${this.d.workers} until a restart`;

@@ -5,6 +5,9 @@
 // for a DNS answer or an agent's word reuses the contexts (and their session tickets). The files
 // were checked by the load (config/load.ts); one unreadable now keeps the service's previous
 // contexts (or refuses handshakes): a service that terminates never relays plaintext instead.
+// Every context holds the one session ticket key the control plane hands out (./ticket-keys.ts),
+// so a ticket resumes in any worker process; a new key is set on the kept contexts in place and
+// applies to the next handshakes (node:tls keeps no older key: their tickets get a full handshake).
 
 import { readFileSync } from 'node:fs';
 import { createHash, X509Certificate } from 'node:crypto';
@@ -15,13 +18,22 @@ import type { TlsTerminator } from '../core/tls';
 interface Built {
   readonly key: string;
   readonly terminator: TlsTerminator;
+  readonly contexts: readonly SecureContext[];
 }
 
 export class TlsTerminators {
   private readonly byService = new Map<string, Built>();
+  /** the session ticket key of every context; null: each context's own random one (until set) */
+  private ticketKey: Buffer | null = null;
 
   /** `warn`: a file that could not be used now (its path and why; never its contents) */
   constructor(private readonly warn: (service: string, problem: string) => void) {}
+
+  /** The session ticket key (48 bytes, a secret) of every context, built or to be built: new handshakes use it. */
+  setTicketKey(key: Buffer): void {
+    this.ticketKey = key;
+    for (const b of this.byService.values()) for (const ctx of b.contexts) setTicketKeys(ctx, key);
+  }
 
   /** The service's terminator (the SnapshotEnv's `tls`). */
   readonly build = (svc: ServiceConfig): TlsTerminator | null => {
@@ -38,8 +50,8 @@ export class TlsTerminators {
     const key = JSON.stringify(tls) + [...files.values()].map((b) => createHash('sha256').update(b).digest('hex')).join(',');
     if (prev !== undefined && prev.key === key) return prev.terminator;
     try {
-      const terminator = make(svc.name, tls, files);
-      this.byService.set(svc.name, { key, terminator });
+      const { terminator, contexts } = make(svc.name, tls, files, this.ticketKey);
+      this.byService.set(svc.name, { key, terminator, contexts });
       return terminator;
     } catch (e) {
       // the parser's message names no secret, but it is not repeated: say which table
@@ -82,7 +94,11 @@ export function certificateNames(pem: Buffer): string[] {
   return cn ? [cn[1]!.toLowerCase()] : [];
 }
 
-function make(service: string, tls: TlsConfig, files: ReadonlyMap<string, Buffer>): TlsTerminator {
+function setTicketKeys(ctx: SecureContext, key: Buffer): void {
+  (ctx as unknown as { context: { setTicketKeys(k: Buffer): void } }).context.setTicketKeys(key);
+}
+
+function make(service: string, tls: TlsConfig, files: ReadonlyMap<string, Buffer>, ticketKey: Buffer | null): { terminator: TlsTerminator; contexts: SecureContext[] } {
   const ca = tls.clientCa !== '' ? files.get(tls.clientCa) : undefined;
   // a session resumes only in the service that issued it (and a client certificate needs it set)
   const sessionIdContext = createHash('sha256').update(service).digest('hex').slice(0, 32);
@@ -90,7 +106,7 @@ function make(service: string, tls: TlsConfig, files: ReadonlyMap<string, Buffer
   const wildcard = new Map<string, SecureContext>();
   const contexts = tls.certificates.map((c) => {
     const cert = files.get(c.cert)!;
-    const ctx = createSecureContext({ cert, key: files.get(c.key)!, minVersion: tls.minVersion, ...(ca !== undefined ? { ca } : {}), sessionIdContext });
+    const ctx = createSecureContext({ cert, key: files.get(c.key)!, minVersion: tls.minVersion, ...(ca !== undefined ? { ca } : {}), ...(ticketKey !== null ? { ticketKeys: ticketKey } : {}), sessionIdContext });
     // the first certificate naming a name answers for it
     for (const n of certificateNames(cert)) {
       if (n.startsWith('*.')) {
@@ -105,7 +121,7 @@ function make(service: string, tls: TlsConfig, files: ReadonlyMap<string, Buffer
     const dot = n.indexOf('.');
     return exact.get(n) ?? (dot > 0 ? wildcard.get(n.slice(dot + 1)) : undefined) ?? fallback;
   };
-  return Object.freeze({
+  const terminator = Object.freeze({
     socketOptions: Object.freeze({
       isServer: true,
       secureContext: fallback,
@@ -117,6 +133,7 @@ function make(service: string, tls: TlsConfig, files: ReadonlyMap<string, Buffer
     requireClientCert: tls.clientAuth === 'required',
     handshakeTimeoutMs: tls.handshakeTimeoutMs,
   });
+  return { terminator, contexts };
 }
 
 /** A service whose certificates could never be loaded: every handshake fails. */

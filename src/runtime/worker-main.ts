@@ -53,6 +53,8 @@ class Worker {
     this.logger = createLogger().child({ worker: init.index });
     this.tls = new TlsTerminators((service, problem) => this.logger.warn({ service }, `tls: ${problem}`));
     this.backendTls = new TlsOriginators((service, problem) => this.logger.warn({ service }, `backend_tls: ${problem}`));
+    // the primary's key, before the first snapshot builds its contexts: every worker issues and reads the same tickets
+    this.tls.setTicketKey(Buffer.from(init.ticketKey));
     exitOnUncaught(this.logger);
     this.operator = new Map(init.operator);
     for (const [key, h] of init.health) this.loads.get(key).restoreHealth(h);
@@ -181,6 +183,9 @@ class Worker {
         return;
       case 'reopen-log':
         this.plane.reopenLog();
+        return;
+      case 'ticket-key':
+        this.tls.setTicketKey(Buffer.from(m.key));
         return;
       case 'init':
         return;

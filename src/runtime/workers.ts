@@ -49,7 +49,7 @@ export interface PoolDeps {
   readonly loads: LoadTable;
   readonly traffic: TrafficFigures;
   /** what a new worker needs to start */
-  readonly state: () => { config: Config; generation: number; operator: [string, AdminState][]; health: [string, HealthView][] };
+  readonly state: () => { config: Config; generation: number; operator: [string, AdminState][]; health: [string, HealthView][]; ticketKey: Buffer };
   readonly event: (kind: 'health' | 'lifecycle', message: string) => void;
 }
 
@@ -150,7 +150,7 @@ export class WorkerPool implements DataPlane {
     m.startedAt = Date.now();
     m.lastAnswer = m.startedAt;
     const s = this.deps.state();
-    this.sendTo(m, { t: 'init', index: m.index, count: this.members.length, config: s.config, generation: s.generation, operator: s.operator, health: s.health, listen: this.specs });
+    this.sendTo(m, { t: 'init', index: m.index, count: this.members.length, config: s.config, generation: s.generation, operator: s.operator, health: s.health, listen: this.specs, ticketKey: s.ticketKey });
     return new Promise<readonly (readonly [string, string])[]>((resolve, reject) => {
       let settled = false;
       w.on('message', (msg: FromWorker) => {
@@ -329,6 +329,11 @@ export class WorkerPool implements DataPlane {
 
   reopenLog(): void {
     this.broadcast({ t: 'reopen-log' });
+  }
+
+  setTicketKey(key: Buffer): void {
+    // a worker forked from now on gets it in its init (state())
+    this.broadcast({ t: 'ticket-key', key });
   }
 
   /** Pull every worker's figures and make them the control plane's. */

@@ -131,6 +131,7 @@ describe('defaults', () => {
       ],
       tls: { certificates: [], minVersion: 'TLSv1.2', alpn: [], clientCa: '', clientAuth: 'none', handshakeTimeoutMs: 10000 },
       backend_tls: { enabled: false, ca: '', verify: true, serverName: '', cert: '', key: '' },
+      tls_tickets: { keyFile: '' },
       metrics: { intervalMs: 30000 },
       access_log: { enabled: false, path: '', format: 'json', sample: 1 },
       admin: { listenAddress: '127.0.0.1:9090', listen: { host: '127.0.0.1', port: 9090 }, token: '', allowedHosts: [], tlsCert: '', tlsKey: '' },
