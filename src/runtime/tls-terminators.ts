@@ -11,6 +11,7 @@ import { createHash, X509Certificate } from 'node:crypto';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import type { ServiceConfig, TlsConfig } from '../config/schema';
 import type { TlsTerminator } from '../core/tls';
+import { certificateFacts } from '../core/certificate';
 
 interface Built {
   readonly key: string;
@@ -116,6 +117,7 @@ function make(service: string, tls: TlsConfig, files: ReadonlyMap<string, Buffer
     }),
     requireClientCert: tls.clientAuth === 'required',
     handshakeTimeoutMs: tls.handshakeTimeoutMs,
+    certificates: Object.freeze(tls.certificates.map((c) => certificateFacts(c.cert, files.get(c.cert)!))),
   });
 }
 
@@ -129,5 +131,6 @@ function refusing(tls: TlsConfig): TlsTerminator {
     }),
     requireClientCert: true,
     handshakeTimeoutMs: tls.handshakeTimeoutMs,
+    certificates: [],
   });
 }
