@@ -149,7 +149,7 @@ export function tlsFiles(config: Config): string[] {
 }
 
 /** The key path of each service's tls table as the file writes it: `tls` (the default service) or `services[i].tls`. */
-function tlsTablePath(config: Config, i: number): string {
+export function tlsTablePath(config: Config, i: number): string {
   const hasDefault = config.services[0]?.name === DEFAULT_SERVICE;
   return config.services[i]!.name === DEFAULT_SERVICE ? 'tls' : `services[${hasDefault ? i - 1 : i}].tls`;
 }
