@@ -40,8 +40,11 @@ export function daysLeft(c: Pick<CertificateFacts, 'notAfterMs'>, now: number): 
   return Math.floor((c.notAfterMs - now) / 86_400_000);
 }
 
-/** The DNS subject alternative names, else the CN, lower case (as the SNI choice reads them). */
-function namesOf(x: X509Certificate): string[] {
+/**
+ * The DNS subject alternative names, else the CN, lower case: the rule the SNI choice reads
+ * (runtime/tls-terminators.ts's certificateNames, the same rule, can become a call to this).
+ */
+export function namesOf(x: X509Certificate): string[] {
   const san = x.subjectAltName;
   if (san) {
     const dns = san
