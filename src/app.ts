@@ -94,6 +94,7 @@ export class App {
       workers: () => this.plane.workerFigures(),
       stdoutDropped: () => processStdout().logDropped,
       adminDropped: () => this.admin.dropped,
+      certificates: () => this.views.servedCertificates(),
     }));
     metrics.generation.set(1);
     const events = (this.events = new EventRing(now, () => s.config.runtime.healthCap));
@@ -117,7 +118,7 @@ export class App {
         : localPlane(s, now, logger, metrics, events));
     const configPath = opts.loaded.path;
     const reload = (t: string): Promise<ReloadOutcome> => this.requestReload(t);
-    this.views = new AdminViews({ state: s, plane, metrics, events, logger, now, startedAt, version: opts.version, configPath, workers, reload, dns: () => this.discovery.status(), chart: this.chart });
+    this.views = new AdminViews({ state: s, plane, metrics, events, logger, now, startedAt, version: opts.version, configPath, workers, reload, dns: () => this.discovery.status(), chart: this.chart, adminCertificate: () => this.admin.certificate(s.config.admin.tlsCert) });
     this.sampleChart = () => plane.refresh().then(() => this.chart.sample(now(), metrics.traffic, s.snapshot.services.map((x) => x.name)));
     const admin = (this.admin = new AdminServer(this.views.api(), { now, warn: (message, fields) => logger.warn(fields, message), tls: opts.loaded.adminTls }));
     const checker = new HealthChecker({

@@ -12,8 +12,9 @@ import { formatHostPort } from '../config/address';
 import { BindError } from '../errors';
 import { checkCrossSite, checkHost, checkTokenlessPeer, isLoopback, type Refusal } from '../config/admin-exposure';
 import type { BackendState } from '../core/backend';
+import { certificateFacts, type CertificateFacts } from '../core/certificate';
 import { STATUS_PAGE, STATUS_PAGE_CSP } from './status-page';
-import type { AdminAction, Answer, BackendRow, EventRow, HealthAnswer, ReloadAnswer, ServiceRow, StatusAnswer, TrafficAnswer } from './wire';
+import type { AdminAction, Answer, BackendRow, CertificateRow, EventRow, HealthAnswer, ReloadAnswer, ServiceRow, StatusAnswer, TrafficAnswer } from './wire';
 
 /** What a backend action came to: done, nothing of that name, or the name in several services. */
 export type ActionResult =
@@ -33,6 +34,8 @@ export interface AdminApi {
   events(): readonly EventRow[];
   /** the status page's chart data and recent non-clean terminations */
   traffic(): TrafficAnswer;
+  /** every certificate served (absent: answered as none) */
+  certificates?(): readonly CertificateRow[];
   /** `service` undefined: the backend of that name, if only one service has it */
   backendAction(service: string | undefined, name: string, action: AdminAction): ActionResult;
   reload(trigger: string): Promise<ReloadAnswer>;
@@ -93,6 +96,8 @@ export class AdminServer {
   /** connections the cap closed: an older idle one to make room, or the new one when none was idle */
   readonly dropped = { evicted: 0, refused: 0 };
   private warnedAt = -Infinity;
+  /** the facts of the certificate served, read once per certificate (and path) */
+  private served: { readonly tls: AdminTls; readonly file: string; readonly facts: CertificateFacts } | null = null;
 
   constructor(
     private readonly api: AdminApi,
@@ -108,6 +113,18 @@ export class AdminServer {
   /** The listener in use speaks HTTPS. */
   get secure(): boolean {
     return this.tls !== null;
+  }
+
+  /** The certificate the listener in use serves (null: plain HTTP); `file`: its path, [admin] tls_cert. */
+  certificate(file: string): CertificateFacts | null {
+    const tls = this.tls;
+    if (tls === null) return null;
+    const s = this.served;
+    if (s !== null && s.tls === tls && s.file === file) return s.facts;
+    // checked at load: it parses
+    const facts = certificateFacts(file, tls.cert);
+    this.served = { tls, file, facts };
+    return facts;
   }
 
   /** Bind without serving yet (see ProxyListener.prepare); `tls` null = plain HTTP. */
@@ -382,6 +399,7 @@ const ROUTES: readonly Route[] = [
   { match: /^\/services$/, methods: ['GET'], run: async (api, res) => (await api.refresh(), send(res, 200, api.services())) },
   { match: /^\/events$/, methods: ['GET'], run: (api, res) => send(res, 200, api.events()) },
   { match: /^\/traffic$/, methods: ['GET'], run: (api, res) => send(res, 200, api.traffic()) },
+  { match: /^\/certificates$/, methods: ['GET'], run: (api, res) => send(res, 200, api.certificates?.() ?? []) },
   {
     match: /^\/backends\/([^/]+)\/(drain|enable|disable)$/,
     methods: ['POST'],

@@ -4,11 +4,14 @@
 // second, p50/p99 backend latency: inline SVG drawn by the page from /traffic), the most recent
 // connections that did not end cleanly, and offers drain/enable/disable buttons when no token is set. It also
 // reads a balancer older than services: rows without `service` make one table without a heading.
+// Each service that terminates TLS lists its certificates with the days they have left (from
+// /certificates), highlighted within CERTIFICATE_WARN_DAYS or once expired; the admin API's own below the cards.
 // Its inline style and script are allowed by their SHA-256 in the Content-Security-Policy, so no
 // other inline code runs; both hashes are computed here from the exact text served.
 
 import { createHash } from 'node:crypto';
-import type { BackendRow, ErrorAnswer, EventRow, HealthAnswer, ServiceRow, StatusAnswer, TrafficAnswer } from './wire';
+import { CERTIFICATE_WARN_DAYS } from '../core/certificate';
+import { ADMIN_CERTIFICATE_SERVICE, type BackendRow, type CertificateRow, type ErrorAnswer, type EventRow, type HealthAnswer, type ServiceRow, type StatusAnswer, type TrafficAnswer } from './wire';
 
 type Keys<T> = readonly (keyof T)[];
 
@@ -28,6 +31,7 @@ export const PAGE_READS = {
   traffic: ['services', 'terminations'],
   chart: ['name', 'points'],
   termination: ['at', 'service', 'backend', 'client', 'termination', 'duration_ms'],
+  certificate: ['service', 'names', 'not_after', 'sha256', 'file'],
   error: ['error'],
 } as const satisfies {
   status: Keys<StatusAnswer>;
@@ -41,6 +45,7 @@ export const PAGE_READS = {
   traffic: Keys<TrafficAnswer>;
   chart: Keys<TrafficAnswer['services'][number]>;
   termination: Keys<TrafficAnswer['terminations'][number]>;
+  certificate: Keys<CertificateRow>;
   error: Keys<ErrorAnswer>;
 };
 
@@ -86,6 +91,11 @@ const STYLE = `
   polyline.all { stroke: #0969da; } polyline.bad { stroke: #cf222e; } polyline.p50 { stroke: #1a7f37; } polyline.p99 { stroke: #bf8700; }
   span.all { color: #0969da; } span.bad { color: #cf222e; } span.p50 { color: #1a7f37; } span.p99 { color: #bf8700; }
   #terminations td.term { color: var(--bad); font-weight: 600; }
+  .certs { margin: 0 0 .5rem; color: var(--mute); }
+  #admin-cert .certs { margin-bottom: 1rem; }
+  .cert .names { color: #1f2328; }
+  .cert .left { font-variant-numeric: tabular-nums; }
+  .cert .left.soon { color: var(--warn); font-weight: 600; } .cert .left.expired { color: var(--bad); font-weight: 600; }
 `;
 
 const SCRIPT = `
@@ -94,6 +104,11 @@ let tokenSet = false;
 // the last GET /traffic answer (null: none yet, or a balancer without it)
 let traffic = null;
 const WINDOW_MS = 300000;
+// the last GET /certificates answer (a balancer without it: none)
+let certificates = [];
+const DAY_MS = 86400000;
+const WARN_DAYS = ${CERTIFICATE_WARN_DAYS};
+const ADMIN_SERVICE = ${JSON.stringify(ADMIN_CERTIFICATE_SERVICE)};
 // the last drain/enable/disable refusal, shown until an action succeeds
 let actionError = "";
 const $ = (id) => document.getElementById(id);
@@ -172,6 +187,21 @@ function terminationRow(r) {
     "</td><td>" + esc(r.backend == null ? "–" : r.backend) + "</td><td>" + esc(r.client == null ? "–" : r.client) +
     '</td><td class="term">' + esc(r.termination) + '</td><td class="num">' + esc(r.duration_ms) + " ms</td></tr>";
 }
+// one line per certificate: its names, its end and the whole days left (highlighted within WARN_DAYS)
+function certLine(crt) {
+  const end = Date.parse(crt.not_after);
+  const ms = end - Date.now();
+  const days = Math.floor(ms / DAY_MS);
+  const cls = ms <= 0 ? "expired" : ms <= WARN_DAYS * DAY_MS ? "soon" : "ok";
+  const left = ms <= 0 ? "expired" : days + (days === 1 ? " day" : " days") + " left";
+  return '<div class="cert" data-sha256="' + esc(crt.sha256) + '" data-days="' + days + '" title="' + esc(crt.file) + '"><span class="names">' +
+    esc(crt.names.join(", ") || crt.file) + "</span> · expires " + esc(new Date(end).toISOString().slice(0, 10)) +
+    ' · <span class="left ' + cls + '">' + esc(left) + "</span></div>";
+}
+function certs(service, label) {
+  const mine = certificates.filter((crt) => crt.service === service);
+  return mine.length ? '<div class="certs" data-certificates="' + esc(service) + '">' + label + mine.map(certLine).join("") + "</div>" : "";
+}
 function fig(name, label, value, cls) {
   return '<span class="fig" data-fig="' + name + '">' + label + " <b" + (cls ? ' class="' + cls + '"' : "") + ">" + esc(value) + "</b></span>";
 }
@@ -196,7 +226,7 @@ function section(g) {
   ].join("");
   return '<section class="service" data-service="' + esc(v.name) + '"><h2><span class="name">' + esc(v.name) + "</span>" +
     (v.listen_address ? '<span class="listen">listen ' + esc(v.listen_address) + "</span>" : "") + "</h2>" +
-    '<div class="figures">' + figures + "</div>" + charts(v.name) + "<table>" + thead + tbody + "</table></section>";
+    '<div class="figures">' + figures + "</div>" + certs(v.name, "certificates") + charts(v.name) + "<table>" + thead + tbody + "</table></section>";
 }
 async function refresh() {
   try {
@@ -206,6 +236,8 @@ async function refresh() {
     const health = await h.json();
     // a balancer without /traffic (older) answers 404: the page then shows no chart
     traffic = await fetch("/traffic").then((r) => (r.ok ? r.json() : null)).catch(() => null);
+    const cr = await fetch("/certificates").then((r) => (r.ok ? r.json() : [])).catch(() => []);
+    certificates = Array.isArray(cr) ? cr : [];
     tokenSet = !!s.admin_token_set;
     $("error").textContent = actionError;
     $("summary").textContent = "version " + s.version + (s.strategy === null ? "" : " · strategy " + s.strategy) + " · up " + s.uptime_seconds + " s · config " + s.config.path;
@@ -216,6 +248,7 @@ async function refresh() {
     $("rejected").textContent = s.connections.rejected;
     $("generation").textContent = s.config.generation;
     $("backends").innerHTML = groups(s).map(section).join("");
+    $("admin-cert").innerHTML = certs(ADMIN_SERVICE, "admin API certificate");
     // set through the DOM: the CSP refuses inline style attributes
     for (const bar of document.querySelectorAll(".bar")) bar.style.width = bar.dataset.width + "px";
     const recent = traffic && Array.isArray(traffic.terminations) ? traffic.terminations.slice(0, 20) : [];
@@ -253,6 +286,7 @@ export const STATUS_PAGE = `<!doctype html>
   <div class="card">rejected<b id="rejected">–</b></div>
   <div class="card">config generation<b id="generation">–</b></div>
 </div>
+<div id="admin-cert"></div>
 <div id="backends"></div>
 <h2>Recent connections that did not end cleanly</h2>
 <table><thead><tr><th>time</th><th>service</th><th>backend</th><th>client</th><th>termination</th><th>duration</th></tr></thead><tbody id="terminations"></tbody></table>

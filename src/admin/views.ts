@@ -5,6 +5,7 @@
 import { defaultAlgorithm, type BackendConfig } from '../config/schema';
 import { backendRef } from '../core/backend';
 import { discovered, parentOf } from '../core/endpoints';
+import type { CertificateFacts } from '../core/certificate';
 import type { ServiceSnapshot } from '../core/snapshot';
 import type { BackendLoad } from '../core/stats';
 import type { DnsStatus } from '../discovery/dns';
@@ -17,7 +18,7 @@ import type { DataPlane } from '../runtime/plane';
 import { setBackendAdmin } from '../runtime/backend-admin';
 import type { ReloadOutcome } from '../runtime/control';
 import type { ActionResult, AdminApi } from './server';
-import type { AdminAction, BackendRow, HealthAnswer, HealthStatus, ServiceRow, StatusAnswer, TrafficAnswer } from './wire';
+import { ADMIN_CERTIFICATE_SERVICE, type AdminAction, type BackendRow, type CertificateRow, type HealthAnswer, type HealthStatus, type ServiceRow, type StatusAnswer, type TrafficAnswer } from './wire';
 
 export interface ViewDeps {
   readonly state: LiveState;
@@ -37,6 +38,14 @@ export interface ViewDeps {
   /** POST /reload: through the trigger, so it coalesces with the watcher's */
   readonly reload: (trigger: string) => Promise<ReloadOutcome>;
   readonly chart: LiveChart;
+  /** the certificate the admin API serves now (null: plain HTTP) */
+  readonly adminCertificate?: () => CertificateFacts | null;
+}
+
+/** A certificate served, and by what: a service's name or ADMIN_CERTIFICATE_SERVICE. */
+export interface ServedCertificate {
+  readonly service: string;
+  readonly facts: CertificateFacts;
 }
 
 export class AdminViews {
@@ -166,6 +175,23 @@ export class AdminViews {
     };
   }
 
+  /**
+   * Every certificate served: each terminating service's (read when its terminator was built, so
+   * a renewed file shows once it serves), then the admin API's. Read by /certificates and the expiry metric.
+   */
+  servedCertificates(): ServedCertificate[] {
+    const out: ServedCertificate[] = [];
+    for (const svc of this.d.state.snapshot.services) for (const facts of svc.tls?.certificates ?? []) out.push({ service: svc.name, facts });
+    const admin = this.d.adminCertificate?.() ?? null;
+    if (admin !== null) out.push({ service: ADMIN_CERTIFICATE_SERVICE, facts: admin });
+    return out;
+  }
+
+  /** GET /certificates */
+  certificates(): CertificateRow[] {
+    return this.servedCertificates().map(({ service, facts: c }) => ({ service, names: c.names, not_after: new Date(c.notAfterMs).toISOString(), sha256: c.sha256, file: c.file }));
+  }
+
   /** The interface admin/server.ts reads the balancer through. */
   api(): AdminApi {
     const { state: s, plane, metrics } = this.d;
@@ -178,6 +204,7 @@ export class AdminViews {
       services: () => this.services(),
       events: () => this.d.events.list(),
       traffic: () => this.traffic(),
+      certificates: () => this.certificates(),
       backendAction: (svc, n, a) => this.backendAction(svc, n, a),
       reload: (t) => this.d.reload(t),
       metrics: async () => ({ contentType: metrics.registry.contentType, body: await metrics.registry.metrics() }),

@@ -253,6 +253,25 @@ export const TRAFFIC = object({
 });
 export type TrafficAnswer = Infer<typeof TRAFFIC>;
 
+/** The service name /certificates and the expiry metric give the admin API's own certificate: never a service's (no service name has parentheses). */
+export const ADMIN_CERTIFICATE_SERVICE = '(admin)';
+
+/** GET /certificates: every certificate served, each terminating service's in its table's order, then the admin API's */
+export const CERTIFICATES = arrayOf(
+  object({
+    /** the service, or "(admin)" for the admin API's own [admin] tls_cert */
+    service: str,
+    /** the DNS subject alternative names, else the CN */
+    names: arrayOf(str),
+    not_after: time,
+    /** SHA-256 of the certificate's DER, lowercase hex */
+    sha256: str,
+    /** the certificate file's path */
+    file: str,
+  }),
+);
+export type CertificateRow = Infer<typeof CERTIFICATES>[number];
+
 /** POST /backends/NAME/ACTION, POST /services/SVC/backends/NAME/ACTION */
 export const ACTION = object({ service: str, backend: str, action: oneOf('drain', 'enable', 'disable'), state: BACKEND_STATE });
 export type ActionAnswer = Infer<typeof ACTION>;
@@ -287,6 +306,7 @@ export type Answer =
   | readonly ServiceRow[]
   | readonly EventRow[]
   | TrafficAnswer
+  | readonly CertificateRow[]
   | ActionAnswer
   | AmbiguousAnswer
   | ErrorAnswer

@@ -1,9 +1,11 @@
 // `lemonade load-balancer --validate [--json] [--check-backends]`
 
 import net from 'node:net';
-import { loadConfig, type Env } from '../config/load';
+import { readFileSync } from 'node:fs';
+import { loadConfig, tlsTablePath, type Env } from '../config/load';
 import { backendTlsWarnings, type Config } from '../config/schema';
 import { shownName } from '../core/backend';
+import { CERTIFICATE_WARN_DAYS, certificateFacts, daysLeft } from '../core/certificate';
 import { adminExposureWarnings } from '../config/admin-exposure';
 import { ConfigInvalidError, LemonadeError, formatIssue, type ConfigIssue } from '../errors';
 
@@ -15,6 +17,8 @@ export interface ValidateOptions {
   readonly checkBackends: boolean;
   readonly env: Env;
   readonly out: (s: string) => void;
+  /** ms since the epoch (certificates' expiry is judged against it) */
+  readonly now?: () => number;
 }
 
 export interface BackendWarning {
@@ -41,9 +45,11 @@ export async function runValidate(o: ValidateOptions): Promise<number> {
   const warnings = config && o.checkBackends ? await checkBackends(config) : [];
   // the same text the start log carries; the file stays valid (exit 0)
   const exposure = config ? [...adminExposureWarnings(config).map((message) => ({ path: 'admin.listen_address', message })), ...backendTlsWarnings(config)] : [];
+  // the load read and parsed every certificate: a file that changes meanwhile is not warned about
+  const expiring = config ? certificateWarnings(config, (o.now ?? Date.now)()) : [];
   if (o.json) {
     const body: Record<string, unknown> = { valid: config !== null, file: shown, errors: issues };
-    if (o.checkBackends || exposure.length > 0) body['warnings'] = [...exposure, ...warnings];
+    if (o.checkBackends || exposure.length > 0 || expiring.length > 0) body['warnings'] = [...exposure, ...expiring, ...warnings];
     o.out(JSON.stringify(body, null, 2));
   } else if (config) {
     const n = (k: number, what: string): string => `${k} ${what}${k === 1 ? '' : 's'}`;
@@ -54,12 +60,38 @@ export async function runValidate(o: ValidateOptions): Promise<number> {
         : `${shown}: valid (${n(config.services.length, 'service')}: ${config.services.map((s) => `${s.name} on ${s.listenAddress} with ${n(s.backends.length, 'backend')}`).join('; ')})`,
     );
     for (const w of exposure) o.out(`warning: ${w.message}`);
+    for (const w of expiring) o.out(`warning: ${w.path}: ${w.message}`);
     for (const w of warnings) o.out(`warning: backends: ${w.backend} (${w.address}) is unreachable: ${w.message}`);
   } else {
     o.out(`${shown}: invalid, ${issues.length} error${issues.length === 1 ? '' : 's'}:`);
     for (const i of issues) o.out(`  ${formatIssue(i)}`);
   }
   return config ? 0 : 1;
+}
+
+/**
+ * A certificate a service or the admin API serves that has expired or expires within
+ * CERTIFICATE_WARN_DAYS days: its key path, and a message naming the service, the file and the date.
+ */
+export function certificateWarnings(config: Config, now: number, read: (file: string) => Buffer = readFileSync): ConfigIssue[] {
+  const out: ConfigIssue[] = [];
+  const check = (path: string, who: string, file: string): void => {
+    let notAfter: number;
+    try {
+      notAfter = certificateFacts(file, read(file)).notAfterMs;
+    } catch {
+      return;
+    }
+    const left = notAfter - now;
+    if (left > CERTIFICATE_WARN_DAYS * 86_400_000) return;
+    const days = daysLeft({ notAfterMs: notAfter }, now);
+    const date = new Date(notAfter).toISOString();
+    const when = left <= 0 ? `expired on ${date} (${-days} day${days === -1 ? '' : 's'} ago)` : `expires on ${date} (in ${days} day${days === 1 ? '' : 's'})`;
+    out.push({ path, message: `${who}: the certificate in ${file} ${when}` });
+  };
+  config.services.forEach((svc, i) => svc.tls?.certificates.forEach((c, j) => check(`${tlsTablePath(config, i)}.certificates[${j}].cert`, `service "${svc.name}"`, c.cert)));
+  if (config.admin.tlsCert !== '' && config.admin.tlsKey !== '') check('admin.tls_cert', 'the admin API', config.admin.tlsCert);
+  return out;
 }
 
 export async function checkBackends(config: Config, timeoutMs = 2000): Promise<BackendWarning[]> {

@@ -167,7 +167,7 @@ export function tlsFiles(config: Config): string[] {
 }
 
 /** The key path of each service's tls table as the file writes it: `tls` (the default service) or `services[i].tls`. */
-function tlsTablePath(config: Config, i: number, table: 'tls' | 'backend_tls' = 'tls'): string {
+export function tlsTablePath(config: Config, i: number, table: 'tls' | 'backend_tls' = 'tls'): string {
   const hasDefault = config.services[0]?.name === DEFAULT_SERVICE;
   return config.services[i]!.name === DEFAULT_SERVICE ? table : `services[${hasDefault ? i - 1 : i}].${table}`;
 }

@@ -2,12 +2,16 @@
 // files and makes node:tls's secure contexts) once per configuration, kept in the snapshot. Opaque
 // here: core/ stays free of I/O.
 
+import type { CertificateFacts } from './certificate';
+
 export interface TlsTerminator {
   /** the server-side TLSSocket's options: secureContext, SNICallback, ALPNProtocols, requestCert, rejectUnauthorized */
   readonly socketOptions: Readonly<Record<string, unknown>>;
   /** a client certificate that does not chain to client_ca fails the handshake */
   readonly requireClientCert: boolean;
   readonly handshakeTimeoutMs: number;
+  /** what each certificate served is (file, names, expiry, fingerprint), in the table's order; none when none could be loaded */
+  readonly certificates: readonly CertificateFacts[];
 }
 
 /**

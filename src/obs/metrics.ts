@@ -7,6 +7,7 @@ import { FastHistogram, type HistogramData, type HistogramSeries } from './fast-
 import type { BackendLoad, LoadTable } from '../core/stats';
 import type { Snapshot } from '../core/snapshot';
 import { splitRef, type BackendState } from '../core/backend';
+import { firstName, type CertificateFacts } from '../core/certificate';
 
 const BACKEND_STATES: readonly BackendState[] = ['healthy', 'unhealthy', 'draining', 'disabled'];
 
@@ -207,6 +208,8 @@ export interface MetricsSources {
   readonly stdoutDropped?: () => number;
   /** admin API connections closed by its connection cap, by reason */
   readonly adminDropped?: () => { readonly evicted: number; readonly refused: number };
+  /** every certificate served, by service (the admin API's under its own name) */
+  readonly certificates?: () => Iterable<{ readonly service: string; readonly facts: CertificateFacts }>;
 }
 
 export class Metrics {
@@ -428,6 +431,25 @@ export class Metrics {
         // every result of every terminating service from 0, so a rate() sees the first one
         for (const s of src.snapshot().services) if (s.tls !== null) for (const r of HANDSHAKE_RESULTS) this.inc({ service: s.name, result: r }, 0);
         for (const [service, a] of traffic.handshakes) HANDSHAKE_RESULTS.forEach((r, i) => this.inc({ service, result: r }, a[i]!));
+      },
+    });
+    new Gauge({
+      name: 'lemonade_tls_certificate_expiry_timestamp_seconds',
+      help: 'When each certificate served stops being valid (its not-after), Unix time, by service ("(admin)": the admin API\'s) and certificate (its first DNS name, else its CN)',
+      labelNames: ['service', 'certificate'],
+      registers,
+      collect() {
+        this.reset();
+        // this process's own certificates (a worker serves the same ones): never added up over
+        // workers; two of a service with the same first name (RSA and ECDSA) show the earlier end
+        const earliest = new Map<string, { service: string; certificate: string; at: number }>();
+        for (const { service, facts } of src.certificates?.() ?? []) {
+          const certificate = firstName(facts);
+          const k = `${service}\n${certificate}`;
+          const had = earliest.get(k);
+          if (had === undefined || facts.notAfterMs < had.at) earliest.set(k, { service, certificate, at: facts.notAfterMs });
+        }
+        for (const { service, certificate, at } of earliest.values()) this.set({ service, certificate }, Math.floor(at / 1000));
       },
     });
     this.healthChecks = new Counter({

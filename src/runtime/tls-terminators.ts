@@ -14,6 +14,7 @@ import { createHash, X509Certificate } from 'node:crypto';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import type { ServiceConfig, TlsConfig } from '../config/schema';
 import type { TlsTerminator } from '../core/tls';
+import { certificateFacts, namesOf } from '../core/certificate';
 
 interface Built {
   readonly key: string;
@@ -79,21 +80,6 @@ function readAll(tls: TlsConfig): Map<string, Buffer> {
   return out;
 }
 
-/** The names a certificate answers to: its DNS subject alternative names, else its CN; lower case. */
-export function certificateNames(pem: Buffer): string[] {
-  const x = new X509Certificate(pem);
-  const san = x.subjectAltName;
-  if (san) {
-    const dns = san
-      .split(', ')
-      .filter((e) => e.startsWith('DNS:'))
-      .map((e) => e.slice(4).toLowerCase());
-    if (dns.length > 0) return dns;
-  }
-  const cn = /(?:^|\n)CN=([^\n]*)/.exec(x.subject);
-  return cn ? [cn[1]!.toLowerCase()] : [];
-}
-
 function setTicketKeys(ctx: SecureContext, key: Buffer): void {
   (ctx as unknown as { context: { setTicketKeys(k: Buffer): void } }).context.setTicketKeys(key);
 }
@@ -108,7 +94,7 @@ function make(service: string, tls: TlsConfig, files: ReadonlyMap<string, Buffer
     const cert = files.get(c.cert)!;
     const ctx = createSecureContext({ cert, key: files.get(c.key)!, minVersion: tls.minVersion, ...(ca !== undefined ? { ca } : {}), ...(ticketKey !== null ? { ticketKeys: ticketKey } : {}), sessionIdContext });
     // the first certificate naming a name answers for it
-    for (const n of certificateNames(cert)) {
+    for (const n of namesOf(new X509Certificate(cert))) {
       if (n.startsWith('*.')) {
         if (!wildcard.has(n.slice(2))) wildcard.set(n.slice(2), ctx);
       } else if (!exact.has(n)) exact.set(n, ctx);
@@ -132,6 +118,7 @@ function make(service: string, tls: TlsConfig, files: ReadonlyMap<string, Buffer
     }),
     requireClientCert: tls.clientAuth === 'required',
     handshakeTimeoutMs: tls.handshakeTimeoutMs,
+    certificates: Object.freeze(tls.certificates.map((c) => certificateFacts(c.cert, files.get(c.cert)!))),
   });
   return { terminator, contexts };
 }
@@ -146,5 +133,6 @@ function refusing(tls: TlsConfig): TlsTerminator {
     }),
     requireClientCert: true,
     handshakeTimeoutMs: tls.handshakeTimeoutMs,
+    certificates: [],
   });
 }

@@ -55,8 +55,18 @@ const BACKEND_SCOPED = new Set([
   'lemonade_agent_checks_total',
   'lemonade_backend_weight',
 ]);
-/** Every family with a `service` label: the backend-scoped ones and two of a service alone. */
-const SERVICE_SCOPED = new Set([...BACKEND_SCOPED, 'lemonade_service_connections_active', 'lemonade_connections_rejected_total', 'lemonade_connection_terminations_total']);
+/** The certificate expiry, by service and certificate: the certificate alerts keep both. */
+const CERTIFICATE_EXPIRY = 'lemonade_tls_certificate_expiry_timestamp_seconds';
+/** Every family with a `service` label: the backend-scoped ones and those of a service alone. */
+const SERVICE_SCOPED = new Set([
+  ...BACKEND_SCOPED,
+  'lemonade_service_connections_active',
+  'lemonade_connections_rejected_total',
+  'lemonade_connection_terminations_total',
+  'lemonade_tls_handshakes_total',
+  'lemonade_tls_handshake_duration_seconds',
+  CERTIFICATE_EXPIRY,
+]);
 /** Families of the whole process, without `service`: the dashboard shows them unfiltered. */
 const PROCESS_WIDE = new Set([
   'up',
@@ -316,6 +326,19 @@ test('every alert over a backend keeps services apart and names the service', ()
   }
 });
 
+test('the certificate alerts keep services and certificates apart and name both', () => {
+  const rules = alertRules().filter((r) => metricNames(r.expr).includes(CERTIFICATE_EXPIRY));
+  assert.deepEqual(rules.map((r) => r.alert).sort(), ['LemonadeCertificateExpired', 'LemonadeCertificateExpiringSoon']);
+  for (const r of rules) {
+    assert.deepEqual(serviceProblems(r.expr), [], `${r.alert}: ${r.expr}`);
+    assert.deepEqual(labelLists(r.expr, 'by'), [], `${r.alert} aggregates: each certificate alerts alone`);
+    for (const text of [r.summary, r.description]) {
+      assert.match(text, /\$labels\.service\b/, `${r.alert}: ${text}`);
+      assert.match(text, /\$labels\.certificate\b/, `${r.alert}: ${text}`);
+    }
+  }
+});
+
 // -------------------------------------------------------------------------------------------
 // Prometheus scraping a live balancer
 
@@ -389,15 +412,22 @@ test('Prometheus scrapes the balancer and loads the rules; the rules and dashboa
   for (let i = 0; i < 2; i++) backends.push(await startEcho());
   // a third backend nobody listens on: connect errors and failed health checks
   const dead = await freePort();
-  // two services: the file's own one ("default") and pg, whose backend is named alpha too
+  // two services: the file's own one ("default") and pg, whose backend is named alpha too; and web,
+  // which terminates TLS with a certificate that expires in 5 days (no traffic: it is there for
+  // the expiry metric and its alert)
   const pgPort = await freePort();
+  const webPort = await freePort();
+  const made = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'web.key', '-out', 'web.pem', '-days', '5', '-subj', '/CN=web.test', '-addext', 'subjectAltName=DNS:web.test'], { cwd: dir, encoding: 'utf8' });
+  if (!requireTool(t, 'openssl', made.error === undefined)) return;
+  assert.equal(made.status, 0, made.stderr);
   lb = await startBalancer(
     testConfig([
       { address: backends[0]!.address, name: 'alpha' },
       { address: backends[1]!.address, name: 'beta' },
       { address: `127.0.0.1:${dead}`, name: 'gamma' },
     ]) +
-      ['[[services]]', 'name = "pg"', `listen_address = "127.0.0.1:${pgPort}"`, '[[services.backends]]', 'id = 0', 'name = "alpha"', `address = "${backends[0]!.address}"`, ''].join('\n'),
+      ['[[services]]', 'name = "pg"', `listen_address = "127.0.0.1:${pgPort}"`, '[[services.backends]]', 'id = 0', 'name = "alpha"', `address = "${backends[0]!.address}"`, ''].join('\n') +
+      ['[[services]]', 'name = "web"', `listen_address = "127.0.0.1:${webPort}"`, '[services.tls]', `certificates = [{ cert = "${join(dir, 'web.pem')}", key = "${join(dir, 'web.key')}" }]`, '[[services.backends]]', 'id = 0', 'name = "alpha"', `address = "${backends[0]!.address}"`, ''].join('\n'),
   );
   for (const [port, n] of [[lb.port, 12], [pgPort, 4]] as const) {
     for (let i = 0; i < n; i++) {
@@ -455,7 +485,7 @@ test('Prometheus scrapes the balancer and loads the rules; the rules and dashboa
     200,
   );
   const backendsSeen = (got as { metric: { service?: string; backend: string } }[]).map((s) => `${s.metric.service}/${s.metric.backend}`).sort();
-  assert.deepEqual(backendsSeen, ['default/alpha', 'default/beta', 'default/gamma', 'pg/alpha']);
+  assert.deepEqual(backendsSeen, ['default/alpha', 'default/beta', 'default/gamma', 'pg/alpha', 'web/alpha']);
 
   // the rules are loaded and evaluate without error
   type RuleGroups = { data: { groups: { rules: { name: string; query: string; health: string; lastError?: string; lastEvaluation: string }[] }[] } };
@@ -492,7 +522,24 @@ test('Prometheus scrapes the balancer and loads the rules; the rules and dashboa
 
   // the service variable lists both services
   const services = await promQuery(p.port, 'group by (service) (lemonade_service_connections_active{job="lemonade"})');
-  assert.deepEqual((services.data?.result as { metric: { service: string } }[]).map((s) => s.metric.service).sort(), ['default', 'pg']);
+  assert.deepEqual((services.data?.result as { metric: { service: string } }[]).map((s) => s.metric.service).sort(), ['default', 'pg', 'web']);
+
+  // the certificate that expires in 5 days fires its alert in Prometheus, for service web alone
+  type Alerts = { data: { alerts: { labels: Record<string, string>; state: string }[] } };
+  const expiring = await waitFor(
+    async () => {
+      const r = JSON.parse((await httpRequest(p.port, '/api/v1/alerts')).body) as Alerts;
+      const mine = r.data.alerts.filter((a) => a.labels['alertname'] === 'LemonadeCertificateExpiringSoon' && a.state === 'firing');
+      return mine.length > 0 ? mine : null;
+    },
+    15_000,
+    'LemonadeCertificateExpiringSoon firing',
+    200,
+  );
+  assert.deepEqual(
+    expiring.map((a) => [a.labels['service'], a.labels['certificate'], a.labels['severity']]),
+    [['web', 'web.test', 'warning']],
+  );
 
   // every dashboard query is valid PromQL, and the panels' queries return data
   const concrete = (x: string, service = '.*'): string =>

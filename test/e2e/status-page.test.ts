@@ -4,19 +4,23 @@
 // terminations, the drain button of one changes its state to "draining" in the page, the page's
 // Content-Security-Policy blocks none of its own code, and a screenshot is kept for a human to
 // look at. A second test serves the page as the admin server does, beside canned JSON for two
-// services ([[services]]), and checks the grouping by service and the per-service action path.
+// services ([[services]]), and checks the grouping by service and the per-service action path,
+// and each service's certificates with the days left (highlighted within 14 days or expired). A
+// third runs a balancer that terminates TLS with certificates made by openssl and reads their
+// expiry in the page.
 // Chromium is started here (so each test owns its process and kills it)
 // and driven over the DevTools protocol with playwright-core, which downloads no browser.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { PAGE_READS, STATUS_PAGE, STATUS_PAGE_CSP } from '../../src/admin/status-page';
+import type { CertificateRow } from '../../src/admin/wire';
 import { startBalancer, startEcho, testConfig, tcpExchange, tempDir, requireTool, adminJson, stopProcess, waitFor, type TestServer, type Balancer } from '../helpers';
 import { closed, open, roundTrip } from '../access-log-helpers';
 
@@ -37,6 +41,7 @@ test("the page's script reads each answer key that PAGE_READS (typed by src/admi
     traffic: 'traffic',
     chart: ['chart', 'c'],
     termination: 'r',
+    certificate: 'crt',
     error: 'body',
   };
   const unread: string[] = [];
@@ -275,7 +280,7 @@ function backendRow(service: string | undefined, id: number, name: string, state
  * The page as src/admin/server.ts serves it (same headers), beside canned /status, /health and
  * /events of a balancer; every POST is recorded and drains, enables or disables the row it names.
  */
-async function fakeAdmin(status: () => Record<string, unknown>, rows: ReturnType<typeof backendRow>[]) {
+async function fakeAdmin(status: () => Record<string, unknown>, rows: ReturnType<typeof backendRow>[], certificates: readonly CertificateRow[] = []) {
   const posts: string[] = [];
   const json = (res: http.ServerResponse, code: number, body: unknown): void => {
     res.writeHead(code, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' });
@@ -297,6 +302,7 @@ async function fakeAdmin(status: () => Record<string, unknown>, rows: ReturnType
     if (req.method === 'GET' && url === '/status') return json(res, 200, status());
     if (req.method === 'GET' && url === '/health') return json(res, 200, { status: 'degraded', usable: 3, total: 5 });
     if (req.method === 'GET' && url === '/events') return json(res, 200, []);
+    if (req.method === 'GET' && url === '/certificates') return json(res, 200, certificates);
     const m = /^(?:\/services\/([^/]+))?\/backends\/([^/]+)\/(drain|enable|disable)$/.exec(url);
     if (req.method === 'POST' && m) {
       posts.push(url);
@@ -343,7 +349,11 @@ test('status page groups the backends by service and acts through /services/SVC/
     backends: mode === 'old' ? rows.filter((r) => r.service === 'postgres').map(({ service: _s, ...r }) => r) : rows,
     ...(mode === 'services' ? { services } : {}),
   });
-  const api = await fakeAdmin(status, rows);
+  // postgres serves an expired certificate, redis one with 5 days left and one with 200; the admin API's has 30
+  const at = (days: number): string => new Date(Date.now() + days * 86_400_000 + 3_600_000).toISOString();
+  const cert = (service: string, names: string[], days: number, sha: string): CertificateRow => ({ service, names, not_after: at(days), sha256: sha.repeat(64), file: `/etc/lemonade/tls/${names[0]}.pem` });
+  const certs = [cert('postgres', ['pg.example.com'], -3, 'a'), cert('redis', ['redis.example.com', 'r.example.com'], 5, 'b'), cert('redis', ['redis.example.com'], 200, 'c'), cert('(admin)', ['lb.example.com'], 30, 'd')];
+  const api = await fakeAdmin(status, rows, certs);
   t.after(() => api.close());
   const { page, dir, pageErrors, cspConsole, cspViolations } = await openPage(t);
 
@@ -385,6 +395,25 @@ test('status page groups the backends by service and acts through /services/SVC/
   assert.equal(await page.locator('#error').innerText(), '');
   assert.equal(await page.locator('section[data-service="postgres"] tr[data-backend="pg-1"] .bar').evaluate((e) => (e as HTMLElement).style.width), '70px');
 
+  // each service's certificates with the days left: within 14 days or expired, highlighted
+  const certLines = (where: string): Promise<{ text: string; cls: string; color: string }[]> =>
+    page.locator(`${where} .cert`).evaluateAll((cs) =>
+      cs.map((c) => {
+        const left = c.querySelector('.left')!;
+        return { text: (c as HTMLElement).innerText, cls: left.className, color: getComputedStyle(left).color };
+      }),
+    );
+  await page.locator('section[data-service="redis"] .certs .cert').first().waitFor();
+  const day = (days: number): string => at(days).slice(0, 10);
+  const [warn, bad, plain] = ['rgb(154, 103, 0)', 'rgb(207, 34, 46)', 'rgb(87, 96, 106)'];
+  assert.deepEqual(await certLines('section[data-service="postgres"]'), [{ text: `pg.example.com · expires ${day(-3)} · expired`, cls: 'left expired', color: bad }]);
+  assert.deepEqual(await certLines('section[data-service="redis"]'), [
+    { text: `redis.example.com, r.example.com · expires ${day(5)} · 5 days left`, cls: 'left soon', color: warn },
+    { text: `redis.example.com · expires ${day(200)} · 200 days left`, cls: 'left ok', color: plain },
+  ]);
+  assert.deepEqual(await certLines('#admin-cert'), [{ text: `lb.example.com · expires ${day(30)} · 30 days left`, cls: 'left ok', color: plain }]);
+  assert.match(await page.locator('#admin-cert').innerText(), /^admin API certificate/);
+
   const shot = join(dir, 'status-page-services.png');
   await page.screenshot({ path: shot, fullPage: true });
   t.diagnostic(`screenshot: ${shot}`);
@@ -409,4 +438,31 @@ test('status page groups the backends by service and acts through /services/SVC/
   assert.deepEqual(pageErrors, []);
   assert.deepEqual(await cspViolations(), [], 'securitypolicyviolation events');
   assert.deepEqual(cspConsole, [], 'CSP messages on the console');
+});
+
+test("status page shows a terminating service's certificates with the days left, the one within 14 days highlighted (headless Chromium, openssl)", { timeout: 50_000 }, async (t) => {
+  if (!requireTool(t, 'chromium', existsSync(CHROMIUM))) return;
+  if (!requireTool(t, 'openssl', spawnSync('openssl', ['version'], { stdio: 'ignore' }).status === 0)) return;
+  const dir = tempDir('lemonade-status-certs-');
+  const make = (name: string, days: number): string => {
+    const r = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.pem`, '-days', String(days), '-subj', `/CN=${name}.test`, '-addext', `subjectAltName=DNS:${name}.test`], { cwd: dir, encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    const end = /notAfter=(.*)/.exec(spawnSync('openssl', ['x509', '-in', `${name}.pem`, '-noout', '-enddate'], { cwd: dir, encoding: 'utf8' }).stdout)![1]!;
+    return new Date(Date.parse(end)).toISOString().slice(0, 10);
+  };
+  const soonEnd = make('soon', 5);
+  const laterEnd = make('later', 60);
+  const echo = await startEcho(t);
+  const certs = `certificates = [{ cert = "${join(dir, 'soon.pem')}", key = "${join(dir, 'soon.key')}" }, { cert = "${join(dir, 'later.pem')}", key = "${join(dir, 'later.key')}" }]`;
+  const lb = await startBalancer(t, testConfig([{ address: echo.address }]) + `[tls]\n${certs}\n`);
+  const { page, pageErrors, cspViolations } = await openPage(t);
+  await page.goto(`http://127.0.0.1:${lb.adminPort}/`);
+  const lines = page.locator('section[data-service="default"] .certs .cert');
+  await lines.first().waitFor();
+  assert.deepEqual(await lines.allInnerTexts(), [`soon.test · expires ${soonEnd} · 4 days left`, `later.test · expires ${laterEnd} · 59 days left`]);
+  assert.equal(await lines.nth(0).locator('.left').getAttribute('class'), 'left soon');
+  assert.equal(await lines.nth(1).locator('.left').getAttribute('class'), 'left ok');
+  assert.equal(await page.locator('#admin-cert').innerText(), '', 'a plain HTTP admin API has no certificate');
+  assert.deepEqual(pageErrors, []);
+  assert.deepEqual(await cspViolations(), []);
 });
