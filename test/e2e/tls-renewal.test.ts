@@ -7,7 +7,7 @@
 // the swap: none fails, new handshakes see the new certificate's fingerprint within a bounded wait
 // (with the poll out of reach, so the watcher is what saw it, no deploy hook or SIGHUP), a
 // connection open across the swap keeps working, openssl s_client reads the new serial, and a
-// second renewal is seen as the first.
+// second renewal is seen as the first; with worker processes too.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -174,12 +174,13 @@ function sClientSerial(port: number, dir: string): string {
   return new X509Certificate(pem[0]).serialNumber;
 }
 
-async function balancer(t: Parameters<typeof startBalancer>[0], layout: Layout, port: number, backend: number): Promise<Balancer> {
+async function balancer(t: Parameters<typeof startBalancer>[0], layout: Layout, port: number, backend: number, workers: number): Promise<Balancer> {
   return startBalancer(
     t,
     `[runtime]
 # the poll out of reach: the watcher alone must see the swap
 config_watch_interval_millis = 600000
+workers = ${workers}
 [admin]
 listen_address = "127.0.0.1:0"
 [[services]]
@@ -193,13 +194,15 @@ address = "127.0.0.1:${backend}"
   );
 }
 
-const LAYOUTS: [string, (root: string, ca: Buffer, first: Issued) => Layout][] = [
-  ["certbot, links re-pointed by unlink and symlink (certbot's own way)", (r, ca, c) => certbot(r, ca, 'unlink and symlink', c)],
-  ['certbot, each link replaced by a new link renamed over it', (r, ca, c) => certbot(r, ca, 'rename a new link', c)],
-  ['a Kubernetes Secret volume, `..data` swapped to a new timestamped directory', secretVolume],
+/** [what, the layout, worker processes] */
+const LAYOUTS: [string, (root: string, ca: Buffer, first: Issued) => Layout, number][] = [
+  ["certbot, links re-pointed by unlink and symlink (certbot's own way)", (r, ca, c) => certbot(r, ca, 'unlink and symlink', c), 1],
+  ['certbot, each link replaced by a new link renamed over it', (r, ca, c) => certbot(r, ca, 'rename a new link', c), 1],
+  ['a Kubernetes Secret volume, `..data` swapped to a new timestamped directory', secretVolume, 1],
+  ['certbot, with two worker processes', (r, ca, c) => certbot(r, ca, 'unlink and symlink', c), 2],
 ];
 
-for (const [name, make] of LAYOUTS) {
+for (const [name, make, workers] of LAYOUTS) {
   test(`renewal by symlink swap under load: ${name}`, async (t) => {
     if (!requireTool(t, 'openssl', OPENSSL)) return;
     const dir = tempDir();
@@ -209,7 +212,7 @@ for (const [name, make] of LAYOUTS) {
     const layout = make(tempDir('lemonade-certs-'), ca, versions[0]!);
     const echo = await startEcho(t);
     const port = await freePort();
-    const b = await balancer(t, layout, port, echo.port);
+    const b = await balancer(t, layout, port, echo.port, workers);
     assert.equal(await handshake(port, ca, 'first'), versions[0]!.fingerprint);
     const held = await heldConnection(port, ca);
     t.after(() => held.close());
@@ -237,7 +240,7 @@ for (const [name, make] of LAYOUTS) {
     const firstNew = await waitFor(() => {
       const i = seen.indexOf(versions[1]!.fingerprint);
       return i >= 0 ? i + 1 : null;
-    }, 5000, 'a new handshake with the renewed certificate');
+    }, 10_000, 'a new handshake with the renewed certificate');
     const tookMs = Date.now() - swappedAt;
     await waitFor(() => seen.length >= firstNew + 40, 10_000, 'connections after the renewal');
     stop = true;
@@ -262,7 +265,7 @@ for (const [name, make] of LAYOUTS) {
 
     // the next renewal is seen as the first was
     layout.renew(3, versions[2]!);
-    await waitFor(async () => (await handshake(port, ca, 'third')) === versions[2]!.fingerprint, 5000, 'a handshake with the second renewal');
+    await waitFor(async () => (await handshake(port, ca, 'third')) === versions[2]!.fingerprint, 10_000, 'a handshake with the second renewal');
     assert.equal(b.logs.filter((l) => String(l['msg']).startsWith('config reloaded') && l['trigger'] === 'file').length, 2, 'one reload per renewal');
   });
 }
