@@ -125,6 +125,36 @@ function secretVolume(root: string, ca: Buffer, first: Issued): Layout {
   };
 }
 
+/** The configuration names links of its own to certbot's live links (/etc/lemonade/tls/x.pem -> live/NAME/fullchain.pem). */
+function linkToCertbot(root: string, ca: Buffer, first: Issued): Layout {
+  const inner = certbot(join(root, 'letsencrypt'), ca, 'unlink and symlink', first);
+  const own = join(root, 'lemonade');
+  mkdirSync(own);
+  symlinkSync(inner.cert, join(own, 'svc.pem'));
+  symlinkSync(inner.key, join(own, 'svc.key'));
+  return { cert: join(own, 'svc.pem'), key: join(own, 'svc.key'), renew: inner.renew };
+}
+
+/** The pair in a directory per version, the configuration naming them through a directory link `current`, renamed over. */
+function directoryLink(root: string, ca: Buffer, first: Issued): Layout {
+  const write = (v: number, c: Issued): void => {
+    mkdirSync(join(root, `v${v}`));
+    writeFileSync(join(root, `v${v}`, 'svc.pem'), Buffer.concat([c.leaf, ca]));
+    writeFileSync(join(root, `v${v}`, 'svc.key'), c.key, { mode: 0o600 });
+  };
+  write(1, first);
+  symlinkSync('v1', join(root, 'current'));
+  return {
+    cert: join(root, 'current', 'svc.pem'),
+    key: join(root, 'current', 'svc.key'),
+    renew: (v, c) => {
+      write(v, c);
+      symlinkSync(`v${v}`, join(root, 'current.new'));
+      renameSync(join(root, 'current.new'), join(root, 'current'));
+    },
+  };
+}
+
 /** One full handshake and an echoed line: the fingerprint of the certificate served. */
 function handshake(port: number, ca: Buffer, line: string): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -199,6 +229,8 @@ const LAYOUTS: [string, (root: string, ca: Buffer, first: Issued) => Layout, num
   ["certbot, links re-pointed by unlink and symlink (certbot's own way)", (r, ca, c) => certbot(r, ca, 'unlink and symlink', c), 1],
   ['certbot, each link replaced by a new link renamed over it', (r, ca, c) => certbot(r, ca, 'rename a new link', c), 1],
   ['a Kubernetes Secret volume, `..data` swapped to a new timestamped directory', secretVolume, 1],
+  ["links of the configuration's own to certbot's live links", linkToCertbot, 1],
+  ['a directory link renamed over, the files named through it', directoryLink, 1],
   ['certbot, with two worker processes', (r, ca, c) => certbot(r, ca, 'unlink and symlink', c), 2],
 ];
 
