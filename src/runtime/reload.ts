@@ -1,5 +1,6 @@
-// Reload triggers, all funnelled into one path: chokidar watching the config file's directory
-// (rename-saves and Kubernetes-style symlink swaps are both seen), a poll comparing the file's
+// Reload triggers, all funnelled into one path: chokidar watching the config file's directory and
+// where it and the tls files lead, link by link (rename-saves, Kubernetes-style `..data` swaps and
+// certbot's re-pointed links are all seen), a poll comparing the file's
 // content every config_watch_interval_millis, SIGHUP and POST /reload (through request()).
 // File events are settled (no event for SETTLE_MS), a change the poll finds is settled by content
 // (the same bytes read SETTLE_MS apart), so neither reads a file mid-write; reloads are coalesced:
