@@ -2,7 +2,8 @@
 // run as written where it can be without keepalived: its openssl commands make the CA and the
 // certificates, its TOML (the paths and addresses filled) passes --validate and starts a balancer
 // in front of a real redis-server master and replica, and its redis-cli command answers PONG from
-// the master with the client certificate; without one the handshake is refused, counted and logged.
+// the master with the client certificate; without one the handshake is refused, counted and logged,
+// and the server's certificate offered as a client's is refused too.
 
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
@@ -104,5 +105,11 @@ test("docs/tls.md's Redis example: its certificates, its configuration validated
   assert.equal(failedLine['client_cert_subject'], null);
   const m = (await b.admin('/metrics')).body;
   assert.ok(metric(m, 'lemonade_tls_handshakes_total', ['service="redis"', 'result="failed"']) >= 1, 'counted as failed');
+  // the extendedKeyUsage keeps them apart: the server's certificate is no client certificate
+  assert.ok(example.includes("a server's certificate is refused as a client's"));
+  const asServer = args.map((a) => (a === 'client.pem' ? 'redis.pem' : a === 'client.key' ? 'redis.key' : a));
+  assert.ok(asServer.includes('redis.pem'), asServer.join(' '));
+  assert.notEqual(redisCli(asServer, dir).out, 'PONG', "the server's certificate is refused as a client's");
+  await waitFor(async () => metric((await b.admin('/metrics')).body, 'lemonade_tls_handshakes_total', ['service="redis"', 'result="failed"']) >= 2, 5000, 'the second refusal counted');
   assert.ok(doc.includes('lemonade_tls_handshakes_total{service="redis",result="failed"}'));
 });
