@@ -1,16 +1,59 @@
-// Reload triggers, all funnelled into one path: chokidar watching the config file's directory
-// (rename-saves and Kubernetes-style symlink swaps are both seen), a poll comparing the file's
+// Reload triggers, all funnelled into one path: chokidar watching the config file's directory and
+// where it and the tls files lead, link by link (rename-saves, Kubernetes-style `..data` swaps and
+// certbot's re-pointed links are all seen), a poll comparing the file's
 // content every config_watch_interval_millis, SIGHUP and POST /reload (through request()).
 // File events are settled (no event for SETTLE_MS), a change the poll finds is settled by content
 // (the same bytes read SETTLE_MS apart), so neither reads a file mid-write; reloads are coalesced:
 // one running when another is requested is followed by exactly one more.
 
+import { lstatSync, readlinkSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { basename, dirname } from 'node:path';
+import { basename, dirname, resolve } from 'node:path';
 import chokidar, { type FSWatcher } from 'chokidar';
 import { hashWithFiles } from '../config/load';
 
 export const SETTLE_MS = 100;
+/** Most symlinks followed resolving one path (the kernel's own limit is 40). */
+const MAX_LINKS = 40;
+
+/**
+ * Where a change can change what `path` reads: the directory and name of each symlink met
+ * resolving it, and of the file it ends at. A link re-pointed (certbot's live/ links, a directory
+ * link renamed over) is an event in the link's own directory, not in its target's. A missing
+ * component ends the walk: its directory is where it will appear.
+ */
+export function watchPoints(path: string, cwd = process.cwd()): [dir: string, name: string][] {
+  const out: [string, string][] = [];
+  const parts = (p: string): string[] => p.split('/').filter((x) => x !== '' && x !== '.');
+  let queue = parts(path.startsWith('/') ? path : `${cwd}/${path}`);
+  let dir = '/';
+  let links = 0;
+  while (queue.length > 0) {
+    const name = queue.shift()!;
+    if (name === '..') {
+      dir = dirname(dir);
+      continue;
+    }
+    const at = dir === '/' ? `/${name}` : `${dir}/${name}`;
+    let link: string | null;
+    try {
+      link = lstatSync(at).isSymbolicLink() ? readlinkSync(at) : null;
+    } catch {
+      out.push([dir, name]);
+      return out;
+    }
+    if (link === null) {
+      if (queue.length === 0) out.push([dir, name]);
+      dir = at;
+      continue;
+    }
+    out.push([dir, name]);
+    if (++links > MAX_LINKS) return out;
+    if (link.startsWith('/')) dir = '/';
+    queue = [...parts(link), ...queue];
+  }
+  return out;
+}
 /** Longest wait for the watcher's initial scan at start. */
 export const READY_WAIT_MS = 3000;
 
@@ -34,7 +77,10 @@ export class ReloadTrigger {
   private running: Promise<unknown> | null = null;
   private queued: { trigger: string; promise: Promise<unknown> } | null = null;
   private stopped = false;
-  /** the directories watched, and the names of the tls files in them (a renamed-over file ends in an event for its name) */
+  /**
+   * the directories watched, and the names in them that matter: of the config file and the tls
+   * files, and of each symlink on their way (a renamed-over file or link ends in an event for its name)
+   */
   private readonly dirs = new Set<string>();
   private readonly names = new Set<string>();
 
@@ -46,9 +92,12 @@ export class ReloadTrigger {
    */
   async start(): Promise<void> {
     const name = basename(this.deps.path);
-    this.dirs.add(dirname(this.deps.path));
-    const w = chokidar.watch(dirname(this.deps.path), {
+    this.dirs.add(this.ownDir());
+    const w = chokidar.watch(this.ownDir(), {
       depth: 0,
+      // a link is an entry of its directory, reported when it is re-pointed (followed, chokidar
+      // reports only its target's changes); watchFiles() watches the targets' directories itself
+      followSymlinks: false,
       ignoreInitial: true,
       persistent: true,
       // only the file itself (a rename-save ends in an event for its name), the tls files and a
@@ -74,18 +123,39 @@ export class ReloadTrigger {
     this.onFsEvent();
   }
 
-  /** Watch the directories of the files the configuration names besides itself (called after each check). */
+  /**
+   * Watch where the file and the files the configuration names besides itself can change, links
+   * followed (called after each check: a swap moves the targets); a directory no longer on any
+   * file's way is let go, the config file's own directory never.
+   */
   private watchFiles(): void {
     const w = this.watcher;
-    if (w === null || this.deps.files === undefined) return;
-    for (const f of this.deps.files()) {
-      this.names.add(basename(f));
-      const d = dirname(f);
-      if (!this.dirs.has(d)) {
-        this.dirs.add(d);
-        w.add(d);
+    if (w === null) return;
+    const dirs = new Set<string>([this.ownDir()]);
+    const names = new Set<string>();
+    for (const f of [this.deps.path, ...(this.deps.files?.() ?? [])]) {
+      for (const [d, n] of watchPoints(f)) {
+        dirs.add(d);
+        names.add(n);
       }
     }
+    this.names.clear();
+    for (const n of names) this.names.add(n);
+    for (const d of this.dirs) {
+      if (dirs.has(d)) continue;
+      this.dirs.delete(d);
+      w.unwatch(d);
+    }
+    for (const d of dirs) {
+      if (this.dirs.has(d)) continue;
+      this.dirs.add(d);
+      w.add(d);
+    }
+  }
+
+  /** The config file's directory, absolute as watchPoints() writes directories. */
+  private ownDir(): string {
+    return resolve(dirname(this.deps.path));
   }
 
   /** The hash the last applied or attempted content is compared with. */

@@ -327,16 +327,18 @@ test('a certificate renewed by write-then-rename serves new handshakes with no f
   const ca = readFileSync(join(dir, 'ca.pem'));
   assert.equal((await tlsExchange(b.port, { ca, servername: 'svc.test', line: 'first' })).cn, 'v1.test');
 
-  // connections run in a bounded loop while the certificate is renewed
+  // four clients in a bounded loop of connections while the certificate is renewed
   const seen = new Set<string>();
   const failures: string[] = [];
   let n = 0;
+  let completed = 0;
   let stop = false;
   const loop = async (id: number): Promise<void> => {
     while (!stop && n < 2000) {
       n++;
       try {
         seen.add((await tlsExchange(b.port, { ca, servername: 'svc.test', line: `c${id}-${n}` })).cn);
+        completed++;
       } catch (e) {
         failures.push((e as Error).message);
       }
@@ -344,13 +346,17 @@ test('a certificate renewed by write-then-rename serves new handshakes with no f
   };
   const loops = Promise.all([0, 1, 2, 3].map(loop));
   await waitFor(() => n > 20);
+  const atInstall = completed;
   install('v2');
   await waitFor(() => seen.has('v2.test'), 15_000, 'a new handshake with the renewed certificate');
+  const duringRenewal = completed - atInstall;
   const after = n;
   await waitFor(() => n > after + 20);
   stop = true;
   await loops;
   assert.deepEqual(failures, [], `${failures.length} failed of ${n}`);
+  // the load ran through the renewal: connections completed between the renames and the first renewed handshake
+  assert.ok(duringRenewal > 1, `${duringRenewal} connections completed during the renewal`);
   assert.equal((await tlsExchange(b.port, { ca, servername: 'svc.test', line: 'renewed' })).cn, 'v2.test');
   await b.waitForLog((l) => l['msg'] === 'config reloaded: no changes' || String(l['msg']).startsWith('config reloaded'), 5000, 'the reload');
 
