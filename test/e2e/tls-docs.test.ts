@@ -56,7 +56,7 @@ test("docs/tls.md's Redis example: its certificates, its configuration validated
   // 1. the openssl commands, as written
   const made = spawnSync('sh', ['-e', '-c', block('sh', 'openssl req -x509')], { cwd: dir, encoding: 'utf8', timeout: 60_000 });
   assert.equal(made.status, 0, made.stderr);
-  for (const f of ['ca.pem', 'redis.pem', 'redis.key', 'client.pem', 'client.key']) assert.ok(existsSync(join(dir, f)), `the commands make ${f}`);
+  for (const f of ['ca.pem', 'redis.pem', 'redis.key', 'client.pem', 'client.key', 'tickets.key']) assert.ok(existsSync(join(dir, f)), `the commands make ${f}`);
 
   // 2. the configuration, with this test's paths and addresses: --validate, then a balancer from it
   const master = await startRedis(t, dir);
