@@ -287,6 +287,19 @@ address = "127.0.0.1:${backend.port}"
     assert.equal(text(h.ssl!.sub, 0x21), 'TLSv1.3', `${what}: PP2_SUBTYPE_SSL_VERSION`);
     assert.equal(text(h.ssl!.sub, 0x22), c.cn, `${what}: PP2_SUBTYPE_SSL_CN`);
   }
+  // a session resumed from alice's: her certificate came on the first connection only (CERT_SESS)
+  const sess = join(dir, 'alice.session');
+  const full = await sClient(tlsPort, ['-servername', 'localhost', '-cert', `${dir}/alice.pem`, '-key', `${dir}/alice.key`, '-CAfile', `${dir}/ca.pem`, '-sess_out', sess], 'full');
+  assert.ok(full.echoed, full.out);
+  await waitFor(() => existsSync(sess) && readFileSync(sess, 'utf8').includes('SSL SESSION'), 5000, 's_client to write the session');
+  const again = await sClient(tlsPort, ['-servername', 'localhost', '-CAfile', `${dir}/ca.pem`, '-sess_in', sess], 'resumed');
+  assert.ok(again.echoed, again.out);
+  assert.match(again.out, /^Reused, TLSv1\.3/m);
+  const [fullH, resumedH] = backend.headers.slice(cases.length, cases.length + 2);
+  assert.equal(fullH!.ssl!.client, 0x07);
+  assert.equal(resumedH!.ssl!.client, 0x05, 'PP2_CLIENT_SSL | PP2_CLIENT_CERT_SESS on the resumed connection');
+  assert.equal(resumedH!.ssl!.verify, 0);
+  assert.equal(text(resumedH!.ssl!.sub, 0x22), 'alice');
   // the plain service on the same balancer: addresses only, as before
   const plain = await new Promise<Buffer>((resolve, reject) => {
     const s = net.connect(plainPort, '127.0.0.1', () => s.write('plain\n'));
@@ -301,11 +314,11 @@ address = "127.0.0.1:${backend.port}"
     s.on('error', reject);
   });
   assert.equal(plain.toString(), 'plain\n');
-  const h = backend.headers[cases.length]!;
+  const h = backend.headers[cases.length + 2]!;
   assert.equal(h.dstPort, plainPort);
   assert.deepEqual(h.tlvs, [], 'a plain service sends no TLV');
-  const lines = await waitFor(() => (accessLines(b).length >= cases.length + 1 ? accessLines(b) : null), 10_000, 'the access log lines');
-  assert.equal(lines.filter((l) => l['service'] === 'tls' && l['tls_version'] === 'TLSv1.3').length, cases.length);
+  const lines = await waitFor(() => (accessLines(b).length >= cases.length + 3 ? accessLines(b) : null), 10_000, 'the access log lines');
+  assert.equal(lines.filter((l) => l['service'] === 'tls' && l['tls_version'] === 'TLSv1.3').length, cases.length + 2);
 });
 
 test('HAProxy (accept-proxy) takes the v2 header with its TLVs and reads the server name from it (fc_pp_authority)', async (t) => {
