@@ -123,14 +123,18 @@ export class TlsSession extends Session {
     raw.resume();
   }
 
-  /** Stop reading here, the handle's reads included, so the TLS layer reads the next bytes after the ones given back. */
+  /**
+   * Stop reading here, the handle's reads included (a paused net.Socket's handle still reads), so
+   * that the TLS layer reads the next bytes after the ones given back to it.
+   */
   private stopFirst(): void {
-    if (!this.readingFirst) return;
-    this.readingFirst = false;
     const raw = this.raw;
-    raw.off('data', onFirstData);
-    raw.off('end', onFirstEnd);
-    raw.pause();
+    if (this.readingFirst) {
+      this.readingFirst = false;
+      raw.off('data', onFirstData);
+      raw.off('end', onFirstEnd);
+      raw.pause();
+    }
     const h = (raw as unknown as { _handle: { reading?: boolean; readStop?: () => number } | null })._handle;
     if (h && h.reading === true && typeof h.readStop === 'function') {
       h.reading = false;

@@ -100,6 +100,17 @@ function sClient(port: number, args: string[], line: string, timeoutMs = 8000): 
   });
 }
 
+/** Something accepts connections on the port. */
+function connects(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.on('error', () => resolve(false));
+  });
+}
+
 /** `p`, or an error naming `what` after `ms` */
 function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -355,7 +366,7 @@ backend b
   hap.stdout!.on('data', (d: Buffer) => (hapOut += d.toString()));
   hap.stderr!.on('data', (d: Buffer) => (hapOut += d.toString()));
   t.after(() => stopProcess(hap));
-  await waitFor(() => new Promise<boolean>((r) => net.connect(hapPort, '127.0.0.1').on('connect', function (this: net.Socket) { this.destroy(); r(true); }).on('error', () => r(false))), 10_000, `haproxy to listen: ${hapOut}`);
+  await waitFor(() => connects(hapPort), 10_000, 'haproxy to listen');
   await startBalancer(
     t,
     `[proxy]
@@ -564,15 +575,10 @@ async function startH2cNginx(t: TestContext, dir: string): Promise<number> {
   proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
   t.after(() => stopProcess(proc));
   await waitFor(
-    () =>
-      new Promise<boolean>((resolve, reject) => {
-        if (proc.exitCode !== null) reject(new Error(`nginx exited (${proc.exitCode}): ${stderr}${existsSync(errorLog) ? readFileSync(errorLog, 'utf8') : ''}`));
-        const s = net.connect(port, '127.0.0.1', () => {
-          s.destroy();
-          resolve(true);
-        });
-        s.on('error', () => resolve(false));
-      }),
+    () => {
+      if (proc.exitCode !== null) throw new Error(`nginx exited (${proc.exitCode}): ${stderr}${existsSync(errorLog) ? readFileSync(errorLog, 'utf8') : ''}`);
+      return connects(port);
+    },
     10_000,
     'nginx to listen',
   );
