@@ -1,6 +1,7 @@
 // PROXY protocol header (HAProxy's proxy-protocol.txt), version 1 (text) and 2 (binary), sent
 // to the backend before the client's bytes (and first on each health check's own connection).
-// IPv4-mapped IPv6 addresses are sent as IPv4.
+// IPv4-mapped IPv6 addresses are sent as IPv4. A v2 header may carry TLVs after the addresses:
+// a service that terminates TLS sends what its handshake learned (tlsTlvs below).
 
 import { parseIp, v6Text } from '../config/address';
 
@@ -28,8 +29,11 @@ function v4Text(bytes: Uint8Array): string {
 }
 
 
-/** Encode the header; an endpoint that is not an IP address gives the protocol's UNKNOWN/LOCAL form. */
-export function encodeProxyHeader(version: 'v1' | 'v2', e: ProxyEndpoints): Buffer {
+/**
+ * Encode the header; an endpoint that is not an IP address gives the protocol's UNKNOWN/LOCAL form.
+ * `tlvs`: bytes appended to a v2 header (its length counts them); v1 has none.
+ */
+export function encodeProxyHeader(version: 'v1' | 'v2', e: ProxyEndpoints, tlvs: Buffer | null = null): Buffer {
   const src = parseIp(e.srcAddress);
   const dst = parseIp(e.dstAddress);
   const known = src !== null && dst !== null && src.v4 === dst.v4;
@@ -39,13 +43,15 @@ export function encodeProxyHeader(version: 'v1' | 'v2', e: ProxyEndpoints): Buff
     const text = src.v4 ? [v4Text(src.bytes), v4Text(dst.bytes)] : [v6Text(src.bytes), v6Text(dst.bytes)];
     return Buffer.from(`PROXY ${fam} ${text[0]} ${text[1]} ${e.srcPort} ${e.dstPort}\r\n`, 'latin1');
   }
-  if (!known) return V2_LOCAL;
+  const extra = tlvs === null ? 0 : tlvs.length;
+  if (!known) return extra === 0 ? V2_LOCAL : withTlvs(V2_LOCAL, tlvs!);
   const addrLen = src.v4 ? 12 : 36;
-  const out = Buffer.alloc(16 + addrLen);
+  const out = Buffer.alloc(16 + addrLen + extra);
   V2_SIGNATURE.copy(out, 0);
   out[12] = 0x21; // version 2, PROXY
   out[13] = src.v4 ? 0x11 : 0x21; // AF_INET/AF_INET6, STREAM
-  out.writeUInt16BE(addrLen, 14);
+  out.writeUInt16BE(addrLen + extra, 14);
+  if (extra > 0) out.set(tlvs!, 16 + addrLen);
   if (src.v4) {
     out.set(src.bytes.subarray(12), 16);
     out.set(dst.bytes.subarray(12), 20);
@@ -58,6 +64,78 @@ export function encodeProxyHeader(version: 'v1' | 'v2', e: ProxyEndpoints): Buff
     out.writeUInt16BE(e.dstPort, 50);
   }
   return out;
+}
+
+/** A v2 header (addresses or none) with `tlvs` appended, its length field counting them. */
+function withTlvs(header: Buffer, tlvs: Buffer): Buffer {
+  const out = Buffer.concat([header, tlvs]);
+  out.writeUInt16BE(out.length - 16, 14);
+  return out;
+}
+
+// The TLV types of proxy-protocol.txt section 2.2 this header sends
+const PP2_TYPE_ALPN = 0x01;
+const PP2_TYPE_AUTHORITY = 0x02;
+const PP2_TYPE_SSL = 0x20;
+const PP2_SUBTYPE_SSL_VERSION = 0x21;
+const PP2_SUBTYPE_SSL_CN = 0x22;
+/** PP2_TYPE_SSL's client bits: over TLS; a certificate sent on this connection; one in its TLS session */
+export const PP2_CLIENT_SSL = 0x01;
+export const PP2_CLIENT_CERT_CONN = 0x02;
+export const PP2_CLIENT_CERT_SESS = 0x04;
+
+/** What the handshake of a terminating service learned, as the v2 header's TLVs carry it. */
+export interface ProxyTls {
+  /** the ALPN protocol agreed, or null */
+  readonly alpn: string | null;
+  /** the server name the client sent, or null */
+  readonly authority: string | null;
+  /** "TLSv1.3" */
+  readonly version: string | null;
+  /** PP2_CLIENT_* bits */
+  readonly client: number;
+  /** 0: the client's certificate was verified; else why not (an OpenSSL X509_V_ERR code, 1 without a certificate) */
+  readonly verify: number;
+  /** the client certificate's common name, or null */
+  readonly cn: string | null;
+}
+
+/**
+ * The TLVs of a connection the balancer terminated, as HAProxy's send-proxy-v2-ssl-cn writes them:
+ * PP2_TYPE_ALPN, PP2_TYPE_AUTHORITY (the server name, which HAProxy leaves out), then PP2_TYPE_SSL
+ * (client bits, verify, and the sub-TLVs SSL_VERSION and SSL_CN). Strings go as UTF-8.
+ */
+export function tlsTlvs(t: ProxyTls): Buffer {
+  const alpn = t.alpn !== null ? Buffer.from(t.alpn, 'latin1') : null;
+  const authority = t.authority !== null ? Buffer.from(t.authority, 'utf8') : null;
+  const version = t.version !== null ? Buffer.from(t.version, 'latin1') : null;
+  // X.509 bounds a common name at 64 characters: a longer one is not sent (the header's length is 16 bits)
+  const cn = t.cn !== null && t.cn.length <= 64 ? Buffer.from(t.cn, 'utf8') : null;
+  const sslLen = 5 + tlvSize(version) + tlvSize(cn);
+  const out = Buffer.alloc(tlvSize(alpn) + tlvSize(authority) + 3 + sslLen);
+  let at = putTlv(out, 0, PP2_TYPE_ALPN, alpn);
+  at = putTlv(out, at, PP2_TYPE_AUTHORITY, authority);
+  out[at] = PP2_TYPE_SSL;
+  out.writeUInt16BE(sslLen, at + 1);
+  out[at + 3] = t.client;
+  out.writeUInt32BE(t.verify >>> 0, at + 4);
+  at = putTlv(out, at + 8, PP2_SUBTYPE_SSL_VERSION, version);
+  putTlv(out, at, PP2_SUBTYPE_SSL_CN, cn);
+  return out;
+}
+
+/** a TLV's size: type, length and value (none for a null value) */
+function tlvSize(v: Buffer | null): number {
+  return v === null ? 0 : 3 + v.length;
+}
+
+/** write one TLV at `at` (nothing for a null value); where the next one goes */
+function putTlv(out: Buffer, at: number, type: number, v: Buffer | null): number {
+  if (v === null) return at;
+  out[at] = type;
+  out.writeUInt16BE(v.length, at + 1);
+  out.set(v, at + 3);
+  return at + 3 + v.length;
 }
 
 export function proxyHeader(version: 'v1' | 'v2', client: SocketAddresses): Buffer {

@@ -268,13 +268,18 @@ export abstract class Relay implements SessionEnd {
   /** The backend connected: sent first, the PROXY header, then the bytes the listener read from the client. */
   protected sendFirst(): void {
     const mode = this.snap.proxy.proxyProtocol;
-    if (mode !== 'off') this.send(encodeProxyHeader(mode, this.endpoints()));
+    if (mode !== 'off') this.send(this.proxyHeader(mode));
     const first = this.initial;
     if (first !== null && first.length > 0) {
       this.initial = null;
       this.countIn(first.length);
       this.send(first);
     }
+  }
+
+  /** The PROXY protocol header for this connection (a terminating session adds what its handshake learned). */
+  protected proxyHeader(mode: 'v1' | 'v2'): Buffer {
+    return encodeProxyHeader(mode, this.endpoints());
   }
 
   /** the client's address (the client limits' slot) */

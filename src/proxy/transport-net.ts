@@ -131,10 +131,22 @@ function useOnread(c: ClientSocket): boolean {
 
 export class Session extends Relay {
   private backend: BackendSocket | null = null;
-  private readonly client: ClientSocket;
+  private client: ClientSocket;
 
   constructor(client: Socket, snap: ServiceSnapshot, host: SessionHost, a: Readonly<Accepted>) {
     super(snap, host, a);
+    const c = client as ClientSocket;
+    this.client = c;
+    c[SESSION] = this;
+    c.on('error', onClientError);
+    c.on('close', onClientClose);
+  }
+
+  /** Relay `client` from now on, before the backend is dialled (a TLS socket over the connection first read here). */
+  protected takeClient(client: Socket): void {
+    const old = this.client;
+    old.off('error', onClientError);
+    old.off('close', onClientClose);
     const c = client as ClientSocket;
     this.client = c;
     c[SESSION] = this;

@@ -4,7 +4,7 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Socket } from 'node:net';
-import { encodeProxyHeader, proxyHeader, type ProxyEndpoints } from '../../src/core/proxy-protocol';
+import { encodeProxyHeader, proxyHeader, tlsTlvs, type ProxyEndpoints, type ProxyTls } from '../../src/core/proxy-protocol';
 
 /** "0d 0a ..." → bytes */
 const bytes = (h: string): Buffer => Buffer.from(h.replace(/\s+/g, ''), 'hex');
@@ -167,5 +167,50 @@ describe('proxyHeader(version, socket)', () => {
     const s = sock({});
     assert.equal(proxyHeader('v1', s).toString('latin1'), 'PROXY UNKNOWN\r\n');
     assert.equal(proxyHeader('v2', s).toString('hex'), bytes(`${SIG} 20 00 00 00`).toString('hex'));
+  });
+});
+
+describe('version 2 TLVs of a terminated connection (section 2.2)', () => {
+  const tls = (o: Partial<ProxyTls>): ProxyTls => ({ alpn: null, authority: null, version: 'TLSv1.3', client: 0x01, verify: 1, cn: null, ...o });
+  // "TLSv1.3" = 54 4c 53 76 31 2e 33 (7 bytes), "h2" = 68 32, "alice" = 61 6c 69 63 65
+  const VERSION13 = '21 00 07 54 4c 53 76 31 2e 33';
+
+  test('a client certificate: the bytes HAProxy 2.6 sends with send-proxy-v2-ssl-cn (captured from haproxy 2.6.12)', () => {
+    // ALPN "h2"; SSL: length 23, client 0x07 (SSL | CERT_CONN | CERT_SESS), verify 0, VERSION, CN "alice"
+    const want = `01 00 02 68 32  20 00 17 07 00 00 00 00 ${VERSION13} 22 00 05 61 6c 69 63 65`;
+    assert.equal(tlsTlvs(tls({ alpn: 'h2', client: 0x07, verify: 0, cn: 'alice' })).toString('hex'), bytes(want).toString('hex'));
+  });
+
+  test('no client certificate: PP2_TYPE_SSL still, client 0x01, verify non-zero, no CN', () => {
+    // HAProxy 2.6 writes verify 0 here; the spec: zero only for a certificate that was verified
+    const want = `20 00 0f 01 00 00 00 01 ${VERSION13}`;
+    assert.equal(tlsTlvs(tls({})).toString('hex'), bytes(want).toString('hex'));
+  });
+
+  test('the server name as PP2_TYPE_AUTHORITY, after ALPN and before SSL', () => {
+    // "db.example" = 64 62 2e 65 78 61 6d 70 6c 65 (10 bytes); "http/1.1" (8 bytes)
+    const want = `01 00 08 68 74 74 70 2f 31 2e 31  02 00 0a 64 62 2e 65 78 61 6d 70 6c 65  20 00 0f 01 00 00 00 14 ${VERSION13}`;
+    assert.equal(tlsTlvs(tls({ alpn: 'http/1.1', authority: 'db.example', verify: 20 })).toString('hex'), bytes(want).toString('hex'));
+  });
+
+  test('a common name in UTF-8; one longer than X.509 allows is left out', () => {
+    // "é" = c3 a9
+    assert.equal(tlsTlvs(tls({ client: 0x07, verify: 0, cn: 'é' })).toString('hex'), bytes(`20 00 14 07 00 00 00 00 ${VERSION13} 22 00 02 c3 a9`).toString('hex'));
+    assert.equal(tlsTlvs(tls({ client: 0x07, verify: 0, cn: 'x'.repeat(65) })).toString('hex'), bytes(`20 00 0f 07 00 00 00 00 ${VERSION13}`).toString('hex'));
+  });
+
+  test('appended to the header, counted in its length; the addresses are unchanged', () => {
+    const tlvs = tlsTlvs(tls({ alpn: 'h2' }));
+    const h = encodeProxyHeader('v2', ep('172.19.0.1', 42578, '172.19.0.3', 80), tlvs);
+    assert.equal(h.toString('hex'), bytes(`${SIG} 21 11 00 ${(12 + tlvs.length).toString(16).padStart(2, '0')}  ac 13 00 01  ac 13 00 03  a6 52  00 50`).toString('hex') + tlvs.toString('hex'));
+    const v6 = encodeProxyHeader('v2', ep('::1', 1, '::1', 2), tlvs);
+    assert.equal(v6.readUInt16BE(14), 36 + tlvs.length);
+    assert.ok(v6.subarray(16 + 36).equals(tlvs));
+    // LOCAL keeps its TLVs (the receiver may read them); the shared LOCAL header is not changed
+    const local = encodeProxyHeader('v2', ep('', 0, '', 0), tlvs);
+    assert.equal(local.subarray(0, 16).toString('hex'), bytes(`${SIG} 20 00 00 ${tlvs.length.toString(16).padStart(2, '0')}`).toString('hex'));
+    assert.equal(encodeProxyHeader('v2', ep('', 0, '', 0)).toString('hex'), bytes(`${SIG} 20 00 00 00`).toString('hex'));
+    // v1 has no TLVs
+    assert.equal(encodeProxyHeader('v1', ep('10.0.0.1', 1, '10.0.0.2', 2), tlvs).toString('latin1'), 'PROXY TCP4 10.0.0.1 10.0.0.2 1 2\r\n');
   });
 });
