@@ -87,7 +87,7 @@ export function validate(raw: Raw, ctx: ValidateContext = {}): ValidateResult {
   if (hasDefault) checkUdp(isTable(top['proxy']) ? top['proxy'] : {}, checked.get('proxy')!, 'proxy.', top['tls'] !== undefined ? 'tls' : top['backend_tls'] !== undefined ? 'backend_tls' : null, report);
   if (top['backend_tls'] !== undefined) {
     if (!hasDefault) report('backend_tls', 'top-level [backend_tls] is the default service\'s (top-level [[backends]]), and there is none: write a [services.backend_tls] table in the [[services]] entry whose backends speak TLS');
-    else checkBackendTls(checked.get('backend_tls')!, checked.get('proxy')!, 'backend_tls', report);
+    else checkBackendTls(checked.get('backend_tls')!, 'backend_tls', report);
   }
   if (hasDefault && checked.get('proxy')!['listen_address'] === null) {
     report('proxy.listen_address', `required with top-level [[backends]]: the address "host:port" to listen on, e.g. "0.0.0.0:8080" (or set ${SCHEMA.proxy.listen_address.env})`);
@@ -142,16 +142,12 @@ function serviceValues(
 const originates = (values: Record<string, unknown>): boolean => values['enabled'] === true;
 
 /**
- * What the [backend_tls] rows cannot say alone: cert and key go together, and the PROXY header
- * (sent before any byte of the connection) is not sent to backends that speak TLS.
+ * What the [backend_tls] rows cannot say alone: cert and key go together.
  */
-function checkBackendTls(values: Record<string, unknown>, proxy: Record<string, unknown>, at: string, report: (path: string, message: string) => void): void {
+function checkBackendTls(values: Record<string, unknown>, at: string, report: (path: string, message: string) => void): void {
   if (typeof values['cert'] === 'string' && typeof values['key'] === 'string' && (values['cert'] === '') !== (values['key'] === '')) {
     const [set, unset] = values['cert'] === '' ? ['key', 'cert'] : ['cert', 'key'];
     report(`${at}.${unset}`, `cert and key go together: ${set} is set, so ${unset} must name its ${unset === 'key' ? 'private key' : 'certificate'} file (or leave both "" to send no client certificate)`);
-  }
-  if (originates(values) && typeof proxy['proxy_protocol'] === 'string' && proxy['proxy_protocol'] !== 'off') {
-    report(`${at}.enabled`, `proxy_protocol "${proxy['proxy_protocol']}" and backend_tls together are not supported: turn one of them off for this service`);
   }
 }
 
@@ -361,7 +357,7 @@ function readServices(raw: unknown, top: ReadonlyMap<SectionName, Record<string,
       if (!isTable(t['backend_tls'])) report(`${p}.backend_tls`, `expected a table [services.backend_tls], got ${describe(t['backend_tls'])}`);
       else {
         backendTls = readFields('backend_tls', t['backend_tls'], `${p}.backend_tls`, report);
-        checkBackendTls(backendTls, proxy, `${p}.backend_tls`, report);
+        checkBackendTls(backendTls, `${p}.backend_tls`, report);
       }
     }
     const backends = t['backends'] === undefined ? [] : readBackends(t['backends'], `${p}.backends`, report);

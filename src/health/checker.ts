@@ -243,13 +243,13 @@ function checkConnection<R>(
   late: () => R,
   failed: (error: string) => R,
   done: (r: R) => void,
-  opts: { readonly allowHalfOpen?: boolean; readonly lookup?: net.LookupFunction | undefined; readonly secure?: Secure } = {},
+  opts: { readonly allowHalfOpen?: boolean; readonly lookup?: net.LookupFunction | undefined; readonly secure?: Secure; readonly pp?: ProxyProtocol } = {},
 ): { readonly s: net.Socket; readonly ready: 'connect' | 'secureConnect'; readonly finish: (r: R) => void; readonly abort: () => void; readonly over: () => boolean } {
   let finished = false;
   const to = { host, port, allowHalfOpen: opts.allowHalfOpen === true, ...(opts.lookup ? { lookup: opts.lookup } : {}) };
   const secure = opts.secure ?? null;
   // over TLS the check is connected once the handshake is done and the backend verified
-  const s = secure === null ? net.connect(to) : tls.connect({ ...to, ...secure });
+  const s = secure === null ? net.connect(to) : secureConnect(to, secure, opts.pp ?? 'off');
   const ready = secure === null ? ('connect' as const) : ('secureConnect' as const);
   const abort = (): void => {
     finished = true;
@@ -270,14 +270,29 @@ function checkConnection<R>(
 const asError = (error: string): string | null => error;
 
 /**
+ * A check's TLS connection. With a PROXY header it goes first and in clear, then the handshake,
+ * as the service's own connections do (proxy/transport-net.ts).
+ */
+function secureConnect(to: net.TcpNetConnectOpts, secure: NonNullable<Secure>, pp: ProxyProtocol): tls.TLSSocket {
+  if (pp === 'off') return tls.connect({ ...to, ...secure });
+  const raw = net.connect(to);
+  // on before tls.connect's own: the header is written ahead of the ClientHello
+  raw.once('connect', () => raw.write(checkProxyHeader(pp, raw)));
+  const s = tls.connect({ ...secure, socket: raw });
+  raw.once('error', (e) => s.destroy(e));
+  return s;
+}
+
+/**
  * Returns a function that aborts the probe. With a PROXY header the check sends it, closes its
  * side and passes once that is done: the backend reads a complete header, then a clean end of
  * stream. A bare connect and close is, to such a backend, a client that broke off mid-header.
  */
 function tcpProbe(host: string, port: number, timeoutMs: number, pp: ProxyProtocol, done: Done, lookup?: net.LookupFunction, secure: Secure = null): () => void {
-  const { s, ready, finish, abort } = checkConnection<string | null>(host, port, timeoutMs, () => `timeout after ${timeoutMs} ms`, asError, done, { lookup, secure });
+  const { s, ready, finish, abort } = checkConnection<string | null>(host, port, timeoutMs, () => `timeout after ${timeoutMs} ms`, asError, done, { lookup, secure, pp });
   s.once(ready, () => {
-    if (pp === 'off') return finish(null);
+    // over TLS the header went before the handshake
+    if (pp === 'off' || secure !== null) return finish(null);
     s.end(checkProxyHeader(pp, s));
     s.once('finish', () => finish(null));
   });
@@ -322,7 +337,7 @@ function httpProbe(host: string, port: number, path: string, timeoutMs: number, 
       headers: { 'user-agent': 'lemonade-lb health check', connection: 'close' },
       // no agent: with `agent: false` node makes one, and it ignores createConnection
       // over TLS: the request goes inside a TLS connection verified as the service's connections are
-      ...(secure !== null ? { createConnection: () => tls.connect({ host, port, ...(lookup ? { lookup } : {}), ...secure }) } : pp === 'off' ? { agent: false } : { createConnection: headerFirst(pp) }),
+      ...(secure !== null ? { createConnection: () => secureConnect({ host, port, ...(lookup ? { lookup } : {}) }, secure, pp) } : pp === 'off' ? { agent: false } : { createConnection: headerFirst(pp) }),
     },
     (res) => {
       const code = res.statusCode ?? 0;
@@ -351,7 +366,7 @@ function sendExpectProbe(host: string, port: number, steps: readonly Step[], tim
   const conv = new Conversation(steps);
   // a reply waiting for its regex test is tested again when due (health/send-expect.ts)
   let recheck: NodeJS.Timeout | null = null;
-  const { s, ready, finish, abort, over } = checkConnection<string | null>(host, port, timeoutMs, () => `timeout after ${timeoutMs} ms: ${conv.waiting()}`, asError, done, { allowHalfOpen: true, lookup, secure });
+  const { s, ready, finish, abort, over } = checkConnection<string | null>(host, port, timeoutMs, () => `timeout after ${timeoutMs} ms: ${conv.waiting()}`, asError, done, { allowHalfOpen: true, lookup, secure, pp });
   const act = (turn: Turn): void => {
     if (over()) return;
     if (turn.write) s.write(turn.write);
@@ -369,7 +384,7 @@ function sendExpectProbe(host: string, port: number, steps: readonly Step[], tim
     s.once('finish', () => finish(null));
   };
   s.once(ready, () => {
-    if (pp !== 'off') s.write(checkProxyHeader(pp, s));
+    if (pp !== 'off' && secure === null) s.write(checkProxyHeader(pp, s));
     act(conv.start());
   });
   s.on('data', (d: Buffer) => act(conv.receive(d, performance.now())));

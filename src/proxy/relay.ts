@@ -268,7 +268,8 @@ export abstract class Relay implements SessionEnd {
   /** The backend connected: sent first, the PROXY header, then the bytes the listener read from the client. */
   protected sendFirst(): void {
     const mode = this.snap.proxy.proxyProtocol;
-    if (mode !== 'off') this.send(this.proxyHeader(mode));
+    // a backend that speaks TLS had it in clear, before its handshake (transport-net.ts)
+    if (mode !== 'off' && this.snap.backendTls === null) this.send(this.proxyHeader(mode));
     const first = this.initial;
     if (first !== null && first.length > 0) {
       this.initial = null;

@@ -219,6 +219,9 @@ export class Session extends Relay {
       s.destroy();
       return;
     }
+    // the PROXY header goes first and in clear, as HAProxy's send-proxy on an ssl server line
+    const mode = this.snap.proxy.proxyProtocol;
+    if (mode !== 'off') s.write(this.proxyHeader(mode));
     const t = connectTls({ socket: s, ...o.optionsFor(this.target!.spec.host) }) as unknown as BackendSocket;
     t[SESSION] = this;
     t[LEASE] = s[LEASE];

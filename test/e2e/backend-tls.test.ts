@@ -58,6 +58,8 @@ interface Backends {
   readonly mtls: number;
   /** signed by ca, names other.test */
   readonly other: number;
+  /** reads a PROXY header in clear before the handshake (nginx `listen … ssl proxy_protocol`) */
+  readonly pp: number;
 }
 
 /**
@@ -75,7 +77,7 @@ async function startBackends(t: TestContext): Promise<Backends> {
   makeCert(dir, 'ca', 'other', '/CN=other', 'DNS:other.test');
   openssl(dir, ['req', '-x509', ...EC, '-keyout', 'self.key', '-out', 'self.pem', '-days', '2', '-subj', '/CN=self.test', '-addext', 'subjectAltName=DNS:self.test']);
   for (const d of ['logs', 'tmp', 'www1']) mkdirSync(join(dir, d));
-  const [good, rogue, self, mtls, other] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
+  const [good, rogue, self, mtls, other, pp] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
   const server = (name: string, port: number, cert: string, extra = ''): string => `  server {
     listen 127.0.0.1:${port} ssl;
     ssl_certificate ${join(dir, `${cert}.pem`)};
@@ -90,6 +92,7 @@ ${extra}
     server('SELF', self, 'self'),
     server('MTLS', mtls, 'good', `    ssl_client_certificate ${join(dir, 'ca.pem')};\n    ssl_verify_client on;`),
     server('OTHER', other, 'other'),
+    server('PP', pp, 'good').replace(' ssl;', ' ssl proxy_protocol;').replace('client=$ssl_client_s_dn', 'client=$ssl_client_s_dn from=$proxy_protocol_addr'),
   ].join('\n');
   const errorLog = join(dir, 'logs', 'error.log');
   writeFileSync(join(dir, 'nginx.conf'), nginxConf(dir, errorLog, 'warn', `  access_log off;\n${servers}`));
@@ -100,12 +103,12 @@ ${extra}
   await waitFor(
     async () => {
       if (proc.exitCode !== null) throw new Error(`nginx exited (${proc.exitCode}): ${stderr}${existsSync(errorLog) ? readFileSync(errorLog, 'utf8') : ''}`);
-      return (await Promise.all([good, rogue, self, mtls, other].map(connects))).every(Boolean);
+      return (await Promise.all([good, rogue, self, mtls, other, pp].map(connects))).every(Boolean);
     },
     10_000,
     'nginx to listen',
   );
-  return { dir, good, rogue, self, mtls, other };
+  return { dir, good, rogue, self, mtls, other, pp };
 }
 
 function connects(port: number): Promise<boolean> {
@@ -119,12 +122,13 @@ function connects(port: number): Promise<boolean> {
 }
 
 /** A config of one default service with these backends and this [backend_tls] table. */
-function config(backendTls: string, backends: readonly string[], o: { health?: string; strategy?: string } = {}): string {
+function config(backendTls: string, backends: readonly string[], o: { health?: string; strategy?: string; proxy?: string } = {}): string {
   return `[runtime]
 config_watch_interval_millis = 500
 [proxy]
 listen_address = "127.0.0.1:0"
 connect_timeout = "2s"
+${o.proxy ?? ''}
 [strategy]
 algorithm = "${o.strategy ?? 'round_robin'}"
 [health]
@@ -320,4 +324,30 @@ test('a service may terminate TLS from its clients and originate TLS to its back
   assert.ok(answer.endsWith('GOOD sni=backend.test client=\n'), answer);
   const line = await waitFor(() => accessLines(b).find((l) => l['tls_version'] !== undefined), 5000, 'the access log line');
   assert.equal(line['sni'], 'front.test');
+});
+
+test('with proxy_protocol, the header goes in clear before the handshake (nginx listen … ssl proxy_protocol reads it), for the relay and for every kind of health check', async (t) => {
+  if (!ready(t)) return;
+  const k = await startBackends(t);
+  const tlsTable = `enabled = true\nca = "${k.dir}/ca.pem"`;
+  for (const mode of ['v1', 'v2'] as const) {
+    const b = await startBalancer(t, config(tlsTable, [`127.0.0.1:${k.pp}`], { proxy: `proxy_protocol = "${mode}"` }));
+    const r = await get(b.port);
+    assert.deepEqual(r, { status: 200, body: 'PP sni= client= from=127.0.0.1\n' }, `${mode}: nginx read the client's address from the header, then spoke TLS`);
+  }
+  const check = { tcp: '', http: 'kind = "http"\npath = "/"', send_expect: `kind = "send_expect"\nsend = 'GET / HTTP/1.0\\r\\n\\r\\n'\nexpect = "200 OK"` };
+  for (const [kind, lines] of Object.entries(check)) {
+    const health = `${lines}\ninterval = "200ms"\ntimeout = "1s"\nhealthy_threshold = 1\nunhealthy_threshold = 1`;
+    const b = await startBalancer(t, config(tlsTable, [`127.0.0.1:${k.pp}`], { proxy: 'proxy_protocol = "v2"', health }));
+    const last = async (): Promise<{ state: string; last_check: { ok: boolean; error: string | null } | null }> => (await adminJson<{ state: string; last_check: { ok: boolean; error: string | null } | null }[]>(b, '/backends'))[0]!;
+    await waitFor(async () => (await last()).last_check?.ok === true, 5000, `a ${kind} check that passed with the header in clear`).catch(async (e: Error) => {
+      throw new Error(`${e.message}: ${JSON.stringify(await last())}`);
+    });
+    assert.equal((await last()).state, 'healthy', kind);
+  }
+  // without the header nginx takes the ClientHello for a broken one: the same check never passes
+  const plain = await startBalancer(t, config(tlsTable, [`127.0.0.1:${k.pp}`], { health: 'kind = "http"\npath = "/"\ninterval = "200ms"\ntimeout = "1s"\nhealthy_threshold = 1\nunhealthy_threshold = 1' }));
+  await waitFor(async () => (await adminJson<{ last_check: unknown }[]>(plain, '/backends'))[0]!.last_check !== null, 5000, 'a check');
+  const p = await adminJson<{ state: string; last_check: { ok: boolean } }[]>(plain, '/backends');
+  assert.deepEqual([p[0]!.state, p[0]!.last_check.ok], ['unhealthy', false]);
 });

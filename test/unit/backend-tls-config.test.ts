@@ -38,8 +38,9 @@ test('what a backend_tls table may not say', () => {
   assert.match(issues(svc('enabled = true\nkey = "/c.key"')), /^services\[0\]\.backend_tls\.cert: cert and key go together/m);
   assert.match(issues(top('enabled = true\nverify = "no"')), /^backend_tls\.verify: /m);
   assert.match(issues(top('enabled = true\nsni = "x"')), /unknown key "sni"/);
-  assert.match(issues(top('enabled = true', 'proxy_protocol = "v2"')), /^backend_tls\.enabled: proxy_protocol "v2" and backend_tls together are not supported/m);
-  assert.match(issues(svc('enabled = true', 'proxy_protocol = "v1"')), /^services\[0\]\.backend_tls\.enabled: proxy_protocol "v1"/m);
+  // the PROXY header goes in clear before the handshake: the two go together
+  assert.doesNotMatch(issues(top('enabled = true', 'proxy_protocol = "v2"')), /backend_tls/);
+  assert.doesNotMatch(issues(svc('enabled = true', 'proxy_protocol = "v1"')), /backend_tls/);
   assert.match(issues(`[backend_tls]\nenabled = true\n${svc('enabled = true')}`), /^backend_tls: top-level \[backend_tls\] is the default service's/m);
   assert.match(issues(svc('').replace('[services.backend_tls]\n', 'backend_tls = 3\n')), /^services\[0\]\.backend_tls: expected a table \[services\.backend_tls\]/m);
 });
