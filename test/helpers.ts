@@ -5,7 +5,7 @@
 // started when the test ends, last started first stopped.
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync, renameSync, rmSync, existsSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, writeFileSync, renameSync, rmSync, existsSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import net from 'node:net';
@@ -22,6 +22,40 @@ function bundle(): string {
 
 export function tempDir(prefix = 'lemonade-test-'): string {
   return mkdtempSync(join(tmpdir(), prefix));
+}
+
+/** Debian's nginx (nginx-light), or null when it is not installed. */
+export const NGINX = ['nginx', '/usr/sbin/nginx'].find((c) => spawnSync(c, ['-v'], { stdio: 'ignore' }).status === 0) ?? null;
+
+/**
+ * A test's own nginx in `dir` (logs/ and tmp/ made there) with `servers` inside its http block,
+ * stopped when the test ends; resolves once each of `ports` accepts a connection.
+ */
+export async function runNginx(t: { after(fn: () => unknown): void }, dir: string, servers: string, ports: readonly number[]): Promise<ChildProcess> {
+  for (const d of ['logs', 'tmp']) mkdirSync(join(dir, d), { recursive: true });
+  const errorLog = join(dir, 'logs', 'error.log');
+  writeFileSync(join(dir, 'nginx.conf'), nginxConf(dir, errorLog, 'warn', `  access_log off;\n${servers}`));
+  const proc = spawn(NGINX ?? 'nginx', ['-p', dir, '-c', join(dir, 'nginx.conf'), '-e', errorLog], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  t.after(() => stopProcess(proc));
+  const accepts = (port: number): Promise<boolean> =>
+    new Promise((resolve) => {
+      const s = net.connect({ host: '127.0.0.1', port }, () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.on('error', () => resolve(false));
+    });
+  await waitFor(
+    async () => {
+      if (proc.exitCode !== null) throw new Error(`nginx exited (${proc.exitCode}): ${stderr}${existsSync(errorLog) ? readFileSync(errorLog, 'utf8') : ''}`);
+      return (await Promise.all(ports.map(accepts))).every(Boolean);
+    },
+    10_000,
+    'nginx to listen',
+  );
+  return proc;
 }
 
 /** Poll `cond` every `stepMs` until it returns a truthy value or `timeoutMs` passes (then throw). */

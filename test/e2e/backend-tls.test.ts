@@ -13,38 +13,15 @@
 
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import tls from 'node:tls';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { adminJson, freePort, httpRequest, nginxConf, requireTool, runCli, startBalancer, stopProcess, tempDir, waitFor, type Balancer } from '../helpers';
+import { adminJson, freePort, httpRequest, NGINX, requireTool, runCli, runNginx, startBalancer, tempDir, waitFor, type Balancer } from '../helpers';
+import { EC, OPENSSL, makeCa, makeCert, openssl } from '../certs';
 
-const have = (cmd: string, args: string[]): boolean => {
-  const r = spawnSync(cmd, args, { stdio: 'ignore' });
-  return r.error === undefined && r.status === 0;
-};
-const NGINX = ['nginx', '/usr/sbin/nginx'].find((c) => have(c, ['-v'])) ?? null;
-const OPENSSL = have('openssl', ['version']);
 
-function openssl(dir: string, args: string[]): void {
-  const r = spawnSync('openssl', args, { cwd: dir, encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`openssl ${args.join(' ')}: ${r.stderr}`);
-}
-
-const EC = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
-
-/** A CA in `dir`: `name`.pem and `name`.key. */
-function makeCa(dir: string, name: string): void {
-  openssl(dir, ['req', '-x509', ...EC, '-keyout', `${name}.key`, '-out', `${name}.pem`, '-days', '2', '-subj', `/CN=lemonade ${name}`]);
-}
-
-/** `name`.pem and `name`.key signed by the CA `ca`, with this subject and subjectAltName. */
-function makeCert(dir: string, ca: string, name: string, subject: string, san: string): void {
-  writeFileSync(join(dir, `${name}.ext`), `subjectAltName=${san}\nextendedKeyUsage=serverAuth,clientAuth\n`);
-  openssl(dir, ['req', ...EC, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', subject]);
-  openssl(dir, ['x509', '-req', '-in', `${name}.csr`, '-CA', `${ca}.pem`, '-CAkey', `${ca}.key`, '-CAcreateserial', '-out', `${name}.pem`, '-days', '2', '-extfile', `${name}.ext`]);
-}
+/** Certificates for backends and for the balancer as their client: usable for either end. */
+const BOTH_ENDS = 'extendedKeyUsage=serverAuth,clientAuth\n';
 
 interface Backends {
   readonly dir: string;
@@ -71,10 +48,10 @@ async function startBackends(t: TestContext): Promise<Backends> {
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   makeCa(dir, 'ca');
   makeCa(dir, 'ca2');
-  makeCert(dir, 'ca', 'good', '/CN=backend.test', 'DNS:backend.test,IP:127.0.0.1');
-  makeCert(dir, 'ca2', 'rogue', '/CN=backend.test', 'DNS:backend.test,IP:127.0.0.1');
-  makeCert(dir, 'ca', 'client', '/CN=lemonade balancer', 'DNS:balancer.test');
-  makeCert(dir, 'ca', 'other', '/CN=other', 'DNS:other.test');
+  makeCert(dir, 'good', '/CN=backend.test', 'DNS:backend.test,IP:127.0.0.1', { ca: 'ca', ext: BOTH_ENDS });
+  makeCert(dir, 'rogue', '/CN=backend.test', 'DNS:backend.test,IP:127.0.0.1', { ca: 'ca2', ext: BOTH_ENDS });
+  makeCert(dir, 'client', '/CN=lemonade balancer', 'DNS:balancer.test', { ca: 'ca', ext: BOTH_ENDS });
+  makeCert(dir, 'other', '/CN=other', 'DNS:other.test', { ca: 'ca', ext: BOTH_ENDS });
   openssl(dir, ['req', '-x509', ...EC, '-keyout', 'self.key', '-out', 'self.pem', '-days', '2', '-subj', '/CN=self.test', '-addext', 'subjectAltName=DNS:self.test']);
   for (const d of ['logs', 'tmp', 'www1']) mkdirSync(join(dir, d));
   const [good, rogue, self, mtls, other, pp] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
@@ -94,31 +71,8 @@ ${extra}
     server('OTHER', other, 'other'),
     server('PP', pp, 'good').replace(' ssl;', ' ssl proxy_protocol;').replace('client=$ssl_client_s_dn', 'client=$ssl_client_s_dn from=$proxy_protocol_addr'),
   ].join('\n');
-  const errorLog = join(dir, 'logs', 'error.log');
-  writeFileSync(join(dir, 'nginx.conf'), nginxConf(dir, errorLog, 'warn', `  access_log off;\n${servers}`));
-  const proc: ChildProcess = spawn(NGINX!, ['-p', dir, '-c', join(dir, 'nginx.conf'), '-e', errorLog], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  t.after(() => stopProcess(proc));
-  await waitFor(
-    async () => {
-      if (proc.exitCode !== null) throw new Error(`nginx exited (${proc.exitCode}): ${stderr}${existsSync(errorLog) ? readFileSync(errorLog, 'utf8') : ''}`);
-      return (await Promise.all([good, rogue, self, mtls, other, pp].map(connects))).every(Boolean);
-    },
-    10_000,
-    'nginx to listen',
-  );
+  await runNginx(t, dir, servers, [good, rogue, self, mtls, other, pp]);
   return { dir, good, rogue, self, mtls, other, pp };
-}
-
-function connects(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect({ host: '127.0.0.1', port }, () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.on('error', () => resolve(false));
-  });
 }
 
 /** A config of one default service with these backends and this [backend_tls] table. */
@@ -310,7 +264,7 @@ test('a key that does not match its certificate fails --validate naming the key 
 test('a service may terminate TLS from its clients and originate TLS to its backends at once', async (t) => {
   if (!ready(t)) return;
   const k = await startBackends(t);
-  makeCert(k.dir, 'ca', 'front', '/CN=front.test', 'DNS:front.test');
+  makeCert(k.dir, 'front', '/CN=front.test', 'DNS:front.test', { ext: BOTH_ENDS });
   const text = config(`enabled = true\nca = "${k.dir}/ca.pem"\nserver_name = "backend.test"`, [`127.0.0.1:${k.good}`]).replace('[backend_tls]', `[tls]\ncertificates = [{ cert = "${k.dir}/front.pem", key = "${k.dir}/front.key" }]\n[backend_tls]`);
   const b = await startBalancer(t, text);
   const answer = await new Promise<string>((resolve, reject) => {

@@ -15,19 +15,14 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { adminJson, httpRequest, nginxConf, requireTool, SOCKET_ACTIVATE, socketActivated, startBalancer, startTcpServer, stopProcess, tempDir, waitFor, type TestServer, type Ends } from '../helpers';
+import { adminJson, httpRequest, NGINX, requireTool, runNginx, SOCKET_ACTIVATE, socketActivated, startBalancer, startTcpServer, tempDir, waitFor, type TestServer, type Ends } from '../helpers';
 import { metric, ports, servicesFile, services, type SvcSpec } from '../services-helpers';
 import { clientHello, handshake, records, sniExt, supportedVersions } from '../tls-helpers';
+import { OPENSSL, have, makeCa, makeCert } from '../certs';
 
-const have = (cmd: string, args: string[]): boolean => {
-  const r = spawnSync(cmd, args, { stdio: 'ignore' });
-  return r.error === undefined && r.status === 0;
-};
-const NGINX = ['nginx', '/usr/sbin/nginx'].find((c) => have(c, ['-v'])) ?? null;
-const OPENSSL = have('openssl', ['version']);
 const CURL = have('curl', ['--version']);
 
 const svc = (name: string, port: number, list: SvcSpec['backends'], lines: string[] = []): SvcSpec => ({ name, port, backends: list, lines });
@@ -37,24 +32,13 @@ const svc = (name: string, port: number, list: SvcSpec['backends'], lines: strin
 
 /** A test CA and a certificate (with its subjectAltName) for each name, made by openssl in `dir`. */
 function makeCerts(dir: string, names: readonly string[]): void {
-  const run = (args: string[]): void => {
-    const r = spawnSync('openssl', args, { cwd: dir, encoding: 'utf8' });
-    if (r.status !== 0) throw new Error(`openssl ${args.join(' ')}: ${r.stderr}`);
-  };
-  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
-  run(['req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=lemonade test CA']);
-  names.forEach((name, i) => {
-    writeFileSync(join(dir, `c${i}.ext`), `subjectAltName=DNS:${name}\n`);
-    run(['req', ...ec, '-keyout', `c${i}.key`, '-out', `c${i}.csr`, '-subj', `/CN=${name}`]);
-    run(['x509', '-req', '-in', `c${i}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `c${i}.pem`, '-days', '2', '-extfile', `c${i}.ext`]);
-  });
+  makeCa(dir);
+  names.forEach((name, i) => makeCert(dir, `c${i}`, `/CN=${name}`, `DNS:${name}`));
 }
 
 /** nginx with one TLS server (HTTP/1.1 and HTTP/2) per name, each answering "NAME PROTOCOL SNI". */
 async function startTlsNginx(t: TestContext, dir: string, names: readonly string[]): Promise<number[]> {
-  for (const d of ['logs', 'tmp']) mkdirSync(join(dir, d));
   const list = await ports(names.length);
-  const errorLog = join(dir, 'logs', 'error.log');
   const servers = names
     .map(
       (name, i) => `  server {
@@ -65,31 +49,8 @@ async function startTlsNginx(t: TestContext, dir: string, names: readonly string
   }`,
     )
     .join('\n');
-  writeFileSync(join(dir, 'nginx.conf'), nginxConf(dir, errorLog, 'warn', `  access_log off;\n${servers}`));
-  const proc: ChildProcess = spawn(NGINX!, ['-p', dir, '-c', join(dir, 'nginx.conf'), '-e', errorLog], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  t.after(() => stopProcess(proc));
-  await waitFor(
-    async () => {
-      if (proc.exitCode !== null) throw new Error(`nginx exited (${proc.exitCode}): ${stderr}${existsSync(errorLog) ? readFileSync(errorLog, 'utf8') : ''}`);
-      const up = await Promise.all(list.map((p) => connects(p)));
-      return up.every(Boolean);
-    },
-    10_000,
-    'nginx to listen',
-  );
+  await runNginx(t, dir, servers, list);
   return list;
-}
-
-function connects(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect({ host: '127.0.0.1', port }, () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.on('error', () => resolve(false));
-  });
 }
 
 /** Run a client to completion (bounded): its exit code and output. */

@@ -15,17 +15,12 @@ import net from 'node:net';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { freePort, nginxConf, requireTool, startBalancer, startTcpServer, stopProcess, tempDir, waitFor, type Balancer } from '../helpers';
+import { freePort, NGINX, requireTool, runNginx, startBalancer, startTcpServer, stopProcess, tempDir, waitFor, type Balancer } from '../helpers';
+import { OPENSSL, have, makeCa, makeCert, sClient } from '../certs';
 
-const have = (cmd: string, args: string[]): boolean => {
-  const r = spawnSync(cmd, args, { stdio: 'ignore' });
-  return r.error === undefined && r.status === 0;
-};
-const OPENSSL = have('openssl', ['version']);
 const CURL = have('curl', ['--version']);
 const H2LOAD = have('h2load', ['--version']);
 const HAPROXY = have('haproxy', ['-v']);
-const NGINX = ['nginx', '/usr/sbin/nginx'].find((c) => have(c, ['-v'])) ?? null;
 /** Debian's PostgreSQL server binaries (the newest major installed), or null */
 const PG_BIN =
   (existsSync('/usr/lib/postgresql') ? readdirSync('/usr/lib/postgresql') : [])
@@ -35,26 +30,6 @@ const PG_BIN =
     .find((d) => existsSync(join(d, 'postgres')) && existsSync(join(d, 'initdb'))) ?? null;
 const POSTGRES = PG_BIN !== null;
 const PSQL = have('psql', ['--version']);
-
-function openssl(dir: string, args: string[]): void {
-  const r = spawnSync('openssl', args, { cwd: dir, encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`openssl ${args.join(' ')}: ${r.stderr}`);
-}
-
-const EC = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
-
-/** A test CA in `dir`: `name`.pem and `name`.key. */
-function makeCa(dir: string, name = 'ca'): void {
-  openssl(dir, ['req', '-x509', ...EC, '-keyout', `${name}.key`, '-out', `${name}.pem`, '-days', '2', '-subj', `/CN=lemonade test CA ${name}`]);
-}
-
-/** `name`.pem and `name`.key signed by the CA `ca`, with this subject and subjectAltName (null: none). */
-function makeCert(dir: string, name: string, subject: string, san: string | null, ca = 'ca'): void {
-  const ext = join(dir, `${name}.ext`);
-  writeFileSync(ext, san === null ? 'basicConstraints=CA:FALSE\n' : `subjectAltName=${san}\n`);
-  openssl(dir, ['req', ...EC, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', subject]);
-  openssl(dir, ['x509', '-req', '-in', `${name}.csr`, '-CA', `${ca}.pem`, '-CAkey', `${ca}.key`, '-CAcreateserial', '-out', `${name}.pem`, '-days', '2', '-extfile', ext]);
-}
 
 /** Run a client to completion, bounded: its exit code, standard output and standard error. */
 function runTool(cmd: string, args: string[], o: { input?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<{ code: number | null; out: string; err: string }> {
@@ -71,32 +46,6 @@ function runTool(cmd: string, args: string[], o: { input?: string; env?: NodeJS.
     });
     p.stdin!.on('error', () => {});
     p.stdin!.end(o.input ?? '');
-  });
-}
-
-/** openssl s_client to the port with `args`: sends `line`, done when it came back (or the end). */
-function sClient(port: number, args: string[], line: string, timeoutMs = 8000): Promise<{ out: string; err: string; echoed: boolean }> {
-  return new Promise((resolve) => {
-    const p = spawn('openssl', ['s_client', '-connect', `127.0.0.1:${port}`, '-ign_eof', ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    let done = false;
-    const finish = (): void => {
-      if (done) return;
-      done = true;
-      clearTimeout(t);
-      p.kill('SIGKILL');
-      resolve({ out, err, echoed: out.includes(line) });
-    };
-    const t = setTimeout(finish, timeoutMs);
-    p.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (out.includes(line)) finish();
-    });
-    p.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    p.on('exit', finish);
-    p.stdin.on('error', () => {});
-    p.stdin.write(`${line}\n`);
   });
 }
 
@@ -237,7 +186,7 @@ test('proxy_protocol = "v2" on a terminating service: ALPN, the server name and 
   makeCert(dir, 'alice', '/O=example/CN=alice', null);
   // a client certificate the balancer's client_ca did not sign
   makeCa(dir, 'other');
-  makeCert(dir, 'mallory', '/CN=mallory', null, 'other');
+  makeCert(dir, 'mallory', '/CN=mallory', null, { ca: 'other' });
   const backend = await startV2Echo(t);
   const [tlsPort, plainPort] = [await freePort(), await freePort()];
   const b = await startBalancer(
@@ -563,25 +512,8 @@ address = "127.0.0.1:${echo.port}"
 
 /** nginx speaking HTTP/2 in plaintext with prior knowledge (h2c), answering "h2c $server_protocol". */
 async function startH2cNginx(t: TestContext, dir: string): Promise<number> {
-  for (const d of ['logs', 'tmp']) mkdirSync(join(dir, d));
   const port = await freePort();
-  const errorLog = join(dir, 'logs', 'error.log');
-  writeFileSync(
-    join(dir, 'nginx.conf'),
-    nginxConf(dir, errorLog, 'warn', `  access_log off;\n  server {\n    listen 127.0.0.1:${port} http2;\n    location / { return 200 "h2c $server_protocol\\n"; }\n  }`),
-  );
-  const proc: ChildProcess = spawn(NGINX!, ['-p', dir, '-c', join(dir, 'nginx.conf'), '-e', errorLog], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  t.after(() => stopProcess(proc));
-  await waitFor(
-    () => {
-      if (proc.exitCode !== null) throw new Error(`nginx exited (${proc.exitCode}): ${stderr}${existsSync(errorLog) ? readFileSync(errorLog, 'utf8') : ''}`);
-      return connects(port);
-    },
-    10_000,
-    'nginx to listen',
-  );
+  await runNginx(t, dir, `  server {\n    listen 127.0.0.1:${port} http2;\n    location / { return 200 "h2c $server_protocol\\n"; }\n  }`, [port]);
   return port;
 }
 

@@ -18,75 +18,9 @@ import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { freePort, requireTool, runCli, startBalancer, startEcho, stopProcess, tempDir, waitFor, type Balancer } from '../helpers';
 import { metric } from '../services-helpers';
+import { OPENSSL, have, makeCa, makeCert, makeSelfSigned, sClient } from '../certs';
 
-const have = (cmd: string, args: string[]): boolean => {
-  const r = spawnSync(cmd, args, { stdio: 'ignore' });
-  return r.error === undefined && r.status === 0;
-};
-const OPENSSL = have('openssl', ['version']);
 const REDIS = have('redis-server', ['--version']) && have('redis-cli', ['--version']);
-
-function openssl(dir: string, args: string[]): void {
-  const r = spawnSync('openssl', args, { cwd: dir, encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`openssl ${args.join(' ')}: ${r.stderr}`);
-}
-
-const EC = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
-
-/** A test CA in `dir` (ca.pem, ca.key). */
-function makeCa(dir: string): void {
-  openssl(dir, ['req', '-x509', ...EC, '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=lemonade test CA']);
-}
-
-/** `name`.pem and `name`.key signed by the test CA, with this subject and subjectAltName. */
-function makeCert(dir: string, name: string, subject: string, san: string | null): void {
-  const ext = join(dir, `${name}.ext`);
-  writeFileSync(ext, san === null ? 'basicConstraints=CA:FALSE\n' : `subjectAltName=${san}\n`);
-  openssl(dir, ['req', ...EC, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', subject]);
-  openssl(dir, ['x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.pem`, '-days', '2', '-extfile', ext]);
-}
-
-/** A self-signed certificate, as the brief's one-liner makes it. */
-function makeSelfSigned(dir: string, name: string, cn: string, san: string): void {
-  openssl(dir, ['req', '-x509', ...EC, '-keyout', `${name}.key`, '-out', `${name}.pem`, '-days', '2', '-subj', `/CN=${cn}`, '-addext', `subjectAltName=${san}`]);
-}
-
-interface SClient {
-  readonly out: string;
-  readonly err: string;
-  /** the line sent came back */
-  readonly echoed: boolean;
-  /** the peer certificate's subject CN as s_client prints it */
-  readonly cn: string | null;
-}
-
-/** openssl s_client to the port with `args`; sends `line` and waits for it to come back (or the end). */
-function sClient(port: number, args: string[], line: string, timeoutMs = 8000): Promise<SClient> {
-  return new Promise((resolve) => {
-    const p = spawn('openssl', ['s_client', '-connect', `127.0.0.1:${port}`, '-ign_eof', ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    let done = false;
-    const finish = (): void => {
-      if (done) return;
-      done = true;
-      clearTimeout(t);
-      p.kill('SIGKILL');
-      const cn = /subject=.*?CN ?= ?([^,\n/]+)/.exec(out);
-      // s_client may print the data in the middle of its own lines (a session ticket read after it)
-      resolve({ out, err, echoed: out.includes(line), cn: cn ? cn[1]!.trim() : null });
-    };
-    const t = setTimeout(finish, timeoutMs);
-    p.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (out.includes(line)) finish();
-    });
-    p.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    p.on('exit', finish);
-    p.stdin.on('error', () => {});
-    p.stdin.write(`${line}\n`);
-  });
-}
 
 /** One TLS client connection (Node's): the certificate's CN and whether the line came back. */
 function tlsExchange(port: number, o: { ca: Buffer; servername: string; line: string; cert?: Buffer; key?: Buffer; timeoutMs?: number }): Promise<{ cn: string; echoed: boolean }> {

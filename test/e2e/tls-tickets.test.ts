@@ -11,11 +11,12 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { adminJson, requireTool, runCli, startBalancer, startEcho, tempDir, waitFor, type Balancer } from '../helpers';
+import { sClient } from '../certs';
 import { metric } from '../services-helpers';
 
 const OPENSSL = spawnSync('openssl', ['version'], { stdio: 'ignore' }).status === 0;
@@ -38,42 +39,20 @@ function makeCert(dir: string): void {
  * handshake, so the session file is complete by then), and says whether the session was "New" or
  * "Reused".
  */
-function sClient(port: number, args: string[], timeoutMs = 8000): Promise<{ how: 'New' | 'Reused' | null; out: string }> {
-  const line = `line-${randomBytes(6).toString('hex')}`;
-  return new Promise((resolve) => {
-    const p = spawn('openssl', ['s_client', '-connect', `127.0.0.1:${port}`, '-servername', 'a.test', '-ign_eof', ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let out = '';
-    let done = false;
-    const finish = (): void => {
-      if (done) return;
-      done = true;
-      clearTimeout(t);
-      p.kill('SIGKILL');
-      const m = /^(New|Reused), /m.exec(out);
-      resolve({ how: out.includes(line) && m ? (m[1] as 'New' | 'Reused') : null, out });
-    };
-    const t = setTimeout(finish, timeoutMs);
-    p.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (out.includes(line)) finish();
-    });
-    p.stderr.on('data', (d: Buffer) => (out += d.toString()));
-    p.on('exit', finish);
-    p.stdin.on('error', () => {});
-    p.stdin.write(`${line}\n`);
-  });
+async function resumeOrNew(port: number, args: string[], timeoutMs = 8000): Promise<{ how: 'New' | 'Reused' | null; out: string }> {
+  const r = await sClient(port, ['-servername', 'a.test', ...args], `line-${randomBytes(6).toString('hex')}`, timeoutMs);
+  return { how: r.session, out: r.out + r.err };
 }
 
-/** A full handshake whose session (with its ticket) is written to `file`. */
 async function newSession(port: number, file: string, v: Version): Promise<void> {
-  const r = await sClient(port, ['-sess_out', file, ...versionArgs(v)]);
+  const r = await resumeOrNew(port, ['-sess_out', file, ...versionArgs(v)]);
   assert.equal(r.how, 'New', r.out);
   assert.match(r.out, new RegExp(`^New, ${v.replace('.', '\\.')}`, 'm'));
   await waitFor(() => readFileSync(file, 'utf8').includes('SSL SESSION'), 5000, 's_client to write the session');
 }
 
 async function resume(port: number, file: string, v: Version): Promise<'New' | 'Reused'> {
-  const r = await sClient(port, ['-sess_in', file, ...versionArgs(v)]);
+  const r = await resumeOrNew(port, ['-sess_in', file, ...versionArgs(v)]);
   assert.ok(r.how !== null, `the line came back: ${r.out}`);
   return r.how!;
 }
