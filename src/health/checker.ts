@@ -18,7 +18,8 @@ import { checkProxyHeader } from '../core/proxy-protocol';
 import type { BackendLoad } from '../core/stats';
 import { INITIAL_HEALTH, isHealthy, observe, type HealthState } from './state';
 import { cachedLookup } from '../core/cached-lookup';
-import { Conversation, stepsOf, type Step, type Turn } from './send-expect';
+import { Conversation, stepsOf, type Step } from './send-expect';
+import { play } from './play';
 import { AgentLine, type AgentAnswer } from './agent';
 import { udpSendExpectProbe } from './udp-probe';
 
@@ -364,34 +365,24 @@ function httpProbe(host: string, port: number, path: string, timeoutMs: number, 
  */
 function sendExpectProbe(host: string, port: number, steps: readonly Step[], timeoutMs: number, pp: ProxyProtocol, done: Done, lookup?: net.LookupFunction, secure: Secure = null): () => void {
   const conv = new Conversation(steps);
-  // a reply waiting for its regex test is tested again when due (health/send-expect.ts)
-  let recheck: NodeJS.Timeout | null = null;
   const { s, ready, finish, abort, over } = checkConnection<string | null>(host, port, timeoutMs, () => `timeout after ${timeoutMs} ms: ${conv.waiting()}`, asError, done, { allowHalfOpen: true, lookup, secure, pp });
-  const act = (turn: Turn): void => {
-    if (over()) return;
-    if (turn.write) s.write(turn.write);
-    if (turn.recheckInMs !== undefined && recheck === null) {
-      recheck = setTimeout(() => {
-        recheck = null;
-        act(conv.recheck(performance.now()));
-      }, turn.recheckInMs);
-      recheck.unref();
-    }
-    if (turn.done === null) return;
-    if (recheck !== null) clearTimeout(recheck);
-    if (turn.done.error !== null) return finish(turn.done.error);
-    s.end();
-    s.once('finish', () => finish(null));
-  };
+  const { act, stop } = play(
+    conv,
+    (bytes) => s.write(bytes),
+    (error) => {
+      if (error !== null) return finish(error);
+      s.end();
+      s.once('finish', () => finish(null));
+    },
+    over,
+  );
   s.once(ready, () => {
     if (pp !== 'off' && secure === null) s.write(checkProxyHeader(pp, s));
     act(conv.start());
   });
   s.on('data', (d: Buffer) => act(conv.receive(d, performance.now())));
   s.once('end', () => act(conv.ended()));
-  s.once('close', () => {
-    if (recheck !== null) clearTimeout(recheck);
-  });
+  s.once('close', stop);
   return abort;
 }
 

@@ -7,18 +7,18 @@ import dgram from 'node:dgram';
 import { isIP } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { lookup as dnsLookup } from 'node:dns';
-import { Conversation, type Step, type Turn } from './send-expect';
+import { Conversation, type Step } from './send-expect';
+import { play } from './play';
 
 /** Returns a function that aborts the probe; `done(null)` when the last step matched, else the error. */
 export function udpSendExpectProbe(host: string, port: number, steps: readonly Step[], timeoutMs: number, done: (error: string | null) => void): () => void {
   const conv = new Conversation(steps);
   let finished = false;
-  let recheck: NodeJS.Timeout | null = null;
   let s: dgram.Socket | null = null;
   const abort = (): void => {
     finished = true;
     clearTimeout(t);
-    if (recheck !== null) clearTimeout(recheck);
+    stop();
     try {
       s?.close();
     } catch {
@@ -32,18 +32,7 @@ export function udpSendExpectProbe(host: string, port: number, steps: readonly S
   };
   const t = setTimeout(() => finish(`timeout after ${timeoutMs} ms: ${conv.waiting()}`), timeoutMs);
   t.unref();
-  const act = (turn: Turn): void => {
-    if (finished) return;
-    if (turn.write) s!.send(turn.write);
-    if (turn.recheckInMs !== undefined && recheck === null) {
-      recheck = setTimeout(() => {
-        recheck = null;
-        act(conv.recheck(performance.now()));
-      }, turn.recheckInMs);
-      recheck.unref();
-    }
-    if (turn.done !== null) finish(turn.done.error);
-  };
+  const { act, stop } = play(conv, (bytes) => s!.send(bytes), finish, () => finished);
   const open = (address: string, family: number): void => {
     if (finished) return;
     const sock = dgram.createSocket(family === 6 ? 'udp6' : 'udp4');
