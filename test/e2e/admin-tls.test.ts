@@ -230,7 +230,9 @@ test('a reload that sets tls_cert and tls_key switches the admin API from HTTP t
   assert.notEqual(curl([`http://127.0.0.1:${port}/ready`]).code, 0);
   lb.replaceConfig(config(admin));
   await waitFor(() => curl([`http://127.0.0.1:${port}/ready`]).code === 0, 10_000, 'plain HTTP again');
-  const reloads = lb.logs.filter((l) => String(l['msg']).startsWith('config reloaded'));
+  // the admin API switches before the reload's log line is written: wait for the second line
+  const reloaded = (): Record<string, unknown>[] => lb.logs.filter((l) => String(l['msg']).startsWith('config reloaded'));
+  const reloads = await waitFor(() => (reloaded().length >= 2 ? reloaded() : null), 5000, 'the two reload lines');
   assert.equal(reloads.length, 2, JSON.stringify(reloads));
   assert.match(String(reloads[0]!['changes']), /admin\.tls_cert/);
 });
