@@ -25,6 +25,8 @@ export interface Loaded {
   readonly adminTls: AdminTls | null;
   /** [tls_tickets] key_file's key as read and checked (a secret); null = none named */
   readonly ticketKey: Buffer | null;
+  /** sha256 of each tls file as read (unreadable ones absent): which files a reload renewed */
+  readonly fileDigests: ReadonlyMap<string, string>;
 }
 
 export type Env = Readonly<Record<string, string | undefined>>;
@@ -97,15 +99,19 @@ export function loadFromText(path: string, text: string | null, env: Env): Loade
     return bytes;
   });
   if (fileIssues.length > 0) throw new ConfigInvalidError(shown, fileIssues);
+  const named = tlsFiles(config).map((f) => [f, files.has(f) ? files.get(f)! : readOrNull(f)] as const);
+  const fileDigests = new Map<string, string>();
+  for (const [f, bytes] of named) if (bytes !== null) fileDigests.set(f, createHash('sha256').update(bytes).digest('hex'));
   return {
     config,
     path: shown,
     // in tlsFiles' order, the watcher's: the same files hash the same whatever read them first
-    hash: text === null ? '' : contentHash(text, tlsFiles(config).map((f) => [f, files.has(f) ? files.get(f)! : readOrNull(f)] as const)),
+    hash: text === null ? '' : contentHash(text, named),
     shownHash: text === null ? '' : sha256(blankSecrets(text, config)),
     text: text ?? '',
     adminTls,
     ticketKey,
+    fileDigests,
   };
 }
 

@@ -48,6 +48,7 @@ export class LiveState {
   #generation = 1;
   #shownHash: string;
   #attemptedHash: string;
+  #fileDigests: ReadonlyMap<string, string>;
   #lastReload: LastReload | null = null;
   #answers: Answers = new Map();
   #followers: Followers = NOBODY;
@@ -72,6 +73,7 @@ export class LiveState {
     this.#config = loaded.config;
     this.#shownHash = loaded.shownHash;
     this.#attemptedHash = loaded.hash;
+    this.#fileDigests = loaded.fileDigests;
     this.#snapshot = this.build(this.#config, 1);
   }
 
@@ -107,6 +109,11 @@ export class LiveState {
     this.#followers = f;
   }
 
+  /** The tls files of the running configuration, as their digests were when it was loaded. */
+  get fileDigests(): ReadonlyMap<string, string> {
+    return this.#fileDigests;
+  }
+
   /** A reload read these bytes (applied or not): the watcher does not try them again. */
   attempted(hash: string): void {
     this.#attemptedHash = hash;
@@ -117,6 +124,7 @@ export class LiveState {
     this.publish(loaded.config, this.#generation + 1);
     this.#shownHash = loaded.shownHash;
     this.#attemptedHash = loaded.hash;
+    this.#fileDigests = loaded.fileDigests;
     this.#lastReload = { at, result: 'success', error: null };
   }
 

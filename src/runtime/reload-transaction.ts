@@ -109,6 +109,7 @@ export class ReloadTransaction {
     }
     // ---- commit: from here on nothing can fail, and the swap is one assignment
     const oldSnap = s.snapshot;
+    const previous = s.fileDigests;
     for (const p of pending) p.commit();
     // an address no service has any more stops accepting at once; its connections drain with their backends
     const kept = new Set(next.services.map((x) => x.listenAddress));
@@ -121,9 +122,15 @@ export class ReloadTransaction {
     const generation = s.generation;
     this.d.discovery.sync(next);
     this.d.metrics.reloads.inc({ result: 'success' });
-    let summary = summarize(changes);
-    if (renewed) summary = changes.length === 0 ? 'admin certificate renewed' : `${summary}, admin certificate renewed`;
-    if (rekeyed) summary = changes.length === 0 && !renewed ? 'tls ticket keys replaced' : `${summary}, tls ticket keys replaced`;
+    // what changed: the settings, then files renewed under the same paths (the services'
+    // certificates, keys and CAs; the admin API's; the ticket key), or "no changes"
+    const own = new Set([next.admin.tlsCert, next.admin.tlsKey, next.tls_tickets.keyFile]);
+    const renewedFiles = [...loaded.fileDigests].filter(([f, d]) => !own.has(f) && previous.has(f) && previous.get(f) !== d).map(([f]) => f);
+    const parts = changes.length > 0 ? [summarize(changes)] : [];
+    if (renewedFiles.length > 0) parts.push(`files renewed: ${renewedFiles.join(', ')}`);
+    if (renewed) parts.push('admin certificate renewed');
+    if (rekeyed) parts.push('tls ticket keys replaced');
+    let summary = parts.length > 0 ? parts.join(', ') : summarize(changes);
     if (workerCount(next.runtime.workers) !== this.d.workers) {
       // the number of processes is set at start, as HAProxy's nbthread
       summary += `; runtime.workers stays ${this.d.workers} until a restart`;

@@ -292,7 +292,9 @@ test('a certificate renewed by write-then-rename serves new handshakes with no f
   // the load ran through the renewal: connections completed between the renames and the first renewed handshake
   assert.ok(duringRenewal > 1, `${duringRenewal} connections completed during the renewal`);
   assert.equal((await tlsExchange(b.port, { ca, servername: 'svc.test', line: 'renewed' })).cn, 'v2.test');
-  await b.waitForLog((l) => l['msg'] === 'config reloaded: no changes' || String(l['msg']).startsWith('config reloaded'), 5000, 'the reload');
+  // the reload says which files it took anew (paths, never contents)
+  const line = await b.waitForLog((l) => String(l['msg']).startsWith('config reloaded: files renewed: '), 5000, 'the reload naming the renewed files');
+  assert.ok(String(line['msg']).includes(`${live}/svc.pem`), String(line['msg']));
 
   // a key that does not match its certificate: --validate names the file and the key path
   const bad = join(b.dir, 'bad.toml');
