@@ -7,11 +7,9 @@ set -euo pipefail
 root=${LEMONADE_QUIC_CHROOT:-/var/cache/lemonade-trixie}
 tools=(ngtcp2-client ngtcp2-server python3-aioquic)
 
-if [ -x "$root/usr/bin/ngtcp2-client" ] || compgen -G "$root/usr/bin/*qtlsclient*" >/dev/null; then
-  if chroot "$root" dpkg -s "${tools[@]}" >/dev/null 2>&1; then
-    echo "quic chroot: $root is ready"
-    exit 0
-  fi
+if [ -x "$root/usr/bin/dpkg" ] && chroot "$root" dpkg -s "${tools[@]}" >/dev/null 2>&1; then
+  echo "quic chroot: $root is ready"
+  exit 0
 fi
 
 # the mirror this machine's apt uses (deb822 or one-line sources)
