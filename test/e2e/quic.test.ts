@@ -9,6 +9,8 @@
 // is a new session, sent to the other backend, and the connection breaks. A client that moves
 // to a connection ID the backend handed out inside the encrypted stream (ngtcp2's active
 // migration) is a new flow: the documented limit.
+// Without the chroot, crafted headers from node's dgram: backends that choose IDs of different
+// lengths, a move to a denied address, and malformed datagrams of every kind.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -321,4 +323,150 @@ test('a client that switches to a connection ID the backend handed out encrypted
   assert.equal(lines[1]!['client'], `127.0.0.1:${r.ports[1]}`, JSON.stringify(lines));
   // a new flow is picked by the algorithm: round robin's next is the other backend
   assert.notEqual(lines[1]!['backend'], lines[0]!['backend'], JSON.stringify(lines));
+});
+
+// ---- crafted QUIC headers (no chroot): backends that choose IDs of different lengths, the
+// allow/deny of a moved flow, and datagrams of any bytes thrown at a "quic" socket
+
+/** A long header, version 1, type `type` (0 Initial): first byte, version, DCID, SCID, then `payload`. */
+function longPacket(type: number, dcid: Buffer, scid: Buffer, payload: string): Buffer {
+  const v = Buffer.alloc(4);
+  v.writeUInt32BE(1);
+  return Buffer.concat([Buffer.from([0xc0 | (type << 4)]), v, Buffer.from([dcid.length]), dcid, Buffer.from([scid.length]), scid, Buffer.from(payload)]);
+}
+const shortPacket = (dcid: Buffer, payload: string): Buffer => Buffer.concat([Buffer.from([0x40]), dcid, Buffer.from(payload)]);
+
+/**
+ * A fake QUIC server: it answers a long header with a long header whose SCID is its own ID (of
+ * `idLength` bytes, made per client ID), and any other datagram with its name and what it got.
+ */
+async function fakeBackend(t: Ends, name: string, idLength: number): Promise<number> {
+  const s = dgram.createSocket('udp4');
+  t.after(() => new Promise<void>((r) => s.close(() => r())));
+  s.on('message', (m, r) => {
+    if (m.length > 7 && (m[0]! & 0x80) !== 0) {
+      const scid = m.subarray(7 + m[5]!, 7 + m[5]! + m[6 + m[5]!]!);
+      const mine = Buffer.alloc(idLength, name.charCodeAt(name.length - 1));
+      scid.copy(mine, 0, 0, Math.min(scid.length, idLength));
+      s.send(longPacket(0, scid, mine, `${name} hello`), r.port, r.address);
+    } else s.send(Buffer.from(`${name} got ${m.toString('latin1')}`), r.port, r.address);
+  });
+  await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
+  return s.address().port;
+}
+
+/** A client socket on `address`; `ask` sends one datagram and resolves with the next reply (or null after 1 s). */
+async function clientOn(t: Ends, address: string): Promise<{ ask(d: Buffer, port: number): Promise<Buffer | null>; port: number }> {
+  const s = dgram.createSocket('udp4');
+  t.after(() => new Promise<void>((r) => s.close(() => r())));
+  await new Promise<void>((r) => s.bind(0, address, () => r()));
+  return {
+    port: s.address().port,
+    ask: (d, port) =>
+      new Promise((resolve) => {
+        const timer = setTimeout(() => {
+          s.off('message', on);
+          resolve(null);
+        }, 1000);
+        const on = (m: Buffer): void => {
+          clearTimeout(timer);
+          s.off('message', on);
+          resolve(m);
+        };
+        s.on('message', on);
+        s.send(d, port, '127.0.0.1');
+      }),
+  };
+}
+
+function craftedConfig(ports: readonly number[], proxy = ''): string {
+  return `[proxy]
+listen_address = "127.0.0.1:0"
+protocol = "udp"
+udp_affinity = "quic"
+udp_idle_timeout = "3s"
+${proxy}
+[strategy]
+algorithm = "round_robin"
+[health]
+kind = "send_expect"
+send = "ping"
+expect = "got ping"
+interval = "1h"
+[admin]
+listen_address = "127.0.0.1:0"
+[access_log]
+enabled = true
+${ports.map((p, i) => `[[backends]]\nname = "fake${i + 1}"\naddress = "127.0.0.1:${p}"\n`).join('')}`;
+}
+
+/** A handshake from `c`: its Initial, and the ID the backend chose (the SCID of the answer). */
+async function handshake(c: { ask(d: Buffer, port: number): Promise<Buffer | null> }, lbPort: number, clientId: string): Promise<{ id: Buffer; who: string }> {
+  const a = await c.ask(longPacket(0, Buffer.from('initial!'), Buffer.from(clientId), 'x'.repeat(100)), lbPort);
+  assert.ok(a !== null && (a[0]! & 0x80) !== 0, `a long header back: ${a?.toString("hex")}`);
+  const at = 7 + a[5]!;
+  return { id: Buffer.from(a.subarray(at, at + a[at - 1]!)), who: a.subarray(at + a[at - 1]!).toString().split(' ')[0]! };
+}
+
+test('backends choosing IDs of different lengths (8 and 18 bytes): each connection\'s short headers find their backend from any port', { timeout: 30_000 }, async (t) => {
+  const ports = [await fakeBackend(t, 'fake1', 8), await fakeBackend(t, 'fake2', 18)];
+  const lb = await startBalancer(t, craftedConfig(ports));
+  const conns: { id: Buffer; who: string }[] = [];
+  for (const cid of ['client-a', 'client-b']) conns.push(await handshake(await clientOn(t, '127.0.0.1'), lb.port, cid));
+  assert.deepEqual(conns.map((c) => [c.who, c.id.length]), [['fake1', 8], ['fake2', 18]]);
+  for (const c of conns) {
+    // a new socket (a new port) and another address: the short header goes by its ID
+    for (const from of ['127.0.0.1', '127.0.0.2']) {
+      const moved = await clientOn(t, from);
+      const reply = await moved.ask(shortPacket(c.id, '1rtt'), lb.port);
+      assert.equal(reply?.toString('latin1').split(' ')[0], c.who, `${c.who}'s connection from ${from}:${moved.port}`);
+    }
+  }
+  // a datagram of no known ID from a new port is a new flow, picked by round robin (fake1 next)
+  const stranger = await clientOn(t, '127.0.0.1');
+  assert.equal((await stranger.ask(shortPacket(Buffer.alloc(18, 0x77), 'who?'), lb.port))?.toString().split(' ')[0], 'fake1');
+  const lines = await waitFor(() => (flowLines(lb).length >= 3 ? flowLines(lb) : null), 10_000, 'three flows ending');
+  assert.equal(lines.length, 3, 'the moves made no flows of their own');
+});
+
+test('a flow does not move to an address the service\'s deny list refuses; its packets from there are dropped', { timeout: 30_000 }, async (t) => {
+  const ports = [await fakeBackend(t, 'fake1', 8)];
+  const lb = await startBalancer(t, craftedConfig(ports, 'deny = ["127.0.0.3/32"]'));
+  const home = await clientOn(t, '127.0.0.1');
+  const c = await handshake(home, lb.port, 'client-a');
+  const denied = await clientOn(t, '127.0.0.3');
+  assert.equal(await denied.ask(shortPacket(c.id, 'from a denied address'), lb.port), null);
+  // the flow stayed where it was
+  assert.equal((await home.ask(shortPacket(c.id, 'still here'), lb.port))?.toString(), `fake1 got ${shortPacket(c.id, 'still here').toString('latin1')}`);
+  const line = await lb.waitForLog((l) => l['termination'] === 'udp_idle' && 'datagrams_in' in l, 10_000, 'the flow ending');
+  assert.equal(line['datagrams_dropped'], 1, JSON.stringify(line));
+});
+
+test('datagrams of any bytes, QUIC-looking or not, some with a known ID: the balancer keeps routing by ID', { timeout: 60_000 }, async (t) => {
+  const ports = [await fakeBackend(t, 'fake1', 8), await fakeBackend(t, 'fake2', 18)];
+  const lb = await startBalancer(t, craftedConfig(ports, 'max_connections = 64\nclient_max_connections = 0'));
+  const home = await clientOn(t, '127.0.0.1');
+  const c = await handshake(home, lb.port, 'client-a');
+  const noise = dgram.createSocket('udp4');
+  t.after(() => new Promise<void>((r) => noise.close(() => r())));
+  await new Promise<void>((r) => noise.bind(0, '127.0.0.1', () => r()));
+  const crafted = (i: number): Buffer => {
+    const b = Buffer.alloc(1 + (i % 60));
+    for (let j = 0; j < b.length; j++) b[j] = (i * 131 + j * 17) & 0xff;
+    if (i % 3 === 0) b[0] = 0xc0; // a long header form bit
+    if (i % 6 === 0 && b.length > 6) {
+      b.writeUInt32BE(i % 12 === 0 ? 1 : 0x6b3343cf, 1);
+      b[5] = i & 0xff; // a DCID length, often past the datagram
+    }
+    if (i % 5 === 0 && b.length > 8) c.id.copy(b, 1); // a known ID at a short header's place
+    return b;
+  };
+  for (let i = 0; i < 3000; i++) {
+    noise.send(crafted(i), lb.port, '127.0.0.1');
+    if (i % 200 === 0) await new Promise((r) => setImmediate(r));
+  }
+  // the connection's short header still finds its backend, from the home socket
+  const reply = await waitFor(() => home.ask(shortPacket(c.id, 'after the noise'), lb.port), 10_000, 'an answer after the noise');
+  assert.match(reply.toString('latin1'), new RegExp(`^${c.who} got `));
+  assert.equal(lb.proc.exitCode, null, 'the balancer is running');
 });
