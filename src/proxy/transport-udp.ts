@@ -9,6 +9,10 @@
 // udp_idle_timeout, after udp_responses replies, at a drain's deadline or at shutdown; an ICMP
 // error from the backend (ECONNREFUSED) is a passive health failure and ends it. Nothing is
 // buffered without bound: a datagram a full send queue cannot take is dropped and counted.
+// With udp_affinity = "quic" the socket also routes by QUIC connection ID (./quic-header.ts): it
+// learns the Source Connection ID of each backend's long-header packets, and a client's packet
+// whose Destination Connection ID is one of them goes to that flow from whatever address it
+// comes, the flow moving there (NAT rebinding, migration).
 
 import dgram from 'node:dgram';
 import { EventEmitter } from 'node:events';
@@ -21,7 +25,8 @@ import type { UdpFacts } from './events';
 import type { Inspection } from './inspection';
 import { Relay, type Accepted, type SessionHost } from './relay';
 import type { Listening, Transport } from './transport';
-import { FlowTable, udpFigures, type UdpFigures } from './udp-flows';
+import { emptyQuicHeader, QuicForm, readQuicHeader, shortDcidFits } from './quic-header';
+import { ConnectionIds, FlowTable, udpFigures, type UdpFigures } from './udp-flows';
 
 /** Datagrams a flow holds while its backend socket connects; more are dropped. */
 export const MAX_PENDING = 8;
@@ -33,10 +38,10 @@ export const MAX_REPLY_QUEUE = 1024;
 /** A client's first datagram on a listening socket: what the listener routes and admits. */
 export interface UdpPeer {
   readonly owner: UdpSocket;
-  /** "ip:port" as the flow table keys it */
-  readonly key: string;
-  readonly address: string;
-  readonly port: number;
+  /** "ip:port" as the flow table keys it (a QUIC flow's changes when its client moves) */
+  key: string;
+  address: string;
+  port: number;
   readonly first: Buffer;
 }
 
@@ -46,6 +51,9 @@ type BackendSocket = dgram.Socket & { [FLOW]?: UdpFlow };
 /** One listening dgram socket and its flows, as the listener drives it (bind, close, address). */
 export class UdpSocket extends EventEmitter implements Listening {
   readonly table = new FlowTable<UdpFlow>();
+  /** the QUIC connection IDs its backends chose, made at the first flow of a "quic" service */
+  private ids: ConnectionIds<UdpFlow> | null = null;
+  private readonly header = emptyQuicHeader();
   private sock: dgram.Socket | null = null;
   private accepting = true;
   private closed = false;
@@ -94,6 +102,13 @@ export class UdpSocket extends EventEmitter implements Listening {
 
   private readonly onMessage = (msg: Buffer, r: dgram.RemoteInfo): void => {
     const key = r.family === 'IPv6' ? `[${r.address}]:${r.port}` : `${r.address}:${r.port}`;
+    if (this.ids !== null && this.ids.size > 0) {
+      const q = this.byConnectionId(msg, this.ids);
+      if (q !== undefined) {
+        if (q.peer.key === key || q.moveTo(key, r.address, r.port)) q.fromClient(msg);
+        return;
+      }
+    }
     const f = this.table.get(key);
     if (f !== undefined) {
       f.fromClient(msg);
@@ -107,6 +122,41 @@ export class UdpSocket extends EventEmitter implements Listening {
     }
     this.accept({ owner: this, key, address: r.address, port: r.port, first: msg });
   };
+
+  /** The flow whose backend chose the packet's Destination Connection ID, if it is known. */
+  private byConnectionId(msg: Buffer, ids: ConnectionIds<UdpFlow>): UdpFlow | undefined {
+    const h = this.header;
+    const form = readQuicHeader(msg, h);
+    if (form === QuicForm.Long) return h.dcidLength > 0 ? ids.get(msg.toString('latin1', h.dcidOffset, h.dcidOffset + h.dcidLength)) : undefined;
+    if (form !== QuicForm.Short) return undefined;
+    // a short header does not say its ID's length: each length the backends chose is tried
+    const lengths = ids.lengths;
+    for (let i = 0; i < lengths.length; i++) {
+      const len = lengths[i]!;
+      if (!shortDcidFits(msg, len)) continue;
+      const f = ids.get(msg.toString('latin1', 1, 1 + len));
+      if (f !== undefined) return f;
+    }
+    return undefined;
+  }
+
+  /** The IDs of a "quic" service's flows (made at its first). */
+  quicIds(): ConnectionIds<UdpFlow> {
+    return (this.ids ??= new ConnectionIds<UdpFlow>());
+  }
+
+  /** A datagram from `f`'s backend: a long header's Source Connection ID is an ID the backend chose. */
+  learn(msg: Buffer, f: UdpFlow): void {
+    const h = this.header;
+    if (readQuicHeader(msg, h) !== QuicForm.Long || h.scidLength === 0) return;
+    this.quicIds().learn(msg.toString('latin1', h.scidOffset, h.scidOffset + h.scidLength), f);
+  }
+
+  /** `f`'s client sent from a new address: the table keys the flow by it from now on. */
+  moved(f: UdpFlow, from: string): void {
+    this.table.delete(from, f);
+    this.table.add(f.peer.key, f);
+  }
 
   /** The listener refused this client's flow: its next datagrams are dropped unlogged while it keeps sending. */
   refuse(p: UdpPeer): void {
@@ -128,6 +178,7 @@ export class UdpSocket extends EventEmitter implements Listening {
 
   gone(f: UdpFlow): void {
     this.table.delete(f.peer.key, f);
+    this.ids?.forget(f);
     this.maybeClose();
   }
 
@@ -164,6 +215,8 @@ export class UdpFlow extends Relay implements UdpFacts {
   private over = false;
   private readonly figures: UdpFigures;
   private readonly responses: number;
+  /** udp_affinity = "quic": learn the connection IDs the backend chooses */
+  private readonly quic: boolean;
 
   constructor(
     readonly peer: UdpPeer,
@@ -175,6 +228,8 @@ export class UdpFlow extends Relay implements UdpFacts {
     this.responses = snap.proxy.udpResponses;
     this.figures = udpFigures(snap.name);
     this.figures.flows++;
+    this.quic = snap.proxy.udpAffinity === 'quic';
+    if (this.quic) peer.owner.quicIds();
     peer.owner.table.add(peer.key, this);
   }
 
@@ -292,6 +347,7 @@ export class UdpFlow extends Relay implements UdpFacts {
   fromBackend(s: BackendSocket, msg: Buffer): void {
     if (s !== this.sock || this.over) return;
     if (this.datagramsOut === 0) this.target!.load.recordSuccess();
+    if (this.quic && (msg[0]! & 0x80) !== 0) this.peer.owner.learn(msg, this);
     if (!this.peer.owner.reply(msg, this.peer.port, this.peer.address)) {
       this.dropped();
       return;
@@ -317,6 +373,26 @@ export class UdpFlow extends Relay implements UdpFacts {
     this.passiveFailure(t.load);
     this.host.observer.connectFailed(t, err.message, false);
     this.cut('backend_reset');
+  }
+
+  /**
+   * The client sent a packet of this QUIC connection from another address (a NAT rebinding, a
+   * migration): the flow moves there, replies with it. False (dropped) when the service's
+   * allow/deny refuses the new address.
+   */
+  moveTo(key: string, address: string, port: number): boolean {
+    if (this.over) return false;
+    if (!this.snap.allows(address)) {
+      this.dropped();
+      return false;
+    }
+    const p = this.peer;
+    const from = p.key;
+    p.key = key;
+    p.address = address;
+    p.port = port;
+    p.owner.moved(this, from);
+    return true;
   }
 
   private dropped(): void {

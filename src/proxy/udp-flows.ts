@@ -86,3 +86,77 @@ export function udpFigures(service: string): UdpFigures {
 export function allUdpFigures(): ReadonlyMap<string, Readonly<UdpFigures>> {
   return FIGURES;
 }
+
+/** Connection IDs one flow may own at once (a backend's SCID, a Retry's); past it its oldest is forgotten. */
+export const MAX_IDS_PER_FLOW = 4;
+/** Distinct ID lengths a socket tries on a short header; an ID of another length is not learned. */
+export const MAX_ID_LENGTHS = 4;
+
+/**
+ * The QUIC connection IDs the backends chose (udp_affinity = "quic"), by their bytes (a latin1
+ * string, one char per byte), each to the flow whose backend chose it; and the distinct lengths
+ * learned, which a short header's ID is tried at. Bounded: MAX_IDS_PER_FLOW per flow, and flows
+ * are bounded by admission; an ID leaves with its flow.
+ */
+export class ConnectionIds<F> {
+  private readonly byId = new Map<string, F>();
+  private readonly owned = new Map<F, string[]>();
+  /** how many IDs of each length are known (index: the length) */
+  private readonly perLength = new Array<number>(21).fill(0);
+  /** the lengths with an ID, in the order learned (at most MAX_ID_LENGTHS) */
+  readonly lengths: number[] = [];
+
+  get size(): number {
+    return this.byId.size;
+  }
+
+  get(id: string): F | undefined {
+    return this.byId.get(id);
+  }
+
+  /** `flow`'s backend chose `id`; false when it is not kept (an empty ID, or one more distinct length than allowed). */
+  learn(id: string, flow: F): boolean {
+    const len = id.length;
+    if (len === 0 || len >= this.perLength.length) return false;
+    const had = this.byId.get(id);
+    if (had === flow) return true;
+    if (this.perLength[len] === 0 && this.lengths.length >= MAX_ID_LENGTHS) return false;
+    if (had !== undefined) this.drop(id, had);
+    let mine = this.owned.get(flow);
+    if (mine === undefined) this.owned.set(flow, (mine = []));
+    if (mine.length >= MAX_IDS_PER_FLOW) this.drop(mine[0]!, flow);
+    mine.push(id);
+    this.byId.set(id, flow);
+    if (this.perLength[len]++ === 0) this.lengths.push(len);
+    return true;
+  }
+
+  /** Forget every ID of `flow` (it ended). */
+  forget(flow: F): void {
+    const mine = this.owned.get(flow);
+    if (mine === undefined) return;
+    this.owned.delete(flow);
+    for (const id of mine) this.unindex(id);
+  }
+
+  /** The IDs `flow` owns now, oldest first. */
+  of(flow: F): readonly string[] {
+    return this.owned.get(flow) ?? [];
+  }
+
+  private drop(id: string, flow: F): void {
+    const mine = this.owned.get(flow);
+    if (mine !== undefined) {
+      const i = mine.indexOf(id);
+      if (i >= 0) mine.splice(i, 1);
+      if (mine.length === 0) this.owned.delete(flow);
+    }
+    this.unindex(id);
+  }
+
+  private unindex(id: string): void {
+    if (!this.byId.delete(id)) return;
+    const len = id.length;
+    if (--this.perLength[len]! === 0) this.lengths.splice(this.lengths.indexOf(len), 1);
+  }
+}

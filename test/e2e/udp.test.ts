@@ -235,8 +235,8 @@ test('a udp_* key on a TCP service, and a UDP service with a shared address, sni
   assert.match(shared, /services\[0\]\.listen_address(?: \(line \d+\))?: 127\.0\.0\.1:53 is also the listen address of service "web": a protocol = "udp" service has its listen address to itself/);
   const sni = await check('[[services]]\nname = "dns"\nprotocol = "udp"\nlisten_address = "127.0.0.1:53"\nsni = ["a.example"]\n[[services.backends]]\naddress = "127.0.0.1:5353"\n');
   assert.match(sni, /services\[0\]\.sni \(line \d+\): a protocol = "udp" service has no TLS server name to route by/);
-  const quic = await check('[[services]]\nname = "q"\nprotocol = "udp"\nudp_affinity = "quic"\nlisten_address = "127.0.0.1:443"\n[[services.backends]]\naddress = "127.0.0.1:4433"\n');
-  assert.match(quic, /services\[0\]\.udp_affinity \(line \d+\): expected one of "flow"/);
+  const affinity = await check('[[services]]\nname = "q"\nprotocol = "udp"\nudp_affinity = "sticky"\nlisten_address = "127.0.0.1:443"\n[[services.backends]]\naddress = "127.0.0.1:4433"\n');
+  assert.match(affinity, /services\[0\]\.udp_affinity \(line \d+\): expected one of "flow", "quic"/);
   const tls = await check('[[services]]\nname = "dns"\nprotocol = "udp"\nlisten_address = "127.0.0.1:53"\n[services.tls]\ncertificates = [{ cert = "a.pem", key = "a.key" }]\n[[services.backends]]\naddress = "127.0.0.1:5353"\n');
   assert.match(tls, /services\[0\]\.tls(?: \(line \d+\))?: a protocol = "udp" service relays datagrams as they come, with no TLS either way: remove the tls table/);
   const workers = await check('[runtime]\nworkers = 2\n[[services]]\nname = "dns"\nprotocol = "udp"\nlisten_address = "127.0.0.1:53"\n[[services.backends]]\naddress = "127.0.0.1:5353"\n');
