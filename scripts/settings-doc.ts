@@ -68,7 +68,7 @@ function range(r: Row): string {
     case 'int':
       return r.max === undefined ? `>= ${r.min}` : `${r.min}-${r.max}`;
     case 'duration':
-      return `${r.zeroOk === true ? '>= 0' : '> 0'}, at most ${MAX_MS / 86400000} days`;
+      return `${r.zeroOk === true ? '>= 0' : '> 0'}, at most ${r.maxMs !== undefined ? duration(r.maxMs) : `${MAX_MS / 86400000} days`}`;
     case 'enum':
       return r.values.map((v) => `\`"${v}"\``).join(', ');
     case 'listen':

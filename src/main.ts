@@ -11,7 +11,7 @@ import { runStatus, runBackendAction, DEFAULT_ADMIN_URL } from './cli/admin-clie
 import { resolveConfigPath } from './config/load';
 import { PROCESS_ENV } from './config/environment';
 import { LemonadeError } from './errors';
-import { VERSION } from './version';
+import { versionLine } from './version';
 import { exitWhenFlushed } from './obs/logger';
 
 const out = (s: string): void => void process.stdout.write(s + '\n');
@@ -112,7 +112,7 @@ async function main(argv: string[]): Promise<number> {
     )
     .demandCommand(1, 'give a command (see --help)')
     .strict()
-    .version(`lemonade ${VERSION} (Node.js ${process.version})`)
+    .version(versionLine())
     .help()
     .alias('help', 'h')
     .wrap(Math.min(110, process.stdout.columns || 100))

@@ -13,8 +13,9 @@ import { BindError } from '../errors';
 import { checkCrossSite, checkHost, checkTokenlessPeer, isLoopback, type Refusal } from '../config/admin-exposure';
 import type { BackendState } from '../core/backend';
 import { certificateFacts, type CertificateFacts } from '../core/certificate';
+import { COMMIT, VERSION } from '../version';
 import { STATUS_PAGE, STATUS_PAGE_CSP } from './status-page';
-import type { AdminAction, Answer, BackendRow, CertificateRow, EventRow, HealthAnswer, ReloadAnswer, ServiceRow, StatusAnswer, TrafficAnswer } from './wire';
+import type { AdminAction, Answer, BackendRow, CertificateRow, EventRow, HealthAnswer, ReloadAnswer, ServiceRow, StatusAnswer, TrafficAnswer, VersionAnswer } from './wire';
 
 /** What a backend action came to: done, nothing of that name, or the name in several services. */
 export type ActionResult =
@@ -362,6 +363,9 @@ interface Route {
   readonly run: (api: AdminApi, res: ServerResponse, m: RegExpMatchArray, url: URL) => Promise<void> | void;
 }
 
+/** GET /version: fixed for the life of the process */
+const RUNNING: VersionAnswer = { version: VERSION, node: process.versions.node, commit: COMMIT };
+
 const ROUTES: readonly Route[] = [
   {
     match: /^\/$/,
@@ -394,6 +398,7 @@ const ROUTES: readonly Route[] = [
       send(res, r ? 200 : 503, { ready: r });
     },
   },
+  { match: /^\/version$/, methods: ['GET'], run: (_api, res) => send(res, 200, RUNNING) },
   { match: /^\/status$/, methods: ['GET'], run: async (api, res) => (await api.refresh(), send(res, 200, api.status())) },
   { match: /^\/backends$/, methods: ['GET'], run: async (api, res) => (await api.refresh(), send(res, 200, api.backends())) },
   { match: /^\/services$/, methods: ['GET'], run: async (api, res) => (await api.refresh(), send(res, 200, api.services())) },

@@ -234,6 +234,17 @@ export const STATUS = object({
 });
 export type StatusAnswer = Infer<typeof STATUS>;
 
+/** GET /version: what is running, for an inventory or a rollout check */
+export const VERSION = object({
+  /** the package version (`lemonade --version`) */
+  version: str,
+  /** the Node.js it runs on, process.versions.node ("20.20.2") */
+  node: str,
+  /** the git commit the build was made from, a hex prefix; "" when unknown */
+  commit: str,
+});
+export type VersionAnswer = Infer<typeof VERSION>;
+
 /** GET /backends */
 export const BACKENDS = arrayOf(BACKEND_ROW);
 /** GET /services */
@@ -302,6 +313,7 @@ export type Answer =
   | HealthAnswer
   | ReadyAnswer
   | StatusAnswer
+  | VersionAnswer
   | readonly BackendRow[]
   | readonly ServiceRow[]
   | readonly EventRow[]

@@ -195,6 +195,7 @@ function checkValue(f: Row, v: unknown): Checked {
       const d = parseDuration(v);
       if (typeof d === 'string') return err(d);
       if (d === 0 && !f.zeroOk) return err('must be greater than 0');
+      if (f.maxMs !== undefined && d > f.maxMs) return err(`must be at most ${f.maxMs / 1000}s, got ${d} ms`);
       if (d > MAX_MS) return err(`must be at most 7 days, got ${d} ms`);
       return d;
     }

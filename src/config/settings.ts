@@ -50,7 +50,7 @@ export type Row = {
   readonly overridable?: true;
 } & (
   | { readonly kind: 'int'; readonly def: number; readonly min: number; readonly max?: number }
-  | { readonly kind: 'duration'; readonly def: number; readonly zeroOk?: boolean }
+  | { readonly kind: 'duration'; readonly def: number; readonly zeroOk?: boolean; readonly maxMs?: number }
   | { readonly kind: 'enum'; readonly def: string; readonly values: readonly string[] }
   | { readonly kind: 'string'; readonly def: string }
   | { readonly kind: 'listen'; readonly def: string | null; readonly emptyOk: boolean; readonly parsed: string }
@@ -88,6 +88,7 @@ export const SCHEMA = {
     max_connections: { prop: 'maxConnections', kind: 'int', def: 100000, min: 1, env: 'LEMONADE_LB_MAX_CONNECTIONS', doc: 'concurrent client connections; the next one is closed at once and counted' },
     connect_timeout: { prop: 'connectTimeoutMs', kind: 'duration', def: 3000, overridable: true, doc: 'connect to a backend' },
     idle_timeout: { prop: 'idleTimeoutMs', kind: 'duration', def: 3600000, overridable: true, doc: 'a connection with no bytes either way for this long is closed' },
+    tcp_keepalive: { prop: 'tcpKeepaliveMs', kind: 'duration', def: 0, zeroOk: true, maxMs: 32767000, overridable: true, doc: 'TCP keepalive on both sockets of a connection, the client\'s and the backend\'s: `"0s"` = off; a duration turns `SO_KEEPALIVE` on with that idle time before the first probe, rounded up to whole seconds (the kernel\'s unit: `"500ms"` is 1 s), at most `"32767s"` (Linux\'s bound); then libuv has the probes sent 1 s apart and the connection given up after 10 unanswered (it ends as a reset). It finds peers gone without a word (NAT and firewall state lost) on quiet long connections; `idle_timeout` still applies' },
     connect_retries: { prop: 'connectRetries', kind: 'int', def: 2, min: 0, max: 100, overridable: true, doc: 'other backends tried when a connect fails before any byte flowed' },
     proxy_protocol: { prop: 'proxyProtocol', kind: 'enum', def: 'off', values: ['off', 'v1', 'v2'], overridable: true, doc: '`"off"`, `"v1"` or `"v2"`: the PROXY protocol header sent to backends, on proxied connections and on health checks (see **Health**)' },
     allow: { prop: 'allow', kind: 'cidrs', overridable: true, doc: 'client CIDRs allowed (`"10.0.0.0/8"`, `"::1"`); empty = all' },

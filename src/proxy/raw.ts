@@ -21,6 +21,8 @@ export interface TcpHandle {
   connect6(req: ConnectReq, address: string, port: number): number;
   close(callback?: (this: TcpHandle) => void): void;
   setNoDelay(on: boolean): number;
+  /** SO_KEEPALIVE, with TCP_KEEPIDLE `delaySeconds` (> 0) when `enable`; kept for later (as 60 s) on a handle with no socket yet */
+  setKeepAlive(enable: boolean, delaySeconds: number): number;
   getpeername(out: SockName): number;
   getsockname(out: SockName): number;
   useUserBuffer(buf: Uint8Array): void;
@@ -88,7 +90,7 @@ function load(): RawBindings | null {
       return null;
     }
     const probe = new tcp.TCP(tcp.constants.SOCKET);
-    const methods = ['readStart', 'readStop', 'writeBuffer', 'shutdown', 'connect', 'connect6', 'close', 'setNoDelay', 'getpeername', 'getsockname', 'useUserBuffer'] as const;
+    const methods = ['readStart', 'readStop', 'writeBuffer', 'shutdown', 'connect', 'connect6', 'close', 'setNoDelay', 'setKeepAlive', 'getpeername', 'getsockname', 'useUserBuffer'] as const;
     const complete = methods.every((m) => typeof probe[m] === 'function');
     probe.close();
     if (!complete) return null;
@@ -151,6 +153,11 @@ export function setRelay(choice: RelayChoice): void {
 /** Relay on raw handles? What the start chose, or before that what relayPlan() allows. */
 export function rawAvailable(env: NodeJS.ProcessEnv = process.env): boolean {
   return (chosen ?? relayPlan(env)).relay === 'raw';
+}
+
+/** `tcp_keepalive` in the kernel's unit: whole seconds, rounded up (a value below 1 s is 1 s; 0 is off). */
+export function keepAliveSeconds(ms: number): number {
+  return Math.ceil(ms / 1000);
 }
 
 /** An Error like the ones net.js makes from a libuv status: code "ECONNREFUSED", message "connect ECONNREFUSED 10.0.0.1:80". */

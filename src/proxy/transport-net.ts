@@ -25,7 +25,7 @@ import type { ProxyEndpoints } from '../core/proxy-protocol';
 import type { ServiceSnapshot } from '../core/snapshot';
 import type { Lease } from '../core/stats';
 import type { TlsOriginator } from '../core/tls';
-import type { TcpHandle } from './raw';
+import { keepAliveSeconds, type TcpHandle } from './raw';
 import { Inspection } from './inspection';
 import { Relay, type Accepted, type SessionHost } from './relay';
 import { SHARED, bytesOf, nextRead, takeRead } from './read-buffer';
@@ -137,6 +137,7 @@ export class Session extends Relay {
     super(snap, host, a);
     const c = client as ClientSocket;
     this.client = c;
+    if (snap.proxy.tcpKeepaliveMs !== 0) c.setKeepAlive(true, keepAliveSeconds(snap.proxy.tcpKeepaliveMs) * 1000); // the TCP socket under a terminating service's TLS too
     c[SESSION] = this;
     c.on('error', onClientError);
     c.on('close', onClientClose);
@@ -264,7 +265,9 @@ export class Session extends Relay {
   }
 
   protected dial(address: string, family: number, port: number): void {
-    this.backend!.connect({ port, host: address, family });
+    const s = this.backend!;
+    if (this.snap.proxy.tcpKeepaliveMs !== 0) s.setKeepAlive(true, keepAliveSeconds(this.snap.proxy.tcpKeepaliveMs) * 1000); // net.js applies it once connected (a backend_tls leg's TCP too)
+    s.connect({ port, host: address, family });
   }
 
   protected send(bytes: Buffer): void {

@@ -21,7 +21,7 @@ import { MAX_HELLO_BYTES } from './client-hello';
 import { Relay, type Accepted, type SessionHost } from './relay';
 import { SHARED, bytesOf, nextRead, takeRead } from './read-buffer';
 import type { Transport } from './transport';
-import { raw, uvError, type RawBindings, type ConnectReq, type ShutdownReq, type SockName, type TcpHandle, type WriteReq } from './raw';
+import { keepAliveSeconds, raw, uvError, type RawBindings, type ConnectReq, type ShutdownReq, type SockName, type TcpHandle, type WriteReq } from './raw';
 
 /** Looked up by the first RawSession or RawInspection, made only when they exist. */
 let R: RawBindings;
@@ -116,6 +116,7 @@ export const RAW_TRANSPORT: Transport<TcpHandle> = {
   inspection: (c, address, acceptedAt, timeoutMs, host) => new RawInspection(c, address, acceptedAt, timeoutMs, host),
   session(c, snap, host, a) {
     c.setNoDelay(true);
+    if (snap.proxy.tcpKeepaliveMs !== 0) c.setKeepAlive(true, keepAliveSeconds(snap.proxy.tcpKeepaliveMs));
     return new RawSession(c, snap, host, a);
   },
 };
@@ -205,6 +206,8 @@ export class RawSession extends Relay {
       close(b);
       return;
     }
+    // now that the socket exists: libuv would apply a keepalive asked before it with 60 s
+    if (this.snap.proxy.tcpKeepaliveMs !== 0) b.setKeepAlive(true, keepAliveSeconds(this.snap.proxy.tcpKeepaliveMs));
     c.peer = b;
     b.peer = c;
     this.sendFirst();

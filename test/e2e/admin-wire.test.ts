@@ -18,6 +18,7 @@ import {
   SERVICES,
   STATUS,
   TRAFFIC,
+  VERSION,
   checkWire,
   declaredKeys,
   type Field,
@@ -149,6 +150,7 @@ test('what a running balancer serves is what src/admin/wire.ts declares, every d
     ambiguous: new Checked('AMBIGUOUS', AMBIGUOUS),
     error: new Checked('ERROR', ERROR),
     reload: new Checked('RELOAD', RELOAD),
+    version: new Checked('VERSION', VERSION),
   };
   const ask = async (c: Checked, path: string, method: string, code: number): Promise<void> => {
     const r = await lb.admin(path, method);
@@ -164,6 +166,7 @@ test('what a running balancer serves is what src/admin/wire.ts declares, every d
   await ask(checked.services, '/services', 'GET', 200);
   await ask(checked.events, '/events', 'GET', 200);
   await ask(checked.traffic, '/traffic', 'GET', 200);
+  await ask(checked.version, '/version', 'GET', 200);
   await ask(checked.ambiguous, '/backends/shared/drain', 'POST', 409);
   await ask(checked.action, '/services/default/backends/shared/drain', 'POST', 200);
   await ask(checked.action, '/backends/local/enable', 'POST', 200);

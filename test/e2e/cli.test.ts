@@ -159,7 +159,8 @@ test('wrong usage exits 2; --version and --help exit 0 on every command', async 
   const v = await runCli(['--version']);
   assert.equal(v.code, 0);
   const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
-  assert.equal(v.stdout.trim(), `lemonade ${pkg.version} (Node.js ${process.version})`, 'the version and the Node inside');
+  const { commit } = JSON.parse(readFileSync(join(ROOT, 'dist', 'build-info.json'), 'utf8')) as { commit: string };
+  assert.equal(v.stdout.trim(), `lemonade ${pkg.version} (${commit === '' ? '' : `commit ${commit}, `}Node.js ${process.version})`, 'the version, the commit built and the Node inside');
   for (const cmd of [[], ['load-balancer'], ['demo-backend'], ['worker'], ['demo'], ['status'], ['backend']]) {
     const h = await runCli([...cmd, '--help']);
     assert.equal(h.code, 0, `${cmd.join(' ')} --help: ${h.stderr}`);

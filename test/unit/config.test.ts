@@ -91,6 +91,7 @@ describe('defaults', () => {
         maxConnections: 100000,
         connectTimeoutMs: 3000,
         idleTimeoutMs: 3600000,
+        tcpKeepaliveMs: 0,
         connectRetries: 2,
         proxyProtocol: 'off',
         allow: [],
@@ -120,7 +121,7 @@ describe('defaults', () => {
           algorithm: 'adaptive',
           hashKey: 'source_ip',
           hashBalanceFactor: 0,
-          proxy: { connectTimeoutMs: 3000, idleTimeoutMs: 3600000, connectRetries: 2, proxyProtocol: 'off', allow: [], deny: [], clientRateLimit: null, clientMaxConnections: 0, inspectTimeoutMs: 5000, protocol: 'tcp', udpIdleTimeoutMs: 30000, udpResponses: 0, udpAffinity: 'flow' },
+          proxy: { connectTimeoutMs: 3000, idleTimeoutMs: 3600000, tcpKeepaliveMs: 0, connectRetries: 2, proxyProtocol: 'off', allow: [], deny: [], clientRateLimit: null, clientMaxConnections: 0, inspectTimeoutMs: 5000, protocol: 'tcp', udpIdleTimeoutMs: 30000, udpResponses: 0, udpAffinity: 'flow' },
           health: { intervalMs: 10000, timeoutMs: 3000, kind: 'tcp', port: 0, path: '/health', send: '', expect: '', expectRegex: '', steps: [], healthyThreshold: 2, unhealthyThreshold: 3, slowStartMs: 0, agentPort: 0, agentIntervalMs: 0 },
           // no [tls] table: the service relays bytes as they come
           tls: null,
@@ -883,5 +884,38 @@ describe('nesting limit', () => {
     const r = parseAndValidate(text, {});
     assert.ok(!r.ok && !r.issues.some((i) => i.path === '(syntax)'), `the parser took it: ${JSON.stringify(r.ok ? null : r.issues[0])}`);
     assert.equal(deepIssue(`${text}\nx = ${nested(MAX_NESTING + 1)}\n`)?.line, 12);
+  });
+});
+
+describe('tcp_keepalive', () => {
+  test('off by default; a duration is kept in milliseconds (the relay rounds it up to seconds), at most 32767 s', () => {
+    assert.equal(ok(toml()).proxy.tcpKeepaliveMs, 0);
+    for (const [v, ms] of [['"0s"', 0], ['"500ms"', 500], ['"30s"', 30000], ['"2h"', 7200000], ['"32767s"', 32767000]] as const) {
+      assert.equal(ok(toml({ proxy: `tcp_keepalive = ${v}` })).proxy.tcpKeepaliveMs, ms, v);
+    }
+    for (const v of ['"32768s"', '"10h"']) {
+      const text = toml({ proxy: `tcp_keepalive = ${v}` });
+      const i = issueAt(bad(text), 'proxy.tcp_keepalive');
+      assert.equal(i.line, lineOf(text, `tcp_keepalive = ${v}`));
+      assert.match(i.message, /at most 32767s/);
+    }
+    assert.match(issueAt(bad(toml({ proxy: 'tcp_keepalive = "soon"' })), 'proxy.tcp_keepalive').message, /expected a duration/);
+  });
+
+  test('a service inherits [proxy]\'s and may set its own', () => {
+    const c = ok(`${toml({ proxy: 'tcp_keepalive = "45s"' })}[[services]]
+name = "own"
+listen_address = "127.0.0.1:8081"
+tcp_keepalive = "10s"
+[[services.backends]]
+address = "10.0.0.2:80"
+[[services]]
+name = "inherits"
+listen_address = "127.0.0.1:8082"
+[[services.backends]]
+address = "10.0.0.3:80"
+`);
+    const by = new Map(c.services.map((s) => [s.name, s.proxy.tcpKeepaliveMs]));
+    assert.deepEqual([...by], [['default', 45000], ['own', 10000], ['inherits', 45000]]);
   });
 });
