@@ -237,6 +237,7 @@ function checkUdp(table: Raw, values: Record<string, unknown>, prefix: string, t
     return;
   }
   if (tlsPath !== null) report(tlsPath, `a protocol = "udp" service relays datagrams as they come, with no TLS either way: remove the ${tlsPath.split('.').pop()} table or set protocol = "tcp"`);
+  if (table['tcp_keepalive'] !== undefined) report(`${prefix}tcp_keepalive`, 'a protocol = "udp" service has no TCP connection to keep alive: remove tcp_keepalive');
   if (values['proxy_protocol'] !== 'off') report(`${prefix}proxy_protocol`, `a protocol = "udp" service sends no PROXY protocol header: expected "off", got "${String(values['proxy_protocol'])}"`);
   if (Array.isArray(table['sni']) && table['sni'].length > 0) report(`${prefix}sni`, 'a protocol = "udp" service has no TLS server name to route by: expected sni = [] or no sni');
   if (strategy['hash_key'] === 'sni') report(`${prefix}hash_key`, 'a protocol = "udp" service has no TLS server name to hash: expected "source_ip"');
