@@ -156,6 +156,8 @@ build() {
     args+=(-v "$ca:/run/lemonade-host-ca.crt:ro")
   fi
   args+=(-v "$npmrc:/usr/local/etc/npmrc:ro")
+  # the commit GET /version reports (the build stage has no .git)
+  args+=(--build-arg "LEMONADE_BUILD_COMMIT=$(git -C "$ROOT" rev-parse --short=12 HEAD 2>/dev/null || true)")
   say "podman build -f Dockerfile.lb -t $IMAGE -t ${IMAGE%:*}:$VERSION"
   # docker format: OCI images have no HEALTHCHECK
   podman build --pull=never --format docker "${args[@]}" -f "$ROOT/Dockerfile.lb" -t "$IMAGE" -t "${IMAGE%:*}:$VERSION" "$ROOT" >&2

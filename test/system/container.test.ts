@@ -70,6 +70,9 @@ test('the image: non-root on a read-only root, serves, hot-reloads its mounted c
     assert.equal(await httpProbe(ip, 9090, '/ready', 2000), 200);
     const hc = run('podman', ['healthcheck', 'run', NAME], 30);
     assert.equal(hc.code, 0, hc.stdout + hc.stderr);
+    // the image knows the commit it was built from (the build stage has no .git: a build argument)
+    const head = run('git', ['rev-parse', '--short=12', 'HEAD'], 10);
+    if (head.code === 0) assert.equal((JSON.parse((await get(ip, 9090, '/version')).body) as { commit: string }).commit, head.stdout.trim());
   });
 
   await t.test('an edit of the mounted file (saved through a rename) is applied without a restart', async () => {
