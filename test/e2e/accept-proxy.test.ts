@@ -15,7 +15,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
-import { freePort, nginxConf, requireTool, startBalancer, stopProcess, tempDir, waitFor, type Balancer } from '../helpers';
+import { freePort, nginxConf, requireTool, runCli, startBalancer, stopProcess, tempDir, waitFor, type Balancer } from '../helpers';
 import { metric, ports, servicesFile, type SvcSpec } from '../services-helpers';
 
 const have = (cmd: string, args: string[]): boolean => {
@@ -311,4 +311,15 @@ test('an SNI address: the header first, then the ClientHello; a TLS-terminating 
     return l.length >= 2 ? l : null;
   }, 10_000, 'both lines');
   assert.deepEqual(lines.map((l) => [l.service, l.client.split(":")[0]]).sort(), [["plain", "127.0.0.8"], ["tls", "127.0.0.7"]], JSON.stringify(accessLog(dir)));
+});
+
+test('lb --validate names the file and the key: accept_proxy without trusted peers', async (t) => {
+  const dir = tempDir('lemonade-accept-proxy-');
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, 'lb.toml');
+  writeFileSync(path, '[proxy]\nlisten_address = "127.0.0.1:8080"\naccept_proxy = "v2"\n[[backends]]\naddress = "10.0.0.1:80"\n');
+  const r = await runCli(['lb', '--config', path, '--validate']);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr + r.stdout, new RegExp(`${path.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: invalid`));
+  assert.match(r.stderr + r.stdout, /proxy\.accept_proxy_from \(line \d+\): accept_proxy = "v2" .*\["0\.0\.0\.0\/0", "::\/0"\] trusts every peer/);
 });

@@ -141,10 +141,10 @@ function boundedParse(input: Uint8Array, accept: AcceptProxy): ProxyHeaderResult
   const buf = new Uint8Array(input.length + 64);
   buf.set(input);
   const guarded = new Proxy(buf, {
-    get(target, key, recv) {
+    get(target, key) {
       if (typeof key === 'string' && /^\d+$/.test(key) && Number(key) >= input.length) throw new Error(`read byte ${key} past ${input.length}`);
       const v = Reflect.get(target, key, target) as unknown;
-      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : (recv, v);
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
     },
   });
   return parseProxyHeader(guarded, input.length, accept);
