@@ -63,14 +63,24 @@ async function curlFrom(source: string, url: string, more: string[] = []): Promi
 
 /** An nginx whose http server reads a PROXY header and answers with the addresses in it. */
 async function startNginx(t: TestContext, dir: string): Promise<number> {
-  const port = await freePort();
+  return (await startNginxes(t, dir, ['']))[0]!;
+}
+
+/** One nginx, an http server per name (its answer starts with the name), each reading a PROXY header. */
+async function startNginxes(t: TestContext, dir: string, names: string[]): Promise<number[]> {
+  const list: number[] = [];
+  for (let i = 0; i < names.length; i++) list.push(await freePort());
   mkdirSync(join(dir, 'tmp'), { recursive: true });
   const errorLog = join(dir, 'nginx-error.log');
   const http = `  access_log off;
-  server {
-    listen 127.0.0.1:${port} proxy_protocol;
-    location / { return 200 "from=$proxy_protocol_addr to=$proxy_protocol_server_addr\\n"; }
-  }`;
+${names
+  .map(
+    (name, i) => `  server {
+    listen 127.0.0.1:${list[i]} proxy_protocol;
+    location / { return 200 "${name}from=$proxy_protocol_addr to=$proxy_protocol_server_addr\\n"; }
+  }`,
+  )
+  .join('\n')}`;
   writeFileSync(join(dir, 'nginx.conf'), nginxConf(dir, errorLog, 'warn', http));
   const proc = spawn(NGINX!, ['-p', dir, '-c', join(dir, 'nginx.conf'), '-e', errorLog], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
@@ -78,9 +88,9 @@ async function startNginx(t: TestContext, dir: string): Promise<number> {
   t.after(() => stopProcess(proc));
   await waitFor(async () => {
     if (proc.exitCode !== null) throw new Error(`nginx exited (${proc.exitCode}): ${stderr}${existsSync(errorLog) ? readFileSync(errorLog, 'utf8') : ''}`);
-    return connects(port);
+    return (await Promise.all(list.map(connects))).every(Boolean);
   }, 10_000, 'nginx to listen');
-  return port;
+  return list;
 }
 
 /** HAProxy in tcp mode: each frontend port to a balancer port, with this server line's options. */
@@ -322,4 +332,43 @@ test('lb --validate names the file and the key: accept_proxy without trusted pee
   assert.equal(r.code, 1);
   assert.match(r.stderr + r.stdout, new RegExp(`${path.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: invalid`));
   assert.match(r.stderr + r.stdout, /proxy\.accept_proxy_from \(line \d+\): accept_proxy = "v2" .*\["0\.0\.0\.0\/0", "::\/0"\] trusts every peer/);
+});
+
+test('consistent_hash keys on the header\'s address: one client stays on its backend, clients behind one HAProxy spread', async (t) => {
+  if (!ready(t)) return;
+  const dir = tempDir('lemonade-accept-proxy-');
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const [a, b] = await startNginxes(t, dir, ['A ', 'B ']);
+  const [port, hap] = await ports(2);
+  await startHaproxy(t, dir, [{ port: hap!, to: port!, server: 'send-proxy-v2' }]);
+  await startBalancer(
+    t,
+    servicesFile({
+      algorithm: 'consistent_hash',
+      services: [
+        {
+          name: 'hashed',
+          port: port!,
+          lines: ['accept_proxy = "v2"', 'accept_proxy_from = ["127.0.0.1/32"]', 'proxy_protocol = "v2"'],
+          backends: [
+            { name: 'a', address: `127.0.0.1:${a}` },
+            { name: 'b', address: `127.0.0.1:${b}` },
+          ],
+        },
+      ],
+    }),
+  );
+  const seen = new Map<string, Set<string>>();
+  for (let i = 0; i < 3; i++) {
+    for (let x = 2; x <= 21; x++) {
+      const source = `127.0.0.${x}`;
+      const body = await curlFrom(source, `http://127.0.0.1:${hap}/`);
+      assert.match(body, new RegExp(`^[AB] from=${source.replace(/\./g, '\\.')} `), source);
+      if (!seen.has(source)) seen.set(source, new Set());
+      seen.get(source)!.add(body[0]!);
+    }
+  }
+  // each client on one backend every time; twenty clients (one TCP peer) on both
+  for (const [source, backends] of seen) assert.equal(backends.size, 1, `${source} moved: ${[...backends].join(', ')}`);
+  assert.deepEqual(new Set([...seen.values()].map((v) => [...v][0])), new Set(['A', 'B']), 'the clients spread over both backends');
 });
