@@ -1,5 +1,7 @@
-// The first bytes of a connection on an address that routes by TLS server name: read
-// until they are a whole ClientHello (./client-hello.ts), or not one, or 16 KiB, or the address's
+// The first bytes of a connection on an address that reads before routing: a PROXY header first
+// where the address accepts one (accept_proxy: core/proxy-protocol.ts parses it, bounded; a
+// missing, malformed or late one refuses the connection), then, where it routes by TLS server name,
+// the ClientHello: read until they are a whole one (./client-hello.ts), or not one, or 16 KiB, or the address's
 // inspect_timeout passed (checked by the registry's sweep, as the connect timeout is: no timer of
 // its own). Then reading stops and the listener routes the connection with the server name found
 // (null: none) and the bytes read, which the session sends to the backend first. Each transport

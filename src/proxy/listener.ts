@@ -3,7 +3,8 @@
 // address's route table from it. An address with one plain service routes at once, as it always
 // did: no byte is read first. An address that routes by TLS server name (several services, a
 // service with `sni`, or one hashing by name) reads the ClientHello first (./inspection.ts),
-// then routes. Admission: the global cap is checked at accept (a connection being inspected is
+// then routes. An address whose services accept a PROXY header (accept_proxy) reads it first,
+// from a trusted peer only, and its client is the header's from then on. Admission: the global cap is checked at accept (a connection being inspected is
 // open), and so are a client every service of the address denies and a client with too many
 // ClientHellos pending; the service's cap, its ACL and its per-client limits once it is routed.
 // A connection that ends before it is routed is counted and logged as any other. Then it becomes
@@ -121,7 +122,7 @@ export class ProxyListener {
         for (const s of snap.services) shortest = Math.min(shortest, s.proxy.connectTimeoutMs, s.proxy.idleTimeoutMs, s.proxy.udpIdleTimeoutMs, s.tls?.handshakeTimeoutMs ?? Infinity);
         for (const a of snap.listenAddresses()) {
           const r = snap.routes(a)!;
-          if (r.inspect || r.services[0]?.proxy.acceptProxy !== 'off') shortest = Math.min(shortest, r.inspectTimeoutMs);
+          if (r.inspect || (r.services[0]?.proxy.acceptProxy ?? 'off') !== 'off') shortest = Math.min(shortest, r.inspectTimeoutMs);
         }
         return Math.min(1000, Math.max(10, shortest / 10));
       },
