@@ -3,7 +3,7 @@
 // here: unknown sections, [[backends]] and [[services]] lists, shared listen addresses. Pure.
 
 import type { ConfigIssue } from '../errors';
-import type { HostPort } from './address';
+import type { Cidr, HostPort } from './address';
 import { DEFAULT_SERVICE, KEYS, SCHEMA, OVERRIDABLE, SECTIONS, isFlat, isList, rows, type BackendConfig, type Config, type SectionName, type ServiceConfig } from './settings';
 import { readFields, readRows, toValues } from './fields';
 import { checkHealth } from './step-text';
@@ -84,6 +84,7 @@ export function validate(raw: Raw, ctx: ValidateContext = {}): ValidateResult {
     if (!hasDefault) report('tls', 'top-level [tls] is the default service\'s (top-level [[backends]]), and there is none: write a [services.tls] table in the [[services]] entry that terminates TLS');
     else checkTls(checked.get('tls')!, 'tls', report);
   }
+  checkAcceptProxy(checked.get('proxy')!, 'proxy.', report);
   if (hasDefault) checkUdp(isTable(top['proxy']) ? top['proxy'] : {}, checked.get('proxy')!, 'proxy.', top['tls'] !== undefined ? 'tls' : top['backend_tls'] !== undefined ? 'backend_tls' : null, report);
   if (top['backend_tls'] !== undefined) {
     if (!hasDefault) report('backend_tls', 'top-level [backend_tls] is the default service\'s (top-level [[backends]]), and there is none: write a [services.backend_tls] table in the [[services]] entry whose backends speak TLS');
@@ -176,7 +177,8 @@ function checkTls(values: Record<string, unknown>, at: string, report: (path: st
 /**
  * Services on one listen address: they are told apart by sni, so at most one leaves it
  * empty (the default route) and a name belongs to one of them; and the socket reads the
- * ClientHello before it knows the service, so they share one inspect_timeout. `at(i, key)`: the
+ * ClientHello (and a PROXY header) before it knows the service, so they share one inspect_timeout,
+ * accept_proxy and accept_proxy_from. `at(i, key)`: the
  * path of service i's key.
  */
 function checkSharedAddresses(services: readonly ServiceConfig[], at: (i: number, key: string) => string, report: (path: string, message: string) => void): void {
@@ -212,6 +214,11 @@ function checkSharedAddresses(services: readonly ServiceConfig[], at: (i: number
         if (o !== undefined) report(at(i, 'sni'), `"${name}" is also in the sni of service "${services[o]!.name}" on ${address}: a name routes to one service`);
         else owner.set(name, i);
       }
+      if (svc.proxy.acceptProxy !== first.proxy.acceptProxy) {
+        report(at(i, 'accept_proxy'), `services sharing ${address} must have the same accept_proxy (the header is read before the service is known): "${first.name}" has "${first.proxy.acceptProxy}", "${svc.name}" "${svc.proxy.acceptProxy}"`);
+      } else if (svc.proxy.acceptProxy !== 'off' && cidrList(svc.proxy.acceptProxyFrom) !== cidrList(first.proxy.acceptProxyFrom)) {
+        report(at(i, 'accept_proxy_from'), `services sharing ${address} must have the same accept_proxy_from (the peer is judged before the service is known): "${first.name}" has [${cidrList(first.proxy.acceptProxyFrom)}], "${svc.name}" [${cidrList(svc.proxy.acceptProxyFrom)}]`);
+      }
       if (svc.proxy.inspectTimeoutMs !== first.proxy.inspectTimeoutMs) {
         report(
           at(i, 'inspect_timeout'),
@@ -220,6 +227,30 @@ function checkSharedAddresses(services: readonly ServiceConfig[], at: (i: number
       }
     }
   }
+}
+
+/**
+ * accept_proxy trusts a header from the peers of accept_proxy_from only: on, it needs at least one
+ * (trusting every peer is written out); a UDP service has no stream to carry one.
+ */
+function checkAcceptProxy(values: Record<string, unknown>, prefix: string, report: (path: string, message: string) => void): void {
+  const mode = values['accept_proxy'];
+  if (mode === 'off' || typeof mode !== 'string') return;
+  if (values['protocol'] === 'udp') {
+    report(`${prefix}accept_proxy`, `a protocol = "udp" service reads no PROXY protocol header: expected "off", got "${mode}"`);
+    return;
+  }
+  const from = values['accept_proxy_from'];
+  if (Array.isArray(from) && from.length === 0) {
+    report(
+      `${prefix}accept_proxy_from`,
+      `accept_proxy = "${mode}" takes the client address from a header only the peers listed here may send, and none is: list the balancers in front, e.g. ["10.0.0.0/8"] (["0.0.0.0/0", "::/0"] trusts every peer)`,
+    );
+  }
+}
+
+function cidrList(list: readonly Cidr[]): string {
+  return list.map((c) => JSON.stringify(c.text)).join(', ');
 }
 
 const UDP_KEYS = OVERRIDABLE.proxy.map(([k]) => k).filter((k) => k.startsWith('udp_'));
@@ -331,6 +362,7 @@ function readServices(raw: unknown, top: ReadonlyMap<SectionName, Record<string,
     const proxy = readRows(OVERRIDABLE.proxy, t, p, report, top.get('proxy'));
     const strategy = readRows(OVERRIDABLE.strategy, t, p, report, top.get('strategy'));
     checkStrategy(t, strategy, `${p}.`, report);
+    if (t['accept_proxy'] !== undefined || t['accept_proxy_from'] !== undefined || proxy['protocol'] === 'udp') checkAcceptProxy(proxy, `${p}.`, report);
     checkUdp(t, proxy, `${p}.`, t['tls'] !== undefined ? `${p}.tls` : t['backend_tls'] !== undefined ? `${p}.backend_tls` : null, report, strategy);
     let healthTable: Raw = {};
     if (t['health'] !== undefined) {

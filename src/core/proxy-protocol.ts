@@ -162,3 +162,148 @@ export function checkProxyHeader(version: 'v1' | 'v2', conn: SocketAddresses): B
     dstPort: conn.remotePort ?? 0,
   });
 }
+
+// ---------------------------------------------------------------------------------------------
+// Reading a header a balancer in front sent (accept_proxy). Pure and bounded: nothing past
+// MAX_V1_HEADER (v1) or MAX_V2_HEADER (v2) is ever looked at, and no input throws.
+
+/** v1: the longest line the spec allows, CRLF included. */
+export const MAX_V1_HEADER = 107;
+/** v2: the addresses and TLVs a header may carry here (its 16-bit length could say 65535). */
+export const MAX_V2_BODY = 4096;
+export const MAX_V2_HEADER = 16 + MAX_V2_BODY;
+
+export type AcceptProxy = 'v1' | 'v2' | 'any';
+
+/** A whole header: `length` bytes to skip; `client` null for LOCAL / UNKNOWN / UNSPEC (keep the connection's own addresses). */
+export interface ProxyHeaderRead {
+  readonly kind: 'header';
+  readonly version: 1 | 2;
+  readonly length: number;
+  readonly client: ProxyEndpoints | null;
+}
+export type ProxyHeaderResult = ProxyHeaderRead | { readonly kind: 'need-more' } | { readonly kind: 'invalid'; readonly reason: string };
+
+const NEED_MORE: ProxyHeaderResult = Object.freeze({ kind: 'need-more' });
+const V1_PREFIX = Buffer.from('PROXY ', 'latin1');
+
+const invalid = (reason: string): ProxyHeaderResult => ({ kind: 'invalid', reason });
+
+/** Do the first `len` bytes of `b` start like `prefix` (as far as both go)? */
+function startsLike(b: Uint8Array, len: number, prefix: Uint8Array): boolean {
+  const n = Math.min(len, prefix.length);
+  for (let i = 0; i < n; i++) if (b[i] !== prefix[i]) return false;
+  return true;
+}
+
+/**
+ * Read a PROXY header from the first `len` bytes of `b` (the bytes past `len` are not looked at),
+ * of the version(s) `accept` allows: a whole header, need-more (what came so far may still
+ * become one), or invalid (it cannot: the connection is refused).
+ */
+export function parseProxyHeader(b: Uint8Array, len: number, accept: AcceptProxy): ProxyHeaderResult {
+  len = Math.max(0, Math.min(len, b.length));
+  if (len === 0) return NEED_MORE;
+  if (b[0] === 0x0d && accept !== 'v1') return parseV2(b, len);
+  if (b[0] === 0x50 && accept !== 'v2') return parseV1(b, len);
+  return invalid(accept === 'v1' ? 'not a PROXY v1 header' : accept === 'v2' ? 'not a PROXY v2 header' : 'not a PROXY header');
+}
+
+function parseV1(b: Uint8Array, len: number): ProxyHeaderResult {
+  if (!startsLike(b, len, V1_PREFIX)) return invalid('not a PROXY v1 header');
+  const n = Math.min(len, MAX_V1_HEADER);
+  let end = -1;
+  for (let i = V1_PREFIX.length; i < n; i++) {
+    const c = b[i]!;
+    if (c === 0x0d) {
+      if (i + 1 >= n) break;
+      if (b[i + 1] !== 0x0a) return invalid('v1: CR not followed by LF');
+      end = i;
+      break;
+    }
+    if (c < 0x20 || c > 0x7e) return invalid('v1: a byte that is not printable ASCII');
+  }
+  if (end < 0) return len >= MAX_V1_HEADER ? invalid(`v1: no CRLF within ${MAX_V1_HEADER} bytes`) : NEED_MORE;
+  const line = Buffer.from(b.buffer, b.byteOffset, end).toString('latin1');
+  const parts = line.split(' ');
+  const length = end + 2;
+  if (parts[1] === 'UNKNOWN') return { kind: 'header', version: 1, length, client: null };
+  if (parts.length !== 6) return invalid('v1: expected PROXY TCP4|TCP6 SRC DST SPORT DPORT');
+  const fam = parts[1];
+  if (fam !== 'TCP4' && fam !== 'TCP6') return invalid(`v1: unknown protocol ${JSON.stringify(fam!.slice(0, 8))}`);
+  const src = v1Address(parts[2]!, fam === 'TCP4');
+  const dst = v1Address(parts[3]!, fam === 'TCP4');
+  const sport = v1Port(parts[4]!);
+  const dport = v1Port(parts[5]!);
+  if (src === null || dst === null) return invalid(`v1: not ${fam === 'TCP4' ? 'IPv4' : 'IPv6'} addresses`);
+  if (sport < 0 || dport < 0) return invalid('v1: a port that is not 0-65535');
+  return { kind: 'header', version: 1, length, client: { srcAddress: src, srcPort: sport, dstAddress: dst, dstPort: dport } };
+}
+
+/** An address of a v1 line in its family, as text the rest of the balancer reads; null: not one. */
+function v1Address(s: string, v4: boolean): string | null {
+  if (s.length === 0 || s.length > 39 || s.includes('%')) return null;
+  if (v4 !== !s.includes(':')) return null;
+  const ip = parseIp(s);
+  if (ip === null) return null;
+  return v4 ? v4Text(ip.bytes) : ipText(ip.bytes);
+}
+
+/** 16 bytes as text: an IPv4-mapped address as IPv4, as a dual-stack socket shows it. */
+function ipText(bytes: Uint8Array): string {
+  for (let i = 0; i < 10; i++) if (bytes[i] !== 0) return v6Text(bytes);
+  return bytes[10] === 0xff && bytes[11] === 0xff ? v4Text(bytes) : v6Text(bytes);
+}
+
+/** A decimal port without a sign or leading zeros, or -1. */
+function v1Port(s: string): number {
+  if (s.length === 0 || s.length > 5 || (s.length > 1 && s.charCodeAt(0) === 0x30)) return -1;
+  let n = 0;
+  for (let i = 0; i < s.length; i++) {
+    const d = s.charCodeAt(i) - 0x30;
+    if (d < 0 || d > 9) return -1;
+    n = n * 10 + d;
+  }
+  return n <= 65535 ? n : -1;
+}
+
+function parseV2(b: Uint8Array, len: number): ProxyHeaderResult {
+  if (!startsLike(b, len, V2_SIGNATURE)) return invalid('not a PROXY v2 header');
+  if (len < 16) return NEED_MORE;
+  const vc = b[12]!;
+  if (vc >> 4 !== 2) return invalid(`v2: version ${vc >> 4}`);
+  const command = vc & 0x0f;
+  if (command > 1) return invalid(`v2: unknown command ${command}`);
+  const body = (b[14]! << 8) | b[15]!;
+  if (body > MAX_V2_BODY) return invalid(`v2: ${body} bytes of addresses and TLVs, more than ${MAX_V2_BODY}`);
+  const length = 16 + body;
+  if (len < length) return NEED_MORE;
+  const famProto = b[13]!;
+  const family = famProto >> 4;
+  const proto = famProto & 0x0f;
+  if (family > 3 || proto > 2) return invalid(`v2: unknown address family or protocol 0x${famProto.toString(16)}`);
+  // LOCAL: the balancer's own connection (a health check); UNSPEC, UNIX or datagram: no client address here
+  if (command === 0 || proto !== 1 || family === 0 || family === 3) return { kind: 'header', version: 2, length, client: null };
+  const v4 = family === 1;
+  if (body < (v4 ? 12 : 36)) return invalid(`v2: ${body} bytes, too short for ${v4 ? 'IPv4' : 'IPv6'} addresses`);
+  if (v4) {
+    return {
+      kind: 'header',
+      version: 2,
+      length,
+      client: { srcAddress: `${b[16]}.${b[17]}.${b[18]}.${b[19]}`, dstAddress: `${b[20]}.${b[21]}.${b[22]}.${b[23]}`, srcPort: (b[24]! << 8) | b[25]!, dstPort: (b[26]! << 8) | b[27]! },
+    };
+  }
+  const at = b.byteOffset;
+  return {
+    kind: 'header',
+    version: 2,
+    length,
+    client: {
+      srcAddress: ipText(new Uint8Array(b.buffer, at + 16, 16)),
+      dstAddress: ipText(new Uint8Array(b.buffer, at + 32, 16)),
+      srcPort: (b[48]! << 8) | b[49]!,
+      dstPort: (b[50]! << 8) | b[51]!,
+    },
+  };
+}

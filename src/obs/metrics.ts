@@ -15,7 +15,7 @@ import { allUdpFigures } from '../proxy/udp-flows';
 import { CLEAN_TERMINATIONS, TERMINATIONS, TERMINATION_INDEX, type RejectReason, type Termination } from '../proxy/events';
 export type { RejectReason };
 /** the reasons a service's connection is refused for (no_route has no service: counted with service="") */
-export const REJECT_REASONS: readonly RejectReason[] = ['max_connections', 'no_backend', 'acl', 'rate_limit', 'client_limit'];
+export const REJECT_REASONS: readonly RejectReason[] = ['max_connections', 'no_backend', 'acl', 'rate_limit', 'client_limit', 'proxy_header'];
 
 /** Upper bounds (ms) of the per-service latency buckets the status page's p50/p99 are read from. */
 export const LATENCY_BOUNDS_MS = [0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 10000];

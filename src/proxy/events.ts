@@ -5,9 +5,10 @@ import type { SnapshotBackend } from '../core/snapshot';
 
 /**
  * Why the listener closed a connection at once (the reason label of the rejection counter);
- * no_route: an address routing by TLS server name has no service for it (no default route).
+ * no_route: an address routing by TLS server name has no service for it (no default route);
+ * proxy_header: accept_proxy, and the peer is not trusted or its PROXY header is missing, malformed or late.
  */
-export type RejectReason = 'max_connections' | 'no_backend' | 'acl' | 'rate_limit' | 'client_limit' | 'no_route';
+export type RejectReason = 'max_connections' | 'no_backend' | 'acl' | 'rate_limit' | 'client_limit' | 'no_route' | 'proxy_header';
 
 /** Why a client connection ended (the access log's `termination`), decided where it happened; the first cause seen wins. */
 export const TERMINATIONS = [
@@ -24,6 +25,7 @@ export const TERMINATIONS = [
   'rejected_acl',
   'rejected_rate_limit',
   'rejected_client_limit',
+  'rejected_proxy_header',
   'drain_timeout',
   'disabled',
   'shutdown',

@@ -1,5 +1,7 @@
-// The first bytes of a connection on an address that routes by TLS server name: read
-// until they are a whole ClientHello (./client-hello.ts), or not one, or 16 KiB, or the address's
+// The first bytes of a connection on an address that reads before routing: a PROXY header first
+// where the address accepts one (accept_proxy: core/proxy-protocol.ts parses it, bounded; a
+// missing, malformed or late one refuses the connection), then, where it routes by TLS server name,
+// the ClientHello: read until they are a whole one (./client-hello.ts), or not one, or 16 KiB, or the address's
 // inspect_timeout passed (checked by the registry's sweep, as the connect timeout is: no timer of
 // its own). Then reading stops and the listener routes the connection with the server name found
 // (null: none) and the bytes read, which the session sends to the backend first. Each transport
@@ -8,8 +10,9 @@
 // any other, so the inspection is its SessionEnd (no backend, no bytes relayed) for the counts
 // and the access log.
 
+import { MAX_V2_HEADER, parseProxyHeader, type AcceptProxy, type ProxyEndpoints } from '../core/proxy-protocol';
 import type { SnapshotBackend } from '../core/snapshot';
-import type { SessionEnd, Termination } from './events';
+import type { RejectReason, SessionEnd, Termination } from './events';
 import type { ClientLimits } from './client-limits';
 import { MAX_HELLO_BYTES, readClientHello, type HelloCursor } from './client-hello';
 
@@ -19,6 +22,10 @@ export interface InspectionHost {
   inspected(i: Inspection<unknown>, serverName: string | null, bytes: Buffer, clientEnded: boolean): void;
   /** the client went away before it was routed, or a drain cut it (its `termination` says which) */
   gone(i: Inspection<unknown>): void;
+  /** its PROXY header was read (`client` set, or null: LOCAL): a reason to refuse it now, or null */
+  proxied(i: Inspection<unknown>): RejectReason | null;
+  /** refused before it was routed (its PROXY header, or proxied()'s reason): closed here, counted and logged there */
+  refused(i: Inspection<unknown>, reason: RejectReason): void;
   readonly now: () => number;
 }
 
@@ -47,6 +54,12 @@ export abstract class Inspection<C> implements SessionEnd, HelloCursor {
   remote = '';
   /** the table counting this client's pending ClientHellos, when it was counted */
   limits: ClientLimits | null = null;
+  /** a PROXY header to read first (accept_proxy), or null: none, or read */
+  private header: AcceptProxy | null = null;
+  /** then read the ClientHello too (the address routes by server name), else route once the header is read */
+  private hello = true;
+  /** the addresses the PROXY header gave (null: none, or LOCAL/UNKNOWN: the connection's own) */
+  client: ProxyEndpoints | null = null;
 
   constructor(
     /** the client's connection */
@@ -59,6 +72,12 @@ export abstract class Inspection<C> implements SessionEnd, HelloCursor {
     private readonly host: InspectionHost,
   ) {
     this.deadline = acceptedAt + timeoutMs;
+  }
+
+  /** Read a PROXY header of `mode` first; `hello`: then the ClientHello. Before start(). */
+  expectHeader(mode: AcceptProxy, hello: boolean): void {
+    this.header = mode;
+    this.hello = hello;
   }
 
   /** start reading; false: the connection would not read (the caller ends it as a reset) */
@@ -110,9 +129,46 @@ export abstract class Inspection<C> implements SessionEnd, HelloCursor {
     this.destroy(cause);
   }
 
-  /** The registry's sweep: past the deadline the connection is routed as having no server name. */
+  /** The registry's sweep: past the deadline the connection is routed as having no server name (refused while its PROXY header is due). */
   sweep(now: number): void {
-    if (!this.done && now >= this.deadline) this.finish(null, false);
+    if (this.done || now < this.deadline) return;
+    if (this.header !== null) this.refuse('proxy_header');
+    else this.finish(null, false);
+  }
+
+  /** Close it before it is routed, for `reason`; the listener counts and logs it. */
+  private refuse(reason: RejectReason): void {
+    this.done = true;
+    this.stopReading();
+    this.close();
+    this.host.refused(this, reason);
+  }
+
+  /** Read the PROXY header from what came so far: false when it is not whole yet or was refused. */
+  private readHeader(): boolean {
+    const r = parseProxyHeader(this.buf, this.len, this.header!);
+    if (r.kind === 'need-more') {
+      if (this.len < MAX_V2_HEADER) return false;
+      this.refuse('proxy_header');
+      return false;
+    }
+    if (r.kind === 'invalid') {
+      this.refuse('proxy_header');
+      return false;
+    }
+    this.header = null;
+    this.client = r.client;
+    // what follows the header is the client's own first bytes
+    this.buf.copy(this.buf, 0, r.length, this.len);
+    this.len -= r.length;
+    const refused = this.host.proxied(this);
+    if (refused !== null) {
+      this.refuse(refused);
+      return false;
+    }
+    if (this.hello) return true;
+    this.finish(null, false);
+    return false;
   }
 
   /** `n` bytes arrived in `chunk`. */
@@ -126,6 +182,7 @@ export abstract class Inspection<C> implements SessionEnd, HelloCursor {
     }
     this.buf.set(n === chunk.length ? chunk : chunk.subarray(0, n), this.len);
     this.len += n;
+    if (this.header !== null && (!this.readHeader() || this.len === 0)) return;
     const r = readClientHello(this.buf, this.len, this);
     if (r.kind === 'need-more' && this.len < MAX_HELLO_BYTES) return;
     this.finish(r.kind === 'hello' ? r.serverName : null, false);
@@ -135,6 +192,7 @@ export abstract class Inspection<C> implements SessionEnd, HelloCursor {
   protected ended(): void {
     if (this.done) return;
     if (this.len === 0) this.destroy();
+    else if (this.header !== null) this.refuse('proxy_header');
     else this.finish(null, true);
   }
 

@@ -3,7 +3,8 @@
 // address's route table from it. An address with one plain service routes at once, as it always
 // did: no byte is read first. An address that routes by TLS server name (several services, a
 // service with `sni`, or one hashing by name) reads the ClientHello first (./inspection.ts),
-// then routes. Admission: the global cap is checked at accept (a connection being inspected is
+// then routes. An address whose services accept a PROXY header (accept_proxy) reads it first,
+// from a trusted peer only, and its client is the header's from then on. Admission: the global cap is checked at accept (a connection being inspected is
 // open), and so are a client every service of the address denies and a client with too many
 // ClientHellos pending; the service's cap, its ACL and its per-client limits once it is routed.
 // A connection that ends before it is routed is counted and logged as any other. Then it becomes
@@ -17,8 +18,9 @@
 
 import type { ServiceSnapshot, Snapshot } from '../core/snapshot';
 import type { AddressRoutes } from '../core/sni-routes';
-import type { HostPort } from '../config/address';
-import { formatHostPort } from '../config/address';
+import type { Cidr, HostPort } from '../config/address';
+import { cidrContains, formatHostPort, parseIp } from '../config/address';
+import type { AcceptProxy, ProxyEndpoints } from '../core/proxy-protocol';
 import { PROCESS_ENV } from '../config/environment';
 import { BindError } from '../errors';
 import { ConnectionRegistry } from './registry';
@@ -65,6 +67,13 @@ interface SocketEntry {
   lastEntry: ServiceEntry | null;
   /** each client's connections whose ClientHello is being read (capped by the route table's clientMaxConnections) */
   readonly pending: ClientLimits;
+  /** the route table the three below were read from (a new snapshot has a new one) */
+  routes: AddressRoutes<ServiceSnapshot> | null;
+  /** the address reads first: a PROXY header, a ClientHello, or both */
+  reads: boolean;
+  /** accept_proxy of its services (they agree), null when off; and the peers trusted to send it */
+  acceptProxy: AcceptProxy | null;
+  trusted: readonly Cidr[];
 }
 
 /** One service's per-client limits and open connections (kept while they drain). */
@@ -93,11 +102,13 @@ export class ProxyListener {
   /** client connections accepted and handed to a session */
   accepted = 0;
   /** what admission() decided for the connection just routed, and what its session is built from (reused: no object per accept) */
-  private readonly verdict: Accepted = { startedAt: -1, admitted: false, remote: '', logClient: null, hashKey: undefined, initial: null, clientEnded: false };
+  private readonly verdict: Accepted = { startedAt: -1, admitted: false, remote: '', logClient: null, hashKey: undefined, initial: null, clientEnded: false, proxied: null };
   private readonly inspections: InspectionHost = {
     inspected: (i, serverName, bytes, clientEnded) => this.onInspected(i, serverName, bytes, clientEnded),
     gone: (i) => this.onGone(i),
     now: () => this.deps.now(),
+    proxied: (i) => this.onProxied(i),
+    refused: (i, reason) => this.onRefused(i, reason),
   };
 
   constructor(private readonly deps: ListenerDeps) {
@@ -111,7 +122,7 @@ export class ProxyListener {
         for (const s of snap.services) shortest = Math.min(shortest, s.proxy.connectTimeoutMs, s.proxy.idleTimeoutMs, s.proxy.udpIdleTimeoutMs, s.tls?.handshakeTimeoutMs ?? Infinity);
         for (const a of snap.listenAddresses()) {
           const r = snap.routes(a)!;
-          if (r.inspect) shortest = Math.min(shortest, r.inspectTimeoutMs);
+          if (r.inspect || (r.services[0]?.proxy.acceptProxy ?? 'off') !== 'off') shortest = Math.min(shortest, r.inspectTimeoutMs);
         }
         return Math.min(1000, Math.max(10, shortest / 10));
       },
@@ -209,7 +220,7 @@ export class ProxyListener {
   private socket(key: string): SocketEntry {
     let e = this.sockets.get(key);
     if (!e) {
-      e = { key, server: null, address: '', lastService: null, lastEntry: null, pending: new ClientLimits(this.deps.now) };
+      e = { key, server: null, address: '', lastService: null, lastEntry: null, pending: new ClientLimits(this.deps.now), routes: null, reads: false, acceptProxy: null, trusted: [] };
       this.sockets.set(key, e);
     }
     return e;
@@ -338,12 +349,23 @@ export class ProxyListener {
     const v = this.verdict;
     v.remote = '';
     if (this.registry.size >= snap.maxConnections) return 'max_connections';
-    if (routes.screened) {
+    if (sock.acceptProxy !== null) {
+      // the peer is the balancer in front: trusted to send the header, or refused; the client's ACL and limits wait for the header's address
       v.remote = t.remoteAddress(c) ?? '';
+      return trusts(sock.trusted, v.remote) ? null : 'proxy_header';
+    }
+    return this.screenClient(sock, routes, c, t);
+  }
+
+  /** The ACL every service of the address has, and the client's ClientHellos pending (`verdict.remote`: its address, or "" when not read yet). */
+  private screenClient<C>(sock: SocketEntry, routes: AddressRoutes<ServiceSnapshot>, c: C | null, t: Transport<C>): RejectReason | null {
+    const v = this.verdict;
+    if (routes.screened) {
+      if (v.remote === '') v.remote = (c !== null ? t.remoteAddress(c) : '') ?? '';
       if (routes.deniedByAll(v.remote)) return 'acl';
     }
     if (routes.clientMaxConnections > 0) {
-      if (v.remote === '') v.remote = t.remoteAddress(c) ?? '';
+      if (v.remote === '') v.remote = (c !== null ? t.remoteAddress(c) : '') ?? '';
       if (!sock.pending.admit(v.remote, null, routes.clientMaxConnections)) return 'client_limit';
     }
     return null;
@@ -354,8 +376,35 @@ export class ProxyListener {
     i.service = routes.fallback?.name ?? '';
     i.logClient = logClient;
     i.remote = this.verdict.remote;
-    if (routes.clientMaxConnections > 0) i.limits = sock.pending;
+    if (routes.clientMaxConnections > 0 && sock.acceptProxy === null) i.limits = sock.pending;
     this.registry.add(i);
+  }
+
+  /**
+   * Its PROXY header was read: from now on the client is the header's (a LOCAL header keeps the
+   * peer's own address), and what screen() did not judge at accept is judged on it, as a
+   * connection without a header is judged at accept: the address's ACL and pending ClientHellos.
+   */
+  private onProxied(i: Inspection<unknown>): RejectReason | null {
+    const e = i.client;
+    if (e !== null) {
+      i.remote = e.srcAddress;
+      if (i.logClient !== null) i.logClient = formatHostPort({ host: e.srcAddress, port: e.srcPort });
+    }
+    const routes = this.deps.current().routes(i.address);
+    const sock = this.sockets.get(i.address);
+    if (!routes?.inspect || !sock) return null;
+    this.verdict.remote = i.remote;
+    const refused = this.screenClient(sock, routes, null, this.transport);
+    if (refused === null && routes.clientMaxConnections > 0) i.limits = sock.pending;
+    return refused;
+  }
+
+  /** Refused before it was routed (its PROXY header): the inspection closed it. */
+  private onRefused(i: Inspection<unknown>, reason: RejectReason): void {
+    i.limits?.release(i.remote, null);
+    this.deps.observer.rejected(reason, i.remote, i.service, i.logClient, i.durationMs);
+    this.registry.delete(i);
   }
 
   /** The client went away (or a drain cut it) before it was routed: counted and logged like any connection that ends. */
@@ -381,7 +430,7 @@ export class ProxyListener {
       this.deps.observer.rejected('no_route', i.remote || t.remoteAddress(i.conn), '', i.logClient, i.durationMs);
       t.close(i.conn);
     } else {
-      this.startSession(snap, svc, this.serviceOf(sock, svc), t, i.conn, i.logClient, i, bytes, serverName, clientEnded);
+      this.startSession(snap, svc, this.serviceOf(sock, svc), t, i.conn, i.logClient, i, bytes, serverName, clientEnded, i.client);
     }
     this.registry.delete(i);
   }
@@ -391,15 +440,17 @@ export class ProxyListener {
     const snap = this.deps.current();
     const routes = snap.routes(sock.key);
     const logClient = this.logged() ? t.remoteEndpoint(c) : null;
-    if (routes?.inspect) {
-      const refused = this.screen(sock, snap, routes, c, t);
+    if (routes !== sock.routes) learn(sock, routes);
+    if (sock.reads) {
+      const refused = this.screen(sock, snap, routes!, c, t);
       if (refused !== null) {
-        this.deps.observer.rejected(refused, this.verdict.remote || t.remoteAddress(c), routes.fallback?.name ?? '', logClient);
+        this.deps.observer.rejected(refused, this.verdict.remote || t.remoteAddress(c), routes!.fallback?.name ?? '', logClient);
         t.close(c);
         return;
       }
-      const i = t.inspection(c, sock.key, this.deps.now(), routes.inspectTimeoutMs, this.inspections);
-      this.pending(i, sock, routes, logClient);
+      const i = t.inspection(c, sock.key, this.deps.now(), routes!.inspectTimeoutMs, this.inspections);
+      if (sock.acceptProxy !== null) i.expectHeader(sock.acceptProxy, routes!.inspect);
+      this.pending(i, sock, routes!, logClient);
       if (!i.start()) i.destroy('client_reset');
       return;
     }
@@ -409,11 +460,11 @@ export class ProxyListener {
       t.close(c);
       return;
     }
-    this.startSession(snap, svc, this.serviceOf(sock, svc), t, c, logClient, null, null, null, false);
+    this.startSession(snap, svc, this.serviceOf(sock, svc), t, c, logClient, null, null, null, false, null);
   }
 
   /** Admit it, then relay it. `from`: the inspection that read its first bytes (`initial`), else null. */
-  private startSession<C>(snap: Snapshot, svc: ServiceSnapshot, entry: ServiceEntry, t: Transport<C>, c: C, logClient: string | null, from: Inspection<C> | null, initial: Buffer | null, serverName: string | null, clientEnded: boolean): void {
+  private startSession<C>(snap: Snapshot, svc: ServiceSnapshot, entry: ServiceEntry, t: Transport<C>, c: C, logClient: string | null, from: Inspection<C> | null, initial: Buffer | null, serverName: string | null, clientEnded: boolean, proxied: ProxyEndpoints | null): void {
     const refused = this.admission(snap, svc, entry, c, t, from);
     if (refused) {
       this.deps.observer.rejected(refused, this.verdict.remote || t.remoteAddress(c), svc.name, logClient, from !== null ? from.durationMs : 0);
@@ -427,9 +478,11 @@ export class ProxyListener {
     a.logClient = logClient;
     a.initial = initial;
     a.clientEnded = clientEnded;
+    a.proxied = proxied;
     a.hashKey = svc.keyed ? (svc.wantsServerName ? (serverName ?? '') : a.remote) : undefined;
     const s = svc.plain ? t.session(c, svc, entry.host, a) : secureSession(c, initial, svc, entry.host, a);
     a.initial = null;
+    a.proxied = null;
     this.registry.add(s);
     s.start();
   }
@@ -445,6 +498,23 @@ function secureSession(c: unknown, initial: Buffer | null, svc: ServiceSnapshot,
   if (tls === null) return netSession(c, svc, host, a);
   a.initial = null;
   return tlsSession(c, initial, svc, tls, host, a);
+}
+
+/** What the socket's accept path reads of a new route table, once per snapshot. */
+function learn(sock: SocketEntry, routes: AddressRoutes<ServiceSnapshot> | undefined): void {
+  sock.routes = routes ?? null;
+  const p = routes?.services[0]?.proxy;
+  sock.acceptProxy = p !== undefined && p.acceptProxy !== 'off' ? (p.acceptProxy as AcceptProxy) : null;
+  sock.trusted = p?.acceptProxyFrom ?? [];
+  sock.reads = routes !== undefined && (routes.inspect || sock.acceptProxy !== null);
+}
+
+/** Is this peer one trusted to send a PROXY header? */
+function trusts(trusted: readonly Cidr[], peer: string): boolean {
+  const ip = peer !== '' ? parseIp(peer) : null;
+  if (ip === null) return false;
+  for (const c of trusted) if (cidrContains(c, ip)) return true;
+  return false;
 }
 
 /** listen({ reusePort }): Node 22.12+ and 23.1+ (on Linux), unless LEMONADE_LB_REUSE_PORT=0. */

@@ -63,6 +63,8 @@ export interface Accepted {
   initial: Buffer | null;
   /** the client sent its end of file while the listener read it */
   clientEnded: boolean;
+  /** the client's addresses as a PROXY header in front gave them (accept_proxy), else null: the connection's own */
+  proxied: ProxyEndpoints | null;
 }
 
 export abstract class Relay implements SessionEnd {
@@ -83,6 +85,8 @@ export abstract class Relay implements SessionEnd {
   private readonly hashKey: string | undefined;
   /** bytes the listener read from the client to route it (the ClientHello): sent to the backend first */
   private initial: Buffer | null;
+  /** the client's addresses from a PROXY header read in front, else null */
+  private readonly proxied: ProxyEndpoints | null;
   protected target: SnapshotBackend | null = null;
   /** backends whose connect failed (allocated on the first failure) */
   private failed: BackendLoad[] | null = null;
@@ -121,6 +125,7 @@ export abstract class Relay implements SessionEnd {
     this.hashKey = a.hashKey;
     this.initial = a.initial;
     this.clientEnded = a.clientEnded;
+    this.proxied = a.proxied;
   }
 
   get backendKey(): string | null {
@@ -280,7 +285,12 @@ export abstract class Relay implements SessionEnd {
 
   /** The PROXY protocol header for this connection (a terminating session adds what its handshake learned). */
   protected proxyHeader(mode: 'v1' | 'v2'): Buffer {
-    return encodeProxyHeader(mode, this.endpoints());
+    return encodeProxyHeader(mode, this.clientEndpoints());
+  }
+
+  /** The client's addresses for the PROXY header sent onward: those a header in front gave, else the connection's. */
+  protected clientEndpoints(): ProxyEndpoints {
+    return this.proxied ?? this.endpoints();
   }
 
   /** the client's address (the client limits' slot) */

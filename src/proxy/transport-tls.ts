@@ -202,7 +202,7 @@ export class TlsSession extends Session {
 
   /** The v2 header carries what the handshake learned (v1 has no room for it). */
   protected proxyHeader(mode: 'v1' | 'v2'): Buffer {
-    const e = this.endpoints();
+    const e = this.clientEndpoints();
     const f = this.facts;
     if (mode === 'v1' || f === null) return encodeProxyHeader(mode, e);
     const cert = this.sock!.getPeerX509Certificate();

@@ -94,6 +94,8 @@ describe('defaults', () => {
         tcpKeepaliveMs: 0,
         connectRetries: 2,
         proxyProtocol: 'off',
+        acceptProxy: 'off',
+        acceptProxyFrom: [],
         allow: [],
         deny: [],
         clientRateLimit: null,
@@ -121,7 +123,7 @@ describe('defaults', () => {
           algorithm: 'adaptive',
           hashKey: 'source_ip',
           hashBalanceFactor: 0,
-          proxy: { connectTimeoutMs: 3000, idleTimeoutMs: 3600000, tcpKeepaliveMs: 0, connectRetries: 2, proxyProtocol: 'off', allow: [], deny: [], clientRateLimit: null, clientMaxConnections: 0, inspectTimeoutMs: 5000, protocol: 'tcp', udpIdleTimeoutMs: 30000, udpResponses: 0, udpAffinity: 'flow' },
+          proxy: { connectTimeoutMs: 3000, idleTimeoutMs: 3600000, tcpKeepaliveMs: 0, connectRetries: 2, proxyProtocol: 'off', acceptProxy: 'off', acceptProxyFrom: [], allow: [], deny: [], clientRateLimit: null, clientMaxConnections: 0, inspectTimeoutMs: 5000, protocol: 'tcp', udpIdleTimeoutMs: 30000, udpResponses: 0, udpAffinity: 'flow' },
           health: { intervalMs: 10000, timeoutMs: 3000, kind: 'tcp', port: 0, path: '/health', send: '', expect: '', expectRegex: '', steps: [], healthyThreshold: 2, unhealthyThreshold: 3, slowStartMs: 0, agentPort: 0, agentIntervalMs: 0 },
           // no [tls] table: the service relays bytes as they come
           tls: null,

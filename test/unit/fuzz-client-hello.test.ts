@@ -5,8 +5,8 @@
 // (bit flips, truncations, lengths set huge, bytes inserted and cut); each is read whole and fed
 // in random chunks as a socket delivers them. Each run prints its count and the slowest case
 // (t.diagnostic); FUZZ_SEED replays a seed fast-check printed.
-// There is no parser of inbound PROXY headers in src/ (the balancer only encodes them: the
-// encoder has its property in test/unit/fuzz.test.ts).
+// The inbound PROXY header read before it (accept_proxy) has its own properties in
+// test/unit/proxy-protocol-parse.test.ts; the encoder has its property in test/unit/fuzz.test.ts.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
