@@ -115,10 +115,6 @@ export function validate(raw: Raw, ctx: ValidateContext = {}): ValidateResult {
       ),
     );
   }
-  const udp = services.findIndex((x) => x.proxy.protocol === 'udp');
-  if (udp >= 0 && (config['runtime'] as Config['runtime']).workers !== 1) {
-    report('runtime.workers', `service "${services[udp]!.name}" has protocol = "udp", which runs in one process for now: set workers = 1 (got ${(config['runtime'] as Config['runtime']).workers})`);
-  }
   checkSharedAddresses(services, (i, key) => (services[i]!.name === DEFAULT_SERVICE ? `proxy.${key}` : `services[${backends.length > 0 ? i - 1 : i}].${key}`), report);
   if (issues.length > 0) return { ok: false, issues };
   return { ok: true, config: deepFreeze(config as Config) };

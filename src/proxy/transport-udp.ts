@@ -61,7 +61,9 @@ export class UdpSocket extends EventEmitter implements Listening {
 
   listen(options: ListenOptions | { fd: number }): void {
     const host = 'host' in options ? (options.host ?? '') : '';
-    const s = dgram.createSocket({ type: net.isIPv6(host) ? 'udp6' : 'udp4' });
+    // several workers each bind the address (SO_REUSEPORT): the kernel hashes a client to one socket
+    const reuse = 'reusePort' in options && options.reusePort === true;
+    const s = dgram.createSocket({ type: net.isIPv6(host) ? 'udp6' : 'udp4', ...(reuse ? { reusePort: true } : {}) });
     this.sock = s;
     s.on('error', (err) => this.emit('error', err));
     s.on('listening', () => this.emit('listening'));
