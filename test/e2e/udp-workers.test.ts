@@ -141,3 +141,14 @@ test('workers = 2: a reload that adds a UDP service binds its address as UDP in 
   // udp_responses = 1: each query its own flow
   await waitFor(async () => (await metric(lb, 'lemonade_udp_datagrams_total{service="dns",direction="out"}'))[0] === `lemonade_udp_datagrams_total{service="dns",direction="out"} ${8 * QUERIES}` || null, 5000, 'every answer counted');
 });
+
+test('workers = 2: a second balancer on the same UDP address is refused, as a single process would be', { timeout: 60_000 }, async (t) => {
+  if (!requireTool(t, 'dig (bind9-dnsutils)', DIG !== '')) return;
+  if (!requireTool(t, 'dnsmasq', DNSMASQ !== '')) return;
+  const dns = await startDnsmasq(tempDir('lemonade-udp-workers-'), '127.79.0.4', [`${ANSWER[0]} ${NAME}`]);
+  t.after(() => dns.stop());
+  const first = await startBalancer(t, config([dns]));
+  // with SO_REUSEPORT the workers' binds alone would succeed beside the first balancer's and split its clients
+  await assert.rejects(startBalancer(config([dns]).replace('listen_address = "127.0.0.1:0"', `listen_address = "127.0.0.1:${first.port}"`)), /exited \(1\)[\s\S]*EADDRINUSE/);
+  assert.deepEqual(await digFrom(first.port, await freePort()), Array(QUERIES).fill(ANSWER[0]));
+});
