@@ -97,7 +97,7 @@ export const SCHEMA = {
     inspect_timeout: { prop: 'inspectTimeoutMs', kind: 'duration', def: 5000, overridable: true, doc: 'on an address that reads the TLS ClientHello (see [SNI routing](behaviour.md#sni-routing-tls-passthrough)): a client that has not sent a whole one in this time (or within 16 KiB) is routed as having no server name. Services sharing an address must agree on it' },
     protocol: { prop: 'protocol', kind: 'enum', def: 'tcp', values: ['tcp', 'udp'], overridable: true, doc: '`"tcp"` or `"udp"`: a UDP service relays datagrams, one flow per client address and port (see [UDP services](behaviour.md#udp-services)); it has its listen address to itself' },
     udp_idle_timeout: { prop: 'udpIdleTimeoutMs', kind: 'duration', def: 30000, overridable: true, doc: 'UDP only: a flow with no datagram either way for this long ends (`udp_idle`)' },
-    udp_responses: { prop: 'udpResponses', kind: 'int', def: 0, min: 0, max: 1_000_000, overridable: true, doc: 'UDP only: a flow ends after this many datagrams back to the client (`udp_responses`); 0 = no bound (DNS: 1)' },
+    udp_responses: { prop: 'udpResponses', kind: 'int', def: 0, min: 0, max: 1_000_000, overridable: true, doc: 'UDP only: a flow ends once it has had this many datagrams back for each datagram in (`udp_responses`, as nginx\'s `proxy_responses`); 0 = no bound (DNS: 1)' },
     udp_affinity: { prop: 'udpAffinity', kind: 'enum', def: 'flow', values: ['flow'], overridable: true, doc: 'UDP only: what keeps datagrams on one backend: `"flow"` (the client\'s address and port). Routing QUIC by connection ID (`"quic"`) comes next' },
   },
   strategy: {

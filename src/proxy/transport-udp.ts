@@ -302,7 +302,9 @@ export class UdpFlow extends Relay implements UdpFacts {
     this.datagramsOut++;
     this.figures.out++;
     this.active = true;
-    if (this.responses > 0 && this.datagramsOut >= this.responses) this.cut('udp_responses');
+    // udp_responses per datagram in (nginx's proxy_responses): a client that sent its next query
+    // before this answer came keeps its flow until that one's answer too
+    if (this.responses > 0 && this.datagramsOut >= this.responses * this.datagramsIn) this.cut('udp_responses');
     else if (this.stopping && this.datagramsOut >= this.datagramsIn) this.cut('shutdown');
   }
 
