@@ -3,14 +3,15 @@
 // next query before the last one's answer keeps its flow under udp_responses = 1 and gets every
 // answer. One backend killed mid-run: the queries lost are bounded (its flows end on the ICMP
 // error, passive health and the UDP health check take it out), and once the check has marked it
-// down every query is answered.
+// down every query is answered. And the bench's U1 row (scripts/bench.ts --quick --workloads U1),
+// so that it cannot rot.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { adminJson, requireTool, startBalancer, tempDir, waitFor } from '../helpers';
+import { adminJson, requireTool, runScriptBounded, startBalancer, tempDir, waitFor } from '../helpers';
 import { DNSMASQ, startDnsmasq, type Dnsmasq } from '../dnsmasq';
 
 const DNSPERF = spawnSync('sh', ['-c', 'command -v dnsperf'], { encoding: 'utf8' }).stdout.trim();
@@ -110,3 +111,24 @@ for (const responses of [1, 0]) {
     assert.equal(rows.find((b) => b.name === 'dns2')?.state, 'healthy');
   });
 }
+
+test('bench --quick --workloads U1: DNS queries through lemonade and nginx stream, next to direct, none lost', { timeout: 130_000 }, async (t) => {
+  if (!requireTool(t, 'dnsperf', DNSPERF !== '')) return;
+  if (!requireTool(t, 'dnsmasq', DNSMASQ !== '')) return;
+  if (!requireTool(t, 'taskset (util-linux)', spawnSync('sh', ['-c', 'command -v taskset'], { stdio: 'ignore' }).status === 0)) return;
+  const stream = ['/usr/lib/nginx/modules', '/usr/share/nginx/modules'].some((d) => spawnSync('test', ['-f', join(d, 'ngx_stream_module.so')]).status === 0);
+  const { code, out, err } = await runScriptBounded('bench.ts', ['--quick', '--workloads', 'U1', '--only', 'direct,nginx-stream,lemonade', '--json'], 120_000);
+  const ctx = `exit ${code}\nstdout:\n${out}\nstderr:\n${err}`;
+  assert.equal(code, 0, ctx);
+  const want = ['direct', 'lemonade', ...(stream ? ['nginx-stream'] : [])];
+  const j = JSON.parse(out.trim().split('\n').filter((l) => l.startsWith('{')).pop() ?? '{}') as { failed: string | null; rows: { workload: string; contender: string; throughput: number; cost: number | null; samples: { errors: number }[] }[] };
+  assert.equal(j.failed, null, ctx);
+  for (const c of want) {
+    assert.ok(out.split('\n').some((l) => l.startsWith(`| U1 | ${c} |`)), `no U1 row for ${c}\n${ctx}`);
+    const r = j.rows.find((x) => x.workload === 'U1' && x.contender === c);
+    assert.ok(r && r.throughput > 0, `U1 ${c}: no queries per second\n${ctx}`);
+    if (c !== 'direct') assert.ok(r.cost !== null && r.cost > 0, `U1 ${c}: no CPU per query\n${ctx}`);
+    assert.equal(r.samples.reduce((a, x) => a + x.errors, 0), 0, `U1 ${c}: queries lost\n${ctx}`);
+  }
+  if (stream) assert.match(out, /^U1: lemonade \/ nginx-stream [\d.]+ \(per round [\d.]+-[\d.]+; [\d.]+ vs [\d.]+ µs\/q, medians\) \(wanted ≤ 1\.5\): (met|NOT met)$/m);
+});
