@@ -72,8 +72,8 @@
 //        lemonade as this executable, e.g. the single executable dist/lemonade), --lemonade-env
 //        NAME=VALUE (e.g. LEMONADE_LB_REUSE_PORT=0; repeatable), --lemonade-node-args "…" (e.g.
 //        "--cpu-prof --cpu-prof-dir=/tmp/prof"), --tls-clients N (T1/T2: s_time processes at
-//        once, 4), --dns-clients N (U1: dnsperf's client sockets, 8), --json (one JSON line with
-//        every figure last).
+//        once, 4), --dns-clients N (U1: dnsperf's client sockets, 8), --dns-qps N (U1: dnsperf's
+//        rate, -Q; default as fast as answers come), --json (one JSON line with every figure last).
 // Exit code: 0 when every target is met (always 0 with --quick unless the run broke), 1 when a
 // target was missed, 2 when the run itself failed. The run is bounded (--budget S, default 540):
 // rounds that would not fit are left out. Every process started is stopped by its PID.
@@ -164,6 +164,8 @@ interface Args {
   tlsClients: number;
   /** U1: dnsperf's client sockets */
   dnsClients: number;
+  /** U1: dnsperf's queries per second at most (0: as fast as the answers come) */
+  dnsQps: number;
 }
 
 function parseArgs(argv: readonly string[]): Args {
@@ -186,6 +188,7 @@ function parseArgs(argv: readonly string[]): Args {
     loadCpu: 0,
     tlsClients: 4,
     dnsClients: 8,
+    dnsQps: 0,
   };
   let roundsSet = false;
   let durationSet = false;
@@ -213,6 +216,7 @@ function parseArgs(argv: readonly string[]): Args {
     else if (k === '--load-cpu') a.loadCpu = int(0, 1023);
     else if (k === '--tls-clients') a.tlsClients = int(1, 64);
     else if (k === '--dns-clients') a.dnsClients = int(1, 256);
+    else if (k === '--dns-qps') a.dnsQps = int(0, 10_000_000);
     else if (k === '--baseline-bundle') a.baselineBundle = resolve(val());
     else if (k === '--lemonade-exe') a.lemonadeExe = resolve(val());
     else if (k === '--lemonade-env') {
@@ -853,7 +857,7 @@ async function runTlsBulk(args: Args, tools: Record<Tool, string | null>, c: Run
 
 /** dnsperf's figures for `seconds` against 127.0.0.1:port (U1's query, --dns-clients sockets, 100 outstanding, 2 s timeout). */
 async function dnsperf(args: Args, tools: Record<Tool, string | null>, port: number, seconds: number): Promise<{ completed: number; lost: number; qps: number }> {
-  const a = ['-s', '127.0.0.1', '-p', String(port), '-d', u1Queries, '-l', String(seconds), '-c', String(args.dnsClients), '-q', '100', '-t', '2'];
+  const a = ['-s', '127.0.0.1', '-p', String(port), '-d', u1Queries, '-l', String(seconds), '-c', String(args.dnsClients), '-q', '100', '-t', '2', ...(args.dnsQps > 0 ? ['-Q', String(args.dnsQps)] : [])];
   const r = await runPinned(args.loadCpu, tools.dnsperf!, a, (seconds + 20) * 1000);
   const num = (re: RegExp): number => Number(re.exec(r.out)?.[1] ?? NaN);
   const completed = num(/Queries completed:\s+(\d+)/);
