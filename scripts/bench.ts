@@ -46,8 +46,9 @@
 //      ms per GB
 // UDP workload (named with --workloads; not in the default run):
 //   U1 DNS over UDP: `dnsperf` (--dns-clients sockets, 100 queries outstanding) to a dnsmasq on the
-//      load CPU, a query per flow (udp_responses = 1, nginx's proxy_responses 1); queries/s,
-//      proxy CPU µs per query, judged against nginx-stream in the same round (≤ 1.5)
+//      load CPU; a flow ends once its queries are answered (udp_responses = 1, nginx's
+//      proxy_responses 1); queries/s, proxy CPU µs per query, judged against nginx-stream in the
+//      same round (≤ 1.5)
 // Each measurement gets a fresh proxy process (W1-W3 and T1-T3 after a 1 s warm-up), the contenders'
 // order rotates every round, and rounds interleave the contenders so that the noise of a
 // shared machine hits them alike. Costs are reported as medians, min-max and as ratios to
@@ -965,7 +966,7 @@ const UNITS: Record<Workload, { thr: string; cost: string; thrDigits: number; co
   T1: { thr: 'hs/s', cost: 'µs/hs', thrDigits: 0, costDigits: 1, what: 'a full TLS 1.3 handshake per connection, ECDSA P-256, openssl s_time -new -www' },
   T2: { thr: 'hs/s', cost: 'µs/hs', thrDigits: 0, costDigits: 1, what: 'the same with RSA 2048' },
   T3: { thr: 'Gbit/s', cost: 'ms/GB', thrDigits: 2, costDigits: 0, what: 'bulk over TLS 1.3, iperf3 one stream through a socat TLS client' },
-  U1: { thr: 'q/s', cost: 'µs/q', thrDigits: 0, costDigits: 1, what: 'DNS over UDP to dnsmasq, dnsperf -q100, a flow per query (udp_responses = 1, proxy_responses 1)' },
+  U1: { thr: 'q/s', cost: 'µs/q', thrDigits: 0, costDigits: 1, what: 'DNS over UDP to dnsmasq, dnsperf -q100, a flow ends once its queries are answered (udp_responses = 1, proxy_responses 1)' },
 };
 
 interface Row {
