@@ -25,8 +25,9 @@
 // lemonade-alog and lemonade-alog1 (the access log on, JSON to a file in the run's directory,
 // every connection or sample = 0.01): W2 only, next to lemonade with the log off.
 // nginx-stream (nginx's `stream` module, one process, `ssl` on its listener) takes part in the
-// TLS workloads only, beside haproxy (`bind … ssl crt`) and lemonade (a `[tls]` table); the
-// others have no TLS and stay out of them.
+// TLS workloads, beside haproxy (`bind … ssl crt`) and lemonade (a `[tls]` table), and in U1
+// (`listen … udp`, `proxy_responses 1`) beside lemonade (`protocol = "udp"`, `udp_responses =
+// 1`) and direct; the others have no TLS or UDP and stay out of them.
 // Workloads:
 //   W1 keep-alive HTTP through the proxy: `wrk -c64`; req/s, p50/p99, proxy CPU µs per request
 //   W2 one new connection per request (`Connection: close`): conn/s, proxy CPU µs per connection
@@ -43,6 +44,11 @@
 //   T2 the same with an RSA 2048 certificate
 //   T3 bulk over TLS: `iperf3` through a `socat` TLS client (ECDSA P-256); Gbit/s, proxy CPU
 //      ms per GB
+// UDP workload (named with --workloads; not in the default run):
+//   U1 DNS over UDP: `dnsperf` (--dns-clients sockets, 100 queries outstanding) to a dnsmasq on the
+//      load CPU; a flow ends once its queries are answered (udp_responses = 1, nginx's
+//      proxy_responses 1); queries/s, proxy CPU µs per query, judged against nginx-stream in the
+//      same round (≤ 1.5)
 // Each measurement gets a fresh proxy process (W1-W3 and T1-T3 after a 1 s warm-up), the contenders'
 // order rotates every round, and rounds interleave the contenders so that the noise of a
 // shared machine hits them alike. Costs are reported as medians, min-max and as ratios to
@@ -57,7 +63,7 @@
 // without iperf3 no W3, without haproxy no ratios, without nginx a small Node HTTP backend
 // stands in, without dnsmasq, which .ci/run installs, no lemonade-dns row; without openssl no
 // T1-T3, without socat no T3, without nginx's stream module, libnginx-mod-stream, no
-// nginx-stream row). --quick is a short smoke run (1 round, 1 s per measurement, 1,000 idle
+// nginx-stream row, without dnsperf or dnsmasq no U1). --quick is a short smoke run (1 round, 1 s per measurement, 1,000 idle
 // connections, never installs anything) used by test/e2e/bench-smoke.test.ts.
 //
 // Flags: --quick, --rounds N (3), --duration S (3), --idle N (10000), --no-install,
@@ -67,13 +73,15 @@
 //        lemonade as this executable, e.g. the single executable dist/lemonade), --lemonade-env
 //        NAME=VALUE (e.g. LEMONADE_LB_REUSE_PORT=0; repeatable), --lemonade-node-args "…" (e.g.
 //        "--cpu-prof --cpu-prof-dir=/tmp/prof"), --tls-clients N (T1/T2: s_time processes at
-//        once, 4), --json (one JSON line with every figure last).
+//        once, 4), --dns-clients N (U1: dnsperf's client sockets, 8), --dns-qps N (U1: dnsperf's
+//        rate, -Q; default as fast as answers come), --json (one JSON line with every figure last).
 // Exit code: 0 when every target is met (always 0 with --quick unless the run broke), 1 when a
 // target was missed, 2 when the run itself failed. The run is bounded (--budget S, default 540):
 // rounds that would not fit are left out. Every process started is stopped by its PID.
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { promises as dnsPromises } from 'node:dns';
 import net from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -100,7 +108,7 @@ const VARIANTS = {
 } as const satisfies Partial<Record<ContenderName, string>>;
 type Variant = keyof typeof VARIANTS;
 const isVariant = (c: ContenderName): c is Variant => c in VARIANTS;
-const WORKLOADS = ['W1', 'W2', 'W3', 'W4', 'W5', 'T1', 'T2', 'T3'] as const;
+const WORKLOADS = ['W1', 'W2', 'W3', 'W4', 'W5', 'T1', 'T2', 'T3', 'U1'] as const;
 type Workload = (typeof WORKLOADS)[number];
 /** the run without --workloads: the plain relay's */
 const DEFAULT_WORKLOADS: readonly Workload[] = ['W1', 'W2', 'W3', 'W4', 'W5'];
@@ -108,11 +116,18 @@ const TLS_WORKLOADS: readonly Workload[] = ['T1', 'T2', 'T3'];
 const isTls = (w: Workload): boolean => TLS_WORKLOADS.includes(w);
 /** the contenders that terminate TLS (the others have no TLS and stay out of T1-T3) */
 const TLS_CONTENDERS: readonly ContenderName[] = ['haproxy', 'nginx-stream', 'lemonade', 'lemonade-base'];
+/** the contenders that relay UDP (U1) */
+const UDP_CONTENDERS: readonly ContenderName[] = ['direct', 'nginx-stream', 'lemonade', 'lemonade-workers', 'lemonade-base'];
+const isUdp = (w: Workload): w is 'U1' => w === 'U1';
+/** U1: lemonade's CPU per query over nginx-stream's, same round, at most */
+const UDP_TARGET = 1.5;
+/** U1's query name, answered by the run's dnsmasq from its hosts file */
+const U1_NAME = 'u1.ldns.test';
 /** the certificate each TLS workload's proxies present */
 const TLS_KEY_OF = { T1: 'ec', T2: 'rsa', T3: 'ec' } as const;
 
 /** Targets: lemonade's cost over HAProxy's, same run. */
-const TARGETS: Record<Exclude<Workload, 'W5'>, number> = { W1: 1.2, W2: 1.5, W3: 1.5, W4: 3, T1: 1.2, T2: 1.2, T3: 1.2 };
+const TARGETS: Record<Exclude<Workload, 'W5' | 'U1'>, number> = { W1: 1.2, W2: 1.5, W3: 1.5, W4: 3, T1: 1.2, T2: 1.2, T3: 1.2 };
 /** W5: conn/s with every CPU's worker over conn/s with one, at least. */
 const SCALING_TARGET = 1.6;
 const CPUS = Math.max(1, availableParallelism());
@@ -148,6 +163,10 @@ interface Args {
   loadCpu: number;
   /** T1/T2: openssl s_time processes at once */
   tlsClients: number;
+  /** U1: dnsperf's client sockets */
+  dnsClients: number;
+  /** U1: dnsperf's queries per second at most (0: as fast as the answers come) */
+  dnsQps: number;
 }
 
 function parseArgs(argv: readonly string[]): Args {
@@ -169,6 +188,8 @@ function parseArgs(argv: readonly string[]): Args {
     proxyCpu: 1,
     loadCpu: 0,
     tlsClients: 4,
+    dnsClients: 8,
+    dnsQps: 0,
   };
   let roundsSet = false;
   let durationSet = false;
@@ -195,6 +216,8 @@ function parseArgs(argv: readonly string[]): Args {
     else if (k === '--proxy-cpu') a.proxyCpu = int(0, 1023);
     else if (k === '--load-cpu') a.loadCpu = int(0, 1023);
     else if (k === '--tls-clients') a.tlsClients = int(1, 64);
+    else if (k === '--dns-clients') a.dnsClients = int(1, 256);
+    else if (k === '--dns-qps') a.dnsQps = int(0, 10_000_000);
     else if (k === '--baseline-bundle') a.baselineBundle = resolve(val());
     else if (k === '--lemonade-exe') a.lemonadeExe = resolve(val());
     else if (k === '--lemonade-env') {
@@ -398,12 +421,14 @@ function socketsOn(port: number, st: string): number {
 // -------------------------------------------------------------------------------------------
 // Tools
 
-const TOOLS = ['haproxy', 'nginx', 'wrk', 'iperf3', 'openssl', 'socat', 'ngx_stream_module'] as const;
+const TOOLS = ['haproxy', 'nginx', 'wrk', 'iperf3', 'openssl', 'socat', 'ngx_stream_module', 'dnsperf'] as const;
 type Tool = (typeof TOOLS)[number];
 /** what the TLS workloads need beyond the others: openssl (certificates, s_time), socat (T3), nginx's stream module */
 const TLS_TOOLS: readonly Tool[] = ['openssl', 'socat', 'ngx_stream_module'];
+/** what U1 needs beyond the others: the DNS load generator, nginx's stream module (dnsmasq: test/dnsmasq.ts, from .ci/run) */
+const UDP_TOOLS: readonly Tool[] = ['dnsperf', 'ngx_stream_module'];
 /** the Debian package of each tool */
-const PACKAGE: Record<Tool, string> = { haproxy: 'haproxy', nginx: 'nginx', wrk: 'wrk', iperf3: 'iperf3', openssl: 'openssl', socat: 'socat', ngx_stream_module: 'libnginx-mod-stream' };
+const PACKAGE: Record<Tool, string> = { haproxy: 'haproxy', nginx: 'nginx', wrk: 'wrk', iperf3: 'iperf3', openssl: 'openssl', socat: 'socat', ngx_stream_module: 'libnginx-mod-stream', dnsperf: 'dnsperf' };
 
 function which(tool: string): string | null {
   for (const dir of (process.env['PATH'] ?? '').split(':').concat(['/usr/sbin', '/usr/bin', '/sbin'])) {
@@ -418,9 +443,9 @@ function streamModule(): string | null {
   return null;
 }
 
-/** The tools found; the TLS workloads' own only when `tls` (a run without them installs none of them). */
-function findTools(install: boolean, tls: boolean, log: (s: string) => void): Record<Tool, string | null> {
-  const wanted = TOOLS.filter((t) => tls || !TLS_TOOLS.includes(t));
+/** The tools found; the TLS workloads' and U1's own only when `tls`, `udp` (a run without them installs none of them). */
+function findTools(install: boolean, tls: boolean, udp: boolean, log: (s: string) => void): Record<Tool, string | null> {
+  const wanted = TOOLS.filter((t) => (tls && TLS_TOOLS.includes(t)) || (udp && UDP_TOOLS.includes(t)) || (!TLS_TOOLS.includes(t) && !UDP_TOOLS.includes(t)));
   const find = (): Record<Tool, string | null> => Object.fromEntries(TOOLS.map((t) => [t, !wanted.includes(t) ? null : t === 'ngx_stream_module' ? streamModule() : which(t)])) as Record<Tool, string | null>;
   let found = find();
   const missing = wanted.filter((t) => !found[t]).map((t) => PACKAGE[t]);
@@ -494,6 +519,42 @@ async function startBackends(tools: Record<Tool, string | null>, cpu: number, di
 }
 
 const backendProcs: Proc[] = [];
+
+/** U1's queries (dnsperf's data file: one query, U1_NAME A) */
+let u1Queries = '';
+
+/** U1's backend: a dnsmasq on the load CPU answering U1_NAME from a hosts file (no upstream, nothing else); its port. */
+async function startDnsBackend(cpu: number, dir: string): Promise<number> {
+  const port = await freePort();
+  const hosts = join(dir, 'u1-hosts');
+  writeFileSync(hosts, `127.0.0.1 ${U1_NAME}\n`);
+  u1Queries = join(dir, 'u1-queries.txt');
+  writeFileSync(u1Queries, `${U1_NAME} A\n`);
+  const p = startPinned(cpu, DNSMASQ, [
+    '--keep-in-foreground', '--conf-file=/dev/null', '--no-resolv', '--no-hosts', `--addn-hosts=${hosts}`,
+    '--listen-address=127.0.0.1', '--bind-interfaces', `--port=${port}`, '--local=/ldns.test/', '--pid-file=', '--user=root', '--log-facility=-',
+  ]);
+  backendProcs.push(p);
+  await waitAnswering(port, p, 'dnsmasq');
+  return port;
+}
+
+/** Wait until 127.0.0.1:port answers U1_NAME over UDP. */
+async function waitAnswering(port: number, proc: Proc | null, what: string, timeoutMs = 10_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  const r = new dnsPromises.Resolver({ timeout: 200, tries: 1 });
+  r.setServers([`127.0.0.1:${port}`]);
+  for (;;) {
+    const ok = await r.resolve4(U1_NAME).then(
+      (a) => a.length > 0,
+      () => false,
+    );
+    if (ok) return;
+    if (proc && (proc.child.exitCode !== null || proc.child.signalCode !== null)) throw new Error(`${what} exited: ${proc.stderr()}`);
+    if (Date.now() > end) throw new Error(`${what} does not answer DNS on ${port} after ${timeoutMs} ms${proc ? `: ${proc.stderr()}` : ''}`);
+    await sleep(50);
+  }
+}
 /** lemonade-dns's DNS server: the backend's name resolves to 127.0.0.1, TTL 1 s (lookups every second, as min_ttl) */
 let benchDns: Dnsmasq | null = null;
 const DNS_NAME = 'bench.ldns.test';
@@ -528,7 +589,7 @@ function makeCerts(openssl: string, dir: string): Record<'ec' | 'rsa', TlsCert> 
   return { ec: make('ec'), rsa: make('rsa') };
 }
 
-async function startContender(name: ContenderName, backendPort: number, args: Args, tools: Record<Tool, string | null>, dir: string, cpu: number | string = args.proxyCpu, tls: TlsCert | null = null): Promise<Running> {
+async function startContender(name: ContenderName, backendPort: number, args: Args, tools: Record<Tool, string | null>, dir: string, cpu: number | string = args.proxyCpu, tls: TlsCert | null = null, udp = false): Promise<Running> {
   if (name === 'direct') return { port: backendPort, proc: null };
   const port = await freePort();
   let proc: Proc;
@@ -547,9 +608,11 @@ async function startContender(name: ContenderName, backendPort: number, args: Ar
         'events { worker_connections 4096; }',
         'stream {',
         '  server {',
-        `    listen 127.0.0.1:${port}${tls ? ' ssl' : ''} backlog=4096;`,
+        `    listen 127.0.0.1:${port}${udp ? ' udp' : ' backlog=4096'}${tls ? ' ssl' : ''};`,
         ...(tls ? [`    ssl_certificate ${tls.cert};`, `    ssl_certificate_key ${tls.key};`, '    ssl_protocols TLSv1.3;'] : []),
         `    proxy_pass 127.0.0.1:${backendPort};`,
+        // U1: a session ends with its answer (lemonade's udp_responses = 1)
+        ...(udp ? ['    proxy_responses 1;'] : []),
         '  }',
         '}',
         '',
@@ -607,6 +670,7 @@ async function startContender(name: ContenderName, backendPort: number, args: Ar
         '[proxy]',
         `listen_address = "127.0.0.1:${port}"`,
         'max_connections = 100000',
+        ...(udp ? ['protocol = "udp"', 'udp_responses = 1'] : []),
         '[strategy]',
         `algorithm = "${name === 'lemonade-chash' ? 'consistent_hash' : 'round_robin'}"`,
         '[health]',
@@ -636,12 +700,14 @@ async function startContender(name: ContenderName, backendPort: number, args: Ar
       args.lemonadeExe !== null && name !== 'lemonade-base'
         ? startPinned(cpu, args.lemonadeExe, ['lb', '--config', conf], env)
         : startPinned(cpu, process.execPath, [...args.lemonadeNodeArgs, bundle, 'lb', '--config', conf], env);
-    await waitListening(port, proc, name);
+    if (udp) await waitAnswering(port, proc, name);
+    else await waitListening(port, proc, name);
     // every service is up (and so the file was read as 20 services) before anything is measured
     for (const p of extraPorts) await waitListening(p, proc, `${name} service on ${p}`);
     return { port, proc };
   }
-  await waitListening(port, proc, name);
+  if (udp) await waitAnswering(port, proc, name);
+  else await waitListening(port, proc, name);
   return { port, proc };
 }
 
@@ -790,6 +856,27 @@ async function runTlsBulk(args: Args, tools: Record<Tool, string | null>, c: Run
   }
 }
 
+/** dnsperf's figures for `seconds` against 127.0.0.1:port (U1's query, --dns-clients sockets, 100 outstanding, 2 s timeout). */
+async function dnsperf(args: Args, tools: Record<Tool, string | null>, port: number, seconds: number): Promise<{ completed: number; lost: number; qps: number }> {
+  const a = ['-s', '127.0.0.1', '-p', String(port), '-d', u1Queries, '-l', String(seconds), '-c', String(args.dnsClients), '-q', '100', '-t', '2', ...(args.dnsQps > 0 ? ['-Q', String(args.dnsQps)] : [])];
+  const r = await runPinned(args.loadCpu, tools.dnsperf!, a, (seconds + 20) * 1000);
+  const num = (re: RegExp): number => Number(re.exec(r.out)?.[1] ?? NaN);
+  const completed = num(/Queries completed:\s+(\d+)/);
+  const lost = num(/Queries lost:\s+(\d+)/);
+  const qps = num(/Queries per second:\s+([\d.]+)/);
+  if (r.code !== 0 || !Number.isFinite(completed) || completed === 0) throw new Error(`dnsperf exited ${r.code} with no answer: ${r.err.slice(0, 500)}${r.out.slice(-1000)}`);
+  return { completed, lost, qps };
+}
+
+/** U1: DNS queries through the proxy; proxy CPU µs per query answered, a lost query an error. */
+async function runDns(args: Args, tools: Record<Tool, string | null>, c: Running): Promise<Sample> {
+  if (!args.quick) await dnsperf(args, tools, c.port, 1); // warm-up
+  const before = c.proc ? cpuTicks(c.proc.pid) : 0;
+  const r = await dnsperf(args, tools, c.port, args.durationS);
+  const cost = c.proc ? ((cpuTicks(c.proc.pid) - before) * TICK_US) / r.completed : NaN;
+  return { throughput: r.qps, cost, errors: r.lost };
+}
+
 /** Open n connections through the proxy and hold them idle (no byte either way). */
 async function runIdle(c: Running, backendPort: number, n: number): Promise<Sample> {
   const pid = c.proc!.pid;
@@ -879,6 +966,7 @@ const UNITS: Record<Workload, { thr: string; cost: string; thrDigits: number; co
   T1: { thr: 'hs/s', cost: 'µs/hs', thrDigits: 0, costDigits: 1, what: 'a full TLS 1.3 handshake per connection, ECDSA P-256, openssl s_time -new -www' },
   T2: { thr: 'hs/s', cost: 'µs/hs', thrDigits: 0, costDigits: 1, what: 'the same with RSA 2048' },
   T3: { thr: 'Gbit/s', cost: 'ms/GB', thrDigits: 2, costDigits: 0, what: 'bulk over TLS 1.3, iperf3 one stream through a socat TLS client' },
+  U1: { thr: 'q/s', cost: 'µs/q', thrDigits: 0, costDigits: 1, what: 'DNS over UDP to dnsmasq, dnsperf -q100, a flow ends once its queries are answered (udp_responses = 1, proxy_responses 1)' },
 };
 
 interface Row {
@@ -900,7 +988,7 @@ async function main(): Promise<number> {
   // this script (the idle-connection client) runs on the load CPU too
   spawnSync('taskset', ['-apc', String(args.loadCpu), String(process.pid)], { stdio: 'ignore' });
 
-  const tools = findTools(args.install, args.workloads.some(isTls), log);
+  const tools = findTools(args.install, args.workloads.some(isTls), args.workloads.some(isUdp), log);
   const notes: string[] = [];
   let workloads = args.workloads;
   if (!tools.openssl && workloads.some(isTls)) {
@@ -915,6 +1003,10 @@ async function main(): Promise<number> {
     notes.push('wrk is missing: W1, W2 and W5 left out');
     workloads = workloads.filter((w) => w !== 'W1' && w !== 'W2' && w !== 'W5');
   }
+  if ((!tools.dnsperf || DNSMASQ === '') && workloads.includes('U1')) {
+    notes.push(`${!tools.dnsperf ? 'dnsperf' : 'dnsmasq'} is missing: U1 left out`);
+    workloads = workloads.filter((w) => w !== 'U1');
+  }
   if (!tools.iperf3 && workloads.includes('W3')) {
     notes.push('iperf3 is missing: W3 left out');
     workloads = workloads.filter((w) => w !== 'W3');
@@ -925,9 +1017,10 @@ async function main(): Promise<number> {
     contenders = contenders.filter((c) => c !== 'haproxy');
   }
   if (!tools.nginx) notes.push('nginx is missing: a Node HTTP backend (scripts/bench/http-backend.mjs) stands in');
-  // nginx-stream takes part in the TLS workloads only
-  if (contenders.includes('nginx-stream') && workloads.some(isTls) && (!tools.nginx || !tools.ngx_stream_module)) notes.push("nginx's stream module (libnginx-mod-stream) is missing: no nginx-stream row");
-  if (contenders.includes('nginx-stream') && (!workloads.some(isTls) || !tools.nginx || !tools.ngx_stream_module)) contenders = contenders.filter((c) => c !== 'nginx-stream');
+  // nginx-stream takes part in the TLS workloads and U1 only
+  const streamed = workloads.some((w) => isTls(w) || isUdp(w));
+  if (contenders.includes('nginx-stream') && streamed && (!tools.nginx || !tools.ngx_stream_module)) notes.push("nginx's stream module (libnginx-mod-stream) is missing: no nginx-stream row");
+  if (contenders.includes('nginx-stream') && (!streamed || !tools.nginx || !tools.ngx_stream_module)) contenders = contenders.filter((c) => c !== 'nginx-stream');
   if (DNSMASQ === '' && contenders.includes('lemonade-dns')) {
     notes.push('dnsmasq is missing: no lemonade-dns row');
     contenders = contenders.filter((c) => c !== 'lemonade-dns');
@@ -967,6 +1060,7 @@ async function main(): Promise<number> {
     const certs = workloads.some(isTls) ? makeCerts(tools.openssl!, dir) : null;
     const be = await startBackends(tools, args.loadCpu, dir, idle);
     if (contenders.includes('lemonade-dns')) benchDns = await startDnsmasq(dir, '127.0.0.1', [`127.0.0.1 ${DNS_NAME}`]);
+    const dnsPort = workloads.includes('U1') ? await startDnsBackend(args.loadCpu, dir) : 0;
     let roundMs = 0;
     for (let round = 0; round < args.rounds; round++) {
       const elapsed = Date.now() - t0;
@@ -983,15 +1077,15 @@ async function main(): Promise<number> {
         for (const c of order) {
           if (w === 'W4' && c === 'direct') continue;
           // TLS: the contenders that terminate it, and only those
-          if (isTls(w) ? !TLS_CONTENDERS.includes(c) : c === 'nginx-stream') continue;
+          if (isTls(w) ? !TLS_CONTENDERS.includes(c) : isUdp(w) ? !UDP_CONTENDERS.includes(c) : c === 'nginx-stream') continue;
           // W5 compares lemonade with itself: one worker, one per CPU
           if (w === 'W5' && c !== 'lemonade' && c !== 'lemonade-workers') continue;
           // the variants: W2 (a new connection, routed at accept), W1 when asked (header)
           if (isVariant(c) && w !== 'W2' && !(w === 'W1' && args.onlyGiven)) continue;
-          const backendPort = w === 'W3' || w === 'T3' ? be.iperfPort! : be.httpPort;
+          const backendPort = w === 'W3' || w === 'T3' ? be.iperfPort! : w === 'U1' ? dnsPort : be.httpPort;
           const spread: Spread | undefined = w === 'W5' ? { cpu: ALL_CPUS, threads: CPUS, conns: 64 } : undefined;
           const tls = isTls(w) ? certs![TLS_KEY_OF[w as keyof typeof TLS_KEY_OF]] : null;
-          const run = await startContender(c, backendPort, args, tools, dir, spread?.cpu, tls);
+          const run = await startContender(c, backendPort, args, tools, dir, spread?.cpu, tls, isUdp(w));
           try {
             if (tls && !negotiation.has(`${w}/${c}`)) {
               const n = await negotiated(args, tools, run.port);
@@ -1004,6 +1098,7 @@ async function main(): Promise<number> {
               : w === 'W3' ? await runBulk(args, tools, run)
               : w === 'T1' || w === 'T2' ? await runHandshakes(args, tools, run)
               : w === 'T3' ? await runTlsBulk(args, tools, run)
+              : w === 'U1' ? await runDns(args, tools, run)
               : await runIdle(run, backendPort, idle);
             got.set(c, s);
             rowOf(w, c).samples.push(s);
@@ -1013,7 +1108,11 @@ async function main(): Promise<number> {
           }
         }
         const h = got.get('haproxy');
-        if (w === 'W5') {
+        const ngx = got.get('nginx-stream');
+        if (isUdp(w)) {
+          // U1: over nginx's stream module in the same round (HAProxy has no UDP)
+          if (ngx && Number.isFinite(ngx.cost) && ngx.cost > 0) for (const [c, s] of got) rowOf(w, c).ratios.push(s.cost / ngx.cost);
+        } else if (w === 'W5') {
           // the scaling: conn/s with every CPU's worker over conn/s with one, same round
           const one = got.get('lemonade');
           const all = got.get('lemonade-workers');
@@ -1042,10 +1141,11 @@ async function main(): Promise<number> {
   out.push('');
   out.push(`# lemonade-workers runs ${CPUS} data-plane workers (one per CPU)`);
   out.push('');
-  out.push('| workload | contender | throughput (median) | min-max | p50 ms | p99 ms | proxy cost (median) | min-max | cost / haproxy (median; W5: conn/s over 1 worker\'s) | min-max | errors |');
+  out.push('| workload | contender | throughput (median) | min-max | p50 ms | p99 ms | proxy cost (median) | min-max | cost / haproxy (median; W5: conn/s over 1 worker\'s; U1: cost / nginx-stream) | min-max | errors |');
   out.push('|---|---|---|---|---|---|---|---|---|---|---|');
   const targets: { workload: Workload; ratio: number; target: number; vsPipe: number; vsRaw: number; met: boolean }[] = [];
   let scaling: { ratio: number; met: boolean; measurable: boolean } | null = null;
+  let udp: { ratio: number; ratios: number[]; lemonade: number; nginx: number; met: boolean } | null = null;
   for (const w of workloads) {
     const u = UNITS[w];
     for (const c of contenders) {
@@ -1057,6 +1157,15 @@ async function main(): Promise<number> {
       out.push(
         `| ${w} | ${c} | ${fmt(median(thr), u.thrDigits)} ${u.thr} | ${fmtRange(thr, u.thrDigits)} | ${hasLat ? fmt(median(r.samples.map((s) => s.p50Ms!)), 2) : '-'} | ${hasLat ? fmt(median(r.samples.map((s) => s.p99Ms!)), 2) : '-'} | ${Number.isFinite(median(cost)) ? `${fmt(median(cost), u.costDigits)} ${u.cost}` : '-'} | ${fmtRange(cost, u.costDigits)} | ${fmt(median(r.ratios), 2)} | ${fmtRange(r.ratios, 2)} | ${r.samples.reduce((a, s) => a + s.errors, 0)} |`,
       );
+    }
+    if (isUdp(w)) {
+      const lem = rows.get(`${w}/lemonade`);
+      const ngx = rows.get(`${w}/nginx-stream`);
+      if (lem && ngx && lem.ratios.length > 0) {
+        const ratio = median(lem.ratios);
+        udp = { ratio, ratios: lem.ratios, lemonade: median(lem.samples.map((x) => x.cost)), nginx: median(ngx.samples.map((x) => x.cost)), met: ratio <= UDP_TARGET };
+      }
+      continue;
     }
     if (w === 'W5') {
       const r = rows.get('W5/lemonade-workers');
@@ -1089,6 +1198,11 @@ async function main(): Promise<number> {
       const g = median(ngx.samples.map((s) => s.cost));
       out.push(`${w}: lemonade / nginx-stream ${fmt(l / g, 2)} (${fmt(l, u.costDigits)} vs ${fmt(g, u.costDigits)} ${u.cost}, medians)`);
     }
+  }
+  if (udp) {
+    out.push(
+      `U1: lemonade / nginx-stream ${fmt(udp.ratio, 2)} (per round ${fmtRange(udp.ratios, 2)}; ${fmt(udp.lemonade, 1)} vs ${fmt(udp.nginx, 1)} µs/q, medians) (wanted ≤ ${UDP_TARGET}): ${udp.met ? 'met' : 'NOT met'}`,
+    );
   }
   if (targets.length > 0) {
     out.push('');
@@ -1147,6 +1261,7 @@ async function main(): Promise<number> {
       rows: [...rows.values()].map((r) => ({ workload: r.workload, contender: r.contender, samples: r.samples, ratios: r.ratios, throughput: median(r.samples.map((s) => s.throughput)), cost: median(r.samples.map((s) => s.cost)), ratio: median(r.ratios) })),
       targets,
       scaling,
+      udp,
       services20: svc20,
       variants,
       negotiated: Object.fromEntries(negotiation),
@@ -1156,7 +1271,7 @@ async function main(): Promise<number> {
   }
   if (failure) return 2;
   if (args.quick) return 0;
-  return targets.every((t) => t.met) && (!scaling || !scaling.measurable || scaling.met) ? 0 : 1;
+  return targets.every((t) => t.met) && (!scaling || !scaling.measurable || scaling.met) && (!udp || udp.met) ? 0 : 1;
 }
 
 for (const sig of ['SIGINT', 'SIGTERM'] as const) {

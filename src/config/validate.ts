@@ -116,9 +116,12 @@ export function validate(raw: Raw, ctx: ValidateContext = {}): ValidateResult {
       ),
     );
   }
-  const udp = services.findIndex((x) => x.proxy.protocol === 'udp');
-  if (udp >= 0 && (config['runtime'] as Config['runtime']).workers !== 1) {
-    report('runtime.workers', `service "${services[udp]!.name}" has protocol = "udp", which runs in one process for now: set workers = 1 (got ${(config['runtime'] as Config['runtime']).workers})`);
+  // worker processes spread a UDP address's datagrams by the client's address (SO_REUSEPORT): a
+  // QUIC client that moved would reach a worker that never learned its connection IDs
+  const quic = services.findIndex((x) => x.proxy.protocol === 'udp' && x.proxy.udpAffinity === 'quic');
+  const workers = (config['runtime'] as Config['runtime']).workers;
+  if (quic >= 0 && workers !== 1) {
+    report('runtime.workers', `service "${services[quic]!.name}" has udp_affinity = "quic", whose connection IDs one process learns: set workers = 1 (got ${workers})`);
   }
   checkSharedAddresses(services, (i, key) => (services[i]!.name === DEFAULT_SERVICE ? `proxy.${key}` : `services[${backends.length > 0 ? i - 1 : i}].${key}`), report);
   if (issues.length > 0) return { ok: false, issues };

@@ -176,7 +176,7 @@ export class ProxyListener {
    * Bind `addr` for the listen address `key` without serving from it yet: commit() makes it the
    * address's socket (closing an old one), abort() closes it. A reload binds every new address
    * first, so a failure changes nothing. `udp`: the address's service has protocol = "udp" (a
-   * dgram socket of ./transport-udp.ts, in this process only).
+   * dgram socket of ./transport-udp.ts; with reusePort each worker binds its own).
    */
   async prepare(key: string, addr: HostPort, udp = false): Promise<Pending> {
     const entry = this.socket(key);

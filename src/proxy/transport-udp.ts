@@ -69,7 +69,9 @@ export class UdpSocket extends EventEmitter implements Listening {
 
   listen(options: ListenOptions | { fd: number }): void {
     const host = 'host' in options ? (options.host ?? '') : '';
-    const s = dgram.createSocket({ type: net.isIPv6(host) ? 'udp6' : 'udp4' });
+    // several workers each bind the address (SO_REUSEPORT): the kernel hashes a client to one socket
+    const reuse = 'reusePort' in options && options.reusePort === true;
+    const s = dgram.createSocket({ type: net.isIPv6(host) ? 'udp6' : 'udp4', ...(reuse ? { reusePort: true } : {}) });
     this.sock = s;
     s.on('error', (err) => this.emit('error', err));
     s.on('listening', () => this.emit('listening'));
@@ -356,7 +358,9 @@ export class UdpFlow extends Relay implements UdpFacts {
     this.datagramsOut++;
     this.figures.out++;
     this.active = true;
-    if (this.responses > 0 && this.datagramsOut >= this.responses) this.cut('udp_responses');
+    // udp_responses per datagram in (nginx's proxy_responses): a client that sent its next query
+    // before this answer came keeps its flow until that one's answer too
+    if (this.responses > 0 && this.datagramsOut >= this.responses * this.datagramsIn) this.cut('udp_responses');
     else if (this.stopping && this.datagramsOut >= this.datagramsIn) this.cut('shutdown');
   }
 

@@ -9,12 +9,16 @@ import { mergeLoadReports, type HealthFigures, type LoadReport } from '../core/s
 import type { TrafficReport } from '../obs/metrics';
 import { TrafficFigures } from '../obs/metrics';
 import type { HistogramData } from '../obs/fast-histogram';
+import type { UdpFigures } from '../proxy/udp-flows';
 
 /**
  * One listening socket: the listen address as the config writes it (every service with it is
  * served there), and the address to bind or the socket systemd passed.
  */
-/** `udp`: the address's service has protocol = "udp" (bound by the one process, never passed by systemd) */
+/**
+ * `udp`: the address's service has protocol = "udp" (never passed by systemd; with several
+ * workers bound by each with SO_REUSEPORT, else by worker 0 only: udpBinder)
+ */
 export type ListenSpec = { readonly address: string } & ({ readonly addr: HostPort; readonly udp?: boolean } | { readonly fd: number });
 
 export interface CountersReport {
@@ -33,6 +37,18 @@ export interface WorkerReport {
   readonly loads: readonly (readonly [string, LoadReport])[];
   readonly counters: readonly (readonly [string, CountersReport])[];
   readonly traffic: TrafficReport;
+  /** each UDP service's datagrams and open flows */
+  readonly udp: readonly (readonly [string, UdpFigures])[];
+}
+
+/**
+ * Does worker `index` bind a UDP service's socket? With SO_REUSEPORT (`reuse`) every worker does
+ * and the kernel hashes each client's address and port to one of them, so a flow stays on one
+ * worker. Without it a shared socket would hand a flow's datagrams to whichever worker reads
+ * first, and workers share no flows: worker 0 alone serves the address.
+ */
+export function udpBinder(index: number, reuse: boolean): boolean {
+  return reuse || index === 0;
 }
 
 /** A backend's health as a new worker starts from it: the figures' own view (core/stats.ts). */
@@ -121,6 +137,9 @@ export function mergeReports(list: readonly WorkerReport[]): WorkerReport {
   const rejected = [...group(list.map((r) => r.traffic.rejected))].map(([k, v]) => [k, v.reduce((a, b) => a + b, 0)] as const);
   const serviceOpen = [...group(list.map((r) => r.serviceOpen))].map(([k, v]) => [k, v.reduce((a, b) => a + b, 0)] as const);
   const connect = [...group(list.map((r) => r.traffic.connect))].map(([k, v]) => [k, sumHist(v)] as const);
+  const udp = [...group(list.map((r) => r.udp))].map(
+    ([k, v]) => [k, v.reduce((a, f) => ({ in: a.in + f.in, out: a.out + f.out, dropped: a.dropped + f.dropped, flows: a.flows + f.flows }))] as const,
+  );
   // the arrays, the dropped lines and the recent list merge as the control plane absorbs them
   const t = new TrafficFigures();
   t.absorb(list.map((r) => r.traffic));
@@ -132,6 +151,7 @@ export function mergeReports(list: readonly WorkerReport[]): WorkerReport {
     loads,
     counters,
     traffic: { rejected, connect, lifetimes: sumHist(list.map((r) => r.traffic.lifetimes)), terminations, latency, logDropped, stdoutDropped, recent, handshakes, handshakeTimes },
+    udp,
   };
 }
 
@@ -145,6 +165,7 @@ export function retiredPart(r: WorkerReport): WorkerReport {
     open: 0,
     serviceOpen: [],
     loads: r.loads.map(([k, l]) => [k, { ...l, active: 0, ejectedUntil: 0, consecutiveFailures: 0, samples: 0, latencyMs: 0 }] as const),
+    udp: r.udp.map(([k, f]) => [k, { ...f, flows: 0 }] as const),
   };
 }
 
@@ -155,4 +176,5 @@ export const EMPTY_REPORT: WorkerReport = Object.freeze({
   loads: [],
   counters: [],
   traffic: new TrafficFigures().report(),
+  udp: [],
 });

@@ -18,7 +18,9 @@ import { AccessLog } from '../obs/access-log';
 import { BindError } from '../errors';
 import { LocalPlane, trafficObserver, type Pending } from './plane';
 import { chooseRelay, logRelay } from './raw-self-test';
-import type { FromWorker, ListenSpec, ToWorker, WorkerReport } from './ipc';
+import { udpBinder, type FromWorker, type ListenSpec, type ToWorker, type WorkerReport } from './ipc';
+import { reusePort } from '../proxy/listener';
+import { allUdpFigures } from '../proxy/udp-flows';
 
 function send(m: FromWorker, then?: () => void): void {
   if (process.connected) process.send!(m, undefined, undefined, then);
@@ -91,7 +93,7 @@ class Worker {
     chooseRelay(process.env)
       .then((relay) => {
         logRelay(this.logger, relay);
-        return this.plane.listen(this.init.listen);
+        return this.plane.listen(this.init.listen.filter((spec) => this.binds(spec)));
       })
       .then(
         () => send({ t: 'listening', addresses: [...this.plane.listener.boundAddresses()] }),
@@ -100,6 +102,11 @@ class Worker {
           send({ t: 'listen-failed', address, reason }, () => exitWhenFlushed(1));
         },
       );
+  }
+
+  /** A UDP service's socket is this worker's too (else another worker serves it: ipc.ts udpBinder). */
+  private binds(spec: ListenSpec): boolean {
+    return !('addr' in spec) || spec.udp !== true || udpBinder(this.init.index, reusePort());
   }
 
   private build(config: Config, generation: number, prev?: Snapshot): Snapshot {
@@ -150,7 +157,8 @@ class Worker {
         return;
       case 'prepare': {
         const spec = m.listen;
-        ('fd' in spec ? Promise.reject(new Error('a passed socket cannot be prepared')) : this.plane.prepare(spec.address, spec.addr)).then(
+        const none: Pending = { commit: () => undefined, abort: () => undefined };
+        ('fd' in spec ? Promise.reject(new Error('a passed socket cannot be prepared')) : !this.binds(spec) ? Promise.resolve(none) : this.plane.prepare(spec.address, spec.addr, spec.udp === true)).then(
           (p) => {
             this.pending.set(m.id, p);
             send({ t: 'answer', id: m.id });
@@ -203,6 +211,7 @@ class Worker {
         ([name, c]) => [name, { connections: c.connections, connectErrors: c.connectErrors, bytesIn: c.bytesIn, bytesOut: c.bytesOut }] as const,
       ),
       traffic: this.traffic.report(),
+      udp: [...allUdpFigures()].map(([service, f]) => [service, { in: f.in, out: f.out, dropped: f.dropped, flows: f.flows }] as const),
     };
   }
 }

@@ -4,14 +4,17 @@
 // Processes: node:cluster with SCHED_NONE. Where Node has listen({ reusePort }) (22.12+), each
 // worker binds a listening socket of its own with SO_REUSEPORT and the kernel spreads new
 // connections evenly over them; elsewhere the primary (this process) binds the socket and shares
-// it, and every worker accepts from it. A socket systemd passed is always the shared one. Either
-// way the primary never touches a client byte. Each worker gets the validated
+// it, and every worker accepts from it. A socket systemd passed is always the shared one. A UDP
+// service's address is bound by every worker with SO_REUSEPORT (the kernel hashes a client's
+// address and port to one socket, so a flow stays on one worker), else by worker 0 alone (ipc.ts
+// udpBinder). Either way the primary never touches a client byte. Each worker gets the validated
 // Config, not the file; it rebuilds its own snapshot, so a reload is one assignment in each
 // worker, as in one process. Caps are split (Snapshot's shareOf): the shares add up to each cap.
 // A worker that exits unasked is replaced (with a backoff when it keeps failing); one that stops
 // answering for WORKER_HUNG_MS is killed and replaced.
 
 import cluster, { type Worker } from 'node:cluster';
+import dgram from 'node:dgram';
 import net from 'node:net';
 import { availableParallelism } from 'node:os';
 import type { HostPort } from '../config/address';
@@ -24,6 +27,7 @@ import type { Logger } from '../obs/logger';
 import type { TrafficFigures } from '../obs/metrics';
 import { BindError } from '../errors';
 import { reusePort } from '../proxy/listener';
+import { udpFigures } from '../proxy/udp-flows';
 import type { DataPlane, Pending, WorkerProcess } from './plane';
 import type { DrainResult } from '../proxy/registry';
 import { EMPTY_REPORT, mergeReports, retiredPart, type FromWorker, type HealthView, type ListenSpec, type ToWorker, type WorkerReport } from './ipc';
@@ -131,7 +135,7 @@ export class WorkerPool implements DataPlane {
     cluster.schedulingPolicy = cluster.SCHED_NONE;
     cluster.setupPrimary({ exec: process.argv[1], args: [], serialization: 'advanced', silent: false });
     try {
-      for (const spec of specs) if ('addr' in spec) await addressFree(spec.addr);
+      for (const spec of specs) if ('addr' in spec) await addressFree(spec.addr, spec.udp === true);
       this.bound = new Map((await Promise.all(this.members.map((m) => this.fork(m))))[0] ?? []);
     } catch (e) {
       this.stopping = true;
@@ -255,13 +259,13 @@ export class WorkerPool implements DataPlane {
     );
   }
 
-  async prepare(address: string, addr: HostPort): Promise<Pending> {
-    await addressFree(addr);
+  async prepare(address: string, addr: HostPort, udp = false): Promise<Pending> {
+    await addressFree(addr, udp);
     // the id each worker holds its bound server under (a worker that is restarting gets none)
     const ids = new Map<Member, number>();
     const answers = await this.ask((id, m) => {
       ids.set(m, id);
-      return { t: 'prepare', id, listen: { address, addr } };
+      return { t: 'prepare', id, listen: { address, addr, udp } };
     });
     const failed = answers.find((a) => a === null || a.error !== undefined);
     const settle = (t: 'commit' | 'abort'): void => {
@@ -275,7 +279,7 @@ export class WorkerPool implements DataPlane {
       commit: () => {
         settle('commit');
         // a worker started from now on listens on the new address
-        this.specs = [...this.specs.filter((s) => s.address !== address), { address, addr }];
+        this.specs = [...this.specs.filter((s) => s.address !== address), { address, addr, udp }];
         this.bound.set(address, formatHostPort(addr));
       },
       abort: () => settle('abort'),
@@ -364,6 +368,8 @@ export class WorkerPool implements DataPlane {
       if (mine) Object.assign(mine, c);
     }
     this.deps.traffic.absorb([this.merged.traffic]);
+    // the UDP figures the metrics read are this process's own, which relays nothing: the sums
+    for (const [service, f] of this.merged.udp) Object.assign(udpFigures(service), f);
   }
 
   private checkHung(): void {
@@ -410,8 +416,24 @@ export class WorkerPool implements DataPlane {
  * same address (another balancer of the same user) and the two would split its traffic: the
  * primary first binds it plainly, as a single process would, and fails the same way.
  */
-async function addressFree(addr: HostPort): Promise<void> {
+async function addressFree(addr: HostPort, udp: boolean): Promise<void> {
   if (!reusePort()) return;
+  if (udp) {
+    const probe = dgram.createSocket(net.isIPv6(addr.host) ? 'udp6' : 'udp4');
+    await new Promise<void>((resolve, reject) => {
+      probe.once('error', (e: NodeJS.ErrnoException) => {
+        try {
+          probe.close();
+        } catch {
+          // never bound: nothing to close
+        }
+        reject(new BindError('proxy', formatHostPort(addr), e.code ?? e.message));
+      });
+      probe.bind({ address: addr.host, port: addr.port, exclusive: true }, resolve);
+    });
+    await new Promise<void>((resolve) => probe.close(() => resolve()));
+    return;
+  }
   const probe = net.createServer();
   await new Promise<void>((resolve, reject) => {
     probe.once('error', (e: NodeJS.ErrnoException) => reject(new BindError('proxy', formatHostPort(addr), e.code ?? e.message)));

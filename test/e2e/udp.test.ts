@@ -214,7 +214,7 @@ test('allow/deny refuses a flow: no answer, one access log line however many dat
   assert.deepEqual(await metric(lb, 'lemonade_connections_rejected_total{service="default",reason="acl"}'), ['lemonade_connections_rejected_total{service="default",reason="acl"} 3']);
 });
 
-test('a udp_* key on a TCP service, and a UDP service with a shared address, sni, TLS, quic or several workers, fail --validate naming the key', async () => {
+test('a udp_* key on a TCP service, and a UDP service with a shared address, sni, TLS, tcp_keepalive or an unknown udp_affinity, fail --validate naming the key', async () => {
   const dir = tempDir('lemonade-udp-');
   const check = async (text: string): Promise<string> => {
     const p = join(dir, 'config.toml');
@@ -239,8 +239,8 @@ test('a udp_* key on a TCP service, and a UDP service with a shared address, sni
   assert.match(affinity, /services\[0\]\.udp_affinity \(line \d+\): expected one of "flow", "quic"/);
   const tls = await check('[[services]]\nname = "dns"\nprotocol = "udp"\nlisten_address = "127.0.0.1:53"\n[services.tls]\ncertificates = [{ cert = "a.pem", key = "a.key" }]\n[[services.backends]]\naddress = "127.0.0.1:5353"\n');
   assert.match(tls, /services\[0\]\.tls(?: \(line \d+\))?: a protocol = "udp" service relays datagrams as they come, with no TLS either way: remove the tls table/);
+  const quicWorkers = await check('[runtime]\nworkers = 2\n[[services]]\nname = "h3"\nprotocol = "udp"\nudp_affinity = "quic"\nlisten_address = "127.0.0.1:443"\n[[services.backends]]\naddress = "127.0.0.1:4433"\n');
+  assert.match(quicWorkers, /runtime\.workers \(line \d+\): service "h3" has udp_affinity = "quic", whose connection IDs one process learns: set workers = 1/);
   const keepalive = await check('[[services]]\nname = "dns"\nprotocol = "udp"\ntcp_keepalive = "60s"\nlisten_address = "127.0.0.1:53"\n[[services.backends]]\naddress = "127.0.0.1:5353"\n');
   assert.match(keepalive, /services\[0\]\.tcp_keepalive(?: \(line \d+\))?: a protocol = "udp" service has no TCP connection to keep alive/);
-  const workers = await check('[runtime]\nworkers = 2\n[[services]]\nname = "dns"\nprotocol = "udp"\nlisten_address = "127.0.0.1:53"\n[[services.backends]]\naddress = "127.0.0.1:5353"\n');
-  assert.match(workers, /runtime\.workers \(line \d+\): service "dns" has protocol = "udp", which runs in one process for now: set workers = 1/);
 });
