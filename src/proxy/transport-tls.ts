@@ -196,8 +196,8 @@ export class TlsSession extends Session {
     }
   }
 
-  protected readsOnread(): boolean {
-    return false;
+  protected readClient(c: Socket): void {
+    this.readTlsClient(c);
   }
 
   /** The v2 header carries what the handshake learned (v1 has no room for it). */
