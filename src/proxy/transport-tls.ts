@@ -21,18 +21,58 @@ import { TLSSocket } from 'node:tls';
 import { PP2_CLIENT_CERT_CONN, PP2_CLIENT_CERT_SESS, PP2_CLIENT_SSL, encodeProxyHeader, tlsTlvs } from '../core/proxy-protocol';
 import type { ServiceSnapshot } from '../core/snapshot';
 import type { TlsTerminator } from '../core/tls';
-import type { TcpHandle } from './raw';
+import { raw as rawBindings, type TcpHandle, type WriteReq } from './raw';
 import type { Accepted, SessionHost } from './relay';
 import type { TlsFacts } from './events';
+import { SHARED } from './read-buffer';
 import { Session } from './transport-net';
 
 const TLS_SESSION = Symbol('lemonade.tls');
 
-interface ServerSocket extends TLSSocket {
-  [TLS_SESSION]: TlsSession;
+/**
+ * The server TLS socket. An error that destroys it (a client's reset, mostly: every `s_time`
+ * connection ends with one) ends the session as its 'error' event would, but the socket is
+ * destroyed without it: destroy(err) formats the error's stack trace, for nobody here.
+ */
+class ServerSocket extends TLSSocket {
+  declare [TLS_SESSION]: TlsSession;
+
+  override destroy(err?: Error): this {
+    if (err == null || this.destroyed) return super.destroy(err);
+    super.destroy();
+    this[TLS_SESSION].onClientError();
+    return this;
+  }
 }
 interface FirstSocket extends Socket {
   [TLS_SESSION]: TlsSession;
+}
+interface FirstHandle extends TcpHandle {
+  [TLS_SESSION]: TlsSession;
+}
+
+// A raw handle (the raw relay's listener) goes under the TLS socket without a net.Socket of its
+// own: what TLSSocket takes from the net.Socket it wraps is its handle, and it reads nothing else
+// of it once that socket's buffer is empty. A holder object (a net.Socket by its prototype, made
+// with Object.create: no stream state) gives it just that. After the TLS socket is made, the
+// holder's _handle is cleared so that closing the TLS socket closes the TCP handle itself (TLSWrap's
+// close() destroys the wrapped socket when that socket still holds the handle).
+const HOLDER = Object.create(Socket.prototype, {
+  readableLength: { value: 0 },
+  writableLength: { value: 0 },
+  connecting: { value: false },
+  allowHalfOpen: { value: true },
+  _parent: { value: null },
+}) as object;
+
+interface Holder extends Socket {
+  _handle: TcpHandle | undefined;
+}
+
+function holderOf(h: TcpHandle): Holder {
+  const w = Object.create(HOLDER) as Holder;
+  w._handle = h;
+  return w;
 }
 
 /**
@@ -40,9 +80,12 @@ interface FirstSocket extends Socket {
  * net.Socket, or a raw handle); `initial`: the bytes the listener read from it to route it.
  */
 export function tlsSession(conn: unknown, initial: Buffer | null, snap: ServiceSnapshot, tls: TlsTerminator, host: SessionHost, a: Readonly<Accepted>): TlsSession {
-  const raw = conn instanceof Socket ? conn : new Socket({ handle: conn as TcpHandle, allowHalfOpen: true, pauseOnCreate: true } as ConstructorParameters<typeof Socket>[0]);
-  raw.on('error', ignore); // the TLS socket over it reports the connection's errors
-  return new TlsSession(raw as FirstSocket, initial, tls, snap, host, a);
+  if (conn instanceof Socket) {
+    conn.on('error', ignore); // the TLS socket over it reports the connection's errors
+    return new TlsSession(conn as FirstSocket, null, initial, tls, snap, host, a);
+  }
+  const h = conn as FirstHandle;
+  return new TlsSession(holderOf(h) as unknown as FirstSocket, h, initial, tls, snap, host, a);
 }
 
 const NOT_SECURE: Omit<TlsFacts, 'sni'> = { secure: false, version: null, cipher: null, alpn: null, clientCertSubject: null, handshakeMs: -1, resumed: false };
@@ -87,7 +130,10 @@ export class TlsSession extends Session {
   private verifyCode = 1;
 
   constructor(
+    /** the accepted net.Socket; for a raw handle, its holder (reads and writes go to `handle`) */
     private readonly raw: FirstSocket,
+    /** the accepted raw handle, until the TLS socket takes it (null for a net.Socket) */
+    private handle: FirstHandle | null,
     initial: Buffer | null,
     private readonly term: TlsTerminator,
     snap: ServiceSnapshot,
@@ -96,6 +142,7 @@ export class TlsSession extends Session {
   ) {
     super(raw, snap, clock, a);
     raw[TLS_SESSION] = this;
+    if (handle !== null) handle[TLS_SESSION] = this;
     this.handshakeFrom = clock.now();
     this.handshakeDeadline = this.handshakeFrom + term.handshakeTimeoutMs;
     if (initial !== null && initial.length > 0) this.onFirstBytes(initial);
@@ -118,6 +165,13 @@ export class TlsSession extends Session {
   private readFirst(): void {
     const raw = this.raw;
     this.readingFirst = true;
+    const h = this.handle;
+    if (h !== null) {
+      h.onread = onFirstRead;
+      h.useUserBuffer(SHARED);
+      if (h.readStart() !== 0) this.onFirstError();
+      return;
+    }
     raw.on('data', onFirstData);
     raw.on('end', onFirstEnd);
     raw.resume();
@@ -129,16 +183,22 @@ export class TlsSession extends Session {
    */
   private stopFirst(): void {
     const raw = this.raw;
+    const h = this.handle;
+    if (h !== null) {
+      if (this.readingFirst) h.readStop();
+      this.readingFirst = false;
+      return;
+    }
     if (this.readingFirst) {
       this.readingFirst = false;
       raw.off('data', onFirstData);
       raw.off('end', onFirstEnd);
       raw.pause();
     }
-    const h = (raw as unknown as { _handle: { reading?: boolean; readStop?: () => number } | null })._handle;
-    if (h && h.reading === true && typeof h.readStop === 'function') {
-      h.reading = false;
-      h.readStop();
+    const rh = (raw as unknown as { _handle: { reading?: boolean; readStop?: () => number } | null })._handle;
+    if (rh && rh.reading === true && typeof rh.readStop === 'function') {
+      rh.reading = false;
+      rh.readStop();
     }
   }
 
@@ -147,42 +207,95 @@ export class TlsSession extends Session {
     this.held = null;
     const kind = firstBytes(b);
     if (kind === 'more') {
-      this.held = b;
+      this.held = b === chunk && this.handle !== null ? Buffer.from(b) : b;
       if (!this.readingFirst) this.readFirst();
       return;
     }
     if (kind === 'ssl') {
-      this.raw.write(ANSWER_TLS);
+      this.answer(ANSWER_TLS);
       this.startTls(b.subarray(REQUEST_SIZE));
       return;
     }
     if (kind === 'gss' && !this.gssAnswered) {
       this.gssAnswered = true;
-      this.raw.write(ANSWER_NO_GSS);
+      this.answer(ANSWER_NO_GSS);
       this.onFirstBytes(b.subarray(REQUEST_SIZE));
       return;
     }
     this.startTls(b);
   }
 
+  /** A PostgreSQL request's answer, before TLS. */
+  private answer(bytes: Buffer): void {
+    const h = this.handle;
+    if (h === null) {
+      this.raw.write(bytes);
+      return;
+    }
+    const R = rawBindings()!;
+    const req = new R.WriteWrap();
+    req.handle = h;
+    req.oncomplete = ignoreStatus; // a failed write fails the next read
+    req.async = false;
+    req.buffer = bytes;
+    h.writeBuffer(req, bytes);
+  }
+
+  /** @internal A raw handle's first read: `n` bytes into SHARED, 0 nothing, else end of file or an error. */
+  onFirstRead(n: number): void {
+    if (n > 0) {
+      // the TLS socket copies what it is given; bytes held for more are copied out of SHARED
+      this.onFirstBytes(SHARED.subarray(0, n));
+      return;
+    }
+    if (n === 0) return;
+    if (n === rawBindings()!.UV_EOF) this.onFirstEnd();
+    else this.onFirstError();
+  }
+
+  private onFirstError(): void {
+    this.stopFirst();
+    this.onClientError();
+    this.destroy();
+  }
+
   /** @internal */ onFirstEnd(): void {
+    this.stopFirst();
     // the client went before any TLS: nothing said is a client that closed, part of a request a failed handshake
     this.ended(this.held === null && !this.gssAnswered ? 'client_closed' : 'tls_handshake_failed');
     this.destroy();
+  }
+
+  destroy(): void {
+    const h = this.handle;
+    if (h === null) {
+      super.destroy();
+      return;
+    }
+    // before TLS, on a raw handle: no socket to destroy, the handle is closed here
+    this.stopFirst();
+    this.handle = null;
+    h.close(onHandleClosed);
   }
 
   /** Put the TLS layer over the connection; `first`: bytes read here that are its first ones. */
   private startTls(first: Buffer): void {
     const raw = this.raw;
     this.stopFirst();
-    if (raw.destroyed) return;
+    const h = this.handle;
+    if (h === null && raw.destroyed) return;
     // read again by the TLS socket first, as bytes the connection had buffered
-    if (first.length > 0) raw.unshift(first);
-    const sock = new TLSSocket(raw, this.term.socketOptions) as ServerSocket;
+    if (h === null && first.length > 0) raw.unshift(first);
+    const sock = new ServerSocket(raw, this.term.socketOptions);
     sock[TLS_SESSION] = this;
     sock.once('secure', onSecure);
     this.sock = sock;
     this.takeClient(sock);
+    if (h !== null) {
+      this.handle = null;
+      (raw as unknown as Holder)._handle = undefined;
+      if (first.length > 0) (sock as unknown as { _handle: { receive(b: Buffer): void } })._handle.receive(first);
+    }
   }
 
   sweep(now: number): void {
@@ -249,6 +362,14 @@ export class TlsSession extends Session {
 function onSecure(this: ServerSocket): void {
   this[TLS_SESSION].onSecure();
 }
+function onFirstRead(this: TcpHandle): undefined {
+  (this as FirstHandle)[TLS_SESSION].onFirstRead(rawBindings()!.state[rawBindings()!.kReadBytesOrError]!);
+  return undefined;
+}
+function onHandleClosed(this: TcpHandle): void {
+  (this as FirstHandle)[TLS_SESSION].onClientClose();
+}
+function ignoreStatus(this: WriteReq): void {}
 function onFirstData(this: FirstSocket, chunk: Buffer): void {
   this[TLS_SESSION].onFirstBytes(chunk);
 }

@@ -79,7 +79,7 @@ for (const relay of ['raw handles', 'net.Socket'] as const) {
     const dir = makeCert();
     const echo = await startEcho(t);
     const b = await startBalancer(t, `[proxy]\nlisten_address = "127.0.0.1:0"\n[admin]\nlisten_address = "127.0.0.1:0"\n[tls]\ncertificates = [{ cert = "${dir}/cert.pem", key = "${dir}/key.pem" }]\n[[backends]]\naddress = "127.0.0.1:${echo.port}"\n`, env);
-    const s = tls.connect({ host: '127.0.0.1', port: b.port, servername: 'a.test', ca: readFileSync(join(dir, 'cert.pem')), allowHalfOpen: true });
+    const s = tls.connect({ host: '127.0.0.1', port: b.port, servername: 'a.test', ca: readFileSync(join(dir, 'cert.pem')) });
     await new Promise<void>((resolve, reject) => s.once('secureConnect', resolve).once('error', reject));
     const r = await exchange(s, SIZE);
     assert.equal(r.length, 6 + SIZE + 4);
