@@ -14,9 +14,9 @@
 //
 // A service with backend_tls (core/tls.ts's TlsOriginator) connects its backend leg as TCP, then
 // puts a TLS client over it (onTcpConnect): the leg counts as connected once the handshake is done
-// and the backend verified, and it is read with 'data' events. Whatever the listener's transport,
-// such a service's sessions are this one (netSession()); a plain one on this relay pays one field
-// read per attempt (openBackend), and the raw relay none.
+// and the backend verified, and it is read as a terminating session's client is (maybeBulk).
+// Whatever the listener's transport, such a service's sessions are this one (netSession()); a
+// plain one on this relay pays one field read per attempt (openBackend), and the raw relay none.
 
 import net, { Socket, type OnReadOpts, type Server, type SocketConstructorOpts } from 'node:net';
 import { connect as connectTls } from 'node:tls';

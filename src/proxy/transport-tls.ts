@@ -1,10 +1,11 @@
 // TLS termination: a service with a tls table (core/tls.ts) relays the decrypted bytes of a
 // TLSSocket over the accepted connection to its plaintext backends. The connection is accepted,
 // routed (by the ClientHello's server name when the address reads it) and admitted as any other,
-// whatever the listener's transport; only then, for a service that terminates, it becomes a
-// net.Socket (a raw handle is wrapped as net.js wraps an accepted one) under a server TLSSocket.
-// The bytes read to route it go back under the TLS layer. Once the handshake is done, it is the
-// net.Socket session (./transport-net.ts): pick, connect with retries, relay, timeouts,
+// whatever the listener's transport; only then, for a service that terminates, a server TLSSocket
+// is put over it: over the accepted net.Socket, or straight over a raw handle (no net.Socket
+// between, see HOLDER). The bytes read to route it go back under the TLS layer. Once the handshake
+// is done, it is the net.Socket session (./transport-net.ts): pick, connect with retries, relay
+// (the TLS socket with 'data' events until it moves bulk data, then onread), timeouts,
 // accounting. The handshake deadline is checked by the registry's sweep, as the connect timeout
 // is. A plain service never comes here.
 //
