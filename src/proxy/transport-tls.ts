@@ -1,12 +1,11 @@
 // TLS termination: a service with a tls table (core/tls.ts) relays the decrypted bytes of a
 // TLSSocket over the accepted connection to its plaintext backends. The connection is accepted,
 // routed (by the ClientHello's server name when the address reads it) and admitted as any other,
-// whatever the listener's transport; only then, for a service that terminates, a server TLSSocket
-// is put over it: over the accepted net.Socket, or straight over a raw handle (no net.Socket
-// between, see HOLDER). The bytes read to route it go back under the TLS layer. Once the handshake
-// is done, it is the net.Socket session (./transport-net.ts): pick, connect with retries, relay
-// (the TLS socket with 'data' events until it moves bulk data, then onread), timeouts,
-// accounting. The handshake deadline is checked by the registry's sweep, as the connect timeout
+// whatever the listener's transport; only then, for a service that terminates, it becomes a
+// net.Socket (a raw handle is wrapped as net.js wraps an accepted one) under a server TLSSocket.
+// The bytes read to route it go back under the TLS layer. Once the handshake is done, it is the
+// net.Socket session (./transport-net.ts): pick, connect with retries, relay (the TLS socket
+// with 'data' events until it moves bulk data, then onread: maybeBulk), timeouts, accounting. The handshake deadline is checked by the registry's sweep, as the connect timeout
 // is. A plain service never comes here.
 //
 // PostgreSQL's clients ask before their ClientHello: an 8-byte SSLRequest, answered 'S' (then TLS
@@ -22,58 +21,18 @@ import { TLSSocket } from 'node:tls';
 import { PP2_CLIENT_CERT_CONN, PP2_CLIENT_CERT_SESS, PP2_CLIENT_SSL, encodeProxyHeader, tlsTlvs } from '../core/proxy-protocol';
 import type { ServiceSnapshot } from '../core/snapshot';
 import type { TlsTerminator } from '../core/tls';
-import { raw as rawBindings, type TcpHandle, type WriteReq } from './raw';
+import type { TcpHandle } from './raw';
 import type { Accepted, SessionHost } from './relay';
 import type { TlsFacts } from './events';
-import { SHARED } from './read-buffer';
 import { Session } from './transport-net';
 
 const TLS_SESSION = Symbol('lemonade.tls');
 
-/**
- * The server TLS socket. An error that destroys it (a client's reset, mostly: every `s_time`
- * connection ends with one) ends the session as its 'error' event would, but the socket is
- * destroyed without it: destroy(err) formats the error's stack trace, for nobody here.
- */
-class ServerSocket extends TLSSocket {
-  declare [TLS_SESSION]: TlsSession;
-
-  override destroy(err?: Error): this {
-    if (err == null || this.destroyed) return super.destroy(err);
-    super.destroy();
-    this[TLS_SESSION].onClientError();
-    return this;
-  }
+interface ServerSocket extends TLSSocket {
+  [TLS_SESSION]: TlsSession;
 }
 interface FirstSocket extends Socket {
   [TLS_SESSION]: TlsSession;
-}
-interface FirstHandle extends TcpHandle {
-  [TLS_SESSION]: TlsSession;
-}
-
-// A raw handle (the raw relay's listener) goes under the TLS socket without a net.Socket of its
-// own: what TLSSocket takes from the net.Socket it wraps is its handle, and it reads nothing else
-// of it once that socket's buffer is empty. A holder object (a net.Socket by its prototype, made
-// with Object.create: no stream state) gives it just that. After the TLS socket is made, the
-// holder's _handle is cleared so that closing the TLS socket closes the TCP handle itself (TLSWrap's
-// close() destroys the wrapped socket when that socket still holds the handle).
-const HOLDER = Object.create(Socket.prototype, {
-  readableLength: { value: 0 },
-  writableLength: { value: 0 },
-  connecting: { value: false },
-  allowHalfOpen: { value: true },
-  _parent: { value: null },
-}) as object;
-
-interface Holder extends Socket {
-  _handle: TcpHandle | undefined;
-}
-
-function holderOf(h: TcpHandle): Holder {
-  const w = Object.create(HOLDER) as Holder;
-  w._handle = h;
-  return w;
 }
 
 /**
@@ -81,12 +40,9 @@ function holderOf(h: TcpHandle): Holder {
  * net.Socket, or a raw handle); `initial`: the bytes the listener read from it to route it.
  */
 export function tlsSession(conn: unknown, initial: Buffer | null, snap: ServiceSnapshot, tls: TlsTerminator, host: SessionHost, a: Readonly<Accepted>): TlsSession {
-  if (conn instanceof Socket) {
-    conn.on('error', ignore); // the TLS socket over it reports the connection's errors
-    return new TlsSession(conn as FirstSocket, null, initial, tls, snap, host, a);
-  }
-  const h = conn as FirstHandle;
-  return new TlsSession(holderOf(h) as unknown as FirstSocket, h, initial, tls, snap, host, a);
+  const raw = conn instanceof Socket ? conn : new Socket({ handle: conn as TcpHandle, allowHalfOpen: true, pauseOnCreate: true } as ConstructorParameters<typeof Socket>[0]);
+  raw.on('error', ignore); // the TLS socket over it reports the connection's errors
+  return new TlsSession(raw as FirstSocket, initial, tls, snap, host, a);
 }
 
 const NOT_SECURE: Omit<TlsFacts, 'sni'> = { secure: false, version: null, cipher: null, alpn: null, clientCertSubject: null, handshakeMs: -1, resumed: false };
@@ -131,10 +87,7 @@ export class TlsSession extends Session {
   private verifyCode = 1;
 
   constructor(
-    /** the accepted net.Socket; for a raw handle, its holder (reads and writes go to `handle`) */
     private readonly raw: FirstSocket,
-    /** the accepted raw handle, until the TLS socket takes it (null for a net.Socket) */
-    private handle: FirstHandle | null,
     initial: Buffer | null,
     private readonly term: TlsTerminator,
     snap: ServiceSnapshot,
@@ -143,7 +96,6 @@ export class TlsSession extends Session {
   ) {
     super(raw, snap, clock, a);
     raw[TLS_SESSION] = this;
-    if (handle !== null) handle[TLS_SESSION] = this;
     this.handshakeFrom = clock.now();
     this.handshakeDeadline = this.handshakeFrom + term.handshakeTimeoutMs;
     if (initial !== null && initial.length > 0) this.onFirstBytes(initial);
@@ -166,13 +118,6 @@ export class TlsSession extends Session {
   private readFirst(): void {
     const raw = this.raw;
     this.readingFirst = true;
-    const h = this.handle;
-    if (h !== null) {
-      h.onread = onFirstRead;
-      h.useUserBuffer(SHARED);
-      if (h.readStart() !== 0) this.onFirstError();
-      return;
-    }
     raw.on('data', onFirstData);
     raw.on('end', onFirstEnd);
     raw.resume();
@@ -184,22 +129,16 @@ export class TlsSession extends Session {
    */
   private stopFirst(): void {
     const raw = this.raw;
-    const h = this.handle;
-    if (h !== null) {
-      if (this.readingFirst) h.readStop();
-      this.readingFirst = false;
-      return;
-    }
     if (this.readingFirst) {
       this.readingFirst = false;
       raw.off('data', onFirstData);
       raw.off('end', onFirstEnd);
       raw.pause();
     }
-    const rh = (raw as unknown as { _handle: { reading?: boolean; readStop?: () => number } | null })._handle;
-    if (rh && rh.reading === true && typeof rh.readStop === 'function') {
-      rh.reading = false;
-      rh.readStop();
+    const h = (raw as unknown as { _handle: { reading?: boolean; readStop?: () => number } | null })._handle;
+    if (h && h.reading === true && typeof h.readStop === 'function') {
+      h.reading = false;
+      h.readStop();
     }
   }
 
@@ -208,95 +147,42 @@ export class TlsSession extends Session {
     this.held = null;
     const kind = firstBytes(b);
     if (kind === 'more') {
-      this.held = b === chunk && this.handle !== null ? Buffer.from(b) : b;
+      this.held = b;
       if (!this.readingFirst) this.readFirst();
       return;
     }
     if (kind === 'ssl') {
-      this.answer(ANSWER_TLS);
+      this.raw.write(ANSWER_TLS);
       this.startTls(b.subarray(REQUEST_SIZE));
       return;
     }
     if (kind === 'gss' && !this.gssAnswered) {
       this.gssAnswered = true;
-      this.answer(ANSWER_NO_GSS);
+      this.raw.write(ANSWER_NO_GSS);
       this.onFirstBytes(b.subarray(REQUEST_SIZE));
       return;
     }
     this.startTls(b);
   }
 
-  /** A PostgreSQL request's answer, before TLS. */
-  private answer(bytes: Buffer): void {
-    const h = this.handle;
-    if (h === null) {
-      this.raw.write(bytes);
-      return;
-    }
-    const R = rawBindings()!;
-    const req = new R.WriteWrap();
-    req.handle = h;
-    req.oncomplete = ignoreStatus; // a failed write fails the next read
-    req.async = false;
-    req.buffer = bytes;
-    h.writeBuffer(req, bytes);
-  }
-
-  /** @internal A raw handle's first read: `n` bytes into SHARED, 0 nothing, else end of file or an error. */
-  onFirstRead(n: number): void {
-    if (n > 0) {
-      // the TLS socket copies what it is given; bytes held for more are copied out of SHARED
-      this.onFirstBytes(SHARED.subarray(0, n));
-      return;
-    }
-    if (n === 0) return;
-    if (n === rawBindings()!.UV_EOF) this.onFirstEnd();
-    else this.onFirstError();
-  }
-
-  private onFirstError(): void {
-    this.stopFirst();
-    this.onClientError();
-    this.destroy();
-  }
-
   /** @internal */ onFirstEnd(): void {
-    this.stopFirst();
     // the client went before any TLS: nothing said is a client that closed, part of a request a failed handshake
     this.ended(this.held === null && !this.gssAnswered ? 'client_closed' : 'tls_handshake_failed');
     this.destroy();
-  }
-
-  destroy(): void {
-    const h = this.handle;
-    if (h === null) {
-      super.destroy();
-      return;
-    }
-    // before TLS, on a raw handle: no socket to destroy, the handle is closed here
-    this.stopFirst();
-    this.handle = null;
-    h.close(onHandleClosed);
   }
 
   /** Put the TLS layer over the connection; `first`: bytes read here that are its first ones. */
   private startTls(first: Buffer): void {
     const raw = this.raw;
     this.stopFirst();
-    const h = this.handle;
-    if (h === null && raw.destroyed) return;
+    if (raw.destroyed) return;
     // read again by the TLS socket first, as bytes the connection had buffered
-    if (h === null && first.length > 0) raw.unshift(first);
-    const sock = new ServerSocket(raw, this.term.socketOptions);
+    if (first.length > 0) raw.unshift(first);
+    const sock = new TLSSocket(raw, this.term.socketOptions) as ServerSocket;
     sock[TLS_SESSION] = this;
     sock.once('secure', onSecure);
     this.sock = sock;
     this.takeClient(sock);
-    if (h !== null) {
-      this.handle = null;
-      (raw as unknown as Holder)._handle = undefined;
-      if (first.length > 0) (sock as unknown as { _handle: { receive(b: Buffer): void } })._handle.receive(first);
-    }
   }
 
   sweep(now: number): void {
@@ -363,14 +249,6 @@ export class TlsSession extends Session {
 function onSecure(this: ServerSocket): void {
   this[TLS_SESSION].onSecure();
 }
-function onFirstRead(this: TcpHandle): undefined {
-  (this as FirstHandle)[TLS_SESSION].onFirstRead(rawBindings()!.state[rawBindings()!.kReadBytesOrError]!);
-  return undefined;
-}
-function onHandleClosed(this: TcpHandle): void {
-  (this as FirstHandle)[TLS_SESSION].onClientClose();
-}
-function ignoreStatus(this: WriteReq): void {}
 function onFirstData(this: FirstSocket, chunk: Buffer): void {
   this[TLS_SESSION].onFirstBytes(chunk);
 }
