@@ -5,8 +5,9 @@
 // net.Socket (a raw handle is wrapped as net.js wraps an accepted one) under a server TLSSocket.
 // The bytes read to route it go back under the TLS layer. Once the handshake is done, it is the
 // net.Socket session (./transport-net.ts): pick, connect with retries, relay (the TLS socket
-// with 'data' events until it moves bulk data, then onread: maybeBulk), timeouts, accounting. The handshake deadline is checked by the registry's sweep, as the connect timeout
-// is. A plain service never comes here.
+// with 'data' events until it moves bulk data, then onread: maybeBulk), timeouts, accounting.
+// The handshake deadline is checked by the registry's sweep, as the connect timeout is. A plain
+// service never comes here.
 //
 // PostgreSQL's clients ask before their ClientHello: an 8-byte SSLRequest, answered 'S' (then TLS
 // follows on the same connection), and with GSSAPI credentials a GSSENCRequest first, answered
