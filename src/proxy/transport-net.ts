@@ -14,9 +14,9 @@
 //
 // A service with backend_tls (core/tls.ts's TlsOriginator) connects its backend leg as TCP, then
 // puts a TLS client over it (onTcpConnect): the leg counts as connected once the handshake is done
-// and the backend verified, and it is read with 'data' events. Whatever the listener's transport,
-// such a service's sessions are this one (netSession()); a plain one on this relay pays one field
-// read per attempt (openBackend), and the raw relay none.
+// and the backend verified, and it is read as a terminating session's client is (maybeBulk).
+// Whatever the listener's transport, such a service's sessions are this one (netSession()); a
+// plain one on this relay pays one field read per attempt (openBackend), and the raw relay none.
 
 import net, { Socket, type OnReadOpts, type Server, type SocketConstructorOpts } from 'node:net';
 import { connect as connectTls } from 'node:tls';
@@ -116,17 +116,41 @@ export function clientOnreadAvailable(): boolean {
 
 /** Switch an accepted, paused, unread socket to onread mode; false if this Node cannot. */
 function useOnread(c: ClientSocket): boolean {
-  if (onreadKeys === undefined) onreadKeys = findOnreadKeys(c);
+  const h = (c as unknown as { _handle: { reading?: boolean } | null })._handle;
+  if (!h || h.reading) return false;
+  return switchToOnread(c, onClientRead);
+}
+
+/**
+ * Give `s`'s next reads to `callback` in onread mode (its handle's useUserBuffer), as the Socket
+ * constructor does with that option; false if this Node cannot, or if bytes are buffered in the
+ * Readable (they would be read after the ones that follow them).
+ */
+function switchToOnread(s: Socket, callback: (this: never, n: number, buf: Buffer) => boolean): boolean {
+  if (onreadKeys === undefined) onreadKeys = findOnreadKeys(s);
   const k = onreadKeys;
-  const h = (c as unknown as { _handle: { reading?: boolean; useUserBuffer?: (b: Buffer) => void } | null })._handle;
-  if (!k || !h || typeof h.useUserBuffer !== 'function' || h.reading || c.readableLength > 0) return false;
-  const o = c as unknown as Record<symbol, unknown>;
+  const h = (s as unknown as { _handle: { useUserBuffer?: (b: Buffer) => void } | null })._handle;
+  if (!k || !h || typeof h.useUserBuffer !== 'function' || s.readableLength > 0) return false;
+  const o = s as unknown as Record<symbol, unknown>;
   if (o[k.buffer] !== null) return false; // already in onread mode, or the properties changed meaning
-  o[k.callback] = onClientRead;
+  o[k.callback] = callback;
   o[k.gen] = nextReadBuffer;
   o[k.buffer] = SHARED;
   h.useUserBuffer(SHARED);
   return true;
+}
+
+// A TLS socket reads with 'data' events: a handshake and a few small exchanges cost less that
+// way. Its first chunk of a full record's plaintext (a TLS record holds 16 KiB at most) says the
+// connection moves bulk data: from then on it reads with onread into the relay's buffers, as a
+// plain socket does (no Buffer per record). The switch is made in the 'data' listener, when
+// nothing is buffered behind the chunk.
+const BULK_CHUNK = 16 * 1024;
+
+/** In `s`'s 'data' listener `data`: a bulk chunk moves `s` to onread with `callback`. */
+function maybeBulk(s: Socket, chunk: Buffer, data: (this: never, chunk: Buffer) => void, callback: (this: never, n: number, buf: Buffer) => boolean): void {
+  if (chunk.length < BULK_CHUNK || s.readableLength > 0) return;
+  if (switchToOnread(s, callback)) s.off('data', data);
 }
 
 export class Session extends Relay {
@@ -160,9 +184,14 @@ export class Session extends Relay {
     this.backend?.destroy();
   }
 
-  /** Switch the client to onread mode (false: it reads with 'data' events); a TLS socket stays as it is. */
-  protected readsOnread(c: Socket): boolean {
-    return useOnread(c as ClientSocket);
+  /** Start reading the client: onread, or 'data' events when this Node cannot (or its first bytes were read with them). */
+  protected readClient(c: Socket): void {
+    if (!useOnread(c as ClientSocket)) c.on('data', onClientData);
+  }
+
+  /** A TLS client reads with 'data' events until it moves bulk data (maybeBulk). */
+  protected readTlsClient(c: Socket): void {
+    c.on('data', onTlsClientData);
   }
 
   protected closeClient(): void {
@@ -241,7 +270,9 @@ export class Session extends Relay {
 
   /** @internal */ onBackendData(chunk: Buffer): void {
     this.countOut(chunk.length);
-    if (!this.client.write(chunk)) this.backend!.pause();
+    const s = this.backend!;
+    if (!this.client.write(chunk)) s.pause();
+    else maybeBulk(s, chunk, onBackendData, onBackendRead);
   }
 
   protected replaceBackend(): void {
@@ -284,7 +315,7 @@ export class Session extends Relay {
     }
     this.sendFirst();
     // a client whose first bytes the listener read is no longer in its first state: 'data' events
-    if (!this.readsOnread(c)) c.on('data', onClientData);
+    this.readClient(c);
     if (c.readableEnded) this.onClientEnd(); // its end of file came while the listener read it
     else c.on('end', onClientEnd);
     c.on('drain', onClientDrain);
@@ -301,6 +332,13 @@ export class Session extends Relay {
   /** @internal */ onClientData(chunk: Buffer): void {
     this.countIn(chunk.length);
     if (!this.backend!.write(chunk)) this.client.pause();
+  }
+
+  /** @internal */ onTlsClientData(chunk: Buffer): void {
+    this.countIn(chunk.length);
+    const c = this.client;
+    if (!this.backend!.write(chunk)) c.pause();
+    else maybeBulk(c, chunk, onTlsClientData, onClientRead);
   }
 
   /** @internal */ onBackendRead(buf: Buffer, n: number): boolean {
@@ -377,6 +415,9 @@ function onClientRead(this: ClientSocket, n: number, buf: Buffer): boolean {
 }
 function onClientData(this: ClientSocket, chunk: Buffer): void {
   this[SESSION].onClientData(chunk);
+}
+function onTlsClientData(this: ClientSocket, chunk: Buffer): void {
+  this[SESSION].onTlsClientData(chunk);
 }
 function onClientEnd(this: ClientSocket): void {
   this[SESSION].onClientEnd();

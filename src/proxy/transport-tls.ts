@@ -4,9 +4,10 @@
 // whatever the listener's transport; only then, for a service that terminates, it becomes a
 // net.Socket (a raw handle is wrapped as net.js wraps an accepted one) under a server TLSSocket.
 // The bytes read to route it go back under the TLS layer. Once the handshake is done, it is the
-// net.Socket session (./transport-net.ts): pick, connect with retries, relay, timeouts,
-// accounting. The handshake deadline is checked by the registry's sweep, as the connect timeout
-// is. A plain service never comes here.
+// net.Socket session (./transport-net.ts): pick, connect with retries, relay (the TLS socket
+// with 'data' events until it moves bulk data, then onread: maybeBulk), timeouts, accounting.
+// The handshake deadline is checked by the registry's sweep, as the connect timeout is. A plain
+// service never comes here.
 //
 // PostgreSQL's clients ask before their ClientHello: an 8-byte SSLRequest, answered 'S' (then TLS
 // follows on the same connection), and with GSSAPI credentials a GSSENCRequest first, answered
@@ -196,8 +197,8 @@ export class TlsSession extends Session {
     }
   }
 
-  protected readsOnread(): boolean {
-    return false;
+  protected readClient(c: Socket): void {
+    this.readTlsClient(c);
   }
 
   /** The v2 header carries what the handshake learned (v1 has no room for it). */
