@@ -12,17 +12,16 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
-import { freePort, nginxConf, requireTool, runCli, startBalancer, stopProcess, tempDir, waitFor, type Balancer } from '../helpers';
+import { freePort, NGINX, requireTool, runCli, runNginx, startBalancer, stopProcess, tempDir, waitFor, type Balancer } from '../helpers';
 import { metric, ports, servicesFile, type SvcSpec } from '../services-helpers';
 
 const have = (cmd: string, args: string[]): boolean => {
   const r = spawnSync(cmd, args, { stdio: 'ignore' });
   return r.error === undefined && r.status === 0;
 };
-const NGINX = ['nginx', '/usr/sbin/nginx'].find((c) => have(c, ['-v'])) ?? null;
 const HAPROXY = have('haproxy', ['-v']);
 const CURL = have('curl', ['--version']);
 const OPENSSL = have('openssl', ['version']);
@@ -70,26 +69,15 @@ async function startNginx(t: TestContext, dir: string): Promise<number> {
 async function startNginxes(t: TestContext, dir: string, names: string[]): Promise<number[]> {
   const list: number[] = [];
   for (let i = 0; i < names.length; i++) list.push(await freePort());
-  mkdirSync(join(dir, 'tmp'), { recursive: true });
-  const errorLog = join(dir, 'nginx-error.log');
-  const http = `  access_log off;
-${names
-  .map(
-    (name, i) => `  server {
+  const servers = names
+    .map(
+      (name, i) => `  server {
     listen 127.0.0.1:${list[i]} proxy_protocol;
     location / { return 200 "${name}from=$proxy_protocol_addr to=$proxy_protocol_server_addr\\n"; }
   }`,
-  )
-  .join('\n')}`;
-  writeFileSync(join(dir, 'nginx.conf'), nginxConf(dir, errorLog, 'warn', http));
-  const proc = spawn(NGINX!, ['-p', dir, '-c', join(dir, 'nginx.conf'), '-e', errorLog], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  t.after(() => stopProcess(proc));
-  await waitFor(async () => {
-    if (proc.exitCode !== null) throw new Error(`nginx exited (${proc.exitCode}): ${stderr}${existsSync(errorLog) ? readFileSync(errorLog, 'utf8') : ''}`);
-    return (await Promise.all(list.map(connects))).every(Boolean);
-  }, 10_000, 'nginx to listen');
+    )
+    .join('\n');
+  await runNginx(t, dir, servers, list);
   return list;
 }
 
