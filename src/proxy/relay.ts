@@ -427,7 +427,7 @@ export abstract class Relay implements SessionEnd {
   protected pickTarget(): SnapshotBackend | null {
     const target = this.snap.pick(this.failed ?? NO_BACKENDS, this.hashKey);
     if (!target) {
-      if (this.attempts === 0 && this.snap.proxy.queueTimeoutMs > 0 && this.enqueue()) return null;
+      if (this.snap.proxy.queueTimeoutMs > 0 && this.attempts === 0 && this.enqueue()) return null;
       this.ended(this.attempts === 0 ? 'no_backend' : this.connectCause);
       return null;
     }
