@@ -1,9 +1,9 @@
 // A service's queue at the cap (queue_timeout, queue_max): the connections that found every
 // usable backend at its max_connections wait here, first come first served, instead of being
-// refused. A ring of at most queue_max entries (allocated at the first wait); the head is
-// offered a slot whenever one may have freed (a connection of the service ended, health or a
-// reload or an operator added capacity, and once per sweep for what comes back by time alone).
-// The deadline of each waiting connection is its own, checked by the registry's sweep.
+// refused. A ring of at most queue_max entries (grown as they come); the head is offered a slot
+// whenever one may have freed (a connection of the service ended; health, an agent, an operator
+// or a new snapshot added capacity), never by polling. The deadline of each waiting connection is
+// its own, checked by the registry's sweep.
 
 /** What waits: a session that was refused a backend. */
 export interface Waiter {

@@ -402,8 +402,6 @@ export abstract class Relay implements SessionEnd {
     if (!this.connected) {
       if (this.waiting) {
         if (now >= this.queueDeadline) this.cut('queue_timeout');
-        // capacity that comes back by time alone (a passive ejection ends): offered once a sweep
-        else if (this.base.queue.peek() === this) this.base.queue.serve();
         return;
       }
       if (this.deadline > 0 && now >= this.deadline) {

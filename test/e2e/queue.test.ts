@@ -123,10 +123,10 @@ for (const relay of RELAYS) {
   });
 }
 
-test('queue_max = 1: one waits, the next is refused at once (no_backend); a waiting client that hangs up leaves the queue', { timeout: 60_000 }, async (t) => {
+for (const relay of RELAYS) test(`${relay.name} relay: queue_max = 1: one waits, the next is refused at once (no_backend); a waiting client that hangs up leaves the queue`, { timeout: 60_000 }, async (t) => {
   const backend = await holdingBackend(t);
   const log = join(tempDir(), 'access.log');
-  const lb = await balancer(t, backend.address, ['queue_timeout = "30s"', 'queue_max = 1'], log, {});
+  const lb = await balancer(t, backend.address, ['queue_timeout = "30s"', 'queue_max = 1'], log, relay.env);
   const served = [await client(lb.port, 'c1'), await client(lb.port, 'c2')];
   await waitFor(() => backend.order.length === 2, 5000, 'two connections at the backend');
   const c3 = await client(lb.port, 'c3');
@@ -169,5 +169,35 @@ test('without queue_timeout, a client past the cap is refused at once as before 
   assert.equal(l['termination'], 'no_backend');
   assert.equal(l['queue_ms'], 0);
   assert.equal(await queueLength(lb), undefined, 'no queue gauge for a service without a queue');
+  for (const c of served) c.s.destroy();
+});
+
+test('a reload that adds capacity serves the queue at once; a stop ends the ones still waiting as shutdown', { timeout: 60_000 }, async (t) => {
+  const backend = await holdingBackend(t);
+  const log = join(tempDir(), 'access.log');
+  const proxy = ['queue_timeout = "60s"'];
+  const config = (cap: number): string =>
+    testConfig([{ address: backend.address, max_connections: cap }], { proxy: proxy.join('\n'), health: 'interval = "1h"\ntimeout = "1h"', runtime: 'drain_timeout_millis = 500' }) + accessLogTable(log);
+  const lb = await startBalancer(t, config(2));
+  const served = [await client(lb.port, 'c1'), await client(lb.port, 'c2')];
+  await waitFor(() => backend.order.length === 2, 5000, 'two connections at the backend');
+  const waiting = [];
+  for (const name of ['c3', 'c4']) {
+    waiting.push(await client(lb.port, name));
+    await waitFor(async () => (await queueLength(lb)) === waiting.length, 5000, `${waiting.length} in the queue`);
+  }
+  // no connection ends: the reload's new cap is the slot, handed to the head
+  lb.replaceConfig(config(3));
+  await waitFor(() => waiting[0]!.got() === 'hello c3\n', 10_000, 'c3 served after the reload');
+  assert.deepEqual(backend.order, ['c1', 'c2', 'c3']);
+  assert.equal(await queueLength(lb), 1);
+
+  const c4 = waiting[1]!;
+  const code = await lb.stop();
+  assert.equal(code, 0);
+  await closed(c4.s);
+  const l = await lineOf(log, c4.port, 'the client still waiting at the stop');
+  assert.equal(l['termination'], 'shutdown');
+  assert.ok(Number(l['queue_ms']) > 0);
   for (const c of served) c.s.destroy();
 });
