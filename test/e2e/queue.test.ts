@@ -9,7 +9,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { join } from 'node:path';
-import { startBalancer, startTcpServer, tempDir, testConfig, waitFor, type Balancer, type Ends } from '../helpers';
+import { freePort, startBalancer, startTcpServer, tempDir, testConfig, waitFor, type Balancer, type Ends } from '../helpers';
 import { accessLogTable, closed, open, samples, waitLine } from '../access-log-helpers';
 
 const RELAYS = [
@@ -18,7 +18,7 @@ const RELAYS = [
 ] as const;
 
 /** A backend that reads each connection's first line (the client's name) and holds it until released. */
-async function holdingBackend(t: Ends): Promise<{ address: string; order: string[]; release(name: string): void }> {
+async function holdingBackend(t: Ends, port?: number): Promise<{ address: string; order: string[]; release(name: string): void }> {
   const held = new Map<string, net.Socket>();
   const order: string[] = [];
   const server = await startTcpServer(t, (s) => {
@@ -34,7 +34,7 @@ async function holdingBackend(t: Ends): Promise<{ address: string; order: string
       held.set(name, s);
       s.write(`hello ${name}\n`);
     });
-  });
+  }, port);
   return {
     address: server.address,
     order,
@@ -200,4 +200,33 @@ test('a reload that adds capacity serves the queue at once; a stop ends the ones
   assert.equal(l['termination'], 'shutdown');
   assert.ok(Number(l['queue_ms']) > 0);
   for (const c of served) c.s.destroy();
+});
+
+test('a backend that turns healthy takes the waiting clients at once', { timeout: 60_000 }, async (t) => {
+  const held = await holdingBackend(t);
+  const downPort = await freePort();
+  const log = join(tempDir(), 'access.log');
+  const text =
+    testConfig(
+      [
+        { address: held.address, max_connections: 1 },
+        { address: `127.0.0.1:${downPort}`, max_connections: 1 },
+      ],
+      { proxy: 'queue_timeout = "30s"', health: 'interval = "200ms"\ntimeout = "150ms"\nhealthy_threshold = 1\nunhealthy_threshold = 1' },
+    ) + accessLogTable(log);
+  const lb = await startBalancer(t, text);
+  const state = async (backend: string): Promise<string | undefined> =>
+    samples((await lb.admin('/metrics')).body, 'lemonade_backend_state').find((x) => x.labels['backend'] === backend && x.value === 1)?.labels['state'];
+  await waitFor(async () => (await state('b2')) === 'unhealthy', 10_000, 'b2 unhealthy');
+  const c1 = await client(lb.port, 'c1');
+  await waitFor(() => held.order.length === 1, 5000, 'c1 at b1');
+  // b1 is full and b2 is down: c2 waits (being full is load; b2 being down alone would refuse)
+  const c2 = await client(lb.port, 'c2');
+  await waitFor(async () => (await queueLength(lb)) === 1, 5000, 'c2 in the queue');
+  // b2 comes up: its first passing check hands it the waiting client, with no connection ending
+  const up = await holdingBackend(t, downPort);
+  await waitFor(() => c2.got() === 'hello c2\n', 10_000, 'c2 served by b2 once it is healthy');
+  assert.deepEqual(up.order, ['c2']);
+  assert.equal(await queueLength(lb), 0);
+  for (const c of [c1, c2]) c.s.destroy();
 });
