@@ -49,8 +49,11 @@ export interface SessionHost {
   readonly current: () => ServiceSnapshot | undefined;
 }
 
-/** At most this many bytes a queued client sent are read and held (then reading stops: backpressure). */
-export const QUEUED_READ_MAX = 64 * 1024;
+/**
+ * About this many bytes a queued client sent are read and held, then reading stops (backpressure):
+ * a first request fits, and a full queue holds at most queue_max times this.
+ */
+export const QUEUED_READ_MAX = 16 * 1024;
 
 /**
  * What the listener knows of a connection when it hands it to a session: read by the session's

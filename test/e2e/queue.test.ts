@@ -18,18 +18,25 @@ const RELAYS = [
 ] as const;
 
 /** A backend that reads each connection's first line (the client's name) and holds it until released. */
-async function holdingBackend(t: Ends, port?: number): Promise<{ address: string; order: string[]; release(name: string): void }> {
+async function holdingBackend(t: Ends, port?: number): Promise<{ address: string; order: string[]; received: Map<string, number>; release(name: string): void }> {
   const held = new Map<string, net.Socket>();
   const order: string[] = [];
+  /** bytes received from each client after its name line */
+  const received = new Map<string, number>();
   const server = await startTcpServer(t, (s) => {
     let buf = '';
+    let name = '';
     s.on('error', () => {});
     s.on('data', (d: Buffer) => {
-      if (buf.includes('\n')) return;
-      buf += d.toString();
+      if (name !== '') {
+        received.set(name, (received.get(name) ?? 0) + d.length);
+        return;
+      }
+      buf += d.toString('latin1');
       const i = buf.indexOf('\n');
       if (i < 0) return;
-      const name = buf.slice(0, i);
+      name = buf.slice(0, i);
+      received.set(name, buf.length - i - 1);
       order.push(name);
       held.set(name, s);
       s.write(`hello ${name}\n`);
@@ -38,6 +45,7 @@ async function holdingBackend(t: Ends, port?: number): Promise<{ address: string
   return {
     address: server.address,
     order,
+    received,
     release(name: string) {
       const s = held.get(name);
       assert.ok(s, `the backend holds no connection of ${name}`);
@@ -229,4 +237,39 @@ test('a backend that turns healthy takes the waiting clients at once', { timeout
   assert.deepEqual(up.order, ['c2']);
   assert.equal(await queueLength(lb), 0);
   for (const c of [c1, c2]) c.s.destroy();
+});
+
+for (const relay of RELAYS) test(`${relay.name} relay: a waiting client that sends a lot is read no further than a small buffer; all of it reaches the backend once served`, { timeout: 90_000 }, async (t) => {
+  const backend = await holdingBackend(t);
+  const log = join(tempDir(), 'access.log');
+  const lb = await balancer(t, backend.address, ['queue_timeout = "60s"'], log, relay.env);
+  const served = [await client(lb.port, 'c1'), await client(lb.port, 'c2')];
+  await waitFor(() => backend.order.length === 2, 5000, 'two connections at the backend');
+  const c3 = await client(lb.port, 'c3');
+  await waitFor(async () => (await queueLength(lb)) === 1, 5000, 'c3 in the queue');
+  const size = 64 * 1024 * 1024;
+  // one chunk at a time, the next once the kernel took the last: `sent` is what left the client
+  const chunk = Buffer.alloc(64 * 1024, 'q');
+  let sent = 0;
+  const pump = (): void => {
+    if (sent < size) c3.s.write(chunk, () => ((sent += chunk.length), pump()));
+  };
+  pump();
+  // wait until that stops growing (the kernel's buffers and the balancer's small one are full)
+  let last = -1;
+  let same = 0;
+  await waitFor(
+    () => {
+      same = sent === last ? same + 1 : 0;
+      last = sent;
+      return same >= 5;
+    },
+    30_000,
+    'the client\'s writes to stop moving',
+    100,
+  );
+  assert.ok(last < size / 4, `a waiting client is read on: ${last} of ${size} bytes left it`);
+  backend.release('c1');
+  await waitFor(() => backend.received.get('c3') === size, 20_000, 'every byte at the backend once c3 is served');
+  for (const c of [...served, c3]) c.s.destroy();
 });
