@@ -54,8 +54,14 @@ async function holdingBackend(t: Ends, port?: number): Promise<{ address: string
   };
 }
 
+interface Client {
+  readonly s: net.Socket;
+  readonly port: number;
+  got(): string;
+}
+
 /** A client through the proxy that says its name at once; resolves once connected. */
-async function client(port: number, name: string): Promise<{ s: net.Socket; port: number; got: () => string }> {
+async function client(port: number, name: string): Promise<Client> {
   const s = await open(port);
   let got = '';
   s.on('data', (d: Buffer) => (got += d.toString()));
@@ -83,14 +89,14 @@ for (const relay of RELAYS) {
     const c2 = await client(lb.port, 'c2');
     await waitFor(() => backend.order.length === 2, 5000, 'two connections at the backend');
     // one at a time, so that the order they arrive in is the order they queue in
-    const waiting = [];
+    const waiting: Client[] = [];
     for (const name of ['c3', 'c4', 'c5']) {
       waiting.push(await client(lb.port, name));
       await waitFor(async () => (await queueLength(lb)) === waiting.length, 5000, `${waiting.length} in the queue`);
     }
     assert.equal(await queueLength(lb), 3);
     assert.deepEqual(backend.order.slice().sort(), ['c1', 'c2']);
-    const [c3, c4, c5] = waiting as [typeof c1, typeof c1, typeof c1];
+    const [c3, c4, c5] = waiting as [Client, Client, Client];
 
     // a slot frees: the head of the queue (c3) gets it at once, its bytes sent while waiting first
     backend.release('c1');
@@ -189,7 +195,7 @@ test('a reload that adds capacity serves the queue at once; a stop ends the ones
   const lb = await startBalancer(t, config(2));
   const served = [await client(lb.port, 'c1'), await client(lb.port, 'c2')];
   await waitFor(() => backend.order.length === 2, 5000, 'two connections at the backend');
-  const waiting = [];
+  const waiting: Client[] = [];
   for (const name of ['c3', 'c4']) {
     waiting.push(await client(lb.port, name));
     await waitFor(async () => (await queueLength(lb)) === waiting.length, 5000, `${waiting.length} in the queue`);
