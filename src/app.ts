@@ -90,6 +90,7 @@ export class App {
       snapshot: () => s.snapshot,
       draining: () => s.drainingBackends().map(({ service, spec, load }) => ({ service, name: spec.name, load })),
       serviceOpen: () => this.plane.openByService(),
+      queued: () => this.plane.queuedByService?.() ?? new Map<string, number>(),
       version: opts.version,
       workers: () => this.plane.workerFigures(),
       stdoutDropped: () => processStdout().logDropped,

@@ -314,7 +314,7 @@ export function jsonLine(e: SessionEnd, at: number): string {
     `{"time":"${new Date(at).toISOString()}","client":${e.logClient === null ? 'null' : JSON.stringify(e.logClient)},"service":${JSON.stringify(e.service)},` +
     `"backend":${b ? JSON.stringify(b.name) : 'null'},"backend_address":${b ? JSON.stringify(b.spec.address) : 'null'},` +
     `"connect_ms":${e.connected && e.udp == null ? e.connectMs : 'null'},"duration_ms":${e.durationMs},"bytes_in":${e.bytesIn},"bytes_out":${e.bytesOut},` +
-    `"retries":${e.retries},"termination":"${e.termination}"${e.tls != null ? tlsFields(e.tls) : ''}${e.udp != null ? udpFields(e.udp) : ''}}\n`
+    `"retries":${e.retries},"queue_ms":${e.queueMs ?? 0},"termination":"${e.termination}"${e.tls != null ? tlsFields(e.tls) : ''}${e.udp != null ? udpFields(e.udp) : ''}}\n`
   );
 }
 

@@ -201,6 +201,8 @@ export interface MetricsSources {
   readonly draining?: () => Iterable<{ readonly service: string; readonly name: string; readonly load: BackendLoad }>;
   /** each service's open client connections */
   readonly serviceOpen?: () => ReadonlyMap<string, number>;
+  /** each service's connections waiting in its queue (queue_timeout), this process's */
+  readonly queued?: () => ReadonlyMap<string, number>;
   readonly version: string;
   /** data-plane processes up now, and how many were replaced after exiting unasked */
   readonly workers?: () => { readonly up: number; readonly restarts: number };
@@ -252,6 +254,16 @@ export class Metrics {
         this.reset();
         for (const s of src.snapshot().services) this.set({ service: s.name }, 0);
         for (const [service, n] of src.serviceOpen?.() ?? []) this.set({ service }, n);
+      },
+    });
+    new Gauge({
+      name: 'lemonade_queue_length',
+      help: 'Connections waiting for a backend slot in the service\'s queue (queue_timeout), by service',
+      labelNames: ['service'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [service, n] of src.queued?.() ?? []) this.set({ service }, n);
       },
     });
     new Counter({

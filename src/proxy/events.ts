@@ -20,6 +20,7 @@ export const TERMINATIONS = [
   'connect_timeout',
   'connect_failed',
   'no_backend',
+  'queue_timeout',
   'no_route',
   'rejected_max_connections',
   'rejected_acl',
@@ -79,6 +80,8 @@ export interface SessionEnd {
   readonly tls?: TlsFacts | null;
   /** the datagrams of a UDP flow; absent or null for a connection */
   readonly udp?: UdpFacts | null;
+  /** how long it waited in its service's queue (queue_timeout), ms; absent or 0: it did not wait */
+  readonly queueMs?: number;
 }
 
 /** A UDP flow's datagrams (bytesIn and bytesOut count their payloads). */

@@ -25,6 +25,7 @@ import { PROCESS_ENV } from '../config/environment';
 import { BindError } from '../errors';
 import { ConnectionRegistry } from './registry';
 import { ClientLimits } from './client-limits';
+import { WaitQueue } from './queue';
 import type { Accepted, Relay, SessionHost } from './relay';
 import { rawAvailable } from './raw';
 import type { ProxyObserver, RejectReason } from './events';
@@ -80,9 +81,11 @@ interface SocketEntry {
 interface ServiceEntry {
   readonly name: string;
   readonly limits: ClientLimits;
-  /** client connections of this service open now (its max_connections counts them) */
+  /** client connections of this service open now (its max_connections counts them; queued ones included) */
   open: number;
   readonly host: SessionHost;
+  /** its connections waiting for a backend's slot (queue_timeout) */
+  readonly queue: WaitQueue<Relay>;
 }
 
 /** An open client connection: relayed, or its ClientHello being read. */
@@ -119,7 +122,7 @@ export class ProxyListener {
       periodMs: () => {
         let shortest = 10_000;
         const snap = deps.current();
-        for (const s of snap.services) shortest = Math.min(shortest, s.proxy.connectTimeoutMs, s.proxy.idleTimeoutMs, s.proxy.udpIdleTimeoutMs, s.tls?.handshakeTimeoutMs ?? Infinity);
+        for (const s of snap.services) shortest = Math.min(shortest, s.proxy.connectTimeoutMs, s.proxy.idleTimeoutMs, s.proxy.udpIdleTimeoutMs, s.tls?.handshakeTimeoutMs ?? Infinity, s.proxy.queueTimeoutMs || Infinity);
         for (const a of snap.listenAddresses()) {
           const r = snap.routes(a)!;
           if (r.inspect || (r.services[0]?.proxy.acceptProxy ?? 'off') !== 'off') shortest = Math.min(shortest, r.inspectTimeoutMs);
@@ -217,6 +220,22 @@ export class ProxyListener {
     for (const [name, e] of this.services) if (e.open === 0 && !snap.service(name)) this.services.delete(name);
   }
 
+  /**
+   * Backends may take more connections now (a new snapshot, a backend healthy or enabled again):
+   * each service's queue head is offered a slot at once.
+   */
+  serveQueues(): void {
+    for (const e of this.services.values()) if (e.queue.length !== 0) e.queue.serve();
+  }
+
+  /** Each service's connections waiting in its queue now (services of the current snapshot at 0 included). */
+  queuedByService(): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const svc of this.deps.current().services) if (svc.proxy.queueTimeoutMs > 0) out.set(svc.name, 0);
+    for (const e of this.services.values()) if (e.queue.length > 0 || out.has(e.name)) out.set(e.name, e.queue.length);
+    return out;
+  }
+
   private socket(key: string): SocketEntry {
     let e = this.sockets.get(key);
     if (!e) {
@@ -230,17 +249,23 @@ export class ProxyListener {
     const e = this.services.get(name);
     if (e) return e;
     const limits = new ClientLimits(this.deps.now);
+    const queue = new WaitQueue<Relay>();
     const entry: ServiceEntry = {
       name,
       limits,
       open: 0,
+      queue,
       host: {
         observer: this.deps.observer,
         now: this.deps.now,
+        queue,
+        current: () => this.deps.current().service(name),
         registry: {
           delete: (s: Relay) => {
             this.registry.delete(s);
             entry.open--;
+            // a connection of the service ended: its backend's slot goes to the queue's head at once
+            if (queue.length !== 0) queue.serve();
           },
         },
         released: (remoteAddress) => {

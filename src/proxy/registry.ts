@@ -1,7 +1,8 @@
 // The proxy's registry of open connections, and drain(deadline): wait for them to end, then cut
 // the rest (the runtime's shutdown and reload call it).
 // It also runs the one coarse sweep that replaces a timer per connection: while any connection is
-// open, every periodMs() each one's sweep(now) checks its own timeouts (connect, idle).
+// open, every periodMs() each one's sweep(now) checks its own timeouts (connect, idle, and the
+// deadline of one waiting in its service's queue: proxy/queue.ts).
 
 import type { Termination } from './events';
 

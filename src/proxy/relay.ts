@@ -16,6 +16,7 @@ import { encodeProxyHeader, type ProxyEndpoints } from '../core/proxy-protocol';
 import type { ServiceSnapshot, SnapshotBackend } from '../core/snapshot';
 import type { BackendLoad, Lease } from '../core/stats';
 import type { ProxyObserver, SessionEnd, Termination } from './events';
+import type { WaitQueue } from './queue';
 
 /** Longest passive ejection, ms. */
 const MAX_EJECT_MS = 30_000;
@@ -42,7 +43,17 @@ export interface SessionHost {
   readonly now: () => number;
   /** the client's per-address slot is free again (called only for sessions marked `admitted`) */
   readonly released: (remoteAddress: string) => void;
+  /** the service's queue at the cap (queue_timeout) */
+  readonly queue: WaitQueue<Relay>;
+  /** the service as the current snapshot has it (a queued connection is served from it), undefined once it is gone */
+  readonly current: () => ServiceSnapshot | undefined;
 }
+
+/**
+ * About this many bytes a queued client sent are read and held, then reading stops (backpressure):
+ * a first request fits, and a full queue holds at most queue_max times this.
+ */
+export const QUEUED_READ_MAX = 16 * 1024;
 
 /**
  * What the listener knows of a connection when it hands it to a session: read by the session's
@@ -68,6 +79,11 @@ export interface Accepted {
 }
 
 export abstract class Relay implements SessionEnd {
+  /** waiting in its service's queue (queue_timeout) since queuedAt, until queueDeadline */
+  waiting = false;
+  private queuedAt = 0;
+  private queueDeadline = 0;
+  private queueMillis = 0;
   /** the per-client limits counted this connection */
   private readonly admitted: boolean;
   /** "ip:port" of the client when the access log wants this connection */
@@ -114,7 +130,8 @@ export abstract class Relay implements SessionEnd {
   private finished = false;
 
   constructor(
-    protected readonly snap: ServiceSnapshot,
+    /** its service's snapshot; a queued connection takes the current one when it is served */
+    protected snap: ServiceSnapshot,
     private readonly base: SessionHost,
     a: Readonly<Accepted>,
   ) {
@@ -161,14 +178,18 @@ export abstract class Relay implements SessionEnd {
   get latencyMs(): number {
     return this.latency;
   }
+  get queueMs(): number {
+    return this.waiting ? this.base.now() - this.queuedAt : this.queueMillis;
+  }
 
   /** The cause of the end, unless one was seen first. */
   protected ended(cause: Termination): void {
     if (this.cause === null) this.cause = cause;
   }
 
-  /** Close both sides now for this cause (idle or drain timeout, a disabled backend, shutdown). */
+  /** Close both sides now for this cause (idle or drain timeout, a disabled backend, shutdown, a queue's deadline). */
   cut(cause: Termination): void {
+    if (this.waiting) this.leaveQueue();
     this.ended(cause);
     this.destroy();
   }
@@ -199,20 +220,100 @@ export abstract class Relay implements SessionEnd {
   /** the client's address as its connection gives it ("" or undefined once it is gone) */
   protected abstract peerAddress(): string | undefined;
 
+  /**
+   * Queued: read the client (into clientHeld(), up to QUEUED_READ_MAX) so that its going away is
+   * seen (clientLeftQueue()); false: this transport does not wait (a UDP flow), it is refused.
+   */
+  protected holdClient(): boolean {
+    return false;
+  }
+  /** Served: stop reading the client until the backend is connected (as for any connection). */
+  protected releaseClient(): void {}
+
   /** Start: pick a backend and connect to it. */
   start(): void {
     this.attempt();
   }
 
-  /** The next backend not yet tried, dialled; with none left, the client is closed. */
+  /** The next backend not yet tried, dialled; with none left, the client is closed (or it waits in the queue). */
   private attempt(): void {
     const target = this.pickTarget();
     if (target === null) {
-      this.closeClient();
+      if (!this.waiting) this.closeClient();
       return;
     }
+    this.dialTarget(target);
+  }
+
+  private dialTarget(target: SnapshotBackend): void {
     this.openBackend(target.load.acquire());
     this.connectTo(target.spec, target.family);
+  }
+
+  /**
+   * The pick found nothing on a first attempt of a service with queue_timeout: wait in the queue
+   * when a usable backend is at its cap (when none is usable, or the queue is full, refused).
+   */
+  private enqueue(): boolean {
+    const snap = this.snap;
+    if (!atCap(snap) || !this.base.queue.push(this, snap.proxy.queueMax)) return false;
+    if (!this.holdClient()) {
+      this.base.queue.remove(this);
+      return false;
+    }
+    const now = this.base.now();
+    this.waiting = true;
+    this.queuedAt = now;
+    this.queueDeadline = now + snap.proxy.queueTimeoutMs;
+    return true;
+  }
+
+  /**
+   * The queue offers this connection (its head) a slot: picked from the service as the current
+   * snapshot has it (when its transport can carry it still); true when it took one.
+   */
+  serve(): boolean {
+    if (!this.waiting) return true;
+    const cur = this.base.current();
+    if (cur !== undefined && cur !== this.snap && (cur.tls === null) === (this.snap.tls === null) && (cur.backendTls === null) === (this.snap.backendTls === null)) this.snap = cur;
+    const target = this.snap.pick(NO_BACKENDS, this.hashKey);
+    if (!target) return false;
+    this.waiting = false;
+    this.queueMillis = this.base.now() - this.queuedAt;
+    this.releaseClient();
+    this.dialTarget(this.aim(target));
+    return true;
+  }
+
+  /** Take a queued connection out of the queue (it ends). */
+  private leaveQueue(): void {
+    this.waiting = false;
+    this.queueMillis = this.base.now() - this.queuedAt;
+    this.base.queue.remove(this);
+  }
+
+  /** A queued client went away (end of file: client_closed; an error: client_reset). */
+  protected clientLeftQueue(cause: Termination): void {
+    if (!this.waiting) return;
+    this.leaveQueue();
+    this.ended(cause);
+    this.closeClient();
+  }
+
+  /** `n` bytes a queued client sent, in `chunk`: held for the backend; false once QUEUED_READ_MAX are held (stop reading). */
+  protected clientHeld(chunk: Uint8Array, n: number): boolean {
+    const had = this.initial;
+    const len = had === null ? 0 : had.length;
+    const b = Buffer.allocUnsafe(len + n);
+    if (had !== null) had.copy(b, 0);
+    b.set(n === chunk.length ? chunk : chunk.subarray(0, n), len);
+    this.initial = b;
+    return b.length < QUEUED_READ_MAX;
+  }
+
+  /** What a queued client may still send before reading stops. */
+  protected get heldRoom(): number {
+    return QUEUED_READ_MAX - (this.initial === null ? 0 : this.initial.length);
   }
 
   /**
@@ -298,10 +399,14 @@ export abstract class Relay implements SessionEnd {
     return this.remote || (this.peerAddress() ?? '');
   }
 
-  /** Called by the registry's sweep: connect timeout and idle timeout. */
+  /** Called by the registry's sweep: connect timeout and idle timeout; a queued connection's deadline. */
   sweep(now: number): void {
     if (this.finished) return;
     if (!this.connected) {
+      if (this.waiting) {
+        if (now >= this.queueDeadline) this.cut('queue_timeout');
+        return;
+      }
       if (this.deadline > 0 && now >= this.deadline) {
         this.deadline = 0;
         this.connectTimedOut(Object.assign(new Error(`connect timeout after ${this.snap.proxy.connectTimeoutMs} ms`), { code: 'ETIMEDOUT' }));
@@ -323,9 +428,15 @@ export abstract class Relay implements SessionEnd {
   protected pickTarget(): SnapshotBackend | null {
     const target = this.snap.pick(this.failed ?? NO_BACKENDS, this.hashKey);
     if (!target) {
+      if (this.snap.proxy.queueTimeoutMs > 0 && this.attempts === 0 && this.enqueue()) return null;
       this.ended(this.attempts === 0 ? 'no_backend' : this.connectCause);
       return null;
     }
+    return this.aim(target);
+  }
+
+  /** `target` is the one tried next: counted as an attempt, its deadline set. */
+  private aim(target: SnapshotBackend): SnapshotBackend {
     this.target = target;
     this.attempts++;
     this.backendClosed = false;
@@ -416,4 +527,10 @@ export abstract class Relay implements SessionEnd {
     if (this.admitted) this.base.released(this.clientAddress());
     this.base.observer.closed(this);
   }
+}
+
+/** Is a usable backend of the service at its cap (so that a connection may wait for its slot)? */
+function atCap(snap: ServiceSnapshot): boolean {
+  for (const b of snap.backends) if (b.baseWeight > 0 && b.load.isUsable() && b.load.active >= b.cap) return true;
+  return false;
 }

@@ -198,6 +198,33 @@ export class Session extends Relay {
     this.client.destroy();
   }
 
+  protected holdClient(): boolean {
+    const c = this.client;
+    c.on('data', onQueuedData);
+    c.on('end', onQueuedEnd);
+    c.prependListener('close', onQueuedClose);
+    c.resume();
+    return true;
+  }
+
+  protected releaseClient(): void {
+    const c = this.client;
+    c.pause();
+    c.off('data', onQueuedData);
+    c.off('end', onQueuedEnd);
+    c.off('close', onQueuedClose);
+  }
+
+  /** @internal A queued client's bytes: held; reading pauses once enough are. */
+  onQueuedData(chunk: Buffer): void {
+    if (!this.clientHeld(chunk, chunk.length)) this.client.pause();
+  }
+
+  /** @internal A queued client's end of file, or its close (after an error: a reset). */
+  onQueuedEnd(cause: 'client_closed' | 'client_reset'): void {
+    this.clientLeftQueue(cause);
+  }
+
   protected peerAddress(): string | undefined {
     return this.client.remoteAddress;
   }
@@ -424,6 +451,15 @@ function onClientEnd(this: ClientSocket): void {
 }
 function onClientDrain(this: ClientSocket): void {
   this[SESSION].onClientDrain();
+}
+function onQueuedData(this: ClientSocket, chunk: Buffer): void {
+  this[SESSION].onQueuedData(chunk);
+}
+function onQueuedEnd(this: ClientSocket): void {
+  this[SESSION].onQueuedEnd('client_closed');
+}
+function onQueuedClose(this: ClientSocket, hadError: boolean): void {
+  this[SESSION].onQueuedEnd(hadError ? 'client_reset' : 'client_closed');
 }
 function onBackendConnect(this: BackendSocket): void {
   this[SESSION].onConnect(this);

@@ -144,6 +144,32 @@ export class RawSession extends Relay {
     return peerAddress(this.client);
   }
 
+  protected holdClient(): boolean {
+    const c = this.client;
+    c.onread = onQueuedRead;
+    c.useUserBuffer(SHARED);
+    return c.readStart() === 0;
+  }
+
+  protected releaseClient(): void {
+    this.client.readStop();
+  }
+
+  /** @internal A queued client's read: held, end of file or an error (it goes). */
+  onQueuedRead(n: number): Uint8Array | undefined {
+    if (n > 0) {
+      if (!this.clientHeld(SHARED, n)) {
+        this.client.readStop();
+        return undefined;
+      }
+      // the next read is no bigger than what may still be held
+      const room = this.heldRoom;
+      return room < SHARED.length ? SHARED.subarray(0, room) : undefined;
+    }
+    if (n < 0) this.clientLeftQueue(n === R.UV_EOF ? 'client_closed' : 'client_reset');
+    return undefined;
+  }
+
   protected endpoints(): ProxyEndpoints {
     return endpoints(this.client);
   }
@@ -363,6 +389,12 @@ function onRead(this: TcpHandle): Uint8Array | undefined {
   if (n === R.UV_EOF) h.session.onEnd(h);
   else h.session.sideFailed(h); // a read error (ECONNRESET and the like)
   return undefined;
+}
+
+function onQueuedRead(this: TcpHandle): Uint8Array | undefined {
+  const h = this as Side;
+  if (h.closing) return undefined;
+  return h.session.onQueuedRead(R.state[R.kReadBytesOrError]!);
 }
 
 function close(h: Side): void {

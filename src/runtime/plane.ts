@@ -28,6 +28,8 @@ export interface DataPlane {
   addresses(): ReadonlyMap<string, string>;
   /** each service's open client connections */
   openByService(): ReadonlyMap<string, number>;
+  /** each service's connections waiting in its queue (queue_timeout); absent: not known here (worker processes) */
+  queuedByService?(): ReadonlyMap<string, number>;
   /** bind (or adopt the socket systemd passed) every listen address's socket; one failure fails all */
   listen(specs: readonly ListenSpec[]): Promise<void>;
   /** bind a new listen address (as the config writes it) for a reload: commit() serves it, abort() lets it go */
@@ -216,6 +218,7 @@ export class LocalPlane implements DataPlane {
 
   applied(snap: Snapshot, gone: ReadonlySet<string>, drainTimeoutMs: number): void {
     this.listener.prune(snap);
+    this.listener.serveQueues();
     this.deps.accessLog.configure(snap.config.access_log);
     if (this.drains.size > 0) {
       // a backend back with the same id and address takes its draining connections back
@@ -248,14 +251,22 @@ export class LocalPlane implements DataPlane {
   adminChanged(_name: string, keys: readonly string[], _state: AdminState, cut: boolean): void {
     // disable cuts the backend's connections at once; drain lets them finish
     if (cut) this.listener.registry.cutBackends(new Set(keys), 'disabled');
+    else this.listener.serveQueues();
   }
 
   checked(): void {
-    // the checker wrote to the same load figures this process picks with
+    // the checker wrote to the same load figures this process picks with: a backend up again takes queued connections
+    this.listener.serveQueues();
   }
 
   agentChanged(): void {
     // the same figures, and the snapshot the control plane rebuilt is the one this process reads
+    this.listener.serveQueues();
+  }
+
+  /** each service's connections waiting in its queue (queue_timeout) */
+  queuedByService(): ReadonlyMap<string, number> {
+    return this.listener.queuedByService();
   }
 
   close(): Promise<void> {

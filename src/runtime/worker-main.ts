@@ -150,10 +150,12 @@ class Worker {
       }
       case 'check':
         this.loads.peek(m.key)?.applyCheck(m.healthy, m.healthySince, m.ok);
+        this.plane.checked();
         return;
       case 'agent':
         // a changed weight percentage comes with the snapshot the primary published after it
         this.loads.peek(m.key)?.applyAgent(m.down, m.weightPercent);
+        this.plane.agentChanged();
         return;
       case 'prepare': {
         const spec = m.listen;

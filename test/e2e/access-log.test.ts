@@ -95,9 +95,9 @@ for (const relay of RELAYS) {
       assert.match(String(l['time']), ISO);
       assert.deepEqual(
         { ...l, time: 'T', connect_ms: typeof l['connect_ms'], duration_ms: typeof l['duration_ms'] },
-        { time: 'T', client: `127.0.0.1:${p}`, service: 'echo', backend: 'echo-1', backend_address: echo.address, connect_ms: 'number', duration_ms: 'number', bytes_in: 1000, bytes_out: 1000, retries: 0, termination: 'client_closed' },
+        { time: 'T', client: `127.0.0.1:${p}`, service: 'echo', backend: 'echo-1', backend_address: echo.address, connect_ms: 'number', duration_ms: 'number', bytes_in: 1000, bytes_out: 1000, retries: 0, queue_ms: 0, termination: 'client_closed' },
       );
-      assert.deepEqual(Object.keys(l), ['time', 'client', 'service', 'backend', 'backend_address', 'connect_ms', 'duration_ms', 'bytes_in', 'bytes_out', 'retries', 'termination']);
+      assert.deepEqual(Object.keys(l), ['time', 'client', 'service', 'backend', 'backend_address', 'connect_ms', 'duration_ms', 'bytes_in', 'bytes_out', 'retries', 'queue_ms', 'termination']);
     }
     // backend_closed: the backend's FIN first
     {

@@ -119,7 +119,7 @@ for (const relay of RELAYS) {
     const finLine = await line(fin, 'a client that closed before any byte');
     assert.deepEqual(
       { ...finLine, time: 'T', duration_ms: typeof finLine['duration_ms'] },
-      { time: 'T', client: `127.0.0.1:${fin.port}`, service: 'web', backend: null, backend_address: null, connect_ms: null, duration_ms: 'number', bytes_in: 0, bytes_out: 0, retries: 0, termination: 'client_closed' },
+      { time: 'T', client: `127.0.0.1:${fin.port}`, service: 'web', backend: null, backend_address: null, connect_ms: null, duration_ms: 'number', bytes_in: 0, bytes_out: 0, retries: 0, queue_ms: 0, termination: 'client_closed' },
     );
 
     // half a ClientHello, then a reset

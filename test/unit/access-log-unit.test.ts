@@ -58,11 +58,11 @@ test('the JSON line and the text line of a connection, and of a rejection (nulls
   const at = Date.parse('2026-12-02T12:40:01.532Z');
   assert.equal(
     jsonLine(end({}), at),
-    '{"time":"2026-12-02T12:40:01.532Z","client":"203.0.113.7:51234","service":"web","backend":"web-1","backend_address":"10.0.0.11:8080","connect_ms":1,"duration_ms":153,"bytes_in":78,"bytes_out":1024,"retries":0,"termination":"client_closed"}\n',
+    '{"time":"2026-12-02T12:40:01.532Z","client":"203.0.113.7:51234","service":"web","backend":"web-1","backend_address":"10.0.0.11:8080","connect_ms":1,"duration_ms":153,"bytes_in":78,"bytes_out":1024,"retries":0,"queue_ms":0,"termination":"client_closed"}\n',
   );
   assert.equal(textLine(end({}), at), '2026-12-02T12:40:01.532Z 203.0.113.7:51234 web/web-1 10.0.0.11:8080 1/153 78 1024 0 client_closed\n');
   const rejected = end({ pickedBackend: null, connected: false, durationMs: 0, bytesIn: 0, bytesOut: 0, termination: 'rejected_acl' });
-  assert.deepEqual(JSON.parse(jsonLine(rejected, at)), { time: '2026-12-02T12:40:01.532Z', client: '203.0.113.7:51234', service: 'web', backend: null, backend_address: null, connect_ms: null, duration_ms: 0, bytes_in: 0, bytes_out: 0, retries: 0, termination: 'rejected_acl' });
+  assert.deepEqual(JSON.parse(jsonLine(rejected, at)), { time: '2026-12-02T12:40:01.532Z', client: '203.0.113.7:51234', service: 'web', backend: null, backend_address: null, connect_ms: null, duration_ms: 0, bytes_in: 0, bytes_out: 0, retries: 0, queue_ms: 0, termination: 'rejected_acl' });
   assert.equal(textLine(rejected, at), '2026-12-02T12:40:01.532Z 203.0.113.7:51234 web/- - -/0 0 0 0 rejected_acl\n');
   // docs/operations.md's examples are these lines
   const ops = readFileSync(join(__dirname, '..', '..', 'docs', 'operations.md'), 'utf8');

@@ -100,6 +100,8 @@ describe('defaults', () => {
         deny: [],
         clientRateLimit: null,
         clientMaxConnections: 0,
+        queueTimeoutMs: 0,
+        queueMax: 1000,
         inspectTimeoutMs: 5000,
         protocol: 'tcp',
         udpIdleTimeoutMs: 30000,
@@ -123,7 +125,7 @@ describe('defaults', () => {
           algorithm: 'adaptive',
           hashKey: 'source_ip',
           hashBalanceFactor: 0,
-          proxy: { connectTimeoutMs: 3000, idleTimeoutMs: 3600000, tcpKeepaliveMs: 0, connectRetries: 2, proxyProtocol: 'off', acceptProxy: 'off', acceptProxyFrom: [], allow: [], deny: [], clientRateLimit: null, clientMaxConnections: 0, inspectTimeoutMs: 5000, protocol: 'tcp', udpIdleTimeoutMs: 30000, udpResponses: 0, udpAffinity: 'flow' },
+          proxy: { connectTimeoutMs: 3000, idleTimeoutMs: 3600000, tcpKeepaliveMs: 0, connectRetries: 2, proxyProtocol: 'off', acceptProxy: 'off', acceptProxyFrom: [], allow: [], deny: [], clientRateLimit: null, clientMaxConnections: 0, queueTimeoutMs: 0, queueMax: 1000, inspectTimeoutMs: 5000, protocol: 'tcp', udpIdleTimeoutMs: 30000, udpResponses: 0, udpAffinity: 'flow' },
           health: { intervalMs: 10000, timeoutMs: 3000, kind: 'tcp', port: 0, path: '/health', send: '', expect: '', expectRegex: '', steps: [], healthyThreshold: 2, unhealthyThreshold: 3, slowStartMs: 0, agentPort: 0, agentIntervalMs: 0 },
           // no [tls] table: the service relays bytes as they come
           tls: null,
@@ -317,6 +319,9 @@ describe('value rules: every bad value names its key path, line and problem', ()
     { section: 'proxy', line: 'client_rate_limit = "-1/s"', path: 'proxy.client_rate_limit', words: ['rate'] },
     { section: 'proxy', line: 'client_rate_limit = 100', path: 'proxy.client_rate_limit', words: ['rate string'] },
     { section: 'proxy', line: 'client_max_connections = -1', path: 'proxy.client_max_connections', words: ['at least 0'] },
+    { section: 'proxy', line: 'queue_max = 0', path: 'proxy.queue_max', words: ['greater than 0'] },
+    { section: 'proxy', line: 'queue_timeout = "-1s"', path: 'proxy.queue_timeout', words: ['duration'] },
+    { section: 'proxy', line: 'queue_timeout = "soon"', path: 'proxy.queue_timeout', words: ['duration', 'soon'] },
     // [strategy]
     { section: 'strategy', line: 'algorithm = "random"', path: 'strategy.algorithm', words: ['expected one of', '"round_robin"', '"adaptive"', '"random"'] },
     { section: 'strategy', line: 'algorithm = "round_robbin"', path: 'strategy.algorithm', words: ['did you mean "round_robin"'] },
