@@ -262,8 +262,11 @@ enabled = true
   assert.equal(rows.reduce((n, r) => n + r.total, 0), 3);
   const status = await adminJson<{ services: Svc[] }>(lb, '/status');
   assert.deepEqual(status.services.map((s) => s.name), ['dns']);
-  // /traffic: the service's points count the three ended flows; the refusal is a non-clean termination
+  // /traffic: once the service has a point (the first is the baseline), three more flows that
+  // end are counted in its points; the refusal is a non-clean termination
   type Traffic = { services: { name: string; points: (number | null)[][] }[]; terminations: { service: string; termination: string; client: string | null }[] };
+  await waitFor(async () => ((await adminJson<Traffic>(lb, '/traffic')).services.find((s) => s.name === 'dns')?.points.length ?? 0) > 0 || null, 5000, 'a /traffic point');
+  for (let i = 0; i < 3; i++) assert.ok(['b1', 'b2'].includes((await ask(await client(t), lb.port, 'q')) ?? 'none'));
   const traffic = await waitFor(async () => {
     const tr = await adminJson<Traffic>(lb, '/traffic');
     const pts = tr.services.find((s) => s.name === 'dns')?.points ?? [];
