@@ -301,6 +301,8 @@ export const RELOAD = object({
   generation: num,
   /** success: what changed */
   changes: optional(str),
+  /** success with worker processes: the pids of those that did not acknowledge the new snapshot within 2 s */
+  unacknowledged: optional(arrayOf(num)),
   /** failure: why */
   error: optional(str),
   /** failure of validation: each problem and where */

@@ -10,6 +10,8 @@ export interface ReloadOutcome {
   readonly result: 'success' | 'failure';
   readonly generation: number;
   readonly changes?: string;
+  /** success: the worker processes (pids) that did not acknowledge the new snapshot in time */
+  readonly unacknowledged?: readonly number[];
   readonly error?: string;
   readonly errors?: readonly { path: string; line?: number; message: string }[];
 }

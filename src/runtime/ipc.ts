@@ -93,6 +93,8 @@ export type FromWorker =
   | { readonly t: 'listening'; readonly addresses: readonly (readonly [string, string])[] }
   | { readonly t: 'listen-failed'; readonly address: string; readonly reason: string }
   | { readonly t: 'answer'; readonly id: number; readonly error?: string; readonly report?: WorkerReport; readonly drained?: number; readonly cut?: number }
+  /** a 'snapshot' of this generation is current here (an address no service has is closed before it) */
+  | { readonly t: 'applied'; readonly generation: number }
   | { readonly t: 'event'; readonly kind: 'health'; readonly message: string };
 
 function sumHist(list: readonly HistogramData[]): HistogramData {

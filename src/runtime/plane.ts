@@ -42,6 +42,11 @@ export interface DataPlane {
    */
   applied(snap: Snapshot, gone: ReadonlySet<string>, drainTimeoutMs: number): void;
   /**
+   * Resolves once every data-plane process serves `generation` (published through applied()),
+   * with the pids of the worker processes that did not say so in time (none in one process).
+   */
+  acknowledged(generation: number): Promise<readonly number[]>;
+  /**
    * An operator changed a backend's state (`ref`: service/name; a DNS parent's applies to its
    * endpoints, `keys` their load keys); `cut` closes their open connections now (disable).
    */
@@ -246,6 +251,11 @@ export class LocalPlane implements DataPlane {
     }, drainTimeoutMs);
     t.unref();
     this.drains.set(t, doomed);
+  }
+
+  acknowledged(): Promise<readonly number[]> {
+    // applied() made it current in this process
+    return Promise.resolve([]);
   }
 
   adminChanged(_name: string, keys: readonly string[], _state: AdminState, cut: boolean): void {

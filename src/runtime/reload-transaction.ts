@@ -1,7 +1,8 @@
 // One reload, as a transaction: read → validate → diff → check the socket-owned addresses →
 // bind the new listen addresses → re-check for a stop → install the new addresses → publish (the
 // snapshot in one assignment, through LiveState; its followers retire the removed backends) →
-// follow the new config's DNS names → log, metrics, events.
+// follow the new config's DNS names → wait for every worker process to serve it (bounded) →
+// log, metrics, events.
 // Anything that fails before the swap leaves the running generation untouched. What starts a reload (watcher, poll, SIGHUP, POST /reload) is
 // runtime/reload.ts.
 
@@ -18,7 +19,7 @@ import { BindError, ConfigInvalidError, LemonadeError, ShuttingDownError } from 
 import type { LiveState } from './live-state';
 import type { DataPlane, Pending } from './plane';
 import type { SystemdNotifier } from './systemd';
-import { workerCount } from './workers';
+import { RELOAD_ACK_MS, workerCount } from './workers';
 import type { TicketKeys } from './ticket-keys';
 
 export interface ReloadDeps {
@@ -121,6 +122,9 @@ export class ReloadTransaction {
     s.reloaded(loaded, new Date(this.d.now()).toISOString());
     const generation = s.generation;
     this.d.discovery.sync(next);
+    // answered once every worker process serves it; one that did not say so in time is named
+    // (the reload is applied: the others have it, and it catches up when it runs again)
+    const unacknowledged = await plane.acknowledged(generation);
     this.d.metrics.reloads.inc({ result: 'success' });
     // what changed: the settings, then files renewed under the same paths (the services'
     // certificates, keys and CAs; the admin API's; the ticket key), or "no changes"
@@ -136,10 +140,13 @@ export class ReloadTransaction {
       summary += `; runtime.workers stays ${this.d.workers} until a restart`;
       logger.warn({ running: this.d.workers, configured: next.runtime.workers }, 'runtime.workers changes only with a restart');
     }
-    this.d.events.push('reload', `generation ${generation} (${trigger}): ${summary}`);
-    logger.info({ generation, trigger, changes: summary, hash: loaded.shownHash.slice(0, 12) }, `config reloaded: ${summary}`);
+    const late = unacknowledged.length > 0 ? `; not acknowledged within ${RELOAD_ACK_MS / 1000} s by worker ${unacknowledged.map((pid) => `pid ${pid}`).join(', ')}` : '';
+    this.d.events.push('reload', `generation ${generation} (${trigger}): ${summary}${late}`);
+    const fields = { generation, trigger, changes: summary, hash: loaded.shownHash.slice(0, 12), ...(late ? { unacknowledged } : {}) };
+    if (late) logger.warn(fields, `config reloaded: ${summary}${late}`);
+    else logger.info(fields, `config reloaded: ${summary}`);
     this.d.summary.schedule();
-    return { result: 'success', generation, changes: summary };
+    return late ? { result: 'success', generation, changes: summary, unacknowledged } : { result: 'success', generation, changes: summary };
   }
 
   /** A listener served from a socket systemd passed keeps it: its address is the .socket unit's. */

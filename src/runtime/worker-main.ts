@@ -134,6 +134,8 @@ class Worker {
         this.operator.clear();
         for (const [n, s] of m.operator) this.operator.set(n, s);
         this.publish(m.config, m.generation);
+        // the reload waits for it (the 'close-address' before it is done too: the messages come in order)
+        send({ t: 'applied', generation: m.generation });
         return;
       }
       case 'admin': {

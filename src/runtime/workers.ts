@@ -38,6 +38,8 @@ export const REPORT_INTERVAL_MS = 1000;
 export const WORKER_HUNG_MS = 10_000;
 /** How long one pull waits for answers before using what it has. */
 const ASK_TIMEOUT_MS = 2000;
+/** How long a reload waits for each worker to say it serves the new snapshot. */
+export const RELOAD_ACK_MS = 2000;
 const RESTART_MIN_MS = 100;
 const RESTART_MAX_MS = 5000;
 
@@ -64,6 +66,8 @@ interface Member {
   /** its listener is up: from its 'listening' message to its exit */
   listening: boolean;
   report: WorkerReport | null;
+  /** the generation it said it serves (a new worker: the one it was started with) */
+  applied: number;
   startedAt: number;
   lastAnswer: number;
   /** exits in a row, each within 10 s of its start (the restart backoff) */
@@ -84,6 +88,8 @@ export class WorkerPool implements DataPlane {
   private stopping = false;
   private nextId = 1;
   private poll: NodeJS.Timeout | null = null;
+  /** reloads waiting for acknowledgements: each looks again at every 'applied' and exit */
+  private readonly waiting = new Set<() => void>();
 
   constructor(private readonly deps: PoolDeps) {
     this.members = Array.from({ length: deps.count }, (_, index) => ({
@@ -92,6 +98,7 @@ export class WorkerPool implements DataPlane {
       pid: 0,
       listening: false,
       report: null,
+      applied: 0,
       startedAt: 0,
       lastAnswer: 0,
       failStreak: 0,
@@ -154,6 +161,7 @@ export class WorkerPool implements DataPlane {
     m.startedAt = Date.now();
     m.lastAnswer = m.startedAt;
     const s = this.deps.state();
+    m.applied = s.generation;
     this.sendTo(m, { t: 'init', index: m.index, count: this.members.length, config: s.config, generation: s.generation, operator: s.operator, health: s.health, listen: this.specs, ticketKey: s.ticketKey });
     return new Promise<readonly (readonly [string, string])[]>((resolve, reject) => {
       let settled = false;
@@ -179,6 +187,10 @@ export class WorkerPool implements DataPlane {
           case 'event':
             this.deps.event(msg.kind, msg.message);
             return;
+          case 'applied':
+            m.applied = Math.max(m.applied, msg.generation);
+            this.wake();
+            return;
         }
       });
       // a message sent while the worker is dying fails with EPIPE, emitted here: without a
@@ -201,6 +213,7 @@ export class WorkerPool implements DataPlane {
     m.listening = false;
     for (const f of m.asks.values()) f(null);
     m.asks.clear();
+    this.wake();
     // keep what it counted, so the sums (Prometheus counters) never go back
     if (m.report) this.retired = mergeReports([this.retired, retiredPart(m.report)]);
     m.report = null;
@@ -295,6 +308,33 @@ export class WorkerPool implements DataPlane {
   applied(snap: Snapshot): void {
     // each worker works out for itself which of its connections drain (it knows which are open)
     this.broadcast({ t: 'snapshot', config: snap.config, generation: snap.generation, operator: this.deps.state().operator });
+  }
+
+  /**
+   * Resolves once every worker serves `generation` or a later one (the addresses no service has
+   * are closed before it), with the pids of those that did not say so within RELOAD_ACK_MS. A
+   * worker that exits meanwhile is not waited for: its replacement starts from the current config.
+   */
+  acknowledged(generation: number): Promise<readonly number[]> {
+    const owed = this.members.filter((m) => m.worker !== null && m.worker.isConnected() && m.applied < generation).map((m) => [m, m.worker] as const);
+    const late = (): number[] => owed.filter(([m, w]) => m.worker === w && m.applied < generation).map(([m]) => m.pid);
+    if (owed.length === 0) return Promise.resolve([]);
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.waiting.delete(check);
+        resolve(late());
+      };
+      const check = (): void => {
+        if (late().length === 0) done();
+      };
+      const timer = setTimeout(done, RELOAD_ACK_MS);
+      this.waiting.add(check);
+    });
+  }
+
+  private wake(): void {
+    for (const check of [...this.waiting]) check();
   }
 
   adminChanged(name: string, keys: readonly string[], state: AdminState, cut: boolean): void {

@@ -2,7 +2,8 @@
 // endpoint's answer, the errors included, has each key its declaration requires and no key it
 // does not declare, with the declared types; and each declared key, the optional ones included,
 // is served at least once (two services, a name found by DNS, agent checks, consistent_hash, two
-// worker processes, connections that did not end cleanly, a reload that fails).
+// worker processes, connections that did not end cleanly, a reload that fails, one a stopped
+// worker did not acknowledge).
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -174,6 +175,14 @@ test('what a running balancer serves is what src/admin/wire.ts declares, every d
   await ask(checked.error, '/health?service=nope', 'GET', 404);
   await ask(checked.error, '/nope', 'GET', 404);
   await ask(checked.reload, '/reload', 'POST', 200);
+  // a worker that cannot acknowledge the new snapshot (stopped) is named in the answer after 2 s
+  const stopped = (await adminJson<StatusAnswer>(lb, '/status')).workers![0]!.pid!;
+  process.kill(stopped, 'SIGSTOP');
+  try {
+    await ask(checked.reload, '/reload', 'POST', 200);
+  } finally {
+    process.kill(stopped, 'SIGCONT');
+  }
   // a file that does not validate: the answer lists each problem and where
   lb.replaceConfig(cfg.replace('agent_interval = "100ms"', 'agent_interval = "100ms"\nunhealthy_threshold = "many"'));
   await ask(checked.reload, '/reload', 'POST', 422);

@@ -34,8 +34,11 @@ const alive = (pid: number): boolean => {
   }
 };
 
-/** Open `n` connections at once, read one line on each and hang up; resolves with the lines. */
-async function burst(port: number, n: number): Promise<string[]> {
+/**
+ * Open `n` connections at once, read one line on each and hang up; resolves with the lines
+ * ("closed" for one closed without a line, "timeout" for one that got nothing in `timeoutMs`).
+ */
+async function burst(port: number, n: number, timeoutMs = 5000): Promise<string[]> {
   return Promise.all(
     Array.from({ length: n }, () =>
       new Promise<string>((resolve) => {
@@ -48,7 +51,10 @@ async function burst(port: number, n: number): Promise<string[]> {
         });
         s.on('error', () => resolve(`error`));
         s.on('close', () => resolve(got.trim() || 'closed'));
-        s.setTimeout(5000, () => s.destroy());
+        s.setTimeout(timeoutMs, () => {
+          got ||= 'timeout';
+          s.destroy();
+        });
       }),
     ),
   );
@@ -319,8 +325,10 @@ test('workers = 2 under socket activation: the workers accept from the socket sy
   // the file's listen_address is not used: the passed socket is
   writeFileSync(conf, testConfig([{ address: backends[0]!.address, name: 'n1' }], { runtime: 'workers = 2' }).replace('"127.0.0.1:0"', `"127.0.0.1:${unused}"`).replace('"127.0.0.1:0"', `"127.0.0.1:${adminPort}"`));
   const { proc, stderr, exited } = await socketActivated(t, [port], conf);
-  // the first connection starts the service (systemd-socket-activate waits for it)
-  assert.deepEqual(await burst(port, 1), ['n1']);
+  // the first connection starts the service (systemd-socket-activate waits for it): it waits for
+  // the whole start (the control plane, two workers, each one's raw relay self-test), seconds on
+  // a loaded host
+  assert.deepEqual(await burst(port, 1, 20_000), ['n1']);
   const st = await waitFor(async () => {
     try {
       return JSON.parse((await httpRequest(adminPort, '/status')).body) as Status & { listen_address: string };
