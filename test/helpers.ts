@@ -160,7 +160,8 @@ export interface Balancer {
   /** resolves with the first log line (JSON) that matches */
   waitForLog(pred: (l: Record<string, unknown>) => boolean, timeoutMs?: number, what?: string): Promise<Record<string, unknown>>;
   /** send a signal and wait for exit; resolves with the exit code */
-  stop(signal?: NodeJS.Signals, timeoutMs?: number): Promise<number | null>;
+  /** `patienceMs`: a second signal after this long ends a drain still under way */
+  stop(signal?: NodeJS.Signals, timeoutMs?: number, patienceMs?: number): Promise<number | null>;
   exited: Promise<number | null>;
 }
 
@@ -303,17 +304,22 @@ async function launchBalancer(t: Ends | undefined, config: string, opts: Balance
     },
     waitForLog,
     exited,
-    stop: async (signal = 'SIGTERM', timeoutMs = 15_000) => {
+    stop: async (signal = 'SIGTERM', timeoutMs = 15_000, patienceMs = Infinity) => {
       if (proc.exitCode !== null || proc.signalCode !== null) return proc.exitCode;
       proc.kill(signal);
+      // a second stop signal ends a drain at once (exit 130)
+      const again = Number.isFinite(patienceMs) ? setTimeout(() => proc.kill(signal), patienceMs) : null;
       const t = setTimeout(() => proc.kill('SIGKILL'), timeoutMs);
       const code = await exited;
+      if (again !== null) clearTimeout(again);
       clearTimeout(t);
       rmSync(dir, { recursive: true, force: true });
       return code;
     },
   };
-  if (t) atEnd(t, () => b.stop(opts.stopSignal));
+  // at the test's end nothing waits on the drain of connections the test left open: a second
+  // signal after a second ends it
+  if (t) atEnd(t, () => b.stop(opts.stopSignal, 15_000, 1000));
   const started = await waitForLog((l) => l['msg'] === 'lemonade-lb started', 15_000, 'the balancer to start');
   if (process.env['LEMONADE_TEST_NET_SOCKETS'] === '1' && opts.env?.['LEMONADE_LB_NET_SOCKETS'] === undefined && started['relay'] !== 'net.Socket') {
     throw new Error(`asked for the net.Socket relay, the balancer says relay=${String(started['relay'])}`);

@@ -71,6 +71,9 @@ const linesOf = (lb: Balancer, s: dgram.Socket): Record<string, unknown>[] => ac
 const HEALTH = 'kind = "send_expect"\nsend = "ping"\nexpect = "b"\ninterval = "10s"';
 
 /** The balancer's file: the default service, UDP, over `backends`. */
+/** the flows a test leaves waiting end soon after its stop (else each stop waits for the drain's default) */
+const SHORT_DRAIN = 'drain_timeout_millis = 500';
+
 function config(backends: readonly Backend[], proxy: string, opts: { algorithm?: string; health?: string; runtime?: string } = {}): string {
   return `[proxy]
 listen_address = "127.0.0.1:0"
@@ -85,7 +88,7 @@ listen_address = "127.0.0.1:0"
 [access_log]
 enabled = true
 [runtime]
-${opts.runtime ?? ''}
+${opts.runtime ?? SHORT_DRAIN}
 ${backends.map((b, i) => `[[backends]]\nid = ${i}\nname = "${b.name}"\naddress = "${b.address}"\n`).join('')}`;
 }
 
@@ -240,6 +243,8 @@ ${b.map((x) => `[[services.backends]]\nname = "${x.name}"\naddress = "${x.addres
 listen_address = "127.0.0.1:0"
 [access_log]
 enabled = true
+[runtime]
+${SHORT_DRAIN}
 `,
   );
   for (let i = 0; i < 3; i++) assert.ok(['b1', 'b2'].includes((await ask(await client(t), lb.port, 'q')) ?? 'none'));

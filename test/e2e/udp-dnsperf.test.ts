@@ -88,8 +88,8 @@ for (const responses of [1, 0]) {
     const lb = await startBalancer(t, config(dns, `udp_responses = ${responses}\nudp_idle_timeout = "5s"`));
     type Row = { name: string; state: string; total: number; last_check: { ok: boolean } | null };
     await waitFor(async () => (await adminJson<Row[]>(lb, '/backends')).every((b) => b.state === 'healthy'), 10_000, 'both backends checked healthy');
-    // 10 s at 500 queries a second from 4 sockets; dns1 killed 2 s in
-    const whole = dnsperf(lb.dir, lb.port, 10, 500, 4);
+    // 6 s at 500 queries a second from 4 sockets; dns1 killed 2 s in
+    const whole = dnsperf(lb.dir, lb.port, 6, 500, 4);
     await new Promise((r) => setTimeout(r, 2000));
     const before = await adminJson<Row[]>(lb, '/backends');
     assert.ok(before.every((b) => b.total > 0), `both backends took flows before the kill: ${JSON.stringify(before)}`);
@@ -102,7 +102,7 @@ for (const responses of [1, 0]) {
     const after = await dnsperf(lb.dir, lb.port, 3, 500, 4);
     const first = await whole;
     t.diagnostic(`whole run: sent ${first.sent}, completed ${first.completed}, lost ${first.lost}; after the mark-down: sent ${after.sent}, lost ${after.lost}`);
-    assert.ok(first.sent >= 4000, first.out);
+    assert.ok(first.sent >= 2400, first.out);
     assert.ok(first.completed >= 0.9 * first.sent, `more than 10 % lost across the kill:\n${first.out}`);
     assert.ok(after.sent >= 1200, after.out);
     assert.equal(after.lost, 0, after.out);
