@@ -58,6 +58,38 @@ export async function runNginx(t: { after(fn: () => unknown): void }, dir: strin
   return proc;
 }
 
+/**
+ * A test's own HAProxy in tcp mode, logging to its standard output: `proxies` (frontends and
+ * backends) after a defaults section with `defaults` lines more; stopped when the test ends,
+ * resolved once each of `ports` accepts. `out()`: what it printed so far.
+ */
+export async function runHaproxy(t: { after(fn: () => unknown): void }, dir: string, proxies: string, ports: readonly number[], defaults = ''): Promise<{ out: () => string }> {
+  const cfg = join(dir, 'haproxy.cfg');
+  writeFileSync(cfg, `global\n  log stdout format raw local0\ndefaults\n  mode tcp\n  log global\n${defaults}  timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n${proxies}`);
+  const hap = spawn('haproxy', ['-db', '-f', cfg], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  hap.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  hap.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  t.after(() => stopProcess(hap));
+  const accepts = (port: number): Promise<boolean> =>
+    new Promise((resolve) => {
+      const s = net.connect({ host: '127.0.0.1', port }, () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.on('error', () => resolve(false));
+    });
+  await waitFor(
+    async () => {
+      if (hap.exitCode !== null) throw new Error(`haproxy exited (${hap.exitCode}): ${out}`);
+      return (await Promise.all(ports.map(accepts))).every(Boolean);
+    },
+    10_000,
+    'haproxy to listen',
+  );
+  return { out: () => out };
+}
+
 /** Poll `cond` every `stepMs` until it returns a truthy value or `timeoutMs` passes (then throw). */
 /**
  * An nginx.conf for a test's own nginx in `dir` (one process, no master, temp files and the pid

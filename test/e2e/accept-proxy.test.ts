@@ -11,11 +11,11 @@
 
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
-import { freePort, NGINX, requireTool, runCli, runNginx, startBalancer, stopProcess, tempDir, waitFor, type Balancer } from '../helpers';
+import { freePort, NGINX, requireTool, runCli, runHaproxy, runNginx, startBalancer, tempDir, waitFor, type Balancer } from '../helpers';
 import { metric, ports, servicesFile, type SvcSpec } from '../services-helpers';
 
 const have = (cmd: string, args: string[]): boolean => {
@@ -28,16 +28,6 @@ const OPENSSL = have('openssl', ['version']);
 
 const ready = (t: TestContext): boolean =>
   requireTool(t, 'nginx (package nginx-light)', NGINX !== null) && requireTool(t, 'haproxy', HAPROXY) && requireTool(t, 'curl', CURL) && requireTool(t, 'openssl', OPENSSL);
-
-function connects(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect({ host: '127.0.0.1', port }, () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.on('error', () => resolve(false));
-  });
-}
 
 function run(cmd: string, args: string[]): Promise<{ code: number | null; out: string; err: string }> {
   return new Promise((resolve) => {
@@ -83,40 +73,18 @@ async function startNginxes(t: TestContext, dir: string, names: string[]): Promi
 
 /** HAProxy in tcp mode: each frontend port to a balancer port, with this server line's options. */
 async function startHaproxy(t: TestContext, dir: string, fronts: { port: number; to: number; server: string; backend?: string }[]): Promise<{ out: () => string }> {
-  const cfg = join(dir, 'haproxy.cfg');
-  writeFileSync(
-    cfg,
-    `global
-  log stdout format raw local0
-defaults
-  mode tcp
-  log global
-  retries 0
-  timeout connect 2s
-  timeout client 10s
-  timeout server 10s
-${fronts
-  .map(
-    (f, i) => `frontend f${i}
+  const proxies = fronts
+    .map(
+      (f, i) => `frontend f${i}
   bind 127.0.0.1:${f.port}
   default_backend b${i}
 backend b${i}
 ${f.backend ?? ''}
   server lb${i} 127.0.0.1:${f.to} ${f.server}
 `,
-  )
-  .join('')}`,
-  );
-  const hap: ChildProcess = spawn('haproxy', ['-db', '-f', cfg], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  hap.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  hap.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  t.after(() => stopProcess(hap));
-  await waitFor(async () => {
-    if (hap.exitCode !== null) throw new Error(`haproxy exited (${hap.exitCode}): ${out}`);
-    return (await Promise.all(fronts.map((f) => connects(f.port)))).every(Boolean);
-  }, 10_000, 'haproxy to listen');
-  return { out: () => out };
+    )
+    .join('');
+  return runHaproxy(t, dir, proxies, fronts.map((f) => f.port), '  retries 0\n');
 }
 
 interface LogLine {

@@ -13,9 +13,9 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { freePort, NGINX, requireTool, runNginx, startBalancer, startTcpServer, stopProcess, tempDir, waitFor, type Balancer } from '../helpers';
+import { freePort, NGINX, requireTool, runHaproxy, runNginx, startBalancer, startTcpServer, stopProcess, tempDir, waitFor, type Balancer } from '../helpers';
 import { OPENSSL, have, makeCa, makeCert, sClient } from '../certs';
 
 const CURL = have('curl', ['--version']);
@@ -46,17 +46,6 @@ function runTool(cmd: string, args: string[], o: { input?: string; env?: NodeJS.
     });
     p.stdin!.on('error', () => {});
     p.stdin!.end(o.input ?? '');
-  });
-}
-
-/** Something accepts connections on the port. */
-function connects(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect(port, '127.0.0.1', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.on('error', () => resolve(false));
   });
 }
 
@@ -291,31 +280,18 @@ test('HAProxy (accept-proxy) takes the v2 header with its TLVs and reads the ser
     s.pipe(s);
   });
   const [hapPort, lbPort] = [await freePort(), await freePort()];
-  const cfg = join(dir, 'haproxy.cfg');
-  writeFileSync(
-    cfg,
-    `global
-  log stdout format raw local0
-defaults
-  mode tcp
-  log global
-  timeout connect 2s
-  timeout client 10s
-  timeout server 10s
-frontend f
+  const hap = await runHaproxy(
+    t,
+    dir,
+    `frontend f
   bind 127.0.0.1:${hapPort} accept-proxy
   log-format "pp src=%ci authority=%[fc_pp_authority]"
   default_backend b
 backend b
   server echo 127.0.0.1:${echo.port}
 `,
+    [hapPort],
   );
-  const hap: ChildProcess = spawn('haproxy', ['-db', '-f', cfg], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let hapOut = '';
-  hap.stdout!.on('data', (d: Buffer) => (hapOut += d.toString()));
-  hap.stderr!.on('data', (d: Buffer) => (hapOut += d.toString()));
-  t.after(() => stopProcess(hap));
-  await waitFor(() => connects(hapPort), 10_000, 'haproxy to listen');
   await startBalancer(
     t,
     `[proxy]
@@ -329,10 +305,10 @@ address = "127.0.0.1:${hapPort}"
 `,
   );
   const r = await sClient(lbPort, ['-servername', 'localhost', '-alpn', 'h2', '-CAfile', `${dir}/ca.pem`], 'through-haproxy');
-  assert.ok(r.echoed, `the line came back through haproxy: ${r.out}\n${r.err}\n${hapOut}`);
+  assert.ok(r.echoed, `the line came back through haproxy: ${r.out}\n${r.err}\n${hap.out()}`);
   // haproxy logs the connection when it ends
-  await waitFor(() => hapOut.includes('authority=localhost'), 10_000, `haproxy's log line: ${hapOut}`);
-  assert.match(hapOut, /pp src=127\.0\.0\.1 authority=localhost/);
+  await waitFor(() => hap.out().includes('authority=localhost'), 10_000, `haproxy's log line: ${hap.out()}`);
+  assert.match(hap.out(), /pp src=127\.0\.0\.1 authority=localhost/);
 });
 
 // -------------------------------------------------------------------------------------------
