@@ -39,22 +39,7 @@ export async function runNginx(t: { after(fn: () => unknown): void }, dir: strin
   let stderr = '';
   proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
   t.after(() => stopProcess(proc));
-  const accepts = (port: number): Promise<boolean> =>
-    new Promise((resolve) => {
-      const s = net.connect({ host: '127.0.0.1', port }, () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.on('error', () => resolve(false));
-    });
-  await waitFor(
-    async () => {
-      if (proc.exitCode !== null) throw new Error(`nginx exited (${proc.exitCode}): ${stderr}${existsSync(errorLog) ? readFileSync(errorLog, 'utf8') : ''}`);
-      return (await Promise.all(ports.map(accepts))).every(Boolean);
-    },
-    10_000,
-    'nginx to listen',
-  );
+  await listening(proc, ports, 'nginx', () => `${stderr}${existsSync(errorLog) ? readFileSync(errorLog, 'utf8') : ''}`);
   return proc;
 }
 
@@ -71,6 +56,12 @@ export async function runHaproxy(t: { after(fn: () => unknown): void }, dir: str
   hap.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   hap.stderr!.on('data', (d: Buffer) => (out += d.toString()));
   t.after(() => stopProcess(hap));
+  await listening(hap, ports, 'haproxy', () => out);
+  return { out: () => out };
+}
+
+/** Wait until each of `ports` on 127.0.0.1 accepts; `proc` exiting first is an error with what `said()`. */
+async function listening(proc: ChildProcess, ports: readonly number[], name: string, said: () => string): Promise<void> {
   const accepts = (port: number): Promise<boolean> =>
     new Promise((resolve) => {
       const s = net.connect({ host: '127.0.0.1', port }, () => {
@@ -81,13 +72,12 @@ export async function runHaproxy(t: { after(fn: () => unknown): void }, dir: str
     });
   await waitFor(
     async () => {
-      if (hap.exitCode !== null) throw new Error(`haproxy exited (${hap.exitCode}): ${out}`);
+      if (proc.exitCode !== null) throw new Error(`${name} exited (${proc.exitCode}): ${said()}`);
       return (await Promise.all(ports.map(accepts))).every(Boolean);
     },
     10_000,
-    'haproxy to listen',
+    `${name} to listen`,
   );
-  return { out: () => out };
 }
 
 /** Poll `cond` every `stepMs` until it returns a truthy value or `timeoutMs` passes (then throw). */
